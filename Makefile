@@ -1,0 +1,34 @@
+# aifhub: `make run` sets up and runs the hub; `make test` sets up and runs the tests.
+PYTHON ?= $(shell ./scripts/pick-python)
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test setup bench clean
+
+run: setup
+	$(BIN)/aifhub up $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "make: no usable Python (>= 3.11 with venv) found" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+node_modules/.installed: package.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm (and node) are needed for the proxy: install Node.js >= 18 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	npm install --no-audit --no-fund --silent
+	@touch $@
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,261 @@
+"""Load ``courses/*/course.yaml`` into :class:`Course` objects, reporting every problem at once.
+
+Nothing here raises for a bad course: a broken course comes back with its
+problems, so that one bad file never takes the rest of the catalog down.
+"""
+
+import datetime
+import json
+import zoneinfo
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import CourseProblem
+from .model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
+
+COURSE_FILE = "course.yaml"
+SCHEMA_RESOURCE = "course.schema.json"
+
+
+def course_schema():
+    """The JSON Schema of course files (``aifhub/catalog/course.schema.json``)."""
+    text = resources.files(__package__).joinpath(SCHEMA_RESOURCE).read_text()
+    return json.loads(text)
+
+
+_VALIDATOR = None
+
+
+def _validator():
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = jsonschema.Draft202012Validator(
+            course_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+    return _VALIDATOR
+
+
+def _plain(value):
+    """YAML reads ``2026-12-01`` as a date; the schema speaks strings."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+def _type_name(value):
+    return {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+        list: "a list", dict: "a mapping", type(None): "nothing (null)",
+    }.get(type(value), type(value).__name__)
+
+
+def _describe(error):
+    """Turn one jsonschema error into (field path, human reason)."""
+    path = [str(p) for p in error.absolute_path]
+    validator, value, expected = error.validator, error.instance, error.validator_value
+    if validator == "required":
+        missing = error.message.split("'")[1]
+        return ".".join(path + [missing]), "missing (a required field)"
+    if validator == "additionalProperties":
+        extra = sorted(set(value) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return ".".join(path + extra[:1]), f"unknown field (allowed here: {allowed})"
+    if validator == "type":
+        return ".".join(path), f"expected {_type_name_for(expected)}, got {_type_name(value)} ({value!r})"
+    if validator == "enum":
+        options = ", ".join(str(v) for v in expected)
+        return ".".join(path), f"{value!r} is not one of: {options}"
+    if validator == "pattern":
+        hint = error.schema.get("description", f"it must match {expected}")
+        return ".".join(path), f"{value!r} is not valid: {hint}"
+    if validator == "format":
+        return ".".join(path), f"{value!r} is not a valid {expected} (expected YYYY-MM-DD)"
+    if validator == "uniqueItems":
+        return ".".join(path), "has duplicate entries"
+    return ".".join(path), error.message
+
+
+def _type_name_for(expected):
+    names = {"integer": "an integer", "number": "a number", "string": "a string",
+             "array": "a list", "object": "a mapping", "boolean": "true or false"}
+    if isinstance(expected, list):
+        return " or ".join(names.get(e, e) for e in expected)
+    return names.get(expected, expected)
+
+
+def _yaml_problem(file, exc):
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return CourseProblem(file, "", f"YAML syntax error{where}: {problem}")
+
+
+def _semantic_problems(file, folder, data, images):
+    """Checks that the schema cannot express. ``data`` passed the schema where it is used."""
+    problems = []
+    add = lambda field, reason: problems.append(CourseProblem(file, field, reason))  # noqa: E731
+
+    if isinstance(data.get("id"), str) and data["id"] != folder.name:
+        add("id", f"{data['id']!r} does not match its folder name {folder.name!r}")
+
+    sandbox = data.get("sandbox") if isinstance(data.get("sandbox"), dict) else {}
+    image = sandbox.get("image")
+    if isinstance(image, str):
+        if image not in images:
+            known = ", ".join(sorted(images)) or "none"
+            add("sandbox.image", f"unknown image {image!r} (known images in sandbox_images/: {known})")
+        elif isinstance(sandbox.get("gpu"), dict) and not images[image].gpu:
+            add("sandbox.image", f"image {image!r} has no GPU support, but the course asks for a GPU")
+
+    schedule = data.get("schedule") if isinstance(data.get("schedule"), dict) else {}
+    start, end = _date_or_none(schedule.get("start")), _date_or_none(schedule.get("end"))
+    if start and end and end < start:
+        add("schedule.end", f"ends ({end}) before it starts ({start})")
+    tz = schedule.get("timezone")
+    if isinstance(tz, str):
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            add("schedule.timezone", f"unknown time zone {tz!r} (expected an IANA name such as Europe/Paris)")
+
+    if data.get("enrollment") == "code" and not data.get("enrollment_code"):
+        add("enrollment_code", "missing: courses with 'enrollment: code' need the code learners type")
+
+    for i, name in enumerate(data.get("assignments") or []):
+        if isinstance(name, str) and not (folder / "source" / name).is_dir():
+            add(f"assignments.{i}", f"assignment {name!r} has no source folder source/{name}/")
+    return problems
+
+
+def _date_or_none(text):
+    try:
+        return datetime.date.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _build(folder, data):
+    sandbox = data["sandbox"]
+    gpu = sandbox.get("gpu")
+    schedule = data.get("schedule")
+    per_learner = (data.get("quota") or {}).get("per_learner")
+    return Course(
+        id=data["id"],
+        title=data["title"],
+        description=data.get("description", ""),
+        kind=data["kind"],
+        enrollment=data["enrollment"],
+        enrollment_code=data.get("enrollment_code"),
+        instructors=tuple(data["instructors"]),
+        roster=tuple(data.get("roster") or ()),
+        schedule=None if not schedule else Schedule(
+            start=datetime.date.fromisoformat(schedule["start"]),
+            end=_date_or_none(schedule.get("end")),
+            timezone=schedule.get("timezone", "UTC"),
+        ),
+        sandbox=SandboxRequest(
+            image=sandbox["image"],
+            gpu=None if gpu is None else GpuRequest(kind=gpu["kind"], count=gpu.get("count", 1)),
+            cpu=sandbox.get("cpu"),
+            memory=sandbox.get("memory"),
+            max_session=sandbox.get("max_session"),
+        ),
+        allocation=data.get("allocation"),
+        budget=dict(data.get("budget") or {}),
+        quota=None if not per_learner else LearnerQuota(
+            window=per_learner["window"],
+            gpu_hours=per_learner.get("gpu_hours"),
+            cpu_hours=per_learner.get("cpu_hours"),
+        ),
+        assignments=tuple(data.get("assignments") or ()),
+        path=folder,
+    )
+
+
+def load_course(folder, images, display_root=None):
+    """Load one course folder. Returns ``(course or None, [CourseProblem, ...])``.
+
+    ``display_root``: paths in problems are shown relative to it when given.
+    """
+    folder = Path(folder)
+    path = folder / COURSE_FILE
+    try:
+        file = str(path.relative_to(display_root)) if display_root else str(path)
+    except ValueError:
+        file = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, [CourseProblem(file, "", "course.yaml is missing")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [CourseProblem(file, "", f"cannot be read: {exc}")]
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return None, [_yaml_problem(file, exc)]
+    if not isinstance(data, dict):
+        return None, [CourseProblem(file, "", f"expected a mapping of fields, got {_type_name(data)}")]
+    data = _plain(data)
+
+    problems = [CourseProblem(file, *_describe(e)) for e in _validator().iter_errors(data)]
+    problems += _semantic_problems(file, folder, data, images)
+    problems.sort(key=lambda p: p.field)
+    if problems:
+        return None, problems
+    return _build(folder, data), []
+
+
+@dataclass
+class Catalog:
+    """Every course found: the good ones by id, the broken ones by folder name."""
+
+    courses: dict = field(default_factory=dict)
+    broken: dict = field(default_factory=dict)
+
+    def get(self, course_id):
+        return self.courses.get(course_id)
+
+
+def course_folders(dirs):
+    """Course folders in ``dirs``; a later dir overrides an earlier one's folder of the same name."""
+    found = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            continue
+        for child in sorted(d.iterdir()):
+            if child.is_dir() and not child.name.startswith((".", "_")):
+                found[child.name] = child
+    return found
+
+
+def fingerprint(dirs):
+    """A cheap value that changes whenever a course file is added, removed or edited."""
+    marks = []
+    for name, folder in sorted(course_folders(dirs).items()):
+        try:
+            st = (folder / COURSE_FILE).stat()
+            marks.append((name, str(folder), st.st_mtime_ns, st.st_size))
+        except OSError:
+            marks.append((name, str(folder), None, None))
+    return tuple(marks)
+
+
+def load_catalog(dirs, images):
+    """Load every course folder in ``dirs``."""
+    catalog = Catalog()
+    for name, folder in course_folders(dirs).items():
+        course, problems = load_course(folder, images, display_root=folder.parent.parent)
+        if course is not None:
+            catalog.courses[course.id] = course
+        else:
+            catalog.broken[name] = problems
+    return catalog

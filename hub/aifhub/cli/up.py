@@ -1,0 +1,128 @@
+"""``aifhub up``: run the embedded hub (JupyterHub + proxy + aifhub service) in the foreground."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from ..hubconfig import REPO, is_loopback
+from ..sandbox.gpus import gpu_inventory
+from .common import CLIError
+
+CONFIG_STUB = "from aifhub.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"
+
+
+def register(sub):
+    p = sub.add_parser("up", help="run the hub on this machine (Ctrl-C stops everything it started)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (default: 8000)")
+    p.add_argument("--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1; the demo login allows loopback only)")
+    p.add_argument("--state-dir", default=".aifhub", help="state directory (default: .aifhub)")
+    p.add_argument("--courses", default=str(REPO / "courses") if (REPO / "courses").is_dir() else "courses",
+                   help="directory of course folders (default: courses/)")
+    p.add_argument("--gpus", default="", help="GPUs to use instead of NVML discovery: 'none' or ids such as '0,1'")
+    p.add_argument("--gpu-kind", default="gpu", help="GPU kind of the devices given with --gpus (default: gpu)")
+    p.add_argument("--meter-interval", type=float, default=60.0, help="seconds between metering passes (default: 60)")
+    p.add_argument("--config", help="JupyterHub config file (default: hub/jupyterhub_config.py)")
+    p.add_argument("--log-level", default="INFO", help="log level of the hub and the service (default: INFO)")
+    p.set_defaults(func=up)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config_file(args, state):
+    if args.config:
+        return Path(args.config).resolve()
+    repo_config = REPO / "hub" / "jupyterhub_config.py"
+    if repo_config.exists():
+        return repo_config
+    stub = state / "jupyterhub_config.py"
+    stub.write_text(CONFIG_STUB)
+    return stub
+
+
+def wait_until_ready(proc, url, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def up(args):
+    if args.meter_interval <= 0:
+        raise CLIError("--meter-interval must be a positive number of seconds", status=2)
+    if not is_loopback(args.ip):
+        raise CLIError(
+            f"refusing to serve on {args.ip}: the demo login lets anyone in with one shared password, so it "
+            "serves on loopback only. Put a real authenticator in the hub config to serve others.", status=2)
+    try:
+        inventory = gpu_inventory(args.gpus or None, args.gpu_kind)
+    except ValueError as exc:
+        raise CLIError(str(exc), status=2)
+    courses = Path(args.courses).resolve()
+    if not courses.is_dir():
+        raise CLIError(f"--courses {args.courses}: no such directory", status=2)
+
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)  # the hub's database, secrets and logs stay private
+    password = os.environ.get("AIFHUB_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    url = f"http://{args.ip}:{args.port}/"
+    env = dict(os.environ) | {
+        "AIFHUB_STATE_DIR": str(state),
+        "AIFHUB_COURSES": str(courses),
+        "AIFHUB_IP": args.ip,
+        "AIFHUB_PORT": str(args.port),
+        "AIFHUB_HUB_PORT": str(free_port()),
+        "AIFHUB_PROXY_API_PORT": str(free_port()),
+        "AIFHUB_SERVICE_PORT": str(free_port()),
+        "AIFHUB_GPUS": args.gpus,  # empty: the service discovers GPUs with NVML
+        "AIFHUB_GPU_KIND": args.gpu_kind,
+        "AIFHUB_METER_INTERVAL": str(args.meter_interval),
+        "AIFHUB_DEMO_PASSWORD": password,
+        "AIFHUB_LOG_LEVEL": args.log_level.upper(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    cmd = [sys.executable, "-m", "jupyterhub", "-f", str(config_file(args, state))]
+    proc = subprocess.Popen(cmd, cwd=state, env=env)
+
+    def forward(signum, _frame):
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    if wait_until_ready(proc, url + "hub/health"):
+        gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
+        isolation = "each learner's sandbox runs under its own uid" if os.geteuid() == 0 else \
+            "NOT isolated: run as root to give each learner their own uid"
+        print(
+            f"\naifhub is running at {url}\n"
+            f"  demo login: any user name, password {password}\n"
+            f"  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n"
+            f"  GPUs: {gpus}\n"
+            f"  sandboxes: {isolation}\n"
+            f"  state: {state}\n"
+            "Press Ctrl-C to stop the hub, the proxy, the service and every sandbox.\n",
+            flush=True,
+        )
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue

@@ -1,0 +1,160 @@
+"""JupyterHub configuration for the embedded default, driven by what ``aifhub up`` passes.
+
+``hub/jupyterhub_config.py`` calls :func:`configure`; every value comes from an
+``AIFHUB_*`` environment variable that ``aifhub up`` sets from its flags.
+"""
+
+import ipaddress
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE_NAME = "aifhub"
+ADMIN_TOKEN_SERVICE = "aifhub-admin"
+
+
+class ConfigError(ValueError):
+    """The embedded hub cannot start with these settings; the message says why."""
+
+
+def is_loopback(ip):
+    if ip in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def read_or_create_secret(path):
+    """A random secret kept in ``path`` (mode 0600), created on first use."""
+    path = Path(path)
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def proxy_command():
+    local = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return [found]
+    raise ConfigError(
+        "configurable-http-proxy was not found. Install it with `npm install` in the repository "
+        "(needs node and npm; `make run` does this for you)."
+    )
+
+
+def settings_from_env(env=os.environ):
+    state = Path(env.get("AIFHUB_STATE_DIR", ".aifhub")).resolve()
+    courses = Path(env.get("AIFHUB_COURSES", REPO / "courses")).resolve()
+    return {
+        "state_dir": state,
+        "courses": courses,
+        "images": Path(env.get("AIFHUB_IMAGES", courses.parent / "sandbox_images")).resolve(),
+        "ip": env.get("AIFHUB_IP", "127.0.0.1"),
+        "port": int(env.get("AIFHUB_PORT", "8000")),
+        "hub_port": int(env.get("AIFHUB_HUB_PORT", "8081")),
+        "proxy_api_port": int(env.get("AIFHUB_PROXY_API_PORT", "8001")),
+        "service_port": int(env.get("AIFHUB_SERVICE_PORT", "10101")),
+        "gpus": env.get("AIFHUB_GPUS", ""),
+        "gpu_kind": env.get("AIFHUB_GPU_KIND", "gpu"),
+        "meter_interval": env.get("AIFHUB_METER_INTERVAL", "60"),
+        "demo_password": env.get("AIFHUB_DEMO_PASSWORD", ""),
+        "admin_token": env.get("AIFHUB_ADMIN_TOKEN", ""),
+        "log_level": env.get("AIFHUB_LOG_LEVEL", "INFO"),
+    }
+
+
+def configure(c, env=os.environ):
+    """Fill JupyterHub's config object ``c`` for the embedded default."""
+    s = settings_from_env(env)
+    state = s["state_dir"]
+    state.mkdir(parents=True, exist_ok=True)
+    isolated = os.geteuid() == 0
+    if isolated:
+        state.chmod(0o711)  # learners' sandboxes traverse to their own work folder, nothing more
+
+    if not s["demo_password"]:
+        raise ConfigError("AIFHUB_DEMO_PASSWORD is not set: `aifhub up` sets it (random when you give none).")
+    if not is_loopback(s["ip"]):
+        raise ConfigError(
+            f"Refusing to listen on {s['ip']}: the demo login lets anyone in with one shared password, "
+            "so it only serves on loopback (127.0.0.1). Configure a real authenticator to serve others."
+        )
+
+    internal_token = read_or_create_secret(state / "secrets" / "internal_token")
+    service_url = f"http://127.0.0.1:{s['service_port']}"
+    bindir = Path(sys.executable).parent
+
+    c.JupyterHub.ip = s["ip"]
+    c.JupyterHub.port = s["port"]
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = s["hub_port"]
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.log_level = s["log_level"]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s['proxy_api_port']}"
+    c.ConfigurableHTTPProxy.command = proxy_command()
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+    c.JupyterHub.authenticator_class = "dummy"
+    c.DummyAuthenticator.password = s["demo_password"]
+    c.Authenticator.allow_all = True
+    c.Authenticator.admin_users = {"admin"}
+
+    c.JupyterHub.spawner_class = "aifhub-local"
+    c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
+    c.Spawner.start_timeout = 180
+    c.Spawner.http_timeout = 120
+    c.LocalSandboxSpawner.work_root = str(state / "work")
+    c.LocalSandboxSpawner.service_url = f"{service_url}/services/{SERVICE_NAME}/"
+    c.LocalSandboxSpawner.internal_token = internal_token
+
+    service_cmd = [
+        sys.executable, "-m", "aifhub.service",
+        f"--state-dir={state}", f"--courses={s['courses']}", f"--images={s['images']}",
+        f"--gpus={s['gpus']}", f"--gpu-kind={s['gpu_kind']}",
+        f"--meter-interval={s['meter_interval']}", f"--log-level={s['log_level']}",
+    ]
+    c.JupyterHub.services = [
+        {
+            "name": SERVICE_NAME,
+            "url": service_url,
+            "command": service_cmd,
+            "environment": {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0"},
+            "oauth_no_confirm": True,
+            "display": True,
+        },
+    ]
+    roles = [
+        {"name": "user", "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
+        {
+            "name": "aifhub-service",
+            "description": "What the aifhub service needs: users, groups and servers",
+            "services": [SERVICE_NAME],
+            "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
+        },
+    ]
+    if s["admin_token"]:
+        c.JupyterHub.services.append({"name": ADMIN_TOKEN_SERVICE, "api_token": s["admin_token"]})
+        roles.append({"name": "admin", "services": [ADMIN_TOKEN_SERVICE]})
+    c.JupyterHub.load_roles = roles
+
+    link = f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.'
+    if not isolated:
+        link += " <strong>Warning: this hub does not run as root, so sandboxes are not isolated from each other.</strong>"
+    c.JupyterHub.template_vars = {"announcement": link}
+    return s

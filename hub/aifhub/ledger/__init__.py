@@ -1,0 +1,1 @@
+"""The service's records: sandbox sessions, GPU claims, learner uids and enrolments."""

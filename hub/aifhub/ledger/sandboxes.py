@@ -1,0 +1,152 @@
+"""Admission of sandboxes, exclusive GPU assignment, release, and reconciliation with the hub.
+
+Everything here runs inside one database transaction per call, so a crash
+never leaves a device claimed by a session that does not exist.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from .models import Enrollment, GpuClaim, LearnerUid, SandboxSession, utcnow
+
+
+class Refusal(Exception):
+    """A spawn the service will not admit; ``message`` is for the learner."""
+
+    def __init__(self, status, reason, message):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    def to_dict(self):
+        return {"status": self.status, "reason": self.reason, "message": self.message}
+
+
+@dataclass
+class Admission:
+    session_id: int
+    uid: int
+    devices: list = field(default_factory=list)  # [GpuDevice.to_dict(), ...]
+
+    def to_dict(self):
+        return {"session_id": self.session_id, "uid": self.uid, "devices": self.devices}
+
+
+def active_session(db, user, server_name):
+    return db.scalar(
+        select(SandboxSession).where(
+            SandboxSession.state == "active",
+            SandboxSession.user == user,
+            SandboxSession.server_name == server_name,
+        )
+    )
+
+
+def end_session(session, reason, at=None):
+    session.state = "ended"
+    session.ended_at = at or utcnow()
+    session.end_reason = reason
+    session.claims.clear()
+
+
+def claimed_devices(db):
+    return set(db.scalars(select(GpuClaim.device_id)))
+
+
+def free_devices(db, inventory, kind):
+    """Devices of the pool that match ``kind`` and nobody holds, in id order."""
+    taken = claimed_devices(db)
+    return [d for d in inventory if d.matches(kind) and d.id not in taken]
+
+
+def learner_uid(db, user, first_uid):
+    """The learner's sandbox uid, allocated once and kept."""
+    row = db.get(LearnerUid, user)
+    if row is None:
+        highest = db.scalar(select(func.max(LearnerUid.uid)))
+        row = LearnerUid(user=user, uid=max(first_uid, (highest or 0) + 1))
+        db.add(row)
+        db.flush()
+    return row.uid
+
+
+def is_enrolled(db, user, course_id):
+    return db.scalar(
+        select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)
+    ) is not None
+
+
+def admit(db, course, user, server_name, inventory, first_uid):
+    """Open a session for ``user``'s server on ``course``, claiming its GPUs.
+
+    Access must have been decided already. Raises :class:`Refusal` (409) when
+    not enough devices are free.
+    """
+    stale = active_session(db, user, server_name)
+    if stale is not None:  # the hub starts a server it believes stopped: the old session is over
+        end_session(stale, "superseded by a new start")
+        db.flush()
+
+    devices = []
+    gpu = course.sandbox.gpu
+    if gpu is not None:
+        matching = [d for d in inventory if d.matches(gpu.kind)]
+        free = free_devices(db, inventory, gpu.kind)
+        if len(matching) < gpu.count:
+            raise Refusal(
+                503, "no-gpu",
+                f"{course.title} needs {gpu.count} GPU(s) of kind '{gpu.kind}', "
+                f"but this machine has {len(matching)}. Ask an administrator.",
+            )
+        if len(free) < gpu.count:
+            busy = len(matching) - len(free)
+            raise Refusal(
+                409, "gpu-busy",
+                f"No free GPU for {course.title}: all {len(matching)} GPU(s) of kind '{gpu.kind}' are in use "
+                f"({busy} busy). Try again when a sandbox stops.",
+            )
+        devices = free[: gpu.count]
+
+    session = SandboxSession(
+        user=user, server_name=server_name, course_id=course.id,
+        gpu_kind=devices[0].kind if devices else None, state="active",
+    )
+    db.add(session)
+    db.flush()
+    for d in devices:
+        db.add(GpuClaim(device_id=d.id, session_id=session.id))
+    db.flush()
+    return Admission(session.id, learner_uid(db, user, first_uid), [d.to_dict() for d in devices])
+
+
+def release(db, user, server_name, reason):
+    """End the active session of ``user``'s server, if any; its devices go back to the pool."""
+    session = active_session(db, user, server_name)
+    if session is None:
+        return None
+    end_session(session, reason)
+    return session.id
+
+
+def reconcile(db, running, grace_seconds):
+    """End sessions whose server the hub no longer runs.
+
+    ``running``: the set of ``(user, server_name)`` the hub reports active
+    (including spawns still pending). Sessions younger than ``grace_seconds``
+    are left alone. Returns the ended sessions' ids.
+    """
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    ended = []
+    for session in db.scalars(select(SandboxSession).where(SandboxSession.state == "active")):
+        if (session.user, session.server_name) in running or session.started_at > cutoff:
+            continue
+        end_session(session, "server no longer running")
+        ended.append(session.id)
+    return ended
+
+
+def active_sessions(db):
+    return list(db.scalars(select(SandboxSession).where(SandboxSession.state == "active")))

@@ -1,0 +1,45 @@
+"""The spawn form: one card per course the learner may see, disabled with the reason when it cannot start."""
+
+from html import escape
+
+
+def _card(course, first):
+    gpu = course["sandbox"]["gpu"]
+    if gpu:
+        hw = f"GPU {escape(gpu['kind'])} × {gpu['count']} · {course['gpu_free']} free"
+    else:
+        hw = "CPU only"
+    disabled = "" if course["can_start"] else " disabled"
+    checked = " checked" if first and course["can_start"] else ""
+    why = "" if course["can_start"] else f'<p class="aifhub-why" id="why-{escape(course["id"])}">{escape(course["why_not"])}</p>'
+    described = f' aria-describedby="why-{escape(course["id"])}"' if why else ""
+    return f"""
+<label class="aifhub-card{' aifhub-disabled' if disabled else ''}">
+  <input type="radio" name="course" value="{escape(course['id'])}"{checked}{disabled}{described}>
+  <strong>{escape(course['title'])}</strong>
+  <span class="aifhub-meta">{escape(course['kind'])} · {hw}</span>
+  {why}
+</label>"""
+
+
+def render_form(offers, isolated):
+    courses = offers["courses"]
+    if not courses:
+        return "<p>No course is open to you yet. Enrol in a course first.</p>"
+    first_startable = next((c["id"] for c in courses if c["can_start"]), None)
+    cards = "".join(_card(c, c["id"] == first_startable) for c in courses)
+    warning = "" if isolated else (
+        '<p class="alert alert-warning" role="alert">This hub does not run as root: '
+        "sandboxes are not isolated from each other.</p>"
+    )
+    return f"""
+<style>
+  .aifhub-cards {{ display: grid; gap: .75rem; }}
+  .aifhub-card {{ display: block; border: 1px solid #ccc; border-radius: 6px; padding: .75rem; }}
+  .aifhub-disabled {{ opacity: .65; }}
+  .aifhub-meta {{ display: block; color: #555; }}
+  .aifhub-why {{ margin: .25rem 0 0; color: #8a1c1c; }}
+</style>
+{warning}
+<fieldset class="aifhub-cards"><legend>Choose a course</legend>{cards}</fieldset>
+"""

@@ -1,0 +1,143 @@
+"""The embedded default spawner: one local process per learner and course.
+
+As root, each learner's sandbox runs under its own unprivileged uid with a
+private work folder; otherwise sandboxes run as the hub's user, and the hub
+says plainly that they are not isolated.
+"""
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Bool, Unicode, default
+
+from .mixin import CourseSpawnerMixin
+
+# Course files a learner never gets: instructors' sources (with solutions) and the course file.
+PRIVATE_COURSE_ENTRIES = {"source", "course.yaml", "release", "submitted", "autograded", "feedback", "gradebook.db"}
+
+
+def copy_materials(materials, work, uid=None):
+    """Copy course materials into the work folder without overwriting the learner's files."""
+    materials, work = Path(materials), Path(work)
+    for src in sorted(materials.rglob("*")):
+        rel = src.relative_to(materials)
+        if rel.parts[0] in PRIVATE_COURSE_ENTRIES or any(p.startswith(".") for p in rel.parts):
+            continue
+        dst = work / rel
+        if src.is_dir():
+            if not dst.exists():
+                dst.mkdir(mode=0o700)
+                _own(dst, uid)
+        elif src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            _own(dst, uid)
+
+
+def _own(path, uid):
+    if uid is not None:
+        os.chown(path, uid, uid)
+
+
+def prepare_work_folder(home, work, materials, uid=None):
+    """Create ``home`` and ``home/<course>`` for the learner, private to them, and seed materials."""
+    for folder in (home, work):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        _own(folder, uid)
+    copy_materials(materials, work, uid)
+
+
+class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
+    """Start a course sandbox as a local process (the embedded default, ``aifhub-local``)."""
+
+    work_root = Unicode(
+        help="Directory holding every learner's home: <work_root>/<user>/<course>/ is the course work folder.",
+    ).tag(config=True)
+    isolated = Bool(
+        help="Run each learner's sandbox under its own unprivileged uid. Default: True when the hub runs as root.",
+    ).tag(config=True)
+
+    @default("work_root")
+    def _work_root_default(self):
+        return str(Path(os.environ.get("AIFHUB_STATE_DIR", ".aifhub")).resolve() / "work")
+
+    @default("isolated")
+    def _isolated_default(self):
+        return os.geteuid() == 0
+
+    @property
+    def home(self):
+        return Path(self.work_root) / self.user.name
+
+    def get_state(self):
+        state = super().get_state()
+        if getattr(self, "admission", None):
+            state["aifhub"] = {k: self.admission[k] for k in ("session_id", "uid", "devices")} | {
+                "course": self.admission["course"]["id"]}
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if "aifhub" in state:
+            saved = state["aifhub"]
+            self.admission = {"session_id": saved["session_id"], "uid": saved["uid"],
+                              "devices": saved["devices"], "course": {"id": saved["course"]}}
+
+    def clear_state(self):
+        super().clear_state()
+        self.admission = None
+
+    def make_preexec_fn(self, name):
+        uid = self.admission["uid"] if self.isolated else None
+        cwd = str(self.home / self.admission["course"]["id"])
+
+        def preexec():
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            os.umask(0o077)
+            os.chdir(cwd)
+
+        return preexec
+
+    def user_env(self, env):
+        env["USER"] = self.user.name
+        env["HOME"] = str(self.home)
+        env["SHELL"] = "/bin/bash"
+        return env
+
+    def get_env(self):
+        env = super().get_env()
+        admission = self.admission
+        env["AIFHUB_COURSE"] = admission["course"]["id"]
+        env.update(self.gpu_env(admission["devices"]))
+        return env
+
+    async def start(self):
+        if not self.isolated:
+            self.log.warning("The hub does not run as root: %s's sandbox is NOT isolated from other learners.", self.user.name)
+        admission = await self.admit()
+        course_id = admission["course"]["id"]
+        try:
+            uid = admission["uid"] if self.isolated else None
+            self.emit(40, "Preparing your work folder")
+            await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
+            self.notebook_dir = str(self.home / course_id)
+            note = "" if self.isolated else " (not isolated: the hub does not run as root)"
+            self.emit(50, f"Sandbox starting{note}")
+            ip_port = await super().start()
+        except BaseException:
+            await self.release("start failed")
+            raise
+        self.emit(90, "Sandbox process started; waiting for JupyterLab to be ready")
+        return ip_port
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self.release("stopped")
+        self.admission = None

@@ -1,0 +1,1 @@
+"""The aifhub service: a JupyterHub-managed service that owns aifhub's state."""

@@ -1,0 +1,185 @@
+"""The aifhub service application: configuration, web routes and background loops."""
+
+import asyncio
+import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Bool, Float, Integer, List, Unicode, default, validate
+from traitlets.config import Application
+
+from .. import __version__
+from ..ledger.db import Database, sqlite_url
+from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
+from . import api, internal, pages
+from .core import ServiceCore
+from .hubapi import HubAPIError, HubClient
+
+HERE = Path(__file__).parent
+
+
+class AifhubService(Application):
+    """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
+
+    name = "aifhub-service"
+    version = __version__
+    description = "aifhub's JupyterHub-managed service (started by the hub; see `aifhub up`)."
+
+    aliases = {
+        "state-dir": "AifhubService.state_dir",
+        "courses": "AifhubService.courses_dir",
+        "images": "AifhubService.images_dir",
+        "gpus": "AifhubService.gpus",
+        "gpu-kind": "AifhubService.gpu_kind",
+        "meter-interval": "AifhubService.meter_interval",
+        "db-url": "AifhubService.db_url",
+        "log-level": "Application.log_level",
+    }
+
+    state_dir = Unicode(".aifhub", help="Directory holding aifhub's state (database, published courses, work folders).").tag(config=True)
+    courses_dir = Unicode("courses", help="Directory of course folders, each with a course.yaml.").tag(config=True)
+    images_dir = Unicode(help="Directory of sandbox images (sandbox_images/), each with an image.yaml.").tag(config=True)
+    db_url = Unicode(help="SQLAlchemy URL of the state database. Default: SQLite in the state directory.").tag(config=True)
+    gpus = Unicode(
+        "",
+        help="GPUs to hand out: '' discovers them with NVML; 'none' for none; '0,1' for those device ids (of gpu_kind).",
+    ).tag(config=True)
+    gpu_kind = Unicode(DEFAULT_KIND, help="GPU kind of the devices listed in `gpus`.").tag(config=True)
+    meter_interval = Float(60.0, help="Seconds between reconciliations with the hub's list of running servers.").tag(config=True)
+    catalog_poll_interval = Float(5.0, help="Seconds between checks of the course files for changes (publishing needs no restart).").tag(config=True)
+    reconcile_grace = Float(
+        120.0, help="A session younger than this many seconds is never settled by reconciliation (its spawn may still be registering)."
+    ).tag(config=True)
+    first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(config=True)
+    isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
+    internal_token = Unicode(help="Secret the hub's spawner presents on the internal endpoints. Default: $AIFHUB_INTERNAL_TOKEN.").tag(config=True)
+
+    @default("images_dir")
+    def _images_dir_default(self):
+        return str(Path(self.courses_dir).resolve().parent / "sandbox_images")
+
+    @default("db_url")
+    def _db_url_default(self):
+        return sqlite_url(Path(self.state_dir).resolve() / "aifhub.sqlite")
+
+    @default("internal_token")
+    def _internal_token_default(self):
+        return os.environ.get("AIFHUB_INTERNAL_TOKEN", "")
+
+    @default("isolated")
+    def _isolated_default(self):
+        return os.environ.get("AIFHUB_ISOLATED", "1" if os.geteuid() == 0 else "0") == "1"
+
+    @validate("gpus")
+    def _validate_gpus(self, proposal):
+        parse_gpus(proposal.value)  # raises ValueError saying what is expected
+        return proposal.value
+
+    @validate("meter_interval", "catalog_poll_interval")
+    def _validate_positive(self, proposal):
+        if proposal.value <= 0:
+            raise ValueError(f"{proposal.trait.name} must be a positive number of seconds, got {proposal.value}")
+        return proposal.value
+
+    @validate("first_uid")
+    def _validate_first_uid(self, proposal):
+        if proposal.value < 1000:
+            raise ValueError(f"first_uid must be at least 1000 (system accounts live below), got {proposal.value}")
+        return proposal.value
+
+    def course_dirs(self):
+        """Where courses come from: the courses directory, then courses published into the state."""
+        return [Path(self.courses_dir).resolve(), Path(self.state_dir).resolve() / "courses"]
+
+    def make_app(self, core):
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aifhub/")
+        hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
+        route = lambda path: url_path_join(prefix, path)  # noqa: E731
+        handlers = [
+            (prefix, pages.HomePage),
+            (route("oauth_callback"), HubOAuthCallbackHandler),
+            (route(r"courses/([a-z0-9-]+)"), pages.CoursePage),
+            (route("admin"), pages.AdminPage),
+            (route("api/v1/me"), api.MeHandler),
+            (route("api/v1/courses"), api.CoursesHandler),
+            (route(r"api/v1/courses/([a-z0-9-]+)/enrol"), api.EnrolHandler),
+            (route("api/v1/catalog/reload"), api.CatalogReloadHandler),
+            (route("api/v1/pool"), api.PoolHandler),
+            (route("api/v1/internal/offers"), internal.OffersHandler),
+            (route("api/v1/internal/admit"), internal.AdmitHandler),
+            (route("api/v1/internal/release"), internal.ReleaseHandler),
+        ]
+        return web.Application(
+            handlers,
+            cookie_secret=secrets.token_bytes(32),
+            template_path=str(HERE / "templates"),
+            xsrf_cookies=False,  # HubOAuthenticated checks XSRF on cookie-authenticated requests
+            hub_auth=HubOAuth.instance(),
+            aifhub_core=core,
+            aifhub_internal_token=self.internal_token,
+            aifhub_isolated=self.isolated,
+            hub_prefix=hub_prefix,
+            service_prefix=prefix,
+            login_url=url_path_join(hub_prefix, "login"),
+        )
+
+    async def _every(self, seconds, what, step):
+        """Run ``step`` every ``seconds``; a failure is logged and retried next time."""
+        while True:
+            try:
+                await step()
+            except HubAPIError as exc:
+                self.log.warning("%s: %s", what, exc)
+            except Exception:
+                self.log.exception("%s failed", what)
+            await asyncio.sleep(seconds)
+
+    async def _watch_catalog(self, core):
+        if core.reload_catalog(force=False):
+            await core.sync_groups()
+
+    async def run(self):
+        state = Path(self.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "courses").mkdir(exist_ok=True)
+        hub = HubClient(os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
+                        os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        inventory = gpu_inventory(self.gpus, self.gpu_kind)
+        self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none")
+        db = Database(self.db_url)
+        core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub)
+
+        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+        server = HTTPServer(self.make_app(core), xheaders=True)
+        server.listen(url.port, url.hostname)
+        self.log.info("aifhub service listening on %s", url.geturl())
+
+        await hub.wait_until_up()
+        await core.sync_groups()
+        loops = [
+            asyncio.ensure_future(self._every(self.meter_interval, "reconcile", lambda: core.reconcile(self.reconcile_grace))),
+            asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", lambda: self._watch_catalog(core))),
+        ]
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for loop in loops:
+                loop.cancel()
+            db.close()
+
+    def start(self):
+        logging.basicConfig(level=self.log_level)
+        try:
+            asyncio.run(self.run())
+        except KeyboardInterrupt:
+            pass
+
+
+def main(argv=None):
+    AifhubService.launch_instance(argv)

@@ -1,0 +1,89 @@
+"""Handler bases: JupyterHub OAuth for people and tokens, JSON errors, the internal token."""
+
+import hmac
+import json
+
+from jupyterhub.services.auth import HubOAuthenticated
+from tornado import web
+
+from ..ledger.sandboxes import Refusal
+
+
+def is_admin(model):
+    """Admins: hub admins, and tokens carrying the hub's admin scopes (the admin token)."""
+    return bool(model.get("admin")) or "admin:users" in set(model.get("scopes") or ())
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    @property
+    def core(self):
+        return self.settings["aifhub_core"]
+
+    @property
+    def user_name(self):
+        return self.current_user["name"]
+
+    @property
+    def admin(self):
+        return is_admin(self.current_user)
+
+    def require_admin(self):
+        if not self.admin:
+            raise web.HTTPError(403, "Only administrators may do this.")
+
+
+class APIHandler(BaseHandler):
+    """JSON in, JSON out, and errors as ``{status, message}``."""
+
+    def check_xsrf_cookie(self):
+        # Token-authenticated API calls carry no cookie; HubOAuthenticated checks
+        # XSRF itself for cookie-authenticated requests.
+        return super().check_xsrf_cookie() if self.get_cookie("_xsrf") and not self.request.headers.get("Authorization") else None
+
+    def json_body(self):
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPError(400, "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "The request body must be a JSON object.")
+        return body
+
+    def write_json(self, data, status=200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        if isinstance(exc, Refusal):
+            message = exc.message
+        self.set_header("Content-Type", "application/json")
+        body = {"status": status_code, "message": message}
+        if isinstance(exc, Refusal):
+            body["reason"] = exc.reason
+        self.finish(json.dumps(body))
+
+    def refuse(self, refusal):
+        self.set_status(refusal.status)
+        self.write_json(refusal.to_dict(), status=refusal.status)
+
+
+class InternalHandler(APIHandler):
+    """Calls from the hub process, authenticated by the internal token."""
+
+    def get_current_user(self):
+        return None
+
+    def prepare(self):
+        expected = self.settings["aifhub_internal_token"]
+        header = self.request.headers.get("Authorization", "")
+        given = header[len("token "):] if header.startswith("token ") else ""
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise web.HTTPError(403, "This endpoint is for the hub only.")
+
+    def check_xsrf_cookie(self):
+        return None

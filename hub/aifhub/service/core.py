@@ -1,0 +1,197 @@
+"""What the service knows and decides: catalog, GPU pool, sessions and enrolments.
+
+Handlers and loops call into :class:`ServiceCore`; it holds no HTTP code.
+"""
+
+import asyncio
+import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from ..catalog import load_catalog, load_images
+from ..catalog.access import decide_access
+from ..catalog.loader import fingerprint
+from ..ledger import sandboxes
+from ..ledger.models import Enrollment
+
+log = logging.getLogger(__name__)
+
+
+def course_today(course, now=None):
+    tz = ZoneInfo(course.schedule.timezone if course.schedule else "UTC")
+    return (now or datetime.now(tz)).astimezone(tz).date()
+
+
+def learner_group(course_id):
+    return f"nbgrader-{course_id}"
+
+
+def instructor_group(course_id):
+    return f"formgrade-{course_id}"
+
+
+class ServiceCore:
+    def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None):
+        self.db = db
+        self.course_dirs = list(course_dirs)
+        self.images_dir = images_dir
+        self.inventory = list(inventory)
+        self.first_uid = first_uid
+        self.hub = hub
+        self.catalog = None
+        self._fingerprint = None
+        self._lock = asyncio.Lock()
+        self.reload_catalog()
+
+    # -- catalog -------------------------------------------------------------
+
+    def reload_catalog(self, force=True):
+        """Reload course files; returns True when something changed."""
+        fp = fingerprint(self.course_dirs)
+        if not force and fp == self._fingerprint:
+            return False
+        self._fingerprint = fp
+        self.catalog = load_catalog(self.course_dirs, load_images(self.images_dir))
+        for name, problems in self.catalog.broken.items():
+            log.warning("Course %s is broken and unavailable:\n  %s", name, "\n  ".join(map(str, problems)))
+        log.info("Catalog: %d course(s), %d broken", len(self.catalog.courses), len(self.catalog.broken))
+        return True
+
+    def desired_groups(self):
+        """``{group: members}`` that rosters, enrolments and instructor lists call for."""
+        with self.db.session() as s:
+            enrolled = list(s.execute(select(Enrollment.course_id, Enrollment.user)))
+        groups = {}
+        for course in self.catalog.courses.values():
+            groups[learner_group(course.id)] = set(course.roster)
+            groups[instructor_group(course.id)] = set(course.instructors)
+        for course_id, user in enrolled:
+            if learner_group(course_id) in groups:
+                groups[learner_group(course_id)].add(user)
+        return groups
+
+    async def sync_groups(self):
+        if self.hub is None:
+            return
+        for group, members in sorted(self.desired_groups().items()):
+            await self.hub.sync_group(group, members)
+
+    # -- access and offers ---------------------------------------------------
+
+    def _enrolled(self, s, user, course_id):
+        return sandboxes.is_enrolled(s, user, course_id)
+
+    def access(self, course, user, admin):
+        with self.db.session() as s:
+            enrolled = self._enrolled(s, user, course.id)
+        return decide_access(course, user, admin=admin, enrolled=enrolled, today=course_today(course))
+
+    def pool_status(self):
+        """Per GPU kind: devices in total and free right now."""
+        with self.db.session() as s:
+            taken = sandboxes.claimed_devices(s)
+        kinds = {}
+        for d in self.inventory:
+            k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
+            k["total"] += 1
+            k["free"] += d.id not in taken
+        return {"devices": [d.to_dict() | {"busy": d.id in taken} for d in self.inventory], "kinds": list(kinds.values())}
+
+    def free_for(self, course):
+        if course.sandbox.gpu is None:
+            return None
+        with self.db.session() as s:
+            return len(sandboxes.free_devices(s, self.inventory, course.sandbox.gpu.kind))
+
+    def offers(self, user, admin):
+        """The courses ``user`` may see, each with whether it can start now and why not."""
+        offers = []
+        for course in sorted(self.catalog.courses.values(), key=lambda c: c.title):
+            decision = self.access(course, user, admin)
+            if not decision.allowed and decision.reason == "not-enrolled" and course.enrollment == "roster":
+                continue  # roster courses are invisible to those not on them
+            entry = course.summary() | {"access": decision.to_dict(), "enrolled": decision.allowed}
+            free = self.free_for(course)
+            entry["gpu_free"] = free
+            can_start, why = decision.allowed, decision.message
+            if can_start and free is not None and free < course.sandbox.gpu.count:
+                can_start, why = False, f"All GPUs of kind '{course.sandbox.gpu.kind}' are in use right now."
+            entry["can_start"], entry["why_not"] = can_start, why
+            offers.append(entry)
+        return offers
+
+    def broken_courses(self):
+        return {name: [p.to_dict() for p in problems] for name, problems in sorted(self.catalog.broken.items())}
+
+    # -- enrolment -----------------------------------------------------------
+
+    async def enrol(self, course_id, user, code=None):
+        course = self.catalog.get(course_id)
+        if course is None:
+            raise sandboxes.Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+        if course.enrollment == "roster" and not course.on_roster(user):
+            raise sandboxes.Refusal(403, "roster", f"{course.title} enrols from its roster; ask an instructor to add you.")
+        if course.enrollment == "code" and code != course.enrollment_code:
+            raise sandboxes.Refusal(403, "bad-code", f"That is not the enrolment code of {course.title}.")
+        with self.db.session() as s:
+            if not self._enrolled(s, user, course_id):
+                s.add(Enrollment(user=user, course_id=course_id, source=course.enrollment))
+        if self.hub is not None:
+            members = self.desired_groups()[learner_group(course_id)]
+            await self.hub.sync_group(learner_group(course_id), members)
+        return course
+
+    # -- admission -----------------------------------------------------------
+
+    async def admit(self, user, server_name, course_id, admin):
+        """Admit a spawn. Returns a JSON-ready dict; raises Refusal."""
+        if not course_id:
+            raise sandboxes.Refusal(400, "no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
+        course = self.catalog.get(course_id)
+        if course is None:
+            if course_id in self.catalog.broken:
+                raise sandboxes.Refusal(
+                    409, "broken-course",
+                    f"The course '{course_id}' has errors in its course file and cannot start; its instructors have been told.",
+                )
+            raise sandboxes.Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+        decision = self.access(course, user, admin)
+        if not decision.allowed:
+            raise sandboxes.Refusal(403, decision.reason, decision.message)
+        async with self._lock:
+            with self.db.session() as s:
+                admission = sandboxes.admit(s, course, user, server_name, self.inventory, self.first_uid)
+        if course.enrollment == "open" and decision.role == "learner":
+            await self._auto_enrol(course, user)
+        return admission.to_dict() | {
+            "course": course.summary(),
+            "materials": str(course.path),
+            "role": decision.role,
+        }
+
+    async def _auto_enrol(self, course, user):
+        with self.db.session() as s:
+            if self._enrolled(s, user, course.id):
+                return
+            s.add(Enrollment(user=user, course_id=course.id, source="open"))
+        try:
+            await self.sync_groups()
+        except Exception as exc:  # the spawn goes on; the next sync catches up
+            log.warning("Group sync after enrolling %s in %s failed: %s", user, course.id, exc)
+
+    async def release(self, user, server_name, reason):
+        async with self._lock:
+            with self.db.session() as s:
+                return sandboxes.release(s, user, server_name, reason)
+
+    async def reconcile(self, grace_seconds):
+        """Settle sessions whose servers the hub no longer runs; returns how many."""
+        running = await self.hub.running_servers()
+        async with self._lock:
+            with self.db.session() as s:
+                ended = sandboxes.reconcile(s, running, grace_seconds)
+        if ended:
+            log.info("Settled %d session(s) whose servers stopped without telling us", len(ended))
+        return len(ended)

@@ -1,0 +1,106 @@
+"""An async client for the JupyterHub REST API, as the service uses it."""
+
+import asyncio
+import json
+import logging
+from urllib.parse import quote, urlencode
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+log = logging.getLogger(__name__)
+
+PAGINATION = "application/jupyterhub-pagination+json"
+
+
+class HubAPIError(Exception):
+    pass
+
+
+class HubClient:
+    """Talks to ``/hub/api`` with the service's token; retries while the hub starts."""
+
+    def __init__(self, api_url, token, timeout=20):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.http = AsyncHTTPClient()
+
+    async def request(self, method, path, body=None, *, ok=(200, 201, 204), accept="application/json"):
+        req = HTTPRequest(
+            f"{self.api_url}{path}",
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Accept": accept, "Content-Type": "application/json"},
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+            request_timeout=self.timeout,
+        )
+        try:
+            resp = await self.http.fetch(req, raise_error=False)
+        except OSError as exc:
+            raise HubAPIError(f"{method} {path}: hub not reachable ({exc})") from exc
+        if resp.code not in ok:
+            raise HubAPIError(f"{method} {path}: {resp.code} {resp.body[:300]!r}")
+        return json.loads(resp.body) if resp.body else None
+
+    async def wait_until_up(self, attempts=60, delay=0.5):
+        for i in range(attempts):
+            try:
+                await self.request("GET", "/")
+                return
+            except (HubAPIError, HTTPClientError):
+                await asyncio.sleep(min(delay * (1.5**i), 5))
+        raise HubAPIError("the hub API did not answer")
+
+    async def users(self, state=None):
+        """All users (paginated), optionally only those with active servers."""
+        offset, users = 0, []
+        while True:
+            query = {"offset": offset, "limit": 200}
+            if state:
+                query["state"] = state
+            page = await self.request("GET", f"/users?{urlencode(query)}", accept=PAGINATION)
+            users.extend(page["items"])
+            nxt = page.get("_pagination", {}).get("next")
+            if not nxt:
+                return users
+            offset = nxt["offset"]
+
+    async def running_servers(self):
+        """``{(user, server_name)}`` for every server the hub has started or is starting."""
+        running = set()
+        for user in await self.users(state="active"):
+            for name in (user.get("servers") or {}):
+                running.add((user["name"], name))
+        return running
+
+    async def ensure_users(self, names):
+        names = sorted(set(names))
+        if not names:
+            return
+        existing = {u["name"] for u in await self.users()}
+        missing = [n for n in names if n not in existing]
+        if missing:
+            await self.request("POST", "/users", {"usernames": missing}, ok=(201, 409))
+
+    async def sync_group(self, group, members):
+        """Make ``group`` hold exactly ``members`` (creating the users and the group as needed)."""
+        members = set(members)
+        await self.ensure_users(members)
+        path = f"/groups/{quote(group, safe='')}"
+        try:
+            current = set((await self.request("GET", path))["users"])
+        except HubAPIError as exc:
+            if " 404 " not in str(exc):
+                raise
+            await self.request("POST", path, {"users": sorted(members)})
+            return
+        if members - current:
+            await self.request("POST", f"{path}/users", {"users": sorted(members - current)})
+        if current - members:
+            await self.request("DELETE", f"{path}/users", {"users": sorted(current - members)})
+
+    async def stop_server(self, user, server_name=""):
+        path = f"/users/{quote(user, safe='')}/server"
+        if server_name:
+            path = f"/users/{quote(user, safe='')}/servers/{quote(server_name, safe='')}"
+        await self.request("DELETE", path, ok=(202, 204, 400, 404))

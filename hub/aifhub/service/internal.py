@@ -1,0 +1,30 @@
+"""Endpoints the hub's spawner calls: offers for the spawn form, admission and release."""
+
+from ..ledger.sandboxes import Refusal
+from .base import InternalHandler
+
+
+class OffersHandler(InternalHandler):
+    def get(self):
+        user = self.get_argument("user")
+        admin = self.get_argument("admin", "0") == "1"
+        self.write_json({"courses": self.core.offers(user, admin), "pool": self.core.pool_status()})
+
+
+class AdmitHandler(InternalHandler):
+    async def post(self):
+        body = self.json_body()
+        try:
+            admission = await self.core.admit(
+                body.get("user", ""), body.get("server_name", ""), body.get("course", ""), bool(body.get("admin")),
+            )
+        except Refusal as refusal:
+            return self.refuse(refusal)
+        self.write_json(admission, status=201)
+
+
+class ReleaseHandler(InternalHandler):
+    async def post(self):
+        body = self.json_body()
+        session_id = await self.core.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
+        self.write_json({"released": session_id})
