@@ -10,7 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
-from jupyterhub.spawner import LocalProcessSpawner
+from subprocess import SubprocessError
+
+from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
 from .mixin import CourseSpawnerMixin
@@ -43,7 +45,12 @@ def _own(path, uid):
 
 
 def prepare_work_folder(home, work, materials, uid=None):
-    """Create ``home`` and ``home/<course>`` for the learner, private to them, and seed materials."""
+    """Create ``home`` and ``home/<course>`` for the learner, private to them, and seed materials.
+
+    The folder above the homes can be traversed by everyone but not listed.
+    """
+    home.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+    home.parent.chmod(0o711)
     for folder in (home, work):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.chmod(0o700)
@@ -130,7 +137,13 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
             self.notebook_dir = str(self.home / course_id)
             note = "" if self.isolated else " (not isolated: the hub does not run as root)"
             self.emit(50, f"Sandbox starting{note}")
-            ip_port = await super().start()
+            try:
+                ip_port = await super().start()
+            except (OSError, SubprocessError) as exc:
+                raise SpawnException(
+                    f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
+                    reason="process-start", status_code=500,
+                ) from exc
         except BaseException:
             await self.release("start failed")
             raise

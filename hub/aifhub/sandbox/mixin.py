@@ -10,6 +10,7 @@ import re
 
 from jupyterhub.spawner import SpawnException
 from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
 
 from .form import render_form
 from .service_client import ServiceClient
@@ -17,7 +18,7 @@ from .service_client import ServiceClient
 COURSE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-class CourseSpawnerMixin:
+class CourseSpawnerMixin(LoggingConfigurable):
     """Mix into a JupyterHub Spawner: pick a course, get it admitted, report progress."""
 
     service_url = Unicode(

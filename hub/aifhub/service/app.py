@@ -4,6 +4,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -166,9 +167,14 @@ class AifhubService(Application):
             asyncio.ensure_future(self._every(self.meter_interval, "reconcile", lambda: core.reconcile(self.reconcile_grace))),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", lambda: self._watch_catalog(core))),
         ]
+        stopping = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
+            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
         try:
-            await asyncio.Event().wait()
+            await stopping.wait()
+            self.log.info("aifhub service stopping")
         finally:
+            server.stop()
             for loop in loops:
                 loop.cancel()
             db.close()
