@@ -1,0 +1,163 @@
+"""Run a real aifhub (``aifhub up``: JupyterHub, proxy, service) for the tests and talk to it."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
+PASSWORD = "test-password"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningHub:
+    """One ``aifhub up`` process and helpers for its REST API, sandboxes and kernels."""
+
+    def __init__(self, state_dir, courses_dir, gpus="none", extra_args=(), log_path=None):
+        self.state_dir = Path(state_dir)
+        self.courses_dir = Path(courses_dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_path or self.state_dir.parent / "aifhub-up.log")
+        self.args = [
+            sys.executable, "-m", "aifhub", "up", "--port", str(self.port),
+            "--state-dir", str(self.state_dir), "--courses", str(self.courses_dir),
+            "--gpus", gpus, "--meter-interval", "2", *extra_args,
+        ]
+        self.proc = None
+        self.tokens = {}
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, timeout=90):
+        env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"aifhub up exited early; see {self.log_path}"
+            try:
+                if self.service("GET", "courses").status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"aifhub up did not become ready in {timeout}s; see {self.log_path}")
+
+    def stop(self, timeout=90):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise
+        self.log.close()
+        return self.proc.returncode
+
+    def logs(self):
+        return self.log_path.read_text(errors="replace")
+
+    # -- REST ----------------------------------------------------------------
+
+    def api(self, method, path, token=ADMIN_TOKEN, **kw):
+        return requests.request(method, f"{self.url}/hub/api/{path}",
+                                headers={"Authorization": f"token {token}"}, timeout=60, **kw)
+
+    def service(self, method, path, token=ADMIN_TOKEN, **kw):
+        return requests.request(method, f"{self.url}/services/aifhub/api/v1/{path}",
+                                headers={"Authorization": f"token {token}"}, timeout=60, **kw)
+
+    def ensure_user(self, name):
+        r = self.api("POST", f"users/{name}")
+        assert r.status_code in (201, 409), r.text
+
+    def token_for(self, name):
+        if name not in self.tokens:
+            self.ensure_user(name)
+            r = self.api("POST", f"users/{name}/tokens", json={"note": "tests"})
+            assert r.status_code == 201, r.text
+            self.tokens[name] = r.json()["token"]
+        return self.tokens[name]
+
+    def spawn(self, name, course, wait=True):
+        """Ask for ``name``'s server with ``course``; wait until it is ready when accepted."""
+        self.ensure_user(name)
+        r = self.api("POST", f"users/{name}/server", json={"course": course})
+        if wait and r.status_code in (201, 202):
+            self.wait_ready(name)
+        return r
+
+    def server_model(self, name):
+        return self.api("GET", f"users/{name}").json()["servers"].get("")
+
+    def wait_ready(self, name, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.server_model(name)
+            if model and model["ready"]:
+                return model
+            if model is None:
+                raise AssertionError(f"{name}'s server stopped while starting; see {self.log_path}")
+            time.sleep(0.5)
+        raise AssertionError(f"{name}'s server not ready after {timeout}s")
+
+    def stop_server(self, name, timeout=60):
+        r = self.api("DELETE", f"users/{name}/server")
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + timeout
+        while self.server_model(name) is not None:
+            assert time.monotonic() < deadline, f"{name}'s server did not stop"
+            time.sleep(0.3)
+
+    def progress_events(self, name, course):
+        """Start ``name``'s server and collect the progress stream's events until ready."""
+        self.ensure_user(name)
+        result = {}
+        poster = threading.Thread(target=lambda: result.update(r=self.spawn(name, course, wait=False)))
+        poster.start()
+        deadline = time.monotonic() + 30
+        while not (self.server_model(name) or {}).get("pending"):
+            assert time.monotonic() < deadline and poster.is_alive(), f"{name}'s spawn never showed as pending"
+            time.sleep(0.05)
+        events = []
+        with requests.get(f"{self.url}/hub/api/users/{name}/server/progress", stream=True, timeout=120,
+                          headers={"Authorization": f"token {ADMIN_TOKEN}"}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith(b"data:"):
+                    event = json.loads(line[5:])
+                    events.append(event)
+                    if event.get("ready") or event.get("failed"):
+                        break
+        poster.join()
+        return result["r"], events
+
+    # -- inside a sandbox, as the learner would ------------------------------
+
+    def run_in_kernel(self, name, code, timeout=60):
+        """Execute ``code`` in a new kernel of ``name``'s sandbox; return its stdout."""
+        from kernelclient import execute  # local helper module
+
+        token = self.token_for(name)
+        return execute(self.url, f"/user/{name}/", token, code, timeout)
+
+
+def copy_courses(dest):
+    """A private copy of the example courses (tests add broken ones to it)."""
+    shutil.copytree(REPO / "courses", dest)
+    return dest
