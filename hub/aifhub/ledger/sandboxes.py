@@ -83,7 +83,8 @@ def admit(db, course, user, server_name, inventory, first_uid):
     """Open a session for ``user``'s server on ``course``, claiming its GPUs.
 
     Access must have been decided already. Raises :class:`Refusal` (409) when
-    not enough devices are free.
+    not enough devices are free. ``inventory`` ``None`` means the cluster places
+    GPUs (Kubernetes): no local device is claimed.
     """
     stale = active_session(db, user, server_name)
     if stale is not None:  # the hub starts a server it believes stopped: the old session is over
@@ -92,7 +93,7 @@ def admit(db, course, user, server_name, inventory, first_uid):
 
     devices = []
     gpu = course.sandbox.gpu
-    if gpu is not None:
+    if gpu is not None and inventory is not None:
         matching = [d for d in inventory if d.matches(gpu.kind)]
         free = free_devices(db, inventory, gpu.kind)
         if len(matching) < gpu.count:
@@ -112,7 +113,7 @@ def admit(db, course, user, server_name, inventory, first_uid):
 
     session = SandboxSession(
         user=user, server_name=server_name, course_id=course.id,
-        gpu_kind=devices[0].kind if devices else None, state="active",
+        gpu_kind=devices[0].kind if devices else (gpu.kind if gpu else None), state="active",
     )
     db.add(session)
     db.flush()

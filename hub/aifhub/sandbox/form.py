@@ -6,7 +6,9 @@ from html import escape
 def _card(course, first):
     gpu = course["sandbox"]["gpu"]
     if gpu:
-        hw = f"GPU {escape(gpu['kind'])} × {gpu['count']} · {course['gpu_free']} free"
+        hw = f"GPU {escape(gpu['kind'])} × {gpu['count']}"
+        if course["gpu_free"] is not None:
+            hw += f" · {course['gpu_free']} free"
     else:
         hw = "CPU only"
     disabled = "" if course["can_start"] else " disabled"

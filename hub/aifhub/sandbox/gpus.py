@@ -7,6 +7,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 DEFAULT_KIND = "gpu"
+CLUSTER = "kubernetes"  # --gpus value: the cluster's scheduler places GPUs, not aifhub
 
 # NVML product names -> aifhub GPU kinds. Anything else is the generic kind.
 _KIND_PATTERNS = [
@@ -46,16 +47,19 @@ def parse_gpus(spec, kind=DEFAULT_KIND):
     """Parse the ``--gpus`` value.
 
     ``None`` or ``""`` -> ``None`` (discover with NVML); ``"none"`` -> no GPUs;
-    ``"0,1"`` -> two devices of ``kind``. Raises ValueError with what is expected.
+    ``"0,1"`` -> two devices of ``kind``; ``"kubernetes"`` -> ``None`` too (see
+    :func:`gpu_inventory`). Raises ValueError with what is expected.
     """
     if spec is None or str(spec).strip() == "":
         return None
     spec = str(spec).strip()
     if spec.lower() == "none":
         return []
+    if spec.lower() == CLUSTER:
+        return None
     ids = [part.strip() for part in spec.split(",")]
     if not all(re.fullmatch(r"[0-9]+", i) for i in ids):
-        raise ValueError(f"--gpus {spec!r}: expected 'none' or a comma list of device ids such as '0,1'")
+        raise ValueError(f"--gpus {spec!r}: expected 'none', 'kubernetes' or a comma list of device ids such as '0,1'")
     if len(set(ids)) != len(ids):
         raise ValueError(f"--gpus {spec!r}: a device id is listed twice")
     return [GpuDevice(id=i, kind=kind) for i in ids]
@@ -90,6 +94,12 @@ def _text(value):
 
 
 def gpu_inventory(spec=None, kind=DEFAULT_KIND):
-    """The machine's GPUs: the ``--gpus`` override when given, else NVML."""
+    """The machine's GPUs: the ``--gpus`` override when given, else NVML.
+
+    ``None`` for ``"kubernetes"``: the cluster's device plugin assigns GPUs to
+    pods, so aifhub keeps no local pool.
+    """
+    if str(spec or "").strip().lower() == CLUSTER:
+        return None
     override = parse_gpus(spec, kind)
     return discover_nvml() if override is None else override

@@ -49,7 +49,8 @@ class AifhubService(Application):
     db_url = Unicode(help="SQLAlchemy URL of the state database. Default: SQLite in the state directory.").tag(config=True)
     gpus = Unicode(
         "",
-        help="GPUs to hand out: '' discovers them with NVML; 'none' for none; '0,1' for those device ids (of gpu_kind).",
+        help="GPUs to hand out: '' discovers them with NVML; 'none' for none; '0,1' for those device ids (of gpu_kind); "
+        "'kubernetes' when the cluster's device plugin places GPUs.",
     ).tag(config=True)
     gpu_kind = Unicode(DEFAULT_KIND, help="GPU kind of the devices listed in `gpus`.").tag(config=True)
     meter_interval = Float(60.0, help="Seconds between reconciliations with the hub's list of running servers.").tag(config=True)
@@ -152,7 +153,10 @@ class AifhubService(Application):
         hub = HubClient(os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
                         os.environ.get("JUPYTERHUB_API_TOKEN", ""))
         inventory = gpu_inventory(self.gpus, self.gpu_kind)
-        self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none")
+        if inventory is None:
+            self.log.info("GPU pool: placed by the Kubernetes scheduler")
+        else:
+            self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none")
         db = Database(self.db_url)
         core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub)
 

@@ -37,7 +37,7 @@ class ServiceCore:
         self.db = db
         self.course_dirs = list(course_dirs)
         self.images_dir = images_dir
-        self.inventory = list(inventory)
+        self.inventory = None if inventory is None else list(inventory)  # None: the cluster places GPUs
         self.first_uid = first_uid
         self.hub = hub
         self.catalog = None
@@ -93,14 +93,16 @@ class ServiceCore:
         with self.db.session() as s:
             taken = sandboxes.claimed_devices(s)
         kinds = {}
+        if self.inventory is None:
+            return {"scheduler": "kubernetes", "devices": [], "kinds": []}
         for d in self.inventory:
             k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
             k["total"] += 1
             k["free"] += d.id not in taken
-        return {"devices": [d.to_dict() | {"busy": d.id in taken} for d in self.inventory], "kinds": list(kinds.values())}
+        return {"scheduler": "local", "devices": [d.to_dict() | {"busy": d.id in taken} for d in self.inventory], "kinds": list(kinds.values())}
 
     def free_for(self, course):
-        if course.sandbox.gpu is None:
+        if course.sandbox.gpu is None or self.inventory is None:
             return None
         with self.db.session() as s:
             return len(sandboxes.free_devices(s, self.inventory, course.sandbox.gpu.kind))
