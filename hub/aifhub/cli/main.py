@@ -6,6 +6,7 @@ import sys
 
 from .. import __version__
 from . import courses, up
+from . import k8s
 from .common import CLIError
 
 
@@ -18,6 +19,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up.register(sub)
     courses.register(sub)
+    k8s.register(sub)
     return parser
 
 

@@ -1,0 +1,78 @@
+"""What the hub pod runs on top of the z2jh chart's configuration (``hub.extraConfig``).
+
+The chart has already turned ``hub.services`` into ``c.JupyterHub.services`` and
+``hub.config`` into traitlets config; this wires the aifhub service's address,
+secrets and roles, and points the course spawner at the service.
+"""
+
+import os
+import sys
+
+from ..hubconfig import SERVICE_NAME, ConfigError
+from . import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
+
+
+def service_address(env):
+    """``http://<pod ip>:<port>``: the service binds the hub pod's own IP, where the proxy reaches it."""
+    ip = env.get("POD_IP")
+    if not ip:
+        raise ConfigError("POD_IP is not set: the hub pod's env needs POD_IP from status.podIP (hub.extraEnv, see k8s/README.md).")
+    return f"http://{ip}:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}"
+
+
+def service_command(env):
+    """The aifhub service process: GPUs placed by Kubernetes, state and ledger from the hub pod's env."""
+    cmd = [
+        sys.executable, "-m", "aifhub.service", "--gpus=kubernetes",
+        f"--state-dir={env.get('AIFHUB_STATE_DIR', STATE_DIR)}",
+        f"--courses={env.get('AIFHUB_COURSES', COURSES_DIR)}",
+        f"--images={env.get('AIFHUB_IMAGES', IMAGES_DIR)}",
+        f"--meter-interval={env.get('AIFHUB_METER_INTERVAL', '60')}",
+    ]
+    if env.get("AIFHUB_DB_URL"):
+        cmd.append(f"--db-url={env['AIFHUB_DB_URL']}")
+    return cmd
+
+
+def aifhub_roles(existing):
+    """Roles the aifhub service and its users need, added to whatever ``hub.loadRoles`` defines."""
+    roles = {r["name"]: dict(r) for r in existing}
+    user = roles.setdefault("user", {"name": "user", "scopes": ["self"]})
+    user["scopes"] = sorted(set(user.get("scopes", ["self"])) | {"self", f"access:services!service={SERVICE_NAME}"})
+    roles["aifhub-service"] = {
+        "name": "aifhub-service",
+        "description": "What the aifhub service needs: users, groups and servers",
+        "services": [SERVICE_NAME],
+        "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
+    }
+    return list(roles.values())
+
+
+def configure_z2jh(c, env=os.environ):
+    """Fill ``c`` (JupyterHub's config, already filled by the chart) for aifhub."""
+    token = env.get("AIFHUB_INTERNAL_TOKEN", "")
+    if not token:
+        raise ConfigError("AIFHUB_INTERNAL_TOKEN is not set: create the aifhub-secrets Secret (k8s/README.md).")
+    url = service_address(env)
+    services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
+    service = next((s for s in services if s.get("name") == SERVICE_NAME), None)
+    if service is None:
+        service = {"name": SERVICE_NAME, "display": True, "oauth_no_confirm": True}
+        services.append(service)
+    service["url"] = url
+    service.setdefault("command", service_command(env))  # hub.services.aifhub.command overrides it
+    service_env = {"AIFHUB_INTERNAL_TOKEN": token, "AIFHUB_ISOLATED": "1"}
+    if env.get("PGPASSWORD"):  # the chart exports hub.db.password; the ledger uses the same PostgreSQL role
+        service_env["PGPASSWORD"] = env["PGPASSWORD"]
+    service["environment"] = {**service.get("environment", {}), **service_env}
+    c.JupyterHub.services = services
+
+    c.JupyterHub.spawner_class = "aifhub-kube"
+    c.KubeSandboxSpawner.service_url = f"{url}/services/{SERVICE_NAME}/"
+    c.KubeSandboxSpawner.internal_token = token
+    c.JupyterHub.load_roles = aifhub_roles(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else [])
+    c.JupyterHub.template_vars = {
+        **(c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}),
+        "announcement": f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.',
+    }
+    return url

@@ -1,0 +1,105 @@
+"""Kubernetes objects aifhub needs beside the z2jh chart."""
+
+import json
+
+from . import NAMESPACE
+from .dashboard import grafana_dashboard
+from .grading import EXCHANGE_PVC, GRADER
+
+# Sandboxes share one priority value: they preempt the chart's user placeholders (-10)
+# but never each other. Two classes let a ResourceQuota scope GPU sandboxes separately.
+PRIORITY_CLASSES = [
+    ("aifhub-sandbox-gpu", 10, "PreemptLowerPriority", "aifhub learner sandboxes on GPU pools"),
+    ("aifhub-sandbox-cpu", 10, "PreemptLowerPriority", "aifhub learner sandboxes without GPU"),
+    ("aifhub-grading", 5, "Never", "aifhub grading Jobs: wait for room, never evict anyone"),
+]
+
+MIG_PARTED_CONFIG = """\
+version: v1
+mig-configs:
+  all-disabled:
+    - devices: all
+      mig-enabled: false
+  all-1g.10gb:        # H100/H200 80GB: seven learners per GPU (aifhub kind mig-1g.10gb)
+    - devices: all
+      mig-enabled: true
+      mig-devices:
+        "1g.10gb": 7
+  all-balanced:       # mixed sizes: two small, one medium and one large slice per GPU
+    - devices: all
+      mig-enabled: true
+      mig-devices:
+        "1g.10gb": 2
+        "2g.20gb": 1
+        "3g.40gb": 1
+"""
+
+DEVICE_PLUGIN_CONFIG = """\
+version: v1
+flags:
+  migStrategy: mixed   # MIG slices appear as nvidia.com/mig-<profile> resources, as aifhub's MIG pools request
+"""
+
+
+def _meta(name, namespace=NAMESPACE, **labels):
+    meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "aifhub", **labels}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def priority_classes():
+    return [{
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": _meta(name, namespace=None),
+        "value": value, "globalDefault": False, "preemptionPolicy": policy, "description": text,
+    } for name, value, policy, text in PRIORITY_CLASSES]
+
+
+def storage(namespace=NAMESPACE, state_size="10Gi", exchange_size="50Gi"):
+    """The service's state volume (hub pod, one writer) and the nbgrader exchange shared with grading Jobs."""
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta("aifhub-state", namespace),
+         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": state_size}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(EXCHANGE_PVC, namespace),
+         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": exchange_size}}}},
+    ]
+
+
+def grading_network_policy(namespace=NAMESPACE):
+    """Grading pods talk to nobody: no ingress, no egress (not even DNS)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta("aifhub-grading-no-network", namespace),
+        "spec": {"podSelector": {"matchLabels": {"aifhub.io/component": GRADER}},
+                 "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+    }
+
+
+def grading_rbac(namespace=NAMESPACE, hub_service_account="hub"):
+    """Lets the hub pod (where the aifhub service runs) create and watch grading Jobs."""
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("aifhub-grading", namespace),
+         "rules": [
+             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta("aifhub-grading", namespace),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "aifhub-grading"},
+         "subjects": [{"kind": "ServiceAccount", "name": hub_service_account, "namespace": namespace}]},
+    ]
+
+
+def nvidia_configs(operator_namespace="gpu-operator"):
+    """Example configs for the NVIDIA GPU operator: the MIG layouts and the device plugin's mixed strategy."""
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("aifhub-mig-parted-config", operator_namespace),
+         "data": {"config.yaml": MIG_PARTED_CONFIG}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("aifhub-device-plugin-config", operator_namespace),
+         "data": {"default": DEVICE_PLUGIN_CONFIG}},
+    ]
+
+
+def dashboard_configmap(namespace=NAMESPACE):
+    """A Grafana dashboard, picked up by the Grafana sidecar through the grafana_dashboard label."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("aifhub-grafana-dashboard", namespace, grafana_dashboard="1"),
+            "data": {"aifhub.json": json.dumps(grafana_dashboard(), indent=2, sort_keys=True)}}

@@ -1,0 +1,65 @@
+"""``aifhub k8s render``: the z2jh values and the extra manifests, written as YAML files."""
+
+from pathlib import Path
+
+import yaml
+
+from . import KUBERNETES_VERSION, NAMESPACE, manifests
+from .grading import grading_job
+from .values import z2jh_values
+from ..sandbox import podspec
+
+HEADER = ("# Rendered by `aifhub k8s render` (Kubernetes >= {k8s}). Edit the code or the course files\n"
+          "# and render again rather than editing this file.\n")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(docs):
+    return HEADER.format(k8s=KUBERNETES_VERSION) + "---\n".join(
+        yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs)
+
+
+def example_grading_job(catalog, images, pools, namespace=NAMESPACE):
+    """A grading Job for the first assignment of the first course that has one (GPU courses first)."""
+    courses = sorted(catalog.courses.values(), key=lambda c: (not c.needs_gpu, c.id))
+    for course in courses:
+        if course.assignments:
+            return grading_job(course.summary(), images.get(course.sandbox.image), pools,
+                               course.assignments[0], "learner1", namespace=namespace)
+    return None
+
+
+def render(out, catalog, images, pools=None, registry=""):
+    """Write ``values.yaml`` and ``manifests/*.yaml`` under ``out``; return the paths written."""
+    pools = podspec.validate_pools(pools if pools is not None else podspec.DEFAULT_POOLS)
+    out = Path(out)
+    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    files = {
+        "values.yaml": [z2jh_values(images, pools, registry)],
+        "manifests/00-priorityclasses.yaml": manifests.priority_classes(),
+        "manifests/10-storage.yaml": manifests.storage(),
+        "manifests/20-grading-networkpolicy.yaml": [manifests.grading_network_policy()],
+        "manifests/21-grading-rbac.yaml": manifests.grading_rbac(),
+        "manifests/30-nvidia-gpu-operator-config.yaml": manifests.nvidia_configs(),
+        "manifests/40-grafana-dashboard.yaml": [manifests.dashboard_configmap()],
+    }
+    job = example_grading_job(catalog, images, pools)
+    if job is not None:
+        files["manifests/50-grading-job-example.yaml"] = [job]
+    written = []
+    for name, docs in files.items():
+        path = out / name
+        path.write_text(dump(docs))
+        written.append(path)
+    return written

@@ -1,0 +1,244 @@
+"""The Kubernetes spawner: one pod per learner and course (``aifhub-kube``).
+
+A KubeSpawner whose pod comes from the course, not from a profile list: the
+same admission as the local spawner, then the course's image, resources, GPU
+pool, priority and per-course volume. Every spawn starts from the configured
+baseline, so nothing of a previous course (GPU limits, node selector) leaks
+into the next one (KubeSpawner #546, #691).
+"""
+
+import asyncio
+import copy
+import json
+import os
+from pathlib import Path
+
+from jupyterhub.spawner import SpawnException
+from kubespawner import KubeSpawner
+from traitlets import Dict, Float, Integer, List, Unicode, default, validate
+
+from ..catalog.images import load_images
+from . import podspec
+from .mixin import CourseSpawnerMixin
+
+# Traits a course, a pool or a group override may change: restored before every spawn.
+CLEAN_TRAITS = (
+    "image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
+    "extra_resource_limits", "extra_resource_guarantees", "node_selector", "tolerations",
+    "node_affinity_required", "node_affinity_preferred", "priority_class_name",
+    "environment", "extra_labels", "extra_annotations", "volumes", "volume_mounts",
+    "uid", "gid", "fs_gid", "privileged", "allow_privilege_escalation",
+    "automount_service_account_token", "pod_security_context", "container_security_context",
+    "working_dir", "storage_pvc_ensure", "storage_capacity", "storage_class", "extra_pod_config",
+    "extra_container_config", "init_containers", "extra_containers", "lifecycle_hooks", "cmd", "default_url",
+)
+MERGED = ("node_selector", "environment", "extra_labels", "extra_pod_config")  # course values merge over the baseline
+APPENDED = ("tolerations", "volumes", "volume_mounts")  # course values are added to the baseline's
+
+
+def describe_api_error(exc):
+    """One line for an error from the Kubernetes client."""
+    status = getattr(exc, "status", None)
+    if status:
+        try:
+            detail = json.loads(exc.body or "{}").get("message", "")
+        except (TypeError, ValueError):
+            detail = ""
+        return f"the API server answered {status} {getattr(exc, 'reason', '')}: {detail}".rstrip(": ")
+    return f"the API server cannot be reached ({type(exc).__name__}: {exc})"
+
+
+class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
+    """Start a course sandbox as a Kubernetes pod (``aifhub-kube``)."""
+
+    isolated = True  # each sandbox is its own pod, under the restricted security context
+
+    images_dir = Unicode(
+        help="Directory of sandbox images (sandbox_images/), each with an image.yaml naming its repository and tag. "
+        "Default: $AIFHUB_IMAGES, else sandbox_images/ in the working directory.",
+    ).tag(config=True)
+    registry = Unicode(
+        "",
+        help="Container registry prefixed to every sandbox image's repository (e.g. registry.example.org). "
+        "Empty: the repository as written in image.yaml.",
+    ).tag(config=True)
+    gpu_pools = Dict(
+        help="GPU pools keyed by GPU kind (the kind courses ask for, e.g. h100 or mig-1g.10gb; 'cpu' is the pool of "
+        "CPU-only courses). Each pool may set: resource (default nvidia.com/gpu, or nvidia.com/<kind> for mig-* kinds), "
+        "node_selector, tolerations, priority_class, environment, images (to pre-pull), cpu_guarantee_fraction, "
+        "mem_guarantee_fraction.",
+    ).tag(config=True)
+    cpu_guarantee_fraction = Float(
+        0.25, help="CPU guaranteed to a sandbox, as a fraction of the course's cpu (its limit). A pool may override it.",
+    ).tag(config=True)
+    mem_guarantee_fraction = Float(
+        0.5, help="Memory guaranteed to a sandbox, as a fraction of the course's memory (its limit). A pool may override it.",
+    ).tag(config=True)
+    shm_fraction = Float(
+        0.25, help="Size of the memory-backed /dev/shm (PyTorch data loaders), as a fraction of the memory limit it counts against.",
+    ).tag(config=True)
+    home_dir = Unicode(
+        podspec.HOME, help="Where the learner's per-course volume is mounted in the sandbox (its home and working directory).",
+    ).tag(config=True)
+    course_pvc_name_template = Unicode(
+        "aifhub-{username}--{course}",
+        help="Name of each learner's per-course PersistentVolumeClaim. KubeSpawner's fields ({username}, {userid}, ...) "
+        "and {course} are expanded.",
+    ).tag(config=True)
+    session_deadline_grace = Integer(
+        900,
+        help="Seconds past the course's max_session before Kubernetes ends the pod itself (activeDeadlineSeconds); "
+        "the aifhub service stops sessions gracefully before that.",
+    ).tag(config=True)
+    clean_traits = List(
+        Unicode(), default_value=list(CLEAN_TRAITS),
+        help="Spawner traits restored to their configured values before each spawn, so a previous course's "
+        "settings never leak into the next one.",
+    ).tag(config=True)
+
+    @default("images_dir")
+    def _images_dir_default(self):
+        return os.environ.get("AIFHUB_IMAGES", str(Path("sandbox_images").resolve()))
+
+    @default("gpu_pools")
+    def _gpu_pools_default(self):
+        return podspec.validate_pools(copy.deepcopy(podspec.DEFAULT_POOLS))
+
+    @default("storage_capacity")
+    def _storage_capacity_default(self):
+        return "10Gi"
+
+    @validate("gpu_pools")
+    def _validate_gpu_pools(self, proposal):
+        return podspec.validate_pools(proposal.value)  # PodSpecError (a ValueError) says what is wrong
+
+    @validate("cpu_guarantee_fraction", "mem_guarantee_fraction", "shm_fraction")
+    def _validate_fraction(self, proposal):
+        if not 0 < proposal.value <= 1:
+            raise ValueError(f"{proposal.trait.name} must be in (0, 1], got {proposal.value}")
+        return proposal.value
+
+    @validate("course_pvc_name_template")
+    def _validate_pvc_template(self, proposal):
+        if "{course}" not in proposal.value:
+            raise ValueError(f"course_pvc_name_template must contain {{course}} (one volume per course), got {proposal.value!r}")
+        return proposal.value
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._baseline = {name: copy.deepcopy(getattr(self, name)) for name in self.clean_traits}
+
+    # -- clean settings per spawn ----------------------------------------------
+
+    def restore_baseline(self):
+        """Put every course-managed trait back to its configured value."""
+        for name, value in self._baseline.items():
+            setattr(self, name, copy.deepcopy(value))
+
+    async def apply_group_overrides(self):
+        """Deferred: :meth:`configure_for_course` applies them onto the clean baseline."""
+
+    def course_image(self, name):
+        return load_images(self.images_dir).get(name)
+
+    def course_pvc_name(self, course_id):
+        return self._expand_user_properties(self.course_pvc_name_template.replace("{course}", course_id))
+
+    async def configure_for_course(self, course):
+        """Baseline, then group overrides, then the course (a course summary dict)."""
+        self.restore_baseline()
+        await super().apply_group_overrides()
+        self.pvc_name = self.course_pvc_name(course["id"])
+        self._pvc_exists = False  # creating an existing claim answers 409, which KubeSpawner accepts
+        settings = podspec.pod_settings(
+            course, self.course_image(course["sandbox"]["image"]), self.gpu_pools, pvc_name=self.pvc_name,
+            registry=self.registry, cpu_fraction=self.cpu_guarantee_fraction, mem_fraction=self.mem_guarantee_fraction,
+            shm_fraction=self.shm_fraction, home=self.home_dir, deadline_grace=self.session_deadline_grace,
+        )
+        if not settings["priority_class_name"]:
+            settings["priority_class_name"] = self.priority_class_name
+        for name, value in settings.items():
+            current = getattr(self, name)
+            if name in MERGED and isinstance(current, dict):
+                value = {**current, **value}
+            elif name in APPENDED:
+                value = self._append(current, value)
+            setattr(self, name, value)
+        return settings
+
+    @staticmethod
+    def _append(current, extra):
+        if isinstance(current, dict):  # KubeSpawner also takes {key: item} forms
+            return {**current, **{f"zz-aifhub-{i}": item for i, item in enumerate(extra)}}
+        return list(current) + list(extra)
+
+    async def load_user_options(self):
+        """Courses replace profiles: the only user option is the course, already applied."""
+        if self.profile_list:
+            self.log.warning("KubeSpawner.profile_list is ignored by aifhub-kube: courses define sandboxes.")
+
+    # -- state ---------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if getattr(self, "admission", None):
+            state["aifhub"] = {"session_id": self.admission.get("session_id"), "course": self.admission["course"]["id"]}
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if "aifhub" in state:
+            saved = state["aifhub"]
+            self.admission = {"session_id": saved["session_id"], "devices": [], "course": {"id": saved["course"]}}
+
+    def clear_state(self):
+        super().clear_state()
+        self.admission = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self):
+        admission = await self.admit()
+        try:
+            try:
+                await self.configure_for_course(admission["course"])
+            except podspec.PodSpecError as exc:
+                raise SpawnException(str(exc), reason="sandbox-spec", status_code=409) from exc
+            pod = await self.get_pod_manifest()  # built again by KubeSpawner; here to tell what is asked for
+            limits = pod.spec.containers[0].resources.limits
+            self.log.info("Pod %s for %s (course %s): image %s, limits %s, node selector %s, priority class %s",
+                          self.pod_name, self.user.name, admission["course"]["id"], self.image, limits,
+                          self.node_selector, self.priority_class_name)
+            gpus = {k: v for k, v in limits.items() if k not in ("cpu", "memory")}
+            where = ", ".join(f"{v} × {k}" for k, v in gpus.items()) or "CPU only"
+            self.emit(40, f"Requesting a pod ({where}, image {self.image})")
+            url = await self._create_pod()
+        except BaseException:
+            await self.release("start failed")
+            raise
+        self.emit(90, "Pod running; waiting for JupyterLab to be ready")
+        return url
+
+    async def _create_pod(self):
+        try:
+            return await self._start()
+        except SpawnException:
+            raise
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise SpawnException(
+                f"Your sandbox pod did not start in time ({exc}). The cluster may have no free node for this "
+                "course's GPU right now; try again later or tell an administrator.",
+                reason="pod-timeout", status_code=503,
+            ) from exc
+        except Exception as exc:
+            raise SpawnException(
+                f"The sandbox pod could not be created: {describe_api_error(exc)}. "
+                "This is a cluster problem, not yours; an administrator can find details in the hub log.",
+                reason="kubernetes-api", status_code=503,
+                log_message=f"Creating {self.pod_name} in {self.namespace} failed: {exc!r}",
+            ) from exc
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self.release("stopped")
+        self.admission = None
