@@ -1,0 +1,166 @@
+"""The benchmarks' table, the machine they ran on, and ``docs/benchmarks.md``."""
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+
+import psutil
+
+from .hubs import AS_ROOT, REPO
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    baseline: str = "-"
+    ratio: float | None = None
+    goal: str = "-"
+    met: bool | None = None  # None: no goal for this row
+
+    def cells(self):
+        ratio = "-" if self.ratio is None else f"{self.ratio:.2f}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[self.met]
+        return [self.figure, self.value, self.baseline, ratio, self.goal, met]
+
+
+HEADER = ["figure", "aifhub", "baseline", "ratio", "goal", "met?"]
+
+
+def markdown_table(rows):
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * len(HEADER)) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |")
+    return "\n".join(lines)
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _node_version():
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _proxy_version():
+    try:
+        return json.loads((REPO / "node_modules" / "configurable-http-proxy" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def machine():
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "as root": "yes (aifhub sandboxes run as per-learner uids)" if AS_ROOT else "no (aifhub sandboxes are not isolated)",
+        "aifhub": _version("aifhub"),
+        "jupyterhub": _version("jupyterhub"),
+        "jupyter_server": _version("jupyter_server"),
+        "jupyterlab": _version("jupyterlab"),
+        "notebook": _version("notebook"),
+        "nbgrader": _version("nbgrader"),
+        "configurable-http-proxy": f"{_proxy_version()} (node {_node_version()})",
+    }
+
+
+HOW = """\
+## How each figure is measured
+
+Every figure is a ratio against a baseline measured in the same run on the same machine,
+alternating between the two sides, because the machines these run on are shared and noisy.
+The benchmarks start and stop everything they use (hubs, proxies, sandboxes) on loopback ports.
+
+- **Baseline hub**: plain JupyterHub (same version, same `configurable-http-proxy`) started from
+  its own config file in a scratch directory: dummy authenticator, `SimpleLocalProcessSpawner`,
+  the same single-user command (`jupyterhub-singleuser`, default URL `/lab`) and `PATH`, and an
+  admin token given to a service. Run as root, that spawner starts every server as root, so its
+  servers get `--allow-root`; aifhub starts each sandbox under the learner's own uid (and
+  prepares the learner's work folder), which is part of what its figures include.
+- **Spawn overhead**: seconds from `POST /hub/api/users/NAME/server` (`{"course": "dl-basics"}`,
+  the CPU MOOC, by the learner's own token) to the hub reporting the server ready; a new learner
+  each run, so aifhub's figure includes enrolment and the first copy of the course materials.
+  aifhub runs with one (simulated) GPU, `--gpus 0`, so the GPU pool is consulted. Median of N
+  runs per side, sides alternating which goes first, after one uncounted warm-up round.
+- **Hub API**: requests per second of `GET /hub/api/users/NAME` through the proxy, from several
+  concurrent clients, with a token the user owns on both sides (a token written into the config
+  is checked with 16,384 SHA-512 rounds per request, which would dominate both sides). Alternating
+  bursts of fixed length; the load generator shares the machine's cores with the hub.
+- **Spawn storm**: all learners request their server at the same instant (each hub in its default
+  configuration: aifhub's `aifhub up` defaults, plain JupyterHub's defaults); counted: ready,
+  failed (an error answer, or a server that stopped or was not ready within 5 minutes), seconds
+  until the last is ready. One learner follows the progress stream while waiting, as the spawn
+  page does; the row says how many events it saw before "ready" and the longest silence.
+- **Sandbox start breakdown** (aifhub only, no baseline): phases from the progress events the
+  client sees (request, ready) and the time stamps of the hub's log (spawner milestones, and the
+  sandbox's own first log line and "running at" line). A Jupyter Server started directly, as
+  shipped and without what a learner's sandbox does not use, measures what trimming would save.
+- **Service footprint**: resident memory and CPU of the aifhub service process, idle and while it
+  holds N running sessions (opened through its internal admission endpoint for N learners of the
+  CPU MOOC, without starting sandboxes), each over a few metering intervals. Baseline: the same
+  service idle.
+"""
+
+
+def write_doc(path, rows, details, params, started, elapsed_s, command):
+    m = machine()
+    parts = [
+        "# Benchmarks",
+        "",
+        "aifhub measured against plain JupyterHub in the same run (`make bench`). This file is written by",
+        "the benchmarks; the latest run is below.",
+        "",
+        f"Run {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC, {elapsed_s / 60:.1f} minutes.",
+        "",
+        markdown_table(rows),
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in m.items()],
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench",
+        f"# which runs: {command}",
+        "```",
+        "",
+        "Parameters: " + ", ".join(f"{k} {v}" for k, v in params.items()) + ".",
+        "`python -m bench --help` lists them.",
+        "",
+        "## Details",
+        "",
+        *details,
+        "",
+        HOW,
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+
+
+def now():
+    return datetime.now(timezone.utc)

@@ -1,0 +1,186 @@
+"""Run every benchmark, print the table, and write ``docs/benchmarks.md``."""
+
+import argparse
+import shutil
+import sys
+import time
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+
+from . import report
+from .api import api_throughput
+from .footprint import service_footprint
+from .hubs import REPO, PlainHub, aifhub_hub, running, scratch_dir
+from .report import Row
+from .spawn import spawn_overhead, spawn_storm
+from .startup import PHASES, sandbox_breakdown, server_start_probe
+
+FIGURES = ("spawn", "api", "breakdown", "storm", "probe", "footprint")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--runs", type=int, default=7, help="spawns per side for the spawn overhead (default: 7)")
+    p.add_argument("--api-seconds", type=float, default=5.0, help="seconds per burst of API requests (default: 5)")
+    p.add_argument("--api-rounds", type=int, default=2, help="alternating bursts per side (default: 2)")
+    p.add_argument("--api-clients", type=int, default=4, help="concurrent API clients (default: 4)")
+    p.add_argument("--storm", type=int, default=20, help="learners spawning at once (default: 20)")
+    p.add_argument("--breakdown-runs", type=int, default=3, help="sandbox starts timed phase by phase (default: 3)")
+    p.add_argument("--probe-runs", type=int, default=3, help="server starts per variant in the extension probe (default: 3)")
+    p.add_argument("--sessions", type=int, default=100, help="running sessions for the service footprint (default: 100)")
+    p.add_argument("--meter-interval", type=float, default=5.0, help="the service's metering interval in the footprint run (default: 5)")
+    p.add_argument("--intervals", type=int, default=3, help="metering intervals measured idle and loaded (default: 3)")
+    p.add_argument("--only", nargs="+", choices=FIGURES, help="run only these benchmarks")
+    p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report (default: docs/benchmarks.md)")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory (hub logs) for inspection")
+    return p.parse_args(argv)
+
+
+def spawn_rows(r):
+    return [Row(f"Spawn request to ready, one learner (median of {r['runs']})", f"{r['aifhub_s']:.2f} s",
+                f"{r['plain_s']:.2f} s", r["ratio"], "<= 1.05", r["ratio"] <= 1.05)], [
+        f"- Spawn overhead, all runs (s): aifhub {_list(r['aifhub_all'])}; plain {_list(r['plain_all'])}."]
+
+
+def api_rows(r):
+    errors = r["errors"]
+    return [Row(f"GET /hub/api/users/NAME, {r['concurrency']} clients (req/s)", f"{r['aifhub_rps']:.0f}",
+                f"{r['plain_rps']:.0f}", r["ratio"], ">= 0.95", r["ratio"] >= 0.95)], [
+        f"- Hub API: {r['rounds']} bursts of {r['seconds']:g} s per side; errors: aifhub {errors['aifhub']}, "
+        f"plain {errors['plain']}."]
+
+
+def _storm_cell(r):
+    cell = f"{r['started']}/{r['users']} ready, {r['failed']} failed"
+    if r["all_ready_s"] is not None:
+        cell += f", all in {r['all_ready_s']:.0f} s"
+    else:
+        cell += f", settled in {r['last_settled_s']:.0f} s"
+    return cell + f"; {r['progress_events_before_ready']} progress events"
+
+
+def storm_rows(a, p):
+    both = a["all_ready_s"] is not None and p["all_ready_s"] is not None
+    met = a["failed"] == 0 and a["progress_events_before_ready"] > 0 and a["watched_ready"]
+    row = Row(f"Spawn storm: {a['users']} learners at once", _storm_cell(a), _storm_cell(p),
+              a["all_ready_s"] / p["all_ready_s"] if both else None, "none fails; progress while waiting", met)
+    details = []
+    for kind, r in (("aifhub", a), ("plain", p)):
+        line = (f"- Storm, {kind}: median ready {_s(r['median_ready_s'])}; the watching learner saw "
+                f"{r['progress_events_before_ready']} event(s) before ready (longest silence {_s(r['longest_silence_s'])}): "
+                f"{'; '.join(r['progress_messages'])}.")
+        if r["failures"]:
+            line += f" Failures: {'; '.join(r['failures'])}."
+        details.append(line)
+    return [row], details
+
+
+def breakdown_rows(b):
+    rows = [Row(f"Sandbox start (aifhub, median of {b['runs']}): {label}", f"{b['phases'][label]:.2f} s",
+                "- (breakdown)") for label, _a, _b in PHASES]
+    rows.append(Row("Sandbox start (aifhub): request to ready, total", f"{b['total_s']:.2f} s", "- (breakdown)"))
+    details = [f"- Sandbox start: the learner's first progress event arrived {_s(b['first_event_s'])} after the request "
+               "(the spawn page subscribes once the spawn is pending; earlier events are replayed)."]
+    return rows, details
+
+
+def probe_rows(probe):
+    m = probe["median_s"]
+    base = m["shipped"]
+    rows = [Row(f"Jupyter Server start, {variant} (probe, median of {probe['runs']})", f"{seconds:.2f} s",
+                f"{base:.2f} s as shipped", seconds / base, "- (finding)")
+            for variant, seconds in m.items() if variant != "shipped"]
+    details = [f"- Probe: learner extensions leave out {', '.join(probe['skipped_extensions'])}; all runs (s): "
+               + "; ".join(f"{v} {_list(t)}" for v, t in probe["all"].items()) + "."]
+    return rows, details
+
+
+def footprint_rows(f):
+    idle, loaded = f["idle"], f["loaded"]
+    n = f["sessions"]
+    rows = [
+        Row(f"aifhub service RSS, {n} running sessions vs idle", f"{loaded['rss_mb']:.1f} MB",
+            f"{idle['rss_mb']:.1f} MB idle", f["rss_ratio"], "- (none set)"),
+        Row(f"aifhub service CPU, {n} running sessions vs idle", f"{loaded['cpu_pct']:.2f} % of a core",
+            f"{idle['cpu_pct']:.2f} % idle", f["cpu_ratio"], "- (none set)"),
+        Row(f"Admitting {n} learners one after another (internal endpoint)", f"{f['admit_ms_each']:.0f} ms each",
+            "-", None, "- (none set)"),
+    ]
+    details = [f"- Footprint: metering every {f['meter_interval']:g} s, {f['intervals']} intervals each side; peak RSS "
+               f"idle {idle['rss_peak_mb']:.1f} MB, loaded {loaded['rss_peak_mb']:.1f} MB; the service used "
+               f"{f['admit_cpu_pct']:.0f} % of a core while admitting."]
+    return rows, details
+
+
+def _s(x):
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def _list(xs):
+    return ", ".join(f"{x:.2f}" for x in xs)
+
+
+def run(args):
+    """Run the chosen benchmarks; returns (rows, details, errors)."""
+    wanted = set(args.only or FIGURES)
+    rows, details, errors = [], [], []
+    scratch = scratch_dir()
+
+    def attempt(name, fn):
+        try:
+            got_rows, got_details = fn()
+            rows.extend(got_rows)
+            details.extend(got_details)
+        except Exception as exc:  # report and go on: one broken figure must not hide the others
+            traceback.print_exc()
+            errors.append(f"{name}: {exc}")
+            rows.append(Row(f"{name}: could not be measured", str(exc)[:120].replace("\n", " ")))
+
+    try:
+        if wanted & {"spawn", "api", "breakdown", "storm"}:
+            (scratch / "aifhub").mkdir()
+            with ExitStack() as stack:
+                aif = stack.enter_context(running(aifhub_hub(scratch / "aifhub", gpus="0")))
+                plain = stack.enter_context(running(PlainHub(scratch / "plain")))
+                if "spawn" in wanted:
+                    attempt("spawn overhead", lambda: spawn_rows(spawn_overhead(aif, plain, runs=args.runs)))
+                if "api" in wanted:
+                    attempt("hub API", lambda: api_rows(api_throughput(
+                        aif, plain, seconds=args.api_seconds, rounds=args.api_rounds, concurrency=args.api_clients)))
+                if "breakdown" in wanted:
+                    attempt("sandbox start", lambda: breakdown_rows(sandbox_breakdown(aif, runs=args.breakdown_runs)))
+                if "storm" in wanted:
+                    attempt("spawn storm", lambda: storm_rows(spawn_storm(aif, users=args.storm),
+                                                             spawn_storm(plain, users=args.storm)))
+        if "probe" in wanted:  # with no hub running, so the machine is as quiet as it gets
+            attempt("server start probe", lambda: probe_rows(server_start_probe(scratch / "probe", runs=args.probe_runs)))
+        if "footprint" in wanted:
+            (scratch / "footprint").mkdir()
+            attempt("service footprint", lambda: footprint_rows(service_footprint(
+                scratch / "footprint", sessions=args.sessions, intervals=args.intervals, meter_interval=args.meter_interval)))
+    finally:
+        if args.keep:
+            print(f"scratch directory kept: {scratch}", file=sys.stderr)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return rows, details, errors
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started, t0 = report.now(), time.monotonic()
+    rows, details, errors = run(args)
+    print(report.markdown_table(rows))
+    missed = [r.figure for r in rows if r.met is False]
+    if missed:
+        print("\nMissed goals: " + "; ".join(missed))
+    if not args.no_write:
+        params = {"runs": args.runs, "API bursts": f"{args.api_rounds} x {args.api_seconds:g} s, {args.api_clients} clients",
+                  "storm": args.storm, "breakdown runs": args.breakdown_runs, "probe runs": args.probe_runs,
+                  "sessions": args.sessions, "meter interval": f"{args.meter_interval:g} s", "intervals": args.intervals}
+        command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+        report.write_doc(Path(args.out), rows, details, params, started, time.monotonic() - t0, command)
+        print(f"\nwritten to {args.out}")
+    return 1 if errors else 0

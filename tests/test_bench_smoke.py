@@ -1,0 +1,98 @@
+"""Each benchmark of `make bench`, in a tiny run, so they do not rot.
+
+These check that every benchmark runs and returns well-formed numbers, not that aifhub meets
+its goals: timings on a shared machine are for `make bench` to report.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import report, suite  # noqa: E402
+from bench.api import api_throughput  # noqa: E402
+from bench.footprint import service_footprint  # noqa: E402
+from bench.hubs import PlainHub, aifhub_hub, running  # noqa: E402
+from bench.spawn import spawn_overhead, spawn_storm  # noqa: E402
+from bench.startup import PHASES, sandbox_breakdown, server_start_probe  # noqa: E402
+
+
+def seconds(x):
+    return isinstance(x, float) and math.isfinite(x) and x >= 0
+
+
+def well_formed(rows):
+    for row in rows:
+        cells = row.cells()
+        assert len(cells) == len(report.HEADER) and all(isinstance(c, str) and c for c in cells), cells
+        assert "could not be measured" not in row.figure, row
+
+
+@pytest.fixture(scope="module")
+def hubs(hub_dir):
+    (hub_dir / "aifhub").mkdir()
+    with running(aifhub_hub(hub_dir / "aifhub", gpus="0")) as aif, running(PlainHub(hub_dir / "plain")) as plain:
+        yield aif, plain
+
+
+def test_spawn_overhead(hubs):
+    r = spawn_overhead(*hubs, runs=1, warmup=0)
+    assert seconds(r["aifhub_s"]) and seconds(r["plain_s"]) and r["ratio"] > 0
+    assert len(r["aifhub_all"]) == len(r["plain_all"]) == 1
+    well_formed(suite.spawn_rows(r)[0])
+
+
+def test_api_throughput(hubs):
+    r = api_throughput(*hubs, seconds=1.0, rounds=1, concurrency=2)
+    assert r["aifhub_rps"] > 0 and r["plain_rps"] > 0 and r["ratio"] > 0
+    assert r["errors"] == {"aifhub": 0, "plain": 0}
+    well_formed(suite.api_rows(r)[0])
+
+
+def test_sandbox_breakdown(hubs):
+    b = sandbox_breakdown(hubs[0], runs=1)
+    assert set(b["phases"]) == {label for label, _a, _b in PHASES}
+    assert all(seconds(v) for v in b["phases"].values())
+    assert seconds(b["total_s"]) and b["total_s"] >= sum(b["phases"].values()) - 0.05
+    well_formed(suite.breakdown_rows(b)[0])
+
+
+def test_spawn_storm(hubs):
+    results = [spawn_storm(hub, users=2, prefix="smoke") for hub in hubs]
+    for r in results:
+        assert r["started"] + r["failed"] == 2
+        assert r["all_ready_s"] is None or seconds(r["all_ready_s"])
+        assert r["progress_events_before_ready"] >= 1  # JupyterHub itself says "Server requested"
+    assert results[0]["failed"] == 0 and results[0]["watched_ready"]
+    well_formed(suite.storm_rows(*results)[0])
+
+
+def test_server_start_probe(tmp_path):
+    r = server_start_probe(tmp_path, runs=1)
+    assert set(r["median_s"]) == {"shipped", "learner extensions", "learner extensions, no rfc3987-syntax"}
+    assert all(seconds(v) and v > 0 for v in r["median_s"].values())
+    well_formed(suite.probe_rows(r)[0])
+
+
+def test_service_footprint(hub_dir):
+    (hub_dir / "footprint").mkdir()
+    f = service_footprint(hub_dir / "footprint", sessions=3, intervals=1, meter_interval=1.0)
+    for side in ("idle", "loaded"):
+        assert f[side]["rss_mb"] > 10 and seconds(f[side]["cpu_pct"])
+    assert f["rss_ratio"] > 0 and f["admit_ms_each"] > 0
+    well_formed(suite.footprint_rows(f)[0])
+
+
+def test_report_is_written(tmp_path):
+    rows = [report.Row("a figure", "1.00 s", "1.00 s", 1.0, "<= 1.05", True), report.Row("a breakdown", "0.10 s")]
+    out = tmp_path / "benchmarks.md"
+    report.write_doc(out, rows, ["- detail"], {"runs": 1}, report.now(), 1.0, "python -m bench --runs 1")
+    text = out.read_text()
+    assert "| figure | aifhub | baseline | ratio | goal | met? |" in text
+    assert "| a figure | 1.00 s | 1.00 s | 1.00 | <= 1.05 | yes |" in text
+    assert "- cores: " in text and "make bench" in text and "python -m bench --runs 1" in text
