@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,17 +14,18 @@ AS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="module")
-def hub_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hub")
-    if AS_ROOT:  # learners' sandboxes (other uids) must reach their folders below
-        for p in [path, *path.parents]:
-            if p == Path("/"):
-                break
-            p.chmod(p.stat().st_mode | 0o711)
-    return path
+def hub_dir(request):
+    """A folder for one module's hub. Not under pytest's private tmp folder (mode 0700, reset by every
+    pytest run): as root, learners' sandboxes run as other uids and must traverse to their work folders."""
+    keep = os.environ.get("AIFHUB_TEST_KEEP")
+    path = Path(tempfile.mkdtemp(prefix=f"aifhub-{request.module.__name__}-"))
+    path.chmod(0o711)
+    yield path
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def start_hub(hub_dir, gpus, prepare_courses=None):
+def start_hub(hub_dir, gpus, prepare_courses=None, extra_args=()):
     courses = copy_courses(hub_dir / "courses")
     if prepare_courses:
         prepare_courses(courses)
@@ -30,4 +33,4 @@ def start_hub(hub_dir, gpus, prepare_courses=None):
     images = hub_dir / "sandbox_images"
     if not images.exists():
         images.symlink_to(Path(__file__).resolve().parent.parent / "sandbox_images")
-    return RunningHub(hub_dir / "state", courses, gpus=gpus, log_path=hub_dir / "aifhub-up.log").start()
+    return RunningHub(hub_dir / "state", courses, gpus=gpus, extra_args=extra_args, log_path=hub_dir / "aifhub-up.log").start()

@@ -46,17 +46,26 @@ class RunningHub:
 
     def start(self, timeout=90):
         env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"aifhub up exited early; see {self.log_path}"
+            with open(self.log_path, "rb") as log:  # `aifhub up` prints its banner once the hub is up
+                log.seek(offset)
+                if b"aifhub is running at" in log.read():
+                    break
+            time.sleep(0.3)
+        else:
+            raise AssertionError(f"aifhub up did not become ready in {timeout}s; see {self.log_path}")
+        while time.monotonic() < deadline:  # and the service has synced the catalog
             try:
                 if self.service("GET", "courses").status_code == 200:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.3)
         raise AssertionError(f"aifhub up did not become ready in {timeout}s; see {self.log_path}")
 
     def stop(self, timeout=90):

@@ -3,7 +3,6 @@
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import requests
 
 from ..hubconfig import REPO, is_loopback
 from ..sandbox.gpus import gpu_inventory
+from .. import runstate
 from .common import CLIError
 
 CONFIG_STUB = "from aifhub.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"
@@ -31,12 +31,6 @@ def register(sub):
     p.add_argument("--config", help="JupyterHub config file (default: hub/jupyterhub_config.py)")
     p.add_argument("--log-level", default="INFO", help="log level of the hub and the service (default: INFO)")
     p.set_defaults(func=up)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_file(args, state):
@@ -82,6 +76,14 @@ def up(args):
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     os.umask(0o077)  # the hub's database, secrets and logs stay private
+    other = runstate.running_instance(state)
+    if other:
+        raise CLIError(f"another aifhub (pid {other}) is running with the state directory {state}; stop it first")
+    runstate.claim(state)
+    stale = runstate.stop_stale_service(state)
+    if stale:
+        print(f"Stopped the aifhub service (pid {stale}) left running by a previous run.", flush=True)
+    ports = runstate.internal_ports(state)
     password = os.environ.get("AIFHUB_DEMO_PASSWORD") or secrets.token_urlsafe(9)
     url = f"http://{args.ip}:{args.port}/"
     env = dict(os.environ) | {
@@ -89,9 +91,9 @@ def up(args):
         "AIFHUB_COURSES": str(courses),
         "AIFHUB_IP": args.ip,
         "AIFHUB_PORT": str(args.port),
-        "AIFHUB_HUB_PORT": str(free_port()),
-        "AIFHUB_PROXY_API_PORT": str(free_port()),
-        "AIFHUB_SERVICE_PORT": str(free_port()),
+        "AIFHUB_HUB_PORT": str(ports["hub"]),
+        "AIFHUB_PROXY_API_PORT": str(ports["proxy_api"]),
+        "AIFHUB_SERVICE_PORT": str(ports["service"]),
         "AIFHUB_GPUS": args.gpus,  # empty: the service discovers GPUs with NVML
         "AIFHUB_GPU_KIND": args.gpu_kind,
         "AIFHUB_METER_INTERVAL": str(args.meter_interval),

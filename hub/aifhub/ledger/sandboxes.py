@@ -132,14 +132,15 @@ def release(db, user, server_name, reason):
     return session.id
 
 
-def reconcile(db, running, grace_seconds):
+def reconcile(db, running, asked_at, grace_seconds):
     """End sessions whose server the hub no longer runs.
 
-    ``running``: the set of ``(user, server_name)`` the hub reports active
-    (including spawns still pending). Sessions younger than ``grace_seconds``
-    are left alone. Returns the ended sessions' ids.
+    ``running``: the set of ``(user, server_name)`` the hub reported active
+    (including spawns still pending) when asked at ``asked_at``. Sessions
+    admitted later than ``grace_seconds`` before that are left alone. Returns
+    the ended sessions' ids.
     """
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    cutoff = asked_at - timedelta(seconds=grace_seconds)
     ended = []
     for session in db.scalars(select(SandboxSession).where(SandboxSession.state == "active")):
         if (session.user, session.server_name) in running or session.started_at > cutoff:

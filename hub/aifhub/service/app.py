@@ -16,6 +16,7 @@ from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from ..runstate import write_service_pid
 from ..ledger.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
 from . import api, internal, pages
@@ -56,7 +57,8 @@ class AifhubService(Application):
     meter_interval = Float(60.0, help="Seconds between reconciliations with the hub's list of running servers.").tag(config=True)
     catalog_poll_interval = Float(5.0, help="Seconds between checks of the course files for changes (publishing needs no restart).").tag(config=True)
     reconcile_grace = Float(
-        120.0, help="A session younger than this many seconds is never settled by reconciliation (its spawn may still be registering)."
+        10.0, help="A session admitted less than this many seconds before the hub's list of running servers was read "
+        "is never settled by reconciliation (the hub registers a spawn before it asks for admission, so a few seconds suffice)."
     ).tag(config=True)
     first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(config=True)
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
@@ -150,6 +152,7 @@ class AifhubService(Application):
         state = Path(self.state_dir)
         state.mkdir(parents=True, exist_ok=True)
         (state / "courses").mkdir(exist_ok=True)
+        write_service_pid(state)
         hub = HubClient(os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
                         os.environ.get("JUPYTERHUB_API_TOKEN", ""))
         inventory = gpu_inventory(self.gpus, self.gpu_kind)

@@ -14,7 +14,7 @@ from ..catalog import load_catalog, load_images
 from ..catalog.access import decide_access
 from ..catalog.loader import fingerprint
 from ..ledger import sandboxes
-from ..ledger.models import Enrollment
+from ..ledger.models import Enrollment, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,11 @@ class ServiceCore:
 
     async def reconcile(self, grace_seconds):
         """Settle sessions whose servers the hub no longer runs; returns how many."""
+        asked_at = utcnow()
         running = await self.hub.running_servers()
         async with self._lock:
             with self.db.session() as s:
-                ended = sandboxes.reconcile(s, running, grace_seconds)
+                ended = sandboxes.reconcile(s, running, asked_at, grace_seconds)
         if ended:
             log.info("Settled %d session(s) whose servers stopped without telling us", len(ended))
         return len(ended)
