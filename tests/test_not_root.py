@@ -1,0 +1,54 @@
+"""A hub that does not run as root: sandboxes still work, and everyone is told they are not isolated."""
+
+import os
+import shutil
+
+import pytest
+from hubrunner import REPO, RunningHub
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                                reason="needs root to drop to an unprivileged user (setpriv)")
+
+NOBODY = 65534
+
+
+class UnprivilegedHub(RunningHub):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.args = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *self.args]
+
+
+@pytest.fixture(scope="module")
+def hub(hub_dir):
+    shutil.copytree(REPO / "courses", hub_dir / "courses")
+    (hub_dir / "sandbox_images").symlink_to(REPO / "sandbox_images")
+    for path in (hub_dir, hub_dir / "courses"):
+        os.chown(path, NOBODY, NOBODY)
+    hub = UnprivilegedHub(hub_dir / "state", hub_dir / "courses", gpus="none", log_path=hub_dir / "up.log")
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def test_sandboxes_work_and_the_warning_is_everywhere(hub):
+    response, events = hub.progress_events("learner", "dl-basics")
+    assert response.status_code in (201, 202), response.text
+    assert any("not isolated" in e.get("message", "") for e in events), events
+    assert hub.run_in_kernel("learner", "import os; print(os.getuid())").strip() == str(NOBODY)
+    hub.stop_server("learner")
+    assert "NOT isolated" in hub.logs()
+
+    home = hub.api("GET", "users/learner").json()  # the hub is up and answering as nobody
+    assert home["name"] == "learner"
+    import requests
+
+    s = requests.Session()
+    s.get(f"{hub.url}/hub/login", timeout=30)
+    from hubrunner import PASSWORD
+
+    s.post(f"{hub.url}/hub/login", data={"username": "learner", "password": PASSWORD,
+                                          "_xsrf": s.cookies.get("_xsrf", path="/hub/")}, timeout=30)
+    form = s.get(f"{hub.url}/hub/spawn", timeout=30).text
+    assert "sandboxes are not isolated" in form
+    home_page = s.get(f"{hub.url}/hub/home", timeout=30).text
+    assert "not isolated" in home_page
