@@ -231,12 +231,25 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
                 reason="pod-timeout", status_code=503,
             ) from exc
         except Exception as exc:
+            self._drop_failed_reflectors()
             raise SpawnException(
                 f"The sandbox pod could not be created: {describe_api_error(exc)}. "
                 "This is a cluster problem, not yours; an administrator can find details in the hub log.",
                 reason="kubernetes-api", status_code=503,
                 log_message=f"Creating {self.pod_name} in {self.namespace} failed: {exc!r}",
             ) from exc
+
+    def _drop_failed_reflectors(self):
+        """Forget pod/event watchers that never loaded, so the next call starts fresh ones.
+
+        When the API server cannot be reached, a watcher's first load fails or is
+        cancelled; KubeSpawner would keep it and wait for it forever in stop().
+        """
+        for key, reflector in list(type(self).reflectors.items()):
+            loaded = reflector.first_load_future
+            if not loaded.done() or loaded.cancelled() or loaded.exception() is not None:
+                type(self).reflectors.pop(key, None)
+                self.log.warning("Dropped the %s watcher of namespace %s: it never loaded", key[0], reflector.namespace)
 
     async def stop(self, now=False):
         await super().stop(now=now)

@@ -107,6 +107,9 @@ class CourseSpawnerMixin(LoggingConfigurable):
         if admission["devices"]:
             ids = ",".join(d["id"] for d in admission["devices"])
             self.emit(30, f"GPU assigned: device {ids} ({admission['devices'][0]['kind']})")
+        elif course["sandbox"].get("gpu"):  # a cluster's device plugin places it
+            gpu = course["sandbox"]["gpu"]
+            self.emit(30, f"GPU to be placed by the cluster: {gpu['count']} × {gpu['kind']}")
         else:
             self.emit(30, "CPU-only sandbox: no GPU needed")
         return admission

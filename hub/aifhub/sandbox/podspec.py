@@ -18,6 +18,7 @@ GPU_KIND_LABEL = "aifhub.io/gpu-kind"
 HOME = "/home/jovyan"
 SANDBOX_UID = 1000
 SANDBOX_GID = 100
+NOT_SANDBOXES = {"hub"}  # sandbox_images/ entries that are no sandbox (the hub image)
 
 _GPU_TAINT = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -217,6 +218,8 @@ def pod_settings(course, image, pools, *, pvc_name, registry="", cpu_fraction=0.
         raise PodSpecError(
             f"Course {course['id']} uses sandbox image '{course['sandbox']['image']}', which has no "
             "sandbox_images/<name>/image.yaml known to the hub.")
+    if image.name in NOT_SANDBOXES:
+        raise PodSpecError(f"Course {course['id']} names image '{image.name}', which is not a sandbox image.")
     kind, pool = pool_for(course, pools)
     settings = resources(course, pool, cpu_fraction, mem_fraction)
     shm = int(settings["mem_limit"] * shm_fraction)
