@@ -119,6 +119,13 @@ def login(url, name):
     return s
 
 
+def record_allocation(url):
+    """What an admin does on a new deployment: record the allocation that pays for the example courses."""
+    r = requests.post(f"{url}/services/aifhub/api/v1/allocations", headers={"Authorization": f"token {ADMIN_TOKEN}"},
+                      json={"id": "EHPC-AIF-2026-PG01", "gpu_hours": 100, "title": "k8s test"}, timeout=30)
+    assert r.status_code in (201, 404, 409), r.text  # 404: a service without allocations admits without one
+
+
 def test_spawn_form_admission_and_pod_up_to_the_api_call(hub):
     url, log_path = hub
     form = login(url, "learner1").get(f"{url}/hub/spawn", timeout=30)
@@ -128,6 +135,7 @@ def test_spawn_form_admission_and_pod_up_to_the_api_call(hub):
     assert "not isolated" not in form.text  # pods are isolated sandboxes
 
     assert api(url, "POST", "users/learner1").status_code in (201, 409)
+    record_allocation(url)
     started = time.monotonic()
     r = api(url, "POST", "users/learner1/server", json={"course": "gpu-fundamentals"})
     assert time.monotonic() - started < 30

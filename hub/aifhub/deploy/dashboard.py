@@ -1,20 +1,23 @@
 """The Grafana dashboard of an aifhub deployment (Prometheus data source)."""
 
-# Metric names the dashboard reads. jupyterhub_* come from the hub's /hub/metrics and
-# DCGM_* from NVIDIA's dcgm-exporter; aifhub_* are what the aifhub service exports at
-# /services/aifhub/metrics (names kept in this one place).
+# Metric names the dashboard reads. jupyterhub_* come from the hub's /hub/metrics, DCGM_* from
+# NVIDIA's dcgm-exporter and aifhub_* from the aifhub service's /services/aifhub/metrics.
 AIFHUB_METRICS = {
-    "sessions": "aifhub_sandbox_sessions",  # gauge: running sandboxes {course, gpu_kind}
-    "gpu_hours": "aifhub_gpu_hours_used_total",  # counter: GPU-hours charged {allocation, course}
-    "remaining": "aifhub_allocation_remaining_gpu_hours",  # gauge {allocation}
-    "refusals": "aifhub_admissions_refused_total",  # counter {reason}
+    "granted": "aifhub_allocation_granted_gpu_hours",  # gauge {allocation}
+    "used": "aifhub_allocation_used_gpu_hours",  # gauge {allocation}
+    "held": "aifhub_allocation_held_gpu_hours",  # gauge {allocation}: running sandboxes' holds
+    "course_used": "aifhub_course_used_gpu_hours",  # gauge {course}
+    "course_held": "aifhub_course_held_gpu_hours",  # gauge {course}
+    "refusals": "aifhub_spawn_refusals_total",  # counter {reason}
 }
+M = AIFHUB_METRICS
 
 PANELS = [
-    ("Running sandboxes by course", f'sum by (course, gpu_kind) ({AIFHUB_METRICS["sessions"]})', "short"),
-    ("GPU-hours charged per hour", f'sum by (allocation, course) (rate({AIFHUB_METRICS["gpu_hours"]}[1h]) * 3600)', "short"),
-    ("Allocation GPU-hours left", f'{AIFHUB_METRICS["remaining"]}', "short"),
-    ("Refused spawns by reason", f'sum by (reason) (increase({AIFHUB_METRICS["refusals"]}[1h]))', "short"),
+    ("Allocation GPU-hours left", f"sum by (allocation) ({M['granted']} - {M['used']} - {M['held']})", "short"),
+    ("Allocation GPU-hours charged", f"sum by (allocation) ({M['used']})", "short"),
+    ("GPU-hours charged by course", f"sum by (course) ({M['course_used']})", "short"),
+    ("GPU-hours held by running sandboxes", f"sum by (course) ({M['course_held']})", "short"),
+    ("Refused spawns by reason (per hour)", f"sum by (reason) (increase({M['refusals']}[1h]))", "short"),
     ("Running servers (hub)", "jupyterhub_running_servers", "short"),
     ("Spawn time p90", "histogram_quantile(0.9, sum by (le) (rate(jupyterhub_server_spawn_duration_seconds_bucket[10m])))", "s"),
     ("GPU utilisation of sandboxes", 'avg by (pod) (DCGM_FI_DEV_GPU_UTIL{pod=~"jupyter-.*"})', "percent"),

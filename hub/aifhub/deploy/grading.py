@@ -85,6 +85,6 @@ def grading_job(course, image, pools, assignment, student, *, registry="", names
             "backoffLimit": 0,
             "activeDeadlineSeconds": int(deadline_seconds),
             "ttlSecondsAfterFinished": int(ttl_seconds),
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }

@@ -14,7 +14,8 @@ HEADER = ("# Rendered by `aifhub k8s render` (Kubernetes >= {k8s}). Edit the cod
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data):  # plain YAML, no &anchors
+        return True
 
 
 def _str(dumper, value):
