@@ -11,6 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .sandbox.notices import QuotaNotices
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_NAME = "aifhub"
 ADMIN_TOKEN_SERVICE = "aifhub-admin"
@@ -73,6 +75,8 @@ def settings_from_env(env=os.environ):
         "demo_password": env.get("AIFHUB_DEMO_PASSWORD", ""),
         "admin_token": env.get("AIFHUB_ADMIN_TOKEN", ""),
         "log_level": env.get("AIFHUB_LOG_LEVEL", "INFO"),
+        "demo": env.get("AIFHUB_DEMO", "1") == "1",
+        "stop_grace": env.get("AIFHUB_STOP_GRACE", "120"),
     }
 
 
@@ -128,7 +132,10 @@ def configure(c, env=os.environ):
         f"--state-dir={state}", f"--courses={s['courses']}", f"--images={s['images']}",
         f"--gpus={s['gpus']}", f"--gpu-kind={s['gpu_kind']}",
         f"--meter-interval={s['meter_interval']}", f"--log-level={s['log_level']}",
+        f"--stop-grace={s['stop_grace']}",
     ]
+    if s["demo"]:
+        service_cmd.append("--demo")
     c.JupyterHub.services = [
         {
             "name": SERVICE_NAME,
@@ -156,5 +163,7 @@ def configure(c, env=os.environ):
     link = f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.'
     if not isolated:
         link += " <strong>Warning: this hub does not run as root, so sandboxes are not isolated from each other.</strong>"
-    c.JupyterHub.template_vars = {"announcement": link}
+    c.JupyterHub.template_vars = {
+        "announcement": QuotaNotices(link, f"{service_url}/services/{SERVICE_NAME}/", internal_token),
+    }
     return s

@@ -1,8 +1,8 @@
 """SQLAlchemy models of the service's state. Changes go through alembic migrations."""
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -45,6 +45,22 @@ class SandboxSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
+    # what pays and how fast it burns (GPU weight in millionths x device count; CPU cores in thousandths)
+    allocation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_millis: Mapped[int] = mapped_column(Integer, default=1000)
+    max_session_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the hold placed at admission, and what has been charged so far (integer GPU/CPU-milliseconds)
+    hold_gpu_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    hold_cpu_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_gpu_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_cpu_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_charged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # enforcement: the highest warning shown (80, 90), and why the sandbox was stopped
+    warned_percent: Mapped[int] = mapped_column(Integer, default=0)
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
     claims: Mapped[list["GpuClaim"]] = relationship(back_populates="session", cascade="all, delete-orphan")
 
     __table_args__ = (Index("ix_sessions_active", "state", "user", "server_name"),)
@@ -85,3 +101,69 @@ class Enrollment(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("user", "course_id", name="uq_enrollment"),)
+
+
+class Allocation(Base):
+    """An allocation record: the granted project that pays for training GPU-hours."""
+
+    __tablename__ = "allocations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(255), default="")
+    access_call: Mapped[str] = mapped_column(String(128), default="")
+    owner: Mapped[str] = mapped_column(String(255), default="")
+    granted_gpu_ms: Mapped[int] = mapped_column(BigInteger)
+    start_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    end_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | closed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AllocationChange(Base):
+    """Every change of an allocation's grant or status, for the record."""
+
+    __tablename__ = "allocation_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    allocation_id: Mapped[str] = mapped_column(ForeignKey("allocations.id"))
+    action: Mapped[str] = mapped_column(String(16))  # create | topup | close
+    delta_gpu_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GpuRate(Base):
+    """The rate card: GPU-hours charged per device-hour of a kind, from a date on (history is never rewritten)."""
+
+    __tablename__ = "gpu_rates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    weight_ppm: Mapped[int] = mapped_column(Integer)  # 1_000_000 = one full GPU
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("kind", "effective_from", name="uq_rate"),)
+
+
+class UsageEvent(Base):
+    """One charge of one session: the time from ``start_at`` to ``end_at``. (session, seq) is unique."""
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sandbox_sessions.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    user: Mapped[str] = mapped_column(String(255))
+    course_id: Mapped[str] = mapped_column(String(64))
+    allocation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gpu_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    start_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    gpu_ms: Mapped[int] = mapped_column(BigInteger)
+    cpu_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("session_id", "seq", name="uq_event_seq"),
+        Index("ix_events_user_course_end", "user", "course_id", "end_at"),
+        Index("ix_events_allocation_end", "allocation_id", "end_at"),
+    )

@@ -5,24 +5,12 @@ never leaves a device claimed by a session that does not exist.
 """
 
 from dataclasses import dataclass, field
-from datetime import timedelta
-
 from sqlalchemy import func, select
 
+from .balances import rate_ppm
+from .errors import Refusal
 from .models import Enrollment, GpuClaim, LearnerUid, SandboxSession, utcnow
-
-
-class Refusal(Exception):
-    """A spawn the service will not admit; ``message`` is for the learner."""
-
-    def __init__(self, status, reason, message):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    def to_dict(self):
-        return {"status": self.status, "reason": self.reason, "message": self.message}
+from .units import PPM
 
 
 @dataclass
@@ -79,10 +67,11 @@ def is_enrolled(db, user, course_id):
     ) is not None
 
 
-def admit(db, course, user, server_name, inventory, first_uid):
-    """Open a session for ``user``'s server on ``course``, claiming its GPUs.
+def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600):
+    """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
-    Access must have been decided already. Raises :class:`Refusal` (409) when
+    Access must have been decided already. The limits (allocation, course
+    budget, learner quota) raise :class:`Refusal` (403) when one is used up. Raises :class:`Refusal` (409) when
     not enough devices are free. ``inventory`` ``None`` means the cluster places
     GPUs (Kubernetes): no local device is claimed.
     """
@@ -111,9 +100,23 @@ def admit(db, course, user, server_name, inventory, first_uid):
             )
         devices = free[: gpu.count]
 
+    from .limits import check_allocation, limits_for, place_hold  # limits build on this module
+
+    now = now or utcnow()
+    kind = devices[0].kind if devices else (gpu.kind if gpu else None)
+    count = gpu.count if gpu else 0
+    weight = rate_ppm(db, kind, now)
+    cpu_millis = int(round((course.sandbox.cpu or 1) * 1000))
+    session_s = course.sandbox.max_session_seconds or default_session_s
+    expected = {"gpu": session_s * 1000 * weight * count // PPM, "cpu": session_s * cpu_millis}
+    allocation = check_allocation(db, course, now, needs_gpu=expected["gpu"] > 0)
+    hold = place_hold(limits_for(db, course, user, now, allocation), course, expected)
+
     session = SandboxSession(
-        user=user, server_name=server_name, course_id=course.id,
-        gpu_kind=devices[0].kind if devices else (gpu.kind if gpu else None), state="active",
+        user=user, server_name=server_name, course_id=course.id, gpu_kind=kind, state="active",
+        started_at=now, last_charged_at=now, allocation_id=allocation.id if allocation else course.allocation,
+        gpu_count=count, cpu_millis=cpu_millis, max_session_s=course.sandbox.max_session_seconds,
+        hold_gpu_ms=hold["gpu"], hold_cpu_ms=hold["cpu"],
     )
     db.add(session)
     db.flush()
@@ -123,31 +126,16 @@ def admit(db, course, user, server_name, inventory, first_uid):
     return Admission(session.id, learner_uid(db, user, first_uid), [d.to_dict() for d in devices])
 
 
-def release(db, user, server_name, reason):
-    """End the active session of ``user``'s server, if any; its devices go back to the pool."""
+def release(db, user, server_name, reason, now=None):
+    """Settle the active session of ``user``'s server, if any: charge it up to now, release its hold
+    and its devices."""
+    from .metering import settle  # metering builds on this module
+
     session = active_session(db, user, server_name)
     if session is None:
         return None
-    end_session(session, reason)
+    settle(db, session, now or utcnow(), reason)
     return session.id
-
-
-def reconcile(db, running, asked_at, grace_seconds):
-    """End sessions whose server the hub no longer runs.
-
-    ``running``: the set of ``(user, server_name)`` the hub reported active
-    (including spawns still pending) when asked at ``asked_at``. Sessions
-    admitted later than ``grace_seconds`` before that are left alone. Returns
-    the ended sessions' ids.
-    """
-    cutoff = asked_at - timedelta(seconds=grace_seconds)
-    ended = []
-    for session in db.scalars(select(SandboxSession).where(SandboxSession.state == "active")):
-        if (session.user, session.server_name) in running or session.started_at > cutoff:
-            continue
-        end_session(session, "server no longer running")
-        ended.append(session.id)
-    return ended
 
 
 def active_sessions(db):

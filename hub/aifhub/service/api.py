@@ -13,6 +13,8 @@ class MeHandler(APIHandler):
             "name": self.user_name,
             "admin": self.admin,
             "courses": self.core.offers(self.user_name, self.admin),
+            "notice": self.core.notices(self.user_name).get(self.user_name),
+            "stopped": self.core.stopped_sessions(self.user_name),
         })
 
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..runstate import write_service_pid
 from ..ledger.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
-from . import api, internal, pages
+from . import api, internal, ledger_api, pages
 from .core import ServiceCore
 from .hubapi import HubAPIError, HubClient
 
@@ -42,7 +42,9 @@ class AifhubService(Application):
         "meter-interval": "AifhubService.meter_interval",
         "db-url": "AifhubService.db_url",
         "log-level": "Application.log_level",
+        "stop-grace": "AifhubService.stop_grace",
     }
+    flags = {"demo": ({"AifhubService": {"demo": True}}, "seed the demo allocation")}
 
     state_dir = Unicode(".aifhub", help="Directory holding aifhub's state (database, published courses, work folders).").tag(config=True)
     courses_dir = Unicode("courses", help="Directory of course folders, each with a course.yaml.").tag(config=True)
@@ -59,6 +61,18 @@ class AifhubService(Application):
     reconcile_grace = Float(
         10.0, help="A session admitted less than this many seconds before the hub's list of running servers was read "
         "is never settled by reconciliation (the hub registers a spawn before it asks for admission, so a few seconds suffice)."
+    ).tag(config=True)
+    stop_grace = Float(
+        120.0, help="Seconds of notice a learner gets before their sandbox is stopped for running out of GPU or CPU time.",
+    ).tag(config=True)
+    default_session_hours = Float(
+        4.0, help="Expected length of a session, for the hold placed at admission, when the course sets no max_session.",
+    ).tag(config=True)
+    demo = Bool(False, help="Seed the demo allocation that pays for the example courses (what `aifhub up` runs).").tag(config=True)
+    demo_allocations = List(
+        [{"id": "EHPC-AIF-2026-PG01", "gpu_hours": 500, "start": "2026-01-01", "end": "2027-12-31",
+          "title": "AI Factory training playground (demo)", "access_call": "Playground", "owner": "admin"}],
+        help="Allocations created when `demo` is on and they do not exist yet.",
     ).tag(config=True)
     first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(config=True)
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
@@ -115,6 +129,12 @@ class AifhubService(Application):
             (route(r"api/v1/courses/([a-z0-9-]+)/enrol"), api.EnrolHandler),
             (route("api/v1/catalog/reload"), api.CatalogReloadHandler),
             (route("api/v1/pool"), api.PoolHandler),
+            (route("api/v1/allocations"), ledger_api.AllocationsHandler),
+            (route(r"api/v1/allocations/([A-Za-z0-9._-]+)"), ledger_api.AllocationHandler),
+            (route(r"api/v1/allocations/([A-Za-z0-9._-]+)/(topup|close)"), ledger_api.AllocationHandler),
+            (route("api/v1/usage"), ledger_api.UsageHandler),
+            (route("metrics"), ledger_api.MetricsHandler),
+            (route("api/v1/internal/notices"), internal.NoticesHandler),
             (route("api/v1/internal/offers"), internal.OffersHandler),
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
@@ -161,7 +181,11 @@ class AifhubService(Application):
         else:
             self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none")
         db = Database(self.db_url)
-        core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub)
+        core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub,
+                           default_session_s=int(self.default_session_hours * 3600), stop_grace_s=self.stop_grace,
+                           settle_grace_s=self.reconcile_grace)
+        if self.demo:
+            core.seed_allocations(self.demo_allocations)
 
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         server = HTTPServer(self.make_app(core), xheaders=True)
@@ -171,7 +195,7 @@ class AifhubService(Application):
         await hub.wait_until_up()
         await core.sync_groups()
         loops = [
-            asyncio.ensure_future(self._every(self.meter_interval, "reconcile", lambda: core.reconcile(self.reconcile_grace))),
+            asyncio.ensure_future(self._every(self.meter_interval, "metering", core.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", lambda: self._watch_catalog(core))),
         ]
         stopping = asyncio.Event()

@@ -13,8 +13,9 @@ from sqlalchemy import select
 from ..catalog import load_catalog, load_images
 from ..catalog.access import decide_access
 from ..catalog.loader import fingerprint
-from ..ledger import sandboxes
-from ..ledger.models import Enrollment, utcnow
+from ..ledger import allocations, metering, sandboxes
+from ..ledger.limits import limits_for
+from ..ledger.models import Allocation, Enrollment, SandboxSession, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,18 @@ def instructor_group(course_id):
 
 
 class ServiceCore:
-    def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None):
+    def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None,
+                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10):
         self.db = db
         self.course_dirs = list(course_dirs)
         self.images_dir = images_dir
         self.inventory = None if inventory is None else list(inventory)  # None: the cluster places GPUs
         self.first_uid = first_uid
         self.hub = hub
+        self.default_session_s = default_session_s
+        self.stop_grace_s = stop_grace_s
+        self.settle_grace_s = settle_grace_s
+        self.refusals = {}  # reason -> count, for the metrics
         self.catalog = None
         self._fingerprint = None
         self._lock = asyncio.Lock()
@@ -120,6 +126,14 @@ class ServiceCore:
             can_start, why = decision.allowed, decision.message
             if can_start and free is not None and free < course.sandbox.gpu.count:
                 can_start, why = False, f"All GPUs of kind '{course.sandbox.gpu.kind}' are in use right now."
+            if decision.allowed:
+                with self.db.session() as s:
+                    limits = limits_for(s, course, user, utcnow())
+                entry["quota"] = [lim.to_dict() for lim in limits]
+                draws = {"gpu": course.needs_gpu, "cpu": True}
+                exhausted = next((lim for lim in limits if draws[lim.unit] and lim.remaining_ms <= 0), None)
+                if can_start and exhausted:
+                    can_start, why = False, exhausted.refusal(course).message
             entry["can_start"], entry["why_not"] = can_start, why
             offers.append(entry)
         return offers
@@ -163,8 +177,13 @@ class ServiceCore:
         if not decision.allowed:
             raise sandboxes.Refusal(403, decision.reason, decision.message)
         async with self._lock:
-            with self.db.session() as s:
-                admission = sandboxes.admit(s, course, user, server_name, self.inventory, self.first_uid)
+            try:
+                with self.db.session() as s:
+                    admission = sandboxes.admit(s, course, user, server_name, self.inventory, self.first_uid,
+                                                default_session_s=self.default_session_s)
+            except sandboxes.Refusal as refusal:
+                self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
+                raise
         if course.enrollment == "open" and decision.role == "learner":
             await self._auto_enrol(course, user)
         return admission.to_dict() | {
@@ -188,13 +207,63 @@ class ServiceCore:
             with self.db.session() as s:
                 return sandboxes.release(s, user, server_name, reason)
 
-    async def reconcile(self, grace_seconds):
-        """Settle sessions whose servers the hub no longer runs; returns how many."""
+    async def meter(self):
+        """One metering pass against the hub's list of running servers; stops what must stop."""
         asked_at = utcnow()
         running = await self.hub.running_servers()
         async with self._lock:
             with self.db.session() as s:
-                ended = sandboxes.reconcile(s, running, asked_at, grace_seconds)
-        if ended:
-            log.info("Settled %d session(s) whose servers stopped without telling us", len(ended))
-        return len(ended)
+                result = metering.tick(s, running, asked_at, self.catalog, grace_s=self.stop_grace_s,
+                                       settle_grace_s=self.settle_grace_s)
+        if result.settled:
+            log.info("Settled %d session(s) whose servers stopped without telling us", len(result.settled))
+        for user, _server, percent, message in result.warnings:
+            log.info("Quota warning for %s (%d%%): %s", user, percent, message)
+        for user, server_name, reason in result.stops:
+            log.warning("Stopping %s's sandbox: %s", user, reason)
+            await self.hub.stop_server(user, server_name)
+        return result
+
+    # -- what a learner sees -------------------------------------------------
+
+    def quotas(self, course, user):
+        with self.db.session() as s:
+            return [lim.to_dict() for lim in limits_for(s, course, user, utcnow())]
+
+    def notices(self, user=None):
+        """Warnings for learners whose running sandboxes near a limit: ``{user: message}``."""
+        out = {}
+        with self.db.session() as s:
+            q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.warned_percent > 0)
+            if user:
+                q = q.where(SandboxSession.user == user)
+            for session in s.scalars(q):
+                course = self.catalog.get(session.course_id)
+                if course is None:
+                    continue
+                tightest = max(limits_for(s, course, session.user, utcnow()), key=lambda lim: lim.percent, default=None)
+                if tightest is None:
+                    continue
+                unit = "GPU" if tightest.unit == "gpu" else "CPU"
+                out[session.user] = (f"You have used {tightest.percent:.0f}% of your {unit}-hours for {course.title}; "
+                                     "your sandbox stops when they run out.")
+        return out
+
+    def stopped_sessions(self, user, limit=5):
+        with self.db.session() as s:
+            q = (select(SandboxSession).where(SandboxSession.user == user, SandboxSession.stop_reason.is_not(None))
+                 .order_by(SandboxSession.id.desc()).limit(limit))
+            return [{"course": x.course_id, "ended_at": x.ended_at.isoformat() if x.ended_at else None,
+                     "reason": x.stop_reason} for x in s.scalars(q)]
+
+    # -- demo state ----------------------------------------------------------
+
+    def seed_allocations(self, specs):
+        """Create the allocations in ``specs`` that do not exist yet (the demo's)."""
+        with self.db.session() as s:
+            for spec in specs:
+                if s.get(Allocation, spec["id"]) is None:
+                    allocations.create(s, spec["id"], spec["gpu_hours"], spec.get("start"), spec.get("end"),
+                                       title=spec.get("title", ""), access_call=spec.get("access_call", ""),
+                                       owner=spec.get("owner", ""))
+                    log.info("Seeded allocation %s (%s GPU-hours)", spec["id"], spec["gpu_hours"])

@@ -28,3 +28,8 @@ class ReleaseHandler(InternalHandler):
         body = self.json_body()
         session_id = await self.core.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
         self.write_json({"released": session_id})
+
+
+class NoticesHandler(InternalHandler):
+    def get(self):
+        self.write_json({"notices": self.core.notices()})
