@@ -51,7 +51,7 @@ def print_table(rows, headers):
         print(line.format(*(str(v) for v in row)))
 
 
-def service_api(url, method, path, body=None):
+def service_api(url, method, path, body=None, raw=False):
     """Call the running service's API at ``url`` with ``$AIFHUB_TOKEN``."""
     token = os.environ.get("AIFHUB_TOKEN") or os.environ.get("AIFHUB_ADMIN_TOKEN")
     if not token:
@@ -61,6 +61,8 @@ def service_api(url, method, path, body=None):
         resp = requests.request(method, full, json=body, headers={"Authorization": f"token {token}"}, timeout=30)
     except requests.RequestException as exc:
         raise CLIError(f"cannot reach {url}: {exc}")
+    if raw and resp.status_code < 400:
+        return resp.text
     try:
         data = resp.json()
     except ValueError:

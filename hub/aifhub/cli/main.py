@@ -5,7 +5,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import courses, up
+from . import courses, ledger, up
 from . import k8s
 from .common import CLIError
 
@@ -19,6 +19,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up.register(sub)
     courses.register(sub)
+    ledger.register(sub)
     k8s.register(sub)
     return parser
 

@@ -74,7 +74,8 @@ def check_allocation(db, course, now, needs_gpu):
         if needs_gpu:
             raise Refusal(409, "no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
         return None
-    allocation = db.get(Allocation, course.allocation)
+    # lock the allocation's row: concurrent admissions on it queue here (PostgreSQL; SQLite locks the database)
+    allocation = db.scalar(select(Allocation).where(Allocation.id == course.allocation).with_for_update())
     if allocation is None:
         if not needs_gpu:
             return None  # CPU time is tracked, and nothing needs paying

@@ -5,7 +5,7 @@ never leaves a device claimed by a session that does not exist.
 """
 
 from dataclasses import dataclass, field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from .balances import rate_ppm
 from .errors import Refusal
@@ -67,6 +67,12 @@ def is_enrolled(db, user, course_id):
     ) is not None
 
 
+def serialize_admissions(db):
+    """Admissions run one at a time: SQLite's BEGIN IMMEDIATE does it; PostgreSQL takes a transaction lock."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_advisory_xact_lock(hashtext('aifhub-admission'))"))
+
+
 def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
@@ -75,6 +81,7 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
     not enough devices are free. ``inventory`` ``None`` means the cluster places
     GPUs (Kubernetes): no local device is claimed.
     """
+    serialize_admissions(db)
     stale = active_session(db, user, server_name)
     if stale is not None:  # the hub starts a server it believes stopped: the old session is over
         end_session(stale, "superseded by a new start")
