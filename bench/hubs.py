@@ -48,10 +48,30 @@ class BenchError(RuntimeError):
 # -- aifhub ----------------------------------------------------------------
 
 
-def aifhub_hub(workdir, gpus="0", meter_interval=60):
-    """An ``aifhub up`` (not started) on the repository's courses, state in ``workdir``."""
+SERVICE_ARGS_CONFIG = """\
+# aifhub's embedded configuration, with extra arguments for the aifhub service (written by `python -m bench`).
+from aifhub.hubconfig import SERVICE_NAME, configure
+
+configure(c)  # noqa: F821
+for service in c.JupyterHub.services:  # noqa: F821
+    if service["name"] == SERVICE_NAME:
+        service["command"] = [*service["command"], *{args!r}]
+"""
+
+
+def aifhub_hub(workdir, gpus="0", meter_interval=60, service_args=()):
+    """An ``aifhub up`` (not started) on the repository's courses, state in ``workdir``.
+
+    ``service_args`` are added to the aifhub service's command line (through a hub config file
+    that extends the embedded one, as ``aifhub up --config`` allows).
+    """
     workdir = Path(workdir)
-    hub = RunningHub(workdir / "state", REPO / "courses", gpus=gpus, log_path=workdir / "aifhub-up.log")
+    extra = ()
+    if service_args:
+        config = workdir / "jupyterhub_config.py"
+        config.write_text(SERVICE_ARGS_CONFIG.format(args=list(service_args)))
+        extra = ("--config", str(config))
+    hub = RunningHub(workdir / "state", REPO / "courses", gpus=gpus, log_path=workdir / "aifhub-up.log", extra_args=extra)
     i = hub.args.index("--meter-interval")
     hub.args[i + 1] = str(meter_interval)  # the tests meter every 2 s; the benchmarks use the default
     hub.kind = "aifhub"

@@ -1,10 +1,11 @@
 """Spawning: one learner at a time (overhead against plain JupyterHub) and 20 at once (the storm)."""
 
 import statistics
+from collections import Counter
 import threading
 import time
 
-from .hubs import request_spawn, stop_server, timed_spawn, user_token, watch_progress
+from .hubs import log_size, request_spawn, stop_server, timed_spawn, user_token, watch_progress
 
 
 def spawn_overhead(aifhub, plain, runs=7, warmup=1, prefix="ovh"):
@@ -44,6 +45,7 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=300, poll=0.5):
     """
     names = [f"{prefix}{i:02d}" for i in range(users)]
     tokens = {n: user_token(hub, n) for n in names}
+    log_from = log_size(hub)
     watched = names[-1]
     posted, ready, failed = {}, {}, {}
     progress = {}
@@ -97,6 +99,8 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=300, poll=0.5):
             t.join(timeout)
         _stop_all(hub, names)
 
+    if failed:
+        failed.update(_timeouts_in_log(hub, log_from, set(failed)))
     events = progress.get("events", [])
     before_ready = [(t, e) for t, e in events if not e.get("ready") and not e.get("failed")]
     stamps = [wall0] + [t for t, _ in events]
@@ -104,7 +108,7 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=300, poll=0.5):
         "users": users,
         "started": len(ready),
         "failed": len(failed),
-        "failures": sorted(set(failed.values()))[:5],
+        "failures": [f"{n} x {why}" for why, n in Counter(failed.values()).most_common(5)],
         "all_ready_s": max(ready.values()) - t0 if ready and not failed else None,
         "last_settled_s": max([*ready.values(), *posted.values()], default=t0) - t0,
         "median_ready_s": statistics.median(v - t0 for v in ready.values()) if ready else None,
@@ -114,6 +118,20 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=300, poll=0.5):
         "longest_silence_s": max((b - a for a, b in zip(stamps, stamps[1:])), default=None),
         "watched_ready": watched in ready,
     }
+
+
+def _timeouts_in_log(hub, since, names):
+    """Which of ``names`` the hub gave up on, and which timeout it hit, from its log."""
+    with open(hub.log_path, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    found = {}
+    for name in names:
+        if f"{name}'s server never showed up" in text:
+            found[name] = "the hub gave up waiting for the server to answer (Spawner.http_timeout)"
+        elif f"{name}'s server failed to start" in text:
+            found[name] = "the hub gave up waiting for the spawner (Spawner.start_timeout)"
+    return found
 
 
 def _stop_all(hub, names, timeout=120):
