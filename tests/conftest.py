@@ -25,7 +25,7 @@ def hub_dir(request):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def start_hub(hub_dir, gpus, prepare_courses=None, extra_args=()):
+def start_hub(hub_dir, gpus, prepare_courses=None, extra_args=(), **kw):
     courses = copy_courses(hub_dir / "courses")
     if prepare_courses:
         prepare_courses(courses)
@@ -33,4 +33,4 @@ def start_hub(hub_dir, gpus, prepare_courses=None, extra_args=()):
     images = hub_dir / "sandbox_images"
     if not images.exists():
         images.symlink_to(Path(__file__).resolve().parent.parent / "sandbox_images")
-    return RunningHub(hub_dir / "state", courses, gpus=gpus, extra_args=extra_args, log_path=hub_dir / "aifhub-up.log").start()
+    return RunningHub(hub_dir / "state", courses, gpus=gpus, extra_args=extra_args, log_path=hub_dir / "aifhub-up.log", **kw).start()

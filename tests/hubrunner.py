@@ -28,7 +28,7 @@ def free_port():
 class RunningHub:
     """One ``aifhub up`` process and helpers for its REST API, sandboxes and kernels."""
 
-    def __init__(self, state_dir, courses_dir, gpus="none", extra_args=(), log_path=None):
+    def __init__(self, state_dir, courses_dir, gpus="none", extra_args=(), log_path=None, env=None, meter_interval=2):
         self.state_dir = Path(state_dir)
         self.courses_dir = Path(courses_dir)
         self.port = free_port()
@@ -37,15 +37,16 @@ class RunningHub:
         self.args = [
             sys.executable, "-m", "aifhub", "up", "--port", str(self.port),
             "--state-dir", str(self.state_dir), "--courses", str(self.courses_dir),
-            "--gpus", gpus, "--meter-interval", "2", *extra_args,
+            "--gpus", gpus, "--meter-interval", str(meter_interval), *extra_args,
         ]
         self.proc = None
         self.tokens = {}
+        self.env = dict(env or {})
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, timeout=90):
-        env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN)
+        env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN, **self.env)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -164,6 +165,15 @@ class RunningHub:
 
         token = self.token_for(name)
         return execute(self.url, f"/user/{name}/", token, code, timeout)
+
+
+    def cli(self, *args, check=True):
+        """Run ``aifhub ARGS`` against this hub's state directory (or --url in ARGS)."""
+        out = subprocess.run([sys.executable, "-m", "aifhub", *args], capture_output=True, text=True,
+                             env=dict(os.environ, AIFHUB_TOKEN=ADMIN_TOKEN))
+        if check:
+            assert out.returncode == 0, f"aifhub {' '.join(args)} failed: {out.stderr}"
+        return out
 
 
 def copy_courses(dest):
