@@ -65,3 +65,45 @@ def learner_usage(db, user, course_id, since):
 
 def allocations(db):
     return list(db.scalars(select(Allocation).order_by(Allocation.id)))
+
+
+def _pairs(rows):
+    return {key: (int(gpu), int(cpu)) for key, gpu, cpu in rows}
+
+
+class UsageSnapshot:
+    """Charged and held amounts for many allocations, courses and learners, read in a few grouped queries.
+
+    ``windows``: ``{course_id: window start}`` for courses with a learner quota.
+    ``users``: restrict learner figures to these users (None: all).
+    """
+
+    def __init__(self, db, course_ids, windows, users=None, allocation_ids=None):
+        ev, ss = UsageEvent, SandboxSession
+        held = (_held(ss.hold_gpu_ms, ss.charged_gpu_ms), _held(ss.hold_cpu_ms, ss.charged_cpu_ms))
+        sums = (func.coalesce(func.sum(ev.gpu_ms), 0), func.coalesce(func.sum(ev.cpu_ms), 0))
+        allocation_ids = [a for a in (allocation_ids or []) if a]
+        self.alloc_charged = _pairs(db.execute(
+            select(ev.allocation_id, *sums).where(ev.allocation_id.in_(allocation_ids)).group_by(ev.allocation_id)))
+        self.alloc_held = _pairs(db.execute(
+            select(ss.allocation_id, *held).where(ss.state == "active", ss.allocation_id.in_(allocation_ids))
+            .group_by(ss.allocation_id)))
+        self.course_charged = _pairs(db.execute(
+            select(ev.course_id, *sums).where(ev.course_id.in_(course_ids)).group_by(ev.course_id)))
+        self.course_held = _pairs(db.execute(
+            select(ss.course_id, *held).where(ss.state == "active", ss.course_id.in_(course_ids)).group_by(ss.course_id)))
+        self.learner_charged = {}
+        for course_id, start in windows.items():
+            q = select(ev.user, *sums).where(ev.course_id == course_id, ev.end_at > start)
+            if users is not None:
+                q = q.where(ev.user.in_(users))
+            for user, (gpu, cpu) in _pairs(db.execute(q.group_by(ev.user))).items():
+                self.learner_charged[(course_id, user)] = (gpu, cpu)
+        q = select(ss.course_id, ss.user, *held).where(ss.state == "active", ss.course_id.in_(list(windows)))
+        if users is not None:
+            q = q.where(ss.user.in_(users))
+        self.learner_held = {(c, u): (int(g), int(p)) for c, u, g, p in db.execute(q.group_by(ss.course_id, ss.user))}
+
+    @staticmethod
+    def get(table, key):
+        return table.get(key, (0, 0))

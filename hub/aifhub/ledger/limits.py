@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from .balances import allocation_balance, course_usage, learner_usage
+from .balances import UsageSnapshot
 from .models import Allocation
 from .errors import Refusal
 from .units import fmt_hours, hours_to_ms
@@ -87,33 +87,46 @@ def check_allocation(db, course, now, needs_gpu):
     return allocation
 
 
+def quota_window(course, now):
+    sched = course.schedule
+    return window_bounds(course.quota.window, now, sched.timezone if sched else "UTC", sched.start if sched else None)
+
+
+def snapshot_for(db, courses, now, users=None):
+    """A :class:`UsageSnapshot` covering ``courses`` (and only ``users`` when given)."""
+    windows = {c.id: quota_window(c, now)[0] for c in courses if c.quota is not None}
+    return UsageSnapshot(db, [c.id for c in courses], windows, users=users,
+                         allocation_ids=sorted({c.allocation for c in courses if c.allocation}))
+
+
+def limits_from(snap, course, user, allocation, now):
+    """The limits on ``user`` in ``course``, from a snapshot and the course's allocation row (or None)."""
+    limits = []
+    get = UsageSnapshot.get
+    if allocation is not None:
+        (used, _), (held, _) = get(snap.alloc_charged, allocation.id), get(snap.alloc_held, allocation.id)
+        limits.append(Limit("allocation", "gpu", allocation.granted_gpu_ms, used, held, allocation.id))
+    budget = course.budget or {}
+    charged, held = get(snap.course_charged, course.id), get(snap.course_held, course.id)
+    for i, unit in enumerate(("gpu", "cpu")):
+        if budget.get(f"{unit}_hours") is not None:
+            limits.append(Limit("course", unit, hours_to_ms(budget[f"{unit}_hours"]), charged[i], held[i], course.id))
+    if course.quota is not None:
+        _, reset = quota_window(course, now)
+        charged, held = get(snap.learner_charged, (course.id, user)), get(snap.learner_held, (course.id, user))
+        for i, unit in enumerate(("gpu", "cpu")):
+            hours = getattr(course.quota, f"{unit}_hours")
+            if hours is not None:
+                limits.append(Limit("learner", unit, hours_to_ms(hours), charged[i], held[i], user,
+                                    reset_at=reset, window=course.quota.window))
+    return limits
+
+
 def limits_for(db, course, user, now, allocation=None):
     """Every limit that applies to ``user``'s sandbox in ``course`` right now."""
-    limits = []
     if allocation is None and course.allocation:
         allocation = db.get(Allocation, course.allocation)
-    if allocation is not None:
-        b = allocation_balance(db, allocation)
-        limits.append(Limit("allocation", "gpu", b["granted_gpu_ms"], b["used_gpu_ms"], b["held_gpu_ms"], allocation.id))
-    budget = course.budget or {}
-    if budget:
-        c = course_usage(db, course.id)
-        for unit in ("gpu", "cpu"):
-            if budget.get(f"{unit}_hours") is not None:
-                limits.append(Limit("course", unit, hours_to_ms(budget[f"{unit}_hours"]), c[f"used_{unit}_ms"],
-                                    c[f"held_{unit}_ms"], course.id))
-    quota = course.quota
-    if quota is not None:
-        sched = course.schedule
-        start, reset = window_bounds(quota.window, now, sched.timezone if sched else "UTC",
-                                     sched.start if sched else None)
-        u = learner_usage(db, user, course.id, start)
-        for unit in ("gpu", "cpu"):
-            hours = getattr(quota, f"{unit}_hours")
-            if hours is not None:
-                limits.append(Limit("learner", unit, hours_to_ms(hours), u[f"used_{unit}_ms"], u[f"held_{unit}_ms"],
-                                    user, reset_at=reset, window=quota.window))
-    return limits
+    return limits_from(snapshot_for(db, [course], now, users=[user]), course, user, allocation, now)
 
 
 def place_hold(limits, course, expected):
