@@ -144,11 +144,40 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
                     f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
                     reason="process-start", status_code=500,
                 ) from exc
+            await self._wait_until_listening(*ip_port)
         except BaseException:
             await self.release("start failed")
             raise
-        self.emit(90, "Sandbox process started; waiting for JupyterLab to be ready")
         return ip_port
+
+    async def _wait_until_listening(self, ip, port):
+        """Wait for the sandbox to listen, so the hub's first check finds it ready; report progress meanwhile.
+
+        A sandbox that exits during start-up fails the spawn with its exit code, instead of the hub's
+        generic error. Past ``http_timeout`` the hub's own wait takes over.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        next_note = started + 2
+        self.emit(60, "Sandbox process started; JupyterLab is loading")
+        while loop.time() - started < self.http_timeout:
+            code = self.proc.poll() if self.proc is not None else None
+            if code is not None:
+                raise SpawnException(
+                    f"The sandbox exited during start-up (exit code {code}). An administrator can find its output in the hub log.",
+                    reason="sandbox-exited", status_code=500,
+                )
+            try:
+                _, writer = await asyncio.open_connection(ip, port)
+            except OSError:
+                if loop.time() >= next_note:
+                    self.emit(70, f"JupyterLab is loading ({loop.time() - started:.0f} s)")
+                    next_note += 5
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            self.emit(90, "JupyterLab is up; connecting you")
+            return
 
     async def stop(self, now=False):
         await super().stop(now=now)
