@@ -11,12 +11,13 @@ from pathlib import Path
 from . import report
 from .api import api_throughput
 from .footprint import service_footprint
+from .ledger import admission_latency, metering_tick
 from .hubs import REPO, PlainHub, aifhub_hub, running, scratch_dir
 from .report import Row
 from .spawn import spawn_overhead, spawn_storm
 from .startup import PHASES, sandbox_breakdown, server_start_probe
 
-FIGURES = ("spawn", "api", "breakdown", "storm", "probe", "footprint")
+FIGURES = ("spawn", "api", "breakdown", "storm", "probe", "footprint", "ledger")
 
 
 def parse_args(argv=None):
@@ -31,6 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--sessions", type=int, default=100, help="running sessions for the service footprint (default: 100)")
     p.add_argument("--meter-interval", type=float, default=5.0, help="the service's metering interval in the footprint run (default: 5)")
     p.add_argument("--intervals", type=int, default=3, help="metering intervals measured idle and loaded (default: 3)")
+    p.add_argument("--admissions", type=int, default=200, help="admissions timed for the ledger latency (default: 200)")
+    p.add_argument("--tick-sessions", type=int, default=10_000, help="running sessions in the metering tick (default: 10000)")
     p.add_argument("--only", nargs="+", choices=FIGURES, help="run only these benchmarks")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report (default: docs/benchmarks.md)")
     p.add_argument("--no-write", action="store_true", help="print the table only")
@@ -114,6 +117,18 @@ def footprint_rows(f):
     return rows, details
 
 
+def ledger_rows(a, m):
+    return [
+        Row(f"Admission latency p50 ({a['admissions']} admissions, ledger checks and hold)", f"{a['p50_ms']:.2f} ms",
+            f"{a['base_p50_ms']:.2f} ms (record a session only)", a["p50_ms"] / a["base_p50_ms"], "- (none set)"),
+        Row("Admission latency p99", f"{a['p99_ms']:.2f} ms", f"{a['base_p99_ms']:.2f} ms (record a session only)",
+            a["p99_ms"] / a["base_p99_ms"], "- (none set)"),
+        Row(f"One metering tick, {m['sessions']} running sessions", f"{m['tick_s']:.2f} s",
+            f"{m['read_s']:.2f} s (read the sessions)", m["tick_s"] / m["read_s"], "well under the 60 s interval",
+            m["tick_s"] < 60),
+    ], [f"- Ledger: in process on SQLite; a tick charges every session (one event each) and checks every limit."]
+
+
 def _s(x):
     return "-" if x is None else f"{x:.2f} s"
 
@@ -160,6 +175,9 @@ def run(args):
             (scratch / "footprint").mkdir()
             attempt("service footprint", lambda: footprint_rows(service_footprint(
                 scratch / "footprint", sessions=args.sessions, intervals=args.intervals, meter_interval=args.meter_interval)))
+        if "ledger" in wanted:
+            attempt("ledger", lambda: ledger_rows(admission_latency(scratch / "ledger", args.admissions),
+                                                   metering_tick(scratch / "ledger", args.tick_sessions)))
     finally:
         if args.keep:
             print(f"scratch directory kept: {scratch}", file=sys.stderr)
@@ -179,7 +197,7 @@ def main(argv=None):
     if not args.no_write:
         params = {"runs": args.runs, "API bursts": f"{args.api_rounds} x {args.api_seconds:g} s, {args.api_clients} clients",
                   "storm": args.storm, "breakdown runs": args.breakdown_runs, "probe runs": args.probe_runs,
-                  "sessions": args.sessions, "meter interval": f"{args.meter_interval:g} s", "intervals": args.intervals}
+                  "sessions": args.sessions, "admissions": args.admissions, "tick sessions": args.tick_sessions, "meter interval": f"{args.meter_interval:g} s", "intervals": args.intervals}
         command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
         report.write_doc(Path(args.out), rows, details, params, started, time.monotonic() - t0, command)
         print(f"\nwritten to {args.out}")

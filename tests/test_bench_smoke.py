@@ -96,3 +96,12 @@ def test_report_is_written(tmp_path):
     assert "| figure | aifhub | baseline | ratio | goal | met? |" in text
     assert "| a figure | 1.00 s | 1.00 s | 1.00 | <= 1.05 | yes |" in text
     assert "- cores: " in text and "make bench" in text and "python -m bench --runs 1" in text
+
+
+def test_ledger_benchmarks(tmp_path):
+    from bench.ledger import admission_latency, metering_tick
+
+    a = admission_latency(tmp_path / "a", admissions=10)
+    assert a["admissions"] == 10 and 0 < a["p50_ms"] <= a["p99_ms"] and a["base_p50_ms"] > 0
+    m = metering_tick(tmp_path / "m", sessions=50)
+    assert m["sessions"] == 50 and m["tick_s"] > 0 and m["read_s"] > 0
