@@ -7,6 +7,7 @@
 import ipaddress
 import os
 import secrets
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -55,6 +56,20 @@ def proxy_command():
         "configurable-http-proxy was not found. Install it with `npm install` in the repository "
         "(needs node and npm; `make run` does this for you)."
     )
+
+
+def aifhub_roles(existing):
+    """Roles the aifhub service and its users need, added to whatever ``hub.loadRoles`` defines."""
+    roles = {r["name"]: dict(r) for r in existing}
+    user = roles.setdefault("user", {"name": "user", "scopes": ["self"]})
+    user["scopes"] = sorted(set(user.get("scopes", ["self"])) | {"self", f"access:services!service={SERVICE_NAME}"})
+    roles["aifhub-service"] = {
+        "name": "aifhub-service",
+        "description": "What the aifhub service needs: users, groups and servers",
+        "services": [SERVICE_NAME],
+        "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
+    }
+    return list(roles.values())
 
 
 def settings_from_env(env=os.environ):
@@ -123,6 +138,9 @@ def configure(c, env=os.environ):
     c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
     c.Spawner.start_timeout = 180
     c.Spawner.http_timeout = 120
+    # a sandbox's token may call the aifhub service (nbgrader's exchange there speaks HTTP to it)
+    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                     f"access:services!service={SERVICE_NAME}"]
     c.LocalSandboxSpawner.work_root = str(state / "work")
     c.LocalSandboxSpawner.service_url = f"{service_url}/services/{SERVICE_NAME}/"
     c.LocalSandboxSpawner.internal_token = internal_token
@@ -136,6 +154,7 @@ def configure(c, env=os.environ):
     ]
     if s["demo"]:
         service_cmd.append("--demo")
+    service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
     c.JupyterHub.services = [
         {
             "name": SERVICE_NAME,
@@ -146,15 +165,7 @@ def configure(c, env=os.environ):
             "display": True,
         },
     ]
-    roles = [
-        {"name": "user", "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
-        {
-            "name": "aifhub-service",
-            "description": "What the aifhub service needs: users, groups and servers",
-            "services": [SERVICE_NAME],
-            "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
-        },
-    ]
+    roles = aifhub_roles([])
     if s["admin_token"]:
         c.JupyterHub.services.append({"name": ADMIN_TOKEN_SERVICE, "api_token": s["admin_token"]})
         roles.append({"name": "admin", "services": [ADMIN_TOKEN_SERVICE]})

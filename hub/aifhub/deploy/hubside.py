@@ -8,7 +8,8 @@ secrets and roles, and points the course spawner at the service.
 import os
 import sys
 
-from ..hubconfig import SERVICE_NAME, ConfigError
+from ..hubconfig import SERVICE_NAME, ConfigError, aifhub_roles
+from ..sandbox.notices import QuotaNotices
 from . import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
 
 
@@ -29,23 +30,11 @@ def service_command(env):
         f"--images={env.get('AIFHUB_IMAGES', IMAGES_DIR)}",
         f"--meter-interval={env.get('AIFHUB_METER_INTERVAL', '60')}",
     ]
+    if env.get("AIFHUB_STOP_GRACE"):
+        cmd.append(f"--stop-grace={env['AIFHUB_STOP_GRACE']}")
     if env.get("AIFHUB_DB_URL"):
         cmd.append(f"--db-url={env['AIFHUB_DB_URL']}")
     return cmd
-
-
-def aifhub_roles(existing):
-    """Roles the aifhub service and its users need, added to whatever ``hub.loadRoles`` defines."""
-    roles = {r["name"]: dict(r) for r in existing}
-    user = roles.setdefault("user", {"name": "user", "scopes": ["self"]})
-    user["scopes"] = sorted(set(user.get("scopes", ["self"])) | {"self", f"access:services!service={SERVICE_NAME}"})
-    roles["aifhub-service"] = {
-        "name": "aifhub-service",
-        "description": "What the aifhub service needs: users, groups and servers",
-        "services": [SERVICE_NAME],
-        "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
-    }
-    return list(roles.values())
 
 
 def configure_z2jh(c, env=os.environ):
@@ -73,6 +62,7 @@ def configure_z2jh(c, env=os.environ):
     c.JupyterHub.load_roles = aifhub_roles(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else [])
     c.JupyterHub.template_vars = {
         **(c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}),
-        "announcement": f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.',
+        "announcement": QuotaNotices(f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.',
+                                     f"{url}/services/{SERVICE_NAME}/", token),
     }
     return url
