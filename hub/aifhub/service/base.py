@@ -35,11 +35,6 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 class APIHandler(BaseHandler):
     """JSON in, JSON out, and errors as ``{status, message}``."""
 
-    def check_xsrf_cookie(self):
-        # Token-authenticated API calls carry no cookie; HubOAuthenticated checks
-        # XSRF itself for cookie-authenticated requests.
-        return super().check_xsrf_cookie() if self.get_cookie("_xsrf") and not self.request.headers.get("Authorization") else None
-
     def json_body(self):
         if not self.request.body:
             return {}
