@@ -31,7 +31,7 @@ def _date(value, what):
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise Refusal(400, "bad-date", f"{what} must be a date as YYYY-MM-DD, got {value!r}")
+        raise Refusal(400, "bad-date", f"The {what} date must be written YYYY-MM-DD, got {value!r}")
 
 
 def get(db, allocation_id):
@@ -44,8 +44,8 @@ def get(db, allocation_id):
 def create(db, allocation_id, gpu_hours, start=None, end=None, title="", access_call="", owner=""):
     if not isinstance(allocation_id, str) or not ALLOCATION_ID.match(allocation_id):
         raise Refusal(400, "bad-id", f"Allocation id {allocation_id!r} is not valid: letters, digits, '.', '_' and '-', up to 64.")
-    hours = _positive_hours(gpu_hours, "--gpu-hours")
-    start, end = _date(start, "--start"), _date(end, "--end")
+    hours = _positive_hours(gpu_hours, "The granted GPU-hours")
+    start, end = _date(start, "start"), _date(end, "end")
     if start and end and end < start:
         raise Refusal(400, "bad-date", f"The allocation would end ({end}) before it starts ({start}).")
     if db.get(Allocation, allocation_id) is not None:
@@ -63,7 +63,7 @@ def topup(db, allocation_id, gpu_hours, note=""):
     allocation = get(db, allocation_id)
     if allocation.status != "active":
         raise Refusal(409, "closed", f"The allocation '{allocation_id}' is closed; create a new one.")
-    delta = hours_to_ms(_positive_hours(gpu_hours, "--gpu-hours"))
+    delta = hours_to_ms(_positive_hours(gpu_hours, "The GPU-hours to add"))
     allocation.granted_gpu_ms += delta
     db.add(AllocationChange(allocation_id=allocation_id, action="topup", delta_gpu_ms=delta, note=note or ""))
     return allocation

@@ -133,3 +133,27 @@ def _parse(text):
     from datetime import datetime
 
     return datetime.fromisoformat(text)
+
+
+def daily_gpu_hours(db, allocation=None, course=None):
+    """``[(YYYY-MM-DD, GPU-hours), ...]`` charged per day (by the end of each event)."""
+    q = select(UsageEvent.end_at, UsageEvent.gpu_ms)
+    if allocation:
+        q = q.where(UsageEvent.allocation_id == allocation)
+    if course:
+        q = q.where(UsageEvent.course_id == course)
+    days = defaultdict(int)
+    for end_at, gpu_ms in db.execute(q):
+        days[end_at.strftime("%Y-%m-%d")] += gpu_ms
+    return [(day, ms / 3.6e6) for day, ms in sorted(days.items())]
+
+
+def per_learner(db, course):
+    """``{user: {"gpu_hours", "cpu_hours", "sessions"}}`` for a course."""
+    out = {}
+    for row in session_rows(db, course=course):
+        u = out.setdefault(row["user"], {"gpu_hours": 0.0, "cpu_hours": 0.0, "sessions": 0})
+        u["gpu_hours"] += row["gpu_hours"]
+        u["cpu_hours"] += row["cpu_hours"]
+        u["sessions"] += 1
+    return out

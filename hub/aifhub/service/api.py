@@ -60,3 +60,42 @@ class PoolHandler(APIHandler):
     def get(self):
         self.require_admin()
         self.write_json(self.core.pool_status())
+
+
+class RosterHandler(APIHandler):
+    """A course's roster, for its instructors: GET lists, POST ``{"users": [...]}`` adds, DELETE ``?user=`` removes."""
+
+    def course(self, course_id):
+        course = self.core.catalog.get(course_id)
+        if course is None:
+            raise web.HTTPError(404, f"There is no course '{course_id}'.")
+        if not (course.is_instructor(self.user_name) or self.admin):
+            raise web.HTTPError(403, f"Only the instructors of {course.title} may see or change its roster.")
+        return course
+
+    @web.authenticated
+    def get(self, course_id):
+        course = self.course(course_id)
+        self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in self.core.roster(course).items()]})
+
+    @web.authenticated
+    async def post(self, course_id):
+        course = self.course(course_id)
+        users = self.json_body().get("users")
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise web.HTTPError(400, 'Send {"users": ["name", ...]}.')
+        try:
+            added = await self.core.roster_add(course, users)
+        except Refusal as refusal:
+            return self.refuse(refusal)
+        self.write_json({"added": added}, status=201)
+
+    @web.authenticated
+    async def delete(self, course_id):
+        course = self.course(course_id)
+        try:
+            await self.core.roster_remove(course, self.get_argument("user"))
+        except Refusal as refusal:
+            return self.refuse(refusal)
+        self.set_status(204)
+        self.finish()

@@ -5,6 +5,7 @@ Handlers and loops call into :class:`ServiceCore`; it holds no HTTP code.
 
 import asyncio
 import logging
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from ..ledger.limits import limits_for
 from ..ledger.models import Allocation, Enrollment, SandboxSession, utcnow
 
 log = logging.getLogger(__name__)
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
 def course_today(course, now=None):
@@ -120,7 +122,10 @@ class ServiceCore:
             decision = self.access(course, user, admin)
             if not decision.allowed and decision.reason == "not-enrolled" and course.enrollment == "roster":
                 continue  # roster courses are invisible to those not on them
-            entry = course.summary() | {"access": decision.to_dict(), "enrolled": decision.allowed}
+            with self.db.session() as s:
+                enrolled = (course.on_roster(user) or decision.role != "learner"
+                            or self._enrolled(s, user, course.id))
+            entry = course.summary() | {"access": decision.to_dict(), "enrolled": enrolled}
             free = self.free_for(course)
             entry["gpu_free"] = free
             can_start, why = decision.allowed, decision.message
@@ -255,6 +260,55 @@ class ServiceCore:
                  .order_by(SandboxSession.id.desc()).limit(limit))
             return [{"course": x.course_id, "ended_at": x.ended_at.isoformat() if x.ended_at else None,
                      "reason": x.stop_reason} for x in s.scalars(q)]
+
+    def running_courses(self, user):
+        """``{course_id: server_name}`` of the learner's running sandboxes."""
+        with self.db.session() as s:
+            q = select(SandboxSession.course_id, SandboxSession.server_name).where(
+                SandboxSession.state == "active", SandboxSession.user == user)
+            return {course_id: server for course_id, server in s.execute(q)}
+
+    async def stop_own(self, user, course_id):
+        """Stop the learner's sandbox for ``course_id`` (through the hub, which tells the spawner)."""
+        server = self.running_courses(user).get(course_id)
+        if server is None:
+            raise sandboxes.Refusal(404, "not-running", "That sandbox is not running.")
+        await self.hub.stop_server(user, server)
+
+    # -- rosters -------------------------------------------------------------
+
+    def roster(self, course):
+        """Learners of a course: from course.yaml, added by instructors, or enrolled themselves."""
+        members = {name: "course.yaml" for name in course.roster}
+        with self.db.session() as s:
+            for user, source in s.execute(select(Enrollment.user, Enrollment.source).where(Enrollment.course_id == course.id)):
+                members.setdefault(user, {"roster": "added by an instructor"}.get(source, f"enrolled ({source})"))
+        return dict(sorted(members.items()))
+
+    async def roster_add(self, course, names):
+        names = [n.strip() for n in names if n and n.strip()]
+        bad = [n for n in names if not USERNAME.match(n)]
+        if bad:
+            raise sandboxes.Refusal(400, "bad-name", f"Not valid user names: {', '.join(bad[:5])}")
+        added = []
+        with self.db.session() as s:
+            for name in dict.fromkeys(names):
+                if name not in course.roster and not self._enrolled(s, name, course.id):
+                    s.add(Enrollment(user=name, course_id=course.id, source="roster"))
+                    added.append(name)
+        await self.sync_groups()
+        return added
+
+    async def roster_remove(self, course, name):
+        if name in course.roster:
+            raise sandboxes.Refusal(409, "in-course-file",
+                                    f"{name} is listed in the course file; remove them from course.yaml and publish it.")
+        with self.db.session() as s:
+            row = s.scalar(select(Enrollment).where(Enrollment.user == name, Enrollment.course_id == course.id))
+            if row is None:
+                raise sandboxes.Refusal(404, "not-on-roster", f"{name} is not on the roster of {course.title}.")
+            s.delete(row)
+        await self.sync_groups()
 
     # -- demo state ----------------------------------------------------------
 

@@ -90,6 +90,7 @@ class UsageHandler(APIHandler):
             rows = reports.session_rows(s, allocation, course, user)
         if fmt == "csv":
             self.set_header("Content-Type", "text/csv")
+            self.set_header("Content-Disposition", 'attachment; filename="aifhub-usage.csv"')
             return self.finish(reports.to_csv(rows))
         self.write_json({"sessions": rows})
 

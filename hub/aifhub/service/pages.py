@@ -1,7 +1,19 @@
-"""HTML pages: learner home, course page, admin page."""
+"""HTML pages: learner home, course page (the instructor's view for its instructors), admin page.
+
+Every action is a plain HTML form (POST with the XSRF token, then a redirect back), so the
+pages work with a keyboard and without JavaScript; HubOAuth refuses cookie-authenticated
+POSTs without a valid token.
+"""
+
+import csv
+import io
+from urllib.parse import urlencode
 
 from tornado import web
 
+from ..ledger import allocations, reports
+from ..ledger.errors import Refusal
+from . import charts
 from .base import BaseHandler
 
 
@@ -14,8 +26,33 @@ class PageHandler(BaseHandler):
             hub_prefix=self.settings["hub_prefix"],
             prefix=self.settings["service_prefix"],
             isolated=self.settings["aifhub_isolated"],
+            flash_ok=self.get_argument("ok", ""),
+            flash_error=self.get_argument("error", ""),
             **ns,
         )
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        try:
+            self.render("error.html", status=status_code, message=message,
+                        hub_prefix=self.settings["hub_prefix"], prefix=self.settings["service_prefix"])
+        except Exception:  # noqa: BLE001 - never fail while reporting a failure
+            self.finish(f"{status_code}: {message}")
+
+    def back(self, path, ok="", error=""):
+        query = urlencode({k: v for k, v in (("ok", ok), ("error", error)) if v})
+        self.redirect(self.settings["service_prefix"] + path + (f"?{query}" if query else ""))
+
+    def course_or_404(self, course_id):
+        course = self.core.catalog.get(course_id)
+        if course is None:
+            raise web.HTTPError(404, f"There is no course '{course_id}'.")
+        return course
+
+    def require_instructor(self, course):
+        if not (course.is_instructor(self.user_name) or self.admin):
+            raise web.HTTPError(403, f"Only the instructors of {course.title} may see or change this.")
 
 
 class HomePage(PageHandler):
@@ -23,25 +60,129 @@ class HomePage(PageHandler):
     def get(self):
         instructs = [c for c in self.core.catalog.courses.values() if c.is_instructor(self.user_name)]
         broken = self.core.broken_courses() if (self.admin or instructs) else {}
-        self.render_page("home.html", offers=self.core.offers(self.user_name, self.admin), broken=broken)
+        offers = self.core.offers(self.user_name, self.admin)
+        self.render_page(
+            "home.html", offers=offers, broken=broken, running=self.core.running_courses(self.user_name),
+            notice=self.core.notices(self.user_name).get(self.user_name),
+            stopped=self.core.stopped_sessions(self.user_name, limit=1),
+        )
+
+
+class EnrolAction(PageHandler):
+    @web.authenticated
+    async def post(self, course_id):
+        try:
+            course = await self.core.enrol(course_id, self.user_name, self.get_body_argument("code", None))
+        except Refusal as refusal:
+            return self.back("", error=refusal.message)
+        self.back("", ok=f"You are enrolled in {course.title}.")
+
+
+class StopAction(PageHandler):
+    @web.authenticated
+    async def post(self, course_id):
+        try:
+            await self.core.stop_own(self.user_name, course_id)
+        except Refusal as refusal:
+            return self.back("", error=refusal.message)
+        self.back("", ok="Your sandbox is stopping; your work folder is kept.")
 
 
 class CoursePage(PageHandler):
+    def instructor_view(self, course):
+        with self.core.db.session() as s:
+            usage = reports.per_learner(s, course.id)
+        roster = self.core.roster(course)
+        return {
+            "roster": roster, "usage": usage,
+            "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
+                                       f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
+        }
+
     @web.authenticated
     def get(self, course_id):
-        course = self.core.catalog.get(course_id)
-        if course is None:
-            raise web.HTTPError(404, f"There is no course '{course_id}'.")
+        course = self.course_or_404(course_id)
         decision = self.core.access(course, self.user_name, self.admin)
-        if not decision.allowed and course.enrollment == "roster":
+        instructor = course.is_instructor(self.user_name) or self.admin
+        if not decision.allowed and course.enrollment == "roster" and not instructor:
             raise web.HTTPError(404, f"There is no course '{course_id}'.")
-        self.render_page("course.html", course=course, decision=decision,
-                         instructor=course.is_instructor(self.user_name) or self.admin)
+        self.render_page("course.html", course=course, decision=decision, instructor=instructor,
+                         quota=self.core.quotas(course, self.user_name) if decision.allowed else [],
+                         running=course.id in self.core.running_courses(self.user_name),
+                         **(self.instructor_view(course) if instructor else {}))
+
+
+class InstructorPage(CoursePage):
+    @web.authenticated
+    def get(self, course_id):
+        course = self.course_or_404(course_id)
+        self.require_instructor(course)
+        super().get(course_id)
+
+
+class RosterAction(PageHandler):
+    @web.authenticated
+    async def post(self, course_id, action):
+        course = self.course_or_404(course_id)
+        self.require_instructor(course)
+        path = f"courses/{course.id}"
+        try:
+            if action == "add":
+                added = await self.core.roster_add(course, [self.get_body_argument("user", "")])
+                return self.back(path, ok=f"Added {', '.join(added) or 'nobody new'}.")
+            if action == "remove":
+                await self.core.roster_remove(course, self.get_body_argument("user", ""))
+                return self.back(path, ok="Removed.")
+            text = self.get_body_argument("csv", "")
+            upload = self.request.files.get("file")
+            if upload:
+                text = upload[0]["body"].decode("utf-8", errors="replace")
+            names = [row[0] for row in csv.reader(io.StringIO(text)) if row and row[0].strip()
+                     and row[0].strip().lower() not in ("user", "username", "name")]
+            added = await self.core.roster_add(course, names)
+            return self.back(path, ok=f"Imported {len(added)} learner(s).")
+        except Refusal as refusal:
+            return self.back(path, error=refusal.message)
 
 
 class AdminPage(PageHandler):
     @web.authenticated
     def get(self):
         self.require_admin()
+        with self.core.db.session() as s:
+            allocs = allocations.list_all(s)
+            for a in allocs:
+                cumulative, points = 0.0, []
+                for day, hours in reports.daily_gpu_hours(s, allocation=a["id"]):
+                    cumulative += hours
+                    points.append((day, cumulative))
+                a["chart"] = charts.burndown(points, a["granted_gpu_hours"],
+                                             f"GPU-hours remaining on {a['id']}, by day", element_id=f"burndown-{a['id']}")
+                a["courses"] = sorted(c.id for c in self.core.catalog.courses.values() if c.allocation == a["id"])
+            pool_chart = charts.bars(reports.daily_gpu_hours(s)[-14:], "GPU-hours used per day, last 14 days",
+                                     element_id="pool-usage")
         self.render_page("admin.html", pool=self.core.pool_status(), broken=self.core.broken_courses(),
-                         courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id))
+                         courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id),
+                         allocations=allocs, pool_chart=pool_chart)
+
+
+class AllocationAction(PageHandler):
+    @web.authenticated
+    def post(self, allocation_id=None, action="create"):
+        self.require_admin()
+        arg = self.get_body_argument
+        try:
+            with self.core.db.session() as s:
+                if action == "create":
+                    a = allocations.create(s, arg("id", ""), arg("gpu_hours", ""), arg("start", None), arg("end", None),
+                                           title=arg("title", ""), access_call=arg("access_call", ""), owner=arg("owner", ""))
+                    message = f"Created {a.id}."
+                elif action == "topup":
+                    a = allocations.topup(s, allocation_id, arg("gpu_hours", ""), arg("note", ""))
+                    message = f"Topped up {a.id}."
+                else:
+                    a = allocations.close(s, allocation_id, arg("note", ""))
+                    message = f"Closed {a.id}."
+        except Refusal as refusal:
+            return self.back("admin", error=refusal.message)
+        self.back("admin", ok=message)

@@ -1,0 +1,146 @@
+"""The service's pages through HTTP as a browser sends it (cookies, forms, XSRF): learner, instructor, admin."""
+
+import re
+
+import pytest
+import requests
+from conftest import start_hub
+from hubrunner import PASSWORD
+
+FLASH = re.compile(r'class="flash-(ok|error)"[^>]*>([^<]+)')
+
+
+@pytest.fixture(scope="module")
+def hub(hub_dir):
+    hub = start_hub(hub_dir, gpus="0")
+    yield hub
+    hub.stop()
+
+
+def login(hub, user):
+    s = requests.Session()
+    s.get(f"{hub.url}/hub/login", timeout=30)
+    r = s.post(f"{hub.url}/hub/login", data={"username": user, "password": PASSWORD,
+                                              "_xsrf": s.cookies.get("_xsrf", path="/hub/")}, timeout=30)
+    assert r.status_code == 200
+    return s
+
+
+def page(hub, s, path):
+    r = s.get(f"{hub.url}/services/aifhub/{path}", timeout=30)
+    return r, (re.search(r'name="_xsrf" value="([^"]+)"', r.text) or [None, None])[1]
+
+
+def flash(r):
+    return FLASH.findall(r.text)
+
+
+def test_learner_enrols_in_the_mooc_and_sees_quota_and_start(hub):
+    s = login(hub, "pagelearner")
+    home, token = page(hub, s, "")
+    assert home.status_code == 200 and 'id="course-dl-basics"' in home.text and ">Enrol</button>" in home.text
+    assert "gpu-fundamentals" not in home.text  # a roster course the learner is not on stays hidden
+    r = s.post(f"{hub.url}/services/aifhub/courses/dl-basics/enrol", data={"_xsrf": token}, timeout=30)
+    assert flash(r) == [("ok", "You are enrolled in Deep Learning Basics.")]
+    assert 'class="quota-bar"' in r.text and "Start sandbox" in r.text and "/hub/spawn?course=dl-basics" in r.text
+    assert "of 20.00 h used" in r.text  # the MOOC's CPU-hours per week
+    group = hub.api("GET", "groups/nbgrader-dl-basics").json()
+    assert "pagelearner" in group["users"]
+
+
+def test_learner_stops_a_running_sandbox_from_the_home_page(hub):
+    hub.spawn("runner", "dl-basics")
+    s = login(hub, "runner")
+    home, token = page(hub, s, "")
+    assert "Your sandbox is running" in home.text and "Stop sandbox" in home.text
+    r = s.post(f"{hub.url}/services/aifhub/courses/dl-basics/stop", data={"_xsrf": token}, timeout=60)
+    assert flash(r) == [("ok", "Your sandbox is stopping; your work folder is kept.")]
+    for _ in range(60):
+        if hub.server_model("runner") is None:
+            break
+        import time
+        time.sleep(0.5)
+    assert hub.server_model("runner") is None
+
+
+def test_a_post_without_the_xsrf_token_is_refused(hub):
+    s = login(hub, "admin")
+    r = s.post(f"{hub.url}/services/aifhub/admin/allocations", data={"id": "CSRF-1", "gpu_hours": "10"}, timeout=30)
+    assert r.status_code == 403
+    assert "CSRF-1" not in hub.service("GET", "allocations").text
+
+
+def test_instructor_manages_the_roster_and_sees_usage(hub):
+    s = login(hub, "instructor")
+    course, token = page(hub, s, "courses/gpu-fundamentals")
+    assert course.status_code == 200 and 'id="roster"' in course.text and 'id="usage"' in course.text
+    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/add", data={"_xsrf": token, "user": "newcomer"}, timeout=30)
+    assert flash(r) == [("ok", "Added newcomer.")] and "<td>newcomer</td>" in r.text
+    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/import", timeout=30,
+               data={"_xsrf": token, "csv": "username,email\nimp1,a@b\nimp2,c@d\n"})
+    assert flash(r) == [("ok", "Imported 2 learner(s).")]
+    assert set(hub.api("GET", "groups/nbgrader-gpu-fundamentals").json()["users"]) >= {"newcomer", "imp1", "imp2", "learner1"}
+    assert hub.spawn("newcomer", "gpu-fundamentals").status_code in (201, 202)  # now on the roster
+    hub.stop_server("newcomer")
+    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/remove", data={"_xsrf": token, "user": "learner1"}, timeout=30)
+    assert flash(r)[0][0] == "error" and "course file" in flash(r)[0][1]
+    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/remove", data={"_xsrf": token, "user": "imp2"}, timeout=30)
+    assert flash(r) == [("ok", "Removed.")] and "<td>imp2</td>" not in r.text
+    usage, _ = page(hub, s, "courses/gpu-fundamentals")
+    assert "<td>newcomer</td><td>1</td>" in usage.text
+
+
+def test_roster_api_is_for_the_course_instructors(hub):
+    teacher = hub.token_for("instructor")
+    r = hub.service("POST", "courses/dl-basics/roster", token=teacher, json={"users": ["api-added"]})
+    assert r.status_code == 201 and r.json()["added"] == ["api-added"]
+    assert hub.service("POST", "courses/dl-basics/roster", token=teacher, json={"users": "x"}).status_code == 400
+    learner = hub.token_for("learner1")
+    for method in ("GET", "POST"):
+        r = hub.service(method, "courses/gpu-fundamentals/roster", token=learner, json={"users": ["x"]})
+        assert r.status_code == 403 and "Only the instructors" in r.json()["message"]
+
+
+def test_admin_creates_tops_up_and_closes_an_allocation(hub):
+    s = login(hub, "admin")
+    admin, token = page(hub, s, "admin")
+    assert 'id="alloc-EHPC-AIF-2026-PG01"' in admin.text and 'class="burndown"' in admin.text
+    r = s.post(f"{hub.url}/services/aifhub/admin/allocations", timeout=30,
+               data={"_xsrf": token, "id": "PAGE-1", "gpu_hours": "12", "end": "2027-01-31", "title": "From the page"})
+    assert flash(r) == [("ok", "Created PAGE-1.")] and 'id="alloc-PAGE-1"' in r.text and 'id="burndown-PAGE-1"' in r.text
+    r = s.post(f"{hub.url}/services/aifhub/admin/allocations/PAGE-1/topup", data={"_xsrf": token, "gpu_hours": "3"}, timeout=30)
+    assert flash(r) == [("ok", "Topped up PAGE-1.")]
+    assert hub.service("GET", "allocations/PAGE-1").json()["granted_gpu_hours"] == 15
+    r = s.post(f"{hub.url}/services/aifhub/admin/allocations", data={"_xsrf": token, "id": "PAGE-2", "gpu_hours": "-1"}, timeout=30)
+    assert flash(r)[0][0] == "error" and "more than 0" in flash(r)[0][1]
+    r = s.post(f"{hub.url}/services/aifhub/admin/allocations/PAGE-1/close", data={"_xsrf": token}, timeout=30)
+    assert flash(r) == [("ok", "Closed PAGE-1.")]
+    assert hub.service("GET", "allocations/PAGE-1").json()["status"] == "closed"
+
+
+@pytest.mark.parametrize("user, path", [
+    ("learner1", "admin"),
+    ("learner1", "courses/gpu-fundamentals/instructor"),
+    ("instructor-of-nothing", "courses/dl-basics/instructor"),
+])
+def test_pages_refuse_those_they_are_not_for(hub, user, path):
+    r, _ = page(hub, login(hub, user), path)
+    assert r.status_code == 403 and "403" in r.text
+
+
+@pytest.mark.parametrize("method, path", [("GET", "allocations"), ("POST", "allocations"), ("GET", "allocations/EHPC-AIF-2026-PG01"),
+                                          ("GET", "usage?user=learner2"), ("GET", "usage?course=gpu-fundamentals&user=learner2")])
+def test_api_refuses_learners_server_side(hub, method, path):
+    r = hub.service(method, path, token=hub.token_for("learner1"), json={"id": "X", "gpu_hours": 1})
+    assert r.status_code == 403, r.text
+
+
+def test_learners_see_only_their_own_usage(hub):
+    hub.spawn("counted", "dl-basics")
+    hub.stop_server("counted")
+    mine = hub.service("GET", "usage", token=hub.token_for("counted")).json()["sessions"]
+    assert mine and {r["user"] for r in mine} == {"counted"}
+    in_course = hub.service("GET", "usage?course=dl-basics", token=hub.token_for("counted")).json()["sessions"]
+    assert {r["user"] for r in in_course} == {"counted"}  # a learner filtering by course still sees only their own
+    teacher = hub.service("GET", "usage?course=dl-basics", token=hub.token_for("instructor")).json()["sessions"]
+    assert "counted" in {r["user"] for r in teacher}
