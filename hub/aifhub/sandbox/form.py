@@ -11,6 +11,10 @@ def _card(course, first):
             hw += f" · {course['gpu_free']} free"
     else:
         hw = "CPU only"
+    for q in course.get("quota") or []:
+        if q["scope"] == "learner":
+            left = max(q["limit_hours"] - q["used_hours"] - q["held_hours"], 0)
+            hw += f" · {left:.2f} of {q['limit_hours']:g} {q['unit'].upper()}-hours left this {escape(q['window'])}"
     disabled = "" if course["can_start"] else " disabled"
     checked = " checked" if first and course["can_start"] else ""
     why = "" if course["can_start"] else f'<p class="aifhub-why" id="why-{escape(course["id"])}">{escape(course["why_not"])}</p>'
