@@ -14,6 +14,14 @@ CAR_NS = "http://eu-emi.eu/namespaces/2012/11/computerecord"
 URF_NS = "http://eu-emi.eu/namespaces/2012/11/computerecord"
 
 
+def _filtered(q, model, allocation, course, user):
+    """``q`` narrowed to an allocation, a course and a user, where given (sessions and events name them alike)."""
+    for column, value in (("allocation_id", allocation), ("course_id", course), ("user", user)):
+        if value:
+            q = q.where(getattr(model, column) == value)
+    return q
+
+
 def session_rows(db, allocation=None, course=None, user=None):
     """One row per session with its charged totals (what table, csv and json show)."""
     q = (
@@ -23,12 +31,7 @@ def session_rows(db, allocation=None, course=None, user=None):
         .join(UsageEvent, UsageEvent.session_id == SandboxSession.id, isouter=True)
         .group_by(SandboxSession.id).order_by(SandboxSession.id)
     )
-    if allocation:
-        q = q.where(SandboxSession.allocation_id == allocation)
-    if course:
-        q = q.where(SandboxSession.course_id == course)
-    if user:
-        q = q.where(SandboxSession.user == user)
+    q = _filtered(q, SandboxSession, allocation, course, user)
     rows = []
     for s, first, last, gpu_ms, cpu_ms, events in db.execute(q):
         rows.append({
@@ -54,13 +57,7 @@ def to_csv(rows):
 def waldur(db, allocation=None, course=None, user=None):
     """Waldur component usages per allocation and month: absolute monthly totals (``set_usage``) in
     GPU-hours and CPU-hours, and per-user usages (``set_user_usages``)."""
-    q = select(UsageEvent)
-    if allocation:
-        q = q.where(UsageEvent.allocation_id == allocation)
-    if course:
-        q = q.where(UsageEvent.course_id == course)
-    if user:
-        q = q.where(UsageEvent.user == user)
+    q = _filtered(select(UsageEvent), UsageEvent, allocation, course, user)
     totals = defaultdict(lambda: {"gpu": 0, "cpu": 0, "users": defaultdict(lambda: {"gpu": 0, "cpu": 0})})
     for e in db.scalars(q):
         month = e.end_at.strftime("%Y-%m-01")
@@ -137,11 +134,7 @@ def _parse(text):
 
 def daily_gpu_hours(db, allocation=None, course=None):
     """``[(YYYY-MM-DD, GPU-hours), ...]`` charged per day (by the end of each event)."""
-    q = select(UsageEvent.end_at, UsageEvent.gpu_ms)
-    if allocation:
-        q = q.where(UsageEvent.allocation_id == allocation)
-    if course:
-        q = q.where(UsageEvent.course_id == course)
+    q = _filtered(select(UsageEvent.end_at, UsageEvent.gpu_ms), UsageEvent, allocation, course, None)
     days = defaultdict(int)
     for end_at, gpu_ms in db.execute(q):
         days[end_at.strftime("%Y-%m-%d")] += gpu_ms
