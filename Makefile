@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# jsonschema imports rfc3987-syntax eagerly when present (~1 s of grammar building in every
+	# sandbox, hub and service start); no Jupyter schema uses the IRI formats it checks.
+	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 	@touch $@
 
 node_modules/.installed: package.json
