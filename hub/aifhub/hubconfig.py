@@ -175,6 +175,7 @@ def configure(c, env=os.environ):
     if not isolated:
         link += " <strong>Warning: this hub does not run as root, so sandboxes are not isolated from each other.</strong>"
     c.JupyterHub.template_vars = {
-        "announcement": QuotaNotices(link, f"{service_url}/services/{SERVICE_NAME}/", internal_token),
+        "announcement": QuotaNotices(link, f"{service_url}/services/{SERVICE_NAME}/", internal_token,
+                                     interval=float(env.get("AIFHUB_NOTICES_INTERVAL", "15"))),
     }
     return s

@@ -7,6 +7,7 @@ import sys
 from .. import __version__
 from . import courses, ledger, up
 from . import k8s
+from . import assignments
 from .common import CLIError
 
 
@@ -21,6 +22,7 @@ def build_parser():
     courses.register(sub)
     ledger.register(sub)
     k8s.register(sub)
+    assignments.register(sub)
     return parser
 
 

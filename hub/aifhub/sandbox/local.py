@@ -15,6 +15,7 @@ from subprocess import SubprocessError
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
+from ..grading.sandbox_config import sandbox_env
 from .mixin import CourseSpawnerMixin
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
@@ -123,6 +124,8 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         admission = self.admission
         env["AIFHUB_COURSE"] = admission["course"]["id"]
         env.update(self.gpu_env(admission["devices"]))
+        # nbgrader in the sandbox uses aifhub's exchange (HTTP to the service, with this sandbox's token)
+        env.update(sandbox_env(Path(self.work_root).parent, self.service_url, self.home / env["AIFHUB_COURSE"], env))
         return env
 
     async def start(self):

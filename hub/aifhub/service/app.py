@@ -19,7 +19,8 @@ from .. import __version__
 from ..runstate import write_service_pid
 from ..ledger.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
-from . import api, internal, ledger_api, pages
+from ..grading.manager import GradingManager
+from . import api, grading_api, internal, ledger_api, pages
 from .core import ServiceCore
 from .hubapi import HubAPIError, HubClient
 
@@ -28,6 +29,8 @@ HERE = Path(__file__).parent
 
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
+
+    classes = [GradingManager]
 
     name = "aifhub-service"
     version = __version__
@@ -115,7 +118,7 @@ class AifhubService(Application):
         """Where courses come from: the courses directory, then courses published into the state."""
         return [Path(self.courses_dir).resolve(), Path(self.state_dir).resolve() / "courses"]
 
-    def make_app(self, core):
+    def make_app(self, core, grading=None):
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aifhub/")
         hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
         route = lambda path: url_path_join(prefix, path)  # noqa: E731
@@ -145,6 +148,7 @@ class AifhubService(Application):
             (route("api/v1/internal/offers"), internal.OffersHandler),
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
+            *grading_api.routes(route),
         ]
         return web.Application(
             handlers,
@@ -153,6 +157,7 @@ class AifhubService(Application):
             xsrf_cookies=False,  # HubOAuthenticated checks XSRF on cookie-authenticated requests
             hub_auth=HubOAuth.instance(),
             aifhub_core=core,
+            aifhub_grading=grading,
             aifhub_internal_token=self.internal_token,
             aifhub_isolated=self.isolated,
             hub_prefix=hub_prefix,
@@ -195,12 +200,14 @@ class AifhubService(Application):
             core.seed_allocations(self.demo_allocations)
 
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        server = HTTPServer(self.make_app(core), xheaders=True)
+        grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
+        server = HTTPServer(self.make_app(core, grading), xheaders=True)
         server.listen(url.port, url.hostname)
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
         await core.sync_groups()
+        grading.start()
         loops = [
             asyncio.ensure_future(self._every(self.meter_interval, "metering", core.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", lambda: self._watch_catalog(core))),
@@ -215,6 +222,7 @@ class AifhubService(Application):
             server.stop()
             for loop in loops:
                 loop.cancel()
+            await grading.stop()
             db.close()
 
     def start(self):

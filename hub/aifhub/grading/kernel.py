@@ -1,0 +1,91 @@
+"""Start a grading kernel in a sandbox: its own uid, no network, resource limits, a clean environment.
+
+nbgrader starts kernels through a kernelspec whose argv is::
+
+    python -m aifhub.grading.kernel SPEC.json -f {connection_file} [kernel arguments...]
+
+This module runs as the grading worker's user (root on the embedded hub), reads the job's
+SPEC (written by the worker, never by student code), applies the limits, and replaces itself
+with ``unshare --net -- setpriv --reuid=U ... -- python -m ipykernel_launcher ...``: the kernel
+keeps this process id (nbgrader can interrupt and kill it) but runs as uid U, in a network
+namespace of its own (loopback only, which is down), with only the environment below. The
+kernel talks to nbgrader over ZeroMQ ``ipc`` sockets in the job's scratch folder, which works
+across network namespaces.
+
+Keep this module free of heavy imports: it runs once per graded notebook.
+"""
+
+import json
+import os
+import resource
+import shutil
+import sys
+
+SAFE_ENV = {
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MPLBACKEND": "Agg",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "NBGRADER_EXECUTION": "autograde",
+}
+
+
+def network_wrapper(mode, as_root):
+    """The argv prefix that takes the network away, for ``mode`` in unshare | none."""
+    if mode == "none":
+        return []
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    return [unshare, "--net", "--"] if as_root else [unshare, "--map-root-user", "--net", "--"]
+
+
+def build_command(spec, kernel_args):
+    uid = spec.get("uid")
+    cmd = network_wrapper(spec.get("network", "unshare"), os.geteuid() == 0)
+    if uid is not None:
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        cmd += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
+    return cmd + [spec.get("python") or sys.executable, "-m", "ipykernel_launcher", *kernel_args]
+
+
+def apply_limits(spec):
+    def setlimit(which, value):
+        if value:
+            resource.setrlimit(which, (int(value), int(value)))
+
+    cpu = spec.get("cpu_seconds")
+    if cpu:  # SIGXCPU at the soft limit, SIGKILL a little later
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 5))
+    setlimit(resource.RLIMIT_DATA, spec.get("memory_bytes"))
+    setlimit(resource.RLIMIT_FSIZE, spec.get("file_bytes"))
+    setlimit(resource.RLIMIT_NPROC, spec.get("processes"))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print("usage: python -m aifhub.grading.kernel SPEC.json -f CONNECTION_FILE [ARGS...]", file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    kernel_args = argv[1:]
+    uid = spec.get("uid")
+    if "-f" in kernel_args and uid is not None:  # the kernel reads its connection file after dropping root
+        os.chown(kernel_args[kernel_args.index("-f") + 1], uid, uid)
+    with open(os.path.join(spec["scratch"], "kernel.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    env = dict(SAFE_ENV)
+    env.update({"PATH": spec["path"], "HOME": spec["home"], "TMPDIR": spec["tmp"],
+                "JUPYTER_RUNTIME_DIR": spec["runtime"], "JPY_PARENT_PID": str(os.getppid()), "IPYTHONDIR": os.path.join(spec["home"], ".ipython")})
+    env.update(spec.get("env") or {})
+    os.chdir(spec["work"])
+    apply_limits(spec)
+    cmd = build_command(spec, kernel_args)
+    os.execve(cmd[0], cmd, env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

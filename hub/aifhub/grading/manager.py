@@ -1,0 +1,483 @@
+"""The service's grading: releases, the exchange's storage, collection, the queue and its workers.
+
+Handlers (:mod:`aifhub.service.grading_api`) check who may do what; this module does it. nbgrader
+itself runs in worker processes (:mod:`.worker`): one for instructors' steps, and a pool that
+autogrades in parallel, each graded kernel sandboxed (:mod:`.kernel`).
+"""
+
+import asyncio
+import csv
+import io
+import logging
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select
+from traitlets import Dict, Enum, Integer, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
+from ..catalog.model import parse_memory
+from ..ledger.models import utcnow
+from ..ledger.sandboxes import is_enrolled
+from .coursedir import GradingDir, check_name
+from .models import GradingJob, Submission
+from .store import human_size, md5, pack, read_folder, unpack
+from .workers import WorkerDied, WorkerProcess, kill_grading_uid
+
+log = logging.getLogger(__name__)
+
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"
+
+
+class GradingError(Exception):
+    """A refusal or failure with an HTTP status and a message for people."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def network_mode_default():
+    return "unshare" if shutil.which("unshare") else "none"
+
+
+class GradingManager(LoggingConfigurable):
+    """Per-course nbgrader directories, the trusted exchange's storage, and the autograding queue."""
+
+    workers = Integer(0, help="Parallel autograding workers. 0: one per CPU core.").tag(config=True)
+    cell_timeout = Integer(60, help="Seconds one cell may run while autograding before it is interrupted.").tag(config=True)
+    notebook_timeout = Integer(
+        600, help="Seconds grading one submission may take in all (every notebook and kernel start); "
+        "past it the job is stopped and fails with reason 'timeout'.").tag(config=True)
+    cpu_seconds = Integer(0, help="CPU seconds a graded kernel may use (RLIMIT_CPU). 0: the notebook timeout.").tag(config=True)
+    memory_limit = Unicode("2G", help="Memory a graded kernel may allocate (RLIMIT_DATA), e.g. 2G or 512Mi.").tag(config=True)
+    processes = Integer(256, help="Processes and threads a graded kernel's uid may have at once (RLIMIT_NPROC).").tag(config=True)
+    max_submission_size = Unicode("20M", help="Largest submission a learner may hand in (uncompressed), e.g. 20M.").tag(config=True)
+    course_submission_sizes = Dict(
+        {}, help="Per-course submission size limits that override max_submission_size: {course id: size}.",
+    ).tag(config=True)
+    first_uid = Integer(
+        300000, help="First uid of the range graded kernels run under when the service runs as root "
+        "(distinct from the learners' range).").tag(config=True)
+    uid_count = Integer(10000, help="How many uids the grading range holds; job n runs as first_uid + n % uid_count.").tag(config=True)
+    network = Enum(["unshare", "none"], help="How graded kernels lose the network: 'unshare' (a network namespace "
+                   "of their own, util-linux) or 'none' (not isolated; only for machines without unshare).").tag(config=True)
+    max_attempts = Integer(2, help="Times a job is tried when its worker dies under it (not for timeouts).").tag(config=True)
+
+    @default("network")
+    def _network_default(self):
+        return network_mode_default()
+
+    @validate("memory_limit", "max_submission_size")
+    def _validate_size(self, proposal):
+        parse_memory(proposal.value)  # raises ValueError naming the expected form
+        return proposal.value
+
+    @validate("course_submission_sizes")
+    def _validate_sizes(self, proposal):
+        for course, size in proposal.value.items():
+            try:
+                parse_memory(str(size))
+            except ValueError as exc:
+                raise ValueError(f"course_submission_sizes[{course!r}]: {exc}")
+        return proposal.value
+
+    @validate("cell_timeout", "notebook_timeout", "processes", "uid_count")
+    def _validate_positive(self, proposal):
+        if proposal.value <= 0:
+            raise ValueError(f"{proposal.trait.name} must be positive, got {proposal.value}")
+        return proposal.value
+
+    def __init__(self, state_dir, db, core=None, isolated=None, **kw):
+        super().__init__(**kw)
+        self.state_dir = Path(state_dir).resolve()
+        self.root = self.state_dir / "grading"
+        self.scratch = self.state_dir / "grading-scratch"
+        self.db = db
+        self.core = core
+        self.isolated = (os.geteuid() == 0) if isolated is None else isolated
+        self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
+        self.pool = []
+        self._wake = asyncio.Event()
+        self._tasks = []
+
+    # -- who may do what -----------------------------------------------------
+
+    def course(self, course_id):
+        course = self.core.catalog.get(course_id) if self.core else None
+        if course is None:
+            raise GradingError(404, f"There is no course '{course_id}'.")
+        return course
+
+    def role(self, course, user, admin):
+        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None."""
+        if admin or course.is_instructor(user):
+            return "instructor"
+        if course.on_roster(user):
+            return "learner"
+        with self.db.session() as s:
+            return "learner" if is_enrolled(s, user, course.id) else None
+
+    def dir(self, course_id):
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return GradingDir(self.root, course_id).ensure(self.cell_timeout)
+
+    def size_limit(self, course_id):
+        return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
+
+    def _base(self, course_id):
+        return {"grading_root": str(self.root), "course_id": course_id, "cell_timeout": self.cell_timeout}
+
+    async def _step(self, request, what):
+        try:
+            answer = await self.steps.call(request, timeout=self.notebook_timeout)
+        except asyncio.TimeoutError:
+            raise GradingError(504, f"{what} took longer than {self.notebook_timeout} s and was stopped.")
+        except WorkerDied as exc:
+            raise GradingError(500, f"{what} failed: {exc}")
+        if not answer.get("ok"):
+            raise GradingError(500, answer.get("error") or f"{what} failed")
+        return answer
+
+    # -- instructors' steps --------------------------------------------------
+
+    async def release(self, course_id, assignment):
+        course = self.course(course_id)
+        check_name("assignment id", assignment)
+        if not (Path(course.path) / "source" / assignment).is_dir():
+            raise GradingError(404, f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).")
+        await asyncio.to_thread(self.dir, course_id)
+        answer = await self._step(self._base(course_id) | {"op": "release", "assignment": assignment,
+                                                           "course_path": str(course.path)}, "release")
+        return {"course_id": course_id, "assignment_id": assignment, "released": True, "notebooks": answer.get("notebooks", [])}
+
+    def _latest_submissions(self, course_id, assignment):
+        with self.db.session() as s:
+            rows = s.scalars(select(Submission).where(Submission.course_id == course_id,
+                                                      Submission.assignment_id == assignment).order_by(Submission.id))
+            latest = {}
+            for row in rows:
+                latest[row.student] = (row.folder, row.timestamp)
+        return latest
+
+    def _collect_files(self, course_id, assignment, latest):
+        gd = self.dir(course_id)
+        for student, (folder, timestamp) in latest.items():
+            src = gd.inbound(student, assignment) / folder
+            dest = gd.step("submitted", student, assignment)
+            tmp = dest.with_name(f".{assignment}.new")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            (tmp / "timestamp.txt").write_text(timestamp)
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.rename(dest)
+
+    async def collect(self, course_id, assignment):
+        self.course(course_id)
+        check_name("assignment id", assignment)
+        latest = self._latest_submissions(course_id, assignment)
+        await asyncio.to_thread(self._collect_files, course_id, assignment, latest)
+        if latest:
+            await self._step(self._base(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
+        return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
+
+    async def autograde(self, course_id, assignment, requested_by="", students=None):
+        """Queue a job for every collected submission (or those of ``students``); returns the jobs."""
+        self.course(course_id)
+        check_name("assignment id", assignment)
+        gd = await asyncio.to_thread(self.dir, course_id)
+        folder = gd.step("submitted")
+        collected = sorted(p.name for p in folder.iterdir() if (p / assignment).is_dir()) if folder.is_dir() else []
+        if students is not None:
+            missing = sorted(set(students) - set(collected))
+            if missing:
+                raise GradingError(404, f"No collected submission of {', '.join(missing)} for {assignment}: collect first.")
+            collected = sorted(students)
+        jobs = []
+        with self.db.session() as s:
+            for student in collected:
+                open_job = s.scalar(select(GradingJob).where(
+                    GradingJob.course_id == course_id, GradingJob.assignment_id == assignment,
+                    GradingJob.student == student, GradingJob.state.in_(("queued", "running"))))
+                if open_job is None:
+                    open_job = GradingJob(course_id=course_id, assignment_id=assignment, student=student,
+                                          state="queued", requested_by=requested_by)
+                    s.add(open_job)
+                    s.flush()
+                jobs.append(open_job.to_dict())
+        self._wake.set()
+        return {"course_id": course_id, "assignment_id": assignment, "jobs": jobs}
+
+    def jobs(self, course_id, assignment=None, ids=None):
+        with self.db.session() as s:
+            q = select(GradingJob).where(GradingJob.course_id == course_id)
+            if assignment:
+                q = q.where(GradingJob.assignment_id == assignment)
+            if ids:
+                q = q.where(GradingJob.id.in_(list(ids)))
+            return [j.to_dict() for j in s.scalars(q.order_by(GradingJob.id))]
+
+    async def release_feedback(self, course_id, assignment):
+        self.course(course_id)
+        check_name("assignment id", assignment)
+        await asyncio.to_thread(self.dir, course_id)
+        answer = await self._step(self._base(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
+        return {"course_id": course_id, "assignment_id": assignment, "released_to": answer.get("students", [])}
+
+    async def grades(self, course_id):
+        self.course(course_id)
+        await asyncio.to_thread(self.dir, course_id)
+        return (await self._step(self._base(course_id) | {"op": "grades"}, "grades export"))["rows"]
+
+    @staticmethod
+    def grades_csv(rows):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted"],
+                                lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+        return out.getvalue()
+
+    # -- the exchange, learners' side ----------------------------------------
+
+    def released(self, course_id):
+        outbound = self.root / course_id / "exchange" / "outbound"
+        if not outbound.is_dir():
+            return []
+        return [{"assignment_id": p.name, "notebooks": sorted(n.stem for n in p.glob("*.ipynb"))}
+                for p in sorted(outbound.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+    def listing(self, course_id, student):
+        """Released assignments, with ``student``'s submissions and released feedback."""
+        gd = GradingDir(self.root, course_id)
+        with self.db.session() as s:
+            subs = list(s.scalars(select(Submission).where(Submission.course_id == course_id,
+                                                           Submission.student == student).order_by(Submission.id)))
+        out = []
+        for entry in self.released(course_id):
+            a = entry["assignment_id"]
+            entry["submissions"] = [{"timestamp": x.timestamp} for x in subs if x.assignment_id == a]
+            entry["feedback"] = self._feedback_index(gd, student, a)
+            out.append(entry)
+        return out
+
+    @staticmethod
+    def _feedback_index(gd, student, assignment):
+        folder = gd.released_feedback(student, assignment)
+        if not (folder / "timestamp.txt").is_file():
+            return None
+        return {"timestamp": (folder / "timestamp.txt").read_text().strip(),
+                "notebooks": {name[:-5]: md5(data) for name, data in read_folder(folder, "*.html").items()}}
+
+    def assignment_archive(self, course_id, assignment):
+        folder = GradingDir(self.root, course_id).outbound(assignment)
+        if not folder.is_dir():
+            raise GradingError(404, f"The assignment '{assignment}' of {course_id} has not been released.")
+        return pack(folder)
+
+    def _store_submission(self, course_id, assignment, student, data, stamp):
+        gd = self.dir(course_id)
+        base = gd.inbound(student, assignment)
+        folder = stamp.strftime("%Y%m%dT%H%M%S%f")
+        dest = base / folder
+        if dest.exists():
+            raise GradingError(409, "A submission with the same timestamp exists; hand in again.")
+        tmp = base / f".{folder}.new"
+        shutil.rmtree(tmp, ignore_errors=True)
+        limit = self.size_limit(course_id)
+        try:
+            size = unpack(data, tmp, limit)
+        except ValueError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            status = 413 if exc.__class__.__name__ == "TooLarge" else 400
+            raise GradingError(status, f"Submission refused: {exc}.")
+        tmp.rename(dest)
+        return folder, size
+
+    async def submit(self, course_id, assignment, student, data):
+        check_name("assignment id", assignment)
+        check_name("student id", student)
+        if not (GradingDir(self.root, course_id).outbound(assignment)).is_dir():
+            raise GradingError(404, f"The assignment '{assignment}' of {course_id} has not been released.")
+        limit = self.size_limit(course_id)
+        if len(data) > limit:
+            raise GradingError(413, f"Submission refused: it is {human_size(len(data))}, over this course's limit "
+                                    f"of {human_size(limit)}.")
+        stamp = datetime.now(timezone.utc)
+        timestamp = stamp.strftime(TIMESTAMP_FORMAT)
+        folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, student, data, stamp)
+        with self.db.session() as s:
+            s.add(Submission(course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp,
+                             folder=folder, size_bytes=size))
+        log.info("Submission of %s for %s/%s at %s (%d bytes)", student, course_id, assignment, timestamp, size)
+        return {"course_id": course_id, "assignment_id": assignment, "student_id": student, "timestamp": timestamp,
+                "size_bytes": size}
+
+    def submissions(self, course_id, assignment=None, student=None):
+        with self.db.session() as s:
+            q = select(Submission).where(Submission.course_id == course_id)
+            if assignment:
+                q = q.where(Submission.assignment_id == assignment)
+            if student:
+                q = q.where(Submission.student == student)
+            return [x.to_dict() for x in s.scalars(q.order_by(Submission.id))]
+
+    def feedback(self, course_id, assignment, student):
+        """``student``'s released feedback for ``assignment``: timestamp and html files, or None."""
+        gd = GradingDir(self.root, course_id)
+        folder = gd.released_feedback(student, assignment)
+        if not (folder / "timestamp.txt").is_file():
+            return None
+        return {"timestamp": (folder / "timestamp.txt").read_text().strip(), "archive": pack(folder)}
+
+    # -- the queue -----------------------------------------------------------
+
+    @property
+    def worker_count(self):
+        return self.workers or os.cpu_count() or 1
+
+    def _recover(self):
+        """Jobs left running by a previous service run go back to the queue."""
+        with self.db.session() as s:
+            for job in s.scalars(select(GradingJob).where(GradingJob.state == "running")):
+                job.state = "queued"
+                job.detail = "requeued: the service restarted while it ran"
+
+    def _claim(self):
+        with self.db.session() as s:
+            q = select(GradingJob).where(GradingJob.state == "queued").order_by(GradingJob.id).limit(1)
+            if self.db.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            job = s.scalar(q)
+            if job is None:
+                return None
+            job.state, job.started_at, job.attempts = "running", utcnow(), job.attempts + 1
+            return job.to_dict()
+
+    def _finish(self, job_id, **fields):
+        with self.db.session() as s:
+            job = s.get(GradingJob, job_id)
+            for key, value in fields.items():
+                setattr(job, key, value)
+            if fields.get("state") in ("done", "failed"):
+                job.finished_at = utcnow()
+
+    def limits(self):
+        return {"cpu_seconds": self.cpu_seconds or self.notebook_timeout, "memory_bytes": parse_memory(self.memory_limit),
+                "file_bytes": 1024 ** 3, "processes": self.processes}
+
+    def job_request(self, job):
+        uid = self.first_uid + job["id"] % self.uid_count if self.isolated else None
+        return self._base(job["course_id"]) | {
+            "op": "autograde", "assignment": job["assignment_id"], "student": job["student_id"], "uid": uid,
+            "scratch": str(self.scratch / f"job-{job['id']}"), "limits": self.limits(), "network": self.network,
+            "env": {"CUDA_VISIBLE_DEVICES": "", "AIFHUB_COURSE": job["course_id"]},
+        }
+
+    def _describe(self, answer):
+        notes = answer.get("notes") or {}
+        texts = []
+        if notes.get("cell-timeout"):
+            texts.append(f"a cell ran past the {self.cell_timeout} s per-cell limit and was interrupted "
+                         f"({', '.join(notes['cell-timeout'])})")
+        if notes.get("out-of-memory"):
+            texts.append(f"a cell hit the memory limit ({self.memory_limit}) and was stopped "
+                         f"({', '.join(notes['out-of-memory'])})")
+        reason = "out-of-memory" if notes.get("out-of-memory") else "cell-timeout" if notes.get("cell-timeout") else None
+        return reason, texts
+
+    async def _run_job(self, worker, job):
+        request = self.job_request(job)
+        started = asyncio.get_running_loop().time()
+        try:
+            answer = await worker.call(request, timeout=self.notebook_timeout)
+        except asyncio.TimeoutError:
+            await asyncio.to_thread(self._cleanup, request)
+            self._finish(job["id"], state="failed", reason="timeout",
+                         detail=f"grading took longer than the {self.notebook_timeout} s limit for a whole submission "
+                                "and was stopped")
+            return
+        except WorkerDied as exc:
+            await asyncio.to_thread(self._cleanup, request)
+            if job["attempts"] < self.max_attempts:
+                self._finish(job["id"], state="queued", detail=f"retrying: {exc}")
+            else:
+                self._finish(job["id"], state="failed", reason="error", detail=str(exc))
+            return
+        took = asyncio.get_running_loop().time() - started
+        reason, texts = self._describe(answer)
+        if answer.get("ok"):
+            detail = f"graded in {took:.1f} s" + ("; " + "; ".join(texts) if texts else "")
+            self._finish(job["id"], state="done", score=answer.get("score"), max_score=answer.get("max_score"),
+                         reason=reason, detail=detail)
+        else:
+            why = answer.get("reason") or "error"
+            if why == "kernel-died":
+                head = ("the kernel died while grading (killed at the CPU-time limit of "
+                        f"{self.limits()['cpu_seconds']} s or the memory limit of {self.memory_limit}, or it crashed)")
+            elif why == "timeout":
+                head = (f"a cell ran past the {self.cell_timeout} s per-cell limit and the kernel did not stop "
+                        "when interrupted")
+            elif why == "out-of-memory":
+                head = f"the kernel ran out of memory (limit {self.memory_limit}) and died"
+            else:
+                head = "nbgrader could not grade it"
+            tail = (answer.get("error") or "").strip().splitlines()[-6:]
+            self._finish(job["id"], state="failed", reason=why, detail=head + ("; " + "; ".join(texts) if texts else "")
+                         + (": " + " | ".join(tail) if tail else ""))
+        log.info("Grading job %s (%s/%s/%s): %s", job["id"], job["course_id"], job["assignment_id"], job["student_id"],
+                 "done" if answer.get("ok") else f"failed ({answer.get('reason')})")
+
+    def _cleanup(self, request):
+        kill_grading_uid(request.get("uid"))
+        scratch = Path(request["scratch"])
+        pidfile = scratch / "kernel.pid"
+        if request.get("uid") is None and pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), 9)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    async def _slot(self, worker):
+        while True:
+            try:
+                job = self._claim()
+            except Exception:
+                log.exception("Claiming a grading job failed")
+                job = None
+            if job is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self._wake.set()  # more may be waiting: let the other slots look too
+            try:
+                await self._run_job(worker, job)
+            except Exception as exc:
+                log.exception("Grading job %s failed", job["id"])
+                self._finish(job["id"], state="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
+
+    def start(self):
+        """Start the queue's workers on the running event loop (they start their processes on first use)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.scratch.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.scratch.chmod(0o711)
+        self._recover()
+        self.pool = [WorkerProcess(f"grader-{i}", self.root / ".workers" / f"grader-{i}") for i in range(self.worker_count)]
+        self._tasks = [asyncio.ensure_future(self._slot(w)) for w in self.pool]
+        log.info("Grading queue: %d worker(s); kernels %s, network %s", len(self.pool),
+                 "under their own uids" if self.isolated else "under the service's uid (not root)", self.network)
+
+    async def stop(self):
+        for task in self._tasks:
+            task.cancel()
+        for w in [*self.pool, self.steps]:
+            await w.kill()

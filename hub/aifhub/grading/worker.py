@@ -1,0 +1,300 @@
+"""A grading worker process: runs nbgrader steps for the service, one request at a time.
+
+The service starts ``python -m aifhub.grading.worker RUNTIME_DIR`` and writes one JSON request
+per line on its stdin; the worker answers with one line ``AIFHUB-RESULT {json}`` on stdout
+(anything else there is log). It imports nbgrader once, so a job costs the kernel's start and
+the notebook's run, not a Python start-up. nbgrader changes the working directory while it
+converts, so each worker runs one request at a time; parallelism comes from several workers.
+
+The worker is trusted (it reads and writes the gradebook); the code it grades runs in a kernel
+started through :mod:`aifhub.grading.kernel`: another uid, no network, resource limits.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from .coursedir import GradingDir, venv_path_env
+
+RESULT = "AIFHUB-RESULT "
+KERNEL_NAME = "aifhub-grader"
+LOG_TAIL = 4000
+
+log = logging.getLogger("aifhub.grading.worker")
+
+
+def kill_uid(uid):
+    """SIGKILL every process running as ``uid`` (a grading uid: nothing else runs as it)."""
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid == uid:
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+def chown_tree(path, uid):
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.chown(dirpath, uid, uid)
+        for name in filenames:
+            os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
+class Worker:
+    def __init__(self, runtime):
+        self.runtime = Path(runtime)
+        self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.spec_path = self.runtime / "kernel-spec.json"
+        kernel_dir = self.runtime / "kernels" / KERNEL_NAME
+        kernel_dir.mkdir(parents=True, exist_ok=True)
+        (kernel_dir / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "aifhub.grading.kernel", str(self.spec_path), "-f", "{connection_file}"],
+            "display_name": "Python 3 (aifhub grading sandbox)",
+            "language": "python",
+            "interrupt_mode": "signal",
+        }))
+        os.environ.update(venv_path_env())
+        os.environ["JUPYTER_PATH"] = str(self.runtime)
+        for secret in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "AIFHUB_INTERNAL_TOKEN", "AIFHUB_ADMIN_TOKEN"):
+            os.environ.pop(secret, None)
+        from nbgrader.apps import NbGraderAPI  # noqa: F401  (import once, up front)
+
+    # -- helpers -------------------------------------------------------------
+
+    def api(self, req, config=None):
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+
+        gd = GradingDir(req["grading_root"], req["course_id"], req.get("db_url"))
+        gd.ensure(req.get("cell_timeout", 60))
+        config = config or gd.nbgrader_config(req.get("cell_timeout", 60))
+        return gd, NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+    @staticmethod
+    def _outcome(result, what):
+        if result.get("success"):
+            return {"ok": True, "log": (result.get("log") or "")[-LOG_TAIL:]}
+        return {"ok": False, "error": f"{what} failed: " + ((result.get("error") or "") + (result.get("log") or ""))[-LOG_TAIL:]}
+
+    # -- requests ------------------------------------------------------------
+
+    def op_ping(self, req):
+        return {"ok": True, "pid": os.getpid()}
+
+    def op_release(self, req):
+        """Copy the source in, generate the student version, publish it to the exchange's outbound."""
+        gd, api = self.api(req)
+        a = req["assignment"]
+        gd.sync_source(req["course_path"], a)
+        out = self._outcome(api.generate_assignment(a), "generate_assignment")
+        if not out["ok"]:
+            return out
+        release = gd.step("release", a)
+        outbound = gd.outbound(a)
+        tmp = outbound.with_name(f".{a}.new")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(release, tmp)
+        shutil.rmtree(outbound, ignore_errors=True)
+        tmp.rename(outbound)
+        out["notebooks"] = sorted(p.stem for p in outbound.glob("*.ipynb"))
+        return out
+
+    def op_add_students(self, req):
+        from nbgrader.api import Gradebook
+
+        gd = GradingDir(req["grading_root"], req["course_id"], req.get("db_url"))
+        with Gradebook(gd.db_url, gd.course_id) as gb:
+            for student in req["students"]:
+                gb.update_or_create_student(student)
+        return {"ok": True}
+
+    def op_autograde(self, req):
+        from nbgrader.api import Gradebook, MissingEntry
+
+        a, student, uid = req["assignment"], req["student"], req.get("uid")
+        scratch = Path(req["scratch"])
+        gd0 = GradingDir(req["grading_root"], req["course_id"], req.get("db_url"))
+        submitted = gd0.step("submitted", student, a)
+        if not submitted.is_dir():
+            return {"ok": False, "reason": "error", "error": f"no collected submission of {student} for {a}"}
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700, parents=True)
+        work, home, conn, tmp = scratch / "work", scratch / "home", scratch / "conn", scratch / "tmp"
+        shutil.copytree(submitted, work, ignore=shutil.ignore_patterns(
+            "*.ipynb", "timestamp.txt", "submission_secret.txt", ".*"))
+        for d in (home, conn, tmp):
+            d.mkdir(mode=0o700)
+        if uid is not None:
+            chown_tree(scratch, uid)
+        limits = req.get("limits") or {}
+        spec = {
+            "uid": uid, "scratch": str(scratch), "work": str(work), "home": str(home), "tmp": str(tmp),
+            "runtime": str(conn), "path": os.environ["PATH"], "network": req.get("network", "unshare"),
+            "cpu_seconds": limits.get("cpu_seconds"), "memory_bytes": limits.get("memory_bytes"),
+            "file_bytes": limits.get("file_bytes"), "processes": limits.get("processes"),
+            "env": req.get("env") or {},
+        }
+        self.spec_path.write_text(json.dumps(spec))
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(conn)  # connection file and ipc sockets: where the kernel can reach
+        try:
+            gd, _ = self.api(req)
+            config = gd.nbgrader_config(req.get("cell_timeout", 60))
+            config.Execute.kernel_name = KERNEL_NAME
+            config.KernelManager.transport = "ipc"  # ZeroMQ over unix sockets: reachable from the kernel's netns
+            config.KernelManager.connection_file = str(conn / "kernel.json")
+            config.KernelManager.ip = str(conn / "kernel-ipc")
+            gd, api = self.api(req, config)
+            result = api.autograde(a, student)
+            text = (result.get("error") or "") + (result.get("log") or "")
+            notes = self.notes(gd.step("autograded", student, a))
+            if not result.get("success"):
+                reason = "error"
+                if "CellTimeoutError" in text or "Timeout waiting for" in text:
+                    reason = "timeout"
+                elif "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
+                    reason = "kernel-died"
+                    if "out-of-memory" in notes:
+                        reason = "out-of-memory"
+                return {"ok": False, "reason": reason, "error": text[-LOG_TAIL:], "notes": notes}
+            with Gradebook(gd.db_url, gd.course_id) as gb:
+                try:
+                    sub = gb.find_submission(a, student)
+                    score, max_score = sub.score, sub.max_score
+                except MissingEntry:
+                    score, max_score = None, None
+            return {"ok": True, "score": score, "max_score": max_score, "notes": notes, "log": text[-LOG_TAIL:]}
+        finally:
+            os.environ.pop("JUPYTER_RUNTIME_DIR", None)
+            if uid is not None:
+                kill_uid(uid)
+            else:
+                self.kill_pidfile(scratch / "kernel.pid")
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @staticmethod
+    def kill_pidfile(path):
+        try:
+            os.kill(int(Path(path).read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def notes(folder):
+        """What went wrong inside a graded notebook that still got graded: cell timeouts, memory errors."""
+        import nbformat
+
+        notes = {}
+        for path in sorted(Path(folder).glob("*.ipynb")):
+            try:
+                nb = nbformat.read(str(path), as_version=4)
+            except Exception:
+                continue
+            for index, cell in enumerate(nb.cells):
+                for output in cell.get("outputs", []):
+                    if output.get("output_type") != "error":
+                        continue
+                    ename = output.get("ename", "")
+                    where = f"{path.stem} cell {index}"
+                    kind = None
+                    if ename in ("CellTimeoutError", "KeyboardInterrupt") or "TimeoutError" in ename:
+                        kind = "cell-timeout"
+                    elif ename == "MemoryError":
+                        kind = "out-of-memory"
+                    if kind and where not in notes.get(kind, []):
+                        notes.setdefault(kind, []).append(where)
+        return notes
+
+    def op_feedback(self, req):
+        """Generate feedback for every graded learner and publish it to each learner's feedback folder."""
+        gd, api = self.api(req)
+        a = req["assignment"]
+        out = self._outcome(api.generate_feedback(a), "generate_feedback")
+        if not out["ok"]:
+            return out
+        released = []
+        for student_dir in sorted(gd.step("feedback").iterdir()):
+            src = student_dir / a
+            if not src.is_dir():
+                continue
+            dest = gd.released_feedback(student_dir.name, a)
+            tmp = dest.with_name(f".{a}.new")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            stamp = gd.step("submitted", student_dir.name, a, "timestamp.txt")
+            if stamp.exists():
+                shutil.copy(stamp, tmp / "timestamp.txt")
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(dest)
+            released.append(student_dir.name)
+        out["students"] = released
+        return out
+
+    def op_grades(self, req):
+        from nbgrader.api import Gradebook
+
+        gd = GradingDir(req["grading_root"], req["course_id"], req.get("db_url"))
+        rows = []
+        if not Path(gd.root / "gradebook.db").exists() and gd.db_url.startswith("sqlite"):
+            return {"ok": True, "rows": rows}
+        with Gradebook(gd.db_url, gd.course_id) as gb:
+            for assignment in gb.assignments:
+                for student in gb.students:
+                    try:
+                        sub = gb.find_submission(assignment.name, student.id)
+                    except Exception:
+                        rows.append({"student_id": student.id, "assignment_id": assignment.name, "timestamp": None,
+                                     "score": None, "max_score": assignment.max_score, "submitted": False})
+                        continue
+                    rows.append({"student_id": student.id, "assignment_id": assignment.name,
+                                 "timestamp": sub.timestamp.isoformat() if sub.timestamp else None,
+                                 "score": sub.score, "max_score": sub.max_score, "submitted": True})
+        return {"ok": True, "rows": rows}
+
+    def handle(self, req):
+        op = getattr(self, "op_" + str(req.get("op")), None)
+        if op is None:
+            return {"ok": False, "error": f"unknown request {req.get('op')!r}"}
+        try:
+            return op(req)
+        except Exception as exc:
+            log.exception("grading request %s failed", req.get("op"))
+            return {"ok": False, "reason": "error", "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc()[-LOG_TAIL:]}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="grading worker: %(levelname)s %(message)s")
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever nbgrader or a library prints goes to the log, not into the answers
+    worker = Worker(argv[0] if argv else ".")
+    out.write(RESULT + json.dumps({"ok": True, "ready": True, "pid": os.getpid()}) + "\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError:
+            out.write(RESULT + json.dumps({"ok": False, "error": "bad request"}) + "\n")
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            answer = worker.handle(req)
+        out.write(RESULT + json.dumps(answer, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
