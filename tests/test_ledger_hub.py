@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 import requests
 from conftest import start_hub
-from hubrunner import ADMIN_TOKEN
+from hubrunner import ADMIN_TOKEN, PASSWORD
 
 STORM_COURSE = """id: storm
 title: Storm Workshop
@@ -44,7 +44,7 @@ def add_courses(courses):
 def hub(hub_dir):
     gpus = ",".join(str(i) for i in range(60))
     hub = start_hub(hub_dir, gpus=gpus, prepare_courses=add_courses, meter_interval=1,
-                    env={"AIFHUB_STOP_GRACE": "5"})
+                    env={"AIFHUB_STOP_GRACE": "5", "AIFHUB_NOTICES_INTERVAL": "1"})
     yield hub
     hub.stop()
 
@@ -95,18 +95,24 @@ def test_fifty_learners_at_once_against_an_allocation_for_five(hub):
 
 def test_a_quota_that_runs_out_warns_then_stops_and_refuses(hub):
     token = hub.token_for("quick")
+    browser = requests.Session()  # the learner's browser, on the hub's own home page
+    browser.get(f"{hub.url}/hub/login", timeout=30)
+    browser.post(f"{hub.url}/hub/login", timeout=30, data={"username": "quick", "password": PASSWORD,
+                                                           "_xsrf": browser.cookies.get("_xsrf", path="/hub/")})
     started = time.monotonic()
     r = hub.spawn("quick", "tiny")  # 0.004 GPU-hours = 14.4 s
     assert r.status_code in (201, 202), r.text
-    notices = set()
+    notices, on_hub_page = set(), False
     while hub.server_model("quick") is not None:
         me = hub.service("GET", "me", token=token).json()
         if me["notice"]:
             notices.add(me["notice"].split("%")[0])
+            on_hub_page |= "of your GPU-hours for Tiny Quota" in browser.get(f"{hub.url}/hub/home", timeout=30).text
         assert time.monotonic() - started < 60, "the sandbox was never stopped"
         time.sleep(0.5)
     me = hub.service("GET", "me", token=token).json()
     assert notices, "the learner was never warned"
+    assert on_hub_page, "the warning never showed on the hub's home page"
     assert me["stopped"] and "used up" in me["stopped"][0]["reason"]
     tiny = next(c for c in me["courses"] if c["id"] == "tiny")
     assert not tiny["can_start"] and "resets on" in tiny["why_not"]

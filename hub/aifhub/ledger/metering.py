@@ -42,6 +42,8 @@ def charge(db, session, until, rates=None):
     crash loses or duplicates nothing.
     """
     since = session.last_charged_at or session.started_at
+    if session.charge_until is not None:
+        until = min(until, session.charge_until)
     if until <= since:
         return None
     elapsed_ms = int((until - since).total_seconds() * 1000)
@@ -77,13 +79,23 @@ class TickResult:
     stops: list = field(default_factory=list)  # (user, server_name, reason)
 
 
+def _stop(session, now, reason, result):
+    """Decide to stop: nothing after ``now`` is charged, however long the sandbox takes to stop."""
+    if session.charge_until is None:
+        session.charge_until = now
+        session.stop_reason = reason
+    result.stops.append((session.user, session.server_name, session.stop_reason))
+
+
 def _enforce(session, course, limits, weight, now, grace_s, result):
     """Warn at 80 and 90 percent; stop when a limit or max_session runs out (notice ``grace_s`` ahead)."""
     if course is None:
         return
-    if session.max_session_s and (now - session.started_at).total_seconds() >= session.max_session_s:
-        session.stop_reason = f"The longest session of {course.title} ({course.sandbox.max_session}) is reached."
+    if session.charge_until is not None:  # already told to stop: ask again until the hub has
         result.stops.append((session.user, session.server_name, session.stop_reason))
+        return
+    if session.max_session_s and (now - session.started_at).total_seconds() >= session.max_session_s:
+        _stop(session, now, f"The longest session of {course.title} ({course.sandbox.max_session}) is reached.", result)
         return
     draws = {"gpu": session.gpu_count > 0, "cpu": True}
     limits = [lim for lim in limits if draws[lim.unit]]
@@ -91,8 +103,7 @@ def _enforce(session, course, limits, weight, now, grace_s, result):
         return
     tightest = max(limits, key=lambda lim: lim.percent)
     if tightest.used_ms >= tightest.limit_ms:
-        session.stop_reason = tightest.refusal(course).message
-        result.stops.append((session.user, session.server_name, session.stop_reason))
+        _stop(session, now, tightest.refusal(course).message, result)
         return
     rate = session.gpu_count * weight / PPM if tightest.unit == "gpu" else session.cpu_millis / 1000
     seconds_left = (tightest.limit_ms - tightest.used_ms) / 1000 / rate if rate else float("inf")

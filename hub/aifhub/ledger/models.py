@@ -57,6 +57,8 @@ class SandboxSession(Base):
     charged_cpu_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     last_charged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # set when the service decides to stop the sandbox: nothing after it is charged
+    charge_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # enforcement: the highest warning shown (80, 90), and why the sandbox was stopped
     warned_percent: Mapped[int] = mapped_column(Integer, default=0)
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -32,6 +32,7 @@ def upgrade():
             t.add_column(sa.Column(name, sa.BigInteger, nullable=False, server_default="0"))
         t.add_column(sa.Column("seq", sa.Integer, nullable=False, server_default="0"))
         t.add_column(sa.Column("last_charged_at", sa.DateTime, nullable=True))
+        t.add_column(sa.Column("charge_until", sa.DateTime, nullable=True))
         t.add_column(sa.Column("warned_percent", sa.Integer, nullable=False, server_default="0"))
         t.add_column(sa.Column("stop_reason", sa.Text, nullable=True))
     op.create_table(
@@ -90,6 +91,6 @@ def downgrade():
     op.drop_table("allocation_changes")
     op.drop_table("allocations")
     with op.batch_alter_table("sandbox_sessions") as t:
-        for name in ("stop_reason", "warned_percent", "last_charged_at", "seq", "charged_cpu_ms", "charged_gpu_ms",
+        for name in ("stop_reason", "warned_percent", "charge_until", "last_charged_at", "seq", "charged_cpu_ms", "charged_gpu_ms",
                      "hold_cpu_ms", "hold_gpu_ms", "max_session_s", "cpu_millis", "gpu_count", "allocation_id"):
             t.drop_column(name)
