@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup chromium bench clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -29,6 +29,14 @@ node_modules/.installed: package.json
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm (and node) are needed for the proxy: install Node.js >= 18 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 	npm install --no-audit --no-fund --silent
 	@touch $@
+
+# The browser tests drive Debian's Chromium; install it when we can (root with apt), else they skip.
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || { \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+	  echo "make: /usr/bin/chromium is missing and could not be installed (apt-get install chromium, as root): the browser tests will skip" >&2
 
 bench: setup
 	$(BIN)/python -m bench
