@@ -144,3 +144,54 @@ def test_learners_see_only_their_own_usage(hub):
     assert {r["user"] for r in in_course} == {"counted"}  # a learner filtering by course still sees only their own
     teacher = hub.service("GET", "usage?course=dl-basics", token=hub.token_for("instructor")).json()["sessions"]
     assert "counted" in {r["user"] for r in teacher}
+
+
+def test_instructor_grades_through_the_course_page_and_the_learner_sees_grade_and_feedback(hub):
+    import time
+
+    from gradingkit import ASSIGNMENT, COURSE, blank_notebook, solution_notebook, submit
+
+    teacher = login(hub, "instructor")
+    course, token = page(hub, teacher, f"courses/{COURSE}")
+    assert 'id="assignments"' in course.text and f'id="assignment-{ASSIGNMENT}"' in course.text
+
+    def act(action):
+        return teacher.post(f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/{action}",
+                            data={"_xsrf": token}, timeout=120)
+
+    assert flash(act("release")) == [("ok", f"Released {ASSIGNMENT}: learners can fetch it now.")]
+    for user, nb in (("gradee", solution_notebook()), ("zero", blank_notebook())):
+        hub.ensure_user(user)
+        hub.service("POST", f"courses/{COURSE}/enrol", token=hub.token_for(user))
+        assert submit(hub, user, nb).status_code == 201
+    assert flash(act("collect")) == [("ok", f"Collected {ASSIGNMENT}: 2 submission(s).")]
+    assert flash(act("autograde")) == [("ok", f"Queued 2 submission(s) of {ASSIGNMENT} for grading.")]
+    deadline = time.monotonic() + 120
+    while True:
+        view, _ = page(hub, teacher, f"courses/{COURSE}")
+        if "2 done, 0 failed, 0 running, 0 queued" in view.text:
+            break
+        assert time.monotonic() < deadline, "grading did not finish"
+        time.sleep(1)
+    assert 'class="grading-progress" value="2" max="2"' in view.text and 'id="grade-distribution"' in view.text
+    assert "2 graded submissions" in view.text
+    assert flash(act("feedback")) == [("ok", f"Released feedback on {ASSIGNMENT} to 2 learner(s).")]
+
+    learner = login(hub, "gradee")
+    mine, _ = page(hub, learner, f"courses/{COURSE}")
+    assert "<td>10 / 10</td>" in mine.text
+    link = f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback/{ASSIGNMENT}"
+    fb, _ = page(hub, learner, link)
+    assert fb.status_code == 200 and "sandbox" in fb.headers["Content-Security-Policy"] and ASSIGNMENT in fb.text
+    other, _ = page(hub, login(hub, "outsider2"), link)
+    assert other.status_code == 404  # one's feedback is nobody else's
+    home, _ = page(hub, learner, "")
+    assert f"{ASSIGNMENT}: graded 10 / 10" in home.text
+    zero, _ = page(hub, login(hub, "zero"), f"courses/{COURSE}")
+    assert "<td>0 / 10</td>" in zero.text
+
+    csv_text = teacher.get(f"{hub.url}/services/aifhub/api/v1/courses/{COURSE}/grades?format=csv", timeout=60).text
+    assert "gradee" in csv_text and "zero" in csv_text
+    learner_action = learner.post(f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/release",
+                                  data={"_xsrf": page(hub, learner, "")[1]}, timeout=30)
+    assert learner_action.status_code == 403

@@ -11,9 +11,10 @@ from urllib.parse import urlencode
 
 from tornado import web
 
+from ..grading.manager import GradingError
 from ..ledger import allocations, reports
 from ..ledger.errors import Refusal
-from . import charts
+from . import charts, grading_view
 from .base import BaseHandler
 
 
@@ -44,6 +45,10 @@ class PageHandler(BaseHandler):
         query = urlencode({k: v for k, v in (("ok", ok), ("error", error)) if v})
         self.redirect(self.settings["service_prefix"] + path + (f"?{query}" if query else ""))
 
+    @property
+    def grading(self):
+        return self.settings["aifhub_grading"]
+
     def course_or_404(self, course_id):
         course = self.core.catalog.get(course_id)
         if course is None:
@@ -61,6 +66,10 @@ class HomePage(PageHandler):
         instructs = [c for c in self.core.catalog.courses.values() if c.is_instructor(self.user_name)]
         broken = self.core.broken_courses() if (self.admin or instructs) else {}
         offers = self.core.offers(self.user_name, self.admin)
+        for offer in offers:
+            course = self.core.catalog.get(offer["id"])
+            offer["assignments_status"] = grading_view.learner_assignments(self.grading, course, self.user_name) \
+                if offer["enrolled"] else []
         self.render_page(
             "home.html", offers=offers, broken=broken, running=self.core.running_courses(self.user_name),
             notice=self.core.notices(self.user_name).get(self.user_name),
@@ -94,7 +103,7 @@ class CoursePage(PageHandler):
             usage = reports.per_learner(s, course.id)
         roster = self.core.roster(course)
         return {
-            "roster": roster, "usage": usage,
+            "roster": roster, "usage": usage, "grading": grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
                                        f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
         }
@@ -109,6 +118,8 @@ class CoursePage(PageHandler):
         self.render_page("course.html", course=course, decision=decision, instructor=instructor,
                          quota=self.core.quotas(course, self.user_name) if decision.allowed else [],
                          running=course.id in self.core.running_courses(self.user_name),
+                         my_assignments=grading_view.learner_assignments(self.grading, course, self.user_name)
+                         if decision.allowed else [],
                          **(self.instructor_view(course) if instructor else {}))
 
 
@@ -143,6 +154,47 @@ class RosterAction(PageHandler):
             return self.back(path, ok=f"Imported {len(added)} learner(s).")
         except Refusal as refusal:
             return self.back(path, error=refusal.message)
+
+
+class AssignmentAction(PageHandler):
+    """Release, collect, autograde, release feedback: the instructor's buttons."""
+
+    @web.authenticated
+    async def post(self, course_id, assignment, action):
+        course = self.course_or_404(course_id)
+        self.require_instructor(course)
+        if assignment not in course.assignments:
+            return self.back(f"courses/{course.id}", error=f"{course.title} has no assignment '{assignment}'.")
+        try:
+            if action == "release":
+                await self.grading.release(course.id, assignment)
+                message = f"Released {assignment}: learners can fetch it now."
+            elif action == "collect":
+                result = await self.grading.collect(course.id, assignment)
+                message = f"Collected {assignment}: {len(result['collected'])} submission(s)."
+            elif action == "autograde":
+                result = await self.grading.autograde(course.id, assignment, requested_by=self.user_name)
+                message = f"Queued {len(result['jobs'])} submission(s) of {assignment} for grading."
+            else:
+                result = await self.grading.release_feedback(course.id, assignment)
+                message = f"Released feedback on {assignment} to {len(result['released_to'])} learner(s)."
+        except GradingError as exc:
+            return self.back(f"courses/{course.id}", error=exc.message)
+        self.back(f"courses/{course.id}", ok=message)
+
+
+class FeedbackPage(PageHandler):
+    """A learner's own released feedback, as nbgrader rendered it (scripts disabled)."""
+
+    @web.authenticated
+    def get(self, course_id, assignment, notebook):
+        course = self.course_or_404(course_id)
+        html = grading_view.feedback_html(self.grading, course.id, assignment, self.user_name, notebook)
+        if html is None:
+            raise web.HTTPError(404, f"No feedback on {assignment} / {notebook} has been released to you.")
+        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(html)
 
 
 class AdminPage(PageHandler):

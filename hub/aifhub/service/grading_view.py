@@ -1,0 +1,68 @@
+"""What the pages show of grading: assignment status for learners, queue progress and grades for instructors.
+
+Read from the grading manager's records (jobs, submissions, released feedback); the nbgrader
+steps themselves run in the grading manager.
+"""
+
+from ..grading.coursedir import GradingDir
+from ..grading.store import read_folder
+from . import charts
+
+ACTIVE = ("queued", "running")
+
+
+def latest_results(jobs):
+    """``{(assignment, student): job}`` of the newest finished job of each submission."""
+    out = {}
+    for job in jobs:
+        if job["state"] in ("done", "failed"):
+            out[(job["assignment_id"], job["student_id"])] = job
+    return out
+
+
+def learner_assignments(grading, course, user):
+    """Per released assignment: submissions, whether feedback is out, and the score once it is."""
+    results = latest_results(grading.jobs(course.id))
+    rows = []
+    for entry in grading.listing(course.id, user):
+        a = entry["assignment_id"]
+        job = results.get((a, user))
+        feedback = entry["feedback"]
+        rows.append({
+            "assignment": a, "submitted": len(entry["submissions"]),
+            "last_submitted": entry["submissions"][-1]["timestamp"] if entry["submissions"] else None,
+            "feedback": sorted(feedback["notebooks"]) if feedback else [],
+            "score": job["score"] if feedback and job and job["state"] == "done" else None,
+            "max_score": job["max_score"] if feedback and job else None,
+        })
+    return rows
+
+
+def feedback_html(grading, course_id, assignment, user, notebook):
+    """The learner's own released feedback for one notebook, or None."""
+    folder = GradingDir(grading.root, course_id).released_feedback(user, assignment)
+    return read_folder(folder, "*.html").get(f"{notebook}.html")
+
+
+def instructor_grading(grading, course):
+    jobs = grading.jobs(course.id)
+    released = {e["assignment_id"] for e in grading.released(course.id)}
+    per_assignment = []
+    for a in course.assignments:
+        mine = [j for j in jobs if j["assignment_id"] == a]
+        counts = {state: sum(j["state"] == state for j in mine) for state in ("queued", "running", "done", "failed")}
+        per_assignment.append({
+            "assignment": a, "released": a in released, "submissions": len(grading.submissions(course.id, a)),
+            "jobs": counts, "total_jobs": len(mine),
+        })
+    results = [j for j in latest_results(jobs).values() if j["state"] == "done" and j["max_score"]]
+    bins = [0] * 10
+    for j in results:
+        bins[min(int(10 * j["score"] / j["max_score"]), 9)] += 1
+    chart = charts.bars([(f"{10 * i}-{10 * i + 9 if i < 9 else 100}%", n) for i, n in enumerate(bins)],
+                        f"Grade distribution in {course.title} ({len(results)} graded submissions)",
+                        element_id="grade-distribution", unit="submissions")
+    return {
+        "assignments": per_assignment, "recent_jobs": list(reversed(jobs[-30:])),
+        "grading_active": any(j["state"] in ACTIVE for j in jobs), "grade_chart": chart,
+    }
