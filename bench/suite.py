@@ -11,6 +11,7 @@ from pathlib import Path
 from . import report
 from .api import api_throughput
 from .footprint import service_footprint
+from .grading import grading_throughput
 from .ledger import admission_latency, metering_tick
 from .hubs import REPO, PlainHub, aifhub_hub, running, scratch_dir
 from .report import Row
@@ -34,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--intervals", type=int, default=3, help="metering intervals measured idle and loaded (default: 3)")
     p.add_argument("--admissions", type=int, default=200, help="admissions timed for the ledger latency (default: 200)")
     p.add_argument("--tick-sessions", type=int, default=10_000, help="running sessions in the metering tick (default: 10000)")
+    p.add_argument("--grading-submissions", type=int, default=20, help="submissions autograded per side (default: 20)")
+    p.add_argument("--grading-workers", type=int, default=0, help="grading queue workers (default: 0, one per core)")
     p.add_argument("--only", nargs="+", choices=FIGURES, help="run only these benchmarks")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report (default: docs/benchmarks.md)")
     p.add_argument("--no-write", action="store_true", help="print the table only")
@@ -129,6 +132,17 @@ def ledger_rows(a, m):
     ], [f"- Ledger: in process on SQLite; a tick charges every session (one event each) and checks every limit."]
 
 
+def grading_rows(g):
+    n = g["submissions"]
+    row = Row(f"Autograding {n} submissions: queue ({g['workers']} workers, sandboxed) vs serial nbgrader autograde",
+              f"{g['queue_s']:.1f} s", f"{g['serial_s']:.1f} s", g["ratio"], ">= 1.7 (2 cores)", g["ratio"] >= 1.7)
+    details = [f"- Grading: {n} submissions of dl-basics/ps1-digits ({g['full_marks']} with full marks), "
+               f"{g['per_submission_queue_s']:.2f} s per submission through the queue against "
+               f"{g['per_submission_serial_s']:.2f} s serially, {g['cores']} cores; the queue's time includes "
+               "starting its workers; both sides gave the same scores."]
+    return [row], details
+
+
 def _s(x):
     return "-" if x is None else f"{x:.2f} s"
 
@@ -178,6 +192,9 @@ def run(args):
         if "ledger" in wanted:
             attempt("ledger", lambda: ledger_rows(admission_latency(scratch / "ledger", args.admissions),
                                                    metering_tick(scratch / "ledger", args.tick_sessions)))
+        if "grading" in wanted:
+            attempt("grading queue", lambda: grading_rows(grading_throughput(
+                scratch / "grading", submissions=args.grading_submissions, workers=args.grading_workers)))
     finally:
         if args.keep:
             print(f"scratch directory kept: {scratch}", file=sys.stderr)

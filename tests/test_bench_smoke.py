@@ -17,6 +17,7 @@ if str(REPO) not in sys.path:
 from bench import report, suite  # noqa: E402
 from bench.api import api_throughput  # noqa: E402
 from bench.footprint import service_footprint  # noqa: E402
+from bench.grading import grading_throughput  # noqa: E402
 from bench.hubs import PlainHub, aifhub_hub, running  # noqa: E402
 from bench.spawn import spawn_overhead, spawn_storm  # noqa: E402
 from bench.startup import PHASES, sandbox_breakdown, server_start_probe  # noqa: E402
@@ -86,6 +87,13 @@ def test_service_footprint(hub_dir):
         assert f[side]["rss_mb"] > 10 and seconds(f[side]["cpu_pct"])
     assert f["rss_ratio"] > 0 and f["admit_ms_each"] > 0
     well_formed(suite.footprint_rows(f)[0])
+
+
+def test_grading_throughput(hub_dir):
+    g = grading_throughput(hub_dir / "grading", submissions=2, workers=2)
+    assert g["submissions"] == 2 and g["workers"] == 2 and g["full_marks"] == 1
+    assert seconds(g["queue_s"]) and seconds(g["serial_s"]) and g["ratio"] > 0
+    well_formed(suite.grading_rows(g)[0])
 
 
 def test_report_is_written(tmp_path):

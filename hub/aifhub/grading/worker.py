@@ -149,8 +149,7 @@ class Worker:
         self.spec_path.write_text(json.dumps(spec))
         os.environ["JUPYTER_RUNTIME_DIR"] = str(conn)  # connection file and ipc sockets: where the kernel can reach
         try:
-            gd, _ = self.api(req)
-            config = gd.nbgrader_config(req.get("cell_timeout", 60))
+            config = gd0.nbgrader_config(req.get("cell_timeout", 60))
             config.Execute.kernel_name = KERNEL_NAME
             config.KernelManager.transport = "ipc"  # ZeroMQ over unix sockets: reachable from the kernel's netns
             config.KernelManager.connection_file = str(conn / "kernel.json")
