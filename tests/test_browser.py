@@ -51,10 +51,6 @@ if (location.pathname.includes("/hub/spawn-pending/")) {
 """
 
 
-class PageMissing(AssertionError):
-    """A part of the page contract that is not built yet (the tests that need it are xfail)."""
-
-
 def add_ended_course(courses):
     (courses / "old-mooc").mkdir()
     (courses / "old-mooc" / "course.yaml").write_text(ENDED_COURSE)
@@ -250,15 +246,12 @@ def test_instructor_adds_and_imports_learners_on_the_course_page(hub, users):
     assert GPU_COURSE in {c["id"] for c in mine}, mine
 
 
-@pytest.mark.xfail(strict=True, raises=PageMissing,
-                   reason="the instructor page has no section#assignments (Release/Collect/Autograde/Release feedback, grading progress) yet")
 def test_instructor_releases_an_assignment_and_watches_grading_progress(hub, users):
     from playwright.sync_api import expect
 
     page = users("instructor")
     goto(page, hub, f"{SERVICE}courses/{GPU_COURSE}")
-    if page.locator("section#assignments").count() != 1:
-        raise PageMissing("no section#assignments on the instructor's course page")
+    assert page.locator("section#assignments").count() == 1, "no section#assignments on the instructor's course page"
     section = page.locator("section#assignments")
 
     def click(action):
