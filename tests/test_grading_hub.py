@@ -12,6 +12,7 @@ import time
 
 import nbformat
 import pytest
+import requests
 from conftest import AS_ROOT, start_hub
 from gradingkit import ASSIGNMENT, COURSE, archive, blank_notebook, notebook_b64, solution_notebook, submit, with_cell, with_extra_cells
 
@@ -248,3 +249,26 @@ def test_sandboxed_grading_isolation_timeouts_memory(hub, released):
     ps = subprocess.run(["ps", "-eo", "uid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
     left = [line for line in ps if int(line.split()[0]) >= 300000 and not line.split()[1].startswith("Z")]
     assert not left, f"grading processes were left running: {left}"
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="course groups for instructors' sandboxes need the hub to run as root")
+def test_instructor_grades_by_hand_in_formgrader_in_their_sandbox(hub, released):
+    if not hub.service("GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions").json()["submissions"]:
+        hub.service("POST", f"courses/{COURSE}/enrol", token=hub.token_for("carol"))
+        assert submit(hub, "carol", solution_notebook()).status_code == 201
+        hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect")
+    r = hub.spawn("instructor", COURSE)
+    assert r.status_code in (201, 202), r.text
+    token = hub.token_for("instructor")
+    got = requests.get(f"{hub.url}/user/instructor/formgrader/api/assignments",
+                       headers={"Authorization": f"token {token}"}, timeout=60)
+    assert got.status_code == 200, got.text[:300]
+    assignments = {a["name"]: a for a in got.json()}
+    assert assignments[ASSIGNMENT]["num_submissions"] >= 1, assignments
+    # a learner's sandbox sees none of it
+    hub.ensure_user("alice")
+    if hub.server_model("alice") is None:
+        hub.spawn("alice", COURSE)
+    probe = f"import os\ntry:\n    os.listdir({str(hub.state_dir / 'grading' / COURSE)!r})\n    print('LISTED')\nexcept PermissionError:\n    print('denied')"
+    assert hub.run_in_kernel("alice", probe).strip() == "denied"
+    hub.stop_server("instructor")

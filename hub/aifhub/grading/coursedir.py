@@ -80,8 +80,8 @@ class GradingDir:
     def ensure(self, cell_timeout=60):
         """Create the folders (private) and (re)write the generated nbgrader config."""
         self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.root.mkdir(mode=0o700, exist_ok=True)
-        self.root.chmod(0o700)
+        if not self.root.exists():
+            self.root.mkdir(mode=0o700)
         for name in (*STEPS, "exchange", "exchange/outbound", "exchange/inbound", "exchange/feedback"):
             (self.root / name).mkdir(mode=0o700, exist_ok=True)
         text = CONFIG_TEMPLATE.format(course_id=self.course_id, root=str(self.root), db_url=self.db_url,

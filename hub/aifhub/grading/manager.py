@@ -22,6 +22,7 @@ from ..catalog.model import parse_memory
 from ..ledger.models import utcnow
 from ..ledger.sandboxes import is_enrolled
 from .coursedir import GradingDir, check_name
+from .sandbox_config import course_gid
 from .models import GradingJob, Submission
 from .store import human_size, md5, pack, read_folder, unpack
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
@@ -122,8 +123,29 @@ class GradingManager(LoggingConfigurable):
             return "learner" if is_enrolled(s, user, course.id) else None
 
     def dir(self, course_id):
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         return GradingDir(self.root, course_id).ensure(self.cell_timeout)
+
+    def share(self, course_id):
+        """Give the course's group (its instructors' sandboxes, for formgrader) the course directory,
+        not the exchange's inbound (submissions as received). Only when the service runs as root."""
+        if not self.isolated or os.geteuid() != 0:
+            return
+        gid = course_gid(course_id)
+        root = self.root / course_id
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel = Path(dirpath).relative_to(root)
+            if rel.parts[:1] in (("exchange",), (".workers",)) or rel.name.startswith("."):
+                dirnames[:] = []
+                continue
+            os.chown(dirpath, 0, gid)
+            os.chmod(dirpath, 0o2770)
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                st = os.lstat(path)
+                os.lchown(path, st.st_uid, gid)
+                os.chmod(path, (st.st_mode & 0o777) | 0o060)
+
 
     def size_limit(self, course_id):
         return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
@@ -152,6 +174,7 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(self._base(course_id) | {"op": "release", "assignment": assignment,
                                                            "course_path": str(course.path)}, "release")
+        await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released": True, "notebooks": answer.get("notebooks", [])}
 
     def _latest_submissions(self, course_id, assignment):
@@ -183,6 +206,7 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self._collect_files, course_id, assignment, latest)
         if latest:
             await self._step(self._base(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
+        await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
 
     async def autograde(self, course_id, assignment, requested_by="", students=None):
@@ -226,6 +250,7 @@ class GradingManager(LoggingConfigurable):
         check_name("assignment id", assignment)
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(self._base(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
+        await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released_to": answer.get("students", [])}
 
     async def grades(self, course_id):
@@ -410,6 +435,7 @@ class GradingManager(LoggingConfigurable):
                 self._finish(job["id"], state="failed", reason="error", detail=str(exc))
             return
         took = asyncio.get_running_loop().time() - started
+        await asyncio.to_thread(self.share, job["course_id"])
         reason, texts = self._describe(answer)
         if answer.get("ok"):
             detail = f"graded in {took:.1f} s" + ("; " + "; ".join(texts) if texts else "")
@@ -467,7 +493,8 @@ class GradingManager(LoggingConfigurable):
 
     def start(self):
         """Start the queue's workers on the running event loop (they start their processes on first use)."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.root.chmod(0o711)  # traversable: instructors' sandboxes reach their course's directory
         self.scratch.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.scratch.chmod(0o711)
         self._recover()

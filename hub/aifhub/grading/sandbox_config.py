@@ -6,7 +6,11 @@ readable by sandboxes and returns the environment that points nbgrader at it
 """
 
 import os
+import zlib
 from pathlib import Path
+
+GRADING_LINK = "course-grading"
+FIRST_COURSE_GID = 400000  # course groups: instructors' sandboxes join their course's group
 
 # trait of nbgrader's ExchangeFactory -> class name in aifhub.grading.exchange (not imported here:
 # the hub process calls this module and must not load nbgrader)
@@ -33,6 +37,10 @@ def config_text():
         "c.CourseDirectory.course_id = os.environ.get('AIFHUB_COURSE', '')\n",
         "c.Exchange.path_includes_course = False\n",
         "c.Exchange.assignment_dir = os.environ.get('AIFHUB_ASSIGNMENT_DIR', '.')\n",
+        "# instructors: formgrader works on the service's course directory and gradebook\n",
+        "if os.environ.get('AIFHUB_GRADING_DIR'):\n",
+        "    c.CourseDirectory.root = os.environ['AIFHUB_GRADING_DIR']\n",
+        "    c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(os.environ['AIFHUB_GRADING_DIR'], 'gradebook.db')\n",
     ]
     return "".join(lines)
 
@@ -52,8 +60,14 @@ def write_config(folder):
     return folder
 
 
-def sandbox_env(state_dir, service_url, work_dir=None, existing=None):
-    """Environment for a sandbox: nbgrader's config path and the exchange's URL."""
+def course_gid(course_id):
+    """The group of a course's grading directory (instructors' sandboxes are members)."""
+    return FIRST_COURSE_GID + zlib.crc32(course_id.encode()) % 100000
+
+
+def sandbox_env(state_dir, service_url, work_dir=None, existing=None, instructor_of=None):
+    """Environment for a sandbox: nbgrader's config path and the exchange's URL; for an instructor of
+    ``instructor_of``, also the course's grading directory (formgrader)."""
     folder = write_config(Path(state_dir).resolve() / "nbgrader-sandbox")
     paths = [str(folder)]
     if existing and existing.get("JUPYTER_CONFIG_PATH"):
@@ -61,4 +75,18 @@ def sandbox_env(state_dir, service_url, work_dir=None, existing=None):
     env = {"JUPYTER_CONFIG_PATH": os.pathsep.join(paths), "AIFHUB_EXCHANGE_URL": service_url}
     if work_dir:
         env["AIFHUB_ASSIGNMENT_DIR"] = str(work_dir)
+    if instructor_of and work_dir:
+        env["AIFHUB_GRADING_DIR"] = str(link_grading_dir(state_dir, instructor_of, work_dir))
     return env
+
+
+def link_grading_dir(state_dir, course_id, work_dir):
+    """``<work>/course-grading`` -> the course's grading directory: formgrader wants the course directory
+    inside the notebook server's root."""
+    link = Path(work_dir) / GRADING_LINK
+    target = Path(state_dir).resolve() / "grading" / course_id
+    if link.is_symlink() and os.readlink(link) != str(target):
+        link.unlink()
+    if not link.is_symlink() and not link.exists():
+        os.symlink(target, link)
+    return link

@@ -15,7 +15,7 @@ from subprocess import SubprocessError
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
-from ..grading.sandbox_config import sandbox_env
+from ..grading.sandbox_config import course_gid, sandbox_env
 from .mixin import CourseSpawnerMixin
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
@@ -102,10 +102,11 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
     def make_preexec_fn(self, name):
         uid = self.admission["uid"] if self.isolated else None
         cwd = str(self.home / self.admission["course"]["id"])
+        groups = [course_gid(self.admission["course"]["id"])] if self._teaches() else []
 
         def preexec():
             if uid is not None:
-                os.setgroups([])
+                os.setgroups(groups)  # instructors: their course's grading group (formgrader)
                 os.setgid(uid)
                 os.setuid(uid)
             os.umask(0o077)
@@ -125,8 +126,12 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         env["AIFHUB_COURSE"] = admission["course"]["id"]
         env.update(self.gpu_env(admission["devices"]))
         # nbgrader in the sandbox uses aifhub's exchange (HTTP to the service, with this sandbox's token)
-        env.update(sandbox_env(Path(self.work_root).parent, self.service_url, self.home / env["AIFHUB_COURSE"], env))
+        env.update(sandbox_env(Path(self.work_root).parent, self.service_url, self.home / env["AIFHUB_COURSE"], env,
+                               instructor_of=env["AIFHUB_COURSE"] if self._teaches() else None))
         return env
+
+    def _teaches(self):
+        return (self.admission or {}).get("role") in ("instructor", "admin")
 
     async def start(self):
         if not self.isolated:
