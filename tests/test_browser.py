@@ -51,14 +51,28 @@ if (location.pathname.includes("/hub/spawn-pending/")) {
 """
 
 
-def add_ended_course(courses):
-    (courses / "old-mooc").mkdir()
-    (courses / "old-mooc" / "course.yaml").write_text(ENDED_COURSE)
+# a CPU course whose learners run out of time in seconds (11 s of CPU-hours a day)
+TINY_COURSE = """id: tiny-quota
+title: Tiny Quota Taster
+kind: mooc
+enrollment: open
+instructors: [instructor2]
+sandbox: {image: cpu-base, cpu: 1, memory: 1G, max_session: 1h}
+allocation: EHPC-AIF-2026-PG01
+quota:
+  per_learner: {cpu_hours: 0.003, window: day}
+"""
+
+
+def add_courses(courses):
+    for name, text in (("old-mooc", ENDED_COURSE), ("tiny-quota", TINY_COURSE)):
+        (courses / name).mkdir()
+        (courses / name / "course.yaml").write_text(text)
 
 
 @pytest.fixture(scope="module")
 def hub(hub_dir):
-    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_ended_course)
+    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_courses, env={"AIFHUB_STOP_GRACE": "3"})
     yield hub
     hub.stop()
 
@@ -211,6 +225,32 @@ def test_learner_enrols_starts_the_mooc_sandbox_sees_quota_and_stops_it(hub, use
     wait_until(f"{name}'s sandbox stopped", lambda: hub.server_model(name) is None)
     goto(page, hub, SERVICE)
     expect(page.locator(f"section#course-{MOOC}").get_by_role("link", name="Start sandbox")).to_be_visible()
+
+
+def test_learner_near_and_over_quota_sees_a_banner(hub, users):
+    from playwright.sync_api import expect
+
+    name, course = "grace", "tiny-quota"
+    page = users(name)
+    assert hub.spawn(name, course).status_code in (201, 202)
+    banner = page.locator("div.aifhub-banner[role=alert]")
+
+    def warned():
+        goto(page, hub, SERVICE)
+        return banner.count()
+
+    wait_until("the learner home warns that the quota is nearly used", warned, timeout=60, interval=1)
+    expect(banner.first).to_contain_text(re.compile(r"Tiny Quota Taster|tiny-quota"))
+    screenshot(page, "learner-home-quota-banner")
+
+    # out of time: stopped after the grace period; the home page says so and tells why it cannot start
+    wait_until(f"{name}'s sandbox stopped at the quota", lambda: hub.server_model(name) is None, timeout=60)
+    goto(page, hub, SERVICE)
+    expect(banner.first).to_contain_text(re.compile(r"Tiny Quota Taster|tiny-quota"))
+    card = page.locator(f"section#course-{course}")
+    expect(card.locator("p.why-not")).to_contain_text(re.compile(r"\S"))
+    expect(card.get_by_role("link", name="Start sandbox")).to_have_count(0)
+    screenshot(page, "learner-home-over-quota")
 
 
 # -- 2. an instructor: roster, and assignments with grading progress --------------------------------------
