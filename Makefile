@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	# jsonschema imports rfc3987-syntax eagerly when present (~1 s of grammar building in every
 	# sandbox, hub and service start); no Jupyter schema uses the IRI formats it checks.
 	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
+	# sandboxes load nothing from the internet: no JupyterLab news feed
+	$(BIN)/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1
+	$(BIN)/jupyter labextension lock --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1
 	@touch $@
 
 node_modules/.installed: package.json
