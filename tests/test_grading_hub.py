@@ -112,6 +112,18 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
     cached = nbgrader_in_kernel(hub, "bob", "list", "--cached")
     assert "(feedback already fetched)" in cached, cached
 
+    # what JupyterLab's Assignments tab asks the sandbox's nbgrader extension
+    tab = requests.get(f"{hub.url}/user/alice/assignments?course_id={COURSE}", timeout=60,
+                       headers={"Authorization": f"token {hub.token_for('alice')}"}).json()
+    assert tab["success"], tab
+    states = {(a["assignment_id"], a["status"]) for a in tab["value"]}
+    assert (ASSIGNMENT, "fetched") in states and (ASSIGNMENT, "submitted") in states, tab
+    submitted = next(a for a in tab["value"] if a["status"] == "submitted")
+    assert submitted["submissions"][-1]["has_local_feedback"], submitted
+    courses = requests.get(f"{hub.url}/user/alice/courses", timeout=60,
+                           headers={"Authorization": f"token {hub.token_for('alice')}"}).json()
+    assert courses == {"success": True, "value": [COURSE]}, courses
+
 
 def test_a_learner_cannot_act_as_another_or_in_another_course(hub):
     alice = hub.token_for("alice")
