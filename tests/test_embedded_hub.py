@@ -182,6 +182,7 @@ attempts = {{
     'read hub db': lambda: open({str(hub.state_dir / 'jupyterhub.sqlite')!r}, 'rb').read(1),
     'read secrets': lambda: os.listdir({str(hub.state_dir / 'secrets')!r}),
     'read cookie secret': lambda: open({str(hub.state_dir / 'jupyterhub_cookie_secret')!r}).read(),
+    'read the solutions': lambda: open({str(hub.courses_dir / 'dl-basics' / 'source' / 'ps1-digits' / 'ps1-digits.ipynb')!r}).read(),
 }}
 for what, attempt in attempts.items():
     try:
@@ -193,7 +194,7 @@ print('uid', os.getuid(), 'course', os.environ['AIFHUB_COURSE'], 'cwd', os.getcw
 """
     out = hub.run_in_kernel("alice", probe)
     assert "SUCCEEDED" not in out, out
-    assert out.count("denied") == 7, out
+    assert out.count("denied") == 8, out
     assert f"course dl-basics cwd {hub.state_dir / 'work' / 'alice' / 'dl-basics'}" in out
     uid = int(out.split("uid ")[1].split()[0])
     assert uid >= 200000

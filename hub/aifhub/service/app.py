@@ -199,7 +199,7 @@ class AifhubService(Application):
         db = Database(self.db_url)
         core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub,
                            default_session_s=int(self.default_session_hours * 3600), stop_grace_s=self.stop_grace,
-                           settle_grace_s=self.reconcile_grace)
+                           settle_grace_s=self.reconcile_grace, protect_sources=self.isolated)
         if self.demo:
             core.seed_allocations(self.demo_allocations)
 

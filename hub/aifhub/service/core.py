@@ -37,7 +37,7 @@ def instructor_group(course_id):
 
 class ServiceCore:
     def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None,
-                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10):
+                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10, protect_sources=False):
         self.db = db
         self.course_dirs = list(course_dirs)
         self.images_dir = images_dir
@@ -47,6 +47,7 @@ class ServiceCore:
         self.default_session_s = default_session_s
         self.stop_grace_s = stop_grace_s
         self.settle_grace_s = settle_grace_s
+        self.protect_sources = protect_sources
         self.refusals = {}  # reason -> count, for the metrics
         self.catalog = None
         self._fingerprint = None
@@ -65,7 +66,24 @@ class ServiceCore:
         for name, problems in self.catalog.broken.items():
             log.warning("Course %s is broken and unavailable:\n  %s", name, "\n  ".join(map(str, problems)))
         log.info("Catalog: %d course(s), %d broken", len(self.catalog.courses), len(self.catalog.broken))
+        if self.protect_sources:
+            self._protect_sources()
         return True
+
+    def _protect_sources(self):
+        """Instructors' nbgrader sources (solutions, hidden tests) readable by the hub's user only.
+
+        Learners' sandboxes and grading kernels run as other uids; the hub copies materials for them
+        and the grading workers copy what they grade, so nothing of theirs needs to read ``source/``.
+        """
+        for course in self.catalog.courses.values():
+            source = course.path / "source"
+            try:
+                if source.is_dir() and source.stat().st_mode & 0o077:
+                    source.chmod(0o700)
+                    log.info("Made %s private to the hub's user (it holds solutions)", source)
+            except OSError as exc:
+                log.warning("Could not make %s private: %s", source, exc)
 
     def desired_groups(self):
         """``{group: members}`` that rosters, enrolments and instructor lists call for."""
