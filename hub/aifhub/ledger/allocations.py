@@ -89,6 +89,7 @@ def describe(db, allocation, today=None):
         "owner": allocation.owner, "status": allocation.status,
         "usable": problem is None, "why_not": problem[1] if problem else None,
         "start": allocation.start_date.isoformat() if allocation.start_date else None,
+        "created": allocation.created_at.isoformat(),
         "end": allocation.end_date.isoformat() if allocation.end_date else None,
         "granted_gpu_hours": ms_to_hours(b["granted_gpu_ms"]), "used_gpu_hours": ms_to_hours(b["used_gpu_ms"]),
         "held_gpu_hours": ms_to_hours(b["held_gpu_ms"]), "remaining_gpu_hours": ms_to_hours(b["remaining_gpu_ms"]),

@@ -22,11 +22,15 @@ def burndown(points, granted, label, element_id=None):
         return _frame(label + ": no usage yet", _axes() + f'<text x="{PAD + 8}" y="{H / 2}" font-size="12">no usage yet</text>',
                       "burndown", element_id)
     top = max(granted, 1e-9)
-    n = max(len(points) - 1, 1)
+    if len(points) == 1:
+        points = points * 2
+    n = len(points) - 1
     xs = [PAD + i * (W - PAD - 16) / n for i in range(len(points))]
     ys = [8 + (H - PAD - 8) * (1 - max(granted - used, 0) / top) for _, used in points]
     path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(zip(xs, ys)))
+    remaining = max(granted - points[-1][1], 0)
     body = (_axes() + f'<path d="{path}" fill="none" stroke="#1f6feb" stroke-width="2"/>'
+            f'<text x="{W - 150}" y="20" font-size="11">{remaining:.1f} of {granted:g} h left</text>'
             f'<text x="2" y="14" font-size="10">{granted:g}</text><text x="2" y="{H - PAD}" font-size="10">0</text>'
             f'<text x="{PAD}" y="{H - 12}" font-size="10">{escape(points[0][0])}</text>'
             f'<text x="{W - 80}" y="{H - 12}" font-size="10">{escape(points[-1][0])}</text>')

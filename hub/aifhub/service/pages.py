@@ -204,7 +204,7 @@ class AdminPage(PageHandler):
         with self.core.db.session() as s:
             allocs = allocations.list_all(s)
             for a in allocs:
-                cumulative, points = 0.0, []
+                cumulative, points = 0.0, [((a["start"] or a["created"])[:10], 0.0)]
                 for day, hours in reports.daily_gpu_hours(s, allocation=a["id"]):
                     cumulative += hours
                     points.append((day, cumulative))
