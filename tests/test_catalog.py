@@ -74,6 +74,31 @@ def test_each_mistake_gets_its_own_message(tmp_path, case, folder, text, field, 
     assert matching[0].file == f"{folder}/course.yaml"
 
 
+def test_an_unreadable_source_folder_is_a_problem_not_a_crash():
+    """Loading as a user who cannot read ``source/`` reports it; the loader does not raise."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to load the course as an unprivileged user")
+    root = Path(tempfile.mkdtemp(prefix="aifhub-unreadable-"))
+    try:
+        root.chmod(0o755)
+        folder = write_course(root, "dl-basics", variant())
+        for path in (folder, folder / "course.yaml"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (folder / "source").chmod(0o700)  # root's, as a root hub leaves it
+        code = ("import sys; from aifhub.catalog import load_course, load_images;"
+                f"c, p = load_course({str(folder)!r}, load_images({str(REPO / 'sandbox_images')!r}));"
+                "print(c, [str(x) for x in p])")
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("None") and "assignments.0: cannot read source/ps1-digits/: Permission denied" in out.stdout
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     text = variant(title=DELETE, kind="lecture", sandbox__image="nope", sandbox__cpu="x")
     _, problems = load_course(write_course(tmp_path, "dl-basics", text), IMAGES)

@@ -24,6 +24,8 @@ def hub(hub_dir):
     (hub_dir / "sandbox_images").symlink_to(REPO / "sandbox_images")
     for path in (hub_dir, hub_dir / "courses"):
         os.chown(path, NOBODY, NOBODY)
+    for path in (hub_dir / "courses").rglob("*"):  # a root run may have made the sources private
+        path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o644))
     hub = UnprivilegedHub(hub_dir / "state", hub_dir / "courses", gpus="none", log_path=hub_dir / "up.log")
     hub.start()
     yield hub

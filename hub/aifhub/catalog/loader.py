@@ -130,7 +130,14 @@ def _semantic_problems(file, folder, data, images):
         add("enrollment_code", "missing: courses with 'enrollment: code' need the code learners type")
 
     for i, name in enumerate(data.get("assignments") or []):
-        if isinstance(name, str) and not (folder / "source" / name).is_dir():
+        if not isinstance(name, str):
+            continue
+        try:
+            found = (folder / "source" / name).is_dir()
+        except OSError as exc:
+            add(f"assignments.{i}", f"cannot read source/{name}/: {exc.strerror}")
+            continue
+        if not found:
             add(f"assignments.{i}", f"assignment {name!r} has no source folder source/{name}/")
     return problems
 
