@@ -18,7 +18,7 @@ from .report import Row
 from .spawn import spawn_overhead, spawn_storm
 from .startup import PHASES, sandbox_breakdown, server_start_probe
 
-FIGURES = ("spawn", "api", "breakdown", "storm", "probe", "footprint", "ledger")
+FIGURES = ("spawn", "api", "breakdown", "storm", "probe", "footprint", "ledger", "grading")
 
 
 def parse_args(argv=None):

@@ -20,6 +20,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import parse_memory
 from ..ledger.models import utcnow
+from ..ledger.errors import Refusal
 from ..ledger.sandboxes import is_enrolled
 from .coursedir import GradingDir, check_name
 from .sandbox_config import course_gid
@@ -66,6 +67,7 @@ class GradingManager(LoggingConfigurable):
     uid_count = Integer(10000, help="How many uids the grading range holds; job n runs as first_uid + n % uid_count.").tag(config=True)
     network = Enum(["unshare", "none"], help="How graded kernels lose the network: 'unshare' (a network namespace "
                    "of their own, util-linux) or 'none' (not isolated; only for machines without unshare).").tag(config=True)
+    gpu_wait = Integer(5, help="Seconds a GPU course's job waits before asking again when every GPU is busy.").tag(config=True)
     max_attempts = Integer(2, help="Times a job is tried when its worker dies under it (not for timeouts).").tag(config=True)
 
     @default("network")
@@ -396,12 +398,12 @@ class GradingManager(LoggingConfigurable):
         return {"cpu_seconds": self.cpu_seconds or self.notebook_timeout, "memory_bytes": parse_memory(self.memory_limit),
                 "file_bytes": 1024 ** 3, "processes": self.processes}
 
-    def job_request(self, job):
+    def job_request(self, job, devices=()):
         uid = self.first_uid + job["id"] % self.uid_count if self.isolated else None
         return self._base(job["course_id"]) | {
             "op": "autograde", "assignment": job["assignment_id"], "student": job["student_id"], "uid": uid,
             "scratch": str(self.scratch / f"job-{job['id']}"), "limits": self.limits(), "network": self.network,
-            "env": {"CUDA_VISIBLE_DEVICES": "", "AIFHUB_COURSE": job["course_id"]},
+            "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
         }
 
     def _describe(self, answer):
@@ -416,8 +418,32 @@ class GradingManager(LoggingConfigurable):
         reason = "out-of-memory" if notes.get("out-of-memory") else "cell-timeout" if notes.get("cell-timeout") else None
         return reason, texts
 
+    async def _claim_gpus(self, job):
+        """Devices for a GPU course's submission, or None when the job went back to the queue or failed."""
+        if self.core is None:
+            return []
+        try:
+            return await self.core.admit_grading(job["course_id"], job["id"], self.notebook_timeout)
+        except Refusal as refusal:
+            if refusal.reason == "gpu-busy":  # wait for a device, without using up an attempt
+                self._finish(job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU")
+                await asyncio.sleep(self.gpu_wait)
+            else:
+                self._finish(job["id"], state="failed", reason="no-gpu", detail=refusal.message)
+            return None
+
     async def _run_job(self, worker, job):
-        request = self.job_request(job)
+        devices = await self._claim_gpus(job)
+        if devices is None:
+            return
+        try:
+            await self._grade(worker, job, devices)
+        finally:
+            if devices:
+                await self.core.release_grading(job["id"])
+
+    async def _grade(self, worker, job, devices):
+        request = self.job_request(job, devices)
         started = asyncio.get_running_loop().time()
         try:
             answer = await worker.call(request, timeout=self.notebook_timeout)

@@ -73,11 +73,13 @@ def serialize_admissions(db):
         db.execute(text("SELECT pg_advisory_xact_lock(hashtext('aifhub-admission'))"))
 
 
-def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600):
+def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
+          learner_quota=True):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
-    budget, learner quota) raise :class:`Refusal` (403) when one is used up. Raises :class:`Refusal` (409) when
+    budget, learner quota) raise :class:`Refusal` (403) when one is used up; ``learner_quota=False``
+    leaves the learner quota out (grading jobs, which the course pays for). Raises :class:`Refusal` (409) when
     not enough devices are free. ``inventory`` ``None`` means the cluster places
     GPUs (Kubernetes): no local device is claimed.
     """
@@ -117,7 +119,10 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
     session_s = course.sandbox.max_session_seconds or default_session_s
     expected = {"gpu": session_s * 1000 * weight * count // PPM, "cpu": session_s * cpu_millis}
     allocation = check_allocation(db, course, now, needs_gpu=expected["gpu"] > 0)
-    hold = place_hold(limits_for(db, course, user, now, allocation), course, expected)
+    limits = limits_for(db, course, user, now, allocation)
+    if not learner_quota:  # grading: the course and its allocation pay, no learner's quota
+        limits = [lim for lim in limits if lim.scope != "learner"]
+    hold = place_hold(limits, course, expected)
 
     session = SandboxSession(
         user=user, server_name=server_name, course_id=course.id, gpu_kind=kind, state="active",

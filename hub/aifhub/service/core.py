@@ -19,6 +19,7 @@ from ..ledger.limits import limits_for
 from ..ledger.models import Allocation, Enrollment, SandboxSession, utcnow
 
 log = logging.getLogger(__name__)
+GRADER = "aifhub-grader"  # the ledger's user for GPU time spent grading a course's submissions
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
@@ -49,6 +50,7 @@ class ServiceCore:
         self.settle_grace_s = settle_grace_s
         self.protect_sources = protect_sources
         self.refusals = {}  # reason -> count, for the metrics
+        self.grading_running = set()  # (GRADER, server) of grading jobs holding GPUs: metered like servers
         self.catalog = None
         self._fingerprint = None
         self._lock = asyncio.Lock()
@@ -225,6 +227,28 @@ class ServiceCore:
         except Exception as exc:  # the spawn goes on; the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course.id, exc)
 
+    async def admit_grading(self, course_id, job_id, expected_s):
+        """GPUs from the local pool for grading one submission of a GPU course, charged to the course.
+
+        Returns the devices (``[]`` when the course needs none or the cluster places GPUs); raises
+        Refusal (409 ``gpu-busy`` when none is free now).
+        """
+        course = self.catalog.get(course_id)
+        if course is None or course.sandbox.gpu is None or self.inventory is None:
+            return []
+        server = f"grading-{job_id}"
+        async with self._lock:
+            with self.db.session() as s:
+                admission = sandboxes.admit(s, course, GRADER, server, self.inventory, self.first_uid,
+                                            default_session_s=expected_s, learner_quota=False)
+        self.grading_running.add((GRADER, server))
+        return admission.devices
+
+    async def release_grading(self, job_id):
+        server = f"grading-{job_id}"
+        self.grading_running.discard((GRADER, server))
+        await self.release(GRADER, server, "graded")
+
     async def release(self, user, server_name, reason):
         async with self._lock:
             with self.db.session() as s:
@@ -233,7 +257,7 @@ class ServiceCore:
     async def meter(self):
         """One metering pass against the hub's list of running servers; stops what must stop."""
         asked_at = utcnow()
-        running = await self.hub.running_servers()
+        running = await self.hub.running_servers() | self.grading_running
         async with self._lock:
             with self.db.session() as s:
                 result = metering.tick(s, running, asked_at, self.catalog, grace_s=self.stop_grace_s,
@@ -243,6 +267,8 @@ class ServiceCore:
         for user, _server, percent, message in result.warnings:
             log.info("Quota warning for %s (%d%%): %s", user, percent, message)
         for user, server_name, reason in result.stops:
+            if (user, server_name) in self.grading_running:
+                continue  # a grading job ends by itself, within its time limit
             log.warning("Stopping %s's sandbox: %s", user, reason)
             await self.hub.stop_server(user, server_name)
         return result
