@@ -10,9 +10,24 @@ from hubrunner import PASSWORD
 FLASH = re.compile(r'class="flash-(ok|error)"[^>]*>([^<]+)')
 
 
+CODE_COURSE = """id: code-course
+title: Code Course
+kind: course
+enrollment: code
+enrollment_code: OPEN-SESAME
+instructors: [instructor]
+sandbox: {image: cpu-base, cpu: 1}
+"""
+
+
+def add_code_course(courses):
+    (courses / "code-course").mkdir()
+    (courses / "code-course" / "course.yaml").write_text(CODE_COURSE)
+
+
 @pytest.fixture(scope="module")
 def hub(hub_dir):
-    hub = start_hub(hub_dir, gpus="0")
+    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_code_course)
     yield hub
     hub.stop()
 
@@ -46,6 +61,19 @@ def test_learner_enrols_in_the_mooc_and_sees_quota_and_start(hub):
     assert "of 20.00 h used" in r.text  # the MOOC's CPU-hours per week
     group = hub.api("GET", "groups/nbgrader-dl-basics").json()
     assert "pagelearner" in group["users"]
+
+
+def test_enrolment_with_a_code(hub):
+    s = login(hub, "coder")
+    home, token = page(hub, s, "")
+    assert 'id="code-code-course"' in home.text and "Enrolment code" in home.text
+    r = s.post(f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "guess"}, timeout=30)
+    assert flash(r) == [("error", "That is not the enrolment code of Code Course.")]
+    assert hub.spawn("coder", "code-course").status_code == 403
+    r = s.post(f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "OPEN-SESAME"}, timeout=30)
+    assert flash(r) == [("ok", "You are enrolled in Code Course.")] and "/hub/spawn?course=code-course" in r.text
+    assert hub.spawn("coder", "code-course").status_code in (201, 202)
+    hub.stop_server("coder")
 
 
 def test_learner_stops_a_running_sandbox_from_the_home_page(hub):
