@@ -59,6 +59,10 @@ def configure_z2jh(c, env=os.environ):
     c.JupyterHub.spawner_class = "aifhub-kube"
     c.KubeSandboxSpawner.service_url = f"{url}/services/{SERVICE_NAME}/"
     c.KubeSandboxSpawner.internal_token = token
+    # nbgrader's exchange in sandbox pods talks to the service through the hub's Service (a stable name)
+    exchange_url = env.get("AIFHUB_EXCHANGE_URL") or f"http://hub:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}/services/{SERVICE_NAME}/"
+    environment = dict(c.KubeSandboxSpawner.environment) if "environment" in c.KubeSandboxSpawner else {}
+    c.KubeSandboxSpawner.environment = {**environment, "AIFHUB_EXCHANGE_URL": exchange_url}
     c.JupyterHub.load_roles = aifhub_roles(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else [])
     c.JupyterHub.template_vars = {
         **(c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}),

@@ -63,6 +63,8 @@ def z2jh_values(images, pools=None, registry="", hub_tag=None):
             },
             # hub.db.password (exported as PGPASSWORD) comes from the secrets values file
             "db": {"type": "postgres", "url": HUB_DB_URL, "upgrade": True},
+            # sandboxes reach the aifhub service (nbgrader's exchange) at hub:<port>, like the hub API
+            "service": {"extraPorts": [{"name": "aifhub", "port": SERVICE_PORT, "targetPort": SERVICE_PORT}]},
             "config": {
                 "JupyterHub": {"spawner_class": "aifhub-kube", "concurrent_spawn_limit": 32},
                 "KubeSandboxSpawner": spawner_config(pools, registry),
