@@ -100,6 +100,12 @@ class ServiceCore:
                 groups[learner_group(course_id)].add(user)
         return groups
 
+    async def sync_learner_group(self, course_id):
+        """Bring one course's ``nbgrader-<course>`` group up to date (after an enrolment or a roster edit)."""
+        if self.hub is not None:
+            group = learner_group(course_id)
+            await self.hub.sync_group(group, self.desired_groups()[group])
+
     async def sync_groups(self):
         if self.hub is None:
             return
@@ -179,9 +185,7 @@ class ServiceCore:
         with self.db.session() as s:
             if not self._enrolled(s, user, course_id):
                 s.add(Enrollment(user=user, course_id=course_id, source=course.enrollment))
-        if self.hub is not None:
-            members = self.desired_groups()[learner_group(course_id)]
-            await self.hub.sync_group(learner_group(course_id), members)
+        await self.sync_learner_group(course_id)
         return course
 
     # -- admission -----------------------------------------------------------
@@ -223,7 +227,7 @@ class ServiceCore:
                 return
             s.add(Enrollment(user=user, course_id=course.id, source="open"))
         try:
-            await self.sync_groups()
+            await self.sync_learner_group(course.id)
         except Exception as exc:  # the spawn goes on; the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course.id, exc)
 
@@ -340,7 +344,7 @@ class ServiceCore:
                 if name not in course.roster and not self._enrolled(s, name, course.id):
                     s.add(Enrollment(user=name, course_id=course.id, source="roster"))
                     added.append(name)
-        await self.sync_groups()
+        await self.sync_learner_group(course.id)
         return added
 
     async def roster_remove(self, course, name):
@@ -352,7 +356,7 @@ class ServiceCore:
             if row is None:
                 raise sandboxes.Refusal(404, "not-on-roster", f"{name} is not on the roster of {course.title}.")
             s.delete(row)
-        await self.sync_groups()
+        await self.sync_learner_group(course.id)
 
     # -- demo state ----------------------------------------------------------
 
