@@ -176,8 +176,12 @@ def test_cli_publish_into_local_state_overrides_and_lists(tmp_path):
     (["up", "--gpus", "zero"], "expected 'none', 'kubernetes' or a comma list"),
     (["up", "--gpus", "0,0"], "listed twice"),
     (["up", "--meter-interval", "0"], "positive number"),
+    (["up", "AIFHUB_ADMIN_TOKEN=short"], "at least 8 characters"),
 ])
-def test_up_refuses_bad_settings_before_starting_anything(tmp_path, args, words):
+def test_up_refuses_bad_settings_before_starting_anything(tmp_path, args, words, monkeypatch):
+    for arg in [a for a in args if "=" in a and not a.startswith("-")]:
+        monkeypatch.setenv(*arg.split("=", 1))
+        args = [a for a in args if a != arg]
     out = aifhub(*args, "--state-dir", str(tmp_path / "state"))
     assert out.returncode == 2
     assert words in out.stderr

@@ -69,6 +69,10 @@ def up(args):
         inventory = gpu_inventory(args.gpus or None, args.gpu_kind)
     except ValueError as exc:
         raise CLIError(str(exc), status=2)
+    admin_token = os.environ.get("AIFHUB_ADMIN_TOKEN", "")
+    if admin_token and len(admin_token) < 8:
+        raise CLIError("AIFHUB_ADMIN_TOKEN must be at least 8 characters long (JupyterHub refuses shorter tokens)",
+                       status=2)
     courses = Path(args.courses).resolve()
     if not courses.is_dir():
         raise CLIError(f"--courses {args.courses}: no such directory", status=2)
