@@ -2,13 +2,17 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from hubrunner import RunningHub, copy_courses  # noqa: E402
+from ledgerkit import PG_URL  # noqa: E402
 
 AS_ROOT = os.geteuid() == 0
 
@@ -34,3 +38,19 @@ def start_hub(hub_dir, gpus, prepare_courses=None, extra_args=(), **kw):
     if not images.exists():
         images.symlink_to(Path(__file__).resolve().parent.parent / "sandbox_images")
     return RunningHub(hub_dir / "state", courses, gpus=gpus, extra_args=extra_args, log_path=hub_dir / "aifhub-up.log", **kw).start()
+
+
+@pytest.fixture(scope="module")
+def pg_database():
+    """A database of one module's own on the test PostgreSQL server (AIFHUB_TEST_PG_URL); the gradebook
+    roles made in it are named after it, and are dropped with it afterwards."""
+    name = f"aifhub_gb_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        for (role,) in conn.execute(text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": f"{name}%"}):
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+    admin.dispose()

@@ -3,7 +3,11 @@
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -66,3 +70,30 @@ def notebook_b64(nb):
 def submit(hub, user, nb, course=COURSE, assignment=ASSIGNMENT, **params):
     return hub.service("POST", f"courses/{course}/assignments/{assignment}/submissions", token=hub.token_for(user),
                        data=archive({f"{assignment}.ipynb": nb}), params=params or None)
+
+
+def instructor_cli(hub, *args, check=True):
+    """``aifhub ARGS --url HUB`` with the instructor's own token (not the admin's)."""
+    out = subprocess.run([sys.executable, "-m", "aifhub", *args, "--url", hub.url], capture_output=True, text=True,
+                         env=dict(os.environ, AIFHUB_TOKEN=hub.token_for("instructor")))
+    if check:
+        assert out.returncode == 0, f"aifhub {' '.join(args)} failed: {out.stdout}\n{out.stderr}"
+    return out
+
+
+def nbgrader_in_kernel(hub, user, *args):
+    """Run ``nbgrader ARGS`` from a kernel in ``user``'s sandbox, as a learner would in a notebook (``!nbgrader``)."""
+    code = (f"import subprocess\nr = subprocess.run(['nbgrader', *{list(args)!r}], capture_output=True, text=True)\n"
+            "print('RC', r.returncode)\nprint(r.stdout)\nprint(r.stderr)")
+    return hub.run_in_kernel(user, code, timeout=120)
+
+
+def wait_jobs(hub, ids, timeout=150):
+    deadline = time.monotonic() + timeout
+    query = "&".join(f"id={i}" for i in ids)
+    while True:
+        jobs = hub.service("GET", f"courses/{COURSE}/jobs?{query}").json()["jobs"]
+        if all(j["state"] in ("done", "failed") for j in jobs):
+            return {j["student_id"]: j for j in jobs}
+        assert time.monotonic() < deadline, f"grading did not finish: {jobs}"
+        time.sleep(0.5)

@@ -14,7 +14,8 @@ import nbformat
 import pytest
 import requests
 from conftest import AS_ROOT, start_hub
-from gradingkit import ASSIGNMENT, COURSE, archive, blank_notebook, notebook_b64, solution_notebook, submit, with_cell, with_extra_cells
+from gradingkit import (ASSIGNMENT, COURSE, archive, instructor_cli, nbgrader_in_kernel, notebook_b64, solution_notebook,
+                        submit, wait_jobs, with_cell, with_extra_cells)
 
 SERVICE_ARGS = ("--GradingManager.workers=2 --GradingManager.cell_timeout=5 --GradingManager.notebook_timeout=20 "
                 "--GradingManager.memory_limit=1G --GradingManager.max_submission_size=2M")
@@ -32,33 +33,6 @@ def released(hub):
     """The assignment released (again: releasing is idempotent), for tests run on their own."""
     r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/release")
     assert r.status_code == 200, r.text
-
-
-def instructor_cli(hub, *args, check=True):
-    """``aifhub ARGS --url HUB`` with the instructor's own token (not the admin's)."""
-    out = subprocess.run([sys.executable, "-m", "aifhub", *args, "--url", hub.url], capture_output=True, text=True,
-                         env=dict(os.environ, AIFHUB_TOKEN=hub.token_for("instructor")))
-    if check:
-        assert out.returncode == 0, f"aifhub {' '.join(args)} failed: {out.stdout}\n{out.stderr}"
-    return out
-
-
-def nbgrader_in_kernel(hub, user, *args):
-    """Run ``nbgrader ARGS`` from a kernel in ``user``'s sandbox, as a learner would in a notebook (``!nbgrader``)."""
-    code = (f"import subprocess\nr = subprocess.run(['nbgrader', *{list(args)!r}], capture_output=True, text=True)\n"
-            "print('RC', r.returncode)\nprint(r.stdout)\nprint(r.stderr)")
-    return hub.run_in_kernel(user, code, timeout=120)
-
-
-def wait_jobs(hub, ids, timeout=150):
-    deadline = time.monotonic() + timeout
-    query = "&".join(f"id={i}" for i in ids)
-    while True:
-        jobs = hub.service("GET", f"courses/{COURSE}/jobs?{query}").json()["jobs"]
-        if all(j["state"] in ("done", "failed") for j in jobs):
-            return {j["student_id"]: j for j in jobs}
-        assert time.monotonic() < deadline, f"grading did not finish: {jobs}"
-        time.sleep(0.5)
 
 
 def test_release_collect_autograde_feedback_end_to_end(hub):

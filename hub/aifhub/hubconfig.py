@@ -155,12 +155,15 @@ def configure(c, env=os.environ):
     if s["demo"]:
         service_cmd.append("--demo")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
+    service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0"}
+    if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
+        service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
     c.JupyterHub.services = [
         {
             "name": SERVICE_NAME,
             "url": service_url,
             "command": service_cmd,
-            "environment": {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0"},
+            "environment": service_env,
             "oauth_no_confirm": True,
             "display": True,
         },

@@ -38,7 +38,8 @@ def network_wrapper(mode, as_root):
     if mode == "none":
         return []
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
-    return [unshare, "--net", "--"] if as_root else [unshare, "--map-root-user", "--net", "--"]
+    # not root: a user namespace of its own too, in which the kernel keeps its uid (util-linux >= 2.38)
+    return [unshare, "--net", "--"] if as_root else [unshare, "--map-current-user", "--net", "--"]
 
 
 def build_command(spec, kernel_args):

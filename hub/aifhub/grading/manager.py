@@ -11,10 +11,11 @@ import io
 import logging
 import os
 import shutil
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from traitlets import Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
@@ -22,9 +23,9 @@ from ..catalog.model import parse_memory
 from ..ledger.models import utcnow
 from ..ledger.errors import Refusal
 from ..ledger.sandboxes import is_enrolled
+from . import gradebooks
 from .coursedir import GradingDir, check_name
-from .sandbox_config import course_gid
-from .models import GradingJob, Submission
+from .models import GradingCourse, GradingJob, Submission
 from .store import human_size, md5, pack, read_folder, unpack
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
 
@@ -43,7 +44,20 @@ class GradingError(Exception):
 
 
 def network_mode_default():
-    return "unshare" if shutil.which("unshare") else "none"
+    """'unshare' when a graded kernel can get a network namespace of its own here, else 'none'.
+
+    As root that takes util-linux's unshare; otherwise also user namespaces, which some kernels forbid.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "none"
+    if os.geteuid() == 0:
+        return "unshare"
+    try:
+        probe = subprocess.run([unshare, "--map-current-user", "--net", "--", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    return "unshare" if probe.returncode == 0 else "none"
 
 
 class GradingManager(LoggingConfigurable):
@@ -69,6 +83,20 @@ class GradingManager(LoggingConfigurable):
                    "of their own, util-linux) or 'none' (not isolated; only for machines without unshare).").tag(config=True)
     gpu_wait = Integer(5, help="Seconds a GPU course's job waits before asking again when every GPU is busy.").tag(config=True)
     max_attempts = Integer(2, help="Times a job is tried when its worker dies under it (not for timeouts).").tag(config=True)
+    gradebook = Enum(
+        ["auto", "sqlite", "postgresql"], "auto",
+        help="Where courses' nbgrader gradebooks live: 'sqlite' (gradebook.db in each course directory), "
+        "'postgresql' (a schema and login role per course, see gradebook_admin_url), or 'auto': PostgreSQL when "
+        "the service's database is PostgreSQL, else SQLite. A course keeps the kind its gradebook was made in; "
+        "a SQLite gradebook of a course is copied into PostgreSQL once, when PostgreSQL is chosen.",
+    ).tag(config=True)
+    gradebook_admin_url = Unicode(
+        help="SQLAlchemy URL of the PostgreSQL database that holds the courses' gradebooks, with a role that may "
+        "create roles and schemas (CREATEROLE). Default: the service's own database (AifhubService.db_url).",
+    ).tag(config=True)
+    first_course_gid = Integer(
+        400000, help="First group id handed to courses' grading directories (instructors' sandboxes join their "
+        "course's group for formgrader); each course gets the next free one, kept for good.").tag(config=True)
 
     @default("network")
     def _network_default(self):
@@ -88,6 +116,16 @@ class GradingManager(LoggingConfigurable):
                 raise ValueError(f"course_submission_sizes[{course!r}]: {exc}")
         return proposal.value
 
+    @default("gradebook_admin_url")
+    def _gradebook_admin_url_default(self):
+        return self.db.url if self.db is not None and gradebooks.is_postgres(self.db.url) else ""
+
+    @validate("gradebook_admin_url")
+    def _validate_gradebook_admin_url(self, proposal):
+        if proposal.value and not gradebooks.is_postgres(proposal.value):
+            raise ValueError(f"gradebook_admin_url must be a postgresql:// URL, got {proposal.value.split(':')[0]}://...")
+        return proposal.value
+
     @validate("cell_timeout", "notebook_timeout", "processes", "uid_count")
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
@@ -104,6 +142,8 @@ class GradingManager(LoggingConfigurable):
         self.isolated = (os.geteuid() == 0) if isolated is None else isolated
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
         self.pool = []
+        self._gradebooks = {}  # course id -> gradebook URL, set up in this run
+        self._gradebook_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._tasks = []
 
@@ -126,14 +166,83 @@ class GradingManager(LoggingConfigurable):
 
     def dir(self, course_id):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        return GradingDir(self.root, course_id).ensure(self.cell_timeout)
+        return GradingDir(self.root, course_id, self._gradebooks.get(course_id)).ensure(self.cell_timeout)
+
+    # -- a course's group and gradebook ---------------------------------------
+
+    def _record(self, s, course_id):
+        """The course's row of ``grading_courses``, made (with the next free group id) on first use."""
+        row = s.get(GradingCourse, course_id)
+        if row is None:
+            highest = s.scalar(select(func.max(GradingCourse.gid)))
+            row = GradingCourse(course_id=course_id, gid=max(self.first_course_gid, (highest or 0) + 1))
+            s.add(row)
+            s.flush()
+        return row
+
+    def course_gid(self, course_id):
+        """The group of a course's grading directory; its instructors' sandboxes are members."""
+        check_name("course id", course_id)
+        with self.db.session() as s:
+            return self._record(s, course_id).gid
+
+    @property
+    def gradebook_kind(self):
+        if self.gradebook == "auto":
+            return "postgresql" if self.gradebook_admin_url else "sqlite"
+        return self.gradebook
+
+    def _setup_gradebook(self, course_id):
+        """Decide and set up the course's gradebook: ``(url, sqlite file to copy in first or None)``."""
+        gd = GradingDir(self.root, course_id)
+        with self.db.session() as s:
+            known = self._record(s, course_id).gradebook_url
+        sqlite_file = gd / "gradebook.db"
+        kind = self.gradebook_kind
+        if known and gradebooks.is_postgres(known) and kind == "sqlite":
+            log.warning("The gradebook of %s stays in PostgreSQL, where its grades are (gradebook = 'sqlite' "
+                        "applies to new courses)", course_id)
+            kind = "postgresql"
+        if kind == "sqlite":
+            url, copy_from = gradebooks.sqlite_url(gd.root), None
+        else:
+            if not self.gradebook_admin_url:
+                raise gradebooks.GradebookError(
+                    "GradingManager.gradebook is 'postgresql' but there is no PostgreSQL database for it: set "
+                    "GradingManager.gradebook_admin_url (or run the service on PostgreSQL).")
+            url = gradebooks.ensure_postgres(self.gradebook_admin_url, course_id, known)
+            copy_from = gradebooks.sqlite_url(gd.root) if sqlite_file.exists() else None
+        with self.db.session() as s:
+            self._record(s, course_id).gradebook_url = url
+        return url, copy_from
+
+    async def gradebook_url(self, course_id):
+        """The course's gradebook URL, set up once per service run (a PostgreSQL role and schema, or SQLite)."""
+        if course_id in self._gradebooks:
+            return self._gradebooks[course_id]
+        async with self._gradebook_lock:
+            if course_id not in self._gradebooks:
+                try:
+                    url, copy_from = await asyncio.to_thread(self._setup_gradebook, course_id)
+                except gradebooks.GradebookError as exc:
+                    raise GradingError(503, str(exc))
+                if copy_from:
+                    answer = await self._step({"op": "copy_gradebook", "from": copy_from, "to": url},
+                                              "copying the gradebook into PostgreSQL")
+                    sqlite_file = GradingDir(self.root, course_id) / "gradebook.db"
+                    await asyncio.to_thread(sqlite_file.rename, sqlite_file.with_name("gradebook.db.copied-to-postgresql"))
+                    log.info("Gradebook of %s copied from SQLite into PostgreSQL (%s rows)", course_id, answer.get("rows"))
+                gd = GradingDir(self.root, course_id, url)
+                await asyncio.to_thread(lambda: (self.dir(course_id), gd.write_url()))
+                self._gradebooks[course_id] = url
+        return self._gradebooks[course_id]
 
     def share(self, course_id):
         """Give the course's group (its instructors' sandboxes, for formgrader) the course directory,
         not the exchange's inbound (submissions as received). Only when the service runs as root."""
         if not self.isolated or os.geteuid() != 0:
             return
-        gid = course_gid(course_id)
+        gid = self.course_gid(course_id)
         root = self.root / course_id
         for dirpath, dirnames, filenames in os.walk(root):
             rel = Path(dirpath).relative_to(root)
@@ -152,8 +261,9 @@ class GradingManager(LoggingConfigurable):
     def size_limit(self, course_id):
         return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
 
-    def _base(self, course_id):
-        return {"grading_root": str(self.root), "course_id": course_id, "cell_timeout": self.cell_timeout}
+    async def _base(self, course_id):
+        return {"grading_root": str(self.root), "course_id": course_id, "cell_timeout": self.cell_timeout,
+                "db_url": await self.gradebook_url(course_id)}
 
     async def _step(self, request, what):
         try:
@@ -174,7 +284,7 @@ class GradingManager(LoggingConfigurable):
         if not (Path(course.path) / "source" / assignment).is_dir():
             raise GradingError(404, f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).")
         await asyncio.to_thread(self.dir, course_id)
-        answer = await self._step(self._base(course_id) | {"op": "release", "assignment": assignment,
+        answer = await self._step(await self._base(course_id) | {"op": "release", "assignment": assignment,
                                                            "course_path": str(course.path)}, "release")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released": True, "notebooks": answer.get("notebooks", [])}
@@ -207,7 +317,7 @@ class GradingManager(LoggingConfigurable):
         latest = self._latest_submissions(course_id, assignment)
         await asyncio.to_thread(self._collect_files, course_id, assignment, latest)
         if latest:
-            await self._step(self._base(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
+            await self._step(await self._base(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
 
@@ -251,14 +361,14 @@ class GradingManager(LoggingConfigurable):
         self.course(course_id)
         check_name("assignment id", assignment)
         await asyncio.to_thread(self.dir, course_id)
-        answer = await self._step(self._base(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
+        answer = await self._step(await self._base(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released_to": answer.get("students", [])}
 
     async def grades(self, course_id):
         self.course(course_id)
         await asyncio.to_thread(self.dir, course_id)
-        return (await self._step(self._base(course_id) | {"op": "grades"}, "grades export"))["rows"]
+        return (await self._step(await self._base(course_id) | {"op": "grades"}, "grades export"))["rows"]
 
     @staticmethod
     def grades_csv(rows):
@@ -398,9 +508,9 @@ class GradingManager(LoggingConfigurable):
         return {"cpu_seconds": self.cpu_seconds or self.notebook_timeout, "memory_bytes": parse_memory(self.memory_limit),
                 "file_bytes": 1024 ** 3, "processes": self.processes}
 
-    def job_request(self, job, devices=()):
+    async def job_request(self, job, devices=()):
         uid = self.first_uid + job["id"] % self.uid_count if self.isolated else None
-        return self._base(job["course_id"]) | {
+        return await self._base(job["course_id"]) | {
             "op": "autograde", "assignment": job["assignment_id"], "student": job["student_id"], "uid": uid,
             "scratch": str(self.scratch / f"job-{job['id']}"), "limits": self.limits(), "network": self.network,
             "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
@@ -443,7 +553,7 @@ class GradingManager(LoggingConfigurable):
                 await self.core.release_grading(job["id"])
 
     async def _grade(self, worker, job, devices):
-        request = self.job_request(job, devices)
+        request = await self.job_request(job, devices)
         started = asyncio.get_running_loop().time()
         try:
             answer = await worker.call(request, timeout=self.notebook_timeout)
@@ -513,6 +623,9 @@ class GradingManager(LoggingConfigurable):
             self._wake.set()  # more may be waiting: let the other slots look too
             try:
                 await self._run_job(worker, job)
+            except GradingError as exc:  # e.g. the course's gradebook cannot be set up
+                log.error("Grading job %s failed: %s", job["id"], exc.message)
+                self._finish(job["id"], state="failed", reason="error", detail=exc.message)
             except Exception as exc:
                 log.exception("Grading job %s failed", job["id"])
                 self._finish(job["id"], state="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
@@ -528,6 +641,9 @@ class GradingManager(LoggingConfigurable):
         self._tasks = [asyncio.ensure_future(self._slot(w)) for w in self.pool]
         log.info("Grading queue: %d worker(s); kernels %s, network %s", len(self.pool),
                  "under their own uids" if self.isolated else "under the service's uid (not root)", self.network)
+        if self.network == "none":
+            log.warning("Graded kernels keep the network: this machine gives them no network namespace (util-linux's "
+                        "unshare is missing%s)", "" if os.geteuid() == 0 else ", or user namespaces are disabled")
 
     async def stop(self):
         for task in self._tasks:

@@ -63,3 +63,18 @@ class GradingJob(Base):
                 "created_at": iso(self.created_at), "started_at": iso(self.started_at),
                 "finished_at": iso(self.finished_at), "score": self.score, "max_score": self.max_score,
                 "reason": self.reason, "detail": self.detail}
+
+
+class GradingCourse(Base):
+    """A course's grading group (instructors' sandboxes join it for formgrader) and its gradebook's URL.
+
+    The group id is allocated once and kept; the gradebook URL is the service's own record (the copy in
+    the course directory, for formgrader, is rewritten from it and never read back).
+    """
+
+    __tablename__ = "grading_courses"
+
+    course_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gid: Mapped[int] = mapped_column(Integer, unique=True)
+    gradebook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,11 +6,9 @@ readable by sandboxes and returns the environment that points nbgrader at it
 """
 
 import os
-import zlib
 from pathlib import Path
 
 GRADING_LINK = "course-grading"
-FIRST_COURSE_GID = 400000  # course groups: instructors' sandboxes join their course's group
 
 # trait of nbgrader's ExchangeFactory -> class name in aifhub.grading.exchange (not imported here:
 # the hub process calls this module and must not load nbgrader)
@@ -40,7 +38,10 @@ def config_text():
         "# instructors: formgrader works on the service's course directory and gradebook\n",
         "if os.environ.get('AIFHUB_GRADING_DIR'):\n",
         "    c.CourseDirectory.root = os.environ['AIFHUB_GRADING_DIR']\n",
-        "    c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(os.environ['AIFHUB_GRADING_DIR'], 'gradebook.db')\n",
+        "    _url = os.path.join(os.environ['AIFHUB_GRADING_DIR'], 'gradebook.url')  # SQLite or the course's PostgreSQL role\n",
+        "    if os.path.exists(_url):\n",
+        "        with open(_url) as _f:\n",
+        "            c.CourseDirectory.db_url = _f.read().strip()\n",
     ]
     return "".join(lines)
 
@@ -58,11 +59,6 @@ def write_config(folder):
         tmp.chmod(0o644)
         tmp.replace(path)
     return folder
-
-
-def course_gid(course_id):
-    """The group of a course's grading directory (instructors' sandboxes are members)."""
-    return FIRST_COURSE_GID + zlib.crc32(course_id.encode()) % 100000
 
 
 def sandbox_env(state_dir, service_url, work_dir=None, existing=None, instructor_of=None):

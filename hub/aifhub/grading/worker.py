@@ -120,6 +120,13 @@ class Worker:
                 gb.update_or_create_student(student)
         return {"ok": True}
 
+    def op_copy_gradebook(self, req):
+        """A course's SQLite gradebook into its new PostgreSQL one (once, when PostgreSQL is chosen)."""
+        from .gradebooks import copy_gradebook
+
+        copied = copy_gradebook(req["from"], req["to"])
+        return {"ok": True, "rows": copied}
+
     def op_autograde(self, req):
         from nbgrader.api import Gradebook, MissingEntry
 

@@ -15,7 +15,7 @@ from subprocess import SubprocessError
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
-from ..grading.sandbox_config import course_gid, sandbox_env
+from ..grading.sandbox_config import sandbox_env
 from .mixin import CourseSpawnerMixin
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
@@ -102,11 +102,13 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
     def make_preexec_fn(self, name):
         uid = self.admission["uid"] if self.isolated else None
         cwd = str(self.home / self.admission["course"]["id"])
-        groups = [course_gid(self.admission["course"]["id"])] if self._teaches() else []
+        # instructors: their course's grading group (formgrader), which the service allocated
+        gid = self.admission.get("grading_gid") if self._teaches() else None
+        groups = [gid] if gid else []
 
         def preexec():
             if uid is not None:
-                os.setgroups(groups)  # instructors: their course's grading group (formgrader)
+                os.setgroups(groups)
                 os.setgid(uid)
                 os.setuid(uid)
             os.umask(0o077)

@@ -52,7 +52,11 @@ class AifhubService(Application):
     state_dir = Unicode(".aifhub", help="Directory holding aifhub's state (database, published courses, work folders).").tag(config=True)
     courses_dir = Unicode("courses", help="Directory of course folders, each with a course.yaml.").tag(config=True)
     images_dir = Unicode(help="Directory of sandbox images (sandbox_images/), each with an image.yaml.").tag(config=True)
-    db_url = Unicode(help="SQLAlchemy URL of the state database. Default: SQLite in the state directory.").tag(config=True)
+    db_url = Unicode(
+        help="SQLAlchemy URL of the state database (ledger, grading queue; gradebooks too when PostgreSQL). "
+        "Default: $AIFHUB_DB_URL, else SQLite in the state directory. Prefer the environment variable for a URL "
+        "with a password: a command line is readable by every user of the machine.",
+    ).tag(config=True)
     gpus = Unicode(
         "",
         help="GPUs to hand out: '' discovers them with NVML; 'none' for none; '0,1' for those device ids (of gpu_kind); "
@@ -87,7 +91,7 @@ class AifhubService(Application):
 
     @default("db_url")
     def _db_url_default(self):
-        return sqlite_url(Path(self.state_dir).resolve() / "aifhub.sqlite")
+        return os.environ.get("AIFHUB_DB_URL") or sqlite_url(Path(self.state_dir).resolve() / "aifhub.sqlite")
 
     @default("internal_token")
     def _internal_token_default(self):

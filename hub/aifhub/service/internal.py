@@ -20,6 +20,9 @@ class AdmitHandler(InternalHandler):
             )
         except Refusal as refusal:
             return self.refuse(refusal)
+        grading = self.settings.get("aifhub_grading")
+        if grading is not None and admission["role"] in ("instructor", "admin"):
+            admission["grading_gid"] = grading.course_gid(admission["course"]["id"])  # formgrader's group
         self.write_json(admission, status=201)
 
 
