@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup chromium bench clean
+.PHONY: run test setup test-tools bench clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
 
-test: setup chromium
+test: setup test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -33,13 +33,17 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --silent
 	@touch $@
 
-# The browser tests drive Debian's Chromium; install it when we can (root with apt), else they skip.
-chromium:
-	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || { \
+# The browser tests drive Debian's Chromium; the Kubernetes grading tests run their pods in bubblewrap.
+# Install them when we can (root with apt), else those tests skip.
+TEST_TOOLS := /usr/bin/chromium:chromium /usr/bin/bwrap:bubblewrap
+test-tools:
+	@for tool in $(TEST_TOOLS); do path=$${tool%%:*}; pkg=$${tool#*:}; \
+	  test -x $$path || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1 || { \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
-	  echo "make: /usr/bin/chromium is missing and could not be installed (apt-get install chromium, as root): the browser tests will skip" >&2
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1; }; }; } || \
+	  echo "make: $$path is missing and could not be installed (apt-get install $$pkg, as root): the tests that need it will skip" >&2; \
+	done
 
 bench: setup
 	$(BIN)/python -m bench

@@ -35,7 +35,7 @@ class _Core:
 
         self.catalog = load_catalog([Path(courses_dir)], load_images(REPO / "sandbox_images"))
 
-    async def admit_grading(self, course_id, job_id, expected_s):
+    async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
         return []  # the benchmark grades a CPU course: no GPU to take from a pool
 
     async def release_grading(self, job_id):
@@ -76,7 +76,7 @@ async def _queue_run(state, n, workers, cell_timeout):
     try:
         await manager.release(COURSE, ASSIGNMENT)
         gd = _prepare(state, n, GradingManager)
-        await manager._step(manager._base(COURSE) | {"op": "add_students", "students": sorted(
+        await manager._step(await manager.base_request(COURSE) | {"op": "add_students", "students": sorted(
             p.name for p in gd.step("submitted").iterdir())}, "add students")
         manager.start()
         t0 = time.monotonic()
@@ -133,8 +133,9 @@ def grading_throughput(scratch, submissions=20, workers=0, cell_timeout=60):
     shutil.copytree(queue_state / "grading" / COURSE, serial_state / "grading" / COURSE,
                     ignore=shutil.ignore_patterns("autograded", "exchange", ".workers"))
     shutil.rmtree(serial_state / "grading" / COURSE / "autograded", ignore_errors=True)
-    config = serial_state / "grading" / COURSE / "nbgrader_config.py"
-    config.write_text(config.read_text().replace(str(queue_state), str(serial_state)))
+    for name in ("nbgrader_config.py", "gradebook.url"):  # the copy's own folders and gradebook
+        path = serial_state / "grading" / COURSE / name
+        path.write_text(path.read_text().replace(str(queue_state), str(serial_state)))
     serial_s = _serial_run(serial_state, cell_timeout)
     queue_scores = {j["student_id"]: j["score"] for j in jobs}
     serial_scores = _scores(f"sqlite:///{serial_state / 'grading' / COURSE / 'gradebook.db'}", submissions)

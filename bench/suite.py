@@ -129,7 +129,7 @@ def ledger_rows(a, m):
         Row(f"One metering tick, {m['sessions']} running sessions", f"{m['tick_s']:.2f} s",
             f"{m['read_s']:.2f} s (read the sessions)", m["tick_s"] / m["read_s"], "well under the 60 s interval",
             m["tick_s"] < 60),
-    ], [f"- Ledger: in process on SQLite; a tick charges every session (one event each) and checks every limit."]
+    ], ["- Ledger: in process on SQLite; a tick charges every session (one event each) and checks every limit."]
 
 
 def grading_rows(g):

@@ -175,6 +175,7 @@ def test_cli_publish_into_local_state_overrides_and_lists(tmp_path):
     (["up", "--ip", "10.1.2.3"], "loopback only"),
     (["up", "--gpus", "zero"], "expected 'none', 'kubernetes' or a comma list"),
     (["up", "--gpus", "0,0"], "listed twice"),
+    (["up", "--gpus", "kubernetes"], "is for the Kubernetes deployment"),
     (["up", "--meter-interval", "0"], "positive number"),
     (["up", "AIFHUB_ADMIN_TOKEN=short"], "at least 8 characters"),
 ])

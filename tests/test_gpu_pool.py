@@ -32,7 +32,7 @@ def sandbox_pid(hub, name):
     out = subprocess.run(["pgrep", "-f", "jupyterhub-singleuser"], capture_output=True, text=True).stdout.split()
     for pid in out:
         env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-        if f"JUPYTERHUB_USER={name}".encode() in env and f"AIFHUB_COURSE=gpu-fundamentals".encode() in env:
+        if f"JUPYTERHUB_USER={name}".encode() in env and "AIFHUB_COURSE=gpu-fundamentals".encode() in env:
             return int(pid)
     return None
 

@@ -6,9 +6,6 @@ import io
 import json
 import os
 import subprocess
-import sys
-import tarfile
-import time
 
 import nbformat
 import pytest
@@ -116,7 +113,7 @@ def test_a_learner_cannot_act_as_another_or_in_another_course(hub):
 
     other = hub.service("GET", "courses/gpu-fundamentals/assignments", token=alice)
     assert other.status_code == 403, other.text
-    files = hub.service("GET", f"courses/gpu-fundamentals/assignments/ps1-matmul/files", token=alice)
+    files = hub.service("GET", "courses/gpu-fundamentals/assignments/ps1-matmul/files", token=alice)
     assert files.status_code == 403
     stranger = hub.service("GET", f"courses/{COURSE}/assignments", token=hub.token_for("stranger"))
     assert stranger.status_code == 403 and "not a member" in stranger.json()["message"]

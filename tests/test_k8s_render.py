@@ -80,6 +80,8 @@ def test_values_say_what_aifhub_needs(rendered):
     assert {"name": "aifhub/sandbox-cpu-base", "tag": "2026.11.0"} in extra.values()
     cmd = service_command(hub["extraEnv"])
     assert "--gpus=kubernetes" in cmd and any(a.startswith("--db-url=postgresql") for a in cmd)
+    assert "--GradingManager.backend=kubernetes" in cmd  # graded code runs in Jobs, not in the hub pod
+    assert "--GradingManager.scratch_dir=/srv/aifhub/grading-scratch" in cmd
 
 
 def test_committed_render_is_current(rendered):
@@ -127,10 +129,21 @@ def test_grading_jobs(rendered):
     c = pod["spec"]["containers"][0]
     assert c["image"] == IMAGES["pytorch-cuda"].reference
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["limits"]["memory"]
-    assert c["command"][:3] == ["nbgrader", "autograde", "ps1-matmul"]
+    assert c["command"] == ["python", "-m", "aifhub.grading.execute", "/grading"]  # runs one notebook, nothing else
     assert job["spec"]["activeDeadlineSeconds"] > 0 and job["spec"]["backoffLimit"] == 0
-    assert pod["spec"]["automountServiceAccountToken"] is False
-    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["enableServiceLinks"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]} and c["securityContext"]["readOnlyRootFilesystem"]
+    # the pod's only volumes: its job folder of the grading volume, and an emptyDir for /tmp
+    assert pod["spec"]["volumes"] == [{"name": "job", "persistentVolumeClaim": {"claimName": "aifhub-grading"}},
+                                      {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/grading", "/tmp"]
+    storage = list(yaml.safe_load_all((rendered / "manifests" / "10-storage.yaml").read_text()))
+    assert {d["metadata"]["name"]: d["spec"]["accessModes"] for d in storage}["aifhub-grading"] == ["ReadWriteMany"]
+    values = yaml.safe_load((rendered / "values.yaml").read_text())
+    assert {"name": "aifhub-grading", "mountPath": "/srv/aifhub/grading-scratch"} in values["hub"]["extraVolumeMounts"]
+    rbac = yaml.safe_load_all((rendered / "manifests" / "21-grading-rbac.yaml").read_text())
+    rules = {r for doc in rbac if doc["kind"] == "Role" for rule in doc["rules"] for r in rule["resources"]}
+    assert {"jobs", "jobs/status", "pods"} <= rules
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     cpu_job = grading_job(CATALOG.courses["dl-basics"].summary(), IMAGES["cpu-base"], POOLS, "ps1-digits",
                           "someone.with_a.Long-Name@example.org" * 2)

@@ -4,7 +4,6 @@ On the local state (the service's database in ``--state-dir``) or, with
 ``--url``, through a running service's REST API.
 """
 
-import json
 import sys
 from pathlib import Path
 

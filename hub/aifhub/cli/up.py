@@ -69,6 +69,9 @@ def up(args):
         inventory = gpu_inventory(args.gpus or None, args.gpu_kind)
     except ValueError as exc:
         raise CLIError(str(exc), status=2)
+    if inventory is None:
+        raise CLIError("--gpus kubernetes is for the Kubernetes deployment (aifhub k8s render); aifhub up hands out "
+                       "this machine's devices: give 'none' or device ids such as 0,1", status=2)
     admin_token = os.environ.get("AIFHUB_ADMIN_TOKEN", "")
     if admin_token and len(admin_token) < 8:
         raise CLIError("AIFHUB_ADMIN_TOKEN must be at least 8 characters long (JupyterHub refuses shorter tokens)",

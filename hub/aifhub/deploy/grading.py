@@ -1,4 +1,11 @@
-"""Grading Jobs: one batch/v1 Job autogrades one submission of a course, with no network."""
+"""Grading Jobs: one batch/v1 Job runs one notebook of one submission, with no network.
+
+The service's grading worker runs the trusted steps of ``nbgrader autograde`` (it holds the
+gradebook); only the execution of a learner's notebook goes into a Job (see
+:mod:`aifhub.grading.execute`). The Job's pod mounts that job's folder of the grading volume and
+nothing else: no course directory, no gradebook, no other submission, no service account token,
+no service links. The ``aifhub-grading-no-network`` NetworkPolicy selects it by its label.
+"""
 
 import hashlib
 import re
@@ -6,8 +13,9 @@ import re
 from ..sandbox import podspec
 
 GRADER = "grader"
-EXCHANGE_PVC = "aifhub-exchange"
-EXCHANGE_MOUNT = "/srv/nbgrader"
+SCRATCH_PVC = "aifhub-grading"  # ReadWriteMany: the service writes job folders, grading pods run in them
+SCRATCH_MOUNT = "/srv/aifhub/grading-scratch"  # where the hub pod mounts it
+JOB_MOUNT = "/grading"  # where a grading pod sees its own job folder
 
 
 def safe_name(*parts, limit=63):
@@ -20,14 +28,23 @@ def safe_name(*parts, limit=63):
     return name
 
 
-def grading_job(course, image, pools, assignment, student, *, registry="", namespace=None,
-                deadline_seconds=1800, cpu="1", memory="2Gi", ttl_seconds=3600):
-    """A Job that runs ``nbgrader autograde`` for one student's submission.
+def label_value(value, limit=63):
+    """A label value (alphanumerics, '-', '_', '.'; at most 63), hashed when ``value`` does not fit."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-._")
+    if clean != value or len(clean) > limit:
+        clean = f"{clean[:limit - 9].rstrip('-._')}-{hashlib.sha256(value.encode()).hexdigest()[:8]}".lstrip("-._")
+    return clean
 
-    No network at all: the pod carries the grader label that the
-    ``aifhub-grading-no-network`` NetworkPolicy selects. Same image as the
-    course's sandbox; the course's GPU when it has one (a notebook that needs
-    CUDA is graded on CUDA).
+
+def grading_job(course, image, pools, assignment, student, *, name=None, sub_path=None, claim=SCRATCH_PVC,
+                registry="", namespace=None, cpu="1", memory="2Gi", deadline_seconds=1800, ttl_seconds=600,
+                job_id=None):
+    """The Job that runs one notebook of ``student``'s submission of ``assignment``.
+
+    ``sub_path`` is the job's folder on the grading volume (``claim``); the pod sees it at
+    ``/grading``. Same image as the course's sandbox, the course's GPU pool and GPU request when it
+    has one (a notebook that needs CUDA is graded on CUDA), CPU and memory limits, and a deadline
+    that covers the wait for a node and the whole-notebook timeout.
     """
     if image is None:
         raise podspec.PodSpecError(f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'.")
@@ -39,15 +56,24 @@ def grading_job(course, image, pools, assignment, student, *, registry="", names
         limits[resource] = requests[resource] = str(int(gpu.get("count", 1)))
     security = podspec.restricted_security()
     labels = podspec.labels(course, kind, component=GRADER)
-    labels["aifhub.io/assignment"] = safe_name(assignment)
+    labels["aifhub.io/assignment"] = label_value(assignment)
+    if job_id is not None:
+        labels["aifhub.io/grading-job"] = str(job_id)
+    name = name or safe_name("aifhub-grade", course["id"], assignment, student)
     metadata = {
-        "name": safe_name("aifhub-grade", course["id"], assignment, student),
+        "name": name,
         "labels": labels,
         "annotations": {"aifhub.io/student": student, "aifhub.io/assignment": assignment},
     }
     if namespace:
         metadata["namespace"] = namespace
-    env = podspec.gpu_environment(course, pool)
+    threads = str(max(1, int(float(cpu)))) if re.fullmatch(r"[0-9.]+", cpu) else "1"
+    env = podspec.gpu_environment(course, pool) | {
+        # a read-only image: everything the kernel writes goes to /tmp (an emptyDir) or the job folder
+        "HOME": "/tmp/home", "IPYTHONDIR": "/tmp/home/.ipython", "JUPYTER_RUNTIME_DIR": "/tmp/runtime",
+        "MPLBACKEND": "Agg", "NBGRADER_EXECUTION": "autograde", "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+    }
     pod_spec = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -57,19 +83,18 @@ def grading_job(course, image, pools, assignment, student, *, registry="", names
         "containers": [{
             "name": GRADER,
             "image": podspec.image_reference(image, registry),
-            "command": ["nbgrader", "autograde", assignment, f"--student={student}", "--force",
-                        f"--CourseDirectory.course_id={course['id']}"],
-            "workingDir": f"{EXCHANGE_MOUNT}/courses/{course['id']}",
+            "command": ["python", "-m", "aifhub.grading.execute", JOB_MOUNT],
+            "workingDir": f"{JOB_MOUNT}/work",
             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
             "resources": {"limits": limits, "requests": requests},
-            "securityContext": security["container_security_context"],
+            "securityContext": security["container_security_context"] | {"readOnlyRootFilesystem": True},
             "volumeMounts": [
-                {"name": "course", "mountPath": f"{EXCHANGE_MOUNT}/courses/{course['id']}", "subPath": f"courses/{course['id']}"},
+                {"name": "job", "mountPath": JOB_MOUNT, "subPath": sub_path or f"{name}"},
                 {"name": "tmp", "mountPath": "/tmp"},
             ],
         }],
         "volumes": [
-            {"name": "course", "persistentVolumeClaim": {"claimName": EXCHANGE_PVC}},
+            {"name": "job", "persistentVolumeClaim": {"claimName": claim}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }

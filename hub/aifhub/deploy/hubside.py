@@ -5,12 +5,14 @@ The chart has already turned ``hub.services`` into ``c.JupyterHub.services`` and
 secrets and roles, and points the course spawner at the service.
 """
 
+import json
 import os
 import sys
 
 from ..hubconfig import SERVICE_NAME, ConfigError, aifhub_roles
 from ..sandbox.notices import QuotaNotices
 from . import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
+from .grading import SCRATCH_MOUNT
 
 
 def service_address(env):
@@ -34,6 +36,9 @@ def service_command(env):
         cmd.append(f"--stop-grace={env['AIFHUB_STOP_GRACE']}")
     if env.get("AIFHUB_DB_URL"):
         cmd.append(f"--db-url={env['AIFHUB_DB_URL']}")
+    # graded notebooks run as Kubernetes Jobs, in job folders of the grading volume the hub pod mounts
+    cmd += ["--GradingManager.backend=kubernetes",
+            f"--GradingManager.scratch_dir={env.get('AIFHUB_GRADING_SCRATCH', SCRATCH_MOUNT)}"]
     return cmd
 
 
@@ -53,6 +58,11 @@ def configure_z2jh(c, env=os.environ):
     service_env = {"AIFHUB_INTERNAL_TOKEN": token, "AIFHUB_ISOLATED": "1"}
     if env.get("PGPASSWORD"):  # the chart exports hub.db.password; the ledger uses the same PostgreSQL role
         service_env["PGPASSWORD"] = env["PGPASSWORD"]
+    # grading Jobs use the sandboxes' GPU pools and registry (GradingManager.kube_gpu_pools, kube_registry)
+    if "gpu_pools" in c.KubeSandboxSpawner:
+        service_env["AIFHUB_GPU_POOLS"] = json.dumps(c.KubeSandboxSpawner.gpu_pools)
+    if "registry" in c.KubeSandboxSpawner:
+        service_env["AIFHUB_REGISTRY"] = c.KubeSandboxSpawner.registry
     service["environment"] = {**service.get("environment", {}), **service_env}
     c.JupyterHub.services = services
 

@@ -4,7 +4,7 @@ import json
 
 from . import NAMESPACE
 from .dashboard import grafana_dashboard
-from .grading import EXCHANGE_PVC, GRADER
+from .grading import GRADER, SCRATCH_PVC
 
 # Sandboxes share one priority value: they preempt the chart's user placeholders (-10)
 # but never each other. Two classes let a ResourceQuota scope GPU sandboxes separately.
@@ -55,13 +55,14 @@ def priority_classes():
     } for name, value, policy, text in PRIORITY_CLASSES]
 
 
-def storage(namespace=NAMESPACE, state_size="10Gi", exchange_size="50Gi"):
-    """The service's state volume (hub pod, one writer) and the nbgrader exchange shared with grading Jobs."""
+def storage(namespace=NAMESPACE, state_size="10Gi", grading_size="20Gi"):
+    """The service's state volume (hub pod, one writer) and the grading volume: the service writes a folder
+    per graded notebook, the grading Job's pod mounts that folder only (ReadWriteMany)."""
     return [
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta("aifhub-state", namespace),
          "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": state_size}}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(EXCHANGE_PVC, namespace),
-         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": exchange_size}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(SCRATCH_PVC, namespace),
+         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": grading_size}}}},
     ]
 
 
@@ -81,6 +82,7 @@ def grading_rbac(namespace=NAMESPACE, hub_service_account="hub"):
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("aifhub-grading", namespace),
          "rules": [
              {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
              {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
          ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta("aifhub-grading", namespace),

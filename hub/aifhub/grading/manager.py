@@ -1,13 +1,16 @@
-"""The service's grading: releases, the exchange's storage, collection, the queue and its workers.
+"""The service's grading: its configuration, releases, the exchange's storage, collection, courses'
+groups and gradebooks.
 
 Handlers (:mod:`aifhub.service.grading_api`) check who may do what; this module does it. nbgrader
-itself runs in worker processes (:mod:`.worker`): one for instructors' steps, and a pool that
-autogrades in parallel, each graded kernel sandboxed (:mod:`.kernel`).
+itself runs in worker processes (:mod:`.worker`): one for instructors' steps here, and the queue's
+pool (:mod:`.queue`) that autogrades in parallel, each graded kernel sandboxed (:mod:`.kernel`) or
+run as Kubernetes Jobs (:mod:`.kubejobs`).
 """
 
 import asyncio
 import csv
 import io
+import json
 import logging
 import os
 import shutil
@@ -20,27 +23,19 @@ from traitlets import Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import parse_memory
-from ..ledger.models import utcnow
-from ..ledger.errors import Refusal
 from ..ledger.sandboxes import is_enrolled
+from ..sandbox import podspec
 from . import gradebooks
 from .coursedir import GradingDir, check_name
+from .errors import GradingError
 from .models import GradingCourse, GradingJob, Submission
+from .queue import GradingQueue
 from .store import human_size, md5, pack, read_folder, unpack
-from .workers import WorkerDied, WorkerProcess, kill_grading_uid
+from .workers import WorkerDied, WorkerProcess
 
 log = logging.getLogger(__name__)
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"
-
-
-class GradingError(Exception):
-    """A refusal or failure with an HTTP status and a message for people."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def network_mode_default():
@@ -94,6 +89,28 @@ class GradingManager(LoggingConfigurable):
         help="SQLAlchemy URL of the PostgreSQL database that holds the courses' gradebooks, with a role that may "
         "create roles and schemas (CREATEROLE). Default: the service's own database (AifhubService.db_url).",
     ).tag(config=True)
+    backend = Enum(
+        ["local", "kubernetes"], "local",
+        help="Where graded code runs: 'local' (a sandboxed kernel per submission on this machine) or 'kubernetes' "
+        "(each notebook in a Job of its own, in the course's sandbox image and GPU pool, with no network; the "
+        "trusted steps and the gradebook stay in the service).",
+    ).tag(config=True)
+    scratch_dir = Unicode(
+        help="Folder of the grading jobs' scratch space. With the kubernetes backend, the root of the volume "
+        "(kube_claim) that grading pods mount a job's folder of. Default: <state>/grading-scratch.",
+    ).tag(config=True)
+    kube_namespace = Unicode(help="Namespace of grading Jobs. Default: the service's own pod's namespace.").tag(config=True)
+    kube_config = Unicode(help="kubeconfig file for creating grading Jobs; empty: the pod's service account.").tag(config=True)
+    kube_claim = Unicode("aifhub-grading", help="PersistentVolumeClaim (ReadWriteMany) mounted at scratch_dir, "
+                         "of which each grading pod mounts its job's folder.").tag(config=True)
+    kube_registry = Unicode(help="Registry prefixed to sandbox image repositories in grading Jobs. "
+                            "Default: $AIFHUB_REGISTRY.").tag(config=True)
+    kube_cpu = Unicode("1", help="CPU limit (and request) of a grading pod, a Kubernetes quantity.").tag(config=True)
+    kube_start_timeout = Integer(
+        600, help="Seconds a grading pod may wait for a node (a free GPU) and its image before its job fails.",
+    ).tag(config=True)
+    kube_gpu_pools = Dict(help="GPU pools (as KubeSandboxSpawner.gpu_pools) for grading Jobs. Default: "
+                          "$AIFHUB_GPU_POOLS (JSON), else aifhub's example pools.").tag(config=True)
     first_course_gid = Integer(
         400000, help="First group id handed to courses' grading directories (instructors' sandboxes join their "
         "course's group for formgrader); each course gets the next free one, kept for good.").tag(config=True)
@@ -116,6 +133,30 @@ class GradingManager(LoggingConfigurable):
                 raise ValueError(f"course_submission_sizes[{course!r}]: {exc}")
         return proposal.value
 
+    @default("scratch_dir")
+    def _scratch_dir_default(self):
+        return str(self.state_dir / "grading-scratch")
+
+    @default("kube_namespace")
+    def _kube_namespace_default(self):
+        path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        return os.environ.get("POD_NAMESPACE") or (path.read_text().strip() if path.exists() else "default")
+
+    @default("kube_registry")
+    def _kube_registry_default(self):
+        return os.environ.get("AIFHUB_REGISTRY", "")
+
+    @default("kube_gpu_pools")
+    def _kube_gpu_pools_default(self):
+        return json.loads(os.environ["AIFHUB_GPU_POOLS"]) if os.environ.get("AIFHUB_GPU_POOLS") else podspec.DEFAULT_POOLS
+
+    @validate("kube_gpu_pools")
+    def _validate_pools(self, proposal):
+        try:
+            return podspec.validate_pools(proposal.value)
+        except podspec.PodSpecError as exc:
+            raise ValueError(f"kube_gpu_pools: {exc}")
+
     @default("gradebook_admin_url")
     def _gradebook_admin_url_default(self):
         return self.db.url if self.db is not None and gradebooks.is_postgres(self.db.url) else ""
@@ -133,19 +174,17 @@ class GradingManager(LoggingConfigurable):
         return proposal.value
 
     def __init__(self, state_dir, db, core=None, isolated=None, **kw):
-        super().__init__(**kw)
         self.state_dir = Path(state_dir).resolve()
-        self.root = self.state_dir / "grading"
-        self.scratch = self.state_dir / "grading-scratch"
         self.db = db
+        super().__init__(**kw)
+        self.root = self.state_dir / "grading"
+        self.scratch = Path(self.scratch_dir).resolve()
         self.core = core
         self.isolated = (os.geteuid() == 0) if isolated is None else isolated
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
-        self.pool = []
+        self.queue = GradingQueue(self)
         self._gradebooks = {}  # course id -> gradebook URL, set up in this run
         self._gradebook_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._tasks = []
 
     # -- who may do what -----------------------------------------------------
 
@@ -261,7 +300,8 @@ class GradingManager(LoggingConfigurable):
     def size_limit(self, course_id):
         return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
 
-    async def _base(self, course_id):
+    async def base_request(self, course_id):
+        """What every request to a worker carries: the course's directory, its gradebook, the cell timeout."""
         return {"grading_root": str(self.root), "course_id": course_id, "cell_timeout": self.cell_timeout,
                 "db_url": await self.gradebook_url(course_id)}
 
@@ -284,7 +324,7 @@ class GradingManager(LoggingConfigurable):
         if not (Path(course.path) / "source" / assignment).is_dir():
             raise GradingError(404, f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).")
         await asyncio.to_thread(self.dir, course_id)
-        answer = await self._step(await self._base(course_id) | {"op": "release", "assignment": assignment,
+        answer = await self._step(await self.base_request(course_id) | {"op": "release", "assignment": assignment,
                                                            "course_path": str(course.path)}, "release")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released": True, "notebooks": answer.get("notebooks", [])}
@@ -317,7 +357,7 @@ class GradingManager(LoggingConfigurable):
         latest = self._latest_submissions(course_id, assignment)
         await asyncio.to_thread(self._collect_files, course_id, assignment, latest)
         if latest:
-            await self._step(await self._base(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
+            await self._step(await self.base_request(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
 
@@ -345,7 +385,7 @@ class GradingManager(LoggingConfigurable):
                     s.add(open_job)
                     s.flush()
                 jobs.append(open_job.to_dict())
-        self._wake.set()
+        self.queue.wake()
         return {"course_id": course_id, "assignment_id": assignment, "jobs": jobs}
 
     def jobs(self, course_id, assignment=None, ids=None):
@@ -361,14 +401,14 @@ class GradingManager(LoggingConfigurable):
         self.course(course_id)
         check_name("assignment id", assignment)
         await asyncio.to_thread(self.dir, course_id)
-        answer = await self._step(await self._base(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
+        answer = await self._step(await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released_to": answer.get("students", [])}
 
     async def grades(self, course_id):
         self.course(course_id)
         await asyncio.to_thread(self.dir, course_id)
-        return (await self._step(await self._base(course_id) | {"op": "grades"}, "grades export"))["rows"]
+        return (await self._step(await self.base_request(course_id) | {"op": "grades"}, "grades export"))["rows"]
 
     @staticmethod
     def grades_csv(rows):
@@ -472,181 +512,18 @@ class GradingManager(LoggingConfigurable):
             return None
         return {"timestamp": (folder / "timestamp.txt").read_text().strip(), "archive": pack(folder)}
 
-    # -- the queue -----------------------------------------------------------
+    # -- the queue (see :mod:`.queue`) ----------------------------------------
 
     @property
     def worker_count(self):
         return self.workers or os.cpu_count() or 1
 
-    def _recover(self):
-        """Jobs left running by a previous service run go back to the queue."""
-        with self.db.session() as s:
-            for job in s.scalars(select(GradingJob).where(GradingJob.state == "running")):
-                job.state = "queued"
-                job.detail = "requeued: the service restarted while it ran"
-
-    def _claim(self):
-        with self.db.session() as s:
-            q = select(GradingJob).where(GradingJob.state == "queued").order_by(GradingJob.id).limit(1)
-            if self.db.engine.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            job = s.scalar(q)
-            if job is None:
-                return None
-            job.state, job.started_at, job.attempts = "running", utcnow(), job.attempts + 1
-            return job.to_dict()
-
-    def _finish(self, job_id, **fields):
-        with self.db.session() as s:
-            job = s.get(GradingJob, job_id)
-            for key, value in fields.items():
-                setattr(job, key, value)
-            if fields.get("state") in ("done", "failed"):
-                job.finished_at = utcnow()
-
-    def limits(self):
-        return {"cpu_seconds": self.cpu_seconds or self.notebook_timeout, "memory_bytes": parse_memory(self.memory_limit),
-                "file_bytes": 1024 ** 3, "processes": self.processes}
-
-    async def job_request(self, job, devices=()):
-        uid = self.first_uid + job["id"] % self.uid_count if self.isolated else None
-        return await self._base(job["course_id"]) | {
-            "op": "autograde", "assignment": job["assignment_id"], "student": job["student_id"], "uid": uid,
-            "scratch": str(self.scratch / f"job-{job['id']}"), "limits": self.limits(), "network": self.network,
-            "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
-        }
-
-    def _describe(self, answer):
-        notes = answer.get("notes") or {}
-        texts = []
-        if notes.get("cell-timeout"):
-            texts.append(f"a cell ran past the {self.cell_timeout} s per-cell limit and was interrupted "
-                         f"({', '.join(notes['cell-timeout'])})")
-        if notes.get("out-of-memory"):
-            texts.append(f"a cell hit the memory limit ({self.memory_limit}) and was stopped "
-                         f"({', '.join(notes['out-of-memory'])})")
-        reason = "out-of-memory" if notes.get("out-of-memory") else "cell-timeout" if notes.get("cell-timeout") else None
-        return reason, texts
-
-    async def _claim_gpus(self, job):
-        """Devices for a GPU course's submission, or None when the job went back to the queue or failed."""
-        if self.core is None:
-            return []
-        try:
-            return await self.core.admit_grading(job["course_id"], job["id"], self.notebook_timeout)
-        except Refusal as refusal:
-            if refusal.reason == "gpu-busy":  # wait for a device, without using up an attempt
-                self._finish(job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU")
-                await asyncio.sleep(self.gpu_wait)
-            else:
-                self._finish(job["id"], state="failed", reason="no-gpu", detail=refusal.message)
-            return None
-
-    async def _run_job(self, worker, job):
-        devices = await self._claim_gpus(job)
-        if devices is None:
-            return
-        try:
-            await self._grade(worker, job, devices)
-        finally:
-            if devices:
-                await self.core.release_grading(job["id"])
-
-    async def _grade(self, worker, job, devices):
-        request = await self.job_request(job, devices)
-        started = asyncio.get_running_loop().time()
-        try:
-            answer = await worker.call(request, timeout=self.notebook_timeout)
-        except asyncio.TimeoutError:
-            await asyncio.to_thread(self._cleanup, request)
-            self._finish(job["id"], state="failed", reason="timeout",
-                         detail=f"grading took longer than the {self.notebook_timeout} s limit for a whole submission "
-                                "and was stopped")
-            return
-        except WorkerDied as exc:
-            await asyncio.to_thread(self._cleanup, request)
-            if job["attempts"] < self.max_attempts:
-                self._finish(job["id"], state="queued", detail=f"retrying: {exc}")
-            else:
-                self._finish(job["id"], state="failed", reason="error", detail=str(exc))
-            return
-        took = asyncio.get_running_loop().time() - started
-        await asyncio.to_thread(self.share, job["course_id"])
-        reason, texts = self._describe(answer)
-        if answer.get("ok"):
-            detail = f"graded in {took:.1f} s" + ("; " + "; ".join(texts) if texts else "")
-            self._finish(job["id"], state="done", score=answer.get("score"), max_score=answer.get("max_score"),
-                         reason=reason, detail=detail)
-        else:
-            why = answer.get("reason") or "error"
-            if why == "kernel-died":
-                head = ("the kernel died while grading (killed at the CPU-time limit of "
-                        f"{self.limits()['cpu_seconds']} s or the memory limit of {self.memory_limit}, or it crashed)")
-            elif why == "timeout":
-                head = (f"a cell ran past the {self.cell_timeout} s per-cell limit and the kernel did not stop "
-                        "when interrupted")
-            elif why == "out-of-memory":
-                head = f"the kernel ran out of memory (limit {self.memory_limit}) and died"
-            else:
-                head = "nbgrader could not grade it"
-            tail = (answer.get("error") or "").strip().splitlines()[-6:]
-            self._finish(job["id"], state="failed", reason=why, detail=head + ("; " + "; ".join(texts) if texts else "")
-                         + (": " + " | ".join(tail) if tail else ""))
-        log.info("Grading job %s (%s/%s/%s): %s", job["id"], job["course_id"], job["assignment_id"], job["student_id"],
-                 "done" if answer.get("ok") else f"failed ({answer.get('reason')})")
-
-    def _cleanup(self, request):
-        kill_grading_uid(request.get("uid"))
-        scratch = Path(request["scratch"])
-        pidfile = scratch / "kernel.pid"
-        if request.get("uid") is None and pidfile.exists():
-            try:
-                os.kill(int(pidfile.read_text()), 9)
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(scratch, ignore_errors=True)
-
-    async def _slot(self, worker):
-        while True:
-            try:
-                job = self._claim()
-            except Exception:
-                log.exception("Claiming a grading job failed")
-                job = None
-            if job is None:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), 2.0)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            self._wake.set()  # more may be waiting: let the other slots look too
-            try:
-                await self._run_job(worker, job)
-            except GradingError as exc:  # e.g. the course's gradebook cannot be set up
-                log.error("Grading job %s failed: %s", job["id"], exc.message)
-                self._finish(job["id"], state="failed", reason="error", detail=exc.message)
-            except Exception as exc:
-                log.exception("Grading job %s failed", job["id"])
-                self._finish(job["id"], state="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
-
     def start(self):
         """Start the queue's workers on the running event loop (they start their processes on first use)."""
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.root.chmod(0o711)  # traversable: instructors' sandboxes reach their course's directory
-        self.scratch.mkdir(mode=0o711, parents=True, exist_ok=True)
-        self.scratch.chmod(0o711)
-        self._recover()
-        self.pool = [WorkerProcess(f"grader-{i}", self.root / ".workers" / f"grader-{i}") for i in range(self.worker_count)]
-        self._tasks = [asyncio.ensure_future(self._slot(w)) for w in self.pool]
-        log.info("Grading queue: %d worker(s); kernels %s, network %s", len(self.pool),
-                 "under their own uids" if self.isolated else "under the service's uid (not root)", self.network)
-        if self.network == "none":
-            log.warning("Graded kernels keep the network: this machine gives them no network namespace (util-linux's "
-                        "unshare is missing%s)", "" if os.geteuid() == 0 else ", or user namespaces are disabled")
+        self.queue.start()
 
     async def stop(self):
-        for task in self._tasks:
-            task.cancel()
-        for w in [*self.pool, self.steps]:
-            await w.kill()
+        await self.queue.stop()
+        await self.steps.kill()

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -28,6 +29,28 @@ KERNEL_NAME = "aifhub-grader"
 LOG_TAIL = 4000
 
 log = logging.getLogger("aifhub.grading.worker")
+EXCEPTION_LINE = re.compile(r"^(\[\w+\] )?[\w.]*(Error|Exception|Failed|Interrupt)\b[^:]*:")
+BOILERPLATE = re.compile(r"Please see the the above traceback|Removing failed assignment|There was an error processing")
+
+
+def failure_lines(text, lines=4):
+    """What nbgrader's log says of a failure: its exceptions' last lines (else its last lines), without
+    the tracebacks' frames and nbgrader's own boilerplate (the log indents multi-line messages)."""
+    said, frame = [], False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if frame:  # the source line of a traceback frame
+            frame = False
+            if raw.startswith(" "):
+                continue
+        if line.startswith('File "'):
+            frame = True
+            continue
+        if not line or "Traceback (most recent call last)" in line or set(line) <= set("^~ ") or BOILERPLATE.search(line):
+            continue
+        said.append(line)
+    exceptions = [line for line in said if EXCEPTION_LINE.match(line)]
+    return list(dict.fromkeys(exceptions or said))[-lines:]
 
 
 def kill_uid(uid):
@@ -128,16 +151,33 @@ class Worker:
         return {"ok": True, "rows": copied}
 
     def op_autograde(self, req):
-        from nbgrader.api import Gradebook, MissingEntry
-
-        a, student, uid = req["assignment"], req["student"], req.get("uid")
+        """Autograde one collected submission: its kernel sandboxed here, or its notebooks run as Kubernetes Jobs."""
+        a, student = req["assignment"], req["student"]
         scratch = Path(req["scratch"])
-        gd0 = GradingDir(req["grading_root"], req["course_id"], req.get("db_url"))
-        submitted = gd0.step("submitted", student, a)
+        gd = GradingDir(req["grading_root"], req["course_id"], req.get("db_url"))
+        submitted = gd.step("submitted", student, a)
         if not submitted.is_dir():
             return {"ok": False, "reason": "error", "error": f"no collected submission of {student} for {a}"}
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(mode=0o700, parents=True)
+        config = gd.nbgrader_config(req.get("cell_timeout", 60))
+        try:
+            if req.get("kubernetes"):
+                self._kubernetes_config(req, config)
+            else:
+                self._sandbox_config(req, config, submitted)
+            return self._autograde(req, config)
+        finally:
+            os.environ.pop("JUPYTER_RUNTIME_DIR", None)
+            if req.get("uid") is not None:
+                kill_uid(req["uid"])
+            elif not req.get("kubernetes"):
+                self.kill_pidfile(scratch / "kernel.pid")
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _sandbox_config(self, req, config, submitted):
+        """Kernels started here through :mod:`.kernel`: own uid, no network, limits, a scratch copy of the files."""
+        uid, scratch = req.get("uid"), Path(req["scratch"])
         work, home, conn, tmp = scratch / "work", scratch / "home", scratch / "conn", scratch / "tmp"
         shutil.copytree(submitted, work, ignore=shutil.ignore_patterns(
             "*.ipynb", "timestamp.txt", "submission_secret.txt", ".*"))
@@ -155,39 +195,58 @@ class Worker:
         }
         self.spec_path.write_text(json.dumps(spec))
         os.environ["JUPYTER_RUNTIME_DIR"] = str(conn)  # connection file and ipc sockets: where the kernel can reach
-        try:
-            config = gd0.nbgrader_config(req.get("cell_timeout", 60))
-            config.Execute.kernel_name = KERNEL_NAME
-            config.KernelManager.transport = "ipc"  # ZeroMQ over unix sockets: reachable from the kernel's netns
-            config.KernelManager.connection_file = str(conn / "kernel.json")
-            config.KernelManager.ip = str(conn / "kernel-ipc")
-            gd, api = self.api(req, config)
-            result = api.autograde(a, student)
-            text = (result.get("error") or "") + (result.get("log") or "")
-            notes = self.notes(gd.step("autograded", student, a))
-            if not result.get("success"):
-                reason = "error"
-                if "CellTimeoutError" in text or "Timeout waiting for" in text:
-                    reason = "timeout"
-                elif "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
-                    reason = "kernel-died"
-                    if "out-of-memory" in notes:
-                        reason = "out-of-memory"
-                return {"ok": False, "reason": reason, "error": text[-LOG_TAIL:], "notes": notes}
-            with Gradebook(gd.db_url, gd.course_id) as gb:
-                try:
-                    sub = gb.find_submission(a, student)
-                    score, max_score = sub.score, sub.max_score
-                except MissingEntry:
-                    score, max_score = None, None
-            return {"ok": True, "score": score, "max_score": max_score, "notes": notes, "log": text[-LOG_TAIL:]}
-        finally:
-            os.environ.pop("JUPYTER_RUNTIME_DIR", None)
-            if uid is not None:
-                kill_uid(uid)
-            else:
-                self.kill_pidfile(scratch / "kernel.pid")
-            shutil.rmtree(scratch, ignore_errors=True)
+        config.Execute.kernel_name = KERNEL_NAME
+        config.KernelManager.transport = "ipc"  # ZeroMQ over unix sockets: reachable from the kernel's netns
+        config.KernelManager.connection_file = str(conn / "kernel.json")
+        config.KernelManager.ip = str(conn / "kernel-ipc")
+
+    @staticmethod
+    def _kubernetes_config(req, config):
+        """nbgrader's Execute step replaced by one Kubernetes Job per notebook (:mod:`.kubejobs`)."""
+        from nbgrader.converters import Autograde
+        from nbgrader.preprocessors import Execute
+
+        from .kubejobs import KubernetesExecute
+
+        kube = req["kubernetes"]
+        default = Autograde.class_traits()["autograde_preprocessors"].default()
+        config.Autograde.autograde_preprocessors = [KubernetesExecute if p is Execute else p for p in default]
+        config.KubernetesExecute.job_template = kube["job"]
+        config.KubernetesExecute.job_name = kube["job"]["metadata"]["name"]
+        config.KubernetesExecute.namespace = kube["namespace"]
+        config.KubernetesExecute.kube_config = kube.get("kube_config") or ""
+        config.KubernetesExecute.scratch = req["scratch"]
+        config.KubernetesExecute.scratch_root = kube["scratch_root"]
+        config.KubernetesExecute.notebook_timeout = float(kube["notebook_timeout"])
+        config.KubernetesExecute.start_timeout = int(kube["start_timeout"])
+        Path(req["scratch"]).chmod(0o777)  # grading pods run as the sandbox user
+
+    def _autograde(self, req, config):
+        from nbgrader.api import Gradebook, MissingEntry
+
+        a, student = req["assignment"], req["student"]
+        gd, api = self.api(req, config)
+        result = api.autograde(a, student)
+        text = (result.get("log") or "") + (result.get("error") or "")  # the exception last: it survives the cut
+        notes = self.notes(gd.step("autograded", student, a))
+        if not result.get("success"):
+            reason = "error"
+            if "CellTimeoutError" in text or "Timeout waiting for" in text:
+                reason = "timeout"
+            elif "OOMKilled" in text:
+                reason = "out-of-memory"
+            elif "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
+                reason = "kernel-died"
+                if "out-of-memory" in notes:
+                    reason = "out-of-memory"
+            return {"ok": False, "reason": reason, "error": text[-LOG_TAIL:], "said": failure_lines(text), "notes": notes}
+        with Gradebook(gd.db_url, gd.course_id) as gb:
+            try:
+                sub = gb.find_submission(a, student)
+                score, max_score = sub.score, sub.max_score
+            except MissingEntry:
+                score, max_score = None, None
+        return {"ok": True, "score": score, "max_score": max_score, "notes": notes, "log": text[-LOG_TAIL:]}
 
     @staticmethod
     def kill_pidfile(path):

@@ -231,20 +231,23 @@ class ServiceCore:
         except Exception as exc:  # the spawn goes on; the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course.id, exc)
 
-    async def admit_grading(self, course_id, job_id, expected_s):
-        """GPUs from the local pool for grading one submission of a GPU course, charged to the course.
+    async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
+        """GPU time for grading one submission of a GPU course, charged to the course like a sandbox's.
 
-        Returns the devices (``[]`` when the course needs none or the cluster places GPUs); raises
-        Refusal (409 ``gpu-busy`` when none is free now).
+        Returns the devices from the local pool (``[]`` when the course needs none, or when the cluster
+        places the GPU, as for sandboxes or with ``cluster`` (grading Jobs): the Job asks for it, and the
+        session is charged while the job runs);
+        raises Refusal (409 ``gpu-busy`` when no local device is free now, 403 when the course's
+        allocation or budget is used up).
         """
         course = self.catalog.get(course_id)
-        if course is None or course.sandbox.gpu is None or self.inventory is None:
+        if course is None or course.sandbox.gpu is None:
             return []
         server = f"grading-{job_id}"
         async with self._lock:
             with self.db.session() as s:
-                admission = sandboxes.admit(s, course, GRADER, server, self.inventory, self.first_uid,
-                                            default_session_s=expected_s, learner_quota=False)
+                admission = sandboxes.admit(s, course, GRADER, server, None if cluster else self.inventory,
+                                            self.first_uid, default_session_s=expected_s, learner_quota=False)
         self.grading_running.add((GRADER, server))
         return admission.devices
 
