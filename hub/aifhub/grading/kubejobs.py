@@ -22,21 +22,27 @@ from pathlib import Path
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Integer, Unicode
 
+from .coursedir import LEARNER_FILES_IGNORE
 from .execute import OUTPUT, RESULT
 from .kubeclient import JobFailed, run_job
 
-WORK_IGNORE = shutil.ignore_patterns("*.ipynb", "timestamp.txt", "submission_secret.txt", ".*")
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 
 
 def read_answer(path, limit=MAX_ANSWER_BYTES):
     """The bytes of a regular file the pod wrote, never through a link, at most ``limit``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:  # not through a link; a FIFO must not block us (it is then refused as not a regular file)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise JobFailed(f"the grading pod left no usable {Path(path).name} ({exc.strerror})")
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             raise JobFailed(f"the grading pod left no usable {Path(path).name}")
-        return f.read(limit + 1)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)
+    finally:
+        os.close(fd)
 
 
 class KubernetesExecute(Execute):
@@ -61,7 +67,7 @@ class KubernetesExecute(Execute):
         notebook = resources.get("unique_key") or f"notebook-{self._count}"
         folder = Path(self.scratch) / f"{self._count:02d}"
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(resources["metadata"]["path"], folder / "work", ignore=WORK_IGNORE)
+        shutil.copytree(resources["metadata"]["path"], folder / "work", ignore=shutil.ignore_patterns(*LEARNER_FILES_IGNORE))
         budget = max(1.0, self.notebook_timeout - self._used)
         (folder / "job.json").write_text(json.dumps({"cell_timeout": self.timeout, "notebook_timeout": budget,
                                                      "notebook": notebook}))

@@ -22,7 +22,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .coursedir import GradingDir, venv_path_env
+from .coursedir import LEARNER_FILES_IGNORE, GradingDir, venv_path_env
 
 RESULT = "AIFHUB-RESULT "
 KERNEL_NAME = "aifhub-grader"
@@ -179,8 +179,7 @@ class Worker:
         """Kernels started here through :mod:`.kernel`: own uid, no network, limits, a scratch copy of the files."""
         uid, scratch = req.get("uid"), Path(req["scratch"])
         work, home, conn, tmp = scratch / "work", scratch / "home", scratch / "conn", scratch / "tmp"
-        shutil.copytree(submitted, work, ignore=shutil.ignore_patterns(
-            "*.ipynb", "timestamp.txt", "submission_secret.txt", ".*"))
+        shutil.copytree(submitted, work, ignore=shutil.ignore_patterns(*LEARNER_FILES_IGNORE))
         for d in (home, conn, tmp):
             d.mkdir(mode=0o700)
         if uid is not None:
