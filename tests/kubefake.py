@@ -157,8 +157,6 @@ class FakeCluster:
                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin", "--ro-bind", "/etc", "/etc",
                "--proc", "/proc", "--dev", "/dev"]
-        for path in {sys.prefix, sys.base_prefix, str(REPO / "hub")} - {"/usr"}:  # the "image"
-            cmd += ["--ro-bind", path, path]
         for mount in container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             if "emptyDir" in volume:
@@ -166,6 +164,9 @@ class FakeCluster:
             else:
                 source = self.volumes[volume["persistentVolumeClaim"]["claimName"]] / mount.get("subPath", "")
                 cmd += ["--bind", str(source), mount["mountPath"]]
+        # the "image": after the volumes, so that a checkout under /tmp is not hidden by the pod's /tmp
+        for path in sorted({sys.prefix, sys.base_prefix, str(REPO / "hub")} - {"/usr"}):
+            cmd += ["--ro-bind", path, path]
         cmd += ["--chdir", container.get("workingDir", "/"), "--clearenv",
                 "--setenv", "PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin"]
         for env in container.get("env", []):

@@ -1,4 +1,4 @@
-"""Courses' gradebooks and grading groups: SQLite, or a PostgreSQL schema and role per course.
+"""Courses' gradebooks, grading groups and grading folders: SQLite, or a PostgreSQL schema and role per course.
 
 The PostgreSQL cases run when AIFHUB_TEST_PG_URL is set (`.ci/run` sets it): a real server that
 checks passwords, and a service role with CREATEROLE (scripts/test-postgres).
@@ -159,3 +159,26 @@ def test_the_gradebook_url_file_is_private(tmp_path):
     assert gd.url_file.read_text() == "postgresql+psycopg://r:secret@db/x\n"
     assert oct(gd.url_file.stat().st_mode & 0o777) == "0o600"
     assert "secret" not in (gd.root / "nbgrader_config.py").read_text()
+
+
+def test_course_directories_left_in_the_state_move_to_grading_dir(tmp_path):
+    state = tmp_path / "state"
+    old = state / "grading" / "dl-basics"
+    old.mkdir(parents=True)
+    (old / "gradebook.db").write_text("grades")
+    (state / "grading" / ".workers").mkdir()
+    kept = tmp_path / "volume" / "courses" / "gpu-fundamentals"
+    kept.mkdir(parents=True)
+    (state / "grading" / "gpu-fundamentals").mkdir()
+    (state / "grading" / "gpu-fundamentals" / "gradebook.db").write_text("older")
+    grading = GradingManager(state, Database(sqlite_url(tmp_path / "aifhub.sqlite")), grading_dir=str(kept.parent))
+    grading._move_old_course_dirs()
+    assert (kept.parent / "dl-basics" / "gradebook.db").read_text() == "grades"
+    assert not (kept / "gradebook.db").exists()  # what grading_dir already has is kept as it is
+    assert not (state / "grading").exists() and (state / "grading.moved" / "dl-basics").is_dir()
+
+
+def test_kubernetes_job_folders_must_be_on_the_grading_volume(tmp_path):
+    with pytest.raises(ValueError, match="must lie on the grading volume"):
+        GradingManager(tmp_path, None, backend="kubernetes", scratch_dir=str(tmp_path / "jobs"),
+                       kube_volume_root=str(tmp_path / "volume"))

@@ -158,6 +158,22 @@ async def test_course_b_after_course_a_leaves_no_trace(config):
     assert [t["key"] for t in mig["spec"]["tolerations"]].count("nvidia.com/gpu") == 1
 
 
+async def test_an_instructors_sandbox_mounts_the_course_directory_for_formgrader(config, tmp_path):
+    spawner = offline.make_spawner("instructor", config=config)
+    teaching = await offline.render_pod(spawner, COURSES["dl-basics"], role="instructor")
+    volumes = {v["name"]: v for v in teaching["spec"]["volumes"]}
+    mount = next(m for m in container(teaching)["volumeMounts"] if m["mountPath"] == "/home/jovyan/course-grading")
+    assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == "aifhub-grading"
+    assert mount["subPath"] == "courses/dl-basics"  # that course's directory, nothing else of the volume
+    assert env(teaching)["AIFHUB_GRADING_DIR"] == "/home/jovyan/course-grading"
+    assert teaching["metadata"]["labels"]["aifhub.io/gradebook-access"] == "true"
+    learning = await offline.render_pod(spawner, COURSES["dl-basics"])  # the same spawner, as a learner
+    assert "course-grading" not in json.dumps(learning) and "gradebook-access" not in json.dumps(learning)
+    assert learning == await offline.render_pod(offline.make_spawner("instructor", config=config), COURSES["dl-basics"])
+    rc, out = kubernetes_validate(tmp_path, [teaching, learning])
+    assert rc == 0 and out.count("passed") == 2, out
+
+
 async def test_group_overrides_apply_on_the_clean_baseline(config):
     cfg = copy.deepcopy(config)
     cfg.KubeSpawner.group_overrides = {"01-staff": {"groups": ["formgrade-gpu-fundamentals"],

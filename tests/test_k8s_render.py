@@ -81,7 +81,8 @@ def test_values_say_what_aifhub_needs(rendered):
     cmd = service_command(hub["extraEnv"])
     assert "--gpus=kubernetes" in cmd and any(a.startswith("--db-url=postgresql") for a in cmd)
     assert "--GradingManager.backend=kubernetes" in cmd  # graded code runs in Jobs, not in the hub pod
-    assert "--GradingManager.scratch_dir=/srv/aifhub/grading-scratch" in cmd
+    assert "--GradingManager.grading_dir=/srv/aifhub/grading/courses" in cmd  # instructors' pods mount it
+    assert "--GradingManager.scratch_dir=/srv/aifhub/grading/jobs" in cmd
 
 
 def test_committed_render_is_current(rendered):
@@ -119,7 +120,7 @@ def test_extra_manifests_validate(rendered):
 
 
 def test_grading_jobs(rendered):
-    policy = yaml.safe_load((rendered / "manifests" / "20-grading-networkpolicy.yaml").read_text())
+    policy = next(yaml.safe_load_all((rendered / "manifests" / "20-grading-networkpolicy.yaml").read_text()))
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"]["egress"]
     gpu_course = CATALOG.courses["gpu-fundamentals"]
@@ -140,7 +141,13 @@ def test_grading_jobs(rendered):
     storage = list(yaml.safe_load_all((rendered / "manifests" / "10-storage.yaml").read_text()))
     assert {d["metadata"]["name"]: d["spec"]["accessModes"] for d in storage}["aifhub-grading"] == ["ReadWriteMany"]
     values = yaml.safe_load((rendered / "values.yaml").read_text())
-    assert {"name": "aifhub-grading", "mountPath": "/srv/aifhub/grading-scratch"} in values["hub"]["extraVolumeMounts"]
+    assert {"name": "aifhub-grading", "mountPath": "/srv/aifhub/grading"} in values["hub"]["extraVolumeMounts"]
+    # instructors' sandboxes reach PostgreSQL (their course's gradebook), which the chart's policy blocks
+    policies = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
+        (rendered / "manifests" / "20-grading-networkpolicy.yaml").read_text())}
+    gradebook = policies["aifhub-instructors-gradebook"]["spec"]
+    assert gradebook["podSelector"]["matchLabels"] == {"aifhub.io/gradebook-access": "true"}
+    assert gradebook["egress"] == [{"ports": [{"port": 5432, "protocol": "TCP"}]}]
     rbac = yaml.safe_load_all((rendered / "manifests" / "21-grading-rbac.yaml").read_text())
     rules = {r for doc in rbac if doc["kind"] == "Role" for rule in doc["rules"] for r in rule["resources"]}
     assert {"jobs", "jobs/status", "pods"} <= rules

@@ -13,9 +13,13 @@ import re
 from ..sandbox import podspec
 
 GRADER = "grader"
-SCRATCH_PVC = "aifhub-grading"  # ReadWriteMany: the service writes job folders, grading pods run in them
-SCRATCH_MOUNT = "/srv/aifhub/grading-scratch"  # where the hub pod mounts it
-JOB_MOUNT = "/grading"  # where a grading pod sees its own job folder
+# The grading volume (ReadWriteMany), mounted in the hub pod at GRADING_MOUNT: the courses' nbgrader
+# directories in courses/ (instructors' sandboxes mount their course's, for formgrader), and a folder per
+# graded notebook in jobs/ (its grading pod mounts that folder only, at JOB_MOUNT).
+GRADING_PVC = "aifhub-grading"
+GRADING_MOUNT = "/srv/aifhub/grading"
+COURSES_SUBDIR, JOBS_SUBDIR = "courses", "jobs"
+JOB_MOUNT = "/grading"
 
 
 def safe_name(*parts, limit=63):
@@ -36,7 +40,7 @@ def label_value(value, limit=63):
     return clean
 
 
-def grading_job(course, image, pools, assignment, student, *, name=None, sub_path=None, claim=SCRATCH_PVC,
+def grading_job(course, image, pools, assignment, student, *, name=None, sub_path=None, claim=GRADING_PVC,
                 registry="", namespace=None, cpu="1", memory="2Gi", deadline_seconds=1800, ttl_seconds=600,
                 job_id=None):
     """The Job that runs one notebook of ``student``'s submission of ``assignment``.

@@ -12,7 +12,7 @@ import sys
 from ..hubconfig import SERVICE_NAME, ConfigError, aifhub_roles
 from ..sandbox.notices import QuotaNotices
 from . import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
-from .grading import SCRATCH_MOUNT
+from .grading import COURSES_SUBDIR, GRADING_MOUNT, JOBS_SUBDIR
 
 
 def service_address(env):
@@ -36,9 +36,10 @@ def service_command(env):
         cmd.append(f"--stop-grace={env['AIFHUB_STOP_GRACE']}")
     if env.get("AIFHUB_DB_URL"):
         cmd.append(f"--db-url={env['AIFHUB_DB_URL']}")
-    # graded notebooks run as Kubernetes Jobs, in job folders of the grading volume the hub pod mounts
-    cmd += ["--GradingManager.backend=kubernetes",
-            f"--GradingManager.scratch_dir={env.get('AIFHUB_GRADING_SCRATCH', SCRATCH_MOUNT)}"]
+    # graded notebooks run as Kubernetes Jobs; courses' directories and job folders live on the grading volume
+    volume = env.get("AIFHUB_GRADING_VOLUME", GRADING_MOUNT)
+    cmd += ["--GradingManager.backend=kubernetes", f"--GradingManager.kube_volume_root={volume}",
+            f"--GradingManager.grading_dir={volume}/{COURSES_SUBDIR}", f"--GradingManager.scratch_dir={volume}/{JOBS_SUBDIR}"]
     return cmd
 
 

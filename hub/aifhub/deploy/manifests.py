@@ -4,7 +4,8 @@ import json
 
 from . import NAMESPACE
 from .dashboard import grafana_dashboard
-from .grading import GRADER, SCRATCH_PVC
+from ..sandbox.podspec import GRADEBOOK_LABEL
+from .grading import GRADER, GRADING_PVC
 
 # Sandboxes share one priority value: they preempt the chart's user placeholders (-10)
 # but never each other. Two classes let a ResourceQuota scope GPU sandboxes separately.
@@ -56,12 +57,13 @@ def priority_classes():
 
 
 def storage(namespace=NAMESPACE, state_size="10Gi", grading_size="20Gi"):
-    """The service's state volume (hub pod, one writer) and the grading volume: the service writes a folder
-    per graded notebook, the grading Job's pod mounts that folder only (ReadWriteMany)."""
+    """The service's state volume (hub pod, one writer) and the grading volume (ReadWriteMany): the courses'
+    nbgrader directories, which instructors' sandboxes mount, and a folder per graded notebook, which that
+    notebook's grading pod mounts."""
     return [
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta("aifhub-state", namespace),
          "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": state_size}}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(SCRATCH_PVC, namespace),
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(GRADING_PVC, namespace),
          "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": grading_size}}}},
     ]
 
@@ -73,6 +75,17 @@ def grading_network_policy(namespace=NAMESPACE):
         "metadata": _meta("aifhub-grading-no-network", namespace),
         "spec": {"podSelector": {"matchLabels": {"aifhub.io/component": GRADER}},
                  "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+    }
+
+
+def gradebook_network_policy(namespace=NAMESPACE, port=5432):
+    """Instructors' sandboxes (labelled by the spawner) may reach PostgreSQL, where their course's gradebook is:
+    formgrader connects as the course's own role. Added to the chart's sandbox policy, which allows no private IPs."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta("aifhub-instructors-gradebook", namespace),
+        "spec": {"podSelector": {"matchLabels": {GRADEBOOK_LABEL: "true"}}, "policyTypes": ["Egress"],
+                 "egress": [{"ports": [{"port": port, "protocol": "TCP"}]}]},
     }
 
 

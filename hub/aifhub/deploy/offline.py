@@ -64,9 +64,9 @@ async def serialize(obj):
         return api.sanitize_for_serialization(obj)
 
 
-async def render_pod(spawner, course):
-    """The pod manifest (a dict) ``spawner`` creates for a course summary."""
-    await spawner.configure_for_course(course)
+async def render_pod(spawner, course, role="learner"):
+    """The pod manifest (a dict) ``spawner`` creates for a course summary (and the user's role in it)."""
+    await spawner.configure_for_course(course, role)
     return await serialize(await spawner.get_pod_manifest())
 
 

@@ -3,7 +3,7 @@
 from .. import __version__
 from ..sandbox import podspec
 from . import COURSES_DIR, IMAGES_DIR, SECRET_NAME, SERVICE_PORT, STATE_DIR
-from .grading import SCRATCH_MOUNT, SCRATCH_PVC
+from .grading import GRADING_MOUNT, GRADING_PVC
 
 SERVICE_NAME = "aifhub"
 HUB_REPOSITORY = "aifhub/hub"
@@ -84,9 +84,9 @@ def z2jh_values(images, pools=None, registry="", hub_tag=None):
                 "AIFHUB_METER_INTERVAL": "60",
             },
             "extraVolumes": [{"name": "aifhub-state", "persistentVolumeClaim": {"claimName": "aifhub-state"}},
-                             {"name": "aifhub-grading", "persistentVolumeClaim": {"claimName": SCRATCH_PVC}}],
+                             {"name": "aifhub-grading", "persistentVolumeClaim": {"claimName": GRADING_PVC}}],
             "extraVolumeMounts": [{"name": "aifhub-state", "mountPath": STATE_DIR},
-                                  {"name": "aifhub-grading", "mountPath": SCRATCH_MOUNT}],
+                                  {"name": "aifhub-grading", "mountPath": GRADING_MOUNT}],
             "networkPolicy": {
                 "enabled": True,
                 # the proxy reaches the aifhub service, which runs in the hub pod

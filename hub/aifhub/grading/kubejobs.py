@@ -53,7 +53,7 @@ class KubernetesExecute(Execute):
     namespace = Unicode("default", help="Namespace the Jobs run in.").tag(config=True)
     kube_config = Unicode(help="kubeconfig file; empty: the pod's service account (in the cluster).").tag(config=True)
     scratch = Unicode(help="This submission's folder on the grading volume, as the worker sees it.").tag(config=True)
-    scratch_root = Unicode(help="Where the worker sees the grading volume's root (subPaths are relative to it).").tag(config=True)
+    volume_root = Unicode(help="Where the worker sees the grading volume's root (subPaths are relative to it).").tag(config=True)
     notebook_timeout = Float(600, help="Seconds all the submission's notebooks may run, in all.").tag(config=True)
     start_timeout = Integer(600, help="Seconds a grading pod may wait for a node and its image.").tag(config=True)
 
@@ -81,7 +81,7 @@ class KubernetesExecute(Execute):
         spec = manifest["spec"]["template"]["spec"]
         for mount in spec["containers"][0]["volumeMounts"]:
             if mount["name"] == "job":
-                mount["subPath"] = str(folder.relative_to(self.scratch_root))
+                mount["subPath"] = str(folder.relative_to(self.volume_root))
         manifest["spec"]["activeDeadlineSeconds"] = int(self.start_timeout + budget + 30)
         began = time.monotonic()
         try:

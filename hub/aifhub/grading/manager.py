@@ -95,9 +95,17 @@ class GradingManager(LoggingConfigurable):
         "(each notebook in a Job of its own, in the course's sandbox image and GPU pool, with no network; the "
         "trusted steps and the gradebook stay in the service).",
     ).tag(config=True)
+    grading_dir = Unicode(
+        help="Folder of the courses' nbgrader directories (<grading_dir>/<course>/). Default: <state>/grading. "
+        "Course directories found in <state>/grading when it is elsewhere are moved there on start.",
+    ).tag(config=True)
     scratch_dir = Unicode(
-        help="Folder of the grading jobs' scratch space. With the kubernetes backend, the root of the volume "
-        "(kube_claim) that grading pods mount a job's folder of. Default: <state>/grading-scratch.",
+        help="Folder of the grading jobs' scratch space (a folder per job). Default: <state>/grading-scratch. "
+        "With the kubernetes backend it must lie on the grading volume (kube_volume_root).",
+    ).tag(config=True)
+    kube_volume_root = Unicode(
+        help="Where the service's pod mounts the grading volume (kube_claim); grading pods mount their job's folder "
+        "of it by its path below this. Default: scratch_dir.",
     ).tag(config=True)
     kube_namespace = Unicode(help="Namespace of grading Jobs. Default: the service's own pod's namespace.").tag(config=True)
     kube_config = Unicode(help="kubeconfig file for creating grading Jobs; empty: the pod's service account.").tag(config=True)
@@ -133,9 +141,17 @@ class GradingManager(LoggingConfigurable):
                 raise ValueError(f"course_submission_sizes[{course!r}]: {exc}")
         return proposal.value
 
+    @default("grading_dir")
+    def _grading_dir_default(self):
+        return str(self.state_dir / "grading")
+
     @default("scratch_dir")
     def _scratch_dir_default(self):
         return str(self.state_dir / "grading-scratch")
+
+    @default("kube_volume_root")
+    def _kube_volume_root_default(self):
+        return self.scratch_dir
 
     @default("kube_namespace")
     def _kube_namespace_default(self):
@@ -177,8 +193,12 @@ class GradingManager(LoggingConfigurable):
         self.state_dir = Path(state_dir).resolve()
         self.db = db
         super().__init__(**kw)
-        self.root = self.state_dir / "grading"
+        self.root = Path(self.grading_dir).resolve()
         self.scratch = Path(self.scratch_dir).resolve()
+        self.kube_volume = Path(self.kube_volume_root).resolve()
+        if self.backend == "kubernetes" and not self.scratch.is_relative_to(self.kube_volume):
+            raise ValueError(f"GradingManager.scratch_dir ({self.scratch}) must lie on the grading volume that grading "
+                             f"pods mount, kube_volume_root ({self.kube_volume})")
         self.core = core
         self.isolated = (os.geteuid() == 0) if isolated is None else isolated
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
@@ -522,7 +542,21 @@ class GradingManager(LoggingConfigurable):
         """Start the queue's workers on the running event loop (they start their processes on first use)."""
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.root.chmod(0o711)  # traversable: instructors' sandboxes reach their course's directory
+        self._move_old_course_dirs()
         self.queue.start()
+
+    def _move_old_course_dirs(self):
+        """Course directories left in ``<state>/grading`` when ``grading_dir`` is elsewhere: copied over once
+        (those it already has are kept), then the old folder is renamed ``grading.moved``."""
+        old = self.state_dir / "grading"
+        if old == self.root or not old.is_dir():
+            return
+        for course_dir in sorted(old.iterdir()):
+            if course_dir.is_dir() and not course_dir.name.startswith(".") and not (self.root / course_dir.name).exists():
+                shutil.copytree(course_dir, self.root / course_dir.name, symlinks=True)
+                log.info("Moved the grading directory of %s from %s to %s", course_dir.name, old, self.root)
+        moved = old.with_name("grading.moved")
+        old.rename(moved if not moved.exists() else old.with_name(f"grading.moved-{datetime.now():%Y%m%d%H%M%S}"))
 
     async def stop(self):
         await self.queue.stop()

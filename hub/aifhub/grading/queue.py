@@ -109,7 +109,7 @@ class GradingQueue:
         except podspec.PodSpecError as exc:
             raise GradingError(409, str(exc))
         return {"job": manifest, "namespace": self.m.kube_namespace, "kube_config": self.m.kube_config,
-                "scratch_root": str(self.m.scratch), "notebook_timeout": self.m.notebook_timeout,
+                "volume_root": str(self.m.kube_volume), "notebook_timeout": self.m.notebook_timeout,
                 "start_timeout": self.m.kube_start_timeout}
 
     def call_timeout(self, job):

@@ -215,7 +215,7 @@ class Worker:
         config.KubernetesExecute.namespace = kube["namespace"]
         config.KubernetesExecute.kube_config = kube.get("kube_config") or ""
         config.KubernetesExecute.scratch = req["scratch"]
-        config.KubernetesExecute.scratch_root = kube["scratch_root"]
+        config.KubernetesExecute.volume_root = kube["volume_root"]
         config.KubernetesExecute.notebook_timeout = float(kube["notebook_timeout"])
         config.KubernetesExecute.start_timeout = int(kube["start_timeout"])
         Path(req["scratch"]).chmod(0o777)  # grading pods run as the sandbox user

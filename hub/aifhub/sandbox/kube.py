@@ -90,6 +90,19 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         help="Seconds past the course's max_session before Kubernetes ends the pod itself (activeDeadlineSeconds); "
         "the aifhub service stops sessions gracefully before that.",
     ).tag(config=True)
+    grading_claim = Unicode(
+        "aifhub-grading",
+        help="PersistentVolumeClaim (ReadWriteMany) holding the courses' nbgrader directories (the aifhub service's "
+        "GradingManager.grading_dir). An instructor's sandbox of their course mounts that course's directory, for "
+        "formgrader. Empty: instructors' sandboxes get none.",
+    ).tag(config=True)
+    grading_sub_path = Unicode(
+        "courses/{course}", help="Where a course's nbgrader directory lies on grading_claim ({course}: the course id).",
+    ).tag(config=True)
+    grading_mount_path = Unicode(
+        help="Where an instructor's sandbox sees its course's nbgrader directory (inside the home, where formgrader "
+        "looks). Default: <home_dir>/course-grading.",
+    ).tag(config=True)
     clean_traits = List(
         Unicode(), default_value=list(CLEAN_TRAITS),
         help="Spawner traits restored to their configured values before each spawn, so a previous course's "
@@ -103,6 +116,10 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
     @default("gpu_pools")
     def _gpu_pools_default(self):
         return podspec.validate_pools(copy.deepcopy(podspec.DEFAULT_POOLS))
+
+    @default("grading_mount_path")
+    def _grading_mount_path_default(self):
+        return f"{self.home_dir.rstrip('/')}/course-grading"
 
     @default("storage_capacity")
     def _storage_capacity_default(self):
@@ -144,8 +161,9 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
     def course_pvc_name(self, course_id):
         return self._expand_user_properties(self.course_pvc_name_template.replace("{course}", course_id))
 
-    async def configure_for_course(self, course):
-        """Baseline, then group overrides, then the course (a course summary dict)."""
+    async def configure_for_course(self, course, role="learner"):
+        """Baseline, then group overrides, then the course (a course summary dict); an instructor's sandbox
+        (``role`` instructor or admin) also gets the course's nbgrader directory."""
         self.restore_baseline()
         await super().apply_group_overrides()
         self.pvc_name = self.course_pvc_name(course["id"])
@@ -157,6 +175,12 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         )
         if not settings["priority_class_name"]:
             settings["priority_class_name"] = self.priority_class_name
+        if role in ("instructor", "admin") and self.grading_claim:
+            grading = podspec.grading_settings(course, self.grading_claim, self.grading_sub_path, self.grading_mount_path)
+            for name in ("volumes", "volume_mounts"):
+                settings[name] = settings[name] + grading[name]
+            for name in ("environment", "extra_labels"):
+                settings[name] = {**settings[name], **grading[name]}
         for name, value in settings.items():
             current = getattr(self, name)
             if name in MERGED and isinstance(current, dict):
@@ -201,7 +225,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         admission = await self.admit()
         try:
             try:
-                await self.configure_for_course(admission["course"])
+                await self.configure_for_course(admission["course"], admission.get("role", "learner"))
             except podspec.PodSpecError as exc:
                 raise SpawnException(str(exc), reason="sandbox-spec", status_code=409) from exc
             pod = await self.get_pod_manifest()  # built again by KubeSpawner; here to tell what is asked for

@@ -15,6 +15,7 @@ CPU_POOL = "cpu"  # the pool of CPU-only courses
 COMPONENT_LABEL = "aifhub.io/component"
 COURSE_LABEL = "aifhub.io/course"
 GPU_KIND_LABEL = "aifhub.io/gpu-kind"
+GRADEBOOK_LABEL = "aifhub.io/gradebook-access"  # instructors' pods: a network policy lets them reach PostgreSQL
 HOME = "/home/jovyan"
 SANDBOX_UID = 1000
 SANDBOX_GID = 100
@@ -199,6 +200,19 @@ def gpu_environment(course, pool):
     env.update(pool.get("environment", {}))
     env["AIFHUB_COURSE"] = course["id"]
     return env
+
+
+def grading_settings(course, claim, sub_path, mount_path):
+    """What an instructor's sandbox adds for formgrader: their course's nbgrader directory from the grading
+    volume (``claim``, at ``sub_path``) mounted at ``mount_path``, nbgrader pointed at it, and the label that
+    lets the pod reach the gradebook's PostgreSQL."""
+    return {
+        "volumes": [{"name": "aifhub-course-grading", "persistentVolumeClaim": {"claimName": claim}}],
+        "volume_mounts": [{"name": "aifhub-course-grading", "mountPath": mount_path,
+                           "subPath": sub_path.replace("{course}", course["id"])}],
+        "environment": {"AIFHUB_GRADING_DIR": mount_path},
+        "extra_labels": {GRADEBOOK_LABEL: "true"},
+    }
 
 
 def labels(course, kind, component="sandbox"):

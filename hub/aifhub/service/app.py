@@ -208,7 +208,12 @@ class AifhubService(Application):
             core.seed_allocations(self.demo_allocations)
 
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
+        try:
+            grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
+        except ValueError as exc:  # settings that contradict each other
+            self.log.critical("%s", exc)
+            db.close()
+            self.exit(1)
         server = HTTPServer(self.make_app(core, grading), xheaders=True)
         server.listen(url.port, url.hostname)
         self.log.info("aifhub service listening on %s", url.geturl())
