@@ -116,6 +116,21 @@ def up(args):
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    try:
+        announce(proc, url, password, inventory, state)
+    except BaseException:  # never leave the hub (and its proxy, service and sandboxes) behind without us
+        proc.terminate()
+        proc.wait(60)
+        raise
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def announce(proc, url, password, inventory, state):
+    """Print where the hub is and how to log in, once it answers."""
     if wait_until_ready(proc, url + "hub/health"):
         gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
         isolation = "each learner's sandbox runs under its own uid" if os.geteuid() == 0 else \
@@ -130,8 +145,3 @@ def up(args):
             "Press Ctrl-C to stop the hub, the proxy, the service and every sandbox.\n",
             flush=True,
         )
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue
