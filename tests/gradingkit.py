@@ -18,6 +18,23 @@ ASSIGNMENT = "ps1-digits"
 SOURCE = REPO / "courses" / COURSE / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
 
 
+# The start of a cell that tries what a graded submission must never reach: each attempt prints
+# "ATTEMPT <what> failed <exception>" (or SUCCEEDED); env_secret fails unless the environment is clean.
+PROBE_PRELUDE = '''import os, socket
+def attempt(what, fn):
+    try:
+        got = fn()
+        print("ATTEMPT", what, "SUCCEEDED", repr(got)[:60])
+    except Exception as exc:
+        print("ATTEMPT", what, "failed", type(exc).__name__)
+def env_secret():
+    found = [k for k in os.environ if any(w in k for w in ("TOKEN", "SECRET", "PASSWORD"))
+             or k.startswith(("JUPYTERHUB", "AIFHUB_INTERNAL"))]
+    assert not found, found
+    raise LookupError("no secrets in the environment")
+'''
+
+
 def solution_notebook():
     return nbformat.read(str(SOURCE), as_version=4)
 

@@ -16,8 +16,8 @@ import nbformat
 import pytest
 import yaml
 from conftest import start_hub
-from gradingkit import (ASSIGNMENT, COURSE, REPO, blank_notebook, solution_notebook, submit, wait_jobs, with_cell,
-                        with_extra_cells)
+from gradingkit import (ASSIGNMENT, COURSE, PROBE_PRELUDE, REPO, blank_notebook, solution_notebook, submit,
+                        wait_jobs, with_cell, with_extra_cells)
 from kubefake import BWRAP, FakeCluster
 
 from aifhub.deploy import KUBERNETES_VERSION
@@ -54,22 +54,12 @@ def hub(hub_dir, cluster):
 def probe(hub):
     """Part A's solution after attempts at what a submission must never reach."""
     state = hub.state_dir
-    return f'''import os, socket
-def attempt(what, fn):
-    try:
-        got = fn()
-        print("ATTEMPT", what, "SUCCEEDED", repr(got)[:60])
-    except Exception as exc:
-        print("ATTEMPT", what, "failed", type(exc).__name__)
+    return PROBE_PRELUDE + f'''
 attempt("gradebook", lambda: open({str(state / "grading" / COURSE / "gradebook.db")!r}, "rb").read(16))
 attempt("other submissions", lambda: os.listdir({str(state / "grading" / COURSE / "submitted")!r}))
 attempt("the grading volume", lambda: os.listdir({str(hub.state_dir.parent / "grading-volume")!r}))
 attempt("hub secrets", lambda: open({str(state / "secrets" / "internal_token")!r}).read())
 attempt("service account token", lambda: open("/var/run/secrets/kubernetes.io/serviceaccount/token").read())
-def env_secret():
-    found = [k for k in os.environ if "TOKEN" in k or "SECRET" in k or "PASSWORD" in k or k.startswith("JUPYTERHUB")]
-    assert not found, found
-    raise LookupError("no secrets in the environment")
 attempt("environment secrets", env_secret)
 attempt("network to the hub", lambda: socket.create_connection(("127.0.0.1", {hub.port}), timeout=3))
 print("MOUNTS", sorted(l.split()[4] for l in open("/proc/self/mountinfo") if "/grading" in l.split()[4]))
