@@ -148,7 +148,7 @@ def test_spawn_form_admission_and_pod_up_to_the_api_call(hub):
     # admission ran (the service answered), then KubeSpawner's manifest was built for the course
     built = re.search(r"Pod jupyter-learner1 for learner1 \(course gpu-fundamentals\): image (\S+), limits (.*)", log)
     assert built, log[-3000:]
-    assert built.group(1) == "aifhub/sandbox-pytorch-cuda:2026.11.0"
+    assert built.group(1) == "aifhub/sandbox-pytorch-cuda:2026.12.0"
     assert "'nvidia.com/gpu': '1'" in built.group(2) and "aifhub-sandbox-gpu" in built.group(2)
     assert not re.search(r"\b500 POST /hub/api/users/learner1/server", log)
     assert api(url, "GET", "users/learner1").json()["servers"] == {}

@@ -129,7 +129,7 @@ async def test_every_example_course_and_gpu_kind_validates(config, tmp_path):
         assert cpu["spec"]["priorityClassName"] == "aifhub-sandbox-cpu"
         assert env(cpu)["NVIDIA_VISIBLE_DEVICES"] == "void"  # CUDA images would otherwise see every GPU
     dl = pods["dl-basics"]
-    assert container(dl)["image"] == "aifhub/sandbox-cpu-base:2026.11.0"
+    assert container(dl)["image"] == "aifhub/sandbox-cpu-base:2026.12.0"
     assert container(dl)["resources"]["limits"]["memory"] == 4 * 10**9
 
 

@@ -76,8 +76,8 @@ def test_values_say_what_aifhub_needs(rendered):
     assert sched["podPriority"]["enabled"] and sched["userPlaceholder"]["enabled"]
     assert sched["podPriority"]["userPlaceholderPriority"] < 10  # sandboxes preempt placeholders
     extra = values["prePuller"]["extraImages"]
-    assert {"name": "aifhub/sandbox-pytorch-cuda", "tag": "2026.11.0"} in extra.values()
-    assert {"name": "aifhub/sandbox-cpu-base", "tag": "2026.11.0"} in extra.values()
+    assert {"name": "aifhub/sandbox-pytorch-cuda", "tag": "2026.12.0"} in extra.values()
+    assert {"name": "aifhub/sandbox-cpu-base", "tag": "2026.12.0"} in extra.values()
     cmd = service_command(hub["extraEnv"])
     assert "--gpus=kubernetes" in cmd and any(a.startswith("--db-url=postgresql") for a in cmd)
     assert "--GradingManager.backend=kubernetes" in cmd  # graded code runs in Jobs, not in the hub pod

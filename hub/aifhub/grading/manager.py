@@ -109,7 +109,7 @@ class GradingManager(LoggingConfigurable):
     ).tag(config=True)
     kube_namespace = Unicode(help="Namespace of grading Jobs. Default: the service's own pod's namespace.").tag(config=True)
     kube_config = Unicode(help="kubeconfig file for creating grading Jobs; empty: the pod's service account.").tag(config=True)
-    kube_claim = Unicode("aifhub-grading", help="PersistentVolumeClaim (ReadWriteMany) mounted at scratch_dir, "
+    kube_claim = Unicode("aifhub-grading", help="PersistentVolumeClaim (ReadWriteMany) mounted at kube_volume_root, "
                          "of which each grading pod mounts its job's folder.").tag(config=True)
     kube_registry = Unicode(help="Registry prefixed to sandbox image repositories in grading Jobs. "
                             "Default: $AIFHUB_REGISTRY.").tag(config=True)
@@ -225,7 +225,7 @@ class GradingManager(LoggingConfigurable):
 
     def dir(self, course_id):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        return GradingDir(self.root, course_id, self._gradebooks.get(course_id)).ensure(self.cell_timeout)
+        return GradingDir(self.root, course_id).ensure(self.cell_timeout)
 
     # -- a course's group and gradebook ---------------------------------------
 
@@ -291,8 +291,8 @@ class GradingManager(LoggingConfigurable):
                     sqlite_file = GradingDir(self.root, course_id) / "gradebook.db"
                     await asyncio.to_thread(sqlite_file.rename, sqlite_file.with_name("gradebook.db.copied-to-postgresql"))
                     log.info("Gradebook of %s copied from SQLite into PostgreSQL (%s rows)", course_id, answer.get("rows"))
-                gd = GradingDir(self.root, course_id, url)
-                await asyncio.to_thread(lambda: (self.dir(course_id), gd.write_url()))
+                await asyncio.to_thread(self.dir, course_id)
+                await asyncio.to_thread(GradingDir(self.root, course_id, url).write_url)
                 self._gradebooks[course_id] = url
         return self._gradebooks[course_id]
 

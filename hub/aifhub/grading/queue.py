@@ -149,13 +149,15 @@ class GradingQueue:
             return None
 
     async def _run_job(self, worker, job):
+        course = self.m.core.catalog.get(job["course_id"]) if self.m.core is not None else None
+        charged = course is not None and course.sandbox.gpu is not None  # a GPU course's grading is a ledger session
         devices = await self._claim_gpus(job)
         if devices is None:
             return
         try:
             await self._grade(worker, job, devices)
         finally:
-            if self.m.core is not None:  # the GPU time (local devices, or a cluster's) ends with the job
+            if charged:  # its GPU time (local devices, or the cluster's) ends with the job
                 await self.m.core.release_grading(job["id"])
 
     async def _grade(self, worker, job, devices):
