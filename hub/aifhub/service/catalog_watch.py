@@ -3,7 +3,10 @@
 
 import asyncio
 import logging
+import os
+import stat
 
+from .. import fsafe
 from ..catalog import load_catalog, load_images
 from ..catalog.loader import fingerprint
 
@@ -56,8 +59,15 @@ def protect_sources(catalog):
     for course in catalog.courses.values():
         source = course.path / "source"
         try:
-            if source.is_dir() and source.stat().st_mode & 0o077:
-                source.chmod(0o700)
-                log.info("Made %s private to the hub's user (it holds solutions)", source)
+            with fsafe.opened(course.path) as folder:  # never through a link
+                st = folder.lstat("source")
+                if st is None or not stat.S_ISDIR(st.st_mode):
+                    if st is not None:
+                        log.warning("Left %s as it is: it is %s, not a folder", source, fsafe.kind(st.st_mode))
+                    continue
+                if st.st_mode & 0o077:
+                    with folder.sub("source") as d:
+                        os.fchmod(d.fd, 0o700)
+                    log.info("Made %s private to the hub's user (it holds solutions)", source)
         except OSError as exc:
             log.warning("Could not make %s private: %s", source, exc)
