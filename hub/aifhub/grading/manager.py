@@ -25,7 +25,6 @@ from traitlets.config import LoggingConfigurable
 
 from .. import fsafe
 from ..catalog.model import parse_memory
-from ..ledger.sandboxes import is_enrolled
 from ..sandbox import podspec
 from . import gradebooks
 from .coursedir import GradingDir, check_name
@@ -229,12 +228,9 @@ class GradingManager(LoggingConfigurable):
         return course
 
     async def role(self, course, user, admin):
-        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None."""
-        if admin or course.is_instructor(user):
-            return "instructor"
-        if course.on_roster(user):
-            return "learner"
-        return "learner" if await self.db.run(is_enrolled, user, course.id) else None
+        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None: the service's
+        membership answers."""
+        return await self.core.membership.role(course, user, admin)
 
     def dir(self, course_id):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -360,13 +356,14 @@ class GradingManager(LoggingConfigurable):
         except OSError as exc:
             log.warning("Could not remove %s: %s", parent.join(name), exc)
 
-    def check_submission_rate(self, s, course_id, assignment, student, now):
-        """429 when ``student`` handed in ``assignment`` too often lately, or as often as the course keeps
-        (a unit of work: ``s`` is the session)."""
-        q = select(func.count()).select_from(Submission).where(
-            Submission.course_id == course_id, Submission.assignment_id == assignment, Submission.student == student)
-        kept = s.scalar(q)
-        recent = s.scalar(q.where(Submission.received_at >= now - timedelta(minutes=1)))
+    async def check_submission_rate(self, course_id, assignment, student, now):
+        """429 when ``student`` handed in ``assignment`` too often lately, or as often as the course keeps."""
+        def counts(s):
+            q = select(func.count()).select_from(Submission).where(
+                Submission.course_id == course_id, Submission.assignment_id == assignment, Submission.student == student)
+            return s.scalar(q), s.scalar(q.where(Submission.received_at >= now - timedelta(minutes=1)))
+
+        kept, recent = await self.db.run(counts)
         if kept >= self.max_submissions:
             raise GradingError(429, f"Submission refused: you have handed in {assignment} {kept} times, the most this "
                                     f"course keeps ({self.max_submissions}). Ask an instructor if you need another.")
@@ -585,12 +582,12 @@ class GradingManager(LoggingConfigurable):
         lock = self._submit_locks.setdefault((course_id, student), asyncio.Lock())
         async with lock:  # one hand-in of a learner at a time: the counts below hold
             stamp = datetime.now(timezone.utc)
-            await self.db.run(self.check_submission_rate, course_id, assignment, student, stamp)
+            await self.check_submission_rate(course_id, assignment, student, stamp)
             timestamp = stamp.strftime(TIMESTAMP_FORMAT)
             folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, student, data, stamp)
             await self.db.run(lambda s: s.add(Submission(
-                course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp, folder=folder,
-                size_bytes=size, received_at=stamp)))
+                course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp,
+                folder=folder, size_bytes=size, received_at=stamp)))
         log.info("Submission of %s for %s/%s at %s (%d bytes)", student, course_id, assignment, timestamp, size)
         return {"course_id": course_id, "assignment_id": assignment, "student_id": student, "timestamp": timestamp,
                 "size_bytes": size}
