@@ -1,6 +1,7 @@
 """Course files: the schema, every kind of mistake with its own message, and the CLI over them."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,16 @@ BROKEN = [
     ("bad timezone", "dl-basics", variant(schedule={"start": "2026-01-01", "timezone": "Mars/Olympus"}),
      "schedule.timezone", "unknown time zone"),
     ("code enrolment without code", "dl-basics", variant(enrollment="code"), "enrollment_code", "missing"),
+    ("YAML alias", "dl-basics", "id: dl-basics\nx: &a [1]\ntitle: *a\n", "", "aliases (*a) are not accepted"),
+    ("oversized file", "dl-basics", variant() + "#" * 300_000 + "\n", "", "larger than 256 KiB"),
 ]
+
+
+def alias_bomb():
+    """A few hundred bytes that expand to 9**9 strings (a 'billion laughs')."""
+    lines = [variant().rstrip(), 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "\n".join(lines + ["description: *a8"]) + "\n"
 
 
 @pytest.mark.parametrize("case, folder, text, field, words", BROKEN, ids=[b[0] for b in BROKEN])
@@ -149,6 +159,16 @@ def test_cli_validate_reports_file_field_and_reason(tmp_path):
     assert {r["id"] for r in as_json} == {"dl-basics", "gpu-fundamentals"} and all(r["ok"] for r in as_json)
 
 
+def test_cli_validate_refuses_a_yaml_alias_bomb_at_once(tmp_path):
+    import time
+
+    write_course(tmp_path, "dl-basics", alias_bomb())
+    began = time.monotonic()
+    out = aifhub("courses", "validate", str(tmp_path / "dl-basics"), "--images", str(REPO / "sandbox_images"))
+    assert out.returncode == 1 and "aliases (*a0) are not accepted" in out.stdout, out.stdout
+    assert time.monotonic() - began < 30  # it used to expand for minutes (and gigabytes)
+
+
 def test_cli_list_local_state(tmp_path):
     out = aifhub("courses", "list", "--json", "--state-dir", str(tmp_path / "state"))
     assert out.returncode == 0
@@ -168,6 +188,24 @@ def test_cli_publish_into_local_state_overrides_and_lists(tmp_path):
     assert out.returncode == 0, out.stderr
     listed = json.loads(aifhub("courses", "list", "--json", "--state-dir", str(state)).stdout)
     assert {c["id"]: c["title"] for c in listed["courses"]}["dl-basics"] == "Deep Learning Basics v2"
+
+
+def test_cli_publish_copies_no_link_nor_what_it_points_at(tmp_path):
+    """The hub copies published materials into learners' folders as root: a link in a course folder
+    (to a secret of whoever publishes) is left out, not followed."""
+    secret = tmp_path / "secret"
+    secret.write_text("private key")
+    secret.chmod(0o600)
+    course = tmp_path / "dl-basics"
+    shutil.copytree(REPO / "courses" / "dl-basics", course)
+    (course / "notes.txt").symlink_to(secret)
+    (course / "data").symlink_to(tmp_path)
+    out = aifhub("courses", "publish", str(course), "--state-dir", str(tmp_path / "state"))
+    assert out.returncode == 0, out.stderr
+    published = tmp_path / "state" / "courses" / "dl-basics"
+    assert (published / "README.md").exists() and not os.path.lexists(published / "notes.txt")
+    assert not os.path.lexists(published / "data")
+    assert "Skipped" in out.stderr and "symbolic link" in out.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -91,6 +91,21 @@ def _type_name_for(expected):
     return names.get(expected, expected)
 
 
+MAX_COURSE_FILE = 256 * 1024
+
+
+class CourseLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: ``*name`` can repeat a node exponentially often (a few
+    hundred bytes that take minutes and gigabytes to expand), and no course file needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not accepted in a course file; "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def _yaml_problem(file, exc):
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -199,13 +214,16 @@ def load_course(folder, images, display_root=None):
     except ValueError:
         file = str(path)
     try:
+        if path.stat().st_size > MAX_COURSE_FILE:
+            return None, [CourseProblem(file, "", f"is larger than {MAX_COURSE_FILE // 1024} KiB: a course file "
+                                                  "holds settings, not data")]
         text = path.read_text()
     except FileNotFoundError:
         return None, [CourseProblem(file, "", "course.yaml is missing")]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [CourseProblem(file, "", f"cannot be read: {exc}")]
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=CourseLoader)  # noqa: S506 - a SafeLoader without aliases
     except yaml.YAMLError as exc:
         return None, [_yaml_problem(file, exc)]
     if not isinstance(data, dict):
