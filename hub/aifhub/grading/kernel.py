@@ -44,7 +44,8 @@ def network_wrapper(mode, as_root):
 
 def build_command(spec, kernel_args):
     uid = spec.get("uid")
-    cmd = network_wrapper(spec.get("network", "unshare"), os.geteuid() == 0)
+    # isolated: the namespaces are made here already (:func:`.mounts.isolate_kernel`)
+    cmd = [] if spec.get("isolate") else network_wrapper(spec.get("network", "unshare"), os.geteuid() == 0)
     if uid is not None:
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
         cmd += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
@@ -89,6 +90,10 @@ def main(argv=None):
     env.update({"PATH": spec["path"], "HOME": spec["home"], "TMPDIR": spec["tmp"],
                 "JUPYTER_RUNTIME_DIR": spec["runtime"], "JPY_PARENT_PID": str(os.getppid()), "IPYTHONDIR": os.path.join(spec["home"], ".ipython")})
     env.update(spec.get("env") or {})
+    if spec.get("isolate") and uid is not None:  # machine read-only, /tmp and /dev/shm the job's, /proc its own
+        from .mounts import isolate_kernel
+
+        isolate_kernel(spec["scratch"], spec.get("network", "unshare"))
     os.chdir(spec["work"])
     apply_limits(spec)
     cmd = build_command(spec, kernel_args)

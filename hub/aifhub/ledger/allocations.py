@@ -5,6 +5,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from ..texts import shown
 from .balances import allocation_balance
 from .errors import Refusal
 from .models import Allocation, AllocationChange, utcnow
@@ -13,13 +14,28 @@ from .units import hours_to_ms, ms_to_hours
 ALLOCATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+MAX_GPU_HOURS = 10_000_000  # about 1,100 GPU-years: more than any allocation grants
+
+
 def _positive_hours(hours, what):
     try:
         value = float(hours)
-    except (TypeError, ValueError):
-        raise Refusal(400, "bad-hours", f"{what} must be a number of GPU-hours, got {hours!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise Refusal(400, "bad-hours", f"{what} must be a number of GPU-hours, got {shown(hours)}")
     if not value > 0:
-        raise Refusal(400, "bad-hours", f"{what} must be more than 0 GPU-hours, got {hours!r}")
+        raise Refusal(400, "bad-hours", f"{what} must be more than 0 GPU-hours, got {shown(hours)}")
+    if not value <= MAX_GPU_HOURS:  # also inf and nan
+        raise Refusal(400, "bad-hours", f"{what} must be at most {MAX_GPU_HOURS:,} GPU-hours, got {shown(hours)}")
+    return value
+
+
+def _text(value, what, limit=255):
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Refusal(400, "bad-field", f"The {what} must be text, got {shown(value)}")
+    if len(value) > limit:
+        raise Refusal(400, "bad-field", f"The {what} has at most {limit} characters, got {len(value)}")
     return value
 
 
@@ -31,20 +47,21 @@ def _date(value, what):
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise Refusal(400, "bad-date", f"The {what} date must be written YYYY-MM-DD, got {value!r}")
+        raise Refusal(400, "bad-date", f"The {what} date must be written YYYY-MM-DD, got {shown(value)}")
 
 
 def get(db, allocation_id):
     allocation = db.get(Allocation, allocation_id)
     if allocation is None:
-        raise Refusal(404, "unknown-allocation", f"There is no allocation '{allocation_id}'.")
+        raise Refusal(404, "unknown-allocation", f"There is no allocation {shown(allocation_id)}.")
     return allocation
 
 
 def create(db, allocation_id, gpu_hours, start=None, end=None, title="", access_call="", owner=""):
     if not isinstance(allocation_id, str) or not ALLOCATION_ID.match(allocation_id):
-        raise Refusal(400, "bad-id", f"Allocation id {allocation_id!r} is not valid: letters, digits, '.', '_' and '-', up to 64.")
+        raise Refusal(400, "bad-id", f"Allocation id {shown(allocation_id)} is not valid: letters, digits, '.', '_' and '-', up to 64.")
     hours = _positive_hours(gpu_hours, "The granted GPU-hours")
+    title, access_call, owner = _text(title, "title"), _text(access_call, "access call"), _text(owner, "owner")
     start, end = _date(start, "start"), _date(end, "end")
     if start and end and end < start:
         raise Refusal(400, "bad-date", f"The allocation would end ({end}) before it starts ({start}).")
@@ -64,8 +81,9 @@ def topup(db, allocation_id, gpu_hours, note=""):
     if allocation.status != "active":
         raise Refusal(409, "closed", f"The allocation '{allocation_id}' is closed; create a new one.")
     delta = hours_to_ms(_positive_hours(gpu_hours, "The GPU-hours to add"))
+    note = _text(note, "note")
     allocation.granted_gpu_ms += delta
-    db.add(AllocationChange(allocation_id=allocation_id, action="topup", delta_gpu_ms=delta, note=note or ""))
+    db.add(AllocationChange(allocation_id=allocation_id, action="topup", delta_gpu_ms=delta, note=note))
     return allocation
 
 
@@ -74,7 +92,7 @@ def close(db, allocation_id, note=""):
     if allocation.status == "closed":
         return allocation
     allocation.status = "closed"
-    db.add(AllocationChange(allocation_id=allocation_id, action="close", delta_gpu_ms=0, note=note or ""))
+    db.add(AllocationChange(allocation_id=allocation_id, action="close", delta_gpu_ms=0, note=_text(note, "note")))
     return allocation
 
 

@@ -7,6 +7,7 @@ from xml.etree import ElementTree as ET
 
 from sqlalchemy import func, select
 
+from ..texts import csv_row
 from .models import SandboxSession, UsageEvent
 from .units import ms_to_hours
 
@@ -50,7 +51,7 @@ def to_csv(rows):
               "gpu_hours", "cpu_hours", "gpu_ms", "cpu_ms", "events"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(csv_row(row) for row in rows)  # no cell starts a spreadsheet formula
     return out.getvalue()
 
 

@@ -6,7 +6,9 @@ says plainly that they are not isolated.
 """
 
 import asyncio
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from subprocess import SubprocessError
@@ -20,6 +22,21 @@ from .mixin import CourseSpawnerMixin
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
 PRIVATE_COURSE_ENTRIES = {"source", "course.yaml", "release", "submitted", "autograded", "feedback", "gradebook.db"}
+
+
+HASHED = re.compile(r"-[0-9a-f]{16}$")
+
+
+def home_folder_name(user):
+    """The folder of ``user``'s home: the name itself, unless it cannot be one (too long for a file
+    name, or with a '/'): then a readable part of it and a hash of the whole name."""
+    if "/" not in user and user not in (".", "..") and len(os.fsencode(user)) <= 200 and not HASHED.search(user):
+        return user  # (a name that looks hashed is hashed too: nobody can pick another's folder name)
+    digest = hashlib.sha256(user.encode()).hexdigest()[:16]
+    part = user.replace("/", "_")[:100]
+    while len(os.fsencode(part)) > 100:
+        part = part[:-1]
+    return f"{part.strip('.') or 'user'}-{digest}"
 
 
 def _private(rel, st):
@@ -77,7 +94,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
 
     @property
     def home(self):
-        return Path(self.work_root) / self.user.name
+        return Path(self.work_root) / home_folder_name(self.user.name)
 
     def get_state(self):
         state = super().get_state()
@@ -141,7 +158,11 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         try:
             uid = admission["uid"] if self.isolated else None
             self.emit(40, "Preparing your work folder")
-            await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
+            try:
+                await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
+            except fsafe.UnsafePath as exc:
+                raise SpawnException(f"Your work folder could not be prepared: {exc}. An administrator can find "
+                                     "details in the hub log.", reason="work-folder", status_code=409) from exc
             self.notebook_dir = str(self.home / course_id)
             note = "" if self.isolated else " (not isolated: the hub does not run as root)"
             self.emit(50, f"Sandbox starting{note}")

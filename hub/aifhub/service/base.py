@@ -6,6 +6,7 @@ import json
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
+from .. import texts
 from ..ledger.sandboxes import Refusal
 
 
@@ -70,14 +71,26 @@ class APIHandler(BaseHandler):
         if isinstance(exc, Refusal):
             message = exc.message
         self.set_header("Content-Type", "application/json")
-        body = {"status": status_code, "message": message}
+        body = {"status": status_code, "message": texts.message(message)}
         if isinstance(exc, Refusal):
             body["reason"] = exc.reason
         self.finish(json.dumps(body))
 
     def refuse(self, refusal):
         self.set_status(refusal.status)
-        self.write_json(refusal.to_dict(), status=refusal.status)
+        self.write_json(refusal.to_dict() | {"message": texts.message(refusal.message)}, status=refusal.status)
+
+    def text_arguments(self, body, *names):
+        """The fields ``names`` of a JSON body, each a string (or absent: ""); a 400 otherwise."""
+        values = []
+        for name in names:
+            value = body.get(name, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise web.HTTPError(400, f"The field '{name}' must be a string, got {texts.shown(value)}.")
+            values.append(value)
+        return values
 
 
 class InternalHandler(APIHandler):

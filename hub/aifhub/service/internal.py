@@ -14,10 +14,9 @@ class OffersHandler(InternalHandler):
 class AdmitHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
+        user, server_name, course = self.text_arguments(body, "user", "server_name", "course")
         try:
-            admission = await self.core.admission.admit(
-                body.get("user", ""), body.get("server_name", ""), body.get("course", ""), bool(body.get("admin")),
-            )
+            admission = await self.core.admission.admit(user, server_name, course, bool(body.get("admin")))
         except Refusal as refusal:
             return self.refuse(refusal)
         grading = self.settings.get("aifhub_grading")

@@ -5,7 +5,6 @@ pages work with a keyboard and without JavaScript; HubOAuth refuses cookie-authe
 POSTs without a valid token.
 """
 
-import asyncio
 import csv
 import io
 from urllib.parse import urlencode
@@ -187,8 +186,10 @@ class FeedbackPage(PageHandler):
     @web.authenticated
     async def get(self, course_id, assignment, notebook):
         course = self.course_or_404(course_id)
-        html = await asyncio.to_thread(grading_view.feedback_html, self.grading, course.id, assignment, self.user_name,
-                                       notebook)
+        try:
+            html = await self.grading.feedback_html(course.id, assignment, self.user_name, notebook)
+        except (GradingError, ValueError):  # an odd assignment or notebook name: nothing of the learner's
+            html = None
         if html is None:
             raise web.HTTPError(404, f"No feedback on {assignment} / {notebook} has been released to you.")
         self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
