@@ -79,13 +79,23 @@ def bwrap_command(pod, container, mounts, env, *, isolated_network, read_only_ro
             "--proc", "/proc", "--dev", "/dev"]
     if not read_only_root:
         cmd += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/var/tmp"]
+    made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp", "/var/tmp"}
+
+    def parents(path):  # bwrap would make missing parents mode 0700, which the pod's user cannot pass
+        out = []
+        for parent in reversed(Path(path).parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                out += ["--perms", "0755", "--dir", str(parent)]
+        return out
+
     for host, path, ro in mounts:
-        cmd += ["--ro-bind" if ro else "--bind", str(host), path]
+        cmd += parents(path) + ["--ro-bind" if ro else "--bind", str(host), path]
     for path in image_path():  # after the volumes: a checkout under /tmp stays visible
-        cmd += ["--ro-bind", path, path]
+        cmd += parents(path) + ["--ro-bind", path, path]
     workdir = container.get("workingDir") or IMAGE_CONFIG["workdir"]
     if not any(path == workdir or workdir.startswith(path.rstrip("/") + "/") for _, path, _ in mounts):
-        cmd += ["--dir", workdir]
+        cmd += parents(workdir) + ["--perms", "0755", "--dir", workdir]
     cmd += ["--chdir", workdir, "--clearenv"]
     for name, value in env.items():
         cmd += ["--setenv", name, value]
