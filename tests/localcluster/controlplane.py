@@ -40,6 +40,23 @@ CONTROLLERS = [
 ]
 
 
+# The z2jh chart's user scheduler (chart 48ea50e, templates/scheduling/user-scheduler/configmap.yaml with the
+# chart's default scheduling.userScheduler values): kube-scheduler with a profile that packs user pods onto the
+# busiest nodes. Here it is a second profile of the one scheduler, named as the chart names it for release aifhub.
+USER_SCHEDULER = "aifhub-user-scheduler"
+USER_SCHEDULER_PROFILE = {
+    "schedulerName": USER_SCHEDULER,
+    "plugins": {"score": {
+        "disabled": [{"name": n} for n in ("NodeResourcesBalancedAllocation", "NodeAffinity", "InterPodAffinity",
+                                           "NodeResourcesFit", "ImageLocality")],
+        "enabled": [{"name": "NodeAffinity", "weight": 14631}, {"name": "InterPodAffinity", "weight": 1331},
+                    {"name": "NodeResourcesFit", "weight": 121}, {"name": "ImageLocality", "weight": 11}],
+    }},
+    "pluginConfig": [{"name": "NodeResourcesFit", "args": {"scoringStrategy": {
+        "type": "MostAllocated", "resources": [{"name": "cpu", "weight": 1}, {"name": "memory", "weight": 1}]}}}],
+}
+
+
 class ClusterError(RuntimeError):
     """The control plane could not be built or started; the message says which part and why."""
 
@@ -205,15 +222,22 @@ class ControlPlane:
             f"--service-account-private-key-file={self.sa_key}", f"--root-ca-file={self.ca.cert_path}",
             f"--controllers={','.join(CONTROLLERS)}", "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", f"--cert-dir={self.pki / 'kcm'}",
-            "--concurrent-job-syncs=20", "--v=1",
+            "--concurrent-job-syncs=20", "--kube-api-qps=100", "--kube-api-burst=200", "--v=1",
         ])
 
     def _start_scheduler(self):
         kubeconfig = self.dir / "scheduler.kubeconfig"
         self.scheduler_port = free_port()
+        config = self.dir / "scheduler.yaml"
+        config.write_text(json.dumps({
+            "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {"kubeconfig": str(kubeconfig), "qps": 100, "burst": 200},
+            "leaderElection": {"leaderElect": False},
+            "profiles": [{"schedulerName": "default-scheduler"}, USER_SCHEDULER_PROFILE],
+        }, indent=1))
         self._spawn("kube-scheduler", [
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false",
+            f"--config={config}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1", f"--secure-port={self.scheduler_port}", f"--cert-dir={self.pki / 'scheduler'}",
             "--v=1",
         ])

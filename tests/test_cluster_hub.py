@@ -1,0 +1,75 @@
+"""End to end on the cluster path: a real JupyterHub with aifhub-kube (KubeSandboxSpawner), configured from
+the rendered z2jh values, spawning learners' pods into a real cluster.
+
+KubeSpawner acts with the hub's service-account token under the chart's hub Role; the namespace enforces
+the 'restricted' Pod Security Standard; the pods are scheduled by the real scheduler (the chart's user
+scheduler profile) and run by the test kubelet (or an operator's cluster, AIFHUB_TEST_KUBECONFIG).
+"""
+
+import json
+
+import pytest
+from clusterkit import CHART_HUB_ROLE_RULES
+from kubehub import Z2jhHub
+
+from aifhub.deploy import manifests
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def deployment(kube_cluster, tmp_path_factory):
+    """The namespace and what the operator applies before installing the chart (k8s/README.md, step 5)."""
+    kube = kube_cluster
+    ns = kube.namespace("aifhub-hub")
+    kube.apply(manifests.priority_classes())
+    kube.apply([manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)] + manifests.grading_rbac(namespace=ns), ns)
+    kube.service_account(ns, "hub", rules=CHART_HUB_ROLE_RULES)
+    base = tmp_path_factory.mktemp("cluster-hub")
+    yield {"kube": kube, "ns": ns, "kubeconfig": kube.token_kubeconfig(base / "hub-sa.kubeconfig", ns, "hub"), "base": base}
+    kube.delete_namespace(ns)
+
+
+@pytest.fixture(scope="module")
+def hub(deployment):
+    hub = Z2jhHub(deployment["base"], deployment["kubeconfig"], namespace=deployment["ns"],
+                  extra_config={"KubeSpawner.start_timeout": 120}).start()
+    hub.record_allocation()
+    yield hub
+    hub.stop()
+
+
+def pod_of(deployment, name):
+    return deployment["kube"].pod(deployment["ns"], f"jupyter-{name}")
+
+
+def test_a_cpu_course_from_the_spawn_form_runs_a_cell_in_its_pod(hub, deployment):
+    hub.spawn_from_form("learner3", "dl-basics")
+    hub.wait_ready("learner3")
+    pod = pod_of(deployment, "learner3")
+    spec = pod["spec"]
+    assert pod["status"]["phase"] == "Running" and spec["nodeName"]
+    assert spec["schedulerName"] == "aifhub-user-scheduler"
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
+    assert not [k for k in spec["containers"][0]["resources"]["limits"] if k.startswith("nvidia.com/")]
+    assert pod["metadata"]["labels"]["aifhub.io/course"] == "dl-basics"
+    out = hub.run_in_kernel("learner3", "import os, socket; print(os.getuid(), os.environ['AIFHUB_COURSE'], socket.gethostname())")
+    assert out.split() == ["1000", "dl-basics", "jupyter-learner3"], out
+    hub.stop_server("learner3")
+    deployment["kube"].wait_pod(deployment["ns"], "jupyter-learner3", lambda p: p is None, 60, "the pod deleted")
+
+
+def test_a_gpu_course_gets_a_gpu_node_and_its_device(hub, deployment):
+    hub.spawn_from_form("learner1", "gpu-fundamentals")
+    hub.wait_ready("learner1")
+    pod = pod_of(deployment, "learner1")
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+    node = deployment["kube"].dict(deployment["kube"].core.read_node(pod["spec"]["nodeName"]))
+    assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
+    out = hub.run_in_kernel("learner1", "import os, json; print(json.dumps(dict(os.environ)))")
+    env = json.loads(out)
+    assert env["AIFHUB_COURSE"] == "gpu-fundamentals" and env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    if deployment["kube"].local is not None:
+        assert env["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")  # the device plugin's (here: the test kubelet's) choice
+    hub.stop_server("learner1")
