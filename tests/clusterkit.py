@@ -178,3 +178,46 @@ def restricted_pod(name, command, image="aifhub/sandbox-cpu-base:2026.12.0", **s
                      "terminationGracePeriodSeconds": 5, "containers": [container]}}
     body["spec"].update(spec)
     return body
+
+
+def deploy_aifhub(kube, prefix, base):
+    """What an operator applies before installing the chart (k8s/README.md, step 5), in a fresh namespace: the
+    priority classes, the storage claims, the network policies and aifhub's RBAC, and the chart's hub service
+    account and Role. Returns the namespace, a kubeconfig with the hub account's real token, and the folder of
+    the grading volume (where the hub pod would mount it)."""
+    from aifhub.deploy import manifests
+
+    ns = kube.namespace(prefix)
+    kube.apply(manifests.priority_classes())
+    kube.apply(manifests.storage(namespace=ns) + [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)]
+               + manifests.grading_rbac(namespace=ns), ns)
+    kube.service_account(ns, "hub", rules=CHART_HUB_ROLE_RULES)
+    wait(lambda: kube.core.read_namespaced_persistent_volume_claim("aifhub-grading", ns).status.phase == "Bound", 60,
+         "the grading volume's claim bound")
+    claim = kube.core.read_namespaced_persistent_volume_claim("aifhub-grading", ns)
+    source = kube.core.read_persistent_volume(claim.spec.volume_name).spec
+    volume = (source.host_path or source.local).path if (source.host_path or source.local) else None
+    return {"kube": kube, "ns": ns, "kubeconfig": kube.token_kubeconfig(Path(base) / "hub-sa.kubeconfig", ns, "hub"),
+            "volume": volume, "base": Path(base)}
+
+
+def audit_calls(kube, user, since=None):
+    """The requests ``user`` made, from the local API server's audit log: dicts of verb, resource, namespace, code."""
+    if kube.local is None:
+        return None
+    calls = []
+    for line in kube.local.control_plane.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("user", {}).get("username") != user or event.get("stage") != "ResponseComplete":
+            continue
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        calls.append({"verb": event["verb"], "group": ref.get("apiGroup", ""), "resource": resource,
+                      "namespace": ref.get("namespace"), "code": event.get("responseStatus", {}).get("code"),
+                      "uri": event.get("requestURI")})
+    return calls
+
+
+def allowed_by(rules, call):
+    return any(call["group"] in r["apiGroups"] and call["resource"] in r["resources"] and call["verb"] in r["verbs"]
+               for r in rules)

@@ -51,6 +51,9 @@ c.Authenticator.allow_all = True
 for snippet in chart.extra_config_snippets(values):  # hub.extraConfig, in the chart's order
     exec(snippet, {"c": c})
 
+for service in c.JupyterHub.services:  # the test's own service settings (a kubeconfig instead of the pod's account)
+    if service["name"] == "aifhub" and os.environ.get("TEST_SERVICE_ARGS"):
+        service["command"] = list(service["command"]) + json.loads(os.environ["TEST_SERVICE_ARGS"])
 c.JupyterHub.services.append({"name": "test-admin", "api_token": os.environ["TEST_ADMIN_TOKEN"]})
 c.JupyterHub.load_roles.append({"name": "admin", "services": ["test-admin"]})
 for key, value in json.loads(os.environ.get("TEST_EXTRA_CONFIG", "{}")).items():  # the test's own settings
@@ -62,13 +65,14 @@ for key, value in json.loads(os.environ.get("TEST_EXTRA_CONFIG", "{}")).items():
 class Z2jhHub:
     """``Z2jhHub(base, kubeconfig).start()``: render, configure and start the hub; ``url``, ``log_path``."""
 
-    def __init__(self, base, kubeconfig, namespace="aifhub", extra_config=None, env=None, render_args=()):
+    def __init__(self, base, kubeconfig, namespace="aifhub", extra_config=None, env=None, render_args=(), service_args=()):
         self.base = Path(base)
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.extra_config = extra_config or {}
         self.env = env or {}
         self.render_args = list(render_args)
+        self.service_args = list(service_args)
         self.admin_token = "k8s-test-admin-" + secrets.token_hex(8)
         self.proc = None
 
@@ -89,6 +93,7 @@ class Z2jhHub:
             TEST_VALUES=str(base / "rendered" / "values.yaml"), TEST_PORT=str(port), TEST_HUB_PORT=str(free_port()),
             TEST_PROXY_PORT=str(free_port()), TEST_PASSWORD=PASSWORD, TEST_ADMIN_TOKEN=self.admin_token,
             TEST_NAMESPACE=self.namespace, TEST_EXTRA_CONFIG=json.dumps(self.extra_config),
+            TEST_SERVICE_ARGS=json.dumps(self.service_args),
             # what hub.extraEnv gives the hub pod, with local paths and SQLite for the ledger
             POD_IP="127.0.0.1", AIFHUB_SERVICE_PORT=str(free_port()), AIFHUB_INTERNAL_TOKEN=secrets.token_hex(16),
             AIFHUB_STATE_DIR=str(self.state), AIFHUB_COURSES=str(self.courses),
@@ -129,7 +134,7 @@ class Z2jhHub:
 
     def service(self, method, path, token=None, **kw):
         return requests.request(method, f"{self.url}/services/aifhub/api/v1/{path}",
-                                headers={"Authorization": f"token {token or self.admin_token}"}, timeout=kw.pop("timeout", 30), **kw)
+                                headers={"Authorization": f"token {token or self.admin_token}"}, timeout=kw.pop("timeout", 90), **kw)
 
     def login(self, name):
         s = requests.Session()

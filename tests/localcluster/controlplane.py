@@ -57,6 +57,16 @@ USER_SCHEDULER_PROFILE = {
 }
 
 
+# The API server's audit log records every request of a service account outside kube-system (the controllers'
+# own accounts are left out): the cluster tests read it to see each call aifhub makes and what RBAC answered.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+              {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+              {"level": "None"}],
+}
+
+
 class ClusterError(RuntimeError):
     """The control plane could not be built or started; the message says which part and why."""
 
@@ -121,6 +131,7 @@ class ControlPlane:
         self.port = free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.audit_log = self.dir / "logs" / "audit.log"
         self.timings = {}
 
     # -- set-up ------------------------------------------------------------------
@@ -195,7 +206,10 @@ class ControlPlane:
     def _start_apiserver(self):
         cert, key = self.certs["apiserver"]
         etcd_cert, etcd_key = self.certs["apiserver-etcd"]
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(json.dumps(AUDIT_POLICY))
         self._spawn("kube-apiserver", [
+            f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=200",
             f"--etcd-servers=https://127.0.0.1:{self.etcd_port}", f"--etcd-cafile={self.ca.cert_path}",
             f"--etcd-certfile={etcd_cert}", f"--etcd-keyfile={etcd_key}",
             "--bind-address=127.0.0.1", f"--secure-port={self.port}", "--advertise-address=127.0.0.1",
