@@ -7,9 +7,13 @@ scheduler profile) and run by the test kubelet (or an operator's cluster, AIFHUB
 """
 
 import json
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
-from clusterkit import CHART_HUB_ROLE_RULES
+from clusterkit import CHART_HUB_ROLE_RULES, restricted_pod, wait
 from kubehub import Z2jhHub
 
 from aifhub.deploy import manifests
@@ -73,3 +77,54 @@ def test_a_gpu_course_gets_a_gpu_node_and_its_device(hub, deployment):
     if deployment["kube"].local is not None:
         assert env["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")  # the device plugin's (here: the test kubelet's) choice
     hub.stop_server("learner1")
+
+
+def gpu_holder(name):
+    """Another learner's GPU sandbox: same priority as aifhub's, so the scheduler cannot evict it for ours."""
+    return restricted_pod(name, ["python", "-c", "import time; time.sleep(3600)"],
+                          container={"resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "100m", "memory": "64Mi"}}},
+                          nodeSelector={"nvidia.com/gpu.present": "true"}, priorityClassName="aifhub-sandbox-gpu",
+                          tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                          terminationGracePeriodSeconds=1)
+
+
+def usage(hub, user, course):
+    out = subprocess.run([sys.executable, "-m", "aifhub", "usage", "report", "--format", "json", "--course", course,
+                          "--user", user, "--state-dir", str(hub.state)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["sessions"]
+
+
+def test_with_no_free_gpu_the_pod_waits_with_the_schedulers_reason_and_the_wait_is_not_charged(hub, deployment):
+    kube, ns = deployment["kube"], deployment["ns"]
+    if kube.local is None:
+        pytest.skip("fills the local cluster's GPU node; an operator's cluster has its own number of GPUs")
+    holders = [f"holder-{i}" for i in range(2)]  # the GPU node has two GPUs
+    for name in holders:
+        kube.core.create_namespaced_pod(ns, gpu_holder(name))
+    for name in holders:
+        kube.wait_running(ns, name, 60)
+    admitted = time.monotonic()
+    spawn = threading.Thread(target=lambda: hub.api("POST", "users/learner2/server", json={"course": "gpu-fundamentals"}))
+    spawn.start()
+    wait(lambda: (hub.server_model("learner2") or {}).get("pending") == "spawn", 30, "learner2's spawn pending")
+    events = hub.progress("learner2", until=lambda e: "Waiting for room" in e.get("message", ""), timeout=90)
+    waiting = events[-1]["message"]
+    assert "Insufficient nvidia.com/gpu" in waiting, [e["message"] for e in events]
+    assert kube.pod(ns, "jupyter-learner2")["status"]["phase"] == "Pending"
+    time.sleep(8)  # several metering ticks (every 2 s here) while the pod waits
+    [session] = usage(hub, "learner2", "gpu-fundamentals")
+    assert session["state"] == "active" and session["gpu_ms"] == 0, session
+    pending_s = time.monotonic() - admitted
+
+    kube.core.delete_namespaced_pod(holders[0], ns)  # a GPU frees up: the waiting pod gets it
+    freed = time.monotonic()
+    hub.wait_ready("learner2", timeout=120)
+    spawn.join()
+    time.sleep(4)
+    hub.stop_server("learner2")
+    stopped = time.monotonic()
+    [session] = usage(hub, "learner2", "gpu-fundamentals")
+    assert session["state"] == "ended" and session["gpu_ms"] > 0, session
+    assert session["gpu_ms"] <= (stopped - freed + 2) * 1000, (session, stopped - freed, pending_s)  # from running on
+    kube.core.delete_namespaced_pod(holders[1], ns, grace_period_seconds=0)

@@ -141,6 +141,28 @@ def test_metering_charges_once_per_interval_in_idempotent_events(db):
     assert b["remaining_gpu_ms"] == b["granted_gpu_ms"] - b["used_gpu_ms"] - b["held_gpu_ms"]
 
 
+def test_a_pending_pod_holds_but_is_charged_only_from_when_it_runs(db):
+    grant(db, 100)
+    c = course(max_session="1h")
+    with db.session() as s:  # a Kubernetes spawn: the pod waits for a node
+        sandboxes.admit(s, c, "pat", "", CLUSTER, 200000, now=T0, pending=True)
+    running = {("pat", "")}  # the hub lists the starting server
+    r = tick(db, c, running, T0 + timedelta(minutes=70))  # long past max_session: no charge, no stop
+    assert r.charged == 0 and r.stops == []
+    assert balance(db)["used_gpu_ms"] == 0 and balance(db)["held_gpu_ms"] == MS_PER_HOUR  # the hold stays
+    with db.session() as s:
+        sandboxes.mark_running(s, "pat", "", now=T0 + timedelta(minutes=70))
+    tick(db, c, running, T0 + timedelta(minutes=80))
+    assert balance(db)["used_gpu_ms"] == 10 * 60_000
+    with db.session() as s:
+        sandboxes.release(s, "pat", "", "stopped", now=T0 + timedelta(minutes=85))
+    assert balance(db)["used_gpu_ms"] == 15 * 60_000 and balance(db)["held_gpu_ms"] == 0
+    with db.session() as s:  # a spawn that never ran is released without a charge
+        sandboxes.admit(s, c, "quin", "", CLUSTER, 200000, now=T0, pending=True)
+        sandboxes.release(s, "quin", "", "start failed", now=T0 + timedelta(minutes=30))
+    assert balance(db)["used_gpu_ms"] == 15 * 60_000
+
+
 def test_quota_warns_at_80_and_90_then_notice_then_stop_and_refuses_until_reset(db):
     grant(db, 100)
     c = course(quota=1, window="day")  # one GPU-hour a day

@@ -41,6 +41,8 @@ def charge(db, session, until, rates=None):
     the session's new totals are written in the caller's transaction, so a
     crash loses or duplicates nothing.
     """
+    if session.pending:  # admitted, not running yet (a pod waiting for a node): nothing to charge
+        return None
     since = session.last_charged_at or session.started_at
     if session.charge_until is not None:
         until = min(until, session.charge_until)
@@ -89,7 +91,7 @@ def _stop(session, now, reason, result):
 
 def _enforce(session, course, limits, weight, now, grace_s, result):
     """Warn at 80 and 90 percent; stop when a limit or max_session runs out (notice ``grace_s`` ahead)."""
-    if course is None:
+    if course is None or session.pending:
         return
     if session.charge_until is not None:  # already told to stop: ask again until the hub has
         result.stops.append((session.user, session.server_name, session.stop_reason))

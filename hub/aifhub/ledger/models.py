@@ -2,7 +2,7 @@
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..state.base import Base, UTCDateTime, utcnow
@@ -21,6 +21,8 @@ class SandboxSession(Base):
     gpu_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | ended
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # admitted, but the sandbox waits for the cluster (a pending pod): it holds, nothing is charged until it runs
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 

@@ -74,14 +74,15 @@ def serialize_admissions(db):
 
 
 def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True):
+          learner_quota=True, pending=False):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
     budget, learner quota) raise :class:`Refusal` (403) when one is used up; ``learner_quota=False``
     leaves the learner quota out (grading jobs, which the course pays for). Raises :class:`Refusal` (409) when
     not enough devices are free. ``inventory`` ``None`` means the cluster places
-    GPUs (Kubernetes): no local device is claimed.
+    GPUs (Kubernetes): no local device is claimed. ``pending``: the sandbox still has to be placed and
+    started (a Kubernetes pod): the session holds but is not charged until :func:`mark_running`.
     """
     serialize_admissions(db)
     stale = active_session(db, user, server_name)
@@ -126,7 +127,8 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
 
     session = SandboxSession(
         user=user, server_name=server_name, course_id=course.id, gpu_kind=kind, state="active",
-        started_at=now, last_charged_at=now, allocation_id=allocation.id if allocation else course.allocation,
+        started_at=now, last_charged_at=now, pending=pending,
+        allocation_id=allocation.id if allocation else course.allocation,
         gpu_count=count, cpu_millis=cpu_millis, max_session_s=course.sandbox.max_session_seconds,
         hold_gpu_ms=hold["gpu"], hold_cpu_ms=hold["cpu"],
     )
@@ -147,6 +149,19 @@ def release(db, user, server_name, reason, now=None):
     if session is None:
         return None
     settle(db, session, now or utcnow(), reason)
+    return session.id
+
+
+def mark_running(db, user, server_name, now=None):
+    """The pending sandbox of ``user``'s server runs now: its session is charged from this moment.
+    Returns the session's id (None when there is no active session)."""
+    session = active_session(db, user, server_name)
+    if session is None:
+        return None
+    if session.pending:
+        now = now or utcnow()
+        session.pending = False
+        session.started_at = session.last_charged_at = now
     return session.id
 
 

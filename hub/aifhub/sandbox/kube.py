@@ -36,6 +36,34 @@ MERGED = ("node_selector", "environment", "extra_labels", "extra_pod_config")  #
 APPENDED = ("tolerations", "volumes", "volume_mounts")  # course values are added to the baseline's
 
 
+def api_error_detail(exc):
+    """The API server's message in a Kubernetes client error ('' when there is none)."""
+    try:
+        return json.loads(exc.body or "{}").get("message", "")
+    except (AttributeError, TypeError, ValueError):
+        return ""
+
+
+def quota_refusal(exc):
+    """The message for a pod or claim the namespace's ResourceQuota refused, or None for another error."""
+    detail = api_error_detail(exc)
+    if getattr(exc, "status", None) != 403 or "exceeded quota" not in detail:
+        return None
+    return (f"Your course has used up its share of the cluster right now: {detail.split(': ', 1)[-1]}. "
+            "Try again when another sandbox of this course stops, or ask your instructor.")
+
+
+def pod_event_message(event):
+    """A pod's Kubernetes event as the learner reads it on the progress page."""
+    message = event.get("message") or event.get("reason") or ""
+    if event.get("reason") == "FailedScheduling":
+        return f"Waiting for room on the cluster (the scheduler says: {message})"
+    if event.get("reason") == "Preempting" or "preempt" in message.lower():
+        return f"Making room on the cluster: {message}"
+    source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or "cluster"
+    return f"[{event.get('type', 'Normal')}] {source}: {message}"
+
+
 def describe_api_error(exc):
     """One line for an error from the Kubernetes client."""
     status = getattr(exc, "status", None)
@@ -221,8 +249,53 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    # -- progress ---------------------------------------------------------------------
+
+    async def progress(self):
+        """aifhub's own steps (admission, the pod asked for), then the pod's events as they come: the scheduler's
+        reason while it waits for a node (no free GPU), image pulls, preemption, the container starting."""
+        if not hasattr(self, "_events"):
+            self._progress_reset()
+        if self.events_enabled:
+            await self._start_watching_events()
+        sent, seen, percent = 0, 0, 0
+        while True:
+            while sent < len(self._events):
+                event = self._events[sent]
+                sent += 1
+                percent = max(percent, event["progress"])
+                yield event
+            pod_events = self.events if self.events_enabled else []
+            for event in pod_events[seen:]:
+                percent = min(89, max(percent, 40) + (90 - max(percent, 40)) // 4)
+                yield {"progress": percent, "message": pod_event_message(event), "raw_event": event}
+            seen = len(pod_events)
+            self._events_changed.clear()
+            try:
+                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
+            except asyncio.TimeoutError:
+                pass
+
+    def scheduler_reason(self):
+        """The scheduler's latest word on this spawn's pod (why it waits), or ''."""
+        failed = [e for e in (self.events if self.events_enabled else []) if e.get("reason") == "FailedScheduling"]
+        return failed[-1].get("message", "") if failed else ""
+
+    async def _mark_running(self):
+        """Tell the service the pod runs: the session's charge starts now (not at admission, while it was pending)."""
+        for attempt in range(5):
+            try:
+                await self.service.running(self.user.name, self.name)
+                return
+            except SpawnException as exc:
+                self.log.warning("Telling the service that %s runs failed (%s); retrying", self.pod_name, exc.log_message)
+                await asyncio.sleep(2 ** attempt)
+        self.log.error("The service never heard that %s runs: its session stays uncharged", self.pod_name)
+
+    # -- lifecycle -------------------------------------------------------------------
+
     async def start(self):
-        admission = await self.admit()
+        admission = await self.admit(pending=True)  # charged once the pod runs, not while it waits for a node
         try:
             try:
                 await self.configure_for_course(admission["course"], admission.get("role", "learner"))
@@ -240,6 +313,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         except BaseException:
             await self.release("start failed")
             raise
+        await self._mark_running()
         self.emit(90, "Pod running; waiting for JupyterLab to be ready")
         return url
 
@@ -249,12 +323,19 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         except SpawnException:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
+            reason = self.scheduler_reason()
+            why = (f"the cluster had no room for it: {reason}" if reason else
+                   "the cluster may have no free node for this course's GPU right now")
             raise SpawnException(
-                f"Your sandbox pod did not start in time ({exc}). The cluster may have no free node for this "
-                "course's GPU right now; try again later or tell an administrator.",
-                reason="pod-timeout", status_code=503,
+                f"Your sandbox pod did not start within {self.start_timeout} s: {why}. Nothing was charged for the "
+                "wait. Try again later or tell an administrator.",
+                reason="pod-timeout", status_code=503, log_message=f"{self.pod_name} did not start: {exc} {reason}",
             ) from exc
         except Exception as exc:
+            refusal = quota_refusal(exc)
+            if refusal:
+                raise SpawnException(refusal, reason="cluster-quota", status_code=409,
+                                     log_message=f"ResourceQuota refused {self.pod_name}: {api_error_detail(exc)}") from exc
             self._drop_failed_reflectors()
             raise SpawnException(
                 f"The sandbox pod could not be created: {describe_api_error(exc)}. "

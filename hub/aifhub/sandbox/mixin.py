@@ -95,12 +95,13 @@ class CourseSpawnerMixin(LoggingConfigurable):
 
     # -- admission -----------------------------------------------------------
 
-    async def admit(self):
-        """Ask the service to admit this spawn; returns the admission (devices, uid, course)."""
+    async def admit(self, pending=False):
+        """Ask the service to admit this spawn; returns the admission (devices, uid, course). ``pending``: the
+        sandbox still has to be placed (a pod): the service charges nothing until :meth:`running`."""
         self._progress_reset()
         course_id = self.course_id
         self.emit(5, f"Checking course {course_id}")
-        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin)
+        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin, pending=pending)
         self.admission = admission
         course = admission["course"]
         self.emit(20, f"Course checked: {course['title']} ({admission['role']})")

@@ -49,9 +49,12 @@ class ServiceClient:
     async def offers(self, user, admin):
         return await self._call("GET", "api/v1/internal/offers?" + urlencode({"user": user, "admin": int(bool(admin))}))
 
-    async def admit(self, user, server_name, course, admin):
-        return await self._call("POST", "api/v1/internal/admit",
-                                {"user": user, "server_name": server_name, "course": course, "admin": bool(admin)})
+    async def admit(self, user, server_name, course, admin, pending=False):
+        return await self._call("POST", "api/v1/internal/admit", {"user": user, "server_name": server_name, "course": course,
+                                                                   "admin": bool(admin), "pending": bool(pending)})
+
+    async def running(self, user, server_name):
+        return await self._call("POST", "api/v1/internal/running", {"user": user, "server_name": server_name})
 
     async def release(self, user, server_name, reason):
         return await self._call("POST", "api/v1/internal/release",

@@ -159,6 +159,7 @@ class AifhubService(Application):
             (route("api/v1/internal/offers"), internal.OffersHandler),
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
+            (route("api/v1/internal/running"), internal.RunningHandler),
             *grading_api.routes(route),
         ]
         return web.Application(

@@ -148,9 +148,10 @@ def _learner_view(s, catalog, user, admin, inventory, stopped_limit):
     }
 
 
-def _admit(s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as):
+def _admit(s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as, pending=False):
     """Admission, and the enrolment an open course's learner gets with it, in one transaction."""
-    admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s)
+    admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s,
+                                pending=pending)
     enrolled = _enrol(s, user, course.id, enrol_as) if enrol_as else False
     return admission, enrolled
 
@@ -315,8 +316,9 @@ class ServiceCore:
 
     # -- admission -----------------------------------------------------------
 
-    async def admit(self, user, server_name, course_id, admin):
-        """Admit a spawn. Returns a JSON-ready dict; raises Refusal."""
+    async def admit(self, user, server_name, course_id, admin, pending=False):
+        """Admit a spawn. Returns a JSON-ready dict; raises Refusal. ``pending``: the sandbox is a pod the cluster
+        still has to place; nothing is charged until :meth:`running` says it runs."""
         if not course_id:
             raise sandboxes.Refusal(400, "no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
         course = self.catalog.get(course_id)
@@ -333,7 +335,7 @@ class ServiceCore:
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
         try:
             admission, enrolled = await self.db.run(_admit, course, user, server_name, self.inventory, self.first_uid,
-                                                    self.default_session_s, enrol_as)
+                                                    self.default_session_s, enrol_as, pending)
         except sandboxes.Refusal as refusal:
             self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
             raise
@@ -347,6 +349,10 @@ class ServiceCore:
             "materials": str(course.path),
             "role": decision.role,
         }
+
+    async def running(self, user, server_name):
+        """The admitted sandbox of ``user``'s server runs now (its pod started): charge it from now on."""
+        return await self.db.run(sandboxes.mark_running, user, server_name)
 
     async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
         """GPU time for grading one submission of a GPU course, charged to the course like a sandbox's.

@@ -1,4 +1,4 @@
-"""Endpoints the hub's spawner calls: offers for the spawn form, admission and release."""
+"""Endpoints the hub's spawner calls: offers for the spawn form, admission, running (a pending pod started), release."""
 
 from ..ledger.sandboxes import Refusal
 from .base import InternalHandler
@@ -17,6 +17,7 @@ class AdmitHandler(InternalHandler):
         try:
             admission = await self.core.admit(
                 body.get("user", ""), body.get("server_name", ""), body.get("course", ""), bool(body.get("admin")),
+                pending=bool(body.get("pending")),
             )
         except Refusal as refusal:
             return self.refuse(refusal)
@@ -31,6 +32,12 @@ class ReleaseHandler(InternalHandler):
         body = self.json_body()
         session_id = await self.core.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
         self.write_json({"released": session_id})
+
+
+class RunningHandler(InternalHandler):
+    async def post(self):
+        body = self.json_body()
+        self.write_json({"running": await self.core.running(body.get("user", ""), body.get("server_name", ""))})
 
 
 class NoticesHandler(InternalHandler):
