@@ -59,8 +59,20 @@ def test_a_cpu_course_from_the_spawn_form_runs_a_cell_in_its_pod(hub, deployment
     assert pod["metadata"]["labels"]["aifhub.io/course"] == "dl-basics"
     out = hub.run_in_kernel("learner3", "import os, socket; print(os.getuid(), os.environ['AIFHUB_COURSE'], socket.gethostname())")
     assert out.split() == ["1000", "dl-basics", "jupyter-learner3"], out
+    # the course materials reached the pod's volume (an init container fetched them), and nothing instructors keep
+    assert [c["name"] for c in spec["initContainers"]] == ["course-materials"]
+    listing = "import os; print(sorted(f for f in os.listdir(os.environ['HOME']) if not f.startswith('.')))"
+    files = json.loads(hub.run_in_kernel("learner3", listing).replace("'", '"'))
+    assert {"01-digits-logistic.ipynb", "02-mlp-from-scratch.ipynb", "README.md"} <= set(files), files
+    assert not {"source", "course.yaml"} & set(files), files
+    # the learner's edit survives a restart: materials never replace what is there
+    hub.run_in_kernel("learner3", "open('01-digits-logistic.ipynb', 'w').write('my own work')")
     hub.stop_server("learner3")
     deployment["kube"].wait_pod(deployment["ns"], "jupyter-learner3", lambda p: p is None, 60, "the pod deleted")
+    hub.api("POST", "users/learner3/server", json={"course": "dl-basics"})
+    hub.wait_ready("learner3")
+    assert hub.run_in_kernel("learner3", "print(open('01-digits-logistic.ipynb').read())").strip() == "my own work"
+    hub.stop_server("learner3")
 
 
 def test_a_gpu_course_gets_a_gpu_node_and_its_device(hub, deployment):
@@ -108,9 +120,10 @@ def test_with_no_free_gpu_the_pod_waits_with_the_schedulers_reason_and_the_wait_
     spawn = threading.Thread(target=lambda: hub.api("POST", "users/learner2/server", json={"course": "gpu-fundamentals"}))
     spawn.start()
     wait(lambda: (hub.server_model("learner2") or {}).get("pending") == "spawn", 30, "learner2's spawn pending")
-    events = hub.progress("learner2", until=lambda e: "Waiting for room" in e.get("message", ""), timeout=90)
+    # (a first word may be about the learner's new volume, not bound yet; then the GPUs)
+    events = hub.progress("learner2", until=lambda e: "Insufficient nvidia.com/gpu" in e.get("message", ""), timeout=90)
     waiting = events[-1]["message"]
-    assert "Insufficient nvidia.com/gpu" in waiting, [e["message"] for e in events]
+    assert waiting.startswith("Waiting for room on the cluster (the scheduler says: 0/3 nodes are available:"), waiting
     assert kube.pod(ns, "jupyter-learner2")["status"]["phase"] == "Pending"
     time.sleep(8)  # several metering ticks (every 2 s here) while the pod waits
     [session] = usage(hub, "learner2", "gpu-fundamentals")

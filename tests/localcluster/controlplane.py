@@ -253,7 +253,7 @@ class ControlPlane:
             f"--config={config}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1", f"--secure-port={self.scheduler_port}", f"--cert-dir={self.pki / 'scheduler'}",
-            "--v=1",
+            f"--v={os.environ.get('AIFHUB_SCHEDULER_V', '1')}",
         ])
 
     def start(self):

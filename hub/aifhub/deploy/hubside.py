@@ -68,6 +68,9 @@ def configure_z2jh(c, env=os.environ):
     c.JupyterHub.services = services
 
     c.JupyterHub.spawner_class = "aifhub-kube"
+    # a sandbox's own token may call the aifhub service: nbgrader's exchange and the course-materials init container
+    c.KubeSandboxSpawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                                f"access:services!service={SERVICE_NAME}"]
     c.KubeSandboxSpawner.service_url = f"{url}/services/{SERVICE_NAME}/"
     c.KubeSandboxSpawner.internal_token = token
     # nbgrader's exchange in sandbox pods talks to the service through the hub's Service (a stable name)

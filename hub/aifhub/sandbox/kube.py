@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import SpawnException
 from kubespawner import KubeSpawner
-from traitlets import Dict, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
 from ..catalog.images import load_images
 from . import podspec
@@ -56,8 +56,6 @@ def quota_refusal(exc):
 def pod_event_message(event):
     """A pod's Kubernetes event as the learner reads it on the progress page."""
     message = event.get("message") or event.get("reason") or ""
-    if event.get("reason") == "FailedScheduling":
-        return f"Waiting for room on the cluster (the scheduler says: {message})"
     if event.get("reason") == "Preempting" or "preempt" in message.lower():
         return f"Making room on the cluster: {message}"
     source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or "cluster"
@@ -131,6 +129,13 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         help="Where an instructor's sandbox sees its course's nbgrader directory (inside the home, where formgrader "
         "looks). Default: <home_dir>/course-grading.",
     ).tag(config=True)
+    course_materials = Bool(
+        True,
+        help="Give each pod an init container (course-materials, the course's own image, the learner's user) that "
+        "fetches the course's materials from the aifhub service and unpacks them into the learner's per-course volume "
+        "without replacing the learner's files (see aifhub.sandbox.materials). Pods reach the service at "
+        "$AIFHUB_EXCHANGE_URL.",
+    ).tag(config=True)
     clean_traits = List(
         Unicode(), default_value=list(CLEAN_TRAITS),
         help="Spawner traits restored to their configured values before each spawn, so a previous course's "
@@ -193,6 +198,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         """Baseline, then group overrides, then the course (a course summary dict); an instructor's sandbox
         (``role`` instructor or admin) also gets the course's nbgrader directory."""
         self.restore_baseline()
+        self._course = course
         await super().apply_group_overrides()
         self.pvc_name = self.course_pvc_name(course["id"])
         self._pvc_exists = False  # creating an existing claim answers 409, which KubeSpawner accepts
@@ -224,6 +230,27 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
             return {**current, **{f"zz-aifhub-{i}": item for i, item in enumerate(extra)}}
         return list(current) + list(extra)
 
+    async def get_pod_manifest(self):
+        """KubeSpawner's pod, with the course-materials init container in front of JupyterLab."""
+        pod = await super().get_pod_manifest()
+        if self.course_materials and getattr(self, "_course", None):
+            pod.spec.init_containers = list(pod.spec.init_containers or []) + [self._materials_container(pod)]
+        return pod
+
+    def _materials_container(self, pod):
+        from kubernetes_asyncio.client.models import V1Container, V1EnvVar, V1ResourceRequirements
+
+        main = pod.spec.containers[0]
+        wanted = ("JUPYTERHUB_API_TOKEN", "AIFHUB_EXCHANGE_URL", "AIFHUB_COURSE")
+        env = [e for e in main.env or [] if e.name in wanted] + [V1EnvVar(name="HOME", value=self.home_dir)]
+        small = {"cpu": "500m", "memory": "256Mi"}
+        return V1Container(
+            name="course-materials", image=main.image, image_pull_policy=main.image_pull_policy,
+            command=["python", "-m", "aifhub.sandbox.materials", self.home_dir], working_dir=self.home_dir, env=env,
+            security_context=main.security_context, resources=V1ResourceRequirements(limits=small, requests=small),
+            volume_mounts=[m for m in main.volume_mounts or [] if m.mount_path == self.home_dir],
+        )
+
     async def load_user_options(self):
         """Courses replace profiles: the only user option is the course, already applied."""
         if self.profile_list:
@@ -252,21 +279,28 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
     # -- progress ---------------------------------------------------------------------
 
     async def progress(self):
-        """aifhub's own steps (admission, the pod asked for), then the pod's events as they come: the scheduler's
-        reason while it waits for a node (no free GPU), image pulls, preemption, the container starting."""
+        """aifhub's own steps (admission, the pod asked for), then the pod's progress as it comes: why it waits for a
+        node (the scheduler's current reason: no free GPU), image pulls, preemption, the containers starting."""
         if not hasattr(self, "_events"):
             self._progress_reset()
         if self.events_enabled:
             await self._start_watching_events()
-        sent, seen, percent = 0, 0, 0
+        sent, seen, percent, said = 0, 0, 0, ""
         while True:
             while sent < len(self._events):
                 event = self._events[sent]
                 sent += 1
                 percent = max(percent, event["progress"])
                 yield event
+            reason = self.scheduler_reason()
+            if reason and reason != said:
+                said = reason
+                percent = max(percent, 40)
+                yield {"progress": percent, "message": f"Waiting for room on the cluster (the scheduler says: {reason})"}
             pod_events = self.events if self.events_enabled else []
             for event in pod_events[seen:]:
+                if event.get("reason") == "FailedScheduling":
+                    continue  # the scheduler keeps one event per pod with its first message: the pod's condition is current
                 percent = min(89, max(percent, 40) + (90 - max(percent, 40)) // 4)
                 yield {"progress": percent, "message": pod_event_message(event), "raw_event": event}
             seen = len(pod_events)
@@ -277,9 +311,16 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
                 pass
 
     def scheduler_reason(self):
-        """The scheduler's latest word on this spawn's pod (why it waits), or ''."""
-        failed = [e for e in (self.events if self.events_enabled else []) if e.get("reason") == "FailedScheduling"]
-        return failed[-1].get("message", "") if failed else ""
+        """Why the scheduler has not placed this spawn's pod (its PodScheduled condition), or ''.
+
+        Not the FailedScheduling events: the scheduler's event recorder folds every later attempt of a pod into a
+        series of its first event, whose message stays the first reason (say, a volume not bound yet)."""
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        for cond in ((pod or {}).get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                return cond.get("message") or ""
+        return ""
 
     async def _mark_running(self):
         """Tell the service the pod runs: the session's charge starts now (not at admission, while it was pending)."""

@@ -21,7 +21,7 @@ from ..state import lease
 from ..state.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
-from . import api, grading_api, internal, ledger_api, pages
+from . import api, grading_api, internal, ledger_api, materials_api, pages
 from .core import ServiceCore
 from .hubapi import HubAPIError, HubClient
 
@@ -147,6 +147,7 @@ class AifhubService(Application):
             (route("api/v1/me"), api.MeHandler),
             (route("api/v1/courses"), api.CoursesHandler),
             (route(r"api/v1/courses/([a-z0-9-]+)/enrol"), api.EnrolHandler),
+            (route(r"api/v1/courses/([a-z0-9-]+)/materials"), materials_api.MaterialsHandler),
             (route(r"api/v1/courses/([a-z0-9-]+)/roster"), api.RosterHandler),
             (route("api/v1/catalog/reload"), api.CatalogReloadHandler),
             (route("api/v1/pool"), api.PoolHandler),
