@@ -185,7 +185,7 @@ def deploy_aifhub(kube, prefix, base):
     priority classes, the storage claims, the network policies and aifhub's RBAC, and the chart's hub service
     account and Role. Returns the namespace, a kubeconfig with the hub account's real token, and the folder of
     the grading volume (where the hub pod would mount it)."""
-    from aifhub.deploy import manifests
+    from aifhub.kube import manifests
 
     ns = kube.namespace(prefix)
     kube.apply(manifests.priority_classes())

@@ -16,7 +16,7 @@ import pytest
 from clusterkit import CHART_HUB_ROLE_RULES, restricted_pod, wait
 from kubehub import Z2jhHub
 
-from aifhub.deploy import manifests
+from aifhub.kube import manifests
 
 pytestmark = pytest.mark.cluster
 

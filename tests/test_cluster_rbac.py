@@ -15,7 +15,7 @@ from gradingkit import ASSIGNMENT, COURSE, solution_notebook, submit
 from kubehub import Z2jhHub
 from kubernetes.client.exceptions import ApiException
 
-from aifhub.deploy import manifests
+from aifhub.kube import manifests
 from aifhub.grading.kubeclient import JOB_LABEL, delete_jobs
 
 pytestmark = pytest.mark.cluster

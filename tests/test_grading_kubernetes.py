@@ -20,7 +20,7 @@ from gradingkit import (ASSIGNMENT, COURSE, PROBE_PRELUDE, REPO, blank_notebook,
                         wait_jobs, with_cell, with_extra_cells)
 from kubernetes import watch
 
-from aifhub.deploy import manifests
+from aifhub.kube import manifests
 
 pytestmark = pytest.mark.cluster
 

@@ -19,7 +19,7 @@ from .. import __version__
 from ..runstate import write_service_pid
 from ..state import lease
 from ..state.db import Database, sqlite_url
-from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
+from .gpu_pool import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
 from . import api, grading_api, internal, ledger_api, materials_api, pages
 from .core import ServiceCore
@@ -231,10 +231,10 @@ class AifhubService(Application):
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
-        await core.sync_groups()
+        await core.membership.sync_groups()
         await grading.start()
         loops = [
-            asyncio.ensure_future(self._every(self.meter_interval, "metering", core.meter)),
+            asyncio.ensure_future(self._every(self.meter_interval, "metering", core.metering.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", core.watch_catalog)),
             asyncio.ensure_future(self._every(lease.RENEW_S, "state lease", lambda: self._renew_lease(db, holder))),
         ]

@@ -1,6 +1,6 @@
 """``GET /services/aifhub/api/v1/courses/<id>/materials``: a course's materials, for pods to unpack.
 
-Kubernetes sandboxes fetch them with their server's token (see :mod:`aifhub.sandbox.materials`);
+Kubernetes sandboxes fetch them with their server's token (see :mod:`aifhub.kube.materials`);
 whoever may start the course's sandbox may have them, nobody else.
 """
 
@@ -8,7 +8,7 @@ import asyncio
 
 from tornado import web
 
-from ..sandbox.materials import course_archive
+from ..kube.materials import course_archive
 from .base import APIHandler
 
 

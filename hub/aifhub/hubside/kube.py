@@ -18,7 +18,7 @@ from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
 from ..catalog.images import load_images
-from . import podspec
+from ..kube import podspec
 from .mixin import CourseSpawnerMixin
 
 # Traits a course, a pool or a group override may change: restored before every spawn.
@@ -133,7 +133,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         True,
         help="Give each pod an init container (course-materials, the course's own image, the learner's user) that "
         "fetches the course's materials from the aifhub service and unpacks them into the learner's per-course volume "
-        "without replacing the learner's files (see aifhub.sandbox.materials). Pods reach the service at "
+        "without replacing the learner's files (see aifhub.kube.materials). Pods reach the service at "
         "$AIFHUB_EXCHANGE_URL.",
     ).tag(config=True)
     clean_traits = List(
@@ -246,7 +246,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         small = {"cpu": "500m", "memory": "256Mi"}
         return V1Container(
             name="course-materials", image=main.image, image_pull_policy=main.image_pull_policy,
-            command=["python", "-m", "aifhub.sandbox.materials", self.home_dir], working_dir=self.home_dir, env=env,
+            command=["python", "-m", "aifhub.kube.materials", self.home_dir], working_dir=self.home_dir, env=env,
             security_context=main.security_context, resources=V1ResourceRequirements(limits=small, requests=small),
             volume_mounts=[m for m in main.volume_mounts or [] if m.mount_path == self.home_dir],
         )

@@ -15,17 +15,10 @@ from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
 from .. import fsafe
+from ..catalog.materials import PRIVATE_COURSE_ENTRIES  # noqa: F401 (the rule's home; named here for old imports)
+from ..catalog.materials import is_private as _private
 from ..grading.sandbox_config import sandbox_env
 from .mixin import CourseSpawnerMixin
-
-# Course files a learner never gets: instructors' sources (with solutions) and the course file.
-PRIVATE_COURSE_ENTRIES = {"source", "course.yaml", "release", "submitted", "autograded", "feedback", "gradebook.db"}
-
-
-def _private(rel, st):
-    """Course entries a learner never gets: instructors' files, and hidden ones."""
-    parts = rel.split("/")
-    return parts[0] in PRIVATE_COURSE_ENTRIES or any(p.startswith(".") for p in parts)
 
 
 def copy_materials(materials, work, uid=None):

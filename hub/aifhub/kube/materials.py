@@ -2,7 +2,7 @@
 
 The local spawner copies a course's materials into the learner's work folder itself. A pod's
 volume is not the hub's to write, so the pod fetches them: an init container of the course's own
-image (``course-materials``) runs ``python -m aifhub.sandbox.materials HOME`` as the learner's
+image (``course-materials``) runs ``python -m aifhub.kube.materials HOME`` as the learner's
 user, before JupyterLab starts. It asks the aifhub service for the course's archive
 (``GET /services/aifhub/api/v1/courses/<id>/materials``, with the server's own JupyterHub token,
 which may reach the service), and unpacks it into the learner's per-course volume without
@@ -25,10 +25,10 @@ MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 def course_archive(course_path):
     """The tar.gz of what learners get from a course folder (service side; never follows a link)."""
     from .. import fsafe
-    from .local import _private
+    from ..catalog.materials import is_private
 
     with fsafe.opened(course_path) as d:
-        return fsafe.pack(d, skip=_private)
+        return fsafe.pack(d, skip=is_private)
 
 
 def unpack(data, dest):
@@ -71,8 +71,8 @@ def fetch(url, token, timeout=60):
 
 
 def main(argv=None):
-    """``python -m aifhub.sandbox.materials DEST``: what the pod's course-materials init container runs."""
-    parser = argparse.ArgumentParser(prog="python -m aifhub.sandbox.materials", description=main.__doc__)
+    """``python -m aifhub.kube.materials DEST``: what the pod's course-materials init container runs."""
+    parser = argparse.ArgumentParser(prog="python -m aifhub.kube.materials", description=main.__doc__)
     parser.add_argument("dest", help="the learner's per-course folder (the pod's home)")
     parser.add_argument("--course", default=os.environ.get("AIFHUB_COURSE", ""), help="course id (default: $AIFHUB_COURSE)")
     parser.add_argument("--url", default=os.environ.get("AIFHUB_EXCHANGE_URL", ""),
