@@ -160,6 +160,11 @@ class Z2jhHub:
     def log_text(self):
         return self.log_path.read_text(errors="replace")
 
+    def log_tail(self, lines=40):
+        """The hub's log without the polling noise, for failure messages."""
+        noise = ("GET /hub/api/users", "GET /services/aifhub/api/v1/courses", "/hub/health")
+        return "\n".join([line for line in self.log_text().splitlines() if not any(n in line for n in noise)][-lines:])
+
     # -- servers, as a learner's browser sees them ----------------------------------
 
     def server_model(self, name):
@@ -172,7 +177,7 @@ class Z2jhHub:
             if model and model["ready"]:
                 return model
             if model is None:
-                raise AssertionError(f"{name}'s server stopped while starting:\n{self.log_text()[-3000:]}")
+                raise AssertionError(f"{name}'s server stopped while starting:\n{self.log_tail()}")
             time.sleep(0.5)
         raise AssertionError(f"{name}'s server not ready after {timeout}s")
 

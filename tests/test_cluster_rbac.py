@@ -16,7 +16,7 @@ from kubehub import Z2jhHub
 from kubernetes.client.exceptions import ApiException
 
 from aifhub.kube import manifests
-from aifhub.grading.kubeclient import JOB_LABEL, delete_jobs
+from aifhub.kube.client import JOB_LABEL, delete_jobs
 
 pytestmark = pytest.mark.cluster
 

@@ -6,7 +6,8 @@ image (``course-materials``) runs ``python -m aifhub.kube.materials HOME`` as th
 user, before JupyterLab starts. It asks the aifhub service for the course's archive
 (``GET /services/aifhub/api/v1/courses/<id>/materials``, with the server's own JupyterHub token,
 which may reach the service), and unpacks it into the learner's per-course volume without
-replacing anything already there: the learner's edits survive every restart. The service packs
+replacing anything already there: the learner's edits survive every restart. When the service
+cannot be reached (after a few tries) the sandbox starts without new materials, never blocked. The service packs
 the same files the local spawner copies (no instructors' files, no hidden ones, no links).
 """
 
@@ -15,6 +16,7 @@ import io
 import os
 import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -77,17 +79,26 @@ def main(argv=None):
     parser.add_argument("--course", default=os.environ.get("AIFHUB_COURSE", ""), help="course id (default: $AIFHUB_COURSE)")
     parser.add_argument("--url", default=os.environ.get("AIFHUB_EXCHANGE_URL", ""),
                         help="the aifhub service's URL as sandboxes reach it (default: $AIFHUB_EXCHANGE_URL)")
+    parser.add_argument("--attempts", type=int, default=4, help="tries while the service cannot be reached (default: 4)")
     args = parser.parse_args(argv)
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not (args.course and args.url and token):
         print("course-materials: AIFHUB_COURSE, AIFHUB_EXCHANGE_URL and JUPYTERHUB_API_TOKEN are needed", file=sys.stderr)
         return 2
     url = f"{args.url.rstrip('/')}/api/v1/courses/{args.course}/materials"
-    try:
-        data = fetch(url, token)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"course-materials: could not fetch the materials of {args.course} from {url}: {exc}", file=sys.stderr)
-        return 1
+    data = None
+    for attempt in range(args.attempts):
+        try:
+            data = fetch(url, token)
+            break
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            print(f"course-materials: could not fetch the materials of {args.course} from {url}: {exc}", file=sys.stderr)
+            if isinstance(exc, urllib.error.HTTPError) and exc.code < 500:
+                break
+            time.sleep(2 ** attempt)
+    if data is None:  # the sandbox starts all the same: the learner's files are there, materials come next time
+        print("course-materials: starting without new materials", file=sys.stderr)
+        return 0
     added, kept = unpack(data, args.dest)
     print(f"course-materials: {args.course}: {added} file(s) added, {kept} kept as the learner left them")
     return 0

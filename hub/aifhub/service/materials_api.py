@@ -18,7 +18,7 @@ class MaterialsHandler(APIHandler):
         course = self.core.catalog.get(course_id)
         if course is None:
             raise web.HTTPError(404, f"There is no course '{course_id}'.")
-        decision = await self.core.access(course, self.user_name, self.admin)
+        decision = await self.core.membership.access(course, self.user_name, self.admin)
         if not decision.allowed:
             raise web.HTTPError(403, decision.message)
         data = await asyncio.to_thread(course_archive, course.path)
