@@ -188,7 +188,7 @@ for what, attempt in attempts.items():
     try:
         attempt()
         print(what, 'SUCCEEDED')
-    except PermissionError:
+    except (PermissionError, FileNotFoundError):  # a private /tmp hides a state or course folder there
         print(what, 'denied')
 print('uid', os.getuid(), 'course', os.environ['AIFHUB_COURSE'], 'cwd', os.getcwd())
 """

@@ -13,6 +13,7 @@ import requests
 from ..hubconfig import REPO, is_loopback
 from ..sandbox.gpus import gpu_inventory
 from .. import runstate
+from . import preflight
 from .common import CLIError
 
 CONFIG_STUB = "from aifhub.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"
@@ -86,6 +87,9 @@ def up(args):
     other = runstate.running_instance(state)
     if other:
         raise CLIError(f"another aifhub (pid {other}) is running with the state directory {state}; stop it first")
+    found = preflight.problems(args.ip, args.port, state)
+    if found:
+        raise CLIError("cannot start:\n  - " + "\n  - ".join(found), status=2)
     runstate.claim(state)
     stale = runstate.stop_stale_service(state)
     if stale:
@@ -135,13 +139,16 @@ def announce(proc, url, password, inventory, state):
         gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
         isolation = "each learner's sandbox runs under its own uid" if os.geteuid() == 0 else \
             "NOT isolated: run as root to give each learner their own uid"
+        limits, warnings = preflight.limits_summary(inventory)
         print(
             f"\naifhub is running at {url}\n"
             f"  demo login: any user name, password {password}\n"
             f"  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n"
             f"  GPUs: {gpus}\n"
             f"  sandboxes: {isolation}\n"
-            f"  state: {state}\n"
+            + "".join(f"  {line}\n" for line in limits)
+            + "".join(f"  WARNING: {w}\n" for w in warnings)
+            + f"  state: {state}\n"
             "Press Ctrl-C to stop the hub, the proxy, the service and every sandbox.\n",
             flush=True,
         )

@@ -16,6 +16,7 @@ from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
 from ..grading.sandbox_config import sandbox_env
+from .hardlimits import HardLimitsMixin
 from .mixin import CourseSpawnerMixin
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
@@ -59,7 +60,7 @@ def prepare_work_folder(home, work, materials, uid=None):
     copy_materials(materials, work, uid)
 
 
-class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
+class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawner):
     """Start a course sandbox as a local process (the embedded default, ``aifhub-local``)."""
 
     work_root = Unicode(
@@ -85,7 +86,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         state = super().get_state()
         if getattr(self, "admission", None):
             state["aifhub"] = {k: self.admission[k] for k in ("session_id", "uid", "devices")} | {
-                "course": self.admission["course"]["id"]}
+                "course": self.admission["course"]["id"], "limits": self.limits_state()}
         return state
 
     def load_state(self, state):
@@ -94,6 +95,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
             saved = state["aifhub"]
             self.admission = {"session_id": saved["session_id"], "uid": saved["uid"],
                               "devices": saved["devices"], "course": {"id": saved["course"]}}
+            self.load_limits_state(saved.get("limits") or {})
 
     def clear_state(self):
         super().clear_state()
@@ -103,8 +105,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         uid = self.admission["uid"] if self.isolated else None
         cwd = str(self.home / self.admission["course"]["id"])
         # instructors: their course's grading group (formgrader), which the service allocated
-        gid = self.admission.get("grading_gid") if self._teaches() else None
-        groups = [gid] if gid else []
+        groups = self._extra_groups()
 
         def preexec():
             if uid is not None:
@@ -132,6 +133,11 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
                                instructor_of=env["AIFHUB_COURSE"] if self._teaches() else None))
         return env
 
+    def _extra_groups(self):
+        """Instructors: their course's grading group (formgrader), which the service allocated."""
+        gid = self.admission.get("grading_gid") if self._teaches() else None
+        return [gid] if gid else []
+
     def _teaches(self):
         return (self.admission or {}).get("role") in ("instructor", "admin")
 
@@ -145,10 +151,11 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
             self.emit(40, "Preparing your work folder")
             await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
             self.notebook_dir = str(self.home / course_id)
+            await self.prepare_limits(admission, uid)
             note = "" if self.isolated else " (not isolated: the hub does not run as root)"
             self.emit(50, f"Sandbox starting{note}")
             try:
-                ip_port = await super().start()
+                ip_port = await self.launch(uid, self._extra_groups())
             except (OSError, SubprocessError) as exc:
                 raise SpawnException(
                     f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
@@ -156,6 +163,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
                 ) from exc
             await self._wait_until_listening(*ip_port)
         except BaseException:
+            await self.remove_limits()
             await self.release("start failed")
             raise
         return ip_port
@@ -189,7 +197,19 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
             self.emit(90, "JupyterLab is up; connecting you")
             return
 
+    async def poll(self):
+        course = ((self.admission or {}).get("course") or {}).get("id")
+        status = await super().poll()
+        if await self.memory_kills() and course:
+            await self.tell("memory", course)
+        return status
+
     async def stop(self, now=False):
+        course = ((self.admission or {}).get("course") or {}).get("id")
         await super().stop(now=now)
+        killed = await self.memory_kills()
+        await self.remove_limits()
+        if killed and course:
+            await self.tell("memory", course)
         await self.release("stopped")
         self.admission = None

@@ -120,6 +120,15 @@ class CourseSpawnerMixin(LoggingConfigurable):
         except SpawnException as exc:  # service down: its reconciliation settles it later
             self.log.warning("Could not release %s's sandbox: %s", self._log_name, exc.log_message)
 
+    async def tell(self, kind, course_id):
+        """Have the learner told what happened in their sandbox (see the service's sandbox events)."""
+        try:
+            await self.service.sandbox_event(self.user.name, course_id, kind)
+        except SpawnException as exc:
+            self.log.warning("Could not report a %s event of %s's sandbox: %s", kind, self._log_name, exc.log_message)
+        else:
+            self.log.info("%s's sandbox: %s event reported", self._log_name, kind)
+
     def gpu_env(self, devices):
         """Environment that pins CUDA to exactly the assigned devices (none for CPU-only courses)."""
         ids = ",".join(d["id"] for d in devices)

@@ -56,3 +56,6 @@ class ServiceClient:
     async def release(self, user, server_name, reason):
         return await self._call("POST", "api/v1/internal/release",
                                 {"user": user, "server_name": server_name, "reason": reason})
+
+    async def sandbox_event(self, user, course, kind):
+        return await self._call("POST", "api/v1/internal/sandbox-event", {"user": user, "course": course, "kind": kind})

@@ -156,6 +156,7 @@ class AifhubService(Application):
             (route("api/v1/internal/offers"), internal.OffersHandler),
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
+            (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
             *grading_api.routes(route),
         ]
         return web.Application(

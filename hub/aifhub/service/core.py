@@ -17,6 +17,7 @@ from ..catalog.loader import fingerprint
 from ..ledger import allocations, metering, sandboxes
 from ..ledger.limits import limits_for
 from ..ledger.models import Allocation, Enrollment, SandboxSession, utcnow
+from .sandbox_events import KINDS, EventBoard
 
 log = logging.getLogger(__name__)
 GRADER = "aifhub-grader"  # the ledger's user for GPU time spent grading a course's submissions
@@ -51,6 +52,7 @@ class ServiceCore:
         self.protect_sources = protect_sources
         self.refusals = {}  # reason -> count, for the metrics
         self.grading_running = set()  # (GRADER, server) of grading jobs holding GPUs: metered like servers
+        self.events = EventBoard()  # what learners must be told about their sandboxes (memory kills, ...)
         self.catalog = None
         self._fingerprint = None
         self._lock = asyncio.Lock()
@@ -286,9 +288,19 @@ class ServiceCore:
         with self.db.session() as s:
             return [lim.to_dict() for lim in limits_for(s, course, user, utcnow())]
 
+    def sandbox_event(self, user, course_id, kind):
+        """Record what the spawner saw happen in ``user``'s sandbox; returns the learner's message."""
+        course = self.catalog.get(course_id)
+        if course is None or kind not in KINDS or not USERNAME.match(user or ""):
+            raise sandboxes.Refusal(400, "bad-event", f"Expected a user, a course and a kind of {', '.join(KINDS)}.")
+        message = self.events.add(user, kind, course)
+        log.info("Told %s: %s", user, message)
+        return message
+
     def notices(self, user=None):
-        """Warnings for learners whose running sandboxes near a limit: ``{user: message}``."""
-        out = {}
+        """Warnings for learners whose running sandboxes near a limit, or whose sandbox had a problem:
+        ``{user: message}``."""
+        out = dict(self.events.notices(user))
         with self.db.session() as s:
             q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.warned_percent > 0)
             if user:

@@ -33,6 +33,18 @@ class ReleaseHandler(InternalHandler):
         self.write_json({"released": session_id})
 
 
+class SandboxEventHandler(InternalHandler):
+    """The spawner reports what happened in a sandbox (``{"user", "course", "kind": "memory"}``)."""
+
+    def post(self):
+        body = self.json_body()
+        try:
+            message = self.core.sandbox_event(body.get("user", ""), body.get("course", ""), body.get("kind", ""))
+        except Refusal as refusal:
+            return self.refuse(refusal)
+        self.write_json({"message": message}, status=201)
+
+
 class NoticesHandler(InternalHandler):
     def get(self):
         self.write_json({"notices": self.core.notices()})
