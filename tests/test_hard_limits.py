@@ -9,7 +9,6 @@ import time
 
 import pytest
 from conftest import AS_ROOT, start_hub
-from kernelclient import KernelError
 
 pytestmark = [
     pytest.mark.root,

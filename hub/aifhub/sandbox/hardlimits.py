@@ -17,7 +17,7 @@ from subprocess import Popen
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import random_port
-from traitlets import Enum, Integer, Unicode, default, validate
+from traitlets import Enum, Integer, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import parse_memory
@@ -212,7 +212,8 @@ class HardLimitsMixin(LoggingConfigurable):
         else:
             argv, preexec = cmd, self._joining(self.make_preexec_fn(self.user.name))
         self.log.info("Spawning %s's sandbox: %s", self.user.name, " ".join(argv))
-        self.proc = Popen(argv, preexec_fn=preexec, start_new_session=True, env=env)
+        # fork and exec in a thread: a storm of spawns must not hold the hub's event loop
+        self.proc = await asyncio.to_thread(Popen, argv, preexec_fn=preexec, start_new_session=True, env=env)
         self.pid = self.proc.pid
         return (self.ip or "127.0.0.1", self.port)
 
