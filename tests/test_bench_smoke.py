@@ -66,9 +66,10 @@ def test_sandbox_breakdown(hubs):
 def test_spawn_storm(hubs):
     results = [spawn_storm(hub, users=2, prefix="smoke") for hub in hubs]
     for r in results:
-        assert r["started"] + r["failed"] == 2
+        assert r["started"] + r["waiting"] + r["failed"] == 2
         assert r["all_ready_s"] is None or seconds(r["all_ready_s"])
         assert r["progress_events_before_ready"] >= 1  # JupyterHub itself says "Server requested"
+        assert r["stall"]["samples"] > 10 and seconds(r["stall"]["longest_s"]) and r["stall"]["errors"] == 0
     assert results[0]["failed"] == 0 and results[0]["watched_ready"]
     well_formed(suite.storm_rows(*results)[0])
 

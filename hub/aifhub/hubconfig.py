@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import hubdb
 from .sandbox.notices import QuotaNotices
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,6 +122,7 @@ def configure(c, env=os.environ):
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = s["hub_port"]
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.db_kwargs = hubdb.db_kwargs()  # WAL: commits on the hub's loop do not wait for the disk
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.log_level = s["log_level"]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s['proxy_api_port']}"
@@ -136,7 +138,9 @@ def configure(c, env=os.environ):
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
-    c.Spawner.start_timeout = 180
+    # a storm of spawns boots a few at a time (LocalSandboxSpawner.max_starting): the last of a hundred
+    # waits its turn for minutes, told its place; each boot has http_timeout once its turn comes
+    c.Spawner.start_timeout = 900
     c.Spawner.http_timeout = 120
     # a sandbox's token may call the aifhub service (nbgrader's exchange there speaks HTTP to it)
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",

@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 
 from ..hubconfig import REPO, is_loopback
+from ..sandbox.cgroups import prioritise_hub
 from ..sandbox.gpus import gpu_inventory
 from .. import runstate
 from . import preflight
@@ -113,6 +114,7 @@ def up(args):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(config_file(args, state))]
+    prioritise_hub()  # the hub, proxy and service (started from here) answer quickly while sandboxes boot
     proc = subprocess.Popen(cmd, cwd=state, env=env)
 
     def forward(signum, _frame):

@@ -1,8 +1,9 @@
 """One control group per local sandbox: memory (with swap), CPU time and process limits.
 
 Works on cgroup v2 (the unified hierarchy) and on cgroup v1 (one hierarchy per controller), as
-root. Sandboxes' groups live below the hub's own group, in ``<own group>/aifhub/``, so they count against
-whatever limits the hub itself runs under. Everything here is plain file I/O
+root. Sandboxes' groups are children of the hub's own group, so they count against whatever limits
+the hub itself runs under, and siblings of the hub's leaf (``aifhub-hub``, see :func:`prioritise_hub`):
+each sandbox competes for the CPU like one process, and the hub like several. Everything here is plain file I/O
 on the cgroup file system: the spawner calls it off the event loop, except :func:`join`, which
 the sandbox's own process calls between fork and exec.
 """
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONTROLLERS = ("memory", "cpu", "pids")
-PARENT_NAME = "aifhub"
-HUB_LEAF = "aifhub-hub"  # cgroup v2: where the hub's processes move so that its group may have children
+HUB_LEAF = "aifhub-hub"  # the hub's processes' own group: CPU priority (and, on v2, room for children)
+HUB_CPU_WEIGHT = 8  # the hub, its proxy and service weigh as much as this many busy processes
 CPU_PERIOD_US = 100_000
 
 
@@ -59,6 +60,44 @@ def _within(mount_root, path):
     if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
         path = path[len(mount_root):]
     return path.lstrip("/")
+
+
+def _outside_hub_leaf(path):
+    """The hub's own group, when it has moved into its leaf (see :func:`prioritise_hub`)."""
+    return path.rpartition("/")[0] if path.rsplit("/", 1)[-1] == HUB_LEAF else path
+
+
+def prioritise_hub(pid=None, mountinfo="/proc/self/mountinfo", proc_cgroup="/proc/self/cgroup"):
+    """Move ``pid`` (default: this process, and so what it starts later) into its own CPU group that
+    weighs as much as HUB_CPU_WEIGHT busy processes: the hub answers quickly while sandboxes boot.
+
+    Returns the group's directory, or None when cgroups cannot be used (not root, none mounted).
+    """
+    if os.geteuid() != 0:
+        return None
+    pid = os.getpid() if pid is None else pid
+    try:
+        mounts, own = _mounts(mountinfo), _own_groups(proc_cgroup)
+        for point, root, fstype, opts in mounts:
+            if fstype == "cgroup" and "cpu" in opts and "cpu" in own:
+                leaf = Path(point) / _outside_hub_leaf(_within(root, own["cpu"])) / HUB_LEAF
+                weight = ("cpu.shares", 1024 * HUB_CPU_WEIGHT)
+                break
+        else:
+            point, root = next((Path(p), r) for p, r, t, _ in mounts if t == "cgroup2")
+            if "cpu" not in _read(point / "cgroup.controllers").split():
+                return None
+            own_dir = point / _outside_hub_leaf(_within(root, own[""]))
+            leaf = own_dir / HUB_LEAF
+            weight = ("cpu.weight", 100 * HUB_CPU_WEIGHT)
+        leaf.mkdir(exist_ok=True)
+        _write(leaf / "cgroup.procs", pid)
+        if weight[0] == "cpu.weight":
+            _try(own_dir / "cgroup.subtree_control", "+cpu")
+        _write(leaf / weight[0], weight[1])
+        return leaf
+    except (OSError, StopIteration, KeyError):
+        return None
 
 
 def _write(path, value):
@@ -168,8 +207,8 @@ class Cgroups:
         return f"cgroup v{self.version} ({where})"
 
     @classmethod
-    def detect(cls, parent_name=PARENT_NAME, mountinfo="/proc/self/mountinfo", proc_cgroup="/proc/self/cgroup"):
-        """The cgroup set-up of this machine, with the sandboxes' groups in ``<own group>/<parent_name>/``.
+    def detect(cls, mountinfo="/proc/self/mountinfo", proc_cgroup="/proc/self/cgroup"):
+        """The cgroup set-up of this machine, with the sandboxes' groups below the hub's own group.
 
         Raises :class:`CgroupError` saying what is missing.
         """
@@ -184,7 +223,7 @@ class Cgroups:
             if fstype == "cgroup":
                 for c in CONTROLLERS:
                     if c in opts and c in own:
-                        v1[c] = Path(point) / _within(root, own[c]) / parent_name
+                        v1[c] = Path(point) / _outside_hub_leaf(_within(root, own[c]))
         if len(v1) == len(CONTROLLERS):
             return cls(1, v1)
         unified = next(((Path(p), r) for p, r, t, _ in mounts if t == "cgroup2"), None)
@@ -193,31 +232,24 @@ class Cgroups:
             available = set(_read(point / "cgroup.controllers").split())
             missing = [c for c in CONTROLLERS if c not in available and c not in v1]
             if not missing:
-                mine = _within(root, own[""])
-                if mine.rsplit("/", 1)[-1] == HUB_LEAF:  # moved there by an earlier run (see prepare)
-                    mine = mine.rpartition("/")[0]
-                return cls(2, [point / mine / parent_name])
+                return cls(2, [point / _outside_hub_leaf(_within(root, own[""]))])
             if v1:
                 raise CgroupError(f"the controllers {', '.join(missing)} are in neither cgroup hierarchy")
         raise CgroupError("no cgroup file system with the memory, cpu and pids controllers is mounted "
                           "(expected /sys/fs/cgroup)")
 
     def prepare(self):
-        """Create the parent group(s) of the sandboxes (cgroup v2: enable the controllers below them)."""
+        """cgroup v2: enable the controllers for the sandboxes' groups in the hub's own group (whose
+        processes move to its leaf first: a group with children may hold no processes itself)."""
         if self.version == 1:
-            for parent in self.parents.values():
-                parent.mkdir(exist_ok=True)
             return
-        parent = self.parents[0]
-        own = parent.parent
-        parent.mkdir(exist_ok=True)
+        own = self.parents[0]
         wanted = " ".join(f"+{c}" for c in CONTROLLERS)
         try:
             _write(own / "cgroup.subtree_control", wanted)
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise CgroupError(f"cannot enable {wanted} in {own}: {exc.strerror}") from exc
-            # "no internal processes": the hub's own group holds processes, so they move to a leaf first
             leaf = own / HUB_LEAF
             leaf.mkdir(exist_ok=True)
             for pid in _read(own / "cgroup.procs").split():
@@ -226,7 +258,19 @@ class Cgroups:
                 except OSError:
                     pass  # it exited meanwhile
             _write(own / "cgroup.subtree_control", wanted)
-        _write(parent / "cgroup.subtree_control", wanted)
+
+    def sweep(self, prefix):
+        """Remove the empty groups whose names start with ``prefix`` (left by sandboxes that ended while
+        their hub was down). Returns how many were removed."""
+        removed = 0
+        for parent in ([self.parents[0]] if self.version == 2 else list(self.parents.values())):
+            for d in parent.glob(f"{prefix}*"):
+                try:
+                    d.rmdir()  # fails on a group that still holds processes (or children)
+                    removed += 1
+                except OSError:
+                    pass
+        return removed
 
     def group(self, name):
         """The (not yet created) group of the sandbox ``name``."""

@@ -25,19 +25,22 @@ from . import confine
 from .cgroups import CgroupError, Cgroups, Limits
 from .reach import sandbox_obstacles
 
-_SETUP = {}  # (hub's cgroup parent name) -> Cgroups or CgroupError, found once per hub process
+_SETUP = []  # [Cgroups or CgroupError], found once per hub process
 
 
-def machine_cgroups(parent_name):
-    """This machine's cgroups, with the sandboxes' parent group created (once per process)."""
-    if parent_name not in _SETUP:
+def machine_cgroups(sweep=None):
+    """This machine's cgroups, prepared for sandboxes' groups (once per process; the empty groups named
+    ``sweep...`` are removed then)."""
+    if not _SETUP:
         try:
-            groups = Cgroups.detect(parent_name)
+            groups = Cgroups.detect()
             groups.prepare()
-            _SETUP[parent_name] = groups
+            if sweep:
+                groups.sweep(sweep)
+            _SETUP.append(groups)
         except (CgroupError, OSError) as exc:
-            _SETUP[parent_name] = exc if isinstance(exc, CgroupError) else CgroupError(str(exc))
-    return _SETUP[parent_name]
+            _SETUP.append(exc if isinstance(exc, CgroupError) else CgroupError(str(exc)))
+    return _SETUP[0]
 
 
 class HardLimitsMixin(LoggingConfigurable):
@@ -69,9 +72,6 @@ class HardLimitsMixin(LoggingConfigurable):
     max_file_size = Unicode(
         "", help="Largest file a sandbox may write (RLIMIT_FSIZE), e.g. 20G; empty: the course's disk limit, if any.",
     ).tag(config=True)
-    cgroup_parent = Unicode(
-        "aifhub", help="Name of the group, below the hub's own cgroup, that holds the sandboxes' groups.",
-    ).tag(config=True)
 
     @validate("tmp_size", "max_file_size")
     def _validate_size(self, proposal):
@@ -95,7 +95,7 @@ class HardLimitsMixin(LoggingConfigurable):
         """``(Cgroups or None, why not)`` for this spawn."""
         if self.use_cgroups == "never":
             return None, "turned off (use_cgroups = 'never')"
-        found = machine_cgroups(self.cgroup_parent)
+        found = machine_cgroups(sweep=self._group_prefix())
         return (None, str(found)) if isinstance(found, CgroupError) else (found, "")
 
     def _bubblewrap(self):
@@ -124,10 +124,12 @@ class HardLimitsMixin(LoggingConfigurable):
         memory = parse_memory(sandbox["memory"]) if sandbox.get("memory") else None
         return Limits(memory_bytes=memory, cpu=sandbox.get("cpu"), pids=self.max_processes)
 
+    def _group_prefix(self):
+        """``aifhub-<hub>-``: hubs with other work folders on this machine hand out the same uids."""
+        return f"aifhub-{hashlib.sha256(str(Path(self.work_root).resolve()).encode()).hexdigest()[:10]}-"
+
     def _group_name(self, uid):
-        """``<hub>-uid<uid>[-<server>]``: hubs with other work folders on this machine hand out the same uids."""
-        hub = hashlib.sha256(str(Path(self.work_root).resolve()).encode()).hexdigest()[:10]
-        return f"{hub}-uid{uid}" + (f"-{self.name}" if self.name else "")
+        return f"{self._group_prefix()}uid{uid}" + (f"-{self.name}" if self.name else "")
 
     async def prepare_limits(self, admission, uid):
         """Create the sandbox's cgroup and decide its namespace; sets ``self.cgroup`` and ``self.confined``."""
@@ -204,11 +206,13 @@ class HardLimitsMixin(LoggingConfigurable):
         cwd = str(self.home / self.admission["course"]["id"])
         if self.confined:
             spec = self._confinement(uid, groups)
-            for node in spec.missing_gpu_nodes():
+            missing = await asyncio.to_thread(spec.missing_gpu_nodes)
+            for node in missing:
                 self.log.warning("%s's sandbox: no device node %s on this machine", self.user.name, node)
             if "CUDA_VISIBLE_DEVICES" in env and all(d.get("uuid") for d in self.admission["devices"]):
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(d["uuid"] for d in self.admission["devices"])
-            argv, preexec = spec.argv(cmd), self.confined_preexec(cwd)
+            argv = await asyncio.to_thread(spec.argv, cmd)  # it looks at the file system
+            preexec = self.confined_preexec(cwd)
         else:
             argv, preexec = cmd, self._joining(self.make_preexec_fn(self.user.name))
         self.log.info("Spawning %s's sandbox: %s", self.user.name, " ".join(argv))
@@ -272,5 +276,5 @@ class HardLimitsMixin(LoggingConfigurable):
     def load_limits_state(self, saved):
         self.confined = bool(saved.get("confined"))
         self.oom_seen = saved.get("oom_seen", 0)
-        groups = machine_cgroups(self.cgroup_parent) if saved.get("cgroup") else None
+        groups = machine_cgroups() if saved.get("cgroup") else None
         self.cgroup = groups.existing(saved["cgroup"]) if isinstance(groups, Cgroups) else None

@@ -13,11 +13,13 @@ from pathlib import Path
 from subprocess import SubprocessError
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Integer, Unicode, default, validate
 
 from ..grading.sandbox_config import sandbox_env
+from ..loopwatch import ensure_watching
 from .hardlimits import HardLimitsMixin
 from .mixin import CourseSpawnerMixin
+from .startqueue import start_queue
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
 PRIVATE_COURSE_ENTRIES = {"source", "course.yaml", "release", "submitted", "autograded", "feedback", "gradebook.db"}
@@ -69,6 +71,21 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
     isolated = Bool(
         help="Run each learner's sandbox under its own unprivileged uid. Default: True when the hub runs as root.",
     ).tag(config=True)
+
+    max_starting = Integer(
+        help="Sandboxes that boot at once; the others wait their turn, told their place in the queue. "
+        "Default: one more than the machine's cores (booting is mostly Python imports on a core).",
+    ).tag(config=True)
+
+    @default("max_starting")
+    def _max_starting_default(self):
+        return (os.cpu_count() or 1) + 1
+
+    @validate("max_starting")
+    def _validate_max_starting(self, proposal):
+        if proposal.value < 1:
+            raise ValueError(f"max_starting must be at least 1, got {proposal.value}")
+        return proposal.value
 
     @default("work_root")
     def _work_root_default(self):
@@ -142,6 +159,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         return (self.admission or {}).get("role") in ("instructor", "admin")
 
     async def start(self):
+        ensure_watching(logger=self.log)  # the hub's event loop, watched from the first spawn on
         if not self.isolated:
             self.log.warning("The hub does not run as root: %s's sandbox is NOT isolated from other learners.", self.user.name)
         admission = await self.admit()
@@ -152,27 +170,41 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
             await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
             self.notebook_dir = str(self.home / course_id)
             await self.prepare_limits(admission, uid)
-            note = "" if self.isolated else " (not isolated: the hub does not run as root)"
-            self.emit(50, f"Sandbox starting{note}")
-            try:
-                ip_port = await self.launch(uid, self._extra_groups())
-            except (OSError, SubprocessError) as exc:
-                raise SpawnException(
-                    f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
-                    reason="process-start", status_code=500,
-                ) from exc
-            await self._wait_until_listening(*ip_port)
+            async with start_queue(self.max_starting).slot(self._report_queue, every=3.0):
+                ip_port = await self._boot(uid)
         except BaseException:
             await self.remove_limits()
             await self.release("start failed")
             raise
         return ip_port
 
+    def _report_queue(self, place, booting):
+        """Progress while waiting for a boot slot: when the place changes, and every 15 s regardless."""
+        now = asyncio.get_running_loop().time()
+        last = getattr(self, "_queue_note", (None, 0.0))
+        if place != last[0] or now - last[1] >= 15:
+            self._queue_note = (place, now)
+            self.emit(48, f"Waiting to boot: {place - 1} ahead of you in the queue, {booting} sandboxes booting "
+                          "(a few start at once so that each is quick)")
+
+    async def _boot(self, uid):
+        note = "" if self.isolated else " (not isolated: the hub does not run as root)"
+        self.emit(50, f"Sandbox starting{note}")
+        try:
+            ip_port = await self.launch(uid, self._extra_groups())
+        except (OSError, SubprocessError) as exc:
+            raise SpawnException(
+                f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
+                reason="process-start", status_code=500,
+            ) from exc
+        await self._wait_until_listening(*ip_port)
+        return ip_port
+
     async def _wait_until_listening(self, ip, port):
         """Wait for the sandbox to listen, so the hub's first check finds it ready; report progress meanwhile.
 
         A sandbox that exits during start-up fails the spawn with its exit code, instead of the hub's
-        generic error. Past ``http_timeout`` the hub's own wait takes over.
+        generic error, and so does one that does not answer within ``http_timeout``.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -196,6 +228,9 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
             writer.close()
             self.emit(90, "JupyterLab is up; connecting you")
             return
+        raise SpawnException(
+            f"The sandbox did not answer within {self.http_timeout:.0f} s of starting. An administrator can find its "
+            "output in the hub log.", reason="boot-timeout", status_code=500)
 
     async def poll(self):
         course = ((self.admission or {}).get("course") or {}).get("id")

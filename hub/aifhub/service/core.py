@@ -228,8 +228,9 @@ class ServiceCore:
             if self._enrolled(s, user, course.id):
                 return
             s.add(Enrollment(user=user, course_id=course.id, source="open"))
-        try:
-            await self.sync_learner_group(course.id)
+        try:  # the learner is spawning, so the hub knows them: one request, not a sync of the whole group
+            if self.hub is not None:
+                await self.hub.add_to_group(learner_group(course.id), [user])
         except Exception as exc:  # the spawn goes on; the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course.id, exc)
 

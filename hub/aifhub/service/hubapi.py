@@ -96,6 +96,16 @@ class HubClient:
         if current - members:
             await self.request("DELETE", f"{path}/users", {"users": sorted(current - members)})
 
+    async def add_to_group(self, group, names):
+        """Add users the hub knows to ``group`` (one request; the group is created when missing)."""
+        path = f"/groups/{quote(group, safe='')}"
+        try:
+            await self.request("POST", f"{path}/users", {"users": sorted(set(names))})
+        except HubAPIError as exc:
+            if " 404 " not in str(exc):
+                raise
+            await self.sync_group(group, names)
+
     async def stop_server(self, user, server_name=""):
         path = f"/users/{quote(user, safe='')}/server"
         if server_name:
