@@ -8,21 +8,22 @@ from .base import APIHandler
 
 class MeHandler(APIHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
+        view = await self.core.learner_view(self.user_name, self.admin)
         self.write_json({
             "name": self.user_name,
             "admin": self.admin,
-            "courses": self.core.offers(self.user_name, self.admin),
-            "notice": self.core.notices(self.user_name).get(self.user_name),
-            "stopped": self.core.stopped_sessions(self.user_name),
+            "courses": view["courses"],
+            "notice": view["notice"],
+            "stopped": view["stopped"],
         })
 
 
 class CoursesHandler(APIHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
         """Courses the caller can see; admins and instructors also see broken ones."""
-        data = {"courses": self.core.offers(self.user_name, self.admin)}
+        data = {"courses": await self.core.admission.offers(self.user_name, self.admin)}
         if self.admin or self._instructs_any():
             data["broken"] = self.core.broken_courses()
         self.write_json(data)
@@ -36,7 +37,7 @@ class EnrolHandler(APIHandler):
     async def post(self, course_id):
         body = self.json_body()
         try:
-            course = await self.core.enrol(course_id, self.user_name, body.get("code"))
+            course = await self.core.membership.enrol(course_id, self.user_name, body.get("code"))
         except Refusal as refusal:
             return self.refuse(refusal)
         self.write_json({"course": course.id, "enrolled": True}, status=201)
@@ -46,8 +47,7 @@ class CatalogReloadHandler(APIHandler):
     @web.authenticated
     async def post(self):
         self.require_admin()
-        changed = self.core.reload_catalog(force=True)
-        await self.core.sync_groups()
+        changed = await self.core.watch_catalog(force=True)
         self.write_json({
             "changed": changed,
             "courses": sorted(self.core.catalog.courses),
@@ -57,9 +57,9 @@ class CatalogReloadHandler(APIHandler):
 
 class PoolHandler(APIHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
         self.require_admin()
-        self.write_json(self.core.pool_status())
+        self.write_json(await self.core.admission.pool_status())
 
 
 class RosterHandler(APIHandler):
@@ -74,9 +74,10 @@ class RosterHandler(APIHandler):
         return course
 
     @web.authenticated
-    def get(self, course_id):
+    async def get(self, course_id):
         course = self.course(course_id)
-        self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in self.core.roster(course).items()]})
+        roster = await self.core.membership.roster(course)
+        self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in roster.items()]})
 
     @web.authenticated
     async def post(self, course_id):
@@ -85,7 +86,7 @@ class RosterHandler(APIHandler):
         if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
             raise web.HTTPError(400, 'Send {"users": ["name", ...]}.')
         try:
-            added = await self.core.roster_add(course, users)
+            added = await self.core.membership.roster_add(course, users)
         except Refusal as refusal:
             return self.refuse(refusal)
         self.write_json({"added": added}, status=201)
@@ -94,7 +95,7 @@ class RosterHandler(APIHandler):
     async def delete(self, course_id):
         course = self.course(course_id)
         try:
-            await self.core.roster_remove(course, self.get_argument("user"))
+            await self.core.membership.roster_remove(course, self.get_argument("user"))
         except Refusal as refusal:
             return self.refuse(refusal)
         self.set_status(204)

@@ -5,31 +5,31 @@ from .base import InternalHandler
 
 
 class OffersHandler(InternalHandler):
-    def get(self):
+    async def get(self):
         user = self.get_argument("user")
         admin = self.get_argument("admin", "0") == "1"
-        self.write_json({"courses": self.core.offers(user, admin), "pool": self.core.pool_status()})
+        self.write_json({"courses": await self.core.admission.offers(user, admin), "pool": await self.core.admission.pool_status()})
 
 
 class AdmitHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
         try:
-            admission = await self.core.admit(
+            admission = await self.core.admission.admit(
                 body.get("user", ""), body.get("server_name", ""), body.get("course", ""), bool(body.get("admin")),
             )
         except Refusal as refusal:
             return self.refuse(refusal)
         grading = self.settings.get("aifhub_grading")
         if grading is not None and admission["role"] in ("instructor", "admin"):
-            admission["grading_gid"] = grading.course_gid(admission["course"]["id"])  # formgrader's group
+            admission["grading_gid"] = await grading.group_id(admission["course"]["id"])  # formgrader's group
         self.write_json(admission, status=201)
 
 
 class ReleaseHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
-        session_id = await self.core.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
+        session_id = await self.core.admission.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
         self.write_json({"released": session_id})
 
 
@@ -46,5 +46,5 @@ class SandboxEventHandler(InternalHandler):
 
 
 class NoticesHandler(InternalHandler):
-    def get(self):
-        self.write_json({"notices": self.core.notices()})
+    async def get(self):
+        self.write_json({"notices": await self.core.notices()})
