@@ -138,10 +138,13 @@ def configure(c, env=os.environ):
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
-    # a storm of spawns boots a few at a time (LocalSandboxSpawner.max_starting): the last of a hundred
-    # waits its turn for minutes, told its place; each boot has http_timeout once its turn comes
-    c.Spawner.start_timeout = 900
+    # A spawn may wait: for its turn to boot (LocalSandboxSpawner.max_starting: the last of a hundred waits
+    # minutes) or in the GPU waitlist (hours, told its place). Those waits are aifhub's and say so; each boot
+    # has http_timeout once its turn comes. JupyterHub's own timeout is a last resort, and waiting spawns
+    # must not count against its limit of spawns at once.
+    c.Spawner.start_timeout = 8 * 3600
     c.Spawner.http_timeout = 120
+    c.JupyterHub.concurrent_spawn_limit = 1000
     # a sandbox's token may call the aifhub service (nbgrader's exchange there speaks HTTP to it)
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                      f"access:services!service={SERVICE_NAME}"]

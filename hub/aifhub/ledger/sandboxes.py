@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 
 from .balances import rate_ppm
 from .errors import Refusal
-from .models import GpuClaim, LearnerUid, SandboxSession, utcnow
+from .models import GpuClaim, LearnerUid, SandboxSession, WaitlistEntry, utcnow
 from .units import PPM
 
 
@@ -40,8 +40,12 @@ def end_session(session, reason, at=None):
     session.claims.clear()
 
 
-def claimed_devices(db):
-    return set(db.scalars(select(GpuClaim.device_id)))
+def claimed_devices(db, now=None):
+    """Devices in use by sessions, or held for the learner at the head of the waitlist (until the offer expires)."""
+    now = now or utcnow()
+    held = db.scalars(select(WaitlistEntry.held_devices).where(
+        WaitlistEntry.state == "offered", WaitlistEntry.expires_at > now))
+    return set(db.scalars(select(GpuClaim.device_id))) | {d for h in held for d in h.split(",") if d}
 
 
 def free_devices(db, inventory, kind):

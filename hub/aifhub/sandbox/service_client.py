@@ -13,13 +13,13 @@ class ServiceClient:
         self.token = token
         self.timeout = timeout
 
-    async def _call(self, method, path, body=None):
+    async def _call(self, method, path, body=None, timeout=None):
         req = HTTPRequest(
             self.url + path,
             method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
             body=None if body is None else json.dumps(body),
-            request_timeout=self.timeout,
+            request_timeout=timeout or self.timeout,
         )
         try:
             resp = await AsyncHTTPClient().fetch(req, raise_error=False)
@@ -59,3 +59,11 @@ class ServiceClient:
 
     async def sandbox_event(self, user, course, kind):
         return await self._call("POST", "api/v1/internal/sandbox-event", {"user": user, "course": course, "kind": kind})
+
+    async def wait_in_line(self, entry_id, wait=10):
+        """The waitlist entry once it changes (or after ``wait`` seconds): ``{state, position, estimate_s, ...}``."""
+        data = await self._call("GET", f"api/v1/internal/waitlist/{int(entry_id)}?wait={wait:g}", timeout=wait + 15)
+        return data["entry"]
+
+    async def leave_waitlist(self, user, entry_id):
+        return await self._call("DELETE", f"api/v1/internal/waitlist/{int(entry_id)}?" + urlencode({"user": user}))

@@ -20,14 +20,15 @@ from .catalog_watch import CatalogWatch
 from .membership import USERNAME, Membership
 from .metering_loop import MeteringLoop
 from .sandbox_events import KINDS, EventBoard
+from .waitlist import Waitlist
 
 log = logging.getLogger(__name__)
 
 
-def _learner_view(s, catalog, user, admin, inventory, stopped_limit):
+def _learner_view(s, catalog, user, admin, inventory, stopped_limit, waitlist=False):
     """What a learner's home page and ``/api/v1/me`` show, read in one transaction."""
     return {
-        "courses": admission.offers(s, catalog, user, admin, inventory),
+        "courses": admission.offers(s, catalog, user, admin, inventory, waitlist),
         "notice": metering_loop.notices(s, catalog, user).get(user),
         "stopped": metering_loop.stopped_sessions(s, user, stopped_limit),
         "running": metering_loop.running_courses(s, user),
@@ -49,12 +50,17 @@ class ServiceCore:
     """The catalog watch, membership, admission and the metering loop of one service."""
 
     def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None,
-                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10, protect_sources=False):
+                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10, protect_sources=False,
+                 waitlist_hold_s=180, use_waitlist=True):
         self.db = db
         self.hub = hub
         self.courses = CatalogWatch(course_dirs, images_dir, protect_sources=protect_sources)
         self.membership = Membership(db, self.courses, hub)
-        self.admission = Admission(db, self.courses, self.membership, inventory, first_uid, default_session_s)
+        # the local pool's GPU waitlist (the cluster's scheduler queues pods itself)
+        self.waitlist = Waitlist(db, self.courses, inventory, default_session_s, waitlist_hold_s) \
+            if use_waitlist and inventory is not None else None
+        self.admission = Admission(db, self.courses, self.membership, inventory, first_uid, default_session_s,
+                                   line=self.waitlist)
         self.metering = MeteringLoop(db, self.courses, hub, self.admission, stop_grace_s, settle_grace_s)
         self.events = EventBoard()  # what learners must be told about their sandboxes (memory kills, ...)
 
@@ -79,8 +85,14 @@ class ServiceCore:
     async def learner_view(self, user, admin, stopped_limit=5):
         """Offers, the quota notice (or what happened in their sandbox), recently stopped and running sandboxes
         of ``user``, read at once."""
-        view = await self.db.run(_learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit)
+        view = await self.db.run(_learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit,
+                                 self.waitlist is not None)
         view["notice"] = self.events.notices(user).get(user) or view["notice"]
+        line = await self.waitlist.of_user(user) if self.waitlist is not None else {}
+        for offer in view["courses"]:  # while waiting for a GPU: the place in line and the estimate
+            entry = line.get(offer["id"])
+            offer["waitlist"] = None if entry is None else {
+                "position": entry["position"], "estimate_s": entry["estimate_s"], "state": entry["state"]}
         return view
 
     async def notices(self):

@@ -1,5 +1,7 @@
 """Endpoints the hub's spawner calls: offers for the spawn form, admission and release."""
 
+from tornado import web
+
 from ..ledger.sandboxes import Refusal
 from .base import InternalHandler
 
@@ -20,6 +22,8 @@ class AdmitHandler(InternalHandler):
             )
         except Refusal as refusal:
             return self.refuse(refusal)
+        if "waiting" in admission:  # in the GPU waitlist: the spawner waits (GET waitlist/<id>) and asks again
+            return self.write_json(admission, status=202)
         grading = self.settings.get("aifhub_grading")
         if grading is not None and admission["role"] in ("instructor", "admin"):
             admission["grading_gid"] = await grading.group_id(admission["course"]["id"])  # formgrader's group
@@ -31,6 +35,30 @@ class ReleaseHandler(InternalHandler):
         body = self.json_body()
         session_id = await self.core.admission.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
         self.write_json({"released": session_id})
+
+
+class WaitlistEntryHandler(InternalHandler):
+    """A waiting spawn: GET ``?wait=S`` answers when its entry changes state (or after S seconds, at most 25),
+    DELETE ``?user=NAME`` takes it out of the line (the learner stopped the spawn)."""
+
+    def line(self):
+        if self.core.waitlist is None:
+            raise web.HTTPError(404, "This service keeps no GPU waitlist.")
+        return self.core.waitlist
+
+    async def get(self, entry_id):
+        try:
+            wait = min(25.0, max(0.0, float(self.get_argument("wait", "0"))))
+        except ValueError:
+            raise web.HTTPError(400, "wait must be a number of seconds.")
+        entry = await self.line().wait(int(entry_id), wait)
+        if entry is None:
+            raise web.HTTPError(404, f"There is no waitlist entry {entry_id}.")
+        self.write_json({"entry": entry})
+
+    async def delete(self, entry_id):
+        left = await self.line().leave(self.get_argument("user"), entry_id=int(entry_id))
+        self.write_json({"left": left})
 
 
 class SandboxEventHandler(InternalHandler):
