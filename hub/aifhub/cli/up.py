@@ -10,14 +10,14 @@ from pathlib import Path
 
 import requests
 
-from ..hubconfig import REPO, is_loopback
-from ..sandbox.cgroups import prioritise_hub
-from ..sandbox.gpus import gpu_inventory
+from ..hubside.embedded import REPO, is_loopback
+from ..service.gpu_pool import gpu_inventory
+from ..isolation.cgroups import prioritise_hub
 from .. import runstate
 from . import preflight
 from .common import CLIError
 
-CONFIG_STUB = "from aifhub.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"
+CONFIG_STUB = "from aifhub.hubside.embedded import configure\n\nconfigure(c)  # noqa: F821\n"
 
 
 def register(sub):
