@@ -35,7 +35,7 @@ sandbox: {image: pytorch-cuda, gpu: {kind: gpu, count: 1}, memory: 2G, max_sessi
 allocation: EHPC-AIF-2026-PG01
 """
 CONFIG = """\
-from aifhub.hubconfig import configure
+from aifhub.hubside.embedded import configure
 configure(c)  # noqa: F821
 c.LocalSandboxSpawner.device_dir = {devices!r}
 c.LocalSandboxSpawner.max_processes = 64

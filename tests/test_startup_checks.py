@@ -12,7 +12,7 @@ import pytest
 from conftest import AS_ROOT
 from hubrunner import REPO
 
-from aifhub.sandbox.reach import PROBE_UID, blocked, sandbox_obstacles
+from aifhub.isolation.reach import PROBE_UID, blocked, sandbox_obstacles
 
 
 def up(*args, python=sys.executable, timeout=60):

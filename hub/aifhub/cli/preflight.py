@@ -10,9 +10,9 @@ import socket
 import sys
 from pathlib import Path
 
-from ..sandbox import confine
-from ..sandbox.cgroups import CgroupError, Cgroups
-from ..sandbox.reach import sandbox_obstacles
+from ..isolation import namespace as confine
+from ..isolation.cgroups import CgroupError, Cgroups
+from ..isolation.reach import sandbox_obstacles
 
 
 def singleuser_command():

@@ -1,13 +1,12 @@
 """Hard limits for local sandboxes: a control group each (memory, CPU, processes) and a namespace
 (only its own GPUs' device nodes, its own processes, private /tmp), as root.
 
-Mixed into :class:`~aifhub.sandbox.local.LocalSandboxSpawner`; the pure parts live in
-:mod:`.cgroups` and :mod:`.confine`. What the machine cannot enforce is said once in the hub's log
+Mixed into :class:`~aifhub.hubside.local.LocalSandboxSpawner`; the pure parts live in
+:mod:`aifhub.isolation`. What the machine cannot enforce is said once in the hub's log
 and in every spawn's progress, or refuses the spawn when the setting says ``always``.
 """
 
 import asyncio
-import hashlib
 import os
 import resource
 import signal
@@ -21,9 +20,9 @@ from traitlets import Enum, Integer, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import parse_memory
-from . import confine
-from .cgroups import CgroupError, Cgroups, Limits
-from .reach import sandbox_obstacles
+from ..isolation import namespace as confine
+from ..isolation.cgroups import CgroupError, Cgroups, Limits, group_prefix
+from ..isolation.reach import sandbox_obstacles
 
 _SETUP = []  # [Cgroups or CgroupError], found once per hub process
 
@@ -125,8 +124,7 @@ class HardLimitsMixin(LoggingConfigurable):
         return Limits(memory_bytes=memory, cpu=sandbox.get("cpu"), pids=self.max_processes)
 
     def _group_prefix(self):
-        """``aifhub-<hub>-``: hubs with other work folders on this machine hand out the same uids."""
-        return f"aifhub-{hashlib.sha256(str(Path(self.work_root).resolve()).encode()).hexdigest()[:10]}-"
+        return group_prefix(self.work_root)
 
     def _group_name(self, uid):
         return f"{self._group_prefix()}uid{uid}" + (f"-{self.name}" if self.name else "")
@@ -268,6 +266,11 @@ class HardLimitsMixin(LoggingConfigurable):
             left = await asyncio.to_thread(group.remove)
             if left:
                 self.log.warning("%s's sandbox: cgroup not removed: %s", self.user.name, "; ".join(left))
+
+    def _group_at(self, paths):
+        """The cgroup at ``paths`` (a warm sandbox's), when cgroups are in use here."""
+        groups = machine_cgroups(sweep=self._group_prefix())
+        return groups.existing(paths) if isinstance(groups, Cgroups) else None
 
     def limits_state(self):
         return {"cgroup": self.cgroup.paths if getattr(self, "cgroup", None) else [],

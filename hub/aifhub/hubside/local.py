@@ -12,11 +12,12 @@ from pathlib import Path
 from subprocess import SubprocessError
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from jupyterhub.utils import random_port
 from traitlets import Bool, Integer, Unicode, default, validate
 
 from .. import fsafe
 from ..grading.sandbox_config import sandbox_env
-from ..loopwatch import ensure_watching
+from .loopwatch import ensure_watching
 from .hardlimits import HardLimitsMixin
 from .mixin import CourseSpawnerMixin
 from .startqueue import start_queue
@@ -70,6 +71,10 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         help="Run each learner's sandbox under its own unprivileged uid. Default: True when the hub runs as root.",
     ).tag(config=True)
 
+    takes_warm = Bool(
+        True, help="Take a warm sandbox of the course when the service has one ready (a scheduled session's); "
+        "False always starts sandboxes cold.",
+    ).tag(config=True)
     max_starting = Integer(
         help="Sandboxes that boot at once; the others wait their turn, told their place in the queue. "
         "Default: one more than the machine's cores (booting is mostly Python imports on a core).",
@@ -167,13 +172,36 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
             self.emit(40, "Preparing your work folder")
             await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
             self.notebook_dir = str(self.home / course_id)
-            await self.prepare_limits(admission, uid)
-            async with start_queue(self.max_starting).slot(self._report_queue, every=3.0):
-                ip_port = await self._boot(uid)
+            ip_port = await self._take_warm(admission, uid) if admission.get("warm") else None
+            if ip_port is None:
+                await self.prepare_limits(admission, uid)
+                async with start_queue(self.max_starting).slot(self._report_queue, every=3.0):
+                    ip_port = await self._boot(uid)
         except BaseException:
             await self.remove_limits()
             await self.release("start failed")
             raise
+        return ip_port
+
+    async def _take_warm(self, admission, uid):
+        """Hand the warm sandbox that admission gave us to this learner; None to start cold instead."""
+        self.emit(50, "A sandbox was started ahead of this session: handing it to you")
+        if self.port == 0:
+            self.port = random_port()
+        env = self.get_env()
+        assignment = {"uid": uid, "gid": uid, "groups": self._extra_groups(), "cwd": str(self.home / admission["course"]["id"]),
+                      "env": env, "argv": [*self.cmd, *self.get_args()]}
+        try:
+            handed = await self.service.hand_over(admission["warm"], assignment)
+        except SpawnException as exc:
+            self.log.warning("%s: the warm sandbox could not be handed over (%s); starting cold", self._log_name,
+                             exc.log_message or exc)
+            return None
+        self.pid, self.proc, self.confined = handed["pid"], None, True
+        self.cgroup = await asyncio.to_thread(self._group_at, handed["cgroup"])
+        self.oom_seen = await asyncio.to_thread(self.cgroup.oom_kills) if self.cgroup else 0
+        ip_port = (self.ip or "127.0.0.1", self.port)
+        await self._wait_until_listening(*ip_port)
         return ip_port
 
     def _report_queue(self, place, booting):
@@ -209,7 +237,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         next_note = started + 2
         self.emit(60, "Sandbox process started; JupyterLab is loading")
         while loop.time() - started < self.http_timeout:
-            code = self.proc.poll() if self.proc is not None else None
+            code = self.proc.poll() if self.proc is not None else (None if await self._signal(0) else "?")
             if code is not None:
                 raise SpawnException(
                     f"The sandbox exited during start-up (exit code {code}). An administrator can find its output in the hub log.",

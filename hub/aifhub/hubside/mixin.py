@@ -100,7 +100,8 @@ class CourseSpawnerMixin(LoggingConfigurable):
         self._progress_reset()
         course_id = self.course_id
         self.emit(5, f"Checking course {course_id}")
-        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin)
+        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin,
+                                             warm=getattr(self, "takes_warm", False))
         if "waiting" in admission:
             admission = await self._wait_for_gpu(course_id, admission)
         self.admission = admission
@@ -129,7 +130,8 @@ class CourseSpawnerMixin(LoggingConfigurable):
             while True:
                 if entry["state"] == "offered":
                     self.emit(18, f"A GPU is free and held for you: starting {title}")
-                    answer = await self.service.admit(self.user.name, self.name, course_id, self.user.admin)
+                    answer = await self.service.admit(self.user.name, self.name, course_id, self.user.admin,
+                                                      warm=getattr(self, "takes_warm", False))
                     if "waiting" not in answer:
                         return answer
                     entry = answer["waiting"]

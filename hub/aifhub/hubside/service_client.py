@@ -49,9 +49,10 @@ class ServiceClient:
     async def offers(self, user, admin):
         return await self._call("GET", "api/v1/internal/offers?" + urlencode({"user": user, "admin": int(bool(admin))}))
 
-    async def admit(self, user, server_name, course, admin):
+    async def admit(self, user, server_name, course, admin, warm=False):
         return await self._call("POST", "api/v1/internal/admit",
-                                {"user": user, "server_name": server_name, "course": course, "admin": bool(admin)})
+                                {"user": user, "server_name": server_name, "course": course, "admin": bool(admin),
+                                 "warm": bool(warm)})
 
     async def release(self, user, server_name, reason):
         return await self._call("POST", "api/v1/internal/release",
@@ -67,3 +68,7 @@ class ServiceClient:
 
     async def leave_waitlist(self, user, entry_id):
         return await self._call("DELETE", f"api/v1/internal/waitlist/{int(entry_id)}?" + urlencode({"user": user}))
+
+    async def hand_over(self, warm_id, assignment):
+        """Make the warm sandbox ``warm_id`` (taken at admission) the learner's: ``{"pid", "cgroup", "devices"}``."""
+        return await self._call("POST", f"api/v1/internal/warm/{int(warm_id)}/handover", assignment)

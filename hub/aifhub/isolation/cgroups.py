@@ -62,6 +62,14 @@ def _within(mount_root, path):
     return path.lstrip("/")
 
 
+def group_prefix(work_root):
+    """``aifhub-<hub>-``: the prefix of one hub's sandbox groups (hubs with other work folders on this machine
+    hand out the same uids)."""
+    import hashlib
+
+    return f"aifhub-{hashlib.sha256(str(Path(work_root).resolve()).encode()).hexdigest()[:10]}-"
+
+
 def _outside_hub_leaf(path):
     """The hub's own group, when it has moved into its leaf (see :func:`prioritise_hub`)."""
     return path.rpartition("/")[0] if path.rsplit("/", 1)[-1] == HUB_LEAF else path

@@ -32,8 +32,8 @@ def setpriv_path():
 class Confinement:
     """What one sandbox's namespace holds."""
 
-    uid: int
-    gid: int
+    uid: int | None  # None: the command stays root in the namespace (a warm sandbox drops to its learner later)
+    gid: int | None
     groups: tuple = ()
     cwd: str = "/"
     gpu_minors: tuple = ()  # /dev/nvidia<minor> of the sandbox's GPUs
@@ -81,8 +81,9 @@ class Confinement:
         if devices != Path("/dev") and (not _under_private(devices) or any(p in devices.parents for p in kept)):
             args += ["--tmpfs", str(devices)]  # the host's nodes stay out of reach
         args += ["--chdir", self.cwd, "--"]
-        groups = ["--groups", ",".join(str(g) for g in self.groups)] if self.groups else ["--clear-groups"]
-        args += [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", *groups, "--"]
+        if self.uid is not None:
+            groups = ["--groups", ",".join(str(g) for g in self.groups)] if self.groups else ["--clear-groups"]
+            args += [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", *groups, "--"]
         return args + list(command)
 
 

@@ -72,14 +72,14 @@ def serialize_admissions(db):
 
 
 def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True):
+          learner_quota=True, devices_first=()):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
     budget, learner quota) raise :class:`Refusal` (403) when one is used up; ``learner_quota=False``
     leaves the learner quota out (grading jobs, which the course pays for). Raises :class:`Refusal` (409) when
     not enough devices are free. ``inventory`` ``None`` means the cluster places
-    GPUs (Kubernetes): no local device is claimed.
+    GPUs (Kubernetes): no local device is claimed. ``devices_first``: ids to claim when free (a warm sandbox's).
     """
     serialize_admissions(db)
     stale = active_session(db, user, server_name)
@@ -105,7 +105,8 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
                 f"No free GPU for {course.title}: all {len(matching)} GPU(s) of kind '{gpu.kind}' are in use "
                 f"({busy} busy). Try again when a sandbox stops.",
             )
-        devices = free[: gpu.count]
+        preferred = [d for d in free if d.id in set(devices_first)]
+        devices = (preferred + [d for d in free if d not in preferred])[: gpu.count]
 
     from .limits import check_allocation, limits_for, place_hold  # limits build on this module
 

@@ -106,6 +106,18 @@ def _admit(s, course, user, server_name, inventory, first_uid, default_session_s
     return admission, enrolled, None
 
 
+def _admit_warm(s, course, user, server_name, warm_server, warm_devices, inventory, first_uid, default_session_s,
+                enrol_as):
+    """Admission onto a warm sandbox: its session (the course's) ends here, the learner's begins on its devices."""
+    from .warm_pool import WARM_USER
+
+    sandboxes.release(s, WARM_USER, warm_server, "handed to a learner")
+    admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s,
+                                devices_first=[d["id"] for d in warm_devices])
+    enrolled = membership.enrol(s, user, course.id, enrol_as) if enrol_as else False
+    return admission, enrolled
+
+
 def _refuse_if_used_up(s, course, user):
     now = utcnow()
     allocation = check_allocation(s, course, now, needs_gpu=True)
@@ -133,6 +145,8 @@ class Admission:
         self.default_session_s = default_session_s
         self.refusals = {}  # reason -> count, for the metrics
         self.grading_running = set()  # (GRADER, server) of grading jobs holding GPUs: metered like servers
+        self.warm = None  # the warm pool (the service sets it), and its sessions, metered like servers
+        self.warm_running = set()
 
     async def offers(self, user, admin):
         """The courses ``user`` may see, each with whether it can start now and why not."""
@@ -145,8 +159,9 @@ class Admission:
         """The limits on ``user``'s sandbox in ``course`` (used, held, limit, reset)."""
         return await self.db.run(quotas, course, user)
 
-    async def admit(self, user, server_name, course_id, admin):
-        """Admit a spawn. Returns a JSON-ready dict; raises Refusal."""
+    async def admit(self, user, server_name, course_id, admin, warm=False):
+        """Admit a spawn. Returns a JSON-ready dict; raises Refusal. With ``warm``, a ready warm sandbox of the
+        course is taken when there is one (``"warm": id`` in the answer: the spawner hands it over)."""
         if not course_id:
             raise Refusal(400, "no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
         catalog = self.courses.catalog
@@ -160,6 +175,20 @@ class Admission:
         if not decision.allowed:
             raise Refusal(403, decision.reason, decision.message)
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
+        taken = self.warm.take(course.id) if warm and self.warm is not None else None
+        if taken is not None:
+            try:
+                admission, enrolled = await self.db.run(_admit_warm, course, user, server_name, taken.server,
+                                                        taken.devices, self.inventory, self.first_uid,
+                                                        self.default_session_s, enrol_as)
+            except BaseException:
+                self.warm.untake(taken)
+                raise
+            self.warm.taken(taken)
+            if enrolled:
+                await self.members.enrolled_with_admission(course.id, user)
+            return admission.to_dict() | {"course": course.summary(), "materials": str(course.path),
+                                          "role": decision.role, "warm": taken.id}
         try:
             admission, enrolled, entry = await self.db.run(_admit, course, user, server_name, self.inventory,
                                                            self.first_uid, self.default_session_s, enrol_as,

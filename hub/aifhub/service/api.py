@@ -59,7 +59,8 @@ class PoolHandler(APIHandler):
     @web.authenticated
     async def get(self):
         self.require_admin()
-        self.write_json(await self.core.admission.pool_status())
+        warm = self.core.admission.warm
+        self.write_json(await self.core.admission.pool_status() | {"warm": warm.status() if warm else []})
 
 
 class RosterHandler(APIHandler):

@@ -23,6 +23,7 @@ from .gpu_pool import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
 from . import api, grading_api, internal, ledger_api, pages
 from .core import ServiceCore
+from .warm_pool import WarmPool
 from .hubapi import HubAPIError, HubClient
 
 HERE = Path(__file__).parent
@@ -31,7 +32,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager]
+    classes = [GradingManager, WarmPool]
 
     name = "aifhub-service"
     version = __version__
@@ -172,6 +173,7 @@ class AifhubService(Application):
             (route("api/v1/internal/release"), internal.ReleaseHandler),
             (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
             (route(r"api/v1/internal/waitlist/([0-9]{1,12})"), internal.WaitlistEntryHandler),
+            (route(r"api/v1/internal/warm/([0-9]{1,12})/handover"), internal.WarmHandoverHandler),
             (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),
             (route("api/v1/waitlist"), api.WaitlistHandler),
             *grading_api.routes(route),
@@ -254,6 +256,8 @@ class AifhubService(Application):
         ]
         if core.waitlist is not None:
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
+        warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
+        loops.append(asyncio.ensure_future(warm.run()))
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
@@ -264,6 +268,7 @@ class AifhubService(Application):
             server.stop()
             for loop in loops:
                 loop.cancel()
+            await warm.stop_all()
             await grading.stop()
             try:
                 await db.run(lease.give_up, holder)

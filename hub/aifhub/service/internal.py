@@ -19,6 +19,7 @@ class AdmitHandler(InternalHandler):
         try:
             admission = await self.core.admission.admit(
                 body.get("user", ""), body.get("server_name", ""), body.get("course", ""), bool(body.get("admin")),
+                warm=bool(body.get("warm")),
             )
         except Refusal as refusal:
             return self.refuse(refusal)
@@ -59,6 +60,23 @@ class WaitlistEntryHandler(InternalHandler):
     async def delete(self, entry_id):
         left = await self.line().leave(self.get_argument("user"), entry_id=int(entry_id))
         self.write_json({"left": left})
+
+
+class WarmHandoverHandler(InternalHandler):
+    """The spawner hands the warm sandbox its admission took to the learner: ``{uid, gid, groups, cwd, env, argv}``."""
+
+    async def post(self, warm_id):
+        body = self.json_body()
+        pool = self.core.admission.warm
+        if pool is None:
+            raise web.HTTPError(404, "This service keeps no warm sandboxes.")
+        missing = [k for k in ("uid", "gid", "cwd", "env", "argv") if k not in body]
+        if missing:
+            raise web.HTTPError(400, f"Missing: {', '.join(missing)}.")
+        try:
+            self.write_json(await pool.hand_over(int(warm_id), body))
+        except LookupError as exc:
+            raise web.HTTPError(409, str(exc))
 
 
 class SandboxEventHandler(InternalHandler):

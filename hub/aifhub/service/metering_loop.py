@@ -65,7 +65,7 @@ class MeteringLoop:
     async def meter(self):
         """One metering pass against the hub's list of running servers; stops what must stop."""
         asked_at = utcnow()
-        grading = set(self.admission.grading_running)
+        grading = set(self.admission.grading_running) | set(self.admission.warm_running)  # run by the service
         activity = await self.hub.running_with_activity()
         running = set(activity) | grading
         result = await self.db.run(metering.tick, running, asked_at, self.courses.catalog, grace_s=self.stop_grace_s,
