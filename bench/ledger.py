@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from aifhub.catalog.loader import Catalog
 from aifhub.catalog.model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
-from aifhub.ledger import allocations, metering, sandboxes
+from aifhub.ledger import admission, allocations, metering
 from aifhub.state.db import Database, sqlite_url
 from aifhub.ledger.models import SandboxSession
 
@@ -49,7 +49,7 @@ def admission_latency(folder, admissions=200):
         for i in range(admissions):
             t = time.perf_counter()
             with db.session() as s:
-                sandboxes.admit(s, course, f"l{i}", "", None, 200000, now=T0)
+                admission.admit(s, course, f"l{i}", "", None, 200000, now=T0)
             ledger.append(time.perf_counter() - t)
             t = time.perf_counter()
             with db.session() as s:

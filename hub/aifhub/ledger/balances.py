@@ -20,6 +20,22 @@ def rate_ppm(db, kind, at):
     return PPM if weight is None else weight
 
 
+class RateCard:
+    """All rates, read once: the weight of a kind at a moment, without a query per session."""
+
+    def __init__(self, db):
+        self.rates = {}
+        for r in db.scalars(select(GpuRate).order_by(GpuRate.effective_from)):
+            self.rates.setdefault(r.kind, []).append((r.effective_from, r.weight_ppm))
+
+    def weight(self, kind, at):
+        weight = PPM
+        for since, w in self.rates.get(kind, ()):
+            if since <= at:
+                weight = w
+        return weight
+
+
 def _held(column_hold, column_charged):
     return func.coalesce(func.sum(case((column_hold > column_charged, column_hold - column_charged), else_=0)), 0)
 

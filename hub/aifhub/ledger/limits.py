@@ -9,9 +9,10 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ..errors import Refusal
+from .allocations import allocation_state
 from .balances import UsageSnapshot
 from .models import Allocation
-from .errors import Refusal
 from .units import fmt_hours, hours_to_ms
 from .windows import window_bounds
 
@@ -50,40 +51,29 @@ class Limit:
             figures += f", {fmt_hours(self.held_ms)} held by running sandboxes"
         if self.scope == "learner":
             when = f"; it resets on {self.reset_at:%a %Y-%m-%d %H:%M} UTC" if self.reset_at else " for the whole course"
-            return Refusal(403, "quota", f"Your {unit} for {course.title} are used up ({figures} this {self.window}){when}.")
+            return Refusal("quota", f"Your {unit} for {course.title} are used up ({figures} this {self.window}){when}.")
         if self.scope == "course":
-            return Refusal(403, "course-budget", f"The budget of {course.title} is used up ({figures}). Ask its instructors.")
-        return Refusal(403, "allocation-exhausted",
+            return Refusal("course-budget", f"The budget of {course.title} is used up ({figures}). Ask its instructors.")
+        return Refusal("allocation-exhausted",
                        f"The allocation {self.label} that pays for {course.title} is used up ({figures}). Ask an administrator.")
-
-
-def allocation_state(allocation, today):
-    """None when usable today, else a (reason, sentence) pair."""
-    if allocation.status != "active":
-        return "allocation-closed", f"the allocation {allocation.id} is closed"
-    if allocation.start_date and today < allocation.start_date:
-        return "allocation-not-started", f"the allocation {allocation.id} starts on {allocation.start_date}"
-    if allocation.end_date and today > allocation.end_date:
-        return "allocation-expired", f"the allocation {allocation.id} ended on {allocation.end_date}"
-    return None
 
 
 def check_allocation(db, course, now, needs_gpu):
     """The allocation paying for ``course``, checked valid today; raises Refusal. None if nothing needs paying."""
     if not course.allocation:
         if needs_gpu:
-            raise Refusal(409, "no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
+            raise Refusal("no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
         return None
     # lock the allocation's row: concurrent admissions on it queue here (PostgreSQL; SQLite locks the database)
     allocation = db.scalar(select(Allocation).where(Allocation.id == course.allocation).with_for_update())
     if allocation is None:
         if not needs_gpu:
             return None  # CPU time is tracked, and nothing needs paying
-        raise Refusal(409, "no-allocation", f"The allocation {course.allocation} that pays for {course.title} is not recorded. Ask an administrator.")
+        raise Refusal("no-allocation", f"The allocation {course.allocation} that pays for {course.title} is not recorded. Ask an administrator.")
     problem = allocation_state(allocation, now.date())
     if problem:
         reason, sentence = problem
-        raise Refusal(403, reason, f"{course.title} cannot start: {sentence}.")
+        raise Refusal(reason, f"{course.title} cannot start: {sentence}.")
     return allocation
 
 

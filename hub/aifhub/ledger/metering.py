@@ -1,5 +1,7 @@
 """Metering: charge running sessions in idempotent events, settle stopped ones, decide who must stop.
 
+Above :mod:`.sessions` and :mod:`.limits`, below :mod:`.admission`.
+
 The service's loop calls :func:`tick` with the hub's own list of running
 servers; the hub's start and stop events alone are known to miss cases.
 """
@@ -9,29 +11,13 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from .balances import rate_ppm
+from .balances import RateCard, rate_ppm
 from .limits import limits_from, snapshot_for
-from .models import Allocation, GpuRate, SandboxSession, UsageEvent, utcnow
-from .sandboxes import end_session
+from .models import Allocation, SandboxSession, UsageEvent, utcnow
+from .sessions import active_session, end_session
 from .units import PPM
 
 WARN_AT = (80, 90)
-
-
-class RateCard:
-    """All rates, read once: the weight of a kind at a moment, without a query per session."""
-
-    def __init__(self, db):
-        self.rates = {}
-        for r in db.scalars(select(GpuRate).order_by(GpuRate.effective_from)):
-            self.rates.setdefault(r.kind, []).append((r.effective_from, r.weight_ppm))
-
-    def weight(self, kind, at):
-        weight = PPM
-        for since, w in self.rates.get(kind, ()):
-            if since <= at:
-                weight = w
-        return weight
 
 
 def charge(db, session, until, rates=None):
@@ -69,6 +55,16 @@ def settle(db, session, at, reason, rates=None):
     """Charge up to ``at`` (never before the last charge) and end the session; its hold is released."""
     charge(db, session, at, rates)
     end_session(session, reason, at=max(at, session.last_charged_at or at))
+
+
+def release(db, user, server_name, reason, now=None):
+    """Settle the active session of ``user``'s server, if any: charge it up to now, release its hold
+    and its devices. Returns its id, or None."""
+    session = active_session(db, user, server_name)
+    if session is None:
+        return None
+    settle(db, session, now or utcnow(), reason)
+    return session.id
 
 
 @dataclass

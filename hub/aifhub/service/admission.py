@@ -9,8 +9,9 @@ charged to the course (user ``aifhub-grader``) without a learner quota.
 import logging
 
 from ..catalog.access import decide_access
-from ..ledger import sandboxes
-from ..ledger.errors import Refusal
+from ..errors import Refusal
+from ..ledger import admission as ledger_admission
+from ..ledger import metering, sessions
 from ..ledger.limits import limits_for
 from ..ledger.models import utcnow
 from . import membership
@@ -25,7 +26,7 @@ def pool_status(s, inventory):
     """Per GPU kind: devices in total and free right now (``inventory`` None: the cluster places GPUs)."""
     if inventory is None:
         return {"scheduler": "kubernetes", "devices": [], "kinds": []}
-    taken = sandboxes.claimed_devices(s)
+    taken = sessions.claimed_devices(s)
     kinds = {}
     for d in inventory:
         k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
@@ -38,7 +39,7 @@ def pool_status(s, inventory):
 def offers(s, catalog, user, admin, inventory):
     """The courses ``user`` may see, each with whether it can start now and why not."""
     enrolled_in = membership.enrolled_courses(s, user)
-    taken = sandboxes.claimed_devices(s) if inventory is not None else set()
+    taken = sessions.claimed_devices(s) if inventory is not None else set()
     now = utcnow()
     out = []
     for course in sorted(catalog.courses.values(), key=lambda c: c.title):
@@ -73,13 +74,13 @@ def quotas(s, course, user):
 
 def _admit(s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as):
     """Admission, and the enrolment an open course's learner gets with it, in one transaction."""
-    admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s)
+    admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s)
     enrolled = membership.enrol(s, user, course.id, enrol_as) if enrol_as else False
     return admission, enrolled
 
 
 def _admit_grading(s, course, server, inventory, first_uid, expected_s):
-    return sandboxes.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
+    return ledger_admission.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
                            learner_quota=False).devices
 
 
@@ -111,17 +112,17 @@ class Admission:
     async def admit(self, user, server_name, course_id, admin):
         """Admit a spawn. Returns a JSON-ready dict; raises Refusal."""
         if not course_id:
-            raise Refusal(400, "no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
+            raise Refusal("no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
         catalog = self.courses.catalog
         course = catalog.get(course_id)
         if course is None:
             if course_id in catalog.broken:
-                raise Refusal(409, "broken-course", f"The course '{course_id}' has errors in its course file and "
+                raise Refusal("broken-course", f"The course '{course_id}' has errors in its course file and "
                                                     "cannot start; its instructors have been told.")
-            raise Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+            raise Refusal("unknown-course", f"There is no course '{course_id}'.")
         decision = await self.members.access(course, user, admin)
         if not decision.allowed:
-            raise Refusal(403, decision.reason, decision.message)
+            raise Refusal(decision.reason, decision.message)
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
         try:
             admission, enrolled = await self.db.run(_admit, course, user, server_name, self.inventory, self.first_uid,
@@ -135,7 +136,7 @@ class Admission:
 
     async def release(self, user, server_name, reason):
         """Settle the server's session (charge it to now, release its hold and devices); its id, or None."""
-        return await self.db.run(sandboxes.release, user, server_name, reason)
+        return await self.db.run(metering.release, user, server_name, reason)
 
     async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
         """GPU time for grading one submission of a GPU course, charged to the course like a sandbox's.

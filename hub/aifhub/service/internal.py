@@ -1,6 +1,6 @@
 """Endpoints the hub's spawner calls: offers for the spawn form, admission and release."""
 
-from ..ledger.sandboxes import Refusal
+from ..errors import Refusal
 from .base import InternalHandler
 
 

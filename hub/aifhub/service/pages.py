@@ -14,7 +14,7 @@ from tornado import web
 
 from ..grading.manager import GradingError
 from ..ledger import allocations, reports
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from . import charts, grading_view
 from .base import BaseHandler
 
