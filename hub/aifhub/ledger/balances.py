@@ -8,22 +8,25 @@ that end after it).
 held = what active sessions' holds have not yet been charged; remaining = granted - charged - held.
 """
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select, text
 
+from ..state.base import UTCDateTime
 from .models import Allocation, GpuRate, SandboxSession, UsageEvent
 from .units import PPM
 
 SS, EV = SandboxSession, UsageEvent
 
 
+_RATE = (select(GpuRate.weight_ppm)
+         .where(GpuRate.kind == bindparam("kind"), GpuRate.effective_from <= bindparam("at", type_=UTCDateTime()))
+         .order_by(GpuRate.effective_from.desc()).limit(1))
+
+
 def rate_ppm(db, kind, at):
     """The weight of a GPU kind effective at ``at`` (a full GPU when the kind is unknown)."""
     if not kind:
         return 0
-    weight = db.scalar(
-        select(GpuRate.weight_ppm).where(GpuRate.kind == kind, GpuRate.effective_from <= at)
-        .order_by(GpuRate.effective_from.desc()).limit(1)
-    )
+    weight = db.scalar(_RATE, {"kind": kind, "at": at})
     return PPM if weight is None else weight
 
 
@@ -102,6 +105,41 @@ def learner_usage(db, user, course_id, since):
     used_gpu, used_cpu = window_charges(db, course_id, since, users=[user]).get(user, (0, 0))
     _, _, held_gpu, held_cpu = _figures(db, SS.user == user, SS.course_id == course_id, SS.state == "active")
     return {"used_gpu_ms": used_gpu, "held_gpu_ms": held_gpu, "used_cpu_ms": used_cpu, "held_cpu_ms": held_cpu}
+
+
+def _sum(expr, where):
+    return f"(SELECT coalesce(sum({expr}), 0) FROM sandbox_sessions WHERE {where})"
+
+
+_HELD_GPU = "CASE WHEN state = 'active' AND hold_gpu_ms > charged_gpu_ms THEN hold_gpu_ms - charged_gpu_ms ELSE 0 END"
+_HELD_CPU = "CASE WHEN state = 'active' AND hold_cpu_ms > charged_cpu_ms THEN hold_cpu_ms - charged_cpu_ms ELSE 0 END"
+_STRADDLING = ("(SELECT coalesce(sum(e.{unit}_ms), 0) FROM usage_events e JOIN sandbox_sessions s ON e.session_id = s.id "
+               "WHERE s.course_id = :course AND s.\"user\" = :user AND s.started_at < :since "
+               "AND (s.state = 'active' OR s.ended_at > :since) AND e.end_at > :since)")
+_LEARNER = 'course_id = :course AND "user" = :user'
+# Every figure one learner's limits in one course need, in one statement (an admission's, a page's):
+# allocation charged and held, course charged and held, the learner's window charges and holds.
+LEARNER_FIGURES = text("SELECT " + ", ".join([
+    _sum("charged_gpu_ms", "allocation_id = :allocation"), _sum("charged_cpu_ms", "allocation_id = :allocation"),
+    _sum(_HELD_GPU, "allocation_id = :allocation AND state = 'active'"),
+    _sum(_HELD_CPU, "allocation_id = :allocation AND state = 'active'"),
+    _sum("charged_gpu_ms", "course_id = :course"), _sum("charged_cpu_ms", "course_id = :course"),
+    _sum(_HELD_GPU, "course_id = :course AND state = 'active'"), _sum(_HELD_CPU, "course_id = :course AND state = 'active'"),
+    _sum("charged_gpu_ms", f"{_LEARNER} AND started_at >= :since"), _sum("charged_cpu_ms", f"{_LEARNER} AND started_at >= :since"),
+    _STRADDLING.format(unit="gpu"), _STRADDLING.format(unit="cpu"),
+    _sum(_HELD_GPU, f"{_LEARNER} AND state = 'active'"), _sum(_HELD_CPU, f"{_LEARNER} AND state = 'active'"),
+])).bindparams(bindparam("since", type_=UTCDateTime()))
+class LearnerSnapshot:
+    """:class:`UsageSnapshot`'s figures for one learner in one course, read in one statement."""
+
+    def __init__(self, db, course_id, user, allocation_id, since):
+        f = [int(x) for x in db.execute(LEARNER_FIGURES, {"allocation": allocation_id or "", "course": course_id,
+                                                          "user": user, "since": since}).one()]
+        self.alloc_charged = {allocation_id: (f[0], f[1])} if allocation_id else {}
+        self.alloc_held = {allocation_id: (f[2], f[3])} if allocation_id else {}
+        self.course_charged, self.course_held = {course_id: (f[4], f[5])}, {course_id: (f[6], f[7])}
+        self.learner_charged = {(course_id, user): (f[8] + f[10], f[9] + f[11])}
+        self.learner_held = {(course_id, user): (f[12], f[13])}
 
 
 def allocations(db):

@@ -7,11 +7,11 @@ admission, ``/api/v1/me`` and enforcement tell the same story.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..errors import Refusal
 from .allocations import allocation_state
-from .balances import UsageSnapshot
+from .balances import LearnerSnapshot, UsageSnapshot
 from .models import Allocation
 from .units import fmt_hours, hours_to_ms
 from .windows import window_bounds
@@ -58,6 +58,9 @@ class Limit:
                        f"The allocation {self.label} that pays for {course.title} is used up ({figures}). Ask an administrator.")
 
 
+_LOCK_ALLOCATION = select(Allocation).where(Allocation.id == bindparam("id")).with_for_update()
+
+
 def check_allocation(db, course, now, needs_gpu):
     """The allocation paying for ``course``, checked valid today; raises Refusal. None if nothing needs paying."""
     if not course.allocation:
@@ -65,7 +68,7 @@ def check_allocation(db, course, now, needs_gpu):
             raise Refusal("no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
         return None
     # lock the allocation's row: concurrent admissions on it queue here (PostgreSQL; SQLite locks the database)
-    allocation = db.scalar(select(Allocation).where(Allocation.id == course.allocation).with_for_update())
+    allocation = db.scalar(_LOCK_ALLOCATION, {"id": course.allocation})
     if allocation is None:
         if not needs_gpu:
             return None  # CPU time is tracked, and nothing needs paying
@@ -113,10 +116,12 @@ def limits_from(snap, course, user, allocation, now):
 
 
 def limits_for(db, course, user, now, allocation=None):
-    """Every limit that applies to ``user``'s sandbox in ``course`` right now."""
+    """Every limit that applies to ``user``'s sandbox in ``course`` right now (its figures in one statement)."""
     if allocation is None and course.allocation:
         allocation = db.get(Allocation, course.allocation)
-    return limits_from(snapshot_for(db, [course], now, users=[user]), course, user, allocation, now)
+    since = quota_window(course, now)[0] if course.quota is not None else now
+    snap = LearnerSnapshot(db, course.id, user, course.allocation, since)
+    return limits_from(snap, course, user, allocation, now)
 
 
 def place_hold(limits, course, expected):

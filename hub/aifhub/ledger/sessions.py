@@ -1,19 +1,18 @@
 """Sandbox sessions at the bottom of the ledger: the active session of a server, ending one, the GPU devices
 sessions hold, and learners' sandbox uids. Everything above (metering, admission) builds on these."""
 
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, insert, select
 
 from .models import GpuClaim, LearnerUid, SandboxSession, utcnow
 
 
+_ACTIVE_SESSION = select(SandboxSession).where(
+    SandboxSession.state == "active", SandboxSession.user == bindparam("user"),
+    SandboxSession.server_name == bindparam("server_name"))
+
+
 def active_session(db, user, server_name):
-    return db.scalar(
-        select(SandboxSession).where(
-            SandboxSession.state == "active",
-            SandboxSession.user == user,
-            SandboxSession.server_name == server_name,
-        )
-    )
+    return db.scalar(_ACTIVE_SESSION, {"user": user, "server_name": server_name})
 
 
 def active_sessions(db):
@@ -37,12 +36,16 @@ def free_devices(db, inventory, kind):
     return [d for d in inventory if d.matches(kind) and d.id not in taken]
 
 
+_UID = select(LearnerUid.uid).where(LearnerUid.user == bindparam("user"))
+_NEW_UID = insert(LearnerUid.__table__).from_select(
+    ["user", "uid"], select(bindparam("user", type_=String()),
+                            func.max(func.coalesce(func.max(LearnerUid.uid) + 1, bindparam("first")), bindparam("first"))))
+
+
 def learner_uid(db, user, first_uid):
-    """The learner's sandbox uid, allocated once and kept."""
-    row = db.get(LearnerUid, user)
-    if row is None:
-        highest = db.scalar(select(func.max(LearnerUid.uid)))
-        row = LearnerUid(user=user, uid=max(first_uid, (highest or 0) + 1))
-        db.add(row)
-        db.flush()
-    return row.uid
+    """The learner's sandbox uid, allocated once and kept (the next free one from ``first_uid`` on)."""
+    uid = db.scalar(_UID, {"user": user})
+    if uid is None:
+        db.execute(_NEW_UID, {"user": user, "first": first_uid})
+        uid = db.scalar(_UID, {"user": user})
+    return uid
