@@ -20,6 +20,7 @@ from ..runstate import write_service_pid
 from ..ledger.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
+from ..auth import handlers as auth_handlers
 from . import api, grading_api, internal, ledger_api, pages
 from .core import ServiceCore
 from .hubapi import HubAPIError, HubClient
@@ -157,6 +158,7 @@ class AifhubService(Application):
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
             *grading_api.routes(route),
+            *auth_handlers.routes(route),
         ]
         return web.Application(
             handlers,

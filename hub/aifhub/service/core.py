@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from ..auth.grants import apply_staff
 from ..catalog import load_catalog, load_images
 from ..catalog.access import decide_access
 from ..catalog.loader import fingerprint
@@ -68,6 +69,7 @@ class ServiceCore:
         for name, problems in self.catalog.broken.items():
             log.warning("Course %s is broken and unavailable:\n  %s", name, "\n  ".join(map(str, problems)))
         log.info("Catalog: %d course(s), %d broken", len(self.catalog.courses), len(self.catalog.broken))
+        apply_staff(self.catalog, self.db)  # instructors granted by logins
         if self.protect_sources:
             self._protect_sources()
         return True
@@ -94,7 +96,7 @@ class ServiceCore:
         groups = {}
         for course in self.catalog.courses.values():
             groups[learner_group(course.id)] = set(course.roster)
-            groups[instructor_group(course.id)] = set(course.instructors)
+            groups[instructor_group(course.id)] = set(course.instructors) | course.staff
         for course_id, user in enrolled:
             if learner_group(course_id) in groups:
                 groups[learner_group(course_id)].add(user)
@@ -105,6 +107,13 @@ class ServiceCore:
         if self.hub is not None:
             group = learner_group(course_id)
             await self.hub.sync_group(group, self.desired_groups()[group])
+
+    async def sync_course_groups(self, course_id):
+        """Both groups of one course (after a login changed its learners or instructors)."""
+        if self.hub is not None:
+            desired = self.desired_groups()
+            for group in (learner_group(course_id), instructor_group(course_id)):
+                await self.hub.sync_group(group, desired[group])
 
     async def sync_groups(self):
         if self.hub is None:
