@@ -5,13 +5,17 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup test-tools test-dex bench clean
+.PHONY: run test setup test-tools test-dex lint bench clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
 
-test: setup test-tools test-dex
+test: setup test-tools test-dex lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff's rules are in pyproject.toml
+lint: setup
+	$(BIN)/ruff check hub tests bench
 
 setup: $(VENV)/.installed node_modules/.installed
 

@@ -123,7 +123,9 @@ class AifhubService(Application):
         """Where courses come from: the courses directory, then courses published into the state."""
         return [Path(self.courses_dir).resolve(), Path(self.state_dir).resolve() / "courses"]
 
-    def make_app(self, core, grading=None):
+    def make_app(self, core, grading=None, hub_auth=None):
+        """The web application over ``core`` and ``grading``; ``hub_auth`` defaults to HubOAuth from the
+        hub's environment variables (the tests pass one that needs no hub)."""
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aifhub/")
         hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
         route = lambda path: url_path_join(prefix, path)  # noqa: E731
@@ -165,7 +167,7 @@ class AifhubService(Application):
             cookie_secret=secrets.token_bytes(32),
             template_path=str(HERE / "templates"),
             xsrf_cookies=False,  # HubOAuthenticated checks XSRF on cookie-authenticated requests
-            hub_auth=HubOAuth.instance(),
+            hub_auth=hub_auth or HubOAuth.instance(),
             aifhub_core=core,
             aifhub_grading=grading,
             aifhub_internal_token=self.internal_token,
@@ -190,11 +192,16 @@ class AifhubService(Application):
         if core.reload_catalog(force=False):
             await core.sync_groups()
 
-    async def run(self):
+    def prepare_state(self):
+        """The state directory, before the event loop starts."""
         state = Path(self.state_dir)
         state.mkdir(parents=True, exist_ok=True)
         (state / "courses").mkdir(exist_ok=True)
         write_service_pid(state)
+        return state
+
+    async def run(self):
+        state = Path(self.state_dir)
         hub = HubClient(os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
                         os.environ.get("JUPYTERHUB_API_TOKEN", ""))
         inventory = gpu_inventory(self.gpus, self.gpu_kind)
@@ -242,6 +249,7 @@ class AifhubService(Application):
 
     def start(self):
         logging.basicConfig(level=self.log_level)
+        self.prepare_state()
         try:
             asyncio.run(self.run())
         except KeyboardInterrupt:

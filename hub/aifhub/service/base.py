@@ -16,6 +16,15 @@ def is_admin(model):
 
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
     @property
+    def hub_auth(self):
+        """The application's HubOAuth (the tests' in-process service gives one that needs no hub)."""
+        return self._hub_auth or self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, auth):
+        self._hub_auth = auth
+
+    @property
     def core(self):
         return self.settings["aifhub_core"]
 
@@ -34,6 +43,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
 class APIHandler(BaseHandler):
     """JSON in, JSON out, and errors as ``{status, message}``."""
+
+    def get_login_url(self):
+        # a script gets a JSON 403, not a redirect to the hub's login page
+        raise web.HTTPError(403, "This API needs a JupyterHub token of yours: send 'Authorization: token <token>'.")
 
     def json_body(self):
         if not self.request.body:
