@@ -21,6 +21,7 @@ from ..ledger.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
+from ..lti import handlers as lti_handlers
 from . import api, grading_api, internal, ledger_api, pages
 from .core import ServiceCore
 from .hubapi import HubAPIError, HubClient
@@ -123,7 +124,7 @@ class AifhubService(Application):
         """Where courses come from: the courses directory, then courses published into the state."""
         return [Path(self.courses_dir).resolve(), Path(self.state_dir).resolve() / "courses"]
 
-    def make_app(self, core, grading=None, hub_auth=None):
+    def make_app(self, core, grading=None, hub_auth=None, lti=None):
         """The web application over ``core`` and ``grading``; ``hub_auth`` defaults to HubOAuth from the
         hub's environment variables (the tests pass one that needs no hub)."""
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aifhub/")
@@ -161,6 +162,7 @@ class AifhubService(Application):
             (route("api/v1/internal/release"), internal.ReleaseHandler),
             *grading_api.routes(route),
             *auth_handlers.routes(route),
+            *lti_handlers.routes(route),
         ]
         return web.Application(
             handlers,
@@ -170,12 +172,23 @@ class AifhubService(Application):
             hub_auth=hub_auth or HubOAuth.instance(),
             aifhub_core=core,
             aifhub_grading=grading,
+            aifhub_lti=lti,
             aifhub_internal_token=self.internal_token,
             aifhub_isolated=self.isolated,
             hub_prefix=hub_prefix,
             service_prefix=prefix,
             login_url=url_path_join(hub_prefix, "login"),
         )
+
+    def lti_tool(self, state, core, grading):
+        """The LTI 1.3 tool (AGS passback, NRPS rosters) when the hub logs in with --auth lti13, else None."""
+        if os.environ.get("AIFHUB_AUTH") != "lti13":
+            return None
+        from ..auth.config import load
+        from ..lti.tool import LtiTool
+
+        _hub, settings = load(os.environ["AIFHUB_AUTH_CONFIG"], "lti13")
+        return LtiTool(state, core, grading, parent=self, **settings)
 
     async def _every(self, seconds, what, step):
         """Run ``step`` every ``seconds``; a failure is logged and retried next time."""
@@ -223,13 +236,21 @@ class AifhubService(Application):
             self.log.critical("%s", exc)
             db.close()
             self.exit(1)
-        server = HTTPServer(self.make_app(core, grading), xheaders=True)
+        try:
+            lti = self.lti_tool(state, core, grading)
+        except ValueError as exc:  # the lti13 settings cannot work
+            self.log.critical("LTI 1.3: %s", exc)
+            db.close()
+            self.exit(1)
+        server = HTTPServer(self.make_app(core, grading, lti=lti), xheaders=True)
         server.listen(url.port, url.hostname)
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
         await core.sync_groups()
         grading.start()
+        if lti is not None:
+            lti.start()
         loops = [
             asyncio.ensure_future(self._every(self.meter_interval, "metering", core.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", lambda: self._watch_catalog(core))),
@@ -245,6 +266,8 @@ class AifhubService(Application):
             for loop in loops:
                 loop.cancel()
             await grading.stop()
+            if lti is not None:
+                await lti.stop()
             db.close()
 
     def start(self):

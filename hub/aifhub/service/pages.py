@@ -102,7 +102,11 @@ class CoursePage(PageHandler):
         with self.core.db.session() as s:
             usage = reports.per_learner(s, course.id)
         roster = self.core.roster(course)
+        lti = self.settings.get("aifhub_lti")
+        if lti is not None:
+            from ..lti.handlers import course_state  # builds on this module's PageHandler
         return {
+            "lti": course_state(lti, self.core, course.id) if lti is not None else None,
             "roster": roster, "usage": usage, "grading": grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
                                        f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
