@@ -7,6 +7,7 @@ claims mapped to course roles (:mod:`.claims`) and recorded by the aifhub servic
 rule for who may log in at all.
 """
 
+import contextvars
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .claims import DEFAULT_RULES, claim_values, grants_from, parse_rules
 from .service_link import ServiceLink
 
 DISCOVERY_TIMEOUT = 15
+_REFRESHING = contextvars.ContextVar("aifhub_oidc_refreshing", default=False)
 REFUSED = ("Your account is not entitled to any course on this hub, so you cannot log in. Ask the instructor of "
            "your course (or the AI Factory's training team) to add you to the course's group, then log in again.")
 
@@ -156,8 +158,21 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
         if any(rule.role == "admin" for rule in self._rules):
             auth_model["admin"] = grants.admin or auth_model["name"] in self.admin_users
         # always told, also with no grants: what an earlier login granted and the claims no longer do is revoked
-        await self.report_login({"user": auth_model["name"], "source": "oidc", "grants": grants.to_dict()})
+        try:
+            await self.report_login({"user": auth_model["name"], "source": "oidc", "grants": grants.to_dict()})
+        except web.HTTPError:
+            if not _REFRESHING.get():
+                raise  # a login waits for its courses
+            self.log.warning("Kept %s's session although the service did not take the refreshed claims",
+                             auth_model["name"])
         return auth_model
+
+    async def refresh_user(self, user, handler=None, **kwargs):
+        token = _REFRESHING.set(True)
+        try:
+            return await super().refresh_user(user, handler, **kwargs)
+        finally:
+            _REFRESHING.reset(token)
 
     async def check_allowed(self, username, auth_model):
         if await super().check_allowed(username, auth_model):
