@@ -67,7 +67,7 @@ def _prepare(state, n, manager_cls):
 
 async def _queue_run(state, n, workers, cell_timeout):
     from aifhub.grading.manager import GradingManager
-    from aifhub.ledger.db import Database, sqlite_url
+    from aifhub.state.db import Database, sqlite_url
 
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o711)
@@ -78,12 +78,12 @@ async def _queue_run(state, n, workers, cell_timeout):
         gd = _prepare(state, n, GradingManager)
         await manager._step(await manager.base_request(COURSE) | {"op": "add_students", "students": sorted(
             p.name for p in gd.step("submitted").iterdir())}, "add students")
-        manager.start()
+        await manager.start()
         t0 = time.monotonic()
         queued = await manager.autograde(COURSE, ASSIGNMENT, requested_by="bench")
         ids = [j["id"] for j in queued["jobs"]]
         while True:
-            jobs = manager.jobs(COURSE, ASSIGNMENT, ids)
+            jobs = await manager.jobs(COURSE, ASSIGNMENT, ids)
             if all(j["state"] in ("done", "failed") for j in jobs):
                 break
             await asyncio.sleep(0.1)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from aifhub.catalog.loader import Catalog
 from aifhub.catalog.model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
 from aifhub.ledger import allocations, metering, sandboxes
-from aifhub.ledger.db import Database, sqlite_url
+from aifhub.state.db import Database, sqlite_url
 from aifhub.ledger.models import SandboxSession
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)

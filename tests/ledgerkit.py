@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 
 from aifhub.catalog.model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
 from aifhub.ledger import allocations
-from aifhub.ledger.db import Database, sqlite_url
+from aifhub.state.db import Database, sqlite_url
 from aifhub.sandbox.gpus import GpuDevice
 
 PG_URL = os.environ.get("AIFHUB_TEST_PG_URL")  # e.g. postgresql+psycopg://aifhub:aifhub@127.0.0.1/aifhub_test

@@ -15,7 +15,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 
 from aifhub.grading.manager import GradingManager
-from aifhub.ledger.db import Database, sqlite_url
+from aifhub.state.db import Database, sqlite_url
 from aifhub.sandbox.gpus import gpu_inventory
 from aifhub.service.app import AifhubService
 from aifhub.service.core import ServiceCore
@@ -91,8 +91,7 @@ class InProcessService:
         self.hub = FakeHub()
         self.core = ServiceCore(self.db, self.app_config.course_dirs(), self.app_config.images_dir,
                                 gpu_inventory(gpus, "gpu"), 200000, hub=self.hub, **core_kw)
-        if demo:
-            self.core.seed_allocations(self.app_config.demo_allocations)
+        self.demo = demo
         self.grading = GradingManager(self.state, self.db, self.core, isolated=False) if grading else None
         self.auth = FakeHubAuth()
         self.port = free_port()
@@ -101,6 +100,8 @@ class InProcessService:
         self.http = AsyncHTTPClient()
 
     async def start(self):
+        if self.demo:
+            await self.core.seed_allocations(self.app_config.demo_allocations)
         app = self.app_config.make_app(self.core, self.grading, hub_auth=self.auth)
         self.server = HTTPServer(app, xheaders=True)
         self.server.listen(self.port, "127.0.0.1")

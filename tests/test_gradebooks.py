@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from aifhub.grading import gradebooks
 from aifhub.grading.coursedir import venv_path_env
 from aifhub.grading.manager import GradingError, GradingManager
-from aifhub.ledger.db import Database, sqlite_url
+from aifhub.state.db import Database, sqlite_url
 
 needs_pg = pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set")
 

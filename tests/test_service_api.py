@@ -2,6 +2,7 @@
 what the answers say, and what admission, enrolment and metering record."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from servicekit import InProcessService
@@ -155,3 +156,26 @@ async def test_metering_charges_what_the_hub_runs_and_settles_what_it_no_longer_
     usage = (await svc.api("GET", "usage", tokens["meterme"])).json()["sessions"]
     assert [(u["user"], u["state"]) for u in usage] == [("meterme", "ended")]
     assert usage[0]["cpu_ms"] >= 2 * 50 and usage[0]["events"] == 1  # 2 cores for at least 50 ms
+
+
+async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens):
+    admin = tokens["admin"]
+    assert (await svc.api("POST", "allocations", admin, body={"id": "FIVE", "gpu_hours": 5})).code == 201
+    course = svc.core.catalog.get("gpu-fundamentals")
+    svc.core.catalog.courses["gpu-five"] = replace(course, id="gpu-five", allocation="FIVE", enrollment="open", quota=None,
+                                                   sandbox=replace(course.sandbox, max_session="1h"))
+    saved_inventory = svc.core.inventory
+    svc.core.inventory = None  # the cluster places GPUs: only the allocation limits admissions
+    try:
+        answers = await asyncio.gather(*(svc.internal("POST", "admit", {"user": f"storm{i}", "course": "gpu-five"})
+                                         for i in range(50)))
+    finally:
+        svc.core.inventory = saved_inventory
+        del svc.core.catalog.courses["gpu-five"]
+    codes = sorted(r.code for r in answers)
+    assert codes.count(201) == 5 and codes.count(403) == 45, codes  # five one-hour holds fill it
+    shown = (await svc.api("GET", "allocations/FIVE", admin)).json()
+    assert shown["held_gpu_hours"] == pytest.approx(5) and shown["remaining_gpu_hours"] == pytest.approx(0)
+    for r in answers:
+        if r.code == 403:
+            assert r.json()["reason"] == "allocation-exhausted" and "FIVE" in r.json()["message"]

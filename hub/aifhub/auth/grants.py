@@ -52,30 +52,41 @@ def staff_by_course(s):
     out = {}
     for user, course_id in s.execute(select(CourseStaff.user, CourseStaff.course_id)):
         out.setdefault(course_id, set()).add(user)
-    return out
+    return {course_id: frozenset(users) for course_id, users in out.items()}
 
 
-def apply_staff(catalog, db):
-    """Give each course of ``catalog`` the instructors that logins granted (``Course.staff``)."""
-    with db.session() as s:
-        staff = staff_by_course(s)
+def apply_staff(catalog, staff):
+    """Give each course of ``catalog`` the instructors that logins granted (``Course.staff``), from
+    ``staff`` (``{course: frozenset}``); reads no database, so the catalog's reload may call it anywhere."""
     for course_id, course in list(catalog.courses.items()):
-        granted = frozenset(staff.get(course_id, ()))
+        granted = staff.get(course_id, frozenset())
         if granted != course.staff:
             catalog.courses[course_id] = dataclasses.replace(course, staff=granted)
 
 
-async def record_login(core, user, source, courses, scope=None):
-    """Apply a login's grants, refresh course staff and the hub's groups of the courses that changed."""
-    with core.db.session() as s:
-        changed = apply_grants(s, user, source, courses, scope)
-    apply_staff(core.catalog, core.db)
+async def refresh_staff(core):
+    """Read the granted instructors (off the event loop) into ``core.staff`` and its catalog."""
+    core.staff = await core.db.run(staff_by_course)
+    apply_staff(core.catalog, core.staff)
+
+
+async def after_grants(core, changed, why):
+    """Refresh course staff and the hub's groups of the courses in ``changed``."""
+    if not changed:
+        return
+    await refresh_staff(core)
     for course_id in sorted(changed):
         if core.catalog.get(course_id) is None:
             continue
         try:
             await core.sync_course_groups(course_id)
         except Exception as exc:  # the login goes on; the next full sync catches up
-            log.warning("Group sync of %s after %s's login failed: %s", course_id, user, exc)
+            log.warning("Group sync of %s after %s failed: %s", course_id, why, exc)
+
+
+async def record_login(core, user, source, courses, scope=None):
+    """Apply a login's grants, refresh course staff and the hub's groups of the courses that changed."""
+    changed = await core.db.run(apply_grants, user, source, courses, scope)
+    await after_grants(core, changed, f"{user}'s login")
     known = {c: r for c, r in courses.items() if core.catalog.get(c) is not None}
     return {"user": user, "courses": known, "unknown": sorted(set(courses) - set(known)), "changed": sorted(changed)}

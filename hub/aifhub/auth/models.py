@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..ledger.models import Base, UTCDateTime, utcnow
+from ..state.base import Base, UTCDateTime, utcnow
 
 
 class CourseStaff(Base):

@@ -1,15 +1,20 @@
 """``aifhub alloc create|list|show|topup|close`` and ``aifhub usage report``.
 
-On the local state (the service's database in ``--state-dir``) or, with
-``--url``, through a running service's REST API.
+On the local state (the service's database: ``$AIFHUB_DB_URL``, else the SQLite file in ``--state-dir``)
+or, with ``--url``, through a running service's REST API. Changes to the local state refuse while the
+service runs on it (it holds the database's lease): they go through the service's API then, when
+there is a token in ``$AIFHUB_TOKEN``.
 """
 
+import json
+import os
 import sys
 from pathlib import Path
 
 from ..ledger import allocations, reports
-from ..ledger.db import Database, sqlite_url
 from ..ledger.errors import Refusal
+from ..state import lease
+from ..state.db import Database, sqlite_url
 from .common import CLIError, json_option, print_json, print_table, service_api, state_options
 
 FORMATS = ("table", "csv", "json", "waldur", "car")
@@ -58,22 +63,60 @@ def register(sub):
     p.set_defaults(func=usage_report)
 
 
+class ServiceRunning(Exception):
+    def __init__(self, holder):
+        super().__init__(holder)
+        self.holder = holder
+
+
 def _database(args):
+    url = os.environ.get("AIFHUB_DB_URL")
+    if url:
+        return Database(url)
     path = Path(args.state_dir) / "aifhub.sqlite"
     if not path.exists():
         raise CLIError(f"no aifhub state in {args.state_dir} (run `aifhub up` once, or pass --state-dir or --url)")
     return Database(sqlite_url(path.resolve()))
 
 
-def _local(args, action):
+def _local(args, action, write=False):
+    """``action(session)`` on the local state; a change refuses while the service holds the database."""
+    def unit(s):
+        if write:
+            holder = lease.live_holder(s)
+            if holder:
+                raise ServiceRunning(holder)
+        return action(s)
+
     db = _database(args)
     try:
-        with db.session() as s:
-            return action(s)
+        return db.call(unit)
     except Refusal as refusal:
         raise CLIError(refusal.message, status=2 if refusal.status == 400 else 1)
     finally:
         db.close()
+
+
+def _local_service_url(args):
+    """The running service of ``--state-dir`` (its own port, as ``aifhub assignments`` finds it), or None."""
+    try:
+        return f"http://127.0.0.1:{json.loads((Path(args.state_dir) / 'ports.json').read_text())['service']}"
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _change(args, action, method, path, body):
+    """A change: on the local state when no service runs on it, else through the running service's API."""
+    if args.url:
+        return service_api(args.url, method, path, body)
+    try:
+        return _local(args, action, write=True)
+    except ServiceRunning as running:
+        url = _local_service_url(args)
+        if url and (os.environ.get("AIFHUB_TOKEN") or os.environ.get("AIFHUB_ADMIN_TOKEN")):
+            return service_api(url, method, path, body)
+        raise CLIError(f"the aifhub service ({running.holder}) is running on this state and owns its database: "
+                       "pass --url URL of the hub with an admin token in $AIFHUB_TOKEN, or stop the service first")
 
 
 def _show(data, as_json):
@@ -90,10 +133,9 @@ def _show(data, as_json):
 def create(args):
     body = {"id": args.id, "gpu_hours": args.gpu_hours, "start": args.start, "end": args.end,
             "title": args.title, "access_call": args.access_call, "owner": args.owner}
-    if args.url:
-        return _show(service_api(args.url, "POST", "allocations", body), args.json)
-    data = _local(args, lambda s: allocations.describe(s, allocations.create(
-        s, args.id, args.gpu_hours, args.start, args.end, args.title, args.access_call, args.owner)))
+    data = _change(args, lambda s: allocations.describe(s, allocations.create(
+        s, args.id, args.gpu_hours, args.start, args.end, args.title, args.access_call, args.owner)),
+        "POST", "allocations", body)
     return _show(data, args.json)
 
 
@@ -115,17 +157,14 @@ def show(args):
 
 
 def topup(args):
-    if args.url:
-        return _show(service_api(args.url, "POST", f"allocations/{args.id}/topup",
-                                 {"gpu_hours": args.gpu_hours, "note": args.note}), args.json)
-    return _show(_local(args, lambda s: allocations.describe(s, allocations.topup(s, args.id, args.gpu_hours, args.note))),
+    return _show(_change(args, lambda s: allocations.describe(s, allocations.topup(s, args.id, args.gpu_hours, args.note)),
+                         "POST", f"allocations/{args.id}/topup", {"gpu_hours": args.gpu_hours, "note": args.note}),
                  args.json)
 
 
 def close(args):
-    if args.url:
-        return _show(service_api(args.url, "POST", f"allocations/{args.id}/close", {"note": args.note}), args.json)
-    return _show(_local(args, lambda s: allocations.describe(s, allocations.close(s, args.id, args.note))), args.json)
+    return _show(_change(args, lambda s: allocations.describe(s, allocations.close(s, args.id, args.note)),
+                         "POST", f"allocations/{args.id}/close", {"note": args.note}), args.json)
 
 
 def usage_report(args):

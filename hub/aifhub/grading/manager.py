@@ -215,14 +215,13 @@ class GradingManager(LoggingConfigurable):
             raise GradingError(404, f"There is no course '{course_id}'.")
         return course
 
-    def role(self, course, user, admin):
+    async def role(self, course, user, admin):
         """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None."""
         if admin or course.is_instructor(user):
             return "instructor"
         if course.on_roster(user):
             return "learner"
-        with self.db.session() as s:
-            return "learner" if is_enrolled(s, user, course.id) else None
+        return "learner" if await self.db.run(is_enrolled, user, course.id) else None
 
     def dir(self, course_id):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -241,10 +240,15 @@ class GradingManager(LoggingConfigurable):
         return row
 
     def course_gid(self, course_id):
-        """The group of a course's grading directory; its instructors' sandboxes are members."""
+        """The group of a course's grading directory; its instructors' sandboxes are members. For threads;
+        coroutines use :meth:`group_id`."""
         check_name("course id", course_id)
-        with self.db.session() as s:
-            return self._record(s, course_id).gid
+        return self.db.call(lambda s: self._record(s, course_id).gid)
+
+    async def group_id(self, course_id):
+        """:meth:`course_gid`, on the event loop."""
+        check_name("course id", course_id)
+        return await self.db.run(lambda s: self._record(s, course_id).gid)
 
     @property
     def gradebook_kind(self):
@@ -255,8 +259,7 @@ class GradingManager(LoggingConfigurable):
     def _setup_gradebook(self, course_id):
         """Decide and set up the course's gradebook: ``(url, sqlite file to copy in first or None)``."""
         gd = GradingDir(self.root, course_id)
-        with self.db.session() as s:
-            known = self._record(s, course_id).gradebook_url
+        known = self.db.call(lambda s: self._record(s, course_id).gradebook_url)
         sqlite_file = gd / "gradebook.db"
         kind = self.gradebook_kind
         if known and gradebooks.is_postgres(known) and kind == "sqlite":
@@ -272,8 +275,9 @@ class GradingManager(LoggingConfigurable):
                     "GradingManager.gradebook_admin_url (or run the service on PostgreSQL).")
             url = gradebooks.ensure_postgres(self.gradebook_admin_url, course_id, known)
             copy_from = gradebooks.sqlite_url(gd.root) if sqlite_file.exists() else None
-        with self.db.session() as s:
+        def record(s):
             self._record(s, course_id).gradebook_url = url
+        self.db.call(record)
         return url, copy_from
 
     async def gradebook_url(self, course_id):
@@ -350,13 +354,13 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "released": True, "notebooks": answer.get("notebooks", [])}
 
-    def _latest_submissions(self, course_id, assignment):
-        with self.db.session() as s:
-            rows = s.scalars(select(Submission).where(Submission.course_id == course_id,
-                                                      Submission.assignment_id == assignment).order_by(Submission.id))
-            latest = {}
-            for row in rows:
-                latest[row.student] = (row.folder, row.timestamp)
+    @staticmethod
+    def _latest_submissions(s, course_id, assignment):
+        rows = s.scalars(select(Submission).where(Submission.course_id == course_id,
+                                                  Submission.assignment_id == assignment).order_by(Submission.id))
+        latest = {}
+        for row in rows:
+            latest[row.student] = (row.folder, row.timestamp)
         return latest
 
     def _collect_files(self, course_id, assignment, latest):
@@ -375,7 +379,7 @@ class GradingManager(LoggingConfigurable):
     async def collect(self, course_id, assignment):
         self.course(course_id)
         check_name("assignment id", assignment)
-        latest = self._latest_submissions(course_id, assignment)
+        latest = await self.db.run(self._latest_submissions, course_id, assignment)
         await asyncio.to_thread(self._collect_files, course_id, assignment, latest)
         if latest:
             await self._step(await self.base_request(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
@@ -394,8 +398,8 @@ class GradingManager(LoggingConfigurable):
             if missing:
                 raise GradingError(404, f"No collected submission of {', '.join(missing)} for {assignment}: collect first.")
             collected = sorted(students)
-        jobs = []
-        with self.db.session() as s:
+        def queue_jobs(s):
+            jobs = []
             for student in collected:
                 open_job = s.scalar(select(GradingJob).where(
                     GradingJob.course_id == course_id, GradingJob.assignment_id == assignment,
@@ -406,17 +410,21 @@ class GradingManager(LoggingConfigurable):
                     s.add(open_job)
                     s.flush()
                 jobs.append(open_job.to_dict())
+            return jobs
+
+        jobs = await self.db.run(queue_jobs)
         self.queue.wake()
         return {"course_id": course_id, "assignment_id": assignment, "jobs": jobs}
 
-    def jobs(self, course_id, assignment=None, ids=None):
-        with self.db.session() as s:
+    async def jobs(self, course_id, assignment=None, ids=None):
+        def read(s):
             q = select(GradingJob).where(GradingJob.course_id == course_id)
             if assignment:
                 q = q.where(GradingJob.assignment_id == assignment)
             if ids:
                 q = q.where(GradingJob.id.in_(list(ids)))
             return [j.to_dict() for j in s.scalars(q.order_by(GradingJob.id))]
+        return await self.db.run(read)
 
     async def release_feedback(self, course_id, assignment):
         self.course(course_id)
@@ -455,12 +463,14 @@ class GradingManager(LoggingConfigurable):
         return [{"assignment_id": p.name, "notebooks": sorted(n.stem for n in p.glob("*.ipynb"))}
                 for p in sorted(outbound.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
-    def listing(self, course_id, student):
+    async def listing(self, course_id, student):
         """Released assignments, with ``student``'s submissions and released feedback."""
+        subs = await self.db.run(lambda s: list(s.scalars(select(Submission).where(
+            Submission.course_id == course_id, Submission.student == student).order_by(Submission.id))))
+        return await asyncio.to_thread(self._listing, course_id, student, subs)
+
+    def _listing(self, course_id, student, subs):
         gd = GradingDir(self.root, course_id)
-        with self.db.session() as s:
-            subs = list(s.scalars(select(Submission).where(Submission.course_id == course_id,
-                                                           Submission.student == student).order_by(Submission.id)))
         out = []
         for entry in self.released(course_id):
             a = entry["assignment_id"]
@@ -514,21 +524,21 @@ class GradingManager(LoggingConfigurable):
         stamp = datetime.now(timezone.utc)
         timestamp = stamp.strftime(TIMESTAMP_FORMAT)
         folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, student, data, stamp)
-        with self.db.session() as s:
-            s.add(Submission(course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp,
-                             folder=folder, size_bytes=size))
+        await self.db.run(lambda s: s.add(Submission(course_id=course_id, assignment_id=assignment, student=student,
+                                                     timestamp=timestamp, folder=folder, size_bytes=size)))
         log.info("Submission of %s for %s/%s at %s (%d bytes)", student, course_id, assignment, timestamp, size)
         return {"course_id": course_id, "assignment_id": assignment, "student_id": student, "timestamp": timestamp,
                 "size_bytes": size}
 
-    def submissions(self, course_id, assignment=None, student=None):
-        with self.db.session() as s:
+    async def submissions(self, course_id, assignment=None, student=None):
+        def read(s):
             q = select(Submission).where(Submission.course_id == course_id)
             if assignment:
                 q = q.where(Submission.assignment_id == assignment)
             if student:
                 q = q.where(Submission.student == student)
             return [x.to_dict() for x in s.scalars(q.order_by(Submission.id))]
+        return await self.db.run(read)
 
     def feedback(self, course_id, assignment, student):
         """``student``'s released feedback for ``assignment``: timestamp and html files, or None."""
@@ -544,12 +554,15 @@ class GradingManager(LoggingConfigurable):
     def worker_count(self):
         return self.workers or os.cpu_count() or 1
 
-    def start(self):
+    async def start(self):
         """Start the queue's workers on the running event loop (they start their processes on first use)."""
+        await asyncio.to_thread(self._prepare_root)
+        await self.queue.start()
+
+    def _prepare_root(self):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.root.chmod(0o711)  # traversable: instructors' sandboxes reach their course's directory
         self._move_old_course_dirs()
-        self.queue.start()
 
     def _move_old_course_dirs(self):
         """Course directories left in ``<state>/grading`` when ``grading_dir`` is elsewhere: copied over once

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..ledger.models import Base, UTCDateTime, utcnow
+from ..state.base import Base, UTCDateTime, utcnow
 
 JOB_STATES = ("queued", "running", "done", "failed")
 

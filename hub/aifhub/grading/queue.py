@@ -42,14 +42,14 @@ class GradingQueue:
         """New jobs are queued: a free slot takes one now instead of at its next look."""
         self._wake.set()
 
-    def _recover(self):
+    @staticmethod
+    def _recover(s):
         """Jobs left running by a previous service run go back to the queue; returns their ids."""
-        with self.m.db.session() as s:
-            jobs = list(s.scalars(select(GradingJob).where(GradingJob.state == "running")))
-            for job in jobs:
-                job.state = "queued"
-                job.detail = "requeued: the service restarted while it ran"
-            return [job.id for job in jobs]
+        jobs = list(s.scalars(select(GradingJob).where(GradingJob.state == "running")))
+        for job in jobs:
+            job.state = "queued"
+            job.detail = "requeued: the service restarted while it ran"
+        return [job.id for job in jobs]
 
     async def _delete_orphans(self, job_ids):
         """The Kubernetes Jobs that a previous service run left behind for jobs now requeued."""
@@ -59,24 +59,30 @@ class GradingQueue:
             except Exception as exc:
                 log.warning("Could not delete the Kubernetes Jobs of requeued grading job %s: %s", job_id, exc)
 
-    def _claim(self):
-        with self.m.db.session() as s:
-            q = select(GradingJob).where(GradingJob.state == "queued").order_by(GradingJob.id).limit(1)
-            if self.m.db.engine.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            job = s.scalar(q)
-            if job is None:
-                return None
-            job.state, job.started_at, job.attempts = "running", utcnow(), job.attempts + 1
-            return job.to_dict()
+    @staticmethod
+    def _claim_next(s):
+        q = select(GradingJob).where(GradingJob.state == "queued").order_by(GradingJob.id).limit(1)
+        if s.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        job = s.scalar(q)
+        if job is None:
+            return None
+        job.state, job.started_at, job.attempts = "running", utcnow(), job.attempts + 1
+        return job.to_dict()
 
-    def _finish(self, job_id, **fields):
-        with self.m.db.session() as s:
-            job = s.get(GradingJob, job_id)
-            for key, value in fields.items():
-                setattr(job, key, value)
-            if fields.get("state") in ("done", "failed"):
-                job.finished_at = utcnow()
+    @staticmethod
+    def _record(s, job_id, fields):
+        job = s.get(GradingJob, job_id)
+        for key, value in fields.items():
+            setattr(job, key, value)
+        if fields.get("state") in ("done", "failed"):
+            job.finished_at = utcnow()
+
+    async def _claim(self):
+        return await self.m.db.run(self._claim_next)
+
+    async def _finish(self, job_id, **fields):
+        await self.m.db.run(self._record, job_id, fields)
 
     def limits(self):
         return {"cpu_seconds": self.m.cpu_seconds or self.m.notebook_timeout, "memory_bytes": parse_memory(self.m.memory_limit),
@@ -142,10 +148,10 @@ class GradingQueue:
                                                  cluster=self.m.backend == "kubernetes")
         except Refusal as refusal:
             if refusal.reason == "gpu-busy":  # wait for a device, without using up an attempt
-                self._finish(job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU")
+                await self._finish(job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU")
                 await asyncio.sleep(self.m.gpu_wait)
             else:
-                self._finish(job["id"], state="failed", reason="no-gpu", detail=refusal.message)
+                await self._finish(job["id"], state="failed", reason="no-gpu", detail=refusal.message)
             return None
 
     async def _run_job(self, worker, job):
@@ -167,29 +173,29 @@ class GradingQueue:
             answer = await worker.call(request, timeout=self.call_timeout(job))
         except asyncio.TimeoutError:
             await self._cleanup(job, request)
-            self._finish(job["id"], state="failed", reason="timeout",
+            await self._finish(job["id"], state="failed", reason="timeout",
                          detail=f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission "
                                 "and was stopped")
             return
         except WorkerDied as exc:
             await self._cleanup(job, request)
             if job["attempts"] < self.m.max_attempts:
-                self._finish(job["id"], state="queued", detail=f"retrying: {exc}")
+                await self._finish(job["id"], state="queued", detail=f"retrying: {exc}")
             else:
-                self._finish(job["id"], state="failed", reason="error", detail=str(exc))
+                await self._finish(job["id"], state="failed", reason="error", detail=str(exc))
             return
         took = asyncio.get_running_loop().time() - started
         await asyncio.to_thread(self.m.share, job["course_id"])
         reason, texts = self._describe(answer)
         if answer.get("ok"):
             detail = f"graded in {took:.1f} s" + ("; " + "; ".join(texts) if texts else "")
-            self._finish(job["id"], state="done", score=answer.get("score"), max_score=answer.get("max_score"),
+            await self._finish(job["id"], state="done", score=answer.get("score"), max_score=answer.get("max_score"),
                          reason=reason, detail=detail)
         else:
             why = answer.get("reason") or "error"
             error = answer.get("error") or ""
             said = answer.get("said") or failure_lines(error)
-            self._finish(job["id"], state="failed", reason=why, detail=self._failure(why, error)
+            await self._finish(job["id"], state="failed", reason=why, detail=self._failure(why, error)
                          + ("; " + "; ".join(texts) if texts else "") + (": " + " | ".join(said) if said else ""))
         log.info("Grading job %s (%s/%s/%s): %s", job["id"], job["course_id"], job["assignment_id"], job["student_id"],
                  "done" if answer.get("ok") else f"failed ({answer.get('reason')})")
@@ -232,7 +238,7 @@ class GradingQueue:
     async def _slot(self, worker):
         while True:
             try:
-                job = self._claim()
+                job = await self._claim()
             except Exception:
                 log.exception("Claiming a grading job failed")
                 job = None
@@ -248,16 +254,16 @@ class GradingQueue:
                 await self._run_job(worker, job)
             except GradingError as exc:  # e.g. the course's gradebook cannot be set up
                 log.error("Grading job %s failed: %s", job["id"], exc.message)
-                self._finish(job["id"], state="failed", reason="error", detail=exc.message)
+                await self._finish(job["id"], state="failed", reason="error", detail=exc.message)
             except Exception as exc:
                 log.exception("Grading job %s failed", job["id"])
-                self._finish(job["id"], state="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
+                await self._finish(job["id"], state="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
 
-    def start(self):
+    async def start(self):
         m = self.m
-        m.scratch.mkdir(mode=0o711, parents=True, exist_ok=True)
-        m.scratch.chmod(0o711)
-        requeued = self._recover()
+        await asyncio.to_thread(m.scratch.mkdir, mode=0o711, parents=True, exist_ok=True)
+        await asyncio.to_thread(m.scratch.chmod, 0o711)
+        requeued = await m.db.run(self._recover)
         if requeued and m.backend == "kubernetes":
             self._tasks.append(asyncio.ensure_future(self._delete_orphans(requeued)))
         self.pool = [WorkerProcess(f"grader-{i}", m.root / ".workers" / f"grader-{i}") for i in range(m.worker_count)]

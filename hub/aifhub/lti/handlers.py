@@ -20,12 +20,15 @@ class JWKSHandler(web.RequestHandler):
         self.finish(json.dumps(lti.keys.jwks()))
 
 
-def course_state(lti, core, course_id):
+def _links(s, course_id):
     from .models import LtiLink
 
-    with core.db.session() as s:
-        links = [link.to_dict() for link in s.query(LtiLink).filter(LtiLink.course_id == course_id)]
-    scores = lti.passback.status(course_id)
+    return [link.to_dict() for link in s.query(LtiLink).filter(LtiLink.course_id == course_id)]
+
+
+async def course_state(lti, core, course_id):
+    links = await core.db.run(_links, course_id)
+    scores = await lti.passback.status(course_id)
     counts = {state: sum(1 for x in scores if x["state"] == state) for state in ("pending", "sent", "failed")}
     return {"course_id": course_id, "links": links, "scores": scores, "counts": counts}
 
@@ -43,9 +46,9 @@ class CourseLtiAPI(APIHandler):
         return lti, course
 
     @web.authenticated
-    def get(self, course_id, action=None):
+    async def get(self, course_id, action=None):
         lti, course = self._course(course_id)
-        self.write_json(course_state(lti, self.core, course.id))
+        self.write_json(await course_state(lti, self.core, course.id))
 
     @web.authenticated
     async def post(self, course_id, action=None):
@@ -54,9 +57,9 @@ class CourseLtiAPI(APIHandler):
             ids = self.json_body().get("ids")
             if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
                 raise web.HTTPError(400, "ids must be a list of score ids (integers).")
-            return self.write_json({"resent": lti.passback.resend(course.id, ids)})
+            return self.write_json({"resent": await lti.passback.resend(course.id, ids)})
         if action == "roster-sync":
-            state = course_state(lti, self.core, course.id)
+            state = await course_state(lti, self.core, course.id)
             results = [await lti.sync_roster(link["id"]) for link in state["links"] if link["nrps"]]
             return self.write_json({"synced": results})
         raise web.HTTPError(404, "Unknown action.")
@@ -66,11 +69,11 @@ class ResendAction(PageHandler):
     """The course page's "Resend failed scores" button."""
 
     @web.authenticated
-    def post(self, course_id):
+    async def post(self, course_id):
         course = self.course_or_404(course_id)
         self.require_instructor(course)
         lti = self.settings.get("aifhub_lti")
-        count = lti.passback.resend(course.id) if lti else 0
+        count = await lti.passback.resend(course.id) if lti else 0
         self.back(f"courses/{course.id}", ok=f"Resending {count} score(s) to the LMS.")
 
 

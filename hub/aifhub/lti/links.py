@@ -55,7 +55,7 @@ def decide_course(tool, catalog, f):
 
 
 def record(s, tool, f, course_id, user):
-    """Upsert the link and the user's LMS identity; returns the link."""
+    """Upsert the link and the user's LMS identity (a unit of work); returns the link's id."""
     link = s.scalar(select(LtiLink).where(LtiLink.issuer == f["issuer"], LtiLink.deployment_id == f["deployment_id"],
                                           LtiLink.context_id == f["context_id"]))
     if link is None:
@@ -69,7 +69,7 @@ def record(s, tool, f, course_id, user):
         link.memberships_url = f["memberships_url"]
     remember_user(s, f["issuer"], f["lti_user_id"], user)
     s.flush()
-    return link
+    return link.id
 
 
 def remember_user(s, issuer, lti_user_id, user):

@@ -5,7 +5,7 @@ import logging
 
 from sqlalchemy import select
 
-from ..auth.grants import apply_grants, apply_staff
+from ..auth.grants import after_grants, apply_grants
 from ..auth.lti13 import lti_username
 from ..auth.models import CourseStaff
 from ..auth.names import UnusableName
@@ -49,30 +49,41 @@ def apply_roster(s, course_id, grants):
     return changed
 
 
+def _link_target(s, link_id):
+    link = s.get(LtiLink, link_id)
+    if link is None or not link.memberships_url:
+        return None
+    return link.memberships_url, link.issuer, link.course_id
+
+
+def _sync_failed(s, link_id, message):
+    s.get(LtiLink, link_id).roster_error = message
+
+
+def _apply_members(s, link_id, issuer, course_id, grants, ids):
+    for user, lti_user_id in ids.items():
+        remember_user(s, issuer, lti_user_id, user)
+    changed = apply_roster(s, course_id, grants)
+    link = s.get(LtiLink, link_id)
+    link.roster_synced_at, link.roster_error = utcnow(), None
+    return changed
+
+
 async def sync_link(tool, core, link_id):
     """Fetch one link's NRPS membership and apply it; returns a summary (errors are kept on the link)."""
-    with core.db.session() as s:
-        link = s.get(LtiLink, link_id)
-        if link is None or not link.memberships_url:
-            return {"link": link_id, "synced": False, "why": "no NRPS endpoint"}
-        url, issuer, course_id = link.memberships_url, link.issuer, link.course_id
+    target = await core.db.run(_link_target, link_id)
+    if target is None:
+        return {"link": link_id, "synced": False, "why": "no NRPS endpoint"}
+    url, issuer, course_id = target
     try:
         members = await tool.client.members(url)
     except PlatformError as exc:
-        with core.db.session() as s:
-            s.get(LtiLink, link_id).roster_error = exc.message
+        await core.db.run(_sync_failed, link_id, exc.message)
         log.warning("Roster sync of %s from %s failed: %s", course_id, issuer, exc.message)
         return {"link": link_id, "synced": False, "why": exc.message}
     grants, ids, skipped = members_to_grants(tool, issuer, members)
-    with core.db.session() as s:
-        for user, lti_user_id in ids.items():
-            remember_user(s, issuer, lti_user_id, user)
-        changed = apply_roster(s, course_id, grants)
-        link = s.get(LtiLink, link_id)
-        link.roster_synced_at, link.roster_error = utcnow(), None
+    changed = await core.db.run(_apply_members, link_id, issuer, course_id, grants, ids)
     if changed:
-        apply_staff(core.catalog, core.db)
-        if core.catalog.get(course_id) is not None:
-            await core.sync_course_groups(course_id)
+        await after_grants(core, {course_id}, "a roster sync")
     log.info("Roster of %s synced from the LMS: %d member(s), %d skipped", course_id, len(grants), skipped)
     return {"link": link_id, "synced": True, "members": len(grants), "skipped": skipped}

@@ -20,6 +20,10 @@ from .roster import sync_link
 log = logging.getLogger(__name__)
 
 
+def _nrps_link_ids(s):
+    return [link.id for link in s.query(LtiLink).filter(LtiLink.memberships_url.is_not(None))]
+
+
 class LtiTool(LoggingConfigurable):
     """LTI 1.3 Advantage for one platform (LMS): launches, NRPS rosters, AGS grade passback."""
 
@@ -101,8 +105,7 @@ class LtiTool(LoggingConfigurable):
             return str(exc), {}, {}
         if f["role"] is None:
             return ("Your role in this LMS course is neither learner nor instructor, so it opens no aifhub course."), {}, {}
-        with self.core.db.session() as s:
-            link_id = links.record(s, self, f, course_id, user).id
+        link_id = await self.core.db.run(links.record, self, f, course_id, user)
         if f["role"] == "instructor":
             self._spawn(self.sync_roster(link_id))
         course = self.core.catalog.get(course_id)
@@ -123,9 +126,7 @@ class LtiTool(LoggingConfigurable):
             log.exception("Roster sync of link %s failed", link_id)
 
     async def sync_all(self):
-        with self.core.db.session() as s:
-            ids = [link.id for link in s.query(LtiLink).filter(LtiLink.memberships_url.is_not(None))]
-        for link_id in ids:
+        for link_id in await self.core.db.run(_nrps_link_ids):
             await self.sync_roster(link_id)
 
     async def _passback_loop(self):

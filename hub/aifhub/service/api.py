@@ -1,5 +1,7 @@
 """The JSON API at ``/services/aifhub/api/v1/`` for people and scripts (JupyterHub tokens)."""
 
+import asyncio
+
 from tornado import web
 
 from ..ledger.sandboxes import Refusal
@@ -8,21 +10,22 @@ from .base import APIHandler
 
 class MeHandler(APIHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
+        view = await self.core.learner_view(self.user_name, self.admin)
         self.write_json({
             "name": self.user_name,
             "admin": self.admin,
-            "courses": self.core.offers(self.user_name, self.admin),
-            "notice": self.core.notices(self.user_name).get(self.user_name),
-            "stopped": self.core.stopped_sessions(self.user_name),
+            "courses": view["courses"],
+            "notice": view["notice"],
+            "stopped": view["stopped"],
         })
 
 
 class CoursesHandler(APIHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
         """Courses the caller can see; admins and instructors also see broken ones."""
-        data = {"courses": self.core.offers(self.user_name, self.admin)}
+        data = {"courses": await self.core.offers(self.user_name, self.admin)}
         if self.admin or self._instructs_any():
             data["broken"] = self.core.broken_courses()
         self.write_json(data)
@@ -46,7 +49,7 @@ class CatalogReloadHandler(APIHandler):
     @web.authenticated
     async def post(self):
         self.require_admin()
-        changed = self.core.reload_catalog(force=True)
+        changed = await asyncio.to_thread(self.core.reload_catalog, True)
         await self.core.sync_groups()
         self.write_json({
             "changed": changed,
@@ -57,9 +60,9 @@ class CatalogReloadHandler(APIHandler):
 
 class PoolHandler(APIHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
         self.require_admin()
-        self.write_json(self.core.pool_status())
+        self.write_json(await self.core.pool_status())
 
 
 class RosterHandler(APIHandler):
@@ -74,9 +77,10 @@ class RosterHandler(APIHandler):
         return course
 
     @web.authenticated
-    def get(self, course_id):
+    async def get(self, course_id):
         course = self.course(course_id)
-        self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in self.core.roster(course).items()]})
+        roster = await self.core.roster(course)
+        self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in roster.items()]})
 
     @web.authenticated
     async def post(self, course_id):

@@ -17,10 +17,12 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..runstate import write_service_pid
-from ..ledger.db import Database, sqlite_url
+from ..state import lease
+from ..state.db import Database, sqlite_url
 from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
+from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
 from . import api, grading_api, internal, ledger_api, pages
 from .core import ServiceCore
@@ -201,9 +203,9 @@ class AifhubService(Application):
                 self.log.exception("%s failed", what)
             await asyncio.sleep(seconds)
 
-    async def _watch_catalog(self, core):
-        if core.reload_catalog(force=False):
-            await core.sync_groups()
+    @staticmethod
+    async def _renew_lease(db, holder):
+        await db.run(lease.renew, holder)
 
     def prepare_state(self):
         """The state directory, before the event loop starts."""
@@ -226,10 +228,6 @@ class AifhubService(Application):
         core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub,
                            default_session_s=int(self.default_session_hours * 3600), stop_grace_s=self.stop_grace,
                            settle_grace_s=self.reconcile_grace, protect_sources=self.isolated)
-        if self.demo:
-            core.seed_allocations(self.demo_allocations)
-
-        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         try:
             grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
         except ValueError as exc:  # settings that contradict each other
@@ -242,18 +240,26 @@ class AifhubService(Application):
             self.log.critical("LTI 1.3: %s", exc)
             db.close()
             self.exit(1)
+        holder = lease.me()
+        await self._renew_lease(db, holder)  # from now on the CLI's offline writes refuse
+        if self.demo:
+            await core.seed_allocations(self.demo_allocations)
+        await refresh_staff(core)  # instructors granted by logins
+
+        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         server = HTTPServer(self.make_app(core, grading, lti=lti), xheaders=True)
         server.listen(url.port, url.hostname)
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
         await core.sync_groups()
-        grading.start()
+        await grading.start()
         if lti is not None:
             lti.start()
         loops = [
             asyncio.ensure_future(self._every(self.meter_interval, "metering", core.meter)),
-            asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", lambda: self._watch_catalog(core))),
+            asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", core.watch_catalog)),
+            asyncio.ensure_future(self._every(lease.RENEW_S, "state lease", lambda: self._renew_lease(db, holder))),
         ]
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
@@ -268,7 +274,10 @@ class AifhubService(Application):
             await grading.stop()
             if lti is not None:
                 await lti.stop()
-            db.close()
+            try:
+                await db.run(lease.give_up, holder)
+            finally:
+                db.close()
 
     def start(self):
         logging.basicConfig(level=self.log_level)

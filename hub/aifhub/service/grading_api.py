@@ -7,6 +7,8 @@ the course (``formgrade-<course>``) and admins release, collect, autograde, rele
 watch the queue and export grades.
 """
 
+import asyncio
+
 from tornado import web
 
 from ..grading.coursedir import check_name
@@ -35,7 +37,7 @@ class GradingHandler(APIHandler):
             return self.finish({"status": exc.status, "message": exc.message})
         return super().write_error(status_code, **kwargs)
 
-    def _course(self, course_id, need="learner"):
+    async def _course(self, course_id, need="learner"):
         """The course, after checking the caller's role in it (403 otherwise)."""
         try:
             course = self.grading.course(course_id)
@@ -43,7 +45,7 @@ class GradingHandler(APIHandler):
             if not self.admin:  # do not tell strangers which courses exist
                 raise web.HTTPError(403, f"You are not a member of the course '{course_id}'.")
             raise
-        role = self.grading.role(course, self.user_name, self.admin)
+        role = await self.grading.role(course, self.user_name, self.admin)
         if role is None:
             raise web.HTTPError(403, f"You are not a member of {course.title} ({course.id}).")
         if need == "instructor" and role != "instructor":
@@ -76,21 +78,21 @@ class AssignmentsHandler(GradingHandler):
     """GET: released assignments, with the caller's (or ?student=) submissions and feedback."""
 
     @web.authenticated
-    def get(self, course_id):
-        self._course(course_id)
+    async def get(self, course_id):
+        await self._course(course_id)
         student = self._student()
         self.write_json({"course_id": course_id, "student_id": student,
-                         "assignments": self.grading.listing(course_id, student)})
+                         "assignments": await self.grading.listing(course_id, student)})
 
 
 class AssignmentFilesHandler(GradingHandler):
     """GET: the released assignment as tar.gz (fetch_assignment)."""
 
     @web.authenticated
-    def get(self, course_id, assignment):
-        self._course(course_id)
+    async def get(self, course_id, assignment):
+        await self._course(course_id)
         self._names(assignment_id=assignment)
-        self.write_archive(self.grading.assignment_archive(course_id, assignment), assignment)
+        self.write_archive(await asyncio.to_thread(self.grading.assignment_archive, course_id, assignment), assignment)
 
 
 class SubmissionsHandler(GradingHandler):
@@ -110,7 +112,7 @@ class SubmissionsHandler(GradingHandler):
 
     @web.authenticated
     async def post(self, course_id, assignment):
-        self._course(course_id)
+        await self._course(course_id)
         self._names(assignment_id=assignment)
         student = self.get_argument("student", None) or self.user_name
         if student != self.user_name:  # nobody hands in for someone else, instructors included
@@ -118,24 +120,24 @@ class SubmissionsHandler(GradingHandler):
         self.write_json(await self.grading.submit(course_id, assignment, student, self.request.body), status=201)
 
     @web.authenticated
-    def get(self, course_id, assignment):
-        self._course(course_id)
+    async def get(self, course_id, assignment):
+        await self._course(course_id)
         self._names(assignment_id=assignment)
         student = self.get_argument("student", None)
         if self.role != "instructor":
             student = self._student()
-        self.write_json({"submissions": self.grading.submissions(course_id, assignment, student)})
+        self.write_json({"submissions": await self.grading.submissions(course_id, assignment, student)})
 
 
 class FeedbackHandler(GradingHandler):
     """GET: the caller's released feedback (tar.gz; 404 when none). POST: instructors release feedback."""
 
     @web.authenticated
-    def get(self, course_id, assignment):
-        self._course(course_id)
+    async def get(self, course_id, assignment):
+        await self._course(course_id)
         self._names(assignment_id=assignment)
         student = self._student()
-        fb = self.grading.feedback(course_id, assignment, student)
+        fb = await asyncio.to_thread(self.grading.feedback, course_id, assignment, student)
         if fb is None:
             raise web.HTTPError(404, f"No feedback has been released to {student} for {assignment} yet.")
         self.set_header("X-Aifhub-Timestamp", fb["timestamp"])
@@ -143,7 +145,7 @@ class FeedbackHandler(GradingHandler):
 
     @web.authenticated
     async def post(self, course_id, assignment):
-        self._course(course_id, need="instructor")
+        await self._course(course_id, need="instructor")
         self._names(assignment_id=assignment)
         self.write_json(await self.grading.release_feedback(course_id, assignment))
 
@@ -153,7 +155,7 @@ class ActionHandler(GradingHandler):
 
     @web.authenticated
     async def post(self, course_id, assignment, action):
-        self._course(course_id, need="instructor")
+        await self._course(course_id, need="instructor")
         self._names(assignment_id=assignment)
         if action == "release":
             result = await self.grading.release(course_id, assignment)
@@ -169,10 +171,10 @@ class JobsHandler(GradingHandler):
     """GET: grading jobs of a course (or one assignment), with their state and why they failed."""
 
     @web.authenticated
-    def get(self, course_id, assignment=None):
-        self._course(course_id, need="instructor")
+    async def get(self, course_id, assignment=None):
+        await self._course(course_id, need="instructor")
         ids = [int(x) for x in self.get_arguments("id") if x.isdigit()]
-        self.write_json({"jobs": self.grading.jobs(course_id, assignment, ids or None)})
+        self.write_json({"jobs": await self.grading.jobs(course_id, assignment, ids or None)})
 
 
 class GradesHandler(GradingHandler):
@@ -180,7 +182,7 @@ class GradesHandler(GradingHandler):
 
     @web.authenticated
     async def get(self, course_id):
-        self._course(course_id, need="instructor")
+        await self._course(course_id, need="instructor")
         rows = await self.grading.grades(course_id)
         if self.get_argument("format", "json") == "csv":
             self.set_header("Content-Type", "text/csv")

@@ -4,6 +4,8 @@ Read from the grading manager's records (jobs, submissions, released feedback); 
 steps themselves run in the grading manager.
 """
 
+import asyncio
+
 from ..grading.coursedir import GradingDir
 from ..grading.store import read_folder
 from . import charts
@@ -20,11 +22,11 @@ def latest_results(jobs):
     return out
 
 
-def learner_assignments(grading, course, user):
+async def learner_assignments(grading, course, user):
     """Per released assignment: submissions, whether feedback is out, and the score once it is."""
-    results = latest_results(grading.jobs(course.id))
+    results = latest_results(await grading.jobs(course.id))
     rows = []
-    for entry in grading.listing(course.id, user):
+    for entry in await grading.listing(course.id, user):
         a = entry["assignment_id"]
         job = results.get((a, user))
         feedback = entry["feedback"]
@@ -39,20 +41,22 @@ def learner_assignments(grading, course, user):
 
 
 def feedback_html(grading, course_id, assignment, user, notebook):
-    """The learner's own released feedback for one notebook, or None."""
+    """The learner's own released feedback for one notebook, or None. Reads files: call it in a thread."""
     folder = GradingDir(grading.root, course_id).released_feedback(user, assignment)
     return read_folder(folder, "*.html").get(f"{notebook}.html")
 
 
-def instructor_grading(grading, course):
-    jobs = grading.jobs(course.id)
-    released = {e["assignment_id"] for e in grading.released(course.id)}
+async def instructor_grading(grading, course):
+    jobs = await grading.jobs(course.id)
+    released = {e["assignment_id"] for e in await asyncio.to_thread(grading.released, course.id)}
+    submissions = await grading.submissions(course.id)
     per_assignment = []
     for a in course.assignments:
         mine = [j for j in jobs if j["assignment_id"] == a]
         counts = {state: sum(j["state"] == state for j in mine) for state in ("queued", "running", "done", "failed")}
         per_assignment.append({
-            "assignment": a, "released": a in released, "submissions": len(grading.submissions(course.id, a)),
+            "assignment": a, "released": a in released,
+            "submissions": sum(1 for x in submissions if x["assignment_id"] == a),
             "jobs": counts, "total_jobs": len(mine),
         })
     results = [j for j in latest_results(jobs).values() if j["state"] == "done" and j["max_score"]]

@@ -5,10 +5,10 @@ from .base import InternalHandler
 
 
 class OffersHandler(InternalHandler):
-    def get(self):
+    async def get(self):
         user = self.get_argument("user")
         admin = self.get_argument("admin", "0") == "1"
-        self.write_json({"courses": self.core.offers(user, admin), "pool": self.core.pool_status()})
+        self.write_json({"courses": await self.core.offers(user, admin), "pool": await self.core.pool_status()})
 
 
 class AdmitHandler(InternalHandler):
@@ -22,7 +22,7 @@ class AdmitHandler(InternalHandler):
             return self.refuse(refusal)
         grading = self.settings.get("aifhub_grading")
         if grading is not None and admission["role"] in ("instructor", "admin"):
-            admission["grading_gid"] = grading.course_gid(admission["course"]["id"])  # formgrader's group
+            admission["grading_gid"] = await grading.group_id(admission["course"]["id"])  # formgrader's group
         self.write_json(admission, status=201)
 
 
@@ -34,5 +34,5 @@ class ReleaseHandler(InternalHandler):
 
 
 class NoticesHandler(InternalHandler):
-    def get(self):
-        self.write_json({"notices": self.core.notices()})
+    async def get(self):
+        self.write_json({"notices": await self.core.notices()})

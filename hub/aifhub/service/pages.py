@@ -5,6 +5,7 @@ pages work with a keyboard and without JavaScript; HubOAuth refuses cookie-authe
 POSTs without a valid token.
 """
 
+import asyncio
 import csv
 import io
 from urllib.parse import urlencode
@@ -62,19 +63,17 @@ class PageHandler(BaseHandler):
 
 class HomePage(PageHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
         instructs = [c for c in self.core.catalog.courses.values() if c.is_instructor(self.user_name)]
         broken = self.core.broken_courses() if (self.admin or instructs) else {}
-        offers = self.core.offers(self.user_name, self.admin)
+        view = await self.core.learner_view(self.user_name, self.admin, stopped_limit=1)
+        offers = view["courses"]
         for offer in offers:
             course = self.core.catalog.get(offer["id"])
-            offer["assignments_status"] = grading_view.learner_assignments(self.grading, course, self.user_name) \
-                if offer["enrolled"] else []
-        self.render_page(
-            "home.html", offers=offers, broken=broken, running=self.core.running_courses(self.user_name),
-            notice=self.core.notices(self.user_name).get(self.user_name),
-            stopped=self.core.stopped_sessions(self.user_name, limit=1),
-        )
+            offer["assignments_status"] = await grading_view.learner_assignments(self.grading, course, self.user_name) \
+                if offer["enrolled"] and course is not None else []
+        self.render_page("home.html", offers=offers, broken=broken, running=view["running"], notice=view["notice"],
+                         stopped=view["stopped"])
 
 
 class EnrolAction(PageHandler):
@@ -98,41 +97,40 @@ class StopAction(PageHandler):
 
 
 class CoursePage(PageHandler):
-    def instructor_view(self, course):
-        with self.core.db.session() as s:
-            usage = reports.per_learner(s, course.id)
-        roster = self.core.roster(course)
+    async def instructor_view(self, course):
+        usage = await self.core.db.run(reports.per_learner, course.id)
+        roster = await self.core.roster(course)
         lti = self.settings.get("aifhub_lti")
         if lti is not None:
             from ..lti.handlers import course_state  # builds on this module's PageHandler
         return {
-            "lti": course_state(lti, self.core, course.id) if lti is not None else None,
-            "roster": roster, "usage": usage, "grading": grading_view.instructor_grading(self.grading, course),
+            "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
+            "roster": roster, "usage": usage, "grading": await grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
                                        f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
         }
 
     @web.authenticated
-    def get(self, course_id):
+    async def get(self, course_id):
         course = self.course_or_404(course_id)
-        decision = self.core.access(course, self.user_name, self.admin)
+        decision = await self.core.access(course, self.user_name, self.admin)
         instructor = course.is_instructor(self.user_name) or self.admin
         if not decision.allowed and course.enrollment == "roster" and not instructor:
             raise web.HTTPError(404, f"There is no course '{course_id}'.")
         self.render_page("course.html", course=course, decision=decision, instructor=instructor,
-                         quota=self.core.quotas(course, self.user_name) if decision.allowed else [],
-                         running=course.id in self.core.running_courses(self.user_name),
-                         my_assignments=grading_view.learner_assignments(self.grading, course, self.user_name)
+                         quota=await self.core.quotas(course, self.user_name) if decision.allowed else [],
+                         running=course.id in await self.core.running_courses(self.user_name),
+                         my_assignments=await grading_view.learner_assignments(self.grading, course, self.user_name)
                          if decision.allowed else [],
-                         **(self.instructor_view(course) if instructor else {}))
+                         **(await self.instructor_view(course) if instructor else {}))
 
 
 class InstructorPage(CoursePage):
     @web.authenticated
-    def get(self, course_id):
+    async def get(self, course_id):
         course = self.course_or_404(course_id)
         self.require_instructor(course)
-        super().get(course_id)
+        await super().get(course_id)
 
 
 class RosterAction(PageHandler):
@@ -191,9 +189,10 @@ class FeedbackPage(PageHandler):
     """A learner's own released feedback, as nbgrader rendered it (scripts disabled)."""
 
     @web.authenticated
-    def get(self, course_id, assignment, notebook):
+    async def get(self, course_id, assignment, notebook):
         course = self.course_or_404(course_id)
-        html = grading_view.feedback_html(self.grading, course.id, assignment, self.user_name, notebook)
+        html = await asyncio.to_thread(grading_view.feedback_html, self.grading, course.id, assignment, self.user_name,
+                                       notebook)
         if html is None:
             raise web.HTTPError(404, f"No feedback on {assignment} / {notebook} has been released to you.")
         self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
@@ -201,44 +200,54 @@ class FeedbackPage(PageHandler):
         self.finish(html)
 
 
+def _admin_overview(s, catalog):
+    """Allocations with their burn-down charts, and the pool's daily use, read in one transaction."""
+    allocs = allocations.list_all(s)
+    for a in allocs:
+        cumulative, points = 0.0, [((a["start"] or a["created"])[:10], 0.0)]
+        for day, hours in reports.daily_gpu_hours(s, allocation=a["id"]):
+            cumulative += hours
+            points.append((day, cumulative))
+        a["chart"] = charts.burndown(points, a["granted_gpu_hours"],
+                                     f"GPU-hours remaining on {a['id']}, by day", element_id=f"burndown-{a['id']}")
+        a["courses"] = sorted(c.id for c in catalog.courses.values() if c.allocation == a["id"])
+    pool_chart = charts.bars(reports.daily_gpu_hours(s)[-14:], "GPU-hours used per day, last 14 days",
+                             element_id="pool-usage")
+    return allocs, pool_chart
+
+
+def _allocation_action(s, action, allocation_id, form):
+    if action == "create":
+        a = allocations.create(s, form["id"], form["gpu_hours"], form["start"], form["end"],
+                               title=form["title"], access_call=form["access_call"], owner=form["owner"])
+        return f"Created {a.id}."
+    if action == "topup":
+        a = allocations.topup(s, allocation_id, form["gpu_hours"], form["note"])
+        return f"Topped up {a.id}."
+    a = allocations.close(s, allocation_id, form["note"])
+    return f"Closed {a.id}."
+
+
 class AdminPage(PageHandler):
     @web.authenticated
-    def get(self):
+    async def get(self):
         self.require_admin()
-        with self.core.db.session() as s:
-            allocs = allocations.list_all(s)
-            for a in allocs:
-                cumulative, points = 0.0, [((a["start"] or a["created"])[:10], 0.0)]
-                for day, hours in reports.daily_gpu_hours(s, allocation=a["id"]):
-                    cumulative += hours
-                    points.append((day, cumulative))
-                a["chart"] = charts.burndown(points, a["granted_gpu_hours"],
-                                             f"GPU-hours remaining on {a['id']}, by day", element_id=f"burndown-{a['id']}")
-                a["courses"] = sorted(c.id for c in self.core.catalog.courses.values() if c.allocation == a["id"])
-            pool_chart = charts.bars(reports.daily_gpu_hours(s)[-14:], "GPU-hours used per day, last 14 days",
-                                     element_id="pool-usage")
-        self.render_page("admin.html", pool=self.core.pool_status(), broken=self.core.broken_courses(),
+        allocs, pool_chart = await self.core.db.run(_admin_overview, self.core.catalog)
+        self.render_page("admin.html", pool=await self.core.pool_status(), broken=self.core.broken_courses(),
                          courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id),
                          allocations=allocs, pool_chart=pool_chart)
 
 
 class AllocationAction(PageHandler):
     @web.authenticated
-    def post(self, allocation_id=None, action="create"):
+    async def post(self, allocation_id=None, action="create"):
         self.require_admin()
         arg = self.get_body_argument
+        form = {"id": arg("id", ""), "gpu_hours": arg("gpu_hours", ""), "start": arg("start", None),
+                "end": arg("end", None), "title": arg("title", ""), "access_call": arg("access_call", ""),
+                "owner": arg("owner", ""), "note": arg("note", "")}
         try:
-            with self.core.db.session() as s:
-                if action == "create":
-                    a = allocations.create(s, arg("id", ""), arg("gpu_hours", ""), arg("start", None), arg("end", None),
-                                           title=arg("title", ""), access_call=arg("access_call", ""), owner=arg("owner", ""))
-                    message = f"Created {a.id}."
-                elif action == "topup":
-                    a = allocations.topup(s, allocation_id, arg("gpu_hours", ""), arg("note", ""))
-                    message = f"Topped up {a.id}."
-                else:
-                    a = allocations.close(s, allocation_id, arg("note", ""))
-                    message = f"Closed {a.id}."
+            message = await self.core.db.run(_allocation_action, action, allocation_id, form)
         except Refusal as refusal:
             return self.back("admin", error=refusal.message)
         self.back("admin", ok=message)

@@ -3,7 +3,10 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from aifhub.ledger.models import Base
+import aifhub.grading.models  # noqa: F401  (their tables join the metadata)
+import aifhub.ledger.models  # noqa: F401
+import aifhub.state.lease  # noqa: F401
+from aifhub.state.base import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,15 +1,15 @@
 """Logins: instructors granted by claims or LMS roles; LTI 1.3 links, LMS identities, line items and
 scores to pass back.
 
-Revision ID: 0005_login
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_login"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
