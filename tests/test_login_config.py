@@ -108,3 +108,72 @@ def test_aifhub_up_refuses(tmp_path, args, message):
     out = subprocess.run([sys.executable, "-m", "aifhub", "up", "--state-dir", str(tmp_path / "s"), *args],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+# -- what logins grant, in a real (SQLite) state database ------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path):
+    from aifhub.state.db import Database, sqlite_url
+
+    database = Database(sqlite_url(tmp_path / "state.sqlite"))
+    yield database
+    database.close()
+
+
+def rows(db):
+    from aifhub.auth.models import CourseStaff
+    from aifhub.ledger.models import Enrollment
+
+    def read(s):
+        learners = {(e.user, e.course_id, e.source) for e in s.query(Enrollment)}
+        staff = {(c.user, c.course_id, c.source) for c in s.query(CourseStaff)}
+        return learners, staff
+    return db.call(read)
+
+
+def test_grants_follow_the_claims_and_leave_other_sources_alone(db):
+    from aifhub.auth.grants import apply_grants
+    from aifhub.ledger.models import Enrollment
+
+    db.call(lambda s: s.add(Enrollment(user="ana", course_id="mooc", source="open")))
+    assert db.call(apply_grants, "ana", "oidc", {"ws": "learner", "mooc": "learner", "lab": "instructor"}) == {"ws", "lab"}
+    assert rows(db) == ({("ana", "mooc", "open"), ("ana", "ws", "oidc")}, {("ana", "lab", "oidc")})
+    # the claims drop ws and lab: both revoked; the open enrolment stays; nothing changes when repeated
+    assert db.call(apply_grants, "ana", "oidc", {"mooc": "learner"}) == {"ws", "lab"}
+    assert db.call(apply_grants, "ana", "oidc", {"mooc": "learner"}) == set()
+    assert rows(db) == ({("ana", "mooc", "open")}, set())
+    # an LTI launch speaks for its own course only
+    db.call(apply_grants, "ana", "lti", {"ws": "instructor"}, {"ws"})
+    db.call(apply_grants, "ana", "lti", {"lab": "learner"}, {"lab"})
+    assert rows(db) == ({("ana", "mooc", "open"), ("ana", "lab", "lti")}, {("ana", "ws", "lti")})
+
+
+def test_an_nrps_roster_adds_members_and_removes_those_who_left(db):
+    from aifhub.lti.roster import apply_roster
+
+    assert db.call(apply_roster, "ws", {"lea": "learner", "leo": "learner", "ines": "instructor"})
+    assert rows(db) == ({("lea", "ws", "lti"), ("leo", "ws", "lti")}, {("ines", "ws", "lti")})
+    assert db.call(apply_roster, "ws", {"lea": "learner", "ines": "learner"})  # leo left, ines is a learner now
+    assert rows(db) == ({("lea", "ws", "lti"), ("ines", "ws", "lti")}, set())
+    assert not db.call(apply_roster, "ws", {"lea": "learner", "ines": "learner"})
+
+
+def test_passback_backoff_doubles_up_to_its_cap_and_then_fails(db):
+    from aifhub.lti.models import LtiLink, LtiScore
+    from aifhub.lti.passback import _attempt_failed
+
+    def add(s):
+        link = LtiLink(issuer="i", client_id="c", deployment_id="1", context_id="x", course_id="ws")
+        s.add(link)
+        s.flush()
+        row = LtiScore(link_id=link.id, assignment_id="a", user="lea", lti_user_id="u", score=1, max_score=2,
+                       graded_at="t", fingerprint="1/2@t")
+        s.add(row)
+        s.flush()
+        return row.id
+    score = db.call(add)
+    delays = [db.call(_attempt_failed, score, "down", True, 5, 2.0, 5.0)[3] for _ in range(5)]
+    assert delays == [2.0, 4.0, 5.0, 5.0, None]  # the fifth failure is the last attempt
+    assert db.call(lambda s: s.get(LtiScore, score).state) == "failed"
