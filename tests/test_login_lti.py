@@ -146,6 +146,8 @@ def test_instructor_launch_deep_links_an_assignment_and_syncs_the_roster(stack):
 
 def test_a_link_cannot_open_a_course_it_is_not_linked_to(stack):
     hub, platform = stack
+    r = requests.get(f"{hub.url}/hub/lti13/oauth_login", timeout=30)  # the hub's own login button
+    assert r.status_code == 400 and "open it from your course in your LMS" in r.text
     _, r = launch(platform, "u-ines", custom={"course": "gpu-fundamentals"})
     assert r.status_code == 403 and "is linked to 'dl-basics'" in unescape(r.text), r.text[:500]
     assert name_of("u-ines", platform) not in hub.api("GET", "groups/formgrade-gpu-fundamentals").json()["users"]

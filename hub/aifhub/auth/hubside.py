@@ -27,6 +27,7 @@ def configure_auth(c, mode, path, service_url, internal_token, state):
     section.aifhub_internal_token = internal_token
     c[cls.__name__] = section
     c.Authenticator.allow_all = False
+    c.Authenticator.any_allow_config = True  # the authenticator's own rule decides (claims, a valid launch)
     c.Authenticator.enable_auth_state = True
     os.environ.setdefault("JUPYTERHUB_CRYPT_KEY", crypt_key(state))
     if mode == "lti13":

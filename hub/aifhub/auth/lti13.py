@@ -10,7 +10,7 @@ import time
 import jwt
 from ltiauthenticator.lti13.auth import LTI13Authenticator
 from ltiauthenticator.lti13.error import InvalidAudienceError, LoginError, ValidationError
-from ltiauthenticator.lti13.handlers import LTI13CallbackHandler
+from ltiauthenticator.lti13.handlers import LTI13CallbackHandler, LTI13LoginInitHandler
 from ltiauthenticator.lti13.validator import LTI13LaunchValidator
 from ltiauthenticator.utils import convert_request_to_dict
 from tornado import web
@@ -67,6 +67,18 @@ class PlatformKeys:
         raise ValidationError(f"the platform's key set has no key {kid!r}")
 
 
+class AifhubLTI13LoginInitHandler(LTI13LoginInitHandler):
+    """The platform's login initiation; someone who follows the hub's own login button is told where to go."""
+
+    def post(self):
+        if not self.get_argument("iss", None):
+            raise web.HTTPError(400, "This hub is an LTI 1.3 tool: open it from your course in your LMS "
+                                     "(Moodle, Canvas, Open edX), where the course links to it.")
+        return super().post()
+
+    get = post
+
+
 class AifhubLTI13CallbackHandler(LTI13CallbackHandler):
     """The launch (id_token form post): validated as ltiauthenticator does, then sent where the service says."""
 
@@ -108,6 +120,7 @@ class AifhubLTI13CallbackHandler(LTI13CallbackHandler):
 class AifhubLTI13Authenticator(ServiceLink, LTI13Authenticator):
     """LTI 1.3 launches: the LMS course decides the aifhub course, the LMS role the aifhub role."""
 
+    login_handler = AifhubLTI13LoginInitHandler
     callback_handler = AifhubLTI13CallbackHandler
 
     username_style = Enum(
