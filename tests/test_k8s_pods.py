@@ -165,6 +165,7 @@ async def test_an_instructors_sandbox_mounts_the_course_directory_for_formgrader
     mount = next(m for m in container(teaching)["volumeMounts"] if m["mountPath"] == "/home/jovyan/course-grading")
     assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == "aifhub-grading"
     assert mount["subPath"] == "courses/dl-basics"  # that course's directory, nothing else of the volume
+    assert mount["readOnly"] is True  # nbgrader runs there in the service: nothing of the pod's may be planted
     assert env(teaching)["AIFHUB_GRADING_DIR"] == "/home/jovyan/course-grading"
     assert teaching["metadata"]["labels"]["aifhub.io/gradebook-access"] == "true"
     learning = await offline.render_pod(spawner, COURSES["dl-basics"])  # the same spawner, as a learner

@@ -4,6 +4,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .. import fsafe
 from ..catalog import load_catalog, load_course, load_images
 from ..catalog.loader import COURSE_FILE
 from .common import CLIError, images_dir_for, json_option, print_json, print_table, service_api, state_options
@@ -101,7 +102,9 @@ def publish(args):
     target = target_root / course.id
     if folder.resolve() != target.resolve():
         staging = Path(tempfile.mkdtemp(prefix=f".{course.id}-", dir=target_root))
-        shutil.copytree(folder, staging / course.id)
+        # links and special files are not published (nor followed): the hub copies these files as root
+        with fsafe.opened(folder) as src, fsafe.opened(staging) as dst, dst.mkdir(course.id, 0o755) as d:
+            fsafe.copy_tree(src, d, dir_mode=0o755)
         old = target_root / f".{course.id}.old"
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():

@@ -13,13 +13,17 @@ Layout (private to the service: mode 0700, owned by the service's user)::
         exchange/feedback/<student>/<assignment>/    feedback released to a learner
 """
 
+import logging
 import os
 import re
-import shutil
+import stat
 import sys
 from pathlib import Path
 
+from .. import fsafe
 from .gradebooks import URL_FILE, sqlite_url
+
+log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STEPS = ("source", "release", "submitted", "autograded", "feedback")
@@ -58,20 +62,35 @@ def venv_path_env(env=None):
 
 
 def write_if_changed(path, text, mode=0o600):
-    """Write ``text`` to ``path`` (created with ``mode``) unless it already holds it; atomic."""
+    """Write ``text`` to ``path`` (created with ``mode``) unless it already holds it; atomic, through
+    descriptors (a link planted at ``path`` is replaced, never written through)."""
     path = Path(path)
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_name(f".{path.name}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    if path.exists():
-        st = path.stat()
-        os.chmod(tmp, st.st_mode & 0o777)
-        if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
-    tmp.replace(path)
+    with fsafe.opened(path.parent) as d:
+        d.write_if_changed(path.name, text, mode)
+
+
+def ignore_learner_files(rel, st):
+    """What a graded kernel does not get of a submission (see LEARNER_FILES_IGNORE)."""
+    from fnmatch import fnmatch
+
+    return any(fnmatch(part, pattern) for part in rel.split("/") for pattern in LEARNER_FILES_IGNORE)
+
+
+def ignore_checkpoints(rel, st):
+    return any(part in (".ipynb_checkpoints", "__pycache__") for part in rel.split("/"))
+
+
+def scrub_links(d):
+    """Remove the links and special files directly in the open folder ``d`` (never following them).
+
+    The course directory is where nbgrader runs as root; its group (the instructors' sandboxes) may
+    make new files in it (SQLite's journal), so anything but a plain file or folder found there is
+    removed before each step."""
+    for name, st in d.entries():
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            log.warning("Removed %s: it is %s in a grading directory (never followed)",
+                                                d.join(name), fsafe.kind(st.st_mode))
+            d.remove(name)
 
 
 class GradingDir:
@@ -102,15 +121,22 @@ class GradingDir:
         return self.root.joinpath(step, *parts)
 
     def ensure(self, cell_timeout=60):
-        """Create the folders (private) and (re)write the generated nbgrader config."""
+        """Create the folders (private) and (re)write the generated nbgrader config.
+
+        Entered without following links; a link or file where one of the folders belongs is moved
+        aside (never followed). Folders that exist keep their modes (:meth:`GradingManager.share`
+        sets them)."""
         self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.root.exists():
-            self.root.mkdir(mode=0o700)
-        for name in (*STEPS, "exchange", "exchange/outbound", "exchange/inbound", "exchange/feedback"):
-            (self.root / name).mkdir(mode=0o700, exist_ok=True)
-        text = CONFIG_TEMPLATE.format(course_id=self.course_id, root=str(self.root), url_file=str(self.url_file),
-                                      exchange=str(self.exchange), cell_timeout=int(cell_timeout))
-        write_if_changed(self.root / "nbgrader_config.py", text)
+        with fsafe.opened(self.root.parent) as top, top.ensure(self.course_id, 0o700, keep=True) as course:
+            for name in (*STEPS, "exchange"):
+                course.ensure(name, 0o700, keep=True).close()
+            with course.sub("exchange") as exchange:
+                for name in ("outbound", "inbound", "feedback"):
+                    exchange.ensure(name, 0o700, keep=True).close()
+            scrub_links(course)
+            text = CONFIG_TEMPLATE.format(course_id=self.course_id, root=str(self.root), url_file=str(self.url_file),
+                                          exchange=str(self.exchange), cell_timeout=int(cell_timeout))
+            course.write_if_changed("nbgrader_config.py", text)
         return self
 
     @property
@@ -122,17 +148,25 @@ class GradingDir:
         write_if_changed(self.url_file, self.db_url + "\n")
 
     def sync_source(self, course_path, assignment):
-        """Copy ``courses/<id>/source/<assignment>/`` into the course directory (replacing the old copy)."""
+        """Copy ``courses/<id>/source/<assignment>/`` into the course directory (replacing the old copy).
+
+        Links and special files in the course's folder are skipped (with a log line), not followed."""
         src = Path(course_path) / "source" / check_name("assignment id", assignment)
-        if not src.is_dir():
+        try:
+            source = fsafe.open_dir(src)
+        except (FileNotFoundError, fsafe.UnsafePath):
             raise FileNotFoundError(f"the course has no source for assignment '{assignment}' (expected {src})")
-        dest = self.step("source", assignment)
-        tmp = dest.with_name(f".{assignment}.new")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        return dest
+        with source, self.open() as course, course.sub("source") as steps:
+            steps.replace_dir(assignment, lambda d: fsafe.copy_tree(source, d, skip=ignore_checkpoints))
+        return self.step("source", assignment)
+
+    def open(self):
+        """The course directory, opened (a :class:`fsafe.Dir`)."""
+        return fsafe.open_dir(self.root, trusted=self.root.parent)
+
+    def open_below(self, *parts):
+        """A folder of the course directory, entered without following links."""
+        return fsafe.open_dir(self.root.joinpath(*parts), trusted=self.root.parent)
 
     def nbgrader_config(self, cell_timeout=60):
         """The same settings as the generated file, as a traitlets Config (for nbgrader's Python API)."""

@@ -75,8 +75,15 @@ def main(argv=None):
     kernel_args = argv[1:]
     uid = spec.get("uid")
     if "-f" in kernel_args and uid is not None:  # the kernel reads its connection file after dropping root
-        os.chown(kernel_args[kernel_args.index("-f") + 1], uid, uid)
-    with open(os.path.join(spec["scratch"], "kernel.pid"), "w") as f:
+        fd = os.open(kernel_args[kernel_args.index("-f") + 1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchown(fd, uid, uid)
+        finally:
+            os.close(fd)
+    # in the scratch folder, which is root's: the kernel's uid cannot put a link in its place
+    pidfile = os.path.join(spec["scratch"], "kernel.pid")
+    fd = os.open(pidfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
     env = dict(SAFE_ENV)
     env.update({"PATH": spec["path"], "HOME": spec["home"], "TMPDIR": spec["tmp"],

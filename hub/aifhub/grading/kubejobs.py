@@ -14,7 +14,6 @@ import asyncio
 import copy
 import json
 import os
-import shutil
 import stat
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Integer, Unicode
 
-from .coursedir import LEARNER_FILES_IGNORE
+from .. import fsafe
+from .coursedir import ignore_learner_files
 from .execute import OUTPUT, RESULT
 from .kubeclient import JobFailed, run_job
 
@@ -66,15 +66,15 @@ class KubernetesExecute(Execute):
         self._count += 1
         notebook = resources.get("unique_key") or f"notebook-{self._count}"
         folder = Path(self.scratch) / f"{self._count:02d}"
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(resources["metadata"]["path"], folder / "work", ignore=shutil.ignore_patterns(*LEARNER_FILES_IGNORE))
         budget = max(1.0, self.notebook_timeout - self._used)
-        (folder / "job.json").write_text(json.dumps({"cell_timeout": self.timeout, "notebook_timeout": budget,
-                                                     "notebook": notebook}))
-        (folder / "input.ipynb").write_text(nbformat.writes(nb))
-        for path in folder.rglob("*"):  # the pod runs as the sandbox user
-            path.chmod(0o777 if path.is_dir() else 0o666)
-        folder.chmod(0o777)
+        with fsafe.opened(self.scratch) as scratch:  # the pod runs as the sandbox user: all of it is its to write
+            scratch.remove(folder.name)
+            with scratch.mkdir(folder.name, 0o777) as job:
+                with fsafe.opened(resources["metadata"]["path"]) as src, job.mkdir("work", 0o777) as work:
+                    fsafe.copy_tree(src, work, skip=ignore_learner_files, dir_mode=0o777, file_mode=0o666)
+                job.write("job.json", json.dumps({"cell_timeout": self.timeout, "notebook_timeout": budget,
+                                                  "notebook": notebook}), 0o666)
+                job.write("input.ipynb", nbformat.writes(nb), 0o666)
 
         manifest = copy.deepcopy(self.job_template)
         manifest["metadata"]["name"] = f"{self.job_name}-{self._count}"[:63].rstrip("-")

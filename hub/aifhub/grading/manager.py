@@ -14,14 +14,16 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import func, select
 from traitlets import Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .. import fsafe
 from ..catalog.model import parse_memory
 from ..ledger.sandboxes import is_enrolled
 from ..sandbox import podspec
@@ -30,10 +32,13 @@ from .coursedir import GradingDir, check_name
 from .errors import GradingError
 from .models import GradingCourse, GradingJob, Submission
 from .queue import GradingQueue
-from .store import human_size, md5, pack, read_folder, unpack
+from .store import TooLarge, TooMany, human_size, md5, pack, read_folder, read_text, unpack
 from .workers import WorkerDied, WorkerProcess
 
 log = logging.getLogger(__name__)
+
+UNSHARED = ("exchange",)  # what the course's group never sees: submissions as received, the learners' side
+ROOT_FILES = ("gradebook.db", "gradebook.url", "nbgrader_config.py")  # made by root, shared read-only (the gradebook rw)
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"
 
@@ -67,6 +72,13 @@ class GradingManager(LoggingConfigurable):
     memory_limit = Unicode("2G", help="Memory a graded kernel may allocate (RLIMIT_DATA), e.g. 2G or 512Mi.").tag(config=True)
     processes = Integer(256, help="Processes and threads a graded kernel's uid may have at once (RLIMIT_NPROC).").tag(config=True)
     max_submission_size = Unicode("20M", help="Largest submission a learner may hand in (uncompressed), e.g. 20M.").tag(config=True)
+    max_submission_files = Integer(
+        1000, help="Most files one submission may hold (a tar.gz of many tiny files is refused with 413).").tag(config=True)
+    max_submissions = Integer(
+        100, help="Hand-ins of one assignment the service keeps per learner; past it a learner's submit is refused "
+        "(429) until an instructor raises it.").tag(config=True)
+    submissions_per_minute = Integer(
+        10, help="Hand-ins of one assignment a learner may make per minute; more are refused with 429.").tag(config=True)
     course_submission_sizes = Dict(
         {}, help="Per-course submission size limits that override max_submission_size: {course id: size}.",
     ).tag(config=True)
@@ -183,7 +195,8 @@ class GradingManager(LoggingConfigurable):
             raise ValueError(f"gradebook_admin_url must be a postgresql:// URL, got {proposal.value.split(':')[0]}://...")
         return proposal.value
 
-    @validate("cell_timeout", "notebook_timeout", "processes", "uid_count")
+    @validate("cell_timeout", "notebook_timeout", "processes", "uid_count", "max_submission_files", "max_submissions",
+              "submissions_per_minute")
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
             raise ValueError(f"{proposal.trait.name} must be positive, got {proposal.value}")
@@ -206,6 +219,7 @@ class GradingManager(LoggingConfigurable):
         self._gradebooks = {}  # course id -> gradebook URL, set up in this run
         self.after_feedback = []  # async (course_id, assignment, released_to) hooks, e.g. LMS grade passback
         self._gradebook_lock = asyncio.Lock()
+        self._submit_locks = {}  # (course id, student) -> lock: one hand-in at a time per learner
 
     # -- who may do what -----------------------------------------------------
 
@@ -302,25 +316,65 @@ class GradingManager(LoggingConfigurable):
         return self._gradebooks[course_id]
 
     def share(self, course_id):
-        """Give the course's group (its instructors' sandboxes, for formgrader) the course directory,
-        not the exchange's inbound (submissions as received). Only when the service runs as root."""
+        """Let the course's group (its instructors' sandboxes, for formgrader) read the course directory,
+        not the exchange (submissions as received, releases, feedback). Only when the service runs as root.
+
+        The group may write only the gradebook (and, for SQLite's journal, make new files in the course
+        directory, which is sticky: nobody but root renames or removes what root made). Everything
+        nbgrader works in stays writable by root alone, so no link can be planted there; a link or
+        special file found all the same (an older version let the group write) is removed, never
+        followed, and the walk goes through descriptors (:mod:`aifhub.fsafe`)."""
         if not self.isolated or os.geteuid() != 0:
             return
         gid = self.course_gid(course_id)
-        root = self.root / course_id
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel = Path(dirpath).relative_to(root)
-            if rel.parts[:1] in (("exchange",), (".workers",)) or rel.name.startswith("."):
-                dirnames[:] = []
-                continue
-            os.chown(dirpath, 0, gid)
-            os.chmod(dirpath, 0o2770)
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                st = os.lstat(path)
-                os.lchown(path, st.st_uid, gid)
-                os.chmod(path, (st.st_mode & 0o777) | 0o060)
+        gd = GradingDir(self.root, course_id)
+        with gd.open() as course:
+            book = course.lstat("gradebook.db")
+            sqlite_book = book is not None and stat.S_ISREG(book.st_mode) and book.st_uid == 0 and book.st_nlink == 1
+            fsafe.own(course.fd, course.stat(), 0, gid, 0o3770 if sqlite_book else 0o2750)
+            for name, st in course.entries():
+                if name in UNSHARED or name.startswith("."):
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    with course.sub(name) as sub:
+                        self._scrub(sub)
+                        fsafe.set_tree(sub, gid=gid, dir_mode=0o2750, file_mode=lambda st: st.st_mode & 0o700 | 0o040)
+                elif not stat.S_ISREG(st.st_mode):
+                    self._remove(course, name, st)
+                elif name in ROOT_FILES and st.st_uid == 0 and st.st_nlink == 1:
+                    with os.fdopen(course.open_file(name), "rb") as f:
+                        fsafe.own(f.fileno(), os.fstat(f.fileno()), 0, gid, 0o660 if name == "gradebook.db" else 0o640)
 
+    @classmethod
+    def _scrub(cls, d):
+        """Remove links and special files below ``d``: nothing root writes there is one."""
+        for parent, name, st, _rel in fsafe.walk(d):
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                cls._remove(parent, name, st)
+
+    @staticmethod
+    def _remove(parent, name, st):
+        log.warning("Removed %s: it is %s in a grading directory (never followed)", parent.join(name),
+                    fsafe.kind(st.st_mode))
+        try:
+            parent.remove(name)
+        except OSError as exc:
+            log.warning("Could not remove %s: %s", parent.join(name), exc)
+
+    async def check_submission_rate(self, course_id, assignment, student, now):
+        """429 when ``student`` handed in ``assignment`` too often lately, or as often as the course keeps."""
+        def counts(s):
+            q = select(func.count()).select_from(Submission).where(
+                Submission.course_id == course_id, Submission.assignment_id == assignment, Submission.student == student)
+            return s.scalar(q), s.scalar(q.where(Submission.received_at >= now - timedelta(minutes=1)))
+
+        kept, recent = await self.db.run(counts)
+        if kept >= self.max_submissions:
+            raise GradingError(429, f"Submission refused: you have handed in {assignment} {kept} times, the most this "
+                                    f"course keeps ({self.max_submissions}). Ask an instructor if you need another.")
+        if recent >= self.submissions_per_minute:
+            raise GradingError(429, f"Submission refused: you handed in {assignment} {recent} times in the last "
+                                    f"minute (at most {self.submissions_per_minute}); wait a minute and hand in again.")
 
     def size_limit(self, course_id):
         return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
@@ -365,16 +419,16 @@ class GradingManager(LoggingConfigurable):
 
     def _collect_files(self, course_id, assignment, latest):
         gd = self.dir(course_id)
-        for student, (folder, timestamp) in latest.items():
-            src = gd.inbound(student, assignment) / folder
-            dest = gd.step("submitted", student, assignment)
-            tmp = dest.with_name(f".{assignment}.new")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
-            (tmp / "timestamp.txt").write_text(timestamp)
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp.rename(dest)
+        with gd.open() as course, course.sub("submitted") as submitted:
+            for student, (folder, timestamp) in latest.items():
+                gd.inbound(student, assignment)  # checks the names
+                def fill(d, student=student, folder=folder, timestamp=timestamp):
+                    with gd.open_below("exchange", "inbound", student, assignment, folder) as src:
+                        fsafe.copy_tree(src, d)
+                    d.write("timestamp.txt", timestamp)
+
+                with submitted.mkdir(student) as theirs:
+                    theirs.replace_dir(assignment, fill)
 
     async def collect(self, course_id, assignment):
         self.course(course_id)
@@ -457,11 +511,19 @@ class GradingManager(LoggingConfigurable):
     # -- the exchange, learners' side ----------------------------------------
 
     def released(self, course_id):
-        outbound = self.root / course_id / "exchange" / "outbound"
-        if not outbound.is_dir():
+        try:
+            outbound = GradingDir(self.root, course_id).open_below("exchange", "outbound")
+        except (FileNotFoundError, fsafe.UnsafePath):
             return []
-        return [{"assignment_id": p.name, "notebooks": sorted(n.stem for n in p.glob("*.ipynb"))}
-                for p in sorted(outbound.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        out = []
+        with outbound:
+            for name, st in outbound.entries():
+                if not stat.S_ISDIR(st.st_mode) or name.startswith("."):
+                    continue
+                with outbound.sub(name) as a:
+                    notebooks = sorted(n[:-6] for n, nst in a.entries() if n.endswith(".ipynb") and stat.S_ISREG(nst.st_mode))
+                out.append({"assignment_id": name, "notebooks": notebooks})
+        return out
 
     async def listing(self, course_id, student):
         """Released assignments, with ``student``'s submissions and released feedback."""
@@ -482,34 +544,40 @@ class GradingManager(LoggingConfigurable):
     @staticmethod
     def _feedback_index(gd, student, assignment):
         folder = gd.released_feedback(student, assignment)
-        if not (folder / "timestamp.txt").is_file():
+        stamp = read_text(folder / "timestamp.txt", gd.root)
+        if stamp is None:
             return None
-        return {"timestamp": (folder / "timestamp.txt").read_text().strip(),
-                "notebooks": {name[:-5]: md5(data) for name, data in read_folder(folder, "*.html").items()}}
+        return {"timestamp": stamp.strip(),
+                "notebooks": {name[:-5]: md5(data) for name, data in read_folder(folder, "*.html", gd.root).items()}}
 
     def assignment_archive(self, course_id, assignment):
-        folder = GradingDir(self.root, course_id).outbound(assignment)
-        if not folder.is_dir():
+        gd = GradingDir(self.root, course_id)
+        try:
+            return pack(gd.outbound(assignment), gd.root)
+        except (FileNotFoundError, fsafe.UnsafePath):
             raise GradingError(404, f"The assignment '{assignment}' of {course_id} has not been released.")
-        return pack(folder)
 
     def _store_submission(self, course_id, assignment, student, data, stamp):
+        """Unpack a hand-in into ``exchange/inbound/<student>/<assignment>/<stamp>/``: under a hidden
+        temporary name first, renamed into place when complete; nothing is left of a refused one."""
         gd = self.dir(course_id)
-        base = gd.inbound(student, assignment)
+        gd.inbound(student, assignment)  # checks the names
         folder = stamp.strftime("%Y%m%dT%H%M%S%f")
-        dest = base / folder
-        if dest.exists():
-            raise GradingError(409, "A submission with the same timestamp exists; hand in again.")
-        tmp = base / f".{folder}.new"
-        shutil.rmtree(tmp, ignore_errors=True)
         limit = self.size_limit(course_id)
-        try:
-            size = unpack(data, tmp, limit)
-        except ValueError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            status = 413 if exc.__class__.__name__ == "TooLarge" else 400
-            raise GradingError(status, f"Submission refused: {exc}.")
-        tmp.rename(dest)
+        with gd.open_below("exchange", "inbound") as inbound, inbound.makedirs((student, assignment)) as base:
+            if base.lstat(folder) is not None:
+                raise GradingError(409, "A submission with the same timestamp exists; hand in again.")
+            tmp = f".{folder}.new"
+            base.remove(tmp)
+            try:
+                size = unpack(data, base, tmp, limit, self.max_submission_files)
+            except TooLarge as exc:
+                raise GradingError(413, f"Submission refused: {exc}.")
+            except TooMany as exc:
+                raise GradingError(413, f"Submission refused: {exc}.")
+            except ValueError as exc:
+                raise GradingError(400, f"Submission refused: {exc}.")
+            base.rename(tmp, folder)
         return folder, size
 
     async def submit(self, course_id, assignment, student, data):
@@ -521,11 +589,15 @@ class GradingManager(LoggingConfigurable):
         if len(data) > limit:
             raise GradingError(413, f"Submission refused: it is {human_size(len(data))}, over this course's limit "
                                     f"of {human_size(limit)}.")
-        stamp = datetime.now(timezone.utc)
-        timestamp = stamp.strftime(TIMESTAMP_FORMAT)
-        folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, student, data, stamp)
-        await self.db.run(lambda s: s.add(Submission(course_id=course_id, assignment_id=assignment, student=student,
-                                                     timestamp=timestamp, folder=folder, size_bytes=size)))
+        lock = self._submit_locks.setdefault((course_id, student), asyncio.Lock())
+        async with lock:  # one hand-in of a learner at a time: the counts below hold
+            stamp = datetime.now(timezone.utc)
+            await self.check_submission_rate(course_id, assignment, student, stamp)
+            timestamp = stamp.strftime(TIMESTAMP_FORMAT)
+            folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, student, data, stamp)
+            await self.db.run(lambda s: s.add(Submission(
+                course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp,
+                folder=folder, size_bytes=size, received_at=stamp)))
         log.info("Submission of %s for %s/%s at %s (%d bytes)", student, course_id, assignment, timestamp, size)
         return {"course_id": course_id, "assignment_id": assignment, "student_id": student, "timestamp": timestamp,
                 "size_bytes": size}
@@ -544,9 +616,10 @@ class GradingManager(LoggingConfigurable):
         """``student``'s released feedback for ``assignment``: timestamp and html files, or None."""
         gd = GradingDir(self.root, course_id)
         folder = gd.released_feedback(student, assignment)
-        if not (folder / "timestamp.txt").is_file():
+        stamp = read_text(folder / "timestamp.txt", gd.root)
+        if stamp is None:
             return None
-        return {"timestamp": (folder / "timestamp.txt").read_text().strip(), "archive": pack(folder)}
+        return {"timestamp": stamp.strip(), "archive": pack(folder, gd.root)}
 
     # -- the queue (see :mod:`.queue`) ----------------------------------------
 
@@ -563,6 +636,20 @@ class GradingManager(LoggingConfigurable):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.root.chmod(0o711)  # traversable: instructors' sandboxes reach their course's directory
         self._move_old_course_dirs()
+        self._share_all()
+
+    def _share_all(self):
+        """Every course directory shared as this version shares it, once at start: read-only for its group
+        (an older version let instructors' sandboxes write there), links found there removed."""
+        if not self.isolated or os.geteuid() != 0:
+            return
+        with fsafe.opened(self.root) as root:
+            courses = [name for name, st in root.entries() if stat.S_ISDIR(st.st_mode) and not name.startswith(".")]
+        for course_id in courses:
+            try:
+                self.share(check_name("course id", course_id))
+            except Exception as exc:  # one odd folder must not keep the service from starting
+                log.warning("Could not share the grading directory of %s: %s", course_id, exc)
 
     def _move_old_course_dirs(self):
         """Course directories left in ``<state>/grading`` when ``grading_dir`` is elsewhere: copied over once
@@ -570,10 +657,12 @@ class GradingManager(LoggingConfigurable):
         old = self.state_dir / "grading"
         if old == self.root or not old.is_dir():
             return
-        for course_dir in sorted(old.iterdir()):
-            if course_dir.is_dir() and not course_dir.name.startswith(".") and not (self.root / course_dir.name).exists():
-                shutil.copytree(course_dir, self.root / course_dir.name, symlinks=True)
-                log.info("Moved the grading directory of %s from %s to %s", course_dir.name, old, self.root)
+        with fsafe.opened(old) as src, fsafe.opened(self.root) as dst:
+            for name, st in src.entries():
+                if stat.S_ISDIR(st.st_mode) and not name.startswith(".") and dst.lstat(name) is None:
+                    with src.sub(name) as course_dir:  # links are not carried over (nor followed)
+                        dst.replace_dir(name, lambda d, course_dir=course_dir: fsafe.copy_tree(course_dir, d))
+                    log.info("Moved the grading directory of %s from %s to %s", name, old, self.root)
         moved = old.with_name("grading.moved")
         old.rename(moved if not moved.exists() else old.with_name(f"grading.moved-{datetime.now():%Y%m%d%H%M%S}"))
 

@@ -6,6 +6,7 @@ readable by sandboxes and returns the environment that points nbgrader at it
 """
 
 import os
+import stat
 from pathlib import Path
 
 GRADING_LINK = "course-grading"
@@ -78,11 +79,24 @@ def sandbox_env(state_dir, service_url, work_dir=None, existing=None, instructor
 
 def link_grading_dir(state_dir, course_id, work_dir):
     """``<work>/course-grading`` -> the course's grading directory: formgrader wants the course directory
-    inside the notebook server's root."""
-    link = Path(work_dir) / GRADING_LINK
-    target = Path(state_dir).resolve() / "grading" / course_id
-    if link.is_symlink() and os.readlink(link) != str(target):
-        link.unlink()
-    if not link.is_symlink() and not link.exists():
-        os.symlink(target, link)
+    inside the notebook server's root.
+
+    The work folder is the instructor's: it is entered without following links (from the folder of
+    every home, ``<work_root>/<user>/<course>``) and the link is made relative to its descriptor;
+    anything else the instructor put under that name is left alone."""
+    from .. import fsafe
+
+    work_dir = Path(work_dir)
+    link = work_dir / GRADING_LINK
+    target = str(Path(state_dir).resolve() / "grading" / course_id)
+    with fsafe.opened(work_dir, trusted=work_dir.parent.parent) as work:
+        st = work.lstat(GRADING_LINK)
+        if st is not None and stat.S_ISLNK(st.st_mode) and os.readlink(GRADING_LINK, dir_fd=work.fd) != target:
+            os.unlink(GRADING_LINK, dir_fd=work.fd)
+            st = None
+        if st is None:
+            os.symlink(target, GRADING_LINK, dir_fd=work.fd)
+        elif not stat.S_ISLNK(st.st_mode):
+            fsafe.log.warning("Left %s as it is: it is %s, not the link to the course's grading directory",
+                              link, fsafe.kind(st.st_mode))
     return link

@@ -18,11 +18,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import traceback
 from pathlib import Path
 
-from .coursedir import LEARNER_FILES_IGNORE, GradingDir, venv_path_env
+from .. import fsafe
+from .coursedir import GradingDir, ignore_learner_files, venv_path_env
+from .store import read_text
 
 RESULT = "AIFHUB-RESULT "
 KERNEL_NAME = "aifhub-grader"
@@ -66,13 +69,6 @@ def kill_uid(uid):
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
     return killed
-
-
-def chown_tree(path, uid):
-    for dirpath, dirnames, filenames in os.walk(path):
-        os.chown(dirpath, uid, uid)
-        for name in filenames:
-            os.lchown(os.path.join(dirpath, name), uid, uid)
 
 
 class Worker:
@@ -124,14 +120,11 @@ class Worker:
         out = self._outcome(api.generate_assignment(a), "generate_assignment")
         if not out["ok"]:
             return out
-        release = gd.step("release", a)
-        outbound = gd.outbound(a)
-        tmp = outbound.with_name(f".{a}.new")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(release, tmp)
-        shutil.rmtree(outbound, ignore_errors=True)
-        tmp.rename(outbound)
-        out["notebooks"] = sorted(p.stem for p in outbound.glob("*.ipynb"))
+        gd.outbound(a)  # checks the name
+        with gd.open_below("release", a) as release, gd.open_below("exchange", "outbound") as outbound:
+            outbound.replace_dir(a, lambda d: fsafe.copy_tree(release, d))
+            with outbound.sub(a) as published:
+                out["notebooks"] = sorted(n[:-6] for n, st in published.entries() if n.endswith(".ipynb"))
         return out
 
     def op_add_students(self, req):
@@ -158,8 +151,10 @@ class Worker:
         submitted = gd.step("submitted", student, a)
         if not submitted.is_dir():
             return {"ok": False, "reason": "error", "error": f"no collected submission of {student} for {a}"}
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(mode=0o700, parents=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # descriptor-based: follows no link
+        scratch.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        with fsafe.opened(scratch.parent) as top:  # root's, traversable by the kernel's uid (whatever the umask)
+            top.mkdir(scratch.name, 0o711 if req.get("uid") is not None else 0o700).close()
         config = gd.nbgrader_config(req.get("cell_timeout", 60))
         try:
             if req.get("kubernetes"):
@@ -176,18 +171,25 @@ class Worker:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _sandbox_config(self, req, config, submitted):
-        """Kernels started here through :mod:`.kernel`: own uid, no network, limits, a scratch copy of the files."""
+        """Kernels started here through :mod:`.kernel`: own uid, no network, limits, a scratch copy of the files.
+
+        The scratch folder stays root's (the kernel's uid cannot rename or replace what is in it); the
+        kernel gets ``work`` (a copy of the learner's files, made through descriptors), ``home``, ``tmp``
+        and ``ipc`` (its ZeroMQ sockets); ``conn`` (the connection file) and ``kernel.pid`` are root's."""
         uid, scratch = req.get("uid"), Path(req["scratch"])
-        work, home, conn, tmp = scratch / "work", scratch / "home", scratch / "conn", scratch / "tmp"
-        shutil.copytree(submitted, work, ignore=shutil.ignore_patterns(*LEARNER_FILES_IGNORE))
-        for d in (home, conn, tmp):
-            d.mkdir(mode=0o700)
-        if uid is not None:
-            chown_tree(scratch, uid)
+        work, home, conn, tmp, ipc = (scratch / name for name in ("work", "home", "conn", "tmp", "ipc"))
+        a, student = req["assignment"], req["student"]
+        gd = GradingDir(req["grading_root"], req["course_id"])
+        with fsafe.opened(scratch) as sd:
+            with gd.open_below("submitted", student, a) as src, sd.mkdir("work", 0o700, uid, uid) as dst:
+                fsafe.copy_tree(src, dst, skip=ignore_learner_files, uid=uid, gid=uid)
+            for name in ("home", "tmp", "ipc"):
+                sd.mkdir(name, 0o700, uid, uid).close()
+            sd.mkdir("conn", 0o711).close()
         limits = req.get("limits") or {}
         spec = {
             "uid": uid, "scratch": str(scratch), "work": str(work), "home": str(home), "tmp": str(tmp),
-            "runtime": str(conn), "path": os.environ["PATH"], "network": req.get("network", "unshare"),
+            "runtime": str(ipc), "path": os.environ["PATH"], "network": req.get("network", "unshare"),
             "cpu_seconds": limits.get("cpu_seconds"), "memory_bytes": limits.get("memory_bytes"),
             "file_bytes": limits.get("file_bytes"), "processes": limits.get("processes"),
             "env": req.get("env") or {},
@@ -197,7 +199,7 @@ class Worker:
         config.Execute.kernel_name = KERNEL_NAME
         config.KernelManager.transport = "ipc"  # ZeroMQ over unix sockets: reachable from the kernel's netns
         config.KernelManager.connection_file = str(conn / "kernel.json")
-        config.KernelManager.ip = str(conn / "kernel-ipc")
+        config.KernelManager.ip = str(ipc / "kernel-ipc")
 
     @staticmethod
     def _kubernetes_config(req, config):
@@ -288,21 +290,25 @@ class Worker:
         if not out["ok"]:
             return out
         released = []
-        for student_dir in sorted(gd.step("feedback").iterdir()):
-            src = student_dir / a
-            if not src.is_dir():
-                continue
-            dest = gd.released_feedback(student_dir.name, a)
-            tmp = dest.with_name(f".{a}.new")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
-            stamp = gd.step("submitted", student_dir.name, a, "timestamp.txt")
-            if stamp.exists():
-                shutil.copy(stamp, tmp / "timestamp.txt")
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(dest)
-            released.append(student_dir.name)
+        with gd.open_below("feedback") as feedback, gd.open_below("exchange", "feedback") as exchange:
+            for student, st in feedback.entries():
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                gd.released_feedback(student, a)  # checks the names
+                try:
+                    src = gd.open_below("feedback", student, a)
+                except (FileNotFoundError, fsafe.UnsafePath):
+                    continue
+                stamp = read_text(gd.step("submitted", student, a, "timestamp.txt"), gd.root)
+
+                def fill(d, src=src, stamp=stamp):
+                    fsafe.copy_tree(src, d)
+                    if stamp is not None:
+                        d.write("timestamp.txt", stamp)
+
+                with src, exchange.mkdir(student) as theirs:
+                    theirs.replace_dir(a, fill)
+                released.append(student)
         out["students"] = released
         return out
 

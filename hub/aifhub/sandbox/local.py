@@ -7,7 +7,6 @@ says plainly that they are not isolated.
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
 from subprocess import SubprocessError
@@ -15,6 +14,7 @@ from subprocess import SubprocessError
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
+from .. import fsafe
 from ..grading.sandbox_config import sandbox_env
 from .mixin import CourseSpawnerMixin
 
@@ -22,41 +22,39 @@ from .mixin import CourseSpawnerMixin
 PRIVATE_COURSE_ENTRIES = {"source", "course.yaml", "release", "submitted", "autograded", "feedback", "gradebook.db"}
 
 
+def _private(rel, st):
+    """Course entries a learner never gets: instructors' files, and hidden ones."""
+    parts = rel.split("/")
+    return parts[0] in PRIVATE_COURSE_ENTRIES or any(p.startswith(".") for p in parts)
+
+
 def copy_materials(materials, work, uid=None):
-    """Copy course materials into the work folder without overwriting the learner's files."""
-    materials, work = Path(materials), Path(work)
-    for src in sorted(materials.rglob("*")):
-        rel = src.relative_to(materials)
-        if rel.parts[0] in PRIVATE_COURSE_ENTRIES or any(p.startswith(".") for p in rel.parts):
-            continue
-        dst = work / rel
-        if src.is_dir():
-            if not dst.exists():
-                dst.mkdir(mode=0o700)
-                _own(dst, uid)
-        elif src.is_file() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-            _own(dst, uid)
+    """Copy course materials into the open work folder ``work`` (a :class:`fsafe.Dir`) without
+    overwriting the learner's files.
 
-
-def _own(path, uid):
-    if uid is not None:
-        os.chown(path, uid, uid)
+    This runs as root in a folder the learner owns: nothing there is followed (a link or FIFO
+    where a material belongs is left as it is, with a log line), files are only ever created
+    new and handed to the learner through their descriptors (see :mod:`aifhub.fsafe`).
+    """
+    with fsafe.opened(materials) as src:
+        return fsafe.copy_tree(src, work, skip=_private, existing="keep", uid=uid, gid=uid, dir_mode=0o700)
 
 
 def prepare_work_folder(home, work, materials, uid=None):
     """Create ``home`` and ``home/<course>`` for the learner, private to them, and seed materials.
 
-    The folder above the homes can be traversed by everyone but not listed.
+    The folder above the homes can be traversed by everyone but not listed. The learner owns
+    their home, so its course folder is reached without following links: a link or a file in its
+    place is moved aside (never followed) and a real folder made.
     """
+    home, work = Path(home), Path(work)
+    if work.parent != home:
+        raise ValueError(f"the work folder {work} is not inside the home {home}")
     home.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-    home.parent.chmod(0o711)
-    for folder in (home, work):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder.chmod(0o700)
-        _own(folder, uid)
-    copy_materials(materials, work, uid)
+    with fsafe.opened(home.parent) as top:
+        fsafe.own(top.fd, top.stat(), mode=0o711)
+        with top.ensure(home.name, 0o700, uid, uid) as h, h.ensure(work.name, 0o700, uid, uid) as w:
+            copy_materials(materials, w, uid)
 
 
 class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):

@@ -208,7 +208,9 @@ def grading_settings(course, claim, sub_path, mount_path):
     lets the pod reach the gradebook's PostgreSQL."""
     return {
         "volumes": [{"name": "aifhub-course-grading", "persistentVolumeClaim": {"claimName": claim}}],
-        "volume_mounts": [{"name": "aifhub-course-grading", "mountPath": mount_path,
+        # read-only: the service's workers run nbgrader in that directory; a link planted there would be
+        # followed by them (the gradebook is PostgreSQL on Kubernetes, reached over the network)
+        "volume_mounts": [{"name": "aifhub-course-grading", "mountPath": mount_path, "readOnly": True,
                            "subPath": sub_path.replace("{course}", course["id"])}],
         "environment": {"AIFHUB_GRADING_DIR": mount_path},
         "extra_labels": {GRADEBOOK_LABEL: "true"},

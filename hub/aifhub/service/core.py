@@ -7,12 +7,15 @@ unit of work (a function of a session, below the class's methods' level) handed 
 
 import asyncio
 import logging
+import os
 import re
+import stat
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from .. import fsafe
 from ..auth.grants import apply_staff
 from ..catalog import load_catalog, load_images
 from ..catalog.access import decide_access
@@ -238,9 +241,16 @@ class ServiceCore:
         for course in catalog.courses.values():
             source = course.path / "source"
             try:
-                if source.is_dir() and source.stat().st_mode & 0o077:
-                    source.chmod(0o700)
-                    log.info("Made %s private to the hub's user (it holds solutions)", source)
+                with fsafe.opened(course.path) as folder:  # never through a link
+                    st = folder.lstat("source")
+                    if st is None or not stat.S_ISDIR(st.st_mode):
+                        if st is not None:
+                            log.warning("Left %s as it is: it is %s, not a folder", source, fsafe.kind(st.st_mode))
+                        continue
+                    if st.st_mode & 0o077:
+                        with folder.sub("source") as d:
+                            os.fchmod(d.fd, 0o700)
+                        log.info("Made %s private to the hub's user (it holds solutions)", source)
             except OSError as exc:
                 log.warning("Could not make %s private: %s", source, exc)
 

@@ -43,7 +43,7 @@ async def learner_assignments(grading, course, user):
 def feedback_html(grading, course_id, assignment, user, notebook):
     """The learner's own released feedback for one notebook, or None. Reads files: call it in a thread."""
     folder = GradingDir(grading.root, course_id).released_feedback(user, assignment)
-    return read_folder(folder, "*.html").get(f"{notebook}.html")
+    return read_folder(folder, "*.html", grading.root).get(f"{notebook}.html")
 
 
 async def instructor_grading(grading, course):
