@@ -27,19 +27,22 @@ COURSE = "dl-basics"
 ASSIGNMENT = "ps1-digits"
 
 
-class _Core:
-    """What the grading manager asks of the service's core: the catalog."""
-
-    def __init__(self, courses_dir):
-        from aifhub.catalog import load_catalog, load_images
-
-        self.catalog = load_catalog([Path(courses_dir)], load_images(REPO / "sandbox_images"))
-
+class _Admission:
     async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
         return []  # the benchmark grades a CPU course: no GPU to take from a pool
 
     async def release_grading(self, job_id):
         pass
+
+
+class _Core:
+    """What the grading manager asks of the service's core: the catalog, and admission for GPU courses."""
+
+    def __init__(self, courses_dir):
+        from aifhub.catalog import load_catalog, load_images
+
+        self.catalog = load_catalog([Path(courses_dir)], load_images(REPO / "sandbox_images"))
+        self.admission = _Admission()
 
 
 def _submissions(n):

@@ -147,11 +147,11 @@ async def test_metering_charges_what_the_hub_runs_and_settles_what_it_no_longer_
     await svc.internal("POST", "admit", {"user": "meterboth", "server_name": "", "course": "dl-basics"})
     svc.hub.running = {("meterme", ""), ("meterboth", "")}
     await asyncio.sleep(0.05)
-    result = await svc.core.meter()
+    result = await svc.core.metering.meter()
     assert result.charged >= 2 and not result.settled
     svc.hub.running = {("meterboth", "")}
-    svc.core.settle_grace_s = 0
-    result = await svc.core.meter()
+    svc.core.metering.settle_grace_s = 0
+    result = await svc.core.metering.meter()
     assert len(result.settled) == 1
     usage = (await svc.api("GET", "usage", tokens["meterme"])).json()["sessions"]
     assert [(u["user"], u["state"]) for u in usage] == [("meterme", "ended")]
@@ -164,13 +164,13 @@ async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens
     course = svc.core.catalog.get("gpu-fundamentals")
     svc.core.catalog.courses["gpu-five"] = replace(course, id="gpu-five", allocation="FIVE", enrollment="open", quota=None,
                                                    sandbox=replace(course.sandbox, max_session="1h"))
-    saved_inventory = svc.core.inventory
-    svc.core.inventory = None  # the cluster places GPUs: only the allocation limits admissions
+    saved_inventory = svc.core.admission.inventory
+    svc.core.admission.inventory = None  # the cluster places GPUs: only the allocation limits admissions
     try:
         answers = await asyncio.gather(*(svc.internal("POST", "admit", {"user": f"storm{i}", "course": "gpu-five"})
                                          for i in range(50)))
     finally:
-        svc.core.inventory = saved_inventory
+        svc.core.admission.inventory = saved_inventory
         del svc.core.catalog.courses["gpu-five"]
     codes = sorted(r.code for r in answers)
     assert codes.count(201) == 5 and codes.count(403) == 45, codes  # five one-hour holds fill it

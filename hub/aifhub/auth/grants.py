@@ -65,9 +65,9 @@ def apply_staff(catalog, staff):
 
 
 async def refresh_staff(core):
-    """Read the granted instructors (off the event loop) into ``core.staff`` and its catalog."""
-    core.staff = await core.db.run(staff_by_course)
-    apply_staff(core.catalog, core.staff)
+    """Read the granted instructors (off the event loop) into the catalog watch (``core.courses.staff``) and its catalog."""
+    core.courses.staff = await core.db.run(staff_by_course)
+    apply_staff(core.catalog, core.courses.staff)
 
 
 async def after_grants(core, changed, why):
@@ -79,7 +79,7 @@ async def after_grants(core, changed, why):
         if core.catalog.get(course_id) is None:
             continue
         try:
-            await core.sync_course_groups(course_id)
+            await core.membership.sync_course_groups(course_id)
         except Exception as exc:  # the login goes on; the next full sync catches up
             log.warning("Group sync of %s after %s failed: %s", course_id, why, exc)
 

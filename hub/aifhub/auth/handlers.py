@@ -1,7 +1,7 @@
 """The service's endpoint for the hub's authenticators: ``POST api/v1/internal/login``."""
 
 from ..service.base import InternalHandler
-from ..service.core import USERNAME
+from ..service.membership import USERNAME
 from .claims import COURSE_ID
 from .grants import SOURCES, record_login
 

@@ -25,7 +25,6 @@ from traitlets.config import LoggingConfigurable
 
 from .. import fsafe
 from ..catalog.model import parse_memory
-from ..ledger.sandboxes import is_enrolled
 from ..sandbox import podspec
 from . import gradebooks
 from .coursedir import GradingDir, check_name
@@ -230,12 +229,9 @@ class GradingManager(LoggingConfigurable):
         return course
 
     async def role(self, course, user, admin):
-        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None."""
-        if admin or course.is_instructor(user):
-            return "instructor"
-        if course.on_roster(user):
-            return "learner"
-        return "learner" if await self.db.run(is_enrolled, user, course.id) else None
+        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None: the service's
+        membership answers."""
+        return await self.core.membership.role(course, user, admin)
 
     def dir(self, course_id):
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)

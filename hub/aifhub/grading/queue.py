@@ -144,7 +144,7 @@ class GradingQueue:
         if self.m.core is None:
             return []
         try:
-            return await self.m.core.admit_grading(job["course_id"], job["id"], self.m.notebook_timeout,
+            return await self.m.core.admission.admit_grading(job["course_id"], job["id"], self.m.notebook_timeout,
                                                  cluster=self.m.backend == "kubernetes")
         except Refusal as refusal:
             if refusal.reason == "gpu-busy":  # wait for a device, without using up an attempt
@@ -164,7 +164,7 @@ class GradingQueue:
             await self._grade(worker, job, devices)
         finally:
             if charged:  # its GPU time (local devices, or the cluster's) ends with the job
-                await self.m.core.release_grading(job["id"])
+                await self.m.core.admission.release_grading(job["id"])
 
     async def _grade(self, worker, job, devices):
         request = await self.job_request(job, devices)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 
 from .balances import rate_ppm
 from .errors import Refusal
-from .models import Enrollment, GpuClaim, LearnerUid, SandboxSession, utcnow
+from .models import GpuClaim, LearnerUid, SandboxSession, utcnow
 from .units import PPM
 
 
@@ -59,12 +59,6 @@ def learner_uid(db, user, first_uid):
         db.add(row)
         db.flush()
     return row.uid
-
-
-def is_enrolled(db, user, course_id):
-    return db.scalar(
-        select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)
-    ) is not None
 
 
 def serialize_admissions(db):

@@ -1,7 +1,5 @@
 """The JSON API at ``/services/aifhub/api/v1/`` for people and scripts (JupyterHub tokens)."""
 
-import asyncio
-
 from tornado import web
 
 from ..ledger.sandboxes import Refusal
@@ -25,7 +23,7 @@ class CoursesHandler(APIHandler):
     @web.authenticated
     async def get(self):
         """Courses the caller can see; admins and instructors also see broken ones."""
-        data = {"courses": await self.core.offers(self.user_name, self.admin)}
+        data = {"courses": await self.core.admission.offers(self.user_name, self.admin)}
         if self.admin or self._instructs_any():
             data["broken"] = self.core.broken_courses()
         self.write_json(data)
@@ -39,7 +37,7 @@ class EnrolHandler(APIHandler):
     async def post(self, course_id):
         body = self.json_body()
         try:
-            course = await self.core.enrol(course_id, self.user_name, body.get("code"))
+            course = await self.core.membership.enrol(course_id, self.user_name, body.get("code"))
         except Refusal as refusal:
             return self.refuse(refusal)
         self.write_json({"course": course.id, "enrolled": True}, status=201)
@@ -49,8 +47,7 @@ class CatalogReloadHandler(APIHandler):
     @web.authenticated
     async def post(self):
         self.require_admin()
-        changed = await asyncio.to_thread(self.core.reload_catalog, True)
-        await self.core.sync_groups()
+        changed = await self.core.watch_catalog(force=True)
         self.write_json({
             "changed": changed,
             "courses": sorted(self.core.catalog.courses),
@@ -62,7 +59,7 @@ class PoolHandler(APIHandler):
     @web.authenticated
     async def get(self):
         self.require_admin()
-        self.write_json(await self.core.pool_status())
+        self.write_json(await self.core.admission.pool_status())
 
 
 class RosterHandler(APIHandler):
@@ -79,7 +76,7 @@ class RosterHandler(APIHandler):
     @web.authenticated
     async def get(self, course_id):
         course = self.course(course_id)
-        roster = await self.core.roster(course)
+        roster = await self.core.membership.roster(course)
         self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in roster.items()]})
 
     @web.authenticated
@@ -89,7 +86,7 @@ class RosterHandler(APIHandler):
         if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
             raise web.HTTPError(400, 'Send {"users": ["name", ...]}.')
         try:
-            added = await self.core.roster_add(course, users)
+            added = await self.core.membership.roster_add(course, users)
         except Refusal as refusal:
             return self.refuse(refusal)
         self.write_json({"added": added}, status=201)
@@ -98,7 +95,7 @@ class RosterHandler(APIHandler):
     async def delete(self, course_id):
         course = self.course(course_id)
         try:
-            await self.core.roster_remove(course, self.get_argument("user"))
+            await self.core.membership.roster_remove(course, self.get_argument("user"))
         except Refusal as refusal:
             return self.refuse(refusal)
         self.set_status(204)

@@ -252,12 +252,12 @@ class AifhubService(Application):
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
-        await core.sync_groups()
+        await core.membership.sync_groups()
         await grading.start()
         if lti is not None:
             lti.start()
         loops = [
-            asyncio.ensure_future(self._every(self.meter_interval, "metering", core.meter)),
+            asyncio.ensure_future(self._every(self.meter_interval, "metering", core.metering.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", core.watch_catalog)),
             asyncio.ensure_future(self._every(lease.RENEW_S, "state lease", lambda: self._renew_lease(db, holder))),
         ]

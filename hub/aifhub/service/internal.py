@@ -8,14 +8,14 @@ class OffersHandler(InternalHandler):
     async def get(self):
         user = self.get_argument("user")
         admin = self.get_argument("admin", "0") == "1"
-        self.write_json({"courses": await self.core.offers(user, admin), "pool": await self.core.pool_status()})
+        self.write_json({"courses": await self.core.admission.offers(user, admin), "pool": await self.core.admission.pool_status()})
 
 
 class AdmitHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
         try:
-            admission = await self.core.admit(
+            admission = await self.core.admission.admit(
                 body.get("user", ""), body.get("server_name", ""), body.get("course", ""), bool(body.get("admin")),
             )
         except Refusal as refusal:
@@ -29,10 +29,10 @@ class AdmitHandler(InternalHandler):
 class ReleaseHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
-        session_id = await self.core.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
+        session_id = await self.core.admission.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
         self.write_json({"released": session_id})
 
 
 class NoticesHandler(InternalHandler):
     async def get(self):
-        self.write_json({"notices": await self.core.notices()})
+        self.write_json({"notices": await self.core.metering.notices()})

@@ -147,6 +147,6 @@ class MetricsHandler(APIHandler):
         self.require_admin()
         rows, usages = await self.core.db.run(_metrics, sorted(self.core.catalog.courses))
         registry = CollectorRegistry()
-        registry.register(LedgerCollector(rows, usages, dict(self.core.refusals)))
+        registry.register(LedgerCollector(rows, usages, dict(self.core.admission.refusals)))
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(registry))

@@ -80,7 +80,7 @@ class EnrolAction(PageHandler):
     @web.authenticated
     async def post(self, course_id):
         try:
-            course = await self.core.enrol(course_id, self.user_name, self.get_body_argument("code", None))
+            course = await self.core.membership.enrol(course_id, self.user_name, self.get_body_argument("code", None))
         except Refusal as refusal:
             return self.back("", error=refusal.message)
         self.back("", ok=f"You are enrolled in {course.title}.")
@@ -90,7 +90,7 @@ class StopAction(PageHandler):
     @web.authenticated
     async def post(self, course_id):
         try:
-            await self.core.stop_own(self.user_name, course_id)
+            await self.core.metering.stop_own(self.user_name, course_id)
         except Refusal as refusal:
             return self.back("", error=refusal.message)
         self.back("", ok="Your sandbox is stopping; your work folder is kept.")
@@ -99,7 +99,7 @@ class StopAction(PageHandler):
 class CoursePage(PageHandler):
     async def instructor_view(self, course):
         usage = await self.core.db.run(reports.per_learner, course.id)
-        roster = await self.core.roster(course)
+        roster = await self.core.membership.roster(course)
         lti = self.settings.get("aifhub_lti")
         if lti is not None:
             from ..lti.handlers import course_state  # builds on this module's PageHandler
@@ -113,13 +113,13 @@ class CoursePage(PageHandler):
     @web.authenticated
     async def get(self, course_id):
         course = self.course_or_404(course_id)
-        decision = await self.core.access(course, self.user_name, self.admin)
+        decision = await self.core.membership.access(course, self.user_name, self.admin)
         instructor = course.is_instructor(self.user_name) or self.admin
         if not decision.allowed and course.enrollment == "roster" and not instructor:
             raise web.HTTPError(404, f"There is no course '{course_id}'.")
         self.render_page("course.html", course=course, decision=decision, instructor=instructor,
-                         quota=await self.core.quotas(course, self.user_name) if decision.allowed else [],
-                         running=course.id in await self.core.running_courses(self.user_name),
+                         quota=await self.core.admission.quotas(course, self.user_name) if decision.allowed else [],
+                         running=course.id in await self.core.metering.running_courses(self.user_name),
                          my_assignments=await grading_view.learner_assignments(self.grading, course, self.user_name)
                          if decision.allowed else [],
                          **(await self.instructor_view(course) if instructor else {}))
@@ -141,10 +141,10 @@ class RosterAction(PageHandler):
         path = f"courses/{course.id}"
         try:
             if action == "add":
-                added = await self.core.roster_add(course, [self.get_body_argument("user", "")])
+                added = await self.core.membership.roster_add(course, [self.get_body_argument("user", "")])
                 return self.back(path, ok=f"Added {', '.join(added) or 'nobody new'}.")
             if action == "remove":
-                await self.core.roster_remove(course, self.get_body_argument("user", ""))
+                await self.core.membership.roster_remove(course, self.get_body_argument("user", ""))
                 return self.back(path, ok="Removed.")
             text = self.get_body_argument("csv", "")
             upload = self.request.files.get("file")
@@ -152,7 +152,7 @@ class RosterAction(PageHandler):
                 text = upload[0]["body"].decode("utf-8", errors="replace")
             names = [row[0] for row in csv.reader(io.StringIO(text)) if row and row[0].strip()
                      and row[0].strip().lower() not in ("user", "username", "name")]
-            added = await self.core.roster_add(course, names)
+            added = await self.core.membership.roster_add(course, names)
             return self.back(path, ok=f"Imported {len(added)} learner(s).")
         except Refusal as refusal:
             return self.back(path, error=refusal.message)
@@ -233,7 +233,7 @@ class AdminPage(PageHandler):
     async def get(self):
         self.require_admin()
         allocs, pool_chart = await self.core.db.run(_admin_overview, self.core.catalog)
-        self.render_page("admin.html", pool=await self.core.pool_status(), broken=self.core.broken_courses(),
+        self.render_page("admin.html", pool=await self.core.admission.pool_status(), broken=self.core.broken_courses(),
                          courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id),
                          allocations=allocs, pool_chart=pool_chart)
 

@@ -1,0 +1,178 @@
+"""Who is in a course: access to its sandbox, enrolment, the roster, and the hub's groups that mirror them.
+
+The one answer to "who is in this course", for sandboxes and for grading alike: instructors (from the
+course file), learners on the course file's roster, and learners enrolled at run time (open or code
+enrolment, or added by an instructor). JupyterHub's groups follow it: ``nbgrader-<course>`` for
+learners, ``formgrade-<course>`` for instructors.
+"""
+
+import logging
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from ..catalog.access import decide_access
+from ..ledger.errors import Refusal
+from ..ledger.models import Enrollment
+
+log = logging.getLogger(__name__)
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
+
+
+def learner_group(course_id):
+    return f"nbgrader-{course_id}"
+
+
+def instructor_group(course_id):
+    return f"formgrade-{course_id}"
+
+
+def course_today(course, now=None):
+    tz = ZoneInfo(course.schedule.timezone if course.schedule else "UTC")
+    return (now or datetime.now(tz)).astimezone(tz).date()
+
+
+# -- units of work ------------------------------------------------------------
+
+def is_enrolled(s, user, course_id):
+    return s.scalar(select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)) is not None
+
+
+def enrolled_courses(s, user):
+    return set(s.scalars(select(Enrollment.course_id).where(Enrollment.user == user)))
+
+
+def enrolments(s, course_id=None):
+    """``[(course_id, user, source)]`` of run-time enrolments (of one course, or all)."""
+    q = select(Enrollment.course_id, Enrollment.user, Enrollment.source)
+    if course_id is not None:
+        q = q.where(Enrollment.course_id == course_id)
+    return list(s.execute(q))
+
+
+def enrol(s, user, course_id, source):
+    """Record an enrolment; False when it existed already."""
+    if is_enrolled(s, user, course_id):
+        return False
+    s.add(Enrollment(user=user, course_id=course_id, source=source))
+    return True
+
+
+def _roster_add(s, course, names):
+    return [name for name in dict.fromkeys(names) if name not in course.roster and enrol(s, name, course.id, "roster")]
+
+
+def _roster_remove(s, course, name):
+    row = s.scalar(select(Enrollment).where(Enrollment.user == name, Enrollment.course_id == course.id))
+    if row is None:
+        raise Refusal(404, "not-on-roster", f"{name} is not on the roster of {course.title}.")
+    s.delete(row)
+
+
+class Membership:
+    """Access, enrolment and rosters of the catalog's courses, and the hub's groups (``hub``: its REST client)."""
+
+    def __init__(self, db, courses, hub=None):
+        self.db = db
+        self.courses = courses
+        self.hub = hub
+
+    # -- who may do what -----------------------------------------------------
+
+    async def access(self, course, user, admin):
+        """May ``user`` start ``course``'s sandbox today (:class:`~aifhub.catalog.access.AccessDecision`)?"""
+        enrolled = await self.db.run(is_enrolled, user, course.id)
+        return decide_access(course, user, admin=admin, enrolled=enrolled, today=course_today(course))
+
+    async def role(self, course, user, admin):
+        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None."""
+        if admin or course.is_instructor(user):
+            return "instructor"
+        if course.on_roster(user):
+            return "learner"
+        return "learner" if await self.db.run(is_enrolled, user, course.id) else None
+
+    # -- enrolment and rosters -----------------------------------------------
+
+    async def enrol(self, course_id, user, code=None):
+        course = self.courses.get(course_id)
+        if course is None:
+            raise Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+        if course.enrollment == "roster" and not course.on_roster(user):
+            raise Refusal(403, "roster", f"{course.title} enrols from its roster; ask an instructor to add you.")
+        if course.enrollment == "code" and code != course.enrollment_code:
+            raise Refusal(403, "bad-code", f"That is not the enrolment code of {course.title}.")
+        await self.db.run(enrol, user, course_id, course.enrollment)
+        await self.sync_learner_group(course_id)
+        return course
+
+    async def enrolled_with_admission(self, course_id, user):
+        """After an open course's admission enrolled ``user``: their group, best effort (the spawn goes on)."""
+        try:
+            await self.sync_learner_group(course_id)
+        except Exception as exc:  # the next sync catches up
+            log.warning("Group sync after enrolling %s in %s failed: %s", user, course_id, exc)
+
+    async def roster(self, course):
+        """Learners of a course: from course.yaml, added by instructors, or enrolled themselves."""
+        members = {name: "course.yaml" for name in course.roster}
+        for _course_id, user, source in await self.db.run(enrolments, course.id):
+            members.setdefault(user, {"roster": "added by an instructor"}.get(source, f"enrolled ({source})"))
+        return dict(sorted(members.items()))
+
+    async def roster_add(self, course, names):
+        names = [n.strip() for n in names if n and n.strip()]
+        bad = [n for n in names if not USERNAME.match(n)]
+        if bad:
+            raise Refusal(400, "bad-name", f"Not valid user names: {', '.join(bad[:5])}")
+        added = await self.db.run(_roster_add, course, names)
+        await self.sync_learner_group(course.id)
+        return added
+
+    async def roster_remove(self, course, name):
+        if name in course.roster:
+            raise Refusal(409, "in-course-file",
+                          f"{name} is listed in the course file; remove them from course.yaml and publish it.")
+        await self.db.run(_roster_remove, course, name)
+        await self.sync_learner_group(course.id)
+
+    # -- the hub's groups ----------------------------------------------------
+
+    async def desired_groups(self, course_id=None):
+        """``{group: members}`` that rosters, enrolments and instructor lists call for (one course's, or all)."""
+        enrolled = await self.db.run(enrolments, course_id)
+        groups = {}
+        for course in self.courses.catalog.courses.values():
+            if course_id is None or course.id == course_id:
+                groups[learner_group(course.id)] = set(course.roster)
+                groups[instructor_group(course.id)] = set(course.instructors) | course.staff
+        for cid, user, _source in enrolled:
+            if learner_group(cid) in groups:
+                groups[learner_group(cid)].add(user)
+        return groups
+
+    async def sync_learner_group(self, course_id):
+        """Bring one course's ``nbgrader-<course>`` group up to date (after an enrolment or a roster edit)."""
+        if self.hub is None:
+            return
+        group = learner_group(course_id)
+        desired = await self.desired_groups(course_id)
+        if group in desired:  # a course no longer in the catalog keeps its group as it was
+            await self.hub.sync_group(group, desired[group])
+
+    async def sync_course_groups(self, course_id):
+        """Both groups of one course (after a login changed its learners or instructors)."""
+        if self.hub is None:
+            return
+        desired = await self.desired_groups(course_id)
+        for group in (learner_group(course_id), instructor_group(course_id)):
+            if group in desired:
+                await self.hub.sync_group(group, desired[group])
+
+    async def sync_groups(self):
+        if self.hub is None:
+            return
+        for group, members in sorted((await self.desired_groups()).items()):
+            await self.hub.sync_group(group, members)

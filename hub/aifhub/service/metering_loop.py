@@ -1,0 +1,95 @@
+"""The metering loop: reconcile the ledger with the hub's list of running servers, charge, warn and stop;
+and what learners read of it (quota notices, why a sandbox was stopped)."""
+
+import logging
+
+from sqlalchemy import select
+
+from ..ledger import metering
+from ..ledger.errors import Refusal
+from ..ledger.limits import limits_for
+from ..ledger.models import SandboxSession, utcnow
+
+log = logging.getLogger(__name__)
+
+
+# -- units of work ------------------------------------------------------------
+
+def notices(s, catalog, user=None):
+    """Warnings for learners whose running sandboxes near a limit: ``{user: message}``."""
+    out = {}
+    q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.warned_percent > 0)
+    if user:
+        q = q.where(SandboxSession.user == user)
+    for session in s.scalars(q):
+        course = catalog.get(session.course_id)
+        if course is None:
+            continue
+        tightest = max(limits_for(s, course, session.user, utcnow()), key=lambda lim: lim.percent, default=None)
+        if tightest is None:
+            continue
+        unit = "GPU" if tightest.unit == "gpu" else "CPU"
+        out[session.user] = (f"You have used {tightest.percent:.0f}% of your {unit}-hours for {course.title}; "
+                             "your sandbox stops when they run out.")
+    return out
+
+
+def stopped_sessions(s, user, limit):
+    q = (select(SandboxSession).where(SandboxSession.user == user, SandboxSession.stop_reason.is_not(None))
+         .order_by(SandboxSession.id.desc()).limit(limit))
+    return [{"course": x.course_id, "ended_at": x.ended_at.isoformat() if x.ended_at else None,
+             "reason": x.stop_reason} for x in s.scalars(q)]
+
+
+def running_courses(s, user):
+    """``{course_id: server_name}`` of the learner's running sandboxes."""
+    q = select(SandboxSession.course_id, SandboxSession.server_name).where(
+        SandboxSession.state == "active", SandboxSession.user == user)
+    return {course_id: server for course_id, server in s.execute(q)}
+
+
+class MeteringLoop:
+    """One :meth:`meter` pass per interval (the service's loop calls it): charges what the hub runs (and the
+    grading jobs that hold GPUs), settles what it no longer runs, warns, and stops what ran out."""
+
+    def __init__(self, db, courses, hub, admission, stop_grace_s=120, settle_grace_s=10):
+        self.db = db
+        self.courses = courses
+        self.hub = hub
+        self.admission = admission
+        self.stop_grace_s = stop_grace_s
+        self.settle_grace_s = settle_grace_s
+
+    async def meter(self):
+        """One metering pass against the hub's list of running servers; stops what must stop."""
+        asked_at = utcnow()
+        grading = set(self.admission.grading_running)
+        running = await self.hub.running_servers() | grading
+        result = await self.db.run(metering.tick, running, asked_at, self.courses.catalog, grace_s=self.stop_grace_s,
+                                   settle_grace_s=self.settle_grace_s)
+        if result.settled:
+            log.info("Settled %d session(s) whose servers stopped without telling us", len(result.settled))
+        for user, _server, percent, message in result.warnings:
+            log.info("Quota warning for %s (%d%%): %s", user, percent, message)
+        for user, server_name, reason in result.stops:
+            if (user, server_name) in grading:
+                continue  # a grading job ends by itself, within its time limit
+            log.warning("Stopping %s's sandbox: %s", user, reason)
+            await self.hub.stop_server(user, server_name)
+        return result
+
+    async def notices(self, user=None):
+        return await self.db.run(notices, self.courses.catalog, user)
+
+    async def stopped_sessions(self, user, limit=5):
+        return await self.db.run(stopped_sessions, user, limit)
+
+    async def running_courses(self, user):
+        return await self.db.run(running_courses, user)
+
+    async def stop_own(self, user, course_id):
+        """Stop the learner's sandbox for ``course_id`` (through the hub, which tells the spawner)."""
+        server = (await self.running_courses(user)).get(course_id)
+        if server is None:
+            raise Refusal(404, "not-running", "That sandbox is not running.")
+        await self.hub.stop_server(user, server)
