@@ -9,7 +9,7 @@ from conftest import AS_ROOT
 
 from aifhub.grading.coursedir import GradingDir
 from aifhub.grading.manager import GradingManager
-from aifhub.ledger.db import Database, sqlite_url
+from aifhub.state.db import Database, sqlite_url
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="sharing with a course's group happens only as root")
 COURSE = "dl-basics"
