@@ -33,7 +33,7 @@ if str(REPO / "tests") not in sys.path:
 
 from hubrunner import ADMIN_TOKEN, RunningHub, free_port  # noqa: E402  (the tests' helper)
 
-from aifhub.hubconfig import proxy_command  # noqa: E402
+from aifhub.hubside.embedded import proxy_command  # noqa: E402
 
 AS_ROOT = os.geteuid() == 0
 COURSE = "dl-basics"  # the CPU MOOC: open enrolment, no GPU
@@ -50,7 +50,7 @@ class BenchError(RuntimeError):
 
 SERVICE_ARGS_CONFIG = """\
 # aifhub's embedded configuration, with extra arguments for the aifhub service (written by `python -m bench`).
-from aifhub.hubconfig import SERVICE_NAME, configure
+from aifhub.hubside.embedded import SERVICE_NAME, configure
 
 configure(c)  # noqa: F821
 for service in c.JupyterHub.services:  # noqa: F821

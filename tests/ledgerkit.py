@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from aifhub.catalog.model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
 from aifhub.ledger import allocations
 from aifhub.state.db import Database, sqlite_url
-from aifhub.sandbox.gpus import GpuDevice
+from aifhub.service.gpu_pool import GpuDevice
 
 PG_URL = os.environ.get("AIFHUB_TEST_PG_URL")  # e.g. postgresql+psycopg://aifhub:aifhub@127.0.0.1/aifhub_test
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)  # a Wednesday

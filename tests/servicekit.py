@@ -16,7 +16,7 @@ from tornado.httpserver import HTTPServer
 
 from aifhub.grading.manager import GradingManager
 from aifhub.state.db import Database, sqlite_url
-from aifhub.sandbox.gpus import gpu_inventory
+from aifhub.service.gpu_pool import gpu_inventory
 from aifhub.service.app import AifhubService
 from aifhub.service.core import ServiceCore
 

@@ -8,7 +8,7 @@ from ledgerkit import course
 
 from aifhub.catalog.access import decide_access
 from aifhub.catalog.model import Schedule
-from aifhub.sandbox.gpus import GpuDevice, discover_nvml, kind_for_product, parse_gpus
+from aifhub.service.gpu_pool import GpuDevice, discover_nvml, kind_for_product, parse_gpus
 
 WORKSHOP = replace(course("ws"), enrollment="roster", roster=("ann",), instructors=("teach",),
                    schedule=Schedule(start=date(2026, 12, 1), end=date(2026, 12, 5)))

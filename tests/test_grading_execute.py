@@ -13,7 +13,7 @@ import pytest
 from gradingkit import SOURCE, with_extra_cells
 
 from aifhub.grading.coursedir import venv_path_env
-from aifhub.grading.kubeclient import JobFailed, pod_problem
+from aifhub.kube.client import JobFailed, pod_problem
 from aifhub.grading.kubejobs import read_answer
 
 

@@ -6,7 +6,7 @@ import yaml
 from traitlets.config import Config
 
 from aifhub.deploy import SERVICE_PORT
-from aifhub.deploy.hubside import configure_z2jh
+from aifhub.hubside.z2jh import configure_z2jh
 from aifhub.grading.sandbox_config import config_text
 
 REPO = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ import os
 import yaml
 
 from aifhub.deploy import chart
-from aifhub.hubconfig import proxy_command
+from aifhub.hubside.embedded import proxy_command
 
 values = yaml.safe_load(open(os.environ["TEST_VALUES"]))
 c.merge(chart.hub_config(values))  # hub.config, hub.services and the singleuser settings

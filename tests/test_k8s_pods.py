@@ -12,8 +12,8 @@ import yaml
 from aifhub.catalog import load_catalog, load_images
 from aifhub.deploy import KUBERNETES_VERSION, chart, offline
 from aifhub.deploy.values import z2jh_values
-from aifhub.sandbox import podspec
-from aifhub.sandbox.kube import KubeSandboxSpawner
+from aifhub.kube import podspec
+from aifhub.hubside.kube import KubeSandboxSpawner
 
 REPO = Path(__file__).resolve().parent.parent
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"

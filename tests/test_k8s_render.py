@@ -14,10 +14,10 @@ import yaml
 
 from aifhub.catalog import load_catalog, load_images
 from aifhub.deploy import KUBERNETES_VERSION, chart, offline
-from aifhub.deploy.grading import grading_job
-from aifhub.deploy.hubside import service_command
+from aifhub.kube.grading_job import grading_job
+from aifhub.hubside.z2jh import service_command
 from aifhub.deploy.values import z2jh_values
-from aifhub.sandbox import podspec
+from aifhub.kube import podspec
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

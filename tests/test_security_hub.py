@@ -15,7 +15,8 @@ import time
 
 import pytest
 from conftest import AS_ROOT, start_hub
-from gradingkit import ASSIGNMENT, COURSE, archive, solution_notebook, submit
+import nbformat
+from gradingkit import ASSIGNMENT, COURSE, archive, solution_notebook, submit, with_extra_cells
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="sandboxes run as learners' uids only when the hub runs as root")
 
@@ -29,6 +30,13 @@ def add_materials(courses):
     more.mkdir(parents=True)
     (courses / COURSE / "data" / "table.csv").write_text("a,b\n1,2\n")
     (more / "notes.txt").write_text("notes")
+    many = courses / COURSE / "data" / "many"  # enough files that copying them takes a while to race
+    many.mkdir()
+    for name in MANY:
+        (many / name).write_text(name)
+
+
+MANY = [f"part-{i:03d}.txt" for i in range(150)]
 
 
 @pytest.fixture(scope="module")
@@ -205,40 +213,44 @@ def test_fifo_socket_and_deep_paths_neither_hang_nor_break_the_spawn(hub, victim
     assert alice.stat().st_uid == uid_of(hub, "alice")
 
 
-def test_links_swapped_in_while_the_sandbox_starts_again_are_never_followed(hub, victim):
-    """A process of the learner's swaps links in and out where materials belong, as fast as it can,
-    while the sandbox is stopped and started again."""
-    user = "erin"
-    respawn(hub, [user])
-    swapper = as_learner(hub, user, f'''
-import os, shutil, time
+# what a process of the learner's left running does while root copies the materials in: the folder of
+# materials and README.md swap between the real thing and links to root's folder, as fast as it can
+SWAPPER = '''
+import os, time
 os.chdir("dl-basics")
-end = time.time() + 120
-n = 0
+end = time.time() + 90
 while time.time() < end:
-    n += 1
-    for name, target in (("README.md", "{victim}/race.pth"), ("data", "{victim}"), ("data/more", "{victim}/inner")):
-        try:
-            os.symlink(target, f".{{n}}")
-            os.rename(f".{{n}}", name)  # a link where root is about to create a file or folder
-        except OSError:
-            pass
-        try:  # and gone again, so that root creates it anew
-            if os.path.islink(name) or not os.path.isdir(name):
-                os.remove(name)
-            else:
-                shutil.rmtree(name)
-        except OSError:
-            pass
-''', wait=False)
     try:
-        for _ in range(3):
+        os.symlink("{victim}/race.pth", ".readme")
+        os.rename(".readme", "README.md")  # where root is about to create the file
+        os.remove("README.md")
+    except OSError:
+        pass
+    try:
+        os.rename("data", ".data")  # the real folder root is filling, swapped for a link and back
+        os.symlink("{victim}", "data")
+        os.remove("data")
+        os.rename(".data", "data")
+    except OSError:
+        pass
+'''
+
+
+def test_links_swapped_in_while_the_sandbox_starts_again_are_never_followed(hub, hub_dir):
+    """The swap races root's copy of the materials: before each start the learner removes the materials
+    (so that root copies them anew), and a process of theirs swaps links in while the sandbox starts."""
+    user, victim = "erin", make_victim(hub_dir / "race-victim")
+    respawn(hub, [user])
+    for _ in range(2):
+        as_learner(hub, user, "import shutil, os\nfor p in ('dl-basics/data', 'dl-basics/.data'): shutil.rmtree(p, True)\n"
+                              "for p in ('dl-basics/README.md', 'dl-basics/.readme'):\n    os.path.lexists(p) and os.remove(p)")
+        swapper = as_learner(hub, user, SWAPPER.format(victim=victim), wait=False)
+        try:
             respawn(hub, [user])
-            untouched(victim)
-    finally:
-        swapper.kill()
-        swapper.wait()
-    untouched(victim)
+        finally:
+            swapper.kill()
+            swapper.wait()
+        untouched(victim)
     assert hub.server_model(user)["ready"]
 
 
@@ -337,10 +349,26 @@ print("GRADEBOOK", os.access(os.path.join(root, "gradebook.db"), os.W_OK))
 '''
 
 
+# what the graded code of the hand-in tries: links where root writes its pid and connection files
+GRADED_PLANTS = '''import os
+scratch = os.path.dirname(os.getcwd())
+for rel in ("kernel.pid", "conn/kernel.json", "conn/evil", "evil"):
+    try:
+        os.remove(os.path.join(scratch, rel))
+    except OSError:
+        pass
+    try:
+        os.symlink("{victim}/secret", os.path.join(scratch, rel))
+        print("PLANTED", rel)
+    except OSError as exc:
+        print("REFUSED", rel, type(exc).__name__)
+'''
+
+
 def test_an_instructor_cannot_make_root_follow_a_link_in_the_grading_directory(hub, released, grading_victim):
     """#15 item 1: links an instructor plants in course-grading/ are neither chmodded on collect nor
     copied into a learner's feedback; the whole round of grading still works."""
-    assert submit(hub, "frank", solution_notebook()).status_code == 201
+    assert submit(hub, "frank", with_extra_cells(solution_notebook(), [GRADED_PLANTS.format(victim=grading_victim)])).status_code == 201
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect").status_code == 200
     r = hub.spawn("instructor", COURSE)
     assert r.status_code in (201, 202), r.text
@@ -358,6 +386,10 @@ def test_an_instructor_cannot_make_root_follow_a_link_in_the_grading_directory(h
     untouched(grading_victim)
     course = hub.state_dir / "grading" / COURSE
     assert not os.path.lexists(course / "evil") and not os.path.lexists(course / "gradebook.db-journal")
+
+    graded = nbformat.read(str(course / "autograded" / "frank" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"), as_version=4)
+    said = "".join(o.get("text", "") for o in graded.cells[-1].get("outputs", []))
+    assert said.count("REFUSED") == 4 and "PLANTED" not in said, said  # the kernel's uid cannot reach root's files
 
     fb = hub.service("GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback", token=hub.token_for("frank"))
     assert fb.status_code == 200

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..catalog import load_catalog, load_images
-from ..sandbox.podspec import PodSpecError, validate_pools
+from ..kube.podspec import PodSpecError, validate_pools
 from .common import CLIError, images_dir_for
 
 
@@ -108,8 +108,8 @@ def pods(args):
 
 
 def grading_job_cmd(args):
-    from ..deploy.grading import grading_job
-    from ..sandbox.podspec import DEFAULT_POOLS
+    from ..kube.grading_job import grading_job
+    from ..kube.podspec import DEFAULT_POOLS
 
     catalog, images, _, pools = _inputs(args)
     course = _course(catalog, args.course)

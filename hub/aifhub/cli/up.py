@@ -11,12 +11,12 @@ from pathlib import Path
 import requests
 
 from ..auth.config import MODES, AuthConfigError, load as load_auth_config
-from ..hubconfig import REPO, is_loopback
-from ..sandbox.gpus import gpu_inventory
+from ..hubside.embedded import REPO, is_loopback
+from ..service.gpu_pool import gpu_inventory
 from .. import runstate
 from .common import CLIError
 
-CONFIG_STUB = "from aifhub.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"
+CONFIG_STUB = "from aifhub.hubside.embedded import configure\n\nconfigure(c)  # noqa: F821\n"
 
 
 def register(sub):

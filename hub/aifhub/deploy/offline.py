@@ -51,7 +51,7 @@ def mock_user(name, uid=1):
 
 def make_spawner(user, config=None, **traits):
     """A KubeSandboxSpawner for ``user`` (a name) outside a hub; call inside a running event loop."""
-    from ..sandbox.kube import KubeSandboxSpawner
+    from ..hubside.kube import KubeSandboxSpawner
 
     return KubeSandboxSpawner(_mock=True, user=mock_user(user), config=config, **traits)
 

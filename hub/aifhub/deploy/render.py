@@ -4,10 +4,10 @@ from pathlib import Path
 
 import yaml
 
-from . import KUBERNETES_VERSION, NAMESPACE, manifests
-from .grading import grading_job
+from ..kube import manifests, podspec
+from ..kube.grading_job import grading_job
+from . import KUBERNETES_VERSION, NAMESPACE
 from .values import z2jh_values
-from ..sandbox import podspec
 
 HEADER = ("# Rendered by `aifhub k8s render` (Kubernetes >= {k8s}). Edit the code or the course files\n"
           "# and render again rather than editing this file.\n")

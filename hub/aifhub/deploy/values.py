@@ -1,9 +1,9 @@
 """The zero-to-jupyterhub (z2jh) Helm values for aifhub."""
 
 from .. import __version__
-from ..sandbox import podspec
+from ..kube import podspec
 from . import COURSES_DIR, IMAGES_DIR, SECRET_NAME, SERVICE_PORT, STATE_DIR
-from .grading import GRADING_MOUNT, GRADING_PVC
+from ..kube.grading_job import GRADING_MOUNT, GRADING_PVC
 
 SERVICE_NAME = "aifhub"
 HUB_REPOSITORY = "aifhub/hub"
@@ -12,8 +12,8 @@ HUB_DB_URL = f"postgresql+psycopg2://aifhub@{POSTGRES_HOST}:5432/jupyterhub"
 LEDGER_DB_URL = f"postgresql+psycopg2://aifhub@{POSTGRES_HOST}:5432/aifhub"
 
 HUB_EXTRA_CONFIG = """\
-# aifhub: the course spawner, the aifhub service beside the hub, roles (aifhub.deploy.hubside)
-from aifhub.deploy.hubside import configure_z2jh
+# aifhub: the course spawner, the aifhub service beside the hub, roles (aifhub.hubside.z2jh)
+from aifhub.hubside.z2jh import configure_z2jh
 
 configure_z2jh(c)  # noqa: F821 (c is JupyterHub's config object)
 """

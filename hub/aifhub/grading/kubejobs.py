@@ -3,7 +3,7 @@
 The grading worker runs ``nbgrader autograde`` with :class:`KubernetesExecute` in place of
 nbgrader's ``Execute``. For each notebook it writes a job folder on the grading volume (the
 notebook, the learner's other files, the limits), creates a Job from the service's template (see
-:func:`aifhub.deploy.grading.grading_job`), waits for it, and reads back the executed notebook;
+:func:`aifhub.kube.grading_job.grading_job`), waits for it, and reads back the executed notebook;
 nbgrader then saves the grades as usual. The pod never sees the gradebook or anyone else's work.
 
 What comes back from the volume is read without following links and with a size cap: the folder
@@ -24,7 +24,7 @@ from traitlets import Dict, Float, Integer, Unicode
 from .. import fsafe
 from .coursedir import ignore_learner_files
 from .execute import OUTPUT, RESULT
-from .kubeclient import JobFailed, run_job
+from ..kube.client import JobFailed, run_job
 
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 
@@ -48,7 +48,7 @@ def read_answer(path, limit=MAX_ANSWER_BYTES):
 class KubernetesExecute(Execute):
     """nbgrader's Execute, in a Kubernetes Job per notebook (configured by the worker per request)."""
 
-    job_template = Dict(help="The Job manifest (aifhub.deploy.grading.grading_job) without name and subPath.").tag(config=True)
+    job_template = Dict(help="The Job manifest (aifhub.kube.grading_job.grading_job) without name and subPath.").tag(config=True)
     job_name = Unicode(help="Prefix of the Jobs' names: one Job per notebook.").tag(config=True)
     namespace = Unicode("default", help="Namespace the Jobs run in.").tag(config=True)
     kube_config = Unicode(help="kubeconfig file; empty: the pod's service account (in the cluster).").tag(config=True)

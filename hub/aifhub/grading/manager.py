@@ -25,7 +25,7 @@ from traitlets.config import LoggingConfigurable
 
 from .. import fsafe
 from ..catalog.model import parse_memory
-from ..sandbox import podspec
+from ..kube import podspec
 from . import gradebooks
 from .coursedir import GradingDir, check_name
 from .errors import GradingError

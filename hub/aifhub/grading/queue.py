@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from ..catalog import load_images
 from ..catalog.model import parse_memory
-from ..deploy.grading import grading_job, safe_name
+from ..kube.client import delete_jobs
+from ..kube.grading_job import grading_job, safe_name
 from ..ledger.errors import Refusal
 from ..ledger.models import utcnow
-from ..sandbox import podspec
+from ..kube import podspec
 from .coursedir import GradingDir
 from .errors import GradingError
-from .kubeclient import delete_jobs
 from .models import GradingJob
 from .worker import failure_lines
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid

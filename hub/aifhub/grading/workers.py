@@ -35,7 +35,7 @@ class WorkerProcess:
     async def _start(self):
         env = venv_path_env({k: v for k, v in os.environ.items() if k not in SECRETS})
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aifhub.grading.worker", self.runtime_dir,
+            sys.executable, "-P", "-m", "aifhub.grading.worker", self.runtime_dir,  # -P: nothing imported from the cwd
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             start_new_session=True, limit=16 * 1024 * 1024,
         )

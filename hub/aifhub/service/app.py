@@ -19,7 +19,7 @@ from .. import __version__
 from ..runstate import write_service_pid
 from ..state import lease
 from ..state.db import Database, sqlite_url
-from ..sandbox.gpus import DEFAULT_KIND, gpu_inventory, parse_gpus
+from .gpu_pool import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff

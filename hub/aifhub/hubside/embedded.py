@@ -12,15 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .sandbox.notices import QuotaNotices
+from .service_entry import (ADMIN_TOKEN_SERVICE, LINK, SERVICE_NAME, ConfigError, aifhub_roles, announcement,
+                            connect_spawner, service_entry)
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE_NAME = "aifhub"
-ADMIN_TOKEN_SERVICE = "aifhub-admin"
-
-
-class ConfigError(ValueError):
-    """The embedded hub cannot start with these settings; the message says why."""
+REPO = Path(__file__).resolve().parents[3]
 
 
 def is_loopback(ip):
@@ -56,20 +51,6 @@ def proxy_command():
         "configurable-http-proxy was not found. Install it with `npm install` in the repository "
         "(needs node and npm; `make run` does this for you)."
     )
-
-
-def aifhub_roles(existing):
-    """Roles the aifhub service and its users need, added to whatever ``hub.loadRoles`` defines."""
-    roles = {r["name"]: dict(r) for r in existing}
-    user = roles.setdefault("user", {"name": "user", "scopes": ["self"]})
-    user["scopes"] = sorted(set(user.get("scopes", ["self"])) | {"self", f"access:services!service={SERVICE_NAME}"})
-    roles["aifhub-service"] = {
-        "name": "aifhub-service",
-        "description": "What the aifhub service needs: users, groups and servers",
-        "services": [SERVICE_NAME],
-        "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
-    }
-    return list(roles.values())
 
 
 def settings_from_env(env=os.environ):
@@ -136,7 +117,7 @@ def configure(c, env=os.environ):
         c.Authenticator.allow_all = True
         c.Authenticator.admin_users = {"admin"}
     else:
-        from .auth.hubside import configure_auth
+        from ..auth.embedded import configure_auth
 
         configure_auth(c, s["auth"], s["auth_config"], f"{service_url}/services/{SERVICE_NAME}/", internal_token, state)
 
@@ -150,8 +131,7 @@ def configure(c, env=os.environ):
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                      f"access:services!service={SERVICE_NAME}"]
     c.LocalSandboxSpawner.work_root = str(state / "work")
-    c.LocalSandboxSpawner.service_url = f"{service_url}/services/{SERVICE_NAME}/"
-    c.LocalSandboxSpawner.internal_token = internal_token
+    connect_spawner(c.LocalSandboxSpawner, service_url, internal_token)
 
     service_cmd = [
         sys.executable, "-m", "aifhub.service",
@@ -167,27 +147,18 @@ def configure(c, env=os.environ):
                    "AIFHUB_AUTH": s["auth"], "AIFHUB_AUTH_CONFIG": s["auth_config"]}
     if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
-    c.JupyterHub.services = [
-        {
-            "name": SERVICE_NAME,
-            "url": service_url,
-            "command": service_cmd,
-            "environment": service_env,
-            "oauth_no_confirm": True,
-            "display": True,
-        },
-    ]
+    c.JupyterHub.services = [service_entry(service_url, service_cmd, service_env)]
     roles = aifhub_roles([])
     if s["admin_token"]:
         c.JupyterHub.services.append({"name": ADMIN_TOKEN_SERVICE, "api_token": s["admin_token"]})
         roles.append({"name": "admin", "services": [ADMIN_TOKEN_SERVICE]})
     c.JupyterHub.load_roles = roles
 
-    link = f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.'
+    link = LINK
     if not isolated:
         link += " <strong>Warning: this hub does not run as root, so sandboxes are not isolated from each other.</strong>"
     c.JupyterHub.template_vars = {
-        "announcement": QuotaNotices(link, f"{service_url}/services/{SERVICE_NAME}/", internal_token,
+        "announcement": announcement(service_url, internal_token, link,
                                      interval=float(env.get("AIFHUB_NOTICES_INTERVAL", "15"))),
     }
     return s

@@ -18,7 +18,7 @@ from kubespawner import KubeSpawner
 from traitlets import Dict, Float, Integer, List, Unicode, default, validate
 
 from ..catalog.images import load_images
-from . import podspec
+from ..kube import podspec
 from .mixin import CourseSpawnerMixin
 
 # Traits a course, a pool or a group override may change: restored before every spawn.

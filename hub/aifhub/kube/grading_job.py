@@ -10,7 +10,7 @@ no service links. The ``aifhub-grading-no-network`` NetworkPolicy selects it by 
 import hashlib
 import re
 
-from ..sandbox import podspec
+from . import podspec
 
 GRADER = "grader"
 # The grading volume (ReadWriteMany), mounted in the hub pod at GRADING_MOUNT: the courses' nbgrader

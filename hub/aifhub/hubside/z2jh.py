@@ -9,10 +9,9 @@ import json
 import os
 import sys
 
-from ..hubconfig import SERVICE_NAME, ConfigError, aifhub_roles
-from ..sandbox.notices import QuotaNotices
-from . import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
-from .grading import COURSES_SUBDIR, GRADING_MOUNT, JOBS_SUBDIR
+from .service_entry import SERVICE_NAME, ConfigError, aifhub_roles, announcement, connect_spawner, service_entry, with_service
+from ..deploy import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
+from ..kube.grading_job import COURSES_SUBDIR, GRADING_MOUNT, JOBS_SUBDIR
 
 
 def service_address(env):
@@ -50,12 +49,7 @@ def configure_z2jh(c, env=os.environ):
         raise ConfigError("AIFHUB_INTERNAL_TOKEN is not set: create the aifhub-secrets Secret (k8s/README.md).")
     url = service_address(env)
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
-    service = next((s for s in services if s.get("name") == SERVICE_NAME), None)
-    if service is None:
-        service = {"name": SERVICE_NAME, "display": True, "oauth_no_confirm": True}
-        services.append(service)
-    service["url"] = url
-    service.setdefault("command", service_command(env))  # hub.services.aifhub.command overrides it
+    chart_entry = next((s for s in services if s.get("name") == SERVICE_NAME), None)  # hub.services.aifhub
     service_env = {"AIFHUB_INTERNAL_TOKEN": token, "AIFHUB_ISOLATED": "1"}
     if env.get("PGPASSWORD"):  # the chart exports hub.db.password; the ledger uses the same PostgreSQL role
         service_env["PGPASSWORD"] = env["PGPASSWORD"]
@@ -64,12 +58,11 @@ def configure_z2jh(c, env=os.environ):
         service_env["AIFHUB_GPU_POOLS"] = json.dumps(c.KubeSandboxSpawner.gpu_pools)
     if "registry" in c.KubeSandboxSpawner:
         service_env["AIFHUB_REGISTRY"] = c.KubeSandboxSpawner.registry
-    service["environment"] = {**service.get("environment", {}), **service_env}
-    c.JupyterHub.services = services
+    # hub.services.aifhub.command, when the chart's values set one, overrides the default command
+    c.JupyterHub.services = with_service(services, service_entry(url, service_command(env), service_env, chart_entry))
 
     c.JupyterHub.spawner_class = "aifhub-kube"
-    c.KubeSandboxSpawner.service_url = f"{url}/services/{SERVICE_NAME}/"
-    c.KubeSandboxSpawner.internal_token = token
+    connect_spawner(c.KubeSandboxSpawner, url, token)
     # nbgrader's exchange in sandbox pods talks to the service through the hub's Service (a stable name)
     exchange_url = env.get("AIFHUB_EXCHANGE_URL") or f"http://hub:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}/services/{SERVICE_NAME}/"
     environment = dict(c.KubeSandboxSpawner.environment) if "environment" in c.KubeSandboxSpawner else {}
@@ -77,7 +70,6 @@ def configure_z2jh(c, env=os.environ):
     c.JupyterHub.load_roles = aifhub_roles(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else [])
     c.JupyterHub.template_vars = {
         **(c.JupyterHub.template_vars if "template_vars" in c.JupyterHub else {}),
-        "announcement": QuotaNotices(f'Your courses and sandboxes: <a href="/services/{SERVICE_NAME}/">aifhub</a>.',
-                                     f"{url}/services/{SERVICE_NAME}/", token),
+        "announcement": announcement(url, token),
     }
     return url

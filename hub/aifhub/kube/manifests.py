@@ -2,10 +2,10 @@
 
 import json
 
-from . import NAMESPACE
-from .dashboard import grafana_dashboard
-from ..sandbox.podspec import GRADEBOOK_LABEL
-from .grading import GRADER, GRADING_PVC
+from ..deploy import NAMESPACE
+from ..deploy.dashboard import grafana_dashboard
+from .grading_job import GRADER, GRADING_PVC
+from .podspec import GRADEBOOK_LABEL
 
 # Sandboxes share one priority value: they preempt the chart's user placeholders (-10)
 # but never each other. Two classes let a ResourceQuota scope GPU sandboxes separately.

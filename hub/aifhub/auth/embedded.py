@@ -10,7 +10,7 @@ from . import config
 
 def crypt_key(state):
     """JupyterHub's key for encrypting auth state (tokens from the provider), kept in the state folder."""
-    from ..hubconfig import read_or_create_secret
+    from ..hubside.embedded import read_or_create_secret
 
     return read_or_create_secret(Path(state) / "secrets" / "auth_state_key")
 
