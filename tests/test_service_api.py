@@ -186,3 +186,4 @@ async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens
     for r in answers:
         if r.code == 403:
             assert r.json()["reason"] == "allocation-exhausted" and "FIVE" in r.json()["message"]
+

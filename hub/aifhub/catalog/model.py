@@ -105,13 +105,14 @@ class Course:
     assignments: tuple = ()
     idle: IdleRule | None = None
     sessions: tuple = ()  # WarmSession, in start order
+    staff: frozenset = frozenset()  # instructors granted by logins (OIDC claims, LMS roles), not the course file
 
     @property
     def needs_gpu(self):
         return self.sandbox.gpu is not None
 
     def is_instructor(self, name):
-        return name in self.instructors
+        return name in self.instructors or name in self.staff
 
     def on_roster(self, name):
         return name in self.roster

@@ -46,7 +46,11 @@ class SandboxSession(Base):
 
     claims: Mapped[list["GpuClaim"]] = relationship(back_populates="session", cascade="all, delete-orphan")
 
-    __table_args__ = (Index("ix_sessions_active", "state", "user", "server_name"),)
+    __table_args__ = (
+        Index("ix_sessions_active", "state", "user", "server_name"),
+        Index("ix_sessions_course_user", "course_id", "user", "started_at"),
+        Index("ix_sessions_allocation", "allocation_id", "state"),
+    )
 
     @property
     def devices(self):
@@ -173,6 +177,5 @@ class UsageEvent(Base):
 
     __table_args__ = (
         UniqueConstraint("session_id", "seq", name="uq_event_seq"),
-        Index("ix_events_user_course_end", "user", "course_id", "end_at"),
         Index("ix_events_allocation_end", "allocation_id", "end_at"),
     )

@@ -9,8 +9,9 @@ charged to the course (user ``aifhub-grader``) without a learner quota.
 import logging
 
 from ..catalog.access import decide_access
-from ..ledger import sandboxes
-from ..ledger.errors import Refusal
+from ..errors import Refusal
+from ..ledger import admission as ledger_admission
+from ..ledger import metering, sessions
 from ..ledger.limits import check_allocation, limits_for
 from ..ledger.models import utcnow
 from . import membership, waitlist
@@ -25,7 +26,7 @@ def pool_status(s, inventory):
     """Per GPU kind: devices in total and free right now (``inventory`` None: the cluster places GPUs)."""
     if inventory is None:
         return {"scheduler": "kubernetes", "devices": [], "kinds": []}
-    taken = sandboxes.claimed_devices(s)
+    taken = sessions.claimed_devices(s)
     kinds = {}
     for d in inventory:
         k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
@@ -39,7 +40,7 @@ def offers(s, catalog, user, admin, inventory, waitlist=False):
     """The courses ``user`` may see, each with whether it can start now and why not (with ``waitlist``, a GPU
     course whose devices are all busy can start: the learner waits in line, ``gpu_wait``)."""
     enrolled_in = membership.enrolled_courses(s, user)
-    taken = sandboxes.claimed_devices(s) if inventory is not None else set()
+    taken = sessions.claimed_devices(s) if inventory is not None else set()
     now = utcnow()
     out = []
     for course in sorted(catalog.courses.values(), key=lambda c: c.title):
@@ -95,7 +96,7 @@ def _admit(s, course, user, server_name, inventory, first_uid, default_session_s
             _refuse_if_used_up(s, course, user)
             return None, False, waitlist.join(s, course, user, server_name).id
     try:
-        admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid,
+        admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid,
                                     default_session_s=default_session_s)
     except Refusal as refusal:
         if not (queued and refusal.reason == "gpu-busy"):
@@ -111,8 +112,8 @@ def _admit_warm(s, course, user, server_name, warm_server, warm_devices, invento
     """Admission onto a warm sandbox: its session (the course's) ends here, the learner's begins on its devices."""
     from .warm_pool import WARM_USER
 
-    sandboxes.release(s, WARM_USER, warm_server, "handed to a learner")
-    admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s,
+    metering.release(s, WARM_USER, warm_server, "handed to a learner")
+    admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s,
                                 devices_first=[d["id"] for d in warm_devices])
     enrolled = membership.enrol(s, user, course.id, enrol_as) if enrol_as else False
     return admission, enrolled
@@ -127,7 +128,7 @@ def _refuse_if_used_up(s, course, user):
 
 
 def _admit_grading(s, course, server, inventory, first_uid, expected_s):
-    return sandboxes.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
+    return ledger_admission.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
                            learner_quota=False).devices
 
 
@@ -163,17 +164,17 @@ class Admission:
         """Admit a spawn. Returns a JSON-ready dict; raises Refusal. With ``warm``, a ready warm sandbox of the
         course is taken when there is one (``"warm": id`` in the answer: the spawner hands it over)."""
         if not course_id:
-            raise Refusal(400, "no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
+            raise Refusal("no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
         catalog = self.courses.catalog
         course = catalog.get(course_id)
         if course is None:
             if course_id in catalog.broken:
-                raise Refusal(409, "broken-course", f"The course '{course_id}' has errors in its course file and "
+                raise Refusal("broken-course", f"The course '{course_id}' has errors in its course file and "
                                                     "cannot start; its instructors have been told.")
-            raise Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+            raise Refusal("unknown-course", f"There is no course '{course_id}'.")
         decision = await self.members.access(course, user, admin)
         if not decision.allowed:
-            raise Refusal(403, decision.reason, decision.message)
+            raise Refusal(decision.reason, decision.message)
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
         taken = self.warm.take(course.id) if warm and self.warm is not None else None
         if taken is not None:
@@ -208,7 +209,7 @@ class Admission:
         """Settle the server's session (charge it to now, release its hold and devices); its id, or None.
 
         A freed device goes to the next in the GPU waitlist at once."""
-        session_id = await self.db.run(sandboxes.release, user, server_name, reason)
+        session_id = await self.db.run(metering.release, user, server_name, reason)
         if self.line is not None:
             await self.line.promote()
         return session_id

@@ -12,7 +12,7 @@ access is a unit of work on :meth:`aifhub.state.db.Database.run`.
 import logging
 
 from ..ledger import allocations
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.models import Allocation
 from . import admission, metering_loop
 from .admission import Admission
@@ -103,7 +103,7 @@ class ServiceCore:
         """Record what the spawner saw happen in ``user``'s sandbox; returns the learner's message."""
         course = self.catalog.get(course_id)
         if course is None or kind not in KINDS or not USERNAME.match(user or ""):
-            raise Refusal(400, "bad-event", f"Expected a user, a course and a kind of {', '.join(KINDS)}.")
+            raise Refusal("bad-event", f"Expected a user, a course and a kind of {', '.join(KINDS)}.")
         message = self.events.add(user, kind, course)
         log.info("Told %s: %s", user, message)
         return message

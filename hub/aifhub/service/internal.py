@@ -2,7 +2,7 @@
 
 from tornado import web
 
-from ..ledger.sandboxes import Refusal
+from ..errors import Refusal
 from .base import InternalHandler
 
 

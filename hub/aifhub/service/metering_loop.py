@@ -7,7 +7,7 @@ import logging
 from sqlalchemy import select
 
 from ..ledger import metering
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.limits import limits_for
 from ..ledger.models import SandboxSession, utcnow
 from . import idle
@@ -109,5 +109,5 @@ class MeteringLoop:
         """Stop the learner's sandbox for ``course_id`` (through the hub, which tells the spawner)."""
         server = (await self.running_courses(user)).get(course_id)
         if server is None:
-            raise Refusal(404, "not-running", "That sandbox is not running.")
+            raise Refusal("not-running", "That sandbox is not running.")
         await self.hub.stop_server(user, server)

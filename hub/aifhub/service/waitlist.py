@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from ..ledger import sandboxes
+from ..ledger import sessions
 from ..ledger.balances import rate_ppm
 from ..ledger.limits import limits_for
 from ..ledger.models import SandboxSession, WaitlistEntry, utcnow
@@ -142,7 +142,7 @@ def promote(s, inventory, hold_s, now=None):
     waiting = list(s.scalars(select(WaitlistEntry).where(WaitlistEntry.state == "waiting")))
     if not waiting:
         return []
-    taken = sandboxes.claimed_devices(s, now)
+    taken = sessions.claimed_devices(s, now)
     free = [d for d in inventory if d.id not in taken]
     offered = []
     for entry in service_order(waiting, _gpus_by_course(s)):

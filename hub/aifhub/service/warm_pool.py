@@ -29,7 +29,8 @@ from ..catalog.model import parse_memory
 from ..isolation import namespace
 from ..isolation.cgroups import CgroupError, Cgroups, Limits, group_prefix
 from ..isolation.warm_runner import READY
-from ..ledger import sandboxes
+from ..ledger import admission as ledger_admission
+from ..ledger import metering
 from ..ledger.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class WarmPool(LoggingConfigurable):
         w = WarmSandbox(next(self._ids), course.id, window, server="")
         w.server = f"warm-{w.id}-{os.getpid()}"
         try:
-            admitted = await self.db.run(sandboxes.admit, course, WARM_USER, w.server, self.admission.inventory,
+            admitted = await self.db.run(ledger_admission.admit, course, WARM_USER, w.server, self.admission.inventory,
                                          self.first_uid, None, int(self.keep + self.lead), False)
         except Exception as exc:  # no device free, the course's budget used up: nothing warm for now
             log.info("No warm sandbox for %s: %s", course.id, getattr(exc, "message", exc))
@@ -198,7 +199,7 @@ class WarmPool(LoggingConfigurable):
                 await w.proc.wait()
         if w.group is not None:
             await asyncio.to_thread(w.group.remove)
-        await self.db.run(sandboxes.release, WARM_USER, w.server, f"warm sandbox {reason}")
+        await self.db.run(metering.release, WARM_USER, w.server, f"warm sandbox {reason}")
         self.admission.warm_running.discard((WARM_USER, w.server))
         self.sandboxes.pop(w.id, None)
         log.info("Warm sandbox %d of %s stopped: %s", w.id, w.course_id, reason)

@@ -1,14 +1,14 @@
 """The GPU waitlist, and when a session was warned that its idle sandbox will stop.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0010
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -9,8 +9,8 @@ from sqlalchemy import func, select, text
 
 from .balances import rate_ppm
 from .errors import Refusal
-from .models import GpuClaim, LearnerUid, SandboxSession, WaitlistEntry, utcnow
-from .units import PPM
+from aifhub.ledger.models import Enrollment, GpuClaim, LearnerUid, SandboxSession, utcnow
+from aifhub.ledger.units import PPM
 
 
 @dataclass
@@ -40,12 +40,8 @@ def end_session(session, reason, at=None):
     session.claims.clear()
 
 
-def claimed_devices(db, now=None):
-    """Devices in use by sessions, or held for the learner at the head of the waitlist (until the offer expires)."""
-    now = now or utcnow()
-    held = db.scalars(select(WaitlistEntry.held_devices).where(
-        WaitlistEntry.state == "offered", WaitlistEntry.expires_at > now))
-    return set(db.scalars(select(GpuClaim.device_id))) | {d for h in held for d in h.split(",") if d}
+def claimed_devices(db):
+    return set(db.scalars(select(GpuClaim.device_id)))
 
 
 def free_devices(db, inventory, kind):
@@ -65,6 +61,12 @@ def learner_uid(db, user, first_uid):
     return row.uid
 
 
+def is_enrolled(db, user, course_id):
+    return db.scalar(
+        select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)
+    ) is not None
+
+
 def serialize_admissions(db):
     """Admissions run one at a time: SQLite's BEGIN IMMEDIATE does it; PostgreSQL takes a transaction lock."""
     if db.get_bind().dialect.name == "postgresql":
@@ -72,14 +74,14 @@ def serialize_admissions(db):
 
 
 def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True, devices_first=()):
+          learner_quota=True):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
     budget, learner quota) raise :class:`Refusal` (403) when one is used up; ``learner_quota=False``
     leaves the learner quota out (grading jobs, which the course pays for). Raises :class:`Refusal` (409) when
     not enough devices are free. ``inventory`` ``None`` means the cluster places
-    GPUs (Kubernetes): no local device is claimed. ``devices_first``: ids to claim when free (a warm sandbox's).
+    GPUs (Kubernetes): no local device is claimed.
     """
     serialize_admissions(db)
     stale = active_session(db, user, server_name)
@@ -105,8 +107,7 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
                 f"No free GPU for {course.title}: all {len(matching)} GPU(s) of kind '{gpu.kind}' are in use "
                 f"({busy} busy). Try again when a sandbox stops.",
             )
-        preferred = [d for d in free if d.id in set(devices_first)]
-        devices = (preferred + [d for d in free if d not in preferred])[: gpu.count]
+        devices = free[: gpu.count]
 
     from .limits import check_allocation, limits_for, place_hold  # limits build on this module
 
