@@ -79,13 +79,14 @@ class Course:
     budget: dict = field(default_factory=dict)
     quota: LearnerQuota | None = None
     assignments: tuple = ()
+    staff: frozenset = frozenset()  # instructors granted by logins (OIDC claims, LMS roles), not the course file
 
     @property
     def needs_gpu(self):
         return self.sandbox.gpu is not None
 
     def is_instructor(self, name):
-        return name in self.instructors
+        return name in self.instructors or name in self.staff
 
     def on_roster(self, name):
         return name in self.roster

@@ -73,6 +73,8 @@ def settings_from_env(env=os.environ):
         "log_level": env.get("AIFHUB_LOG_LEVEL", "INFO"),
         "demo": env.get("AIFHUB_DEMO", "1") == "1",
         "stop_grace": env.get("AIFHUB_STOP_GRACE", "120"),
+        "auth": env.get("AIFHUB_AUTH", "demo"),
+        "auth_config": env.get("AIFHUB_AUTH_CONFIG", ""),
     }
 
 
@@ -85,12 +87,13 @@ def configure(c, env=os.environ):
     if isolated:
         state.chmod(0o711)  # learners' sandboxes traverse to their own work folder, nothing more
 
-    if not s["demo_password"]:
+    demo_login = s["auth"] == "demo"
+    if demo_login and not s["demo_password"]:
         raise ConfigError("AIFHUB_DEMO_PASSWORD is not set: `aifhub up` sets it (random when you give none).")
-    if not is_loopback(s["ip"]):
+    if demo_login and not is_loopback(s["ip"]):
         raise ConfigError(
             f"Refusing to listen on {s['ip']}: the demo login lets anyone in with one shared password, "
-            "so it only serves on loopback (127.0.0.1). Configure a real authenticator to serve others."
+            "so it only serves on loopback (127.0.0.1). Log in with --auth oidc or lti13 to serve others."
         )
 
     internal_token = read_or_create_secret(state / "secrets" / "internal_token")
@@ -108,10 +111,15 @@ def configure(c, env=os.environ):
     c.ConfigurableHTTPProxy.command = proxy_command()
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 
-    c.JupyterHub.authenticator_class = "dummy"
-    c.DummyAuthenticator.password = s["demo_password"]
-    c.Authenticator.allow_all = True
-    c.Authenticator.admin_users = {"admin"}
+    if demo_login:
+        c.JupyterHub.authenticator_class = "dummy"
+        c.DummyAuthenticator.password = s["demo_password"]
+        c.Authenticator.allow_all = True
+        c.Authenticator.admin_users = {"admin"}
+    else:
+        from ..auth.embedded import configure_auth
+
+        configure_auth(c, s["auth"], s["auth_config"], f"{service_url}/services/{SERVICE_NAME}/", internal_token, state)
 
     c.JupyterHub.spawner_class = "aifhub-local"
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
@@ -135,7 +143,8 @@ def configure(c, env=os.environ):
     if s["demo"]:
         service_cmd.append("--demo")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
-    service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0"}
+    service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0",
+                   "AIFHUB_AUTH": s["auth"], "AIFHUB_AUTH_CONFIG": s["auth_config"]}
     if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
     c.JupyterHub.services = [service_entry(service_url, service_cmd, service_env)]

@@ -21,6 +21,9 @@ from ..state import lease
 from ..state.db import Database, sqlite_url
 from .gpu_pool import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
+from ..auth import handlers as auth_handlers
+from ..auth.grants import refresh_staff
+from ..lti import handlers as lti_handlers
 from . import api, grading_api, internal, ledger_api, pages
 from .core import ServiceCore
 from .hubapi import HubAPIError, HubClient
@@ -123,7 +126,7 @@ class AifhubService(Application):
         """Where courses come from: the courses directory, then courses published into the state."""
         return [Path(self.courses_dir).resolve(), Path(self.state_dir).resolve() / "courses"]
 
-    def make_app(self, core, grading=None, hub_auth=None):
+    def make_app(self, core, grading=None, hub_auth=None, lti=None):
         """The web application over ``core`` and ``grading``; ``hub_auth`` defaults to HubOAuth from the
         hub's environment variables (the tests pass one that needs no hub)."""
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aifhub/")
@@ -160,6 +163,8 @@ class AifhubService(Application):
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
             *grading_api.routes(route),
+            *auth_handlers.routes(route),
+            *lti_handlers.routes(route),
         ]
         return web.Application(
             handlers,
@@ -169,12 +174,23 @@ class AifhubService(Application):
             hub_auth=hub_auth or HubOAuth.instance(),
             aifhub_core=core,
             aifhub_grading=grading,
+            aifhub_lti=lti,
             aifhub_internal_token=self.internal_token,
             aifhub_isolated=self.isolated,
             hub_prefix=hub_prefix,
             service_prefix=prefix,
             login_url=url_path_join(hub_prefix, "login"),
         )
+
+    def lti_tool(self, state, core, grading):
+        """The LTI 1.3 tool (AGS passback, NRPS rosters) when the hub logs in with --auth lti13, else None."""
+        if os.environ.get("AIFHUB_AUTH") != "lti13":
+            return None
+        from ..auth.config import load
+        from ..lti.tool import LtiTool
+
+        _hub, settings = load(os.environ["AIFHUB_AUTH_CONFIG"], "lti13")
+        return LtiTool(state, core, grading, parent=self, **settings)
 
     async def _every(self, seconds, what, step):
         """Run ``step`` every ``seconds``; a failure is logged and retried next time."""
@@ -218,19 +234,28 @@ class AifhubService(Application):
             self.log.critical("%s", exc)
             db.close()
             self.exit(1)
+        try:
+            lti = self.lti_tool(state, core, grading)
+        except ValueError as exc:  # the lti13 settings cannot work
+            self.log.critical("LTI 1.3: %s", exc)
+            db.close()
+            self.exit(1)
         holder = lease.me()
         await self._renew_lease(db, holder)  # from now on the CLI's offline writes refuse
         if self.demo:
             await core.seed_allocations(self.demo_allocations)
+        await refresh_staff(core)  # instructors granted by logins
 
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        server = HTTPServer(self.make_app(core, grading), xheaders=True)
+        server = HTTPServer(self.make_app(core, grading, lti=lti), xheaders=True)
         server.listen(url.port, url.hostname)
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
         await core.membership.sync_groups()
         await grading.start()
+        if lti is not None:
+            lti.start()
         loops = [
             asyncio.ensure_future(self._every(self.meter_interval, "metering", core.metering.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", core.watch_catalog)),
@@ -247,6 +272,8 @@ class AifhubService(Application):
             for loop in loops:
                 loop.cancel()
             await grading.stop()
+            if lti is not None:
+                await lti.stop()
             try:
                 await db.run(lease.give_up, holder)
             finally:

@@ -147,7 +147,7 @@ class Membership:
         for course in self.courses.catalog.courses.values():
             if course_id is None or course.id == course_id:
                 groups[learner_group(course.id)] = set(course.roster)
-                groups[instructor_group(course.id)] = set(course.instructors)
+                groups[instructor_group(course.id)] = set(course.instructors) | course.staff
         for cid, user, _source in enrolled:
             if learner_group(cid) in groups:
                 groups[learner_group(cid)].add(user)
@@ -161,6 +161,15 @@ class Membership:
         desired = await self.desired_groups(course_id)
         if group in desired:  # a course no longer in the catalog keeps its group as it was
             await self.hub.sync_group(group, desired[group])
+
+    async def sync_course_groups(self, course_id):
+        """Both groups of one course (after a login changed its learners or instructors)."""
+        if self.hub is None:
+            return
+        desired = await self.desired_groups(course_id)
+        for group in (learner_group(course_id), instructor_group(course_id)):
+            if group in desired:
+                await self.hub.sync_group(group, desired[group])
 
     async def sync_groups(self):
         if self.hub is None:

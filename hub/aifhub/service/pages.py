@@ -100,7 +100,11 @@ class CoursePage(PageHandler):
     async def instructor_view(self, course):
         usage = await self.core.db.run(reports.per_learner, course.id)
         roster = await self.core.membership.roster(course)
+        lti = self.settings.get("aifhub_lti")
+        if lti is not None:
+            from ..lti.handlers import course_state  # builds on this module's PageHandler
         return {
+            "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
             "roster": roster, "usage": usage, "grading": await grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
                                        f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
