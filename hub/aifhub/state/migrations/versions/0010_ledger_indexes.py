@@ -1,13 +1,13 @@
 """Indexes for the ledger at workshop scale: balances read from sessions, the batched metering tick.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 """
 from alembic import op
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
