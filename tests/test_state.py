@@ -154,3 +154,14 @@ def test_offline_cli_honours_aifhub_db_url(tmp_path, cli):
         assert db.call(lambda s: s.get(Allocation, "ELSEWHERE")) is not None
     finally:
         db.close()
+
+
+def test_the_migrations_form_one_line():
+    """Branches that each add a migration must leave one head (the newest), else no database can be opened."""
+    from alembic.script import ScriptDirectory
+
+    from aifhub.state.db import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1, script.get_heads()
+    assert len(list(script.walk_revisions())) >= 6
