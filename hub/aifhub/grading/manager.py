@@ -216,6 +216,7 @@ class GradingManager(LoggingConfigurable):
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
         self.queue = GradingQueue(self)
         self._gradebooks = {}  # course id -> gradebook URL, set up in this run
+        self.after_feedback = []  # async (course_id, assignment, released_to) hooks, e.g. LMS grade passback
         self._gradebook_lock = asyncio.Lock()
         self._submit_locks = {}  # (course id, student) -> lock: one hand-in at a time per learner
 
@@ -481,6 +482,11 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
         await asyncio.to_thread(self.share, course_id)
+        for hook in self.after_feedback:
+            try:
+                await hook(course_id, assignment, answer.get("students", []))
+            except Exception:  # the feedback is out; a hook's failure is its own to report
+                log.exception("After releasing the feedback of %s/%s", course_id, assignment)
         return {"course_id": course_id, "assignment_id": assignment, "released_to": answer.get("students", [])}
 
     async def grades(self, course_id):

@@ -1,14 +1,14 @@
 """Sessions admitted while their sandbox waits for the cluster (a pending pod): nothing is charged until it runs.
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

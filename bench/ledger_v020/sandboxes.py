@@ -9,8 +9,8 @@ from sqlalchemy import func, select, text
 
 from .balances import rate_ppm
 from .errors import Refusal
-from .models import GpuClaim, LearnerUid, SandboxSession, utcnow
-from .units import PPM
+from aifhub.ledger.models import Enrollment, GpuClaim, LearnerUid, SandboxSession, utcnow
+from aifhub.ledger.units import PPM
 
 
 @dataclass
@@ -61,6 +61,12 @@ def learner_uid(db, user, first_uid):
     return row.uid
 
 
+def is_enrolled(db, user, course_id):
+    return db.scalar(
+        select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)
+    ) is not None
+
+
 def serialize_admissions(db):
     """Admissions run one at a time: SQLite's BEGIN IMMEDIATE does it; PostgreSQL takes a transaction lock."""
     if db.get_bind().dialect.name == "postgresql":
@@ -68,15 +74,14 @@ def serialize_admissions(db):
 
 
 def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True, pending=False):
+          learner_quota=True):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
     budget, learner quota) raise :class:`Refusal` (403) when one is used up; ``learner_quota=False``
     leaves the learner quota out (grading jobs, which the course pays for). Raises :class:`Refusal` (409) when
     not enough devices are free. ``inventory`` ``None`` means the cluster places
-    GPUs (Kubernetes): no local device is claimed. ``pending``: the sandbox still has to be placed and
-    started (a Kubernetes pod): the session holds but is not charged until :func:`mark_running`.
+    GPUs (Kubernetes): no local device is claimed.
     """
     serialize_admissions(db)
     stale = active_session(db, user, server_name)
@@ -121,8 +126,7 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
 
     session = SandboxSession(
         user=user, server_name=server_name, course_id=course.id, gpu_kind=kind, state="active",
-        started_at=now, last_charged_at=now, pending=pending,
-        allocation_id=allocation.id if allocation else course.allocation,
+        started_at=now, last_charged_at=now, allocation_id=allocation.id if allocation else course.allocation,
         gpu_count=count, cpu_millis=cpu_millis, max_session_s=course.sandbox.max_session_seconds,
         hold_gpu_ms=hold["gpu"], hold_cpu_ms=hold["cpu"],
     )
@@ -143,19 +147,6 @@ def release(db, user, server_name, reason, now=None):
     if session is None:
         return None
     settle(db, session, now or utcnow(), reason)
-    return session.id
-
-
-def mark_running(db, user, server_name, now=None):
-    """The pending sandbox of ``user``'s server runs now: its session is charged from this moment.
-    Returns the session's id (None when there is no active session)."""
-    session = active_session(db, user, server_name)
-    if session is None:
-        return None
-    if session.pending:
-        now = now or utcnow()
-        session.pending = False
-        session.started_at = session.last_charged_at = now
     return session.id
 
 
