@@ -70,3 +70,15 @@ def test_every_refusal_reason_has_an_http_status():
 ])
 def test_reasons_map_to_statuses_in_the_web_layer(reason, status):
     assert statuses.status_of(reason) == status
+
+
+@pytest.mark.parametrize("old, new, name", [
+    ("aifhub.hubconfig", "aifhub.hubside.embedded", "configure"),
+    ("aifhub.deploy.hubside", "aifhub.hubside.z2jh", "configure_z2jh"),
+    ("aifhub.sandbox.local", "aifhub.hubside.local", "LocalSandboxSpawner"),
+    ("aifhub.sandbox.kube", "aifhub.hubside.kube", "KubeSandboxSpawner"),
+])
+def test_old_spellings_users_have_in_their_configs_still_work(old, new, name):
+    import importlib
+
+    assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)

@@ -1,7 +1,7 @@
 """Indexes for the ledger at workshop scale: balances read from sessions, the batched metering tick.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 """
 from alembic import op
