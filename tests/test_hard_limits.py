@@ -22,7 +22,7 @@ title: Limits Lab
 kind: workshop
 enrollment: open
 instructors: [instructor]
-sandbox: {image: cpu-base, cpu: 0.5, memory: 700M, max_session: 1h}
+sandbox: {image: cpu-base, cpu: 0.5, memory: 700M, max_session: 1h, disk: 50M}
 allocation: EHPC-AIF-2026-PG01
 """
 GPU_COURSE = """\
@@ -65,7 +65,8 @@ def hub(hub_dir):
             course.mkdir()
             (course / "course.yaml").write_text(text)
 
-    hub = start_hub(hub_dir, gpus="0,1", prepare_courses=courses, extra_args=("--config", str(config)))
+    hub = start_hub(hub_dir, gpus="0,1", prepare_courses=courses, extra_args=("--config", str(config)),
+                    env={"AIFHUB_SERVICE_ARGS": "--DiskWatch.interval=1 --DiskWatch.grace=4"})
     hub.devices = devices
     yield hub
     assert hub.stop() == 0
@@ -181,3 +182,32 @@ print('tmp', 'shared' if os.path.exists('/tmp/watched-was-here') else 'private')
         except OSError:
             pass
     hub.stop_server(a)
+
+
+def test_a_work_folder_over_the_disk_limit_is_stopped_and_an_oversized_file_refused(hub):
+    name = started(hub, "hoarder", "limits-lab")
+    out = hub.run_in_kernel(name, """
+import os
+try:
+    with open('one-big-file.bin', 'wb') as f:
+        f.write(b'x' * (60 * 10**6))
+    print('big file written')
+except OSError as exc:
+    print('big file refused', exc.errno)
+for i in range(2):
+    with open(f'part{i}.bin', 'wb') as f:
+        f.write(b'y' * (30 * 10**6))
+print('parts written')
+""")
+    assert "big file refused 27" in out and "parts written" in out, out  # EFBIG at the course's 50M
+    token = hub.token_for(name)
+    deadline, warned = time.monotonic() + 30, None
+    while time.monotonic() < deadline and hub.server_model(name) is not None:
+        notice = hub.service("GET", "me", token=token).json()["notice"] or ""
+        if "more than the 50.0 MB Limits Lab allows" in notice:
+            warned = notice
+        time.sleep(0.3)
+    assert warned and "delete files" in warned, warned
+    assert hub.server_model(name) is None, "a sandbox over its disk limit kept running"
+    assert "was stopped: your work folder held" in hub.service("GET", "me", token=token).json()["notice"]
+    assert (hub.state_dir / "work" / name / "limits-lab" / "part1.bin").exists()  # nothing is deleted for them

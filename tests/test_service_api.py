@@ -187,3 +187,30 @@ async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens
         if r.code == 403:
             assert r.json()["reason"] == "allocation-exhausted" and "FIVE" in r.json()["message"]
 
+
+
+async def test_a_nearly_full_disk_refuses_starts_and_stops_the_biggest_home(svc):
+    from aifhub.service.disk_watch import DiskWatch, folder_bytes
+
+    admitted = await svc.internal("POST", "admit", {"user": "filler", "server_name": "", "course": "dl-basics"})
+    assert admitted.code == 201, admitted.body
+    home = svc.state / "work" / "filler"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "data.bin").write_bytes(b"z" * 3_000_000)
+    (home / "elsewhere").symlink_to("/usr")  # not followed, not counted
+    assert 3_000_000 <= folder_bytes(home) < 4_000_000
+    watch = DiskWatch(svc.core.db, svc.core.courses, svc.hub, svc.state, reserve="999T")  # more than any disk has
+    svc.core.admission.disk = watch
+    try:
+        await watch.step()
+        assert ("filler", "") in svc.hub.stopped  # the biggest home's sandbox, so that the disk stops filling
+        assert "disk is nearly full" in watch.notices["filler"]
+        refused = await svc.internal("POST", "admit", {"user": "another", "server_name": "", "course": "dl-basics"})
+        assert refused.code == 503 and refused.json()["reason"] == "disk-full", refused.body
+        assert "disk is nearly full" in refused.json()["message"]
+        watch.reserve = "1K"
+        await watch.step()
+        assert not watch.full
+    finally:
+        svc.core.admission.disk = None
+        await svc.internal("POST", "release", {"user": "filler", "server_name": "", "reason": "stopped"})

@@ -213,6 +213,7 @@ def _build(folder, data):
             cpu=sandbox.get("cpu"),
             memory=sandbox.get("memory"),
             max_session=sandbox.get("max_session"),
+            disk=sandbox.get("disk"),
         ),
         allocation=data.get("allocation"),
         budget=dict(data.get("budget") or {}),

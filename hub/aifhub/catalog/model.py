@@ -38,6 +38,7 @@ class SandboxRequest:
     cpu: float | None = None
     memory: str | None = None
     max_session: str | None = None
+    disk: str | None = None  # what a learner's work folder may hold (local sandboxes)
 
     @property
     def memory_bytes(self):
@@ -148,6 +149,7 @@ class Course:
                 "cpu": self.sandbox.cpu,
                 "memory": self.sandbox.memory,
                 "max_session": self.sandbox.max_session,
+                "disk": self.sandbox.disk,
             },
             "allocation": self.allocation,
             "assignments": list(self.assignments),

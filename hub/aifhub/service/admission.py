@@ -148,6 +148,7 @@ class Admission:
         self.default_session_s = default_session_s
         self.refusals = {}  # reason -> count, for the metrics
         self.grading_running = set()  # (GRADER, server) of grading jobs holding GPUs: metered like servers
+        self.disk = None  # the disk watch (the service sets it): no start on a nearly full disk
         self.warm = None  # the warm pool (the service sets it), and its sessions, metered like servers
         self.warm_running = set()
 
@@ -178,6 +179,8 @@ class Admission:
         decision = await self.members.access(course, user, admin)
         if not decision.allowed:
             raise Refusal(decision.reason, decision.message)
+        if self.disk is not None:
+            self.disk.check_room()
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
         taken = self.warm.take(course.id) if warm and self.warm is not None else None
         if taken is not None:

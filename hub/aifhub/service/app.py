@@ -25,8 +25,10 @@ from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
 from . import api, grading_api, internal, ledger_api, materials_api, pages
+from .admission import GRADER
 from .core import ServiceCore
-from .warm_pool import WarmPool
+from .disk_watch import DiskWatch
+from .warm_pool import WARM_USER, WarmPool
 from .hubapi import HubAPIError, HubClient
 
 HERE = Path(__file__).parent
@@ -35,7 +37,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager, WarmPool]
+    classes = [GradingManager, WarmPool, DiskWatch]
 
     name = "aifhub-service"
     version = __version__
@@ -285,6 +287,9 @@ class AifhubService(Application):
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
         warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
         loops.append(asyncio.ensure_future(warm.run()))
+        if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
+            disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
+            loops.append(asyncio.ensure_future(disk.run()))
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)

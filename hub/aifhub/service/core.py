@@ -87,7 +87,8 @@ class ServiceCore:
         of ``user``, read at once."""
         view = await self.db.run(_learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit,
                                  self.waitlist is not None)
-        view["notice"] = self.events.notices(user).get(user) or view["notice"]
+        disk = self.admission.disk.notices if self.admission.disk is not None else {}
+        view["notice"] = self.events.notices(user).get(user) or disk.get(user) or view["notice"]
         line = await self.waitlist.of_user(user) if self.waitlist is not None else {}
         for offer in view["courses"]:  # while waiting for a GPU: the place in line and the estimate
             entry = line.get(offer["id"])
@@ -97,7 +98,8 @@ class ServiceCore:
 
     async def notices(self):
         """``{user: message}`` for the hub's pages: quota warnings, and what happened in sandboxes."""
-        return await self.metering.notices() | self.events.notices()
+        disk = self.admission.disk.notices if self.admission.disk is not None else {}
+        return await self.metering.notices() | disk | self.events.notices()
 
     def sandbox_event(self, user, course_id, kind):
         """Record what the spawner saw happen in ``user``'s sandbox; returns the learner's message."""

@@ -19,6 +19,7 @@ OTHER = {
     "too-large": 413,
     "too-many": 429,
     "no-gpu": 503,
+    "disk-full": 503,
     "gradebook-unavailable": 503,
     "step-failed": 500,
     "step-timeout": 504,
