@@ -134,8 +134,8 @@ async def test_a_user_name_longer_than_the_hub_allows_is_a_400(svc):
 # -- #15 item 6: odd input is a clear 4xx; nothing echoed whole; exports are not spreadsheet formulas ----
 
 ODD_REQUESTS = [
-    ("POST", "allocations", {"id": "BIG", "gpu_hours": 1e308}, "at most 10,000,000 GPU-hours"),
-    ("POST", "allocations", {"id": "INF", "gpu_hours": "inf"}, "at most 10,000,000 GPU-hours"),
+    ("POST", "allocations", {"id": "BIG", "gpu_hours": 1e308}, "at most 10,000,000,000 GPU-hours"),
+    ("POST", "allocations", {"id": "INF", "gpu_hours": "inf"}, "at most 10,000,000,000 GPU-hours"),
     ("POST", "allocations", {"id": "DICT", "gpu_hours": 1, "title": {"a": 1}}, "title must be text"),
     ("POST", "allocations", {"id": "LIST", "gpu_hours": 1, "title": ["x"]}, "title must be text"),
     ("POST", "allocations", {"id": "x" * 10_000, "gpu_hours": 1}, "is not valid"),

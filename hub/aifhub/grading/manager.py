@@ -220,6 +220,7 @@ class GradingManager(LoggingConfigurable):
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
         self.queue = GradingQueue(self)
         self._gradebooks = {}  # course id -> gradebook URL, set up in this run
+        self.after_feedback = []  # async (course_id, assignment, released_to) hooks, e.g. LMS grade passback
         self._gradebook_lock = asyncio.Lock()
         self._submit_locks = {}  # (course id, student) -> lock: one hand-in at a time per learner
 
@@ -504,8 +505,13 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
         await asyncio.to_thread(self.share, course_id)
-        users = await self.db.run(students_db.users_of, answer.get("students", []))
-        return {"course_id": course_id, "assignment_id": assignment, "released_to": sorted(users.values())}
+        users = sorted((await self.db.run(students_db.users_of, answer.get("students", []))).values())  # hub names
+        for hook in self.after_feedback:
+            try:
+                await hook(course_id, assignment, users)
+            except Exception:  # the feedback is out; a hook's failure is its own to report
+                log.exception("After releasing the feedback of %s/%s", course_id, assignment)
+        return {"course_id": course_id, "assignment_id": assignment, "released_to": users}
 
     async def grades(self, course_id):
         self.course(course_id)

@@ -17,7 +17,7 @@ from ..catalog import load_images
 from ..catalog.model import parse_memory
 from ..kube.client import delete_jobs
 from ..kube.grading_job import grading_job, safe_name
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.models import utcnow
 from ..kube import podspec
 from . import mounts

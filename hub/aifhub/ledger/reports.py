@@ -3,6 +3,7 @@
 import csv
 import io
 from collections import defaultdict
+from datetime import datetime
 from xml.etree import ElementTree as ET
 
 from sqlalchemy import func, select
@@ -128,8 +129,6 @@ def car_xml(db, machine="aifhub", site="aifhub", allocation=None, course=None, u
 
 
 def _parse(text):
-    from datetime import datetime
-
     return datetime.fromisoformat(text)
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from ..catalog.access import decide_access
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.models import Enrollment
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def _roster_add(s, course, names):
 def _roster_remove(s, course, name):
     row = s.scalar(select(Enrollment).where(Enrollment.user == name, Enrollment.course_id == course.id))
     if row is None:
-        raise Refusal(404, "not-on-roster", f"{name} is not on the roster of {course.title}.")
+        raise Refusal("not-on-roster", f"{name} is not on the roster of {course.title}.")
     s.delete(row)
 
 
@@ -99,19 +99,24 @@ class Membership:
     async def enrol(self, course_id, user, code=None):
         course = self.courses.get(course_id)
         if course is None:
-            raise Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+            raise Refusal("unknown-course", f"There is no course '{course_id}'.")
         if course.enrollment == "roster" and not course.on_roster(user):
-            raise Refusal(403, "roster", f"{course.title} enrols from its roster; ask an instructor to add you.")
+            raise Refusal("roster", f"{course.title} enrols from its roster; ask an instructor to add you.")
         if course.enrollment == "code" and code != course.enrollment_code:
-            raise Refusal(403, "bad-code", f"That is not the enrolment code of {course.title}.")
+            raise Refusal("bad-code", f"That is not the enrolment code of {course.title}.")
         await self.db.run(enrol, user, course_id, course.enrollment)
         await self.sync_learner_group(course_id)
         return course
 
     async def enrolled_with_admission(self, course_id, user):
-        """After an open course's admission enrolled ``user``: their group, best effort (the spawn goes on)."""
+        """After an open course's admission enrolled ``user``: their group, best effort (the spawn goes on).
+
+        The learner is spawning, so the hub knows them: one request adds them, instead of a sync of the whole
+        group (in a storm of a hundred new learners, a hundred syncs of ever larger groups).
+        """
         try:
-            await self.sync_learner_group(course_id)
+            if self.hub is not None:
+                await self.hub.add_to_group(learner_group(course_id), [user])
         except Exception as exc:  # the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course_id, exc)
 
@@ -126,14 +131,14 @@ class Membership:
         names = [n.strip() for n in names if n and n.strip()]
         bad = [n for n in names if not USERNAME.match(n)]
         if bad:
-            raise Refusal(400, "bad-name", f"Not valid user names: {', '.join(bad[:5])}")
+            raise Refusal("bad-name", f"Not valid user names: {', '.join(bad[:5])}")
         added = await self.db.run(_roster_add, course, names)
         await self.sync_learner_group(course.id)
         return added
 
     async def roster_remove(self, course, name):
         if name in course.roster:
-            raise Refusal(409, "in-course-file",
+            raise Refusal("in-course-file",
                           f"{name} is listed in the course file; remove them from course.yaml and publish it.")
         await self.db.run(_roster_remove, course, name)
         await self.sync_learner_group(course.id)
@@ -147,7 +152,7 @@ class Membership:
         for course in self.courses.catalog.courses.values():
             if course_id is None or course.id == course_id:
                 groups[learner_group(course.id)] = set(course.roster)
-                groups[instructor_group(course.id)] = set(course.instructors)
+                groups[instructor_group(course.id)] = set(course.instructors) | course.staff
         for cid, user, _source in enrolled:
             if learner_group(cid) in groups:
                 groups[learner_group(cid)].add(user)
@@ -161,6 +166,15 @@ class Membership:
         desired = await self.desired_groups(course_id)
         if group in desired:  # a course no longer in the catalog keeps its group as it was
             await self.hub.sync_group(group, desired[group])
+
+    async def sync_course_groups(self, course_id):
+        """Both groups of one course (after a login changed its learners or instructors)."""
+        if self.hub is None:
+            return
+        desired = await self.desired_groups(course_id)
+        for group in (learner_group(course_id), instructor_group(course_id)):
+            if group in desired:
+                await self.hub.sync_group(group, desired[group])
 
     async def sync_groups(self):
         if self.hub is None:

@@ -1,14 +1,14 @@
 """Grading students: the nbgrader student id of each hub user (names such as alice@uni.edu get a plain one).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-02
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
