@@ -26,6 +26,7 @@ from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
 from . import api, grading_api, internal, ledger_api, materials_api, pages
 from .core import ServiceCore
+from .placeholders import Placeholders
 from .warm_pool import WarmPool
 from .hubapi import HubAPIError, HubClient
 
@@ -35,7 +36,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager, WarmPool]
+    classes = [GradingManager, WarmPool, Placeholders]
 
     name = "aifhub-service"
     version = __version__
@@ -284,6 +285,11 @@ class AifhubService(Application):
         if core.waitlist is not None:
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
         warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
+        if inventory is None and grading.backend == "kubernetes":  # the cluster is warmed with placeholder pods
+            warm.enabled, warm.why_not = False, "on Kubernetes, placeholder pods keep the room (Placeholders)"
+            placeholders = Placeholders(db, core.courses, core.admission, grading, self.images_dir, self.first_uid,
+                                        parent=self)
+            loops.append(asyncio.ensure_future(placeholders.run()))
         loops.append(asyncio.ensure_future(warm.run()))
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
