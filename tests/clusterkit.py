@@ -189,8 +189,9 @@ def deploy_aifhub(kube, prefix, base):
 
     ns = kube.namespace(prefix)
     kube.apply(manifests.priority_classes())
-    kube.apply(manifests.storage(namespace=ns) + [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)]
-               + manifests.grading_rbac(namespace=ns), ns)
+    kube.apply(manifests.storage(namespace=ns) + [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns),
+                                                  manifests.placeholder_network_policy(ns)]
+               + manifests.grading_rbac(namespace=ns) + manifests.placeholder_rbac(namespace=ns), ns)
     kube.service_account(ns, "hub", rules=CHART_HUB_ROLE_RULES)
     wait(lambda: kube.core.read_namespaced_persistent_volume_claim("aifhub-grading", ns).status.phase == "Bound", 60,
          "the grading volume's claim bound")

@@ -65,7 +65,8 @@ for key, value in json.loads(os.environ.get("TEST_EXTRA_CONFIG", "{}")).items():
 class Z2jhHub:
     """``Z2jhHub(base, kubeconfig).start()``: render, configure and start the hub; ``url``, ``log_path``."""
 
-    def __init__(self, base, kubeconfig, namespace="aifhub", extra_config=None, env=None, render_args=(), service_args=()):
+    def __init__(self, base, kubeconfig, namespace="aifhub", extra_config=None, env=None, render_args=(), service_args=(),
+                 prepare_courses=None):
         self.base = Path(base)
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -73,6 +74,7 @@ class Z2jhHub:
         self.env = env or {}
         self.render_args = list(render_args)
         self.service_args = list(service_args)
+        self.prepare_courses = prepare_courses
         self.admin_token = "k8s-test-admin-" + secrets.token_hex(8)
         self.proc = None
 
@@ -88,6 +90,8 @@ class Z2jhHub:
         (base / "jupyterhub_config.py").write_text(HUB_CONFIG)
         port = free_port()
         self.courses = copy_courses(base / "courses")
+        if self.prepare_courses:
+            self.prepare_courses(self.courses)
         env = dict(
             os.environ,
             TEST_VALUES=str(base / "rendered" / "values.yaml"), TEST_PORT=str(port), TEST_HUB_PORT=str(free_port()),

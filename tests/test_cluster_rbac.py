@@ -27,6 +27,9 @@ AIFHUB_CALLS = {
     ("", "persistentvolumeclaims", "create"), ("", "events", "list"), ("", "events", "watch"),
     # the service: one grading Job per notebook, followed to its end, its pod's status read, then deleted
     ("batch", "jobs", "create"), ("batch", "jobs/status", "get"), ("batch", "jobs", "delete"), ("batch", "jobs", "list"),
+    # the service: placeholders for scheduled sessions (test_cluster_placeholders makes them)
+    ("apps", "replicasets", "list"), ("apps", "replicasets", "create"), ("apps", "replicasets", "patch"),
+    ("apps", "replicasets", "delete"),
 }
 
 

@@ -28,6 +28,7 @@ from . import api, grading_api, internal, ledger_api, materials_api, pages
 from .admission import GRADER
 from .core import ServiceCore
 from .disk_watch import DiskWatch
+from .placeholders import Placeholders
 from .warm_pool import WARM_USER, WarmPool
 from .hubapi import HubAPIError, HubClient
 
@@ -37,7 +38,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager, WarmPool, DiskWatch]
+    classes = [GradingManager, WarmPool, DiskWatch, Placeholders]
 
     name = "aifhub-service"
     version = __version__
@@ -286,6 +287,11 @@ class AifhubService(Application):
         if core.waitlist is not None:
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
         warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
+        if inventory is None and grading.backend == "kubernetes":  # the cluster is warmed with placeholder pods
+            warm.enabled, warm.why_not = False, "on Kubernetes, placeholder pods keep the room (Placeholders)"
+            placeholders = Placeholders(db, core.courses, core.admission, grading, self.images_dir, self.first_uid,
+                                        parent=self)
+            loops.append(asyncio.ensure_future(placeholders.run()))
         loops.append(asyncio.ensure_future(warm.run()))
         if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
             disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
