@@ -23,7 +23,7 @@ from ..kube import podspec
 from .coursedir import GradingDir
 from .errors import GradingError
 from .models import GradingJob
-from .worker import failure_lines
+from .runners.worker import failure_lines
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from jupyterhub.spawner import LocalProcessSpawner, SpawnException
 from traitlets import Bool, Unicode, default
 
 from .. import fsafe
-from ..grading.sandbox_config import sandbox_env
+from ..sandboxside.nbgrader_config import sandbox_env
 from .mixin import CourseSpawnerMixin
 
 # Course files a learner never gets: instructors' sources (with solutions) and the course file.
