@@ -34,6 +34,7 @@ class FakeHub:
 
     def __init__(self):
         self.running = set()
+        self.activity = {}  # (user, server) -> last activity, which tests set
         self.groups = {}
         self.users = set()
         self.stopped = []
@@ -44,12 +45,19 @@ class FakeHub:
     async def running_servers(self):
         return set(self.running)
 
+    async def running_with_activity(self):
+        return {key: self.activity.get(key) for key in self.running}
+
     async def ensure_users(self, names):
         self.users |= set(names)
 
     async def sync_group(self, group, members):
         await self.ensure_users(members)
         self.groups[group] = set(members)
+
+    async def add_to_group(self, group, names):
+        await self.ensure_users(names)
+        self.groups.setdefault(group, set()).update(names)
 
     async def stop_server(self, user, server_name=""):
         self.stopped.append((user, server_name))

@@ -62,7 +62,26 @@ BROKEN = [
     ("bad timezone", "dl-basics", variant(schedule={"start": "2026-01-01", "timezone": "Mars/Olympus"}),
      "schedule.timezone", "unknown time zone"),
     ("code enrolment without code", "dl-basics", variant(enrollment="code"), "enrollment_code", "missing"),
+    ("session not a time", "dl-basics", variant(sessions=[{"start": "tuesday 2pm", "end": "2026-12-02T17:00", "expected": 5}]),
+     "sessions.0.start", "is not a date and time"),
+    ("session ends first", "dl-basics", variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T13:00", "expected": 5}]),
+     "sessions.0.end", "before it starts"),
+    ("session without learners", "dl-basics", variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T17:00", "expected": 0}]),
+     "sessions.0.expected", "0"),
+    ("idle rule without time", "dl-basics", variant(idle={"after": "soon"}), "idle.after", "not valid"),
 ]
+
+
+def test_sessions_and_the_idle_rule_are_read_in_the_courses_time_zone(tmp_path):
+    text = variant(schedule={"start": "2026-09-01", "timezone": "Europe/Paris"}, idle={"after": "30m"},
+                   sessions=[{"start": "2026-12-03T14:00", "end": "2026-12-03T17:00", "expected": 40},
+                             {"start": "2026-12-02T13:00:00+00:00", "end": "2026-12-02T16:00:00+00:00", "expected": 20}])
+    course, problems = load_course(write_course(tmp_path, "dl-basics", text), IMAGES)
+    assert problems == []
+    assert course.idle.after_s == 1800 and course.idle.grace_s == 300
+    first, second = course.sessions  # in start order
+    assert (first.start.isoformat(), first.expected) == ("2026-12-02T13:00:00+00:00", 20)
+    assert second.start.utcoffset().total_seconds() == 3600 and second.start.hour == 14  # Paris, in December
 
 
 @pytest.mark.parametrize("case, folder, text, field, words", BROKEN, ids=[b[0] for b in BROKEN])

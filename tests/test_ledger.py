@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from aifhub.catalog.loader import Catalog
-from aifhub.ledger import admission, allocations, metering, reports
+from aifhub.ledger import admission, allocations, metering, reports, sessions
 from aifhub.ledger.balances import allocation_balance
 from aifhub.errors import Refusal
 from aifhub.ledger.models import GpuClaim, GpuRate, SandboxSession, UsageEvent
@@ -140,6 +140,40 @@ def test_metering_charges_once_per_interval_in_idempotent_events(db):
     assert b["used_gpu_ms"] == 30 * 60_000
     assert b["held_gpu_ms"] == 4 * MS_PER_HOUR - 30 * 60_000
     assert b["remaining_gpu_ms"] == b["granted_gpu_ms"] - b["used_gpu_ms"] - b["held_gpu_ms"]
+
+
+def test_a_pending_pod_holds_but_is_charged_only_from_when_it_runs(db):
+    grant(db, 100)
+    c = course(max_session="1h")
+    with db.session() as s:  # a Kubernetes spawn: the pod waits for a node
+        admission.admit(s, c, "pat", "", CLUSTER, 200000, now=T0, pending=True)
+    running = {("pat", "")}  # the hub lists the starting server
+    r = tick(db, c, running, T0 + timedelta(minutes=70))  # long past max_session: no charge, no stop
+    assert r.charged == 0 and r.stops == []
+    assert balance(db)["used_gpu_ms"] == 0 and balance(db)["held_gpu_ms"] == MS_PER_HOUR  # the hold stays
+    with db.session() as s:
+        sessions.mark_running(s, "pat", "", now=T0 + timedelta(minutes=70))
+    tick(db, c, running, T0 + timedelta(minutes=80))
+    assert balance(db)["used_gpu_ms"] == 10 * 60_000
+    with db.session() as s:
+        metering.release(s, "pat", "", "stopped", now=T0 + timedelta(minutes=85))
+    assert balance(db)["used_gpu_ms"] == 15 * 60_000 and balance(db)["held_gpu_ms"] == 0
+    with db.session() as s:  # a spawn that never ran is released without a charge
+        admission.admit(s, c, "quin", "", CLUSTER, 200000, now=T0, pending=True)
+        metering.release(s, "quin", "", "start failed", now=T0 + timedelta(minutes=30))
+    assert balance(db)["used_gpu_ms"] == 15 * 60_000
+
+
+def test_pending_sessions_stay_out_of_the_batched_charge(db):
+    grant(db, 1000)
+    c = course(max_session="4h")
+    with db.session() as s:  # more of each than one statement charges at once, all admitted at the same moment
+        for i in range(40):
+            admission.admit(s, c, f"wait{i}", "", CLUSTER, 200000, now=T0, pending=True)
+            admission.admit(s, c, f"run{i}", "", CLUSTER, 200000, now=T0)
+    running = {(f"{kind}{i}", "") for kind in ("wait", "run") for i in range(40)}
+    assert tick(db, c, running, T0 + timedelta(minutes=10)).charged == 40
+    assert balance(db)["used_gpu_ms"] == 40 * 10 * 60_000
 
 
 def test_quota_warns_at_80_and_90_then_notice_then_stop_and_refuses_until_reset(db):

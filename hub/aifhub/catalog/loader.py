@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 
 from .errors import CourseProblem
-from .model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
+from .model import Course, GpuRequest, IdleRule, LearnerQuota, SandboxRequest, Schedule, WarmSession, parse_duration
 
 COURSE_FILE = "course.yaml"
 SCHEMA_RESOURCE = "course.schema.json"
@@ -129,6 +129,20 @@ def _semantic_problems(file, folder, data, images):
     if data.get("enrollment") == "code" and not data.get("enrollment_code"):
         add("enrollment_code", "missing: courses with 'enrollment: code' need the code learners type")
 
+    zone = _zone(tz)
+    for i, event in enumerate(data.get("sessions") or []):
+        if not isinstance(event, dict):
+            continue
+        start, end = _datetime_or_none(event.get("start"), zone), _datetime_or_none(event.get("end"), zone)
+        for key, value in (("start", start), ("end", end)):
+            if isinstance(event.get(key), str) and value is None:
+                add(f"sessions.{i}.{key}", f"{event[key]!r} is not a date and time (expected e.g. 2026-12-02T14:00)")
+        if start and end and end <= start:
+            add(f"sessions.{i}.end", f"ends ({end:%Y-%m-%d %H:%M}) before it starts ({start:%Y-%m-%d %H:%M})")
+    idle = data.get("idle") if isinstance(data.get("idle"), dict) else {}
+    if isinstance(idle.get("after"), str) and _seconds_or_none(idle["after"]) == 0:
+        add("idle.after", "must be longer than no time at all (e.g. 30m)")
+
     for i, name in enumerate(data.get("assignments") or []):
         if not isinstance(name, str):
             continue
@@ -140,6 +154,31 @@ def _semantic_problems(file, folder, data, images):
         if not found:
             add(f"assignments.{i}", f"assignment {name!r} has no source folder source/{name}/")
     return problems
+
+
+def _zone(name):
+    try:
+        return zoneinfo.ZoneInfo(name or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def _datetime_or_none(text, zone):
+    """An aware datetime from ISO text (naive ones are in ``zone``), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+def _seconds_or_none(text):
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None
 
 
 def _date_or_none(text):
@@ -174,6 +213,7 @@ def _build(folder, data):
             cpu=sandbox.get("cpu"),
             memory=sandbox.get("memory"),
             max_session=sandbox.get("max_session"),
+            disk=sandbox.get("disk"),
         ),
         allocation=data.get("allocation"),
         budget=dict(data.get("budget") or {}),
@@ -183,6 +223,14 @@ def _build(folder, data):
             cpu_hours=per_learner.get("cpu_hours"),
         ),
         assignments=tuple(data.get("assignments") or ()),
+        idle=None if not data.get("idle") else IdleRule(
+            after_s=parse_duration(data["idle"]["after"]),
+            grace_s=parse_duration(data["idle"]["grace"]) if data["idle"].get("grace") else 300,
+        ),
+        sessions=tuple(sorted((WarmSession(
+            start=_datetime_or_none(e["start"], _zone((schedule or {}).get("timezone"))),
+            end=_datetime_or_none(e["end"], _zone((schedule or {}).get("timezone"))),
+            expected=e["expected"]) for e in data.get("sessions") or ()), key=lambda w: w.start)),
         path=folder,
     )
 

@@ -13,7 +13,9 @@ import requests
 from ..auth.config import MODES, AuthConfigError, load as load_auth_config
 from ..hubside.embedded import REPO, is_loopback
 from ..service.gpu_pool import gpu_inventory
+from ..isolation.cgroups import prioritise_hub
 from .. import runstate
+from . import preflight
 from .common import CLIError
 
 CONFIG_STUB = "from aifhub.hubside.embedded import configure\n\nconfigure(c)  # noqa: F821\n"
@@ -103,6 +105,9 @@ def up(args):
     other = runstate.running_instance(state)
     if other:
         raise CLIError(f"another aifhub (pid {other}) is running with the state directory {state}; stop it first")
+    found = preflight.problems(args.ip, args.port, state)
+    if found:
+        raise CLIError("cannot start:\n  - " + "\n  - ".join(found), status=2)
     runstate.claim(state)
     stale = runstate.stop_stale_service(state)
     if stale:
@@ -128,6 +133,7 @@ def up(args):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(config_file(args, state))]
+    prioritise_hub()  # the hub, proxy and service (started from here) answer quickly while sandboxes boot
     proc = subprocess.Popen(cmd, cwd=state, env=env)
 
     def forward(signum, _frame):
@@ -160,12 +166,15 @@ def announce(proc, url, password, inventory, state, auth="demo"):
         gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
         isolation = "each learner's sandbox runs under its own uid" if os.geteuid() == 0 else \
             "NOT isolated: run as root to give each learner their own uid"
+        limits, warnings = preflight.limits_summary(inventory)
         print(
             f"\naifhub is running at {url}\n"
             f"{login}"
             f"  GPUs: {gpus}\n"
             f"  sandboxes: {isolation}\n"
-            f"  state: {state}\n"
+            + "".join(f"  {line}\n" for line in limits)
+            + "".join(f"  WARNING: {w}\n" for w in warnings)
+            + f"  state: {state}\n"
             "Press Ctrl-C to stop the hub, the proxy, the service and every sandbox.\n",
             flush=True,
         )

@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import hubdb
 from .service_entry import (ADMIN_TOKEN_SERVICE, LINK, SERVICE_NAME, ConfigError, aifhub_roles, announcement,
                             connect_spawner, service_entry)
 
@@ -105,6 +106,7 @@ def configure(c, env=os.environ):
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = s["hub_port"]
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.db_kwargs = hubdb.db_kwargs()  # WAL: commits on the hub's loop do not wait for the disk
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.log_level = s["log_level"]
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s['proxy_api_port']}"
@@ -125,8 +127,13 @@ def configure(c, env=os.environ):
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
-    c.Spawner.start_timeout = 180
+    # A spawn may wait: for its turn to boot (LocalSandboxSpawner.max_starting: the last of a hundred waits
+    # minutes) or in the GPU waitlist (hours, told its place). Those waits are aifhub's and say so; each boot
+    # has http_timeout once its turn comes. JupyterHub's own timeout is a last resort, and waiting spawns
+    # must not count against its limit of spawns at once.
+    c.Spawner.start_timeout = 8 * 3600
     c.Spawner.http_timeout = 120
+    c.JupyterHub.concurrent_spawn_limit = 1000
     # a sandbox's token may call the aifhub service (nbgrader's exchange there speaks HTTP to it)
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                      f"access:services!service={SERVICE_NAME}"]

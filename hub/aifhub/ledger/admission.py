@@ -39,7 +39,7 @@ def serialize_admissions(db):
 
 
 def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True):
+          learner_quota=True, devices_first=(), pending=False):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
@@ -47,6 +47,9 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
     leaves the learner quota out (grading jobs, which the course pays for). Raises :class:`Refusal`
     (``gpu-busy``) when not enough devices are free, ``no-gpu`` when the machine has too few of the kind.
     ``inventory`` ``None`` means the cluster places GPUs (Kubernetes): no local device is claimed.
+    ``devices_first``: ids to claim when free (a warm sandbox's). ``pending``: the sandbox still has to be
+    placed and started (a Kubernetes pod): the session holds but is not charged until
+    :func:`aifhub.ledger.sessions.mark_running`.
     """
     serialize_admissions(db)
     stale = active_session(db, user, server_name)
@@ -72,7 +75,8 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
                 f"No free GPU for {course.title}: all {len(matching)} GPU(s) of kind '{gpu.kind}' are in use "
                 f"({busy} busy). Try again when a sandbox stops.",
             )
-        devices = free[: gpu.count]
+        preferred = [d for d in free if d.id in set(devices_first)]
+        devices = (preferred + [d for d in free if d not in preferred])[: gpu.count]
 
     now = now or utcnow()
     kind = devices[0].kind if devices else (gpu.kind if gpu else None)
@@ -91,7 +95,7 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
         "user": user, "server_name": server_name, "course_id": course.id, "gpu_kind": kind, "started_at": now,
         "last_charged_at": now, "allocation_id": allocation.id if allocation else course.allocation,
         "gpu_count": count, "cpu_millis": cpu_millis, "max_session_s": course.sandbox.max_session_seconds,
-        "hold_gpu_ms": hold["gpu"], "hold_cpu_ms": hold["cpu"],
+        "hold_gpu_ms": hold["gpu"], "hold_cpu_ms": hold["cpu"], "pending": pending,
     }).scalar_one()
     if devices:
         db.execute(insert(GpuClaim.__table__), [{"device_id": d.id, "session_id": session_id} for d in devices])

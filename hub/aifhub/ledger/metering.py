@@ -33,6 +33,8 @@ def charge(db, session, until, rates=None):
     the session's new totals are written in the caller's transaction, so a
     crash loses or duplicates nothing.
     """
+    if session.pending:  # admitted, not running yet (a pod waiting for a node): nothing to charge
+        return None
     since = session.last_charged_at or session.started_at
     if session.charge_until is not None:
         until = min(until, session.charge_until)
@@ -91,7 +93,7 @@ def _stop(session, now, reason, result):
 
 def _enforce(session, course, limits, weight, now, grace_s, result):
     """Warn at 80 and 90 percent; stop when a limit or max_session runs out (notice ``grace_s`` ahead)."""
-    if course is None:
+    if course is None or session.pending:
         return
     if session.charge_until is not None:  # already told to stop: ask again until the hub has
         result.stops.append((session.user, session.server_name, session.stop_reason))
@@ -140,7 +142,7 @@ def _sessions(db, ids):
 # Every active session, in one pass through the driver (no ORM objects, no type conversions): the tick's
 # only read of all of them. The last charge comes back as the driver gives it (text in SQLite), to group by.
 ACTIVE = ('SELECT id, "user", server_name, course_id, gpu_kind, gpu_count, cpu_millis, max_session_s, '
-          "charge_until IS NOT NULL, last_charged_at FROM sandbox_sessions WHERE state = 'active'")
+          "charge_until IS NOT NULL, last_charged_at, pending FROM sandbox_sessions WHERE state = 'active'")
 BULK_AT_LEAST = 32  # sessions last charged at the same moment at the same rate: charged by one statement
 
 
@@ -148,7 +150,7 @@ BULK_AT_LEAST = 32  # sessions last charged at the same moment at the same rate:
 class _Pass:
     """What one pass over the active sessions found, for the steps of a tick."""
 
-    young: set = field(default_factory=set)  # not in the hub's list, too recent to settle
+    young: set = field(default_factory=set)  # not charged this tick: too recent to settle, or pending (pod not running)
     single: list = field(default_factory=list)  # told to stop, or never charged: charged one by one
     groups: dict = field(default_factory=dict)  # (last charge, kind, count, cpu) -> ids, charged by statement
     stopping: list = field(default_factory=list)  # told to stop already
@@ -168,9 +170,12 @@ def _active_rows(db):
 def _scan(db, running, cutoff, rates, result, now):
     """Settle the sessions the hub no longer runs, and sort the others for charging and enforcement."""
     found, gone, weights = _Pass(), [], {}
-    for sid, user, server, course_id, kind, count, cpu_millis, max_s, stopping, last in _active_rows(db):
+    for sid, user, server, course_id, kind, count, cpu_millis, max_s, stopping, last, pending in _active_rows(db):
         if (user, server) not in running:
             gone.append(sid)
+            continue
+        if pending:  # admitted, its pod not running yet: neither charged nor enforced (its hold stays)
+            found.young.add(sid)
             continue
         if stopping:
             found.single.append(sid)

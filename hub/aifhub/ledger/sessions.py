@@ -3,7 +3,7 @@ sessions hold, and learners' sandbox uids. Everything above (metering, admission
 
 from sqlalchemy import String, bindparam, func, insert, select
 
-from .models import GpuClaim, LearnerUid, SandboxSession, utcnow
+from .models import GpuClaim, LearnerUid, SandboxSession, WaitlistEntry, utcnow
 
 
 _ACTIVE_SESSION = select(SandboxSession).where(
@@ -26,8 +26,12 @@ def end_session(session, reason, at=None):
     session.claims.clear()
 
 
-def claimed_devices(db):
-    return set(db.scalars(select(GpuClaim.device_id)))
+def claimed_devices(db, now=None):
+    """Devices in use by sessions, or held for the learner at the head of the waitlist (until the offer expires)."""
+    now = now or utcnow()
+    held = db.scalars(select(WaitlistEntry.held_devices).where(
+        WaitlistEntry.state == "offered", WaitlistEntry.expires_at > now))
+    return set(db.scalars(select(GpuClaim.device_id))) | {d for h in held for d in h.split(",") if d}
 
 
 def free_devices(db, inventory, kind):
@@ -49,3 +53,16 @@ def learner_uid(db, user, first_uid):
         db.execute(_NEW_UID, {"user": user, "first": first_uid})
         uid = db.scalar(_UID, {"user": user})
     return uid
+
+
+def mark_running(db, user, server_name, now=None):
+    """The pending sandbox of ``user``'s server runs now: its session is charged from this moment.
+    Returns the session's id (None when there is no active session)."""
+    session = active_session(db, user, server_name)
+    if session is None:
+        return None
+    if session.pending:
+        now = now or utcnow()
+        session.pending = False
+        session.started_at = session.last_charged_at = now
+    return session.id

@@ -24,8 +24,11 @@ from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
-from . import api, grading_api, internal, ledger_api, pages
+from . import api, grading_api, internal, ledger_api, materials_api, pages
+from .admission import GRADER
 from .core import ServiceCore
+from .disk_watch import DiskWatch
+from .warm_pool import WARM_USER, WarmPool
 from .hubapi import HubAPIError, HubClient
 
 HERE = Path(__file__).parent
@@ -34,7 +37,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager]
+    classes = [GradingManager, WarmPool, DiskWatch]
 
     name = "aifhub-service"
     version = __version__
@@ -76,6 +79,16 @@ class AifhubService(Application):
     stop_grace = Float(
         120.0, help="Seconds of notice a learner gets before their sandbox is stopped for running out of GPU or CPU time.",
     ).tag(config=True)
+    waitlist = Bool(
+        True, help="A learner who finds every GPU of the local pool busy waits in line (told their place and an "
+        "estimate) instead of being refused.",
+    ).tag(config=True)
+    waitlist_hold = Float(
+        180.0, help="Seconds a freed GPU is held for the learner at the head of the waitlist before it goes to the next.",
+    ).tag(config=True)
+    waitlist_interval = Float(
+        1.0, help="Seconds between the waitlist's checks for expired holds and devices freed without a release.",
+    ).tag(config=True)
     default_session_hours = Float(
         4.0, help="Expected length of a session, for the hold placed at admission, when the course sets no max_session.",
     ).tag(config=True)
@@ -110,7 +123,7 @@ class AifhubService(Application):
         parse_gpus(proposal.value)  # raises ValueError saying what is expected
         return proposal.value
 
-    @validate("meter_interval", "catalog_poll_interval")
+    @validate("meter_interval", "catalog_poll_interval", "waitlist_hold", "waitlist_interval")
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
             raise ValueError(f"{proposal.trait.name} must be a positive number of seconds, got {proposal.value}")
@@ -139,6 +152,7 @@ class AifhubService(Application):
             (route(r"courses/([a-z0-9-]+)/instructor"), pages.InstructorPage),
             (route(r"courses/([a-z0-9-]+)/enrol"), pages.EnrolAction),
             (route(r"courses/([a-z0-9-]+)/stop"), pages.StopAction),
+            (route(r"courses/([a-z0-9-]+)/waitlist/leave"), pages.LeaveWaitlistAction),
             (route(r"courses/([a-z0-9-]+)/roster/(add|remove|import)"), pages.RosterAction),
             (route(r"courses/([a-z0-9-]+)/assignments/([A-Za-z0-9][A-Za-z0-9._-]*)/(release|collect|autograde|feedback)"),
              pages.AssignmentAction),
@@ -150,6 +164,7 @@ class AifhubService(Application):
             (route("api/v1/me"), api.MeHandler),
             (route("api/v1/courses"), api.CoursesHandler),
             (route(r"api/v1/courses/([a-z0-9-]+)/enrol"), api.EnrolHandler),
+            (route(r"api/v1/courses/([a-z0-9-]+)/materials"), materials_api.MaterialsHandler),
             (route(r"api/v1/courses/([a-z0-9-]+)/roster"), api.RosterHandler),
             (route("api/v1/catalog/reload"), api.CatalogReloadHandler),
             (route("api/v1/pool"), api.PoolHandler),
@@ -162,6 +177,12 @@ class AifhubService(Application):
             (route("api/v1/internal/offers"), internal.OffersHandler),
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
+            (route("api/v1/internal/running"), internal.RunningHandler),
+            (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
+            (route(r"api/v1/internal/waitlist/([0-9]{1,12})"), internal.WaitlistEntryHandler),
+            (route(r"api/v1/internal/warm/([0-9]{1,12})/handover"), internal.WarmHandoverHandler),
+            (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),
+            (route("api/v1/waitlist"), api.WaitlistHandler),
             *grading_api.routes(route),
             *auth_handlers.routes(route),
             *lti_handlers.routes(route),
@@ -227,7 +248,8 @@ class AifhubService(Application):
         db = Database(self.db_url)
         core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub,
                            default_session_s=int(self.default_session_hours * 3600), stop_grace_s=self.stop_grace,
-                           settle_grace_s=self.reconcile_grace, protect_sources=self.isolated)
+                           settle_grace_s=self.reconcile_grace, protect_sources=self.isolated,
+                           waitlist_hold_s=self.waitlist_hold, use_waitlist=self.waitlist)
         try:
             grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
         except ValueError as exc:  # settings that contradict each other
@@ -261,6 +283,13 @@ class AifhubService(Application):
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", core.watch_catalog)),
             asyncio.ensure_future(self._every(lease.RENEW_S, "state lease", lambda: self._renew_lease(db, holder))),
         ]
+        if core.waitlist is not None:
+            loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
+        warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
+        loops.append(asyncio.ensure_future(warm.run()))
+        if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
+            disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
+            loops.append(asyncio.ensure_future(disk.run()))
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
             asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
@@ -271,6 +300,7 @@ class AifhubService(Application):
             server.stop()
             for loop in loops:
                 loop.cancel()
+            await warm.stop_all()
             await grading.stop()
             if lti is not None:
                 await lti.stop()

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import datetime
 import logging
 from urllib.parse import quote, urlencode
 
@@ -10,6 +11,16 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 log = logging.getLogger(__name__)
 
 PAGINATION = "application/jupyterhub-pagination+json"
+
+
+def _when(text):
+    """The hub's ISO timestamps (``...Z``) as aware datetimes."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class HubAPIError(Exception):
@@ -67,10 +78,14 @@ class HubClient:
 
     async def running_servers(self):
         """``{(user, server_name)}`` for every server the hub has started or is starting."""
-        running = set()
+        return set(await self.running_with_activity())
+
+    async def running_with_activity(self):
+        """``{(user, server_name): last activity (aware datetime, or None)}`` of every server started or starting."""
+        running = {}
         for user in await self.users(state="active"):
-            for name in (user.get("servers") or {}):
-                running.add((user["name"], name))
+            for name, server in (user.get("servers") or {}).items():
+                running[(user["name"], name)] = _when((server or {}).get("last_activity"))
         return running
 
     async def ensure_users(self, names):
@@ -95,6 +110,16 @@ class HubClient:
             await self.request("POST", f"{path}/users", {"users": sorted(members - current)})
         if current - members:
             await self.request("DELETE", f"{path}/users", {"users": sorted(current - members)})
+
+    async def add_to_group(self, group, names):
+        """Add users the hub knows to ``group`` (one request; the group is created when missing)."""
+        path = f"/groups/{quote(group, safe='')}"
+        try:
+            await self.request("POST", f"{path}/users", {"users": sorted(set(names))})
+        except HubAPIError as exc:
+            if " 404 " not in str(exc):
+                raise
+            await self.sync_group(group, names)
 
     async def stop_server(self, user, server_name=""):
         path = f"/users/{quote(user, safe='')}/server"

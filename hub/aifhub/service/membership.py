@@ -109,9 +109,14 @@ class Membership:
         return course
 
     async def enrolled_with_admission(self, course_id, user):
-        """After an open course's admission enrolled ``user``: their group, best effort (the spawn goes on)."""
+        """After an open course's admission enrolled ``user``: their group, best effort (the spawn goes on).
+
+        The learner is spawning, so the hub knows them: one request adds them, instead of a sync of the whole
+        group (in a storm of a hundred new learners, a hundred syncs of ever larger groups).
+        """
         try:
-            await self.sync_learner_group(course_id)
+            if self.hub is not None:
+                await self.hub.add_to_group(learner_group(course_id), [user])
         except Exception as exc:  # the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course_id, exc)
 

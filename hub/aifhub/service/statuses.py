@@ -5,7 +5,7 @@ The parts that decide (ledger, membership, admission, grading) say *why* they re
 """
 
 BAD_REQUEST = {
-    "no-course", "bad-name", "bad-id", "bad-hours", "bad-date", "bad-name-format", "bad-submission",
+    "no-course", "bad-name", "bad-id", "bad-hours", "bad-date", "bad-name-format", "bad-submission", "bad-event",
 }
 FORBIDDEN = {
     "not-enrolled", "not-started", "ended", "roster", "bad-code", "not-member", "instructors-only",
@@ -19,6 +19,7 @@ OTHER = {
     "too-large": 413,
     "too-many": 429,
     "no-gpu": 503,
+    "disk-full": 503,
     "gradebook-unavailable": 503,
     "step-failed": 500,
     "step-timeout": 504,
