@@ -130,7 +130,7 @@ def test_grading_jobs(rendered):
     c = pod["spec"]["containers"][0]
     assert c["image"] == IMAGES["pytorch-cuda"].reference
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["limits"]["memory"]
-    assert c["command"] == ["python", "-m", "aifhub.grading.execute", "/grading"]  # runs one notebook, nothing else
+    assert c["command"] == ["python", "-m", "aifhub.grading.runners.execute", "/grading"]  # runs one notebook, nothing else
     assert job["spec"]["activeDeadlineSeconds"] > 0 and job["spec"]["backoffLimit"] == 0
     assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["enableServiceLinks"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]} and c["securityContext"]["readOnlyRootFilesystem"]

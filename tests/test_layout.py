@@ -36,8 +36,6 @@ def test_the_ledger_builds_upwards(name):
     assert top <= below, f"ledger/{name}.py imports {sorted(top - below)}, which sit above it"
 
 
-@pytest.mark.xfail(strict=True, reason="the local spawner still writes the sandbox's nbgrader config from aifhub.grading "
-                                       "(moved out of grading/ with the grading split)")
 def test_the_hub_process_loads_nothing_of_the_service():
     code = ("import sys, aifhub.hubside.local, aifhub.hubside.kube, aifhub.hubside.embedded, aifhub.hubside.z2jh\n"
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('aifhub', 'sqlalchemy', 'nbgrader'))))")

@@ -20,11 +20,11 @@ from ..kube.grading_job import grading_job, safe_name
 from ..errors import Refusal
 from ..ledger.models import utcnow
 from ..kube import podspec
-from . import mounts
+from .runners import mounts
 from .coursedir import GradingDir
 from .errors import GradingError
 from .models import GradingJob
-from .worker import failure_lines
+from .runners.worker import failure_lines
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
 
 log = logging.getLogger(__name__)

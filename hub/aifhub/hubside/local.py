@@ -20,7 +20,7 @@ from traitlets import Bool, Integer, Unicode, default, validate
 from .. import fsafe
 from ..catalog.materials import PRIVATE_COURSE_ENTRIES  # noqa: F401 (the rule's home; named here for old imports)
 from ..catalog.materials import is_private as _private
-from ..grading.sandbox_config import sandbox_env
+from ..sandboxside.nbgrader_config import sandbox_env
 from .loopwatch import ensure_watching
 from .hardlimits import HardLimitsMixin
 from .mixin import CourseSpawnerMixin

@@ -1,7 +1,7 @@
 """Sandbox sessions at the bottom of the ledger: the active session of a server, ending one, the GPU devices
 sessions hold, and learners' sandbox uids. Everything above (metering, admission) builds on these."""
 
-from sqlalchemy import String, bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from .models import GpuClaim, LearnerUid, SandboxSession, WaitlistEntry, utcnow
 
@@ -41,17 +41,16 @@ def free_devices(db, inventory, kind):
 
 
 _UID = select(LearnerUid.uid).where(LearnerUid.user == bindparam("user"))
-_NEW_UID = insert(LearnerUid.__table__).from_select(
-    ["user", "uid"], select(bindparam("user", type_=String()),
-                            func.max(func.coalesce(func.max(LearnerUid.uid) + 1, bindparam("first")), bindparam("first"))))
+_HIGHEST_UID = select(func.max(LearnerUid.uid))
+_NEW_UID = insert(LearnerUid.__table__)
 
 
 def learner_uid(db, user, first_uid):
     """The learner's sandbox uid, allocated once and kept (the next free one from ``first_uid`` on)."""
     uid = db.scalar(_UID, {"user": user})
     if uid is None:
-        db.execute(_NEW_UID, {"user": user, "first": first_uid})
-        uid = db.scalar(_UID, {"user": user})
+        uid = max(first_uid, (db.scalar(_HIGHEST_UID) or 0) + 1)
+        db.execute(_NEW_UID, {"user": user, "uid": uid})
     return uid
 
 

@@ -1,13 +1,13 @@
 """A grading worker process: runs nbgrader steps for the service, one request at a time.
 
-The service starts ``python -m aifhub.grading.worker RUNTIME_DIR`` and writes one JSON request
+The service starts ``python -m aifhub.grading.runners.worker RUNTIME_DIR`` and writes one JSON request
 per line on its stdin; the worker answers with one line ``AIFHUB-RESULT {json}`` on stdout
 (anything else there is log). It imports nbgrader once, so a job costs the kernel's start and
 the notebook's run, not a Python start-up. nbgrader changes the working directory while it
 converts, so each worker runs one request at a time; parallelism comes from several workers.
 
 The worker is trusted (it reads and writes the gradebook); the code it grades runs in a kernel
-started through :mod:`aifhub.grading.kernel`: another uid, no network, resource limits.
+started through :mod:`aifhub.grading.runners.kernel`: another uid, no network, resource limits.
 """
 
 import contextlib
@@ -23,16 +23,16 @@ import sys
 import traceback
 from pathlib import Path
 
-from .. import fsafe
+from ... import fsafe
+from ..coursedir import GradingDir, ignore_learner_files, venv_path_env
+from ..store import read_text
 from . import mounts
-from .coursedir import GradingDir, ignore_learner_files, venv_path_env
-from .store import read_text
 
 RESULT = "AIFHUB-RESULT "
 KERNEL_NAME = "aifhub-grader"
 LOG_TAIL = 4000
 
-log = logging.getLogger("aifhub.grading.worker")
+log = logging.getLogger("aifhub.grading.runners.worker")
 EXCEPTION_LINE = re.compile(r"^(\[\w+\] )?[\w.]*(Error|Exception|Failed|Interrupt)\b[^:]*:")
 BOILERPLATE = re.compile(r"Please see the the above traceback|Removing failed assignment|There was an error processing")
 
@@ -80,7 +80,7 @@ class Worker:
         kernel_dir = self.runtime / "kernels" / KERNEL_NAME
         kernel_dir.mkdir(parents=True, exist_ok=True)
         (kernel_dir / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "aifhub.grading.kernel", str(self.spec_path), "-f", "{connection_file}"],
+            "argv": [sys.executable, "-m", "aifhub.grading.runners.kernel", str(self.spec_path), "-f", "{connection_file}"],
             "display_name": "Python 3 (aifhub grading sandbox)",
             "language": "python",
             "interrupt_mode": "signal",

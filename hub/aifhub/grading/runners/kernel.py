@@ -2,7 +2,7 @@
 
 nbgrader starts kernels through a kernelspec whose argv is::
 
-    python -m aifhub.grading.kernel SPEC.json -f {connection_file} [kernel arguments...]
+    python -m aifhub.grading.runners.kernel SPEC.json -f {connection_file} [kernel arguments...]
 
 This module runs as the grading worker's user (root on the embedded hub), reads the job's
 SPEC (written by the worker, never by student code), applies the limits, and replaces itself
@@ -69,7 +69,7 @@ def apply_limits(spec):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        print("usage: python -m aifhub.grading.kernel SPEC.json -f CONNECTION_FILE [ARGS...]", file=sys.stderr)
+        print("usage: python -m aifhub.grading.runners.kernel SPEC.json -f CONNECTION_FILE [ARGS...]", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         spec = json.load(f)
