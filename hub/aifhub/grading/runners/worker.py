@@ -139,7 +139,7 @@ class Worker:
 
     def op_copy_gradebook(self, req):
         """A course's SQLite gradebook into its new PostgreSQL one (once, when PostgreSQL is chosen)."""
-        from .gradebooks import copy_gradebook
+        from ..gradebooks import copy_gradebook
 
         copied = copy_gradebook(req["from"], req["to"])
         return {"ok": True, "rows": copied}
