@@ -224,13 +224,21 @@ def shut_down(hub, watch=None, timeout=90):
     finally:
         if getattr(hub, "log", None) and not hub.log.closed:
             hub.log.close()
-        _gone, alive = psutil.wait_procs(tree, timeout=5)
+        alive = _wait_procs(tree)
         for p in alive:
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=5)
+        _wait_procs(alive)
+
+
+def _wait_procs(procs, timeout=5):
+    """The processes still alive after ``timeout`` (one that ends while psutil looks is gone, not an error)."""
+    try:
+        return psutil.wait_procs(procs, timeout=timeout)[1]
+    except (OSError, psutil.Error):
+        return [p for p in procs if p.is_running()]
 
 
 @contextmanager
