@@ -51,6 +51,19 @@ class FakeHub:
         await self.ensure_users(members)
         self.groups[group] = set(members)
 
+    async def sync_groups(self, desired):
+        for group, members in desired.items():
+            await self.sync_group(group, members)
+
+    async def add_to_group(self, group, names):
+        self.groups.setdefault(group, set()).update(names)
+
+    async def remove_from_group(self, group, names):
+        self.groups.get(group, set()).difference_update(names)
+
+    async def user_groups(self, name):
+        return {group for group, members in self.groups.items() if name in members}
+
     async def stop_server(self, user, server_name=""):
         self.stopped.append((user, server_name))
         self.running.discard((user, server_name))

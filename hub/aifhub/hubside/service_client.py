@@ -6,6 +6,8 @@ from urllib.parse import urlencode
 from jupyterhub.spawner import SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from .refusal import SpawnRefusal
+
 
 class ServiceClient:
     def __init__(self, url, token, timeout=15):
@@ -39,7 +41,8 @@ class ServiceClient:
         except ValueError:
             data = {}
         if resp.code >= 400:
-            raise SpawnException(
+            error = SpawnRefusal if resp.code < 500 else SpawnException  # a refusal by policy, or a failure
+            raise error(
                 data.get("message") or f"The aifhub service refused the request ({resp.code}).",
                 reason=data.get("reason") or "refused",
                 status_code=resp.code if resp.code < 500 or resp.code == 503 else 502,
@@ -56,3 +59,6 @@ class ServiceClient:
     async def release(self, user, server_name, reason):
         return await self._call("POST", "api/v1/internal/release",
                                 {"user": user, "server_name": server_name, "reason": reason})
+
+    async def users_created(self, users):
+        return await self._call("POST", "api/v1/internal/users", {"users": list(users)})

@@ -62,6 +62,14 @@ def connect_spawner(spawner_config, url, token):
     spawner_config.internal_token = token
 
 
+def watch_new_users(url, token):
+    """Tell the service about every user the hub creates, so that a user deleted and created again gets their
+    courses' groups back at once (see :mod:`.user_watch`)."""
+    from .user_watch import NewUserWatch  # imports the hub's database models: only where a hub runs
+
+    return NewUserWatch.install(service_prefix_url(url), token)
+
+
 def announcement(url, token, link=LINK, interval=15.0):
     """The hub pages' announcement: ``link`` and, for a learner near a limit, their quota warning."""
     return QuotaNotices(link, service_prefix_url(url), token, interval=interval)
