@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup test-tools lint bench clean
+.PHONY: run test setup test-tools test-dex lint control-plane cluster bench clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
 
-test: setup test-tools lint
+test: setup test-tools test-dex lint control-plane
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff's rules are in pyproject.toml
@@ -48,6 +48,21 @@ test-tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1; }; }; } || \
 	  echo "make: $$path is missing and could not be installed (apt-get install $$pkg, as root): the tests that need it will skip" >&2; \
 	done
+
+# The login tests sign in with Dex, an OpenID Connect provider built from its Go module (cached by version
+# under ~/.cache/aifhub/dex/, so only the first run builds it).
+test-dex:
+	@./scripts/build-dex >/dev/null
+
+# The Kubernetes control plane of the cluster tests (pytest -m cluster) and `make cluster`, built from its Go
+# modules (k8s/controlplane/go.mod) once and cached outside the checkout; needs Go >= 1.26.
+control-plane:
+	@if command -v go >/dev/null 2>&1; then scripts/build-control-plane >/dev/null; \
+	else echo "make: Go (>= 1.26) is not installed: the cluster tests cannot build their control plane and will fail" >&2; fi
+
+# A local cluster like the one the cluster tests use; prints its kubeconfig, runs until Ctrl-C (ARGS: --help)
+cluster: setup test-tools control-plane
+	PYTHONPATH=tests $(BIN)/python -m localcluster $(ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

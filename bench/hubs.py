@@ -121,9 +121,10 @@ class PlainHub(RunningHub):
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "jupyterhub.log"
         self.state_dir = self.workdir
+        self.hub_port = free_port()
         config = PLAIN_CONFIG.format(
             port=self.port,
-            hub_port=free_port(),
+            hub_port=self.hub_port,
             db_url=f"sqlite:///{self.workdir / 'jupyterhub.sqlite'}",
             cookie_secret=str(self.workdir / "jupyterhub_cookie_secret"),
             proxy=proxy_command(),
@@ -260,8 +261,8 @@ def server_of(hub, name, token):
     return r.json()["servers"].get("")
 
 
-def request_spawn(hub, name, token):
-    return hub.api("POST", f"users/{name}/server", token=token, json={"course": COURSE})
+def request_spawn(hub, name, token, course=None):
+    return hub.api("POST", f"users/{name}/server", token=token, json={"course": course or COURSE})
 
 
 def wait_ready(hub, name, token, timeout=240, poll=0.1):
@@ -300,24 +301,26 @@ def stop_server(hub, name, timeout=60):
         time.sleep(0.2)
 
 
-def watch_progress(hub, name, token, timeout=240, until=None, poll=0.02):
-    """Follow ``name``'s progress stream once the spawn is pending: ``[(wall time, event)]``."""
+def watch_progress(hub, name, token, timeout=240, until=None, poll=0.02, events=None):
+    """Follow ``name``'s progress stream once the spawn is pending: ``[(wall time, event)]`` (appended to
+    ``events`` as they come, when given)."""
     deadline = time.monotonic() + timeout
     while True:
         model = server_of(hub, name, token)
         if model and (model.get("pending") == "spawn" or model.get("ready")):
             break
         if time.monotonic() > deadline or (until is not None and until()):
-            return []
+            return [] if events is None else events
         time.sleep(poll)
-    events = []
+    events = [] if events is None else events
     with requests.get(f"{hub.url}/hub/api/users/{name}/server/progress", stream=True, timeout=timeout,
                       headers={"Authorization": f"token {token}"}) as resp:
         for line in resp.iter_lines():
             if line.startswith(b"data:"):
                 event = json.loads(line[5:])
                 events.append((time.time(), event))
-                if event.get("ready") or event.get("failed") or time.monotonic() > deadline:
+                if event.get("ready") or event.get("failed") or time.monotonic() > deadline \
+                        or (until is not None and until()):
                     break
     return events
 

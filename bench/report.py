@@ -110,11 +110,18 @@ The benchmarks start and stop everything they use (hubs, proxies, sandboxes) on 
   concurrent clients, with a token the user owns on both sides (a token written into the config
   is checked with 16,384 SHA-512 rounds per request, which would dominate both sides). Alternating
   bursts of fixed length; the load generator shares the machine's cores with the hub.
-- **Spawn storm**: all learners request their server at the same instant (each hub in its default
-  configuration: aifhub's `aifhub up` defaults, plain JupyterHub's defaults); counted: ready,
-  failed (an error answer, or a server that stopped or was not ready within 5 minutes), seconds
-  until the last is ready. One learner follows the progress stream while waiting, as the spawn
-  page does; the row says how many events it saw before "ready" and the longest silence.
+- **Spawn storm** (20, 50 and 100 learners): all learners request their server at the same instant
+  (each hub in its default configuration: aifhub's `aifhub up` defaults, plain JupyterHub's
+  defaults) and follow their progress stream, as the spawn page does; counted: ready, waiting (the
+  last word a place in the GPU waitlist), failed (an error answer or event, a server that vanished,
+  or not ready within 10 minutes), p50 and p95 seconds from the request to ready. The longest loop
+  stall is the slowest answer of the hub's own port (`/hub/health`, no proxy, no database) to a
+  probe asking every 50 ms during the storm; the probe shares the machine's cores, so on a loaded
+  machine it includes its own waits. aifhub's hub also logs each stall over 100 ms with what was
+  running (`aifhub_hub_loop_stall_seconds` on `/hub/metrics`).
+- **Warm sandbox**: seconds from the spawn request to JupyterLab's page answering the learner
+  (`GET /user/NAME/lab`, 200) for a course with a session on now (a warm sandbox is handed over),
+  against plain JupyterHub, and aifhub's cold start of the CPU MOOC, alternating.
 - **Sandbox start breakdown** (aifhub only, no baseline): phases from the progress events the
   client sees (request, ready) and the time stamps of the hub's log (spawner milestones, and the
   sandbox's own first log line and "running at" line). A Jupyter Server started directly, as

@@ -6,6 +6,7 @@ import threading
 import time
 
 from .hubs import log_size, request_spawn, stop_server, timed_spawn, user_token, watch_progress
+from .stall import StallProbe
 
 
 def spawn_overhead(aifhub, plain, runs=7, warmup=1, prefix="ovh"):
@@ -38,23 +39,39 @@ def _active_servers(hub):
     return {u["name"]: u["servers"].get("") for u in users if u["servers"].get("")}
 
 
-def spawn_storm(hub, users=20, prefix="storm", timeout=300, poll=0.5):
-    """``users`` learners ask for a server at the same instant; who starts, who fails, how long.
+def spawn_storm(hub, users=20, prefix="storm", timeout=600, poll=5.0, course=None):
+    """``users`` learners ask for a server at the same instant; who starts, who waits, who fails, how long.
 
-    One learner (the last) follows their progress stream while waiting, as the spawn page does.
+    Every learner follows their progress stream while waiting, as the spawn page does; the hub's
+    list of servers is checked every ``poll`` seconds for servers that vanish without a word.
+    A learner is "waiting" when their last word is a place in a queue (the GPU waitlist).
     """
-    names = [f"{prefix}{i:02d}" for i in range(users)]
+    names = [f"{prefix}{i:03d}" for i in range(users)]
     tokens = {n: user_token(hub, n) for n in names}
     log_from = log_size(hub)
     watched = names[-1]
-    posted, ready, failed = {}, {}, {}
-    progress = {}
+    posted, ready, failed, streams = {}, {}, {}, {n: [] for n in names}
     go = threading.Event()
+    finished = threading.Event()
 
-    def post(name):
+    def word(name):
+        return streams[name][-1][1].get("message", "") if streams[name] else ""
+
+    def waiting_now():
+        return {n for n in names if n not in ready and n not in failed and "waitlist" in word(n)}
+
+    def follow(name):
+        return watch_progress(hub, name, tokens[name], timeout, poll=0.2, events=streams[name],
+                              until=lambda: name in failed or name in ready or finished.is_set())
+
+    def learner(name):
         go.wait()
+        watcher = None
+        if name == watched:  # from the start, as the spawn page does
+            watcher = threading.Thread(target=follow, args=(name,))
+            watcher.start()
         try:
-            r = request_spawn(hub, name, tokens[name])
+            r = request_spawn(hub, name, tokens[name], course)
         except Exception as exc:  # a timeout is a failure the learner sees
             failed[name] = f"request failed: {exc}"
             return
@@ -63,61 +80,88 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=300, poll=0.5):
             ready.setdefault(name, time.monotonic())
         elif r.status_code != 202:
             failed[name] = f"{r.status_code}: {r.text[:200]}"
+        if watcher is not None:
+            watcher.join(timeout)
+        elif r.status_code == 202:
+            follow(name)
+        events = streams[name]
+        for _t, event in events[-1:]:
+            if name in ready or name in failed:
+                break
+            if event.get("ready"):
+                ready.setdefault(name, _t - time.time() + time.monotonic())
+            elif event.get("failed"):
+                failed.setdefault(name, event.get("message", "failed")[:200])
 
-    def watch():
-        go.wait()
-        progress["events"] = watch_progress(hub, watched, tokens[watched], timeout, poll=0.2,
-                                            until=lambda: watched in failed or watched in ready)
-
-    threads = [threading.Thread(target=post, args=(n,)) for n in names] + [threading.Thread(target=watch)]
+    threads = [threading.Thread(target=learner, args=(n,)) for n in names]
     for t in threads:
         t.start()
+    probe = StallProbe(hub)
+    probe.start()
+    time.sleep(1)  # the probe's first answers: the hub at rest
     t0, wall0 = time.monotonic(), time.time()
     go.set()
     try:
-        deadline = t0 + timeout
-        while len(ready) + len(failed) < users and time.monotonic() < deadline:
+        deadline, settled_since = t0 + timeout, None
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
             time.sleep(poll)
+            # the rest wait in a queue that moves only when someone stops: the storm is over
+            rest = set(names) - set(ready) - set(failed)
+            if rest and rest == waiting_now():
+                settled_since = settled_since or time.monotonic()
+                if time.monotonic() - settled_since >= 2 * poll:
+                    break
+            else:
+                settled_since = None
             try:
                 active = _active_servers(hub)
             except Exception:  # the hub is busy; ask again
                 continue
-            now = time.monotonic()
             for name in names:
-                if name in ready or name in failed:
-                    continue
                 model = active.get(name)
-                if model and model["ready"]:
-                    ready[name] = now
-                elif model is None and name in posted:
+                if name in posted and name not in ready and name not in failed and model is None:
                     failed[name] = "server stopped while starting (see the hub log)"
+        waiting = waiting_now()
         for name in names:
-            if name not in ready and name not in failed:
+            if name not in ready and name not in failed and name not in waiting:
                 failed[name] = f"not ready after {timeout} s"
     finally:
-        for t in threads:
-            t.join(timeout)
+        stall = probe.stop()
+        finished.set()
         _stop_all(hub, names)
+        for t in threads:
+            t.join(30)
 
     if failed:
         failed.update(_timeouts_in_log(hub, log_from, set(failed)))
-    events = progress.get("events", [])
+    events = streams.get(watched, [])
     before_ready = [(t, e) for t, e in events if not e.get("ready") and not e.get("failed")]
     stamps = [wall0] + [t for t, _ in events]
+    to_ready = [v - t0 for v in ready.values()]
     return {
         "users": users,
         "started": len(ready),
+        "waiting": len(waiting),
         "failed": len(failed),
         "failures": [f"{n} x {why}" for why, n in Counter(failed.values()).most_common(5)],
-        "all_ready_s": max(ready.values()) - t0 if ready and not failed else None,
+        "all_ready_s": max(to_ready) if ready and not failed and not waiting else None,
         "last_settled_s": max([*ready.values(), *posted.values()], default=t0) - t0,
-        "median_ready_s": statistics.median(v - t0 for v in ready.values()) if ready else None,
+        "median_ready_s": statistics.median(to_ready) if ready else None,
+        "p95_ready_s": _percentile(to_ready, 95),
+        "stall": stall,
         "watched": watched,
         "progress_events_before_ready": len(before_ready),
         "progress_messages": [e.get("message", "") for _, e in events],
         "longest_silence_s": max((b - a for a, b in zip(stamps, stamps[1:])), default=None),
         "watched_ready": watched in ready,
     }
+
+
+def _percentile(values, p):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def _timeouts_in_log(hub, since, names):

@@ -54,3 +54,47 @@ def pg_database():
         for (role,) in conn.execute(text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": f"{name}%"}):
             conn.exec_driver_sql(f'DROP ROLE "{role}"')
     admin.dispose()
+
+
+CLUSTER_SUMMARY = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in CLUSTER_SUMMARY:
+        terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory):
+    """The Kubernetes cluster of the `cluster` tests, shared by the whole run.
+
+    With AIFHUB_TEST_KUBECONFIG: that cluster (an operator checking theirs). Otherwise the local one:
+    the control plane built from its Go modules (built once, then cached) and the test kubelet's
+    simulated GPU nodes, which run pods for real (as root, in bubblewrap)."""
+    from clusterkit import Kube
+
+    if os.environ.get("AIFHUB_TEST_KUBECONFIG"):
+        yield Kube(os.environ["AIFHUB_TEST_KUBECONFIG"])
+        return
+    from localcluster import ClusterError, LocalCluster, build_info
+
+    if not AS_ROOT:
+        pytest.skip("the local cluster's kubelet runs pods as their own users: run the cluster tests as root "
+                    "(or point AIFHUB_TEST_KUBECONFIG at a cluster)")
+    if shutil.which("bwrap") is None:
+        pytest.fail("the local cluster runs pods in bubblewrap: apt-get install bubblewrap (make test-tools does)")
+    state = Path(tempfile.mkdtemp(prefix="aifhub-cluster-"))
+    cluster = LocalCluster(state)
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        pytest.fail(f"the local cluster did not start: {exc}")
+    info = build_info(cluster.control_plane.bin)
+    CLUSTER_SUMMARY.append(
+        f"local cluster: Kubernetes {info.get('kubernetes')} and etcd {info.get('etcd')}, a cold build took "
+        f"{info.get('seconds')} s on {info.get('cores')} cores (this run: {cluster.timings['build_s']} s to build or reuse); "
+        f"up in {cluster.timings['ready_s']} s; state in {state}")
+    yield Kube(cluster.kubeconfig, local=cluster)
+    cluster.stop()
+    if not os.environ.get("AIFHUB_TEST_KEEP"):
+        shutil.rmtree(state, ignore_errors=True)

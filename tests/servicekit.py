@@ -34,6 +34,7 @@ class FakeHub:
 
     def __init__(self):
         self.running = set()
+        self.activity = {}  # (user, server) -> last activity, which tests set
         self.groups = {}
         self.users = set()
         self.stopped = []
@@ -44,6 +45,9 @@ class FakeHub:
     async def running_servers(self):
         return set(self.running)
 
+    async def running_with_activity(self):
+        return {key: self.activity.get(key) for key in self.running}
+
     async def ensure_users(self, names):
         self.users |= set(names)
 
@@ -51,17 +55,20 @@ class FakeHub:
         await self.ensure_users(members)
         self.groups[group] = set(members)
 
+    async def add_to_group(self, group, names):
+        await self.ensure_users(names)
+        self.groups.setdefault(group, set()).update(names)
+
     async def sync_groups(self, desired):
         for group, members in desired.items():
             await self.sync_group(group, members)
-
-    async def add_to_group(self, group, names):
-        self.groups.setdefault(group, set()).update(names)
 
     async def remove_from_group(self, group, names):
         self.groups.get(group, set()).difference_update(names)
 
     async def user_groups(self, name):
+        if name not in self.users:
+            return None
         return {group for group, members in self.groups.items() if name in members}
 
     async def stop_server(self, user, server_name=""):

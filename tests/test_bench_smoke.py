@@ -5,6 +5,7 @@ its goals: timings on a shared machine are for `make bench` to report.
 """
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -66,11 +67,22 @@ def test_sandbox_breakdown(hubs):
 def test_spawn_storm(hubs):
     results = [spawn_storm(hub, users=2, prefix="smoke") for hub in hubs]
     for r in results:
-        assert r["started"] + r["failed"] == 2
+        assert r["started"] + r["waiting"] + r["failed"] == 2
         assert r["all_ready_s"] is None or seconds(r["all_ready_s"])
         assert r["progress_events_before_ready"] >= 1  # JupyterHub itself says "Server requested"
+        assert r["stall"]["samples"] > 10 and seconds(r["stall"]["longest_s"]) and r["stall"]["errors"] == 0
     assert results[0]["failed"] == 0 and results[0]["watched_ready"]
     well_formed(suite.storm_rows(*results)[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="warm sandboxes need the service to run as root")
+def test_warm_vs_cold(hubs, hub_dir):
+    from bench.warm import warm_vs_cold
+
+    w = warm_vs_cold(hub_dir / "warm", *hubs, runs=1)
+    assert all(seconds(v) and v > 0 for v in w["median_s"].values()) and w["ratio"] > 0
+    assert [len(v) for v in w["all"].values()] == [1, 1, 1]
+    well_formed(suite.warm_rows(w)[0])
 
 
 def test_server_start_probe(tmp_path):
@@ -107,9 +119,11 @@ def test_report_is_written(tmp_path):
 
 
 def test_ledger_benchmarks(tmp_path):
-    from bench.ledger import admission_latency, metering_tick
+    from bench.ledger import run_all
 
-    a = admission_latency(tmp_path / "a", admissions=10)
+    results = run_all(tmp_path, admissions=10, tick_sessions=(50,), pg_url=None)
+    a = results["SQLite"]["admission"]
     assert a["admissions"] == 10 and 0 < a["p50_ms"] <= a["p99_ms"] and a["base_p50_ms"] > 0
-    m = metering_tick(tmp_path / "m", sessions=50)
-    assert m["sessions"] == 50 and m["tick_s"] > 0 and m["read_s"] > 0
+    [m] = results["SQLite"]["ticks"]
+    assert m["sessions"] == 50 and seconds(m["tick_s"]) and seconds(m["base_tick_s"]) and seconds(m["stall_s"])
+    well_formed(suite.ledger_rows(results)[0])

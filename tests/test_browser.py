@@ -51,16 +51,21 @@ if (location.pathname.includes("/hub/spawn-pending/")) {
 """
 
 
-# a CPU course whose learners run out of time in seconds (11 s of CPU-hours a day)
-TINY_COURSE = """id: tiny-quota
-title: Tiny Quota Taster
+# what would run if a course's title reached a page unescaped: it leaves a mark in the tab's sessionStorage
+XSS = ("<script>sessionStorage.setItem('aifhub-xss', 'script')</script>"
+       "<img src=x onerror=\"sessionStorage.setItem('aifhub-xss', 'img')\">")
+# a CPU course whose learners run out of time in seconds (11 s of CPU-hours a day); its title and
+# description carry a script (JSON strings are YAML strings)
+TINY_COURSE = f"""id: tiny-quota
+title: {json.dumps("Tiny Quota Taster " + XSS)}
+description: {json.dumps("Runs out fast. " + XSS)}
 kind: mooc
 enrollment: open
 instructors: [instructor2]
-sandbox: {image: cpu-base, cpu: 1, memory: 1G, max_session: 1h}
+sandbox: {{image: cpu-base, cpu: 1, memory: 1G, max_session: 1h}}
 allocation: EHPC-AIF-2026-PG01
 quota:
-  per_learner: {cpu_hours: 0.003, window: day}
+  per_learner: {{cpu_hours: 0.003, window: day}}
 """
 
 
@@ -72,7 +77,8 @@ def add_courses(courses):
 
 @pytest.fixture(scope="module")
 def hub(hub_dir):
-    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_courses, env={"AIFHUB_STOP_GRACE": "3"})
+    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_courses,
+                    env={"AIFHUB_STOP_GRACE": "3", "AIFHUB_NOTICES_INTERVAL": "1"})
     yield hub
     hub.stop()
 
@@ -242,6 +248,14 @@ def test_learner_near_and_over_quota_sees_a_banner(hub, users):
     wait_until("the learner home warns that the quota is nearly used", warned, timeout=60, interval=1)
     expect(banner.first).to_contain_text(re.compile(r"Tiny Quota Taster|tiny-quota"))
     screenshot(page, "learner-home-quota-banner")
+    # the hub's own pages carry the same warning (the announcement, HTML): the title in it is text
+    def announced():
+        goto(page, hub, "/hub/home")
+        return "Tiny Quota Taster" in page.locator(".announcement").inner_text()
+
+    wait_until("the hub's home page warns too", announced, timeout=30, interval=0.5)
+    assert_no_script_ran(page, "/hub/home with the quota warning")
+    expect(page.locator(".announcement")).to_contain_text("Tiny Quota Taster <script>")  # as text
 
     # out of time: stopped after the grace period; the home page says so and tells why it cannot start
     wait_until(f"{name}'s sandbox stopped at the quota", lambda: hub.server_model(name) is None, timeout=60)
@@ -251,6 +265,43 @@ def test_learner_near_and_over_quota_sees_a_banner(hub, users):
     expect(card.locator("p.why-not")).to_contain_text(re.compile(r"\S"))
     expect(card.get_by_role("link", name="Start sandbox")).to_have_count(0)
     screenshot(page, "learner-home-over-quota")
+
+
+def assert_no_script_ran(page, where):
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(200)  # an <img onerror> fires once the image has failed to load
+    ran = page.evaluate("sessionStorage.getItem('aifhub-xss')")
+    assert ran is None, f"a course title's {ran} ran on {where}"
+
+
+def test_a_script_in_a_course_title_never_runs_on_any_page(hub, users):
+    """#15 item 2: the course title and description reach the hub's pages (spawn form, progress, the
+    announcement) and the service's (home, course, instructor, admin) as text, never as markup."""
+    from playwright.sync_api import expect
+
+    name = "mallory"
+    page = users(name)
+    goto(page, hub, "/hub/spawn")
+    card = page.locator("label.aifhub-card", has=page.locator('input[value="tiny-quota"]'))
+    expect(card).to_contain_text("Tiny Quota Taster <script>")
+    assert_no_script_ran(page, "the spawn form")
+    card.locator("input").check()
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(f"/user/{name}/"), timeout=120_000)  # through the progress page
+    recorded = page.evaluate("sessionStorage.getItem('aifhub-progress') || '[]'")
+    assert "Tiny Quota Taster <script>" in recorded, recorded
+    assert_no_script_ran(page, "the spawn progress page")
+    pages = [(name, "/hub/home"), (name, "/hub/token"), (name, SERVICE), (name, f"{SERVICE}courses/tiny-quota"),
+             ("instructor2", f"{SERVICE}courses/tiny-quota"), ("instructor2", f"{SERVICE}courses/tiny-quota/instructor"),
+             ("admin", f"{SERVICE}admin"), ("admin", SERVICE), ("admin", "/hub/admin")]
+    for who, path in pages:
+        page = users(who)
+        goto(page, hub, path)
+        assert_no_script_ran(page, f"{path} as {who}")
+        if path.startswith(SERVICE) and path != SERVICE + "admin":
+            expect(page.locator("body")).to_contain_text("Tiny Quota Taster <script>")
+    if hub.server_model(name) is not None:
+        hub.stop_server(name)
 
 
 # -- 2. an instructor: roster, and assignments with grading progress --------------------------------------

@@ -1,6 +1,7 @@
 """Course files: the schema, every kind of mistake with its own message, and the CLI over them."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,35 @@ BROKEN = [
     ("bad timezone", "dl-basics", variant(schedule={"start": "2026-01-01", "timezone": "Mars/Olympus"}),
      "schedule.timezone", "unknown time zone"),
     ("code enrolment without code", "dl-basics", variant(enrollment="code"), "enrollment_code", "missing"),
+    ("session not a time", "dl-basics", variant(sessions=[{"start": "tuesday 2pm", "end": "2026-12-02T17:00", "expected": 5}]),
+     "sessions.0.start", "is not a date and time"),
+    ("session ends first", "dl-basics", variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T13:00", "expected": 5}]),
+     "sessions.0.end", "before it starts"),
+    ("session without learners", "dl-basics", variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T17:00", "expected": 0}]),
+     "sessions.0.expected", "0"),
+    ("idle rule without time", "dl-basics", variant(idle={"after": "soon"}), "idle.after", "not valid"),
+    ("YAML alias", "dl-basics", "id: dl-basics\nx: &a [1]\ntitle: *a\n", "", "aliases (*a) are not accepted"),
+    ("oversized file", "dl-basics", variant() + "#" * 300_000 + "\n", "", "larger than 256 KiB"),
 ]
+
+
+def alias_bomb():
+    """A few hundred bytes that expand to 9**9 strings (a 'billion laughs')."""
+    lines = [variant().rstrip(), 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "\n".join(lines + ["description: *a8"]) + "\n"
+
+
+def test_sessions_and_the_idle_rule_are_read_in_the_courses_time_zone(tmp_path):
+    text = variant(schedule={"start": "2026-09-01", "timezone": "Europe/Paris"}, idle={"after": "30m"},
+                   sessions=[{"start": "2026-12-03T14:00", "end": "2026-12-03T17:00", "expected": 40},
+                             {"start": "2026-12-02T13:00:00+00:00", "end": "2026-12-02T16:00:00+00:00", "expected": 20}])
+    course, problems = load_course(write_course(tmp_path, "dl-basics", text), IMAGES)
+    assert problems == []
+    assert course.idle.after_s == 1800 and course.idle.grace_s == 300
+    first, second = course.sessions  # in start order
+    assert (first.start.isoformat(), first.expected) == ("2026-12-02T13:00:00+00:00", 20)
+    assert second.start.utcoffset().total_seconds() == 3600 and second.start.hour == 14  # Paris, in December
 
 
 @pytest.mark.parametrize("case, folder, text, field, words", BROKEN, ids=[b[0] for b in BROKEN])
@@ -149,6 +178,16 @@ def test_cli_validate_reports_file_field_and_reason(tmp_path):
     assert {r["id"] for r in as_json} == {"dl-basics", "gpu-fundamentals"} and all(r["ok"] for r in as_json)
 
 
+def test_cli_validate_refuses_a_yaml_alias_bomb_at_once(tmp_path):
+    import time
+
+    write_course(tmp_path, "dl-basics", alias_bomb())
+    began = time.monotonic()
+    out = aifhub("courses", "validate", str(tmp_path / "dl-basics"), "--images", str(REPO / "sandbox_images"))
+    assert out.returncode == 1 and "aliases (*a0) are not accepted" in out.stdout, out.stdout
+    assert time.monotonic() - began < 30  # it used to expand for minutes (and gigabytes)
+
+
 def test_cli_list_local_state(tmp_path):
     out = aifhub("courses", "list", "--json", "--state-dir", str(tmp_path / "state"))
     assert out.returncode == 0
@@ -168,6 +207,24 @@ def test_cli_publish_into_local_state_overrides_and_lists(tmp_path):
     assert out.returncode == 0, out.stderr
     listed = json.loads(aifhub("courses", "list", "--json", "--state-dir", str(state)).stdout)
     assert {c["id"]: c["title"] for c in listed["courses"]}["dl-basics"] == "Deep Learning Basics v2"
+
+
+def test_cli_publish_copies_no_link_nor_what_it_points_at(tmp_path):
+    """The hub copies published materials into learners' folders as root: a link in a course folder
+    (to a secret of whoever publishes) is left out, not followed."""
+    secret = tmp_path / "secret"
+    secret.write_text("private key")
+    secret.chmod(0o600)
+    course = tmp_path / "dl-basics"
+    shutil.copytree(REPO / "courses" / "dl-basics", course)
+    (course / "notes.txt").symlink_to(secret)
+    (course / "data").symlink_to(tmp_path)
+    out = aifhub("courses", "publish", str(course), "--state-dir", str(tmp_path / "state"))
+    assert out.returncode == 0, out.stderr
+    published = tmp_path / "state" / "courses" / "dl-basics"
+    assert (published / "README.md").exists() and not os.path.lexists(published / "notes.txt")
+    assert not os.path.lexists(published / "data")
+    assert "Skipped" in out.stderr and "symbolic link" in out.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -223,6 +223,7 @@ EXPECTED_WARNINGS = [
     r"User \S+ is slow to start",  # a sandbox on a busy machine
     r"403 (POST /hub/api/users/stranger/server|GET /hub/spawn\?opt-course=)",  # the refusals asked for above
     r"'extra_template_paths' was found in both NotebookApp and ServerApp",  # JupyterHub 6.1.1's singleuser, notebook 7
+    r"sandbox: no device node /dev/nvidia\d+ on this machine",  # --gpus 0,1 here names GPUs this machine lacks
 ]
 NOISE = [
     "is deprecated", "admin_users", "[ConfigProxy] error", "ECONNREFUSED", "Received unhandled user_options",

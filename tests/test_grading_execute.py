@@ -1,5 +1,5 @@
 """The parts of Kubernetes grading that run on either side of the pod, run here directly: the
-executor a grading pod runs (aifhub.grading.execute), and how the worker reads back what it left."""
+executor a grading pod runs (aifhub.grading.runners.execute), and how the worker reads back what it left."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from gradingkit import SOURCE, with_extra_cells
 
 from aifhub.grading.coursedir import venv_path_env
 from aifhub.kube.client import JobFailed, pod_problem
-from aifhub.grading.kubejobs import read_answer
+from aifhub.grading.runners.kubejobs import read_answer
 
 
 def job_folder(tmp_path, nb, cell_timeout=5, notebook_timeout=60):
@@ -27,7 +27,7 @@ def job_folder(tmp_path, nb, cell_timeout=5, notebook_timeout=60):
 
 def execute(folder, timeout=120):
     env = venv_path_env(dict(os.environ, HOME=str(folder / "home")))
-    return subprocess.run([sys.executable, "-m", "aifhub.grading.execute", str(folder)], env=env, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "aifhub.grading.runners.execute", str(folder)], env=env, timeout=timeout,
                           capture_output=True, text=True)
 
 

@@ -7,7 +7,7 @@ from traitlets.config import Config
 
 from aifhub.deploy import SERVICE_PORT
 from aifhub.hubside.z2jh import configure_z2jh
-from aifhub.grading.sandbox_config import config_text
+from aifhub.sandboxside.nbgrader_config import config_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,10 +28,10 @@ def test_the_hub_service_exposes_the_aifhub_port_to_sandboxes():
 
 
 def test_sandbox_images_install_aifhub_and_its_nbgrader_config():
-    assert "ExchangeFactory.submit = 'aifhub.grading.exchange.ExchangeSubmit'" in config_text()
+    assert "ExchangeFactory.submit = 'aifhub.sandboxside.exchange.ExchangeSubmit'" in config_text()
     for name in ("cpu-base", "pytorch-cuda"):
         dockerfile = (REPO / "sandbox_images" / name / "Dockerfile").read_text()
         assert "pip install --no-cache-dir --no-deps /tmp/aifhub" in dockerfile
-        assert "from aifhub.grading.sandbox_config import config_text" in dockerfile
+        assert "from aifhub.sandboxside.nbgrader_config import config_text" in dockerfile
         assert "/etc/jupyter/nbgrader_config.py" in dockerfile
         assert not (REPO / "sandbox_images" / name / "nbgrader_config.py").exists()  # no shared-folder exchange

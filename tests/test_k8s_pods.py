@@ -79,7 +79,11 @@ def assert_restricted(pod):
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["runAsNonRoot"] is True
     assert not sc.get("privileged")
-    assert not spec.get("initContainers"), "no (privileged) init container in a sandbox pod"
+    # one init container, unprivileged like the sandbox: it fetches the course's materials as the learner's user
+    [init] = spec.get("initContainers") or [None]
+    assert init["name"] == "course-materials" and init["image"] == spec["containers"][0]["image"]
+    assert init["command"][:3] == ["python", "-m", "aifhub.kube.materials"]
+    assert init["securityContext"] == sc and not [k for k in init["resources"]["limits"] if k.startswith("nvidia.com/")]
 
 
 def assert_shm_and_volume(pod, pvc_name):

@@ -18,11 +18,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from aifhub.catalog.loader import Catalog
-from aifhub.ledger import allocations, metering, reports, sandboxes
+from aifhub.ledger import admission, allocations, metering, reports, sessions
 from aifhub.ledger.balances import allocation_balance
-from aifhub.ledger.errors import Refusal
+from aifhub.errors import Refusal
 from aifhub.ledger.models import GpuClaim, GpuRate, SandboxSession, UsageEvent
 from aifhub.ledger.units import MS_PER_HOUR
+from aifhub.service.statuses import status_of
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set"))]
 
@@ -39,7 +40,7 @@ CLUSTER = None  # the cluster places GPUs: no local pool
 
 def admit(db, c, user, now, inventory="eight", server=""):
     with db.session() as s:
-        return sandboxes.admit(s, c, user, server, devices(8) if inventory == "eight" else inventory, 200000, now=now)
+        return admission.admit(s, c, user, server, devices(8) if inventory == "eight" else inventory, 200000, now=now)
 
 
 def tick(db, c, running, now, grace_s=120):
@@ -61,7 +62,7 @@ def test_holds_fill_the_allocation_and_the_next_spawn_is_refused_with_figures(db
     assert b["held_gpu_ms"] == 20 * MS_PER_HOUR and b["remaining_gpu_ms"] == 0
     with pytest.raises(Refusal) as refused:
         admit(db, c, "learner5", T0)
-    assert refused.value.status == 403 and refused.value.reason == "allocation-exhausted"
+    assert refused.value.reason == "allocation-exhausted" and status_of(refused.value.reason) == 403
     assert "ALLOC" in refused.value.message and "0.00 of 20.00 GPU-hours used, 20.00 held" in refused.value.message
 
 
@@ -141,6 +142,40 @@ def test_metering_charges_once_per_interval_in_idempotent_events(db):
     assert b["remaining_gpu_ms"] == b["granted_gpu_ms"] - b["used_gpu_ms"] - b["held_gpu_ms"]
 
 
+def test_a_pending_pod_holds_but_is_charged_only_from_when_it_runs(db):
+    grant(db, 100)
+    c = course(max_session="1h")
+    with db.session() as s:  # a Kubernetes spawn: the pod waits for a node
+        admission.admit(s, c, "pat", "", CLUSTER, 200000, now=T0, pending=True)
+    running = {("pat", "")}  # the hub lists the starting server
+    r = tick(db, c, running, T0 + timedelta(minutes=70))  # long past max_session: no charge, no stop
+    assert r.charged == 0 and r.stops == []
+    assert balance(db)["used_gpu_ms"] == 0 and balance(db)["held_gpu_ms"] == MS_PER_HOUR  # the hold stays
+    with db.session() as s:
+        sessions.mark_running(s, "pat", "", now=T0 + timedelta(minutes=70))
+    tick(db, c, running, T0 + timedelta(minutes=80))
+    assert balance(db)["used_gpu_ms"] == 10 * 60_000
+    with db.session() as s:
+        metering.release(s, "pat", "", "stopped", now=T0 + timedelta(minutes=85))
+    assert balance(db)["used_gpu_ms"] == 15 * 60_000 and balance(db)["held_gpu_ms"] == 0
+    with db.session() as s:  # a spawn that never ran is released without a charge
+        admission.admit(s, c, "quin", "", CLUSTER, 200000, now=T0, pending=True)
+        metering.release(s, "quin", "", "start failed", now=T0 + timedelta(minutes=30))
+    assert balance(db)["used_gpu_ms"] == 15 * 60_000
+
+
+def test_pending_sessions_stay_out_of_the_batched_charge(db):
+    grant(db, 1000)
+    c = course(max_session="4h")
+    with db.session() as s:  # more of each than one statement charges at once, all admitted at the same moment
+        for i in range(40):
+            admission.admit(s, c, f"wait{i}", "", CLUSTER, 200000, now=T0, pending=True)
+            admission.admit(s, c, f"run{i}", "", CLUSTER, 200000, now=T0)
+    running = {(f"{kind}{i}", "") for kind in ("wait", "run") for i in range(40)}
+    assert tick(db, c, running, T0 + timedelta(minutes=10)).charged == 40
+    assert balance(db)["used_gpu_ms"] == 40 * 10 * 60_000
+
+
 def test_quota_warns_at_80_and_90_then_notice_then_stop_and_refuses_until_reset(db):
     grant(db, 100)
     c = course(quota=1, window="day")  # one GPU-hour a day
@@ -158,7 +193,7 @@ def test_quota_warns_at_80_and_90_then_notice_then_stop_and_refuses_until_reset(
     r = tick(db, c, running, clock.advance(minutes=2, seconds=30))  # 60.5 min: over by one interval at most
     assert len(r.stops) == 1 and "used up" in r.stops[0][2] and "this day" in r.stops[0][2]
     with db.session() as s:  # the hub stops it; the spawner releases it
-        sandboxes.release(s, "bo", "", "stopped", now=clock.advance(seconds=5))
+        metering.release(s, "bo", "", "stopped", now=clock.advance(seconds=5))
     b = balance(db)
     assert 60 * 60_000 <= b["used_gpu_ms"] <= 61 * 60_000 and b["held_gpu_ms"] == 0
 
@@ -234,10 +269,10 @@ def seeded(db):
     admit(db, c, "bob", T0)
     tick(db, c, {("ann", ""), ("bob", "")}, T0 + timedelta(hours=1))
     with db.session() as s:
-        sandboxes.release(s, "bob", "", "stopped", now=T0 + timedelta(hours=1))
+        metering.release(s, "bob", "", "stopped", now=T0 + timedelta(hours=1))
     tick(db, c, {("ann", "")}, T0 + timedelta(hours=2, minutes=30))
     with db.session() as s:
-        sandboxes.release(s, "ann", "", "stopped", now=T0 + timedelta(hours=2, minutes=30))
+        metering.release(s, "ann", "", "stopped", now=T0 + timedelta(hours=2, minutes=30))
 
 
 def test_exports_table_csv_json(db):
@@ -305,14 +340,14 @@ def test_invariants_hold_on_random_event_sequences(tmp_path, ops):
                     pass
             elif op == "release" and (user, "") in running:
                 with db.session() as s:
-                    sandboxes.release(s, user, "", "stopped", now=clock.now)
+                    metering.release(s, user, "", "stopped", now=clock.now)
                 running.discard((user, ""))
             else:
                 clock.advance(minutes=min(minutes, 10))  # at most one interval between ticks
                 result = tick(db, c, running, clock.now)
                 for u, server, _ in result.stops:  # the hub stops them right away
                     with db.session() as s:
-                        sandboxes.release(s, u, server, "stopped", now=clock.now)
+                        metering.release(s, u, server, "stopped", now=clock.now)
                     running.discard((u, server))
             b = balance(db)
             assert b["remaining_gpu_ms"] == b["granted_gpu_ms"] - b["used_gpu_ms"] - b["held_gpu_ms"]

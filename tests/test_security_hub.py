@@ -12,6 +12,7 @@ import os
 import subprocess
 import tarfile
 import time
+import uuid
 
 import pytest
 from conftest import AS_ROOT, start_hub
@@ -20,7 +21,8 @@ from gradingkit import ASSIGNMENT, COURSE, archive, solution_notebook, submit, w
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="sandboxes run as learners' uids only when the hub runs as root")
 
-SERVICE_ARGS = "--GradingManager.workers=1 --GradingManager.cell_timeout=20 --GradingManager.notebook_timeout=120"
+SERVICE_ARGS = ("--GradingManager.workers=1 --GradingManager.cell_timeout=20 --GradingManager.notebook_timeout=120 "
+                "--GradingManager.scratch_size=64M")
 SECRET = "root's secret"
 
 
@@ -169,12 +171,21 @@ os.mkfifo("dl-basics")
 def attacked(hub, victim):
     """Every learner starts a sandbox, plants their attack, and all start again; returns the hub's log."""
     users = sorted(PLANT)
-    respawn(hub, users)
+    respawn(hub, users + [LONG])
     hub.run_in_kernel("alice", "import os; os.chdir(os.path.expanduser('~'))\n" + PLANT["alice"].format(victim=victim))
     for user in users[1:]:
         as_learner(hub, user, PLANT[user].format(victim=victim, home=work(hub, user).parent))
     respawn(hub, users)
     return hub.logs()
+
+
+LONG = "l" * 300  # a user name longer than a file name may be
+
+
+def test_a_user_name_too_long_for_a_folder_still_starts(hub, attacked):
+    assert hub.server_model(LONG)["ready"]
+    homes = [p for p in (hub.state_dir / "work").iterdir() if p.name.startswith("l" * 100 + "-")]
+    assert len(homes) == 1 and (homes[0] / COURSE / "README.md").exists(), homes
 
 
 def test_a_dangling_link_where_a_material_was_creates_nothing(hub, victim, attacked):
@@ -362,13 +373,30 @@ for rel in ("kernel.pid", "conn/kernel.json", "conn/evil", "evil"):
         print("PLANTED", rel)
     except OSError as exc:
         print("REFUSED", rel, type(exc).__name__)
+# what graded code leaves behind, how much it may write, whom it sees
+for path in ("/tmp/aifhub-left-{tag}", "/dev/shm/aifhub-left-{tag}", "/var/tmp/aifhub-left-{tag}"):
+    try:
+        open(path, "w").write("left")
+    except OSError as exc:
+        print("NOTMP", path, exc.strerror)
+try:
+    with open("big.bin", "wb") as f:
+        for _ in range(100):
+            f.write(bytes(1024 * 1024))
+    print("WROTE 100 MB")
+except OSError as exc:
+    print("FULL", exc.strerror)
+os.remove("big.bin")
+print("SEES", sorted({{os.stat("/proc/" + p).st_uid for p in os.listdir("/proc") if p.isdigit()}}), os.getuid())
 '''
 
 
 def test_an_instructor_cannot_make_root_follow_a_link_in_the_grading_directory(hub, released, grading_victim):
     """#15 item 1: links an instructor plants in course-grading/ are neither chmodded on collect nor
     copied into a learner's feedback; the whole round of grading still works."""
-    assert submit(hub, "frank", with_extra_cells(solution_notebook(), [GRADED_PLANTS.format(victim=grading_victim)])).status_code == 201
+    tag = uuid.uuid4().hex[:8]
+    plants = GRADED_PLANTS.format(victim=grading_victim, tag=tag)
+    assert submit(hub, "frank", with_extra_cells(solution_notebook(), [plants])).status_code == 201
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect").status_code == 200
     r = hub.spawn("instructor", COURSE)
     assert r.status_code in (201, 202), r.text
@@ -390,6 +418,11 @@ def test_an_instructor_cannot_make_root_follow_a_link_in_the_grading_directory(h
     graded = nbformat.read(str(course / "autograded" / "frank" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"), as_version=4)
     said = "".join(o.get("text", "") for o in graded.cells[-1].get("outputs", []))
     assert said.count("REFUSED") == 4 and "PLANTED" not in said, said  # the kernel's uid cannot reach root's files
+    assert "FULL No space left on device" in said, said  # at most scratch_size (64M) in all
+    seen = said.split("SEES ")[1].split("\n")[0]
+    assert seen.split("] ")[0] == "[" + seen.split("] ")[1], said  # only its own processes
+    for folder in ("/tmp", "/dev/shm", "/var/tmp"):  # nothing left on the machine
+        assert not os.path.exists(f"{folder}/aifhub-left-{tag}"), folder
 
     fb = hub.service("GET", f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback", token=hub.token_for("frank"))
     assert fb.status_code == 200

@@ -121,14 +121,21 @@ async def test_admission_claims_the_only_gpu_and_release_frees_it(svc):
     admission = first.json()
     assert [d["id"] for d in admission["devices"]] == ["0"] and admission["role"] == "learner"
     second = await svc.internal("POST", "admit", {"user": "learner2", "server_name": "", "course": "gpu-fundamentals"})
-    assert second.code == 409 and second.json()["reason"] == "gpu-busy"
+    assert second.code == 202, second.body  # every GPU busy: in the waitlist
+    entry = second.json()["waiting"]
+    assert entry["state"] == "waiting" and entry["position"] == 1 and entry["estimate_s"] > 0
     offers = (await svc.internal("GET", "offers", query={"user": "learner2", "admin": "0"})).json()
     gpu = next(c for c in offers["courses"] if c["id"] == "gpu-fundamentals")
-    assert gpu["can_start"] is False and "in use" in gpu["why_not"]
+    assert gpu["can_start"] is True and gpu["gpu_wait"] is True and gpu["gpu_free"] == 0
     r = await svc.internal("POST", "release", {"user": "learner1", "server_name": "", "reason": "stopped"})
     assert r.json() == {"released": admission["session_id"]}
+    held = (await svc.internal("GET", f"waitlist/{entry['id']}", query={"wait": "0"})).json()["entry"]
+    assert held["state"] == "offered" and held["devices"] == ["0"]  # held for learner2 at once
+    other = await svc.internal("POST", "admit", {"user": "learner1", "server_name": "", "course": "gpu-fundamentals"})
+    assert other.code == 202  # the held device is not for anyone else
     again = await svc.internal("POST", "admit", {"user": "learner2", "server_name": "", "course": "gpu-fundamentals"})
     assert again.code == 201 and [d["id"] for d in again.json()["devices"]] == ["0"]
+    await svc.internal("DELETE", f"waitlist/{other.json()['waiting']['id']}", query={"user": "learner1"})
     await svc.internal("POST", "release", {"user": "learner2", "server_name": "", "reason": "stopped"})
 
 
@@ -179,3 +186,31 @@ async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens
     for r in answers:
         if r.code == 403:
             assert r.json()["reason"] == "allocation-exhausted" and "FIVE" in r.json()["message"]
+
+
+
+async def test_a_nearly_full_disk_refuses_starts_and_stops_the_biggest_home(svc):
+    from aifhub.service.disk_watch import DiskWatch, folder_bytes
+
+    admitted = await svc.internal("POST", "admit", {"user": "filler", "server_name": "", "course": "dl-basics"})
+    assert admitted.code == 201, admitted.body
+    home = svc.state / "work" / "filler"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "data.bin").write_bytes(b"z" * 3_000_000)
+    (home / "elsewhere").symlink_to("/usr")  # not followed, not counted
+    assert 3_000_000 <= folder_bytes(home) < 4_000_000
+    watch = DiskWatch(svc.core.db, svc.core.courses, svc.hub, svc.state, reserve="999T")  # more than any disk has
+    svc.core.admission.disk = watch
+    try:
+        await watch.step()
+        assert ("filler", "") in svc.hub.stopped  # the biggest home's sandbox, so that the disk stops filling
+        assert "disk is nearly full" in watch.notices["filler"]
+        refused = await svc.internal("POST", "admit", {"user": "another", "server_name": "", "course": "dl-basics"})
+        assert refused.code == 503 and refused.json()["reason"] == "disk-full", refused.body
+        assert "disk is nearly full" in refused.json()["message"]
+        watch.reserve = "1K"
+        await watch.step()
+        assert not watch.full
+    finally:
+        svc.core.admission.disk = None
+        await svc.internal("POST", "release", {"user": "filler", "server_name": "", "reason": "stopped"})

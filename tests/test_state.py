@@ -154,3 +154,14 @@ def test_offline_cli_honours_aifhub_db_url(tmp_path, cli):
         assert db.call(lambda s: s.get(Allocation, "ELSEWHERE")) is not None
     finally:
         db.close()
+
+
+def test_the_migrations_form_one_line():
+    """Every migration follows exactly one other: branches that each add one must be chained when they land."""
+    from alembic.script import ScriptDirectory
+
+    from aifhub.state.db import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1, f"several heads: {script.get_heads()}"
+    assert len(script.get_bases()) == 1, f"several bases: {script.get_bases()}"

@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 
 from .errors import CourseProblem
-from .model import Course, GpuRequest, LearnerQuota, SandboxRequest, Schedule
+from .model import Course, GpuRequest, IdleRule, LearnerQuota, SandboxRequest, Schedule, WarmSession, parse_duration
 
 COURSE_FILE = "course.yaml"
 SCHEMA_RESOURCE = "course.schema.json"
@@ -91,6 +91,21 @@ def _type_name_for(expected):
     return names.get(expected, expected)
 
 
+MAX_COURSE_FILE = 256 * 1024
+
+
+class CourseLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: ``*name`` can repeat a node exponentially often (a few
+    hundred bytes that take minutes and gigabytes to expand), and no course file needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not accepted in a course file; "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def _yaml_problem(file, exc):
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -129,6 +144,20 @@ def _semantic_problems(file, folder, data, images):
     if data.get("enrollment") == "code" and not data.get("enrollment_code"):
         add("enrollment_code", "missing: courses with 'enrollment: code' need the code learners type")
 
+    zone = _zone(tz)
+    for i, event in enumerate(data.get("sessions") or []):
+        if not isinstance(event, dict):
+            continue
+        start, end = _datetime_or_none(event.get("start"), zone), _datetime_or_none(event.get("end"), zone)
+        for key, value in (("start", start), ("end", end)):
+            if isinstance(event.get(key), str) and value is None:
+                add(f"sessions.{i}.{key}", f"{event[key]!r} is not a date and time (expected e.g. 2026-12-02T14:00)")
+        if start and end and end <= start:
+            add(f"sessions.{i}.end", f"ends ({end:%Y-%m-%d %H:%M}) before it starts ({start:%Y-%m-%d %H:%M})")
+    idle = data.get("idle") if isinstance(data.get("idle"), dict) else {}
+    if isinstance(idle.get("after"), str) and _seconds_or_none(idle["after"]) == 0:
+        add("idle.after", "must be longer than no time at all (e.g. 30m)")
+
     for i, name in enumerate(data.get("assignments") or []):
         if not isinstance(name, str):
             continue
@@ -140,6 +169,31 @@ def _semantic_problems(file, folder, data, images):
         if not found:
             add(f"assignments.{i}", f"assignment {name!r} has no source folder source/{name}/")
     return problems
+
+
+def _zone(name):
+    try:
+        return zoneinfo.ZoneInfo(name or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def _datetime_or_none(text, zone):
+    """An aware datetime from ISO text (naive ones are in ``zone``), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+def _seconds_or_none(text):
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None
 
 
 def _date_or_none(text):
@@ -174,6 +228,7 @@ def _build(folder, data):
             cpu=sandbox.get("cpu"),
             memory=sandbox.get("memory"),
             max_session=sandbox.get("max_session"),
+            disk=sandbox.get("disk"),
         ),
         allocation=data.get("allocation"),
         budget=dict(data.get("budget") or {}),
@@ -183,6 +238,14 @@ def _build(folder, data):
             cpu_hours=per_learner.get("cpu_hours"),
         ),
         assignments=tuple(data.get("assignments") or ()),
+        idle=None if not data.get("idle") else IdleRule(
+            after_s=parse_duration(data["idle"]["after"]),
+            grace_s=parse_duration(data["idle"]["grace"]) if data["idle"].get("grace") else 300,
+        ),
+        sessions=tuple(sorted((WarmSession(
+            start=_datetime_or_none(e["start"], _zone((schedule or {}).get("timezone"))),
+            end=_datetime_or_none(e["end"], _zone((schedule or {}).get("timezone"))),
+            expected=e["expected"]) for e in data.get("sessions") or ()), key=lambda w: w.start)),
         path=folder,
     )
 
@@ -199,13 +262,16 @@ def load_course(folder, images, display_root=None):
     except ValueError:
         file = str(path)
     try:
+        if path.stat().st_size > MAX_COURSE_FILE:
+            return None, [CourseProblem(file, "", f"is larger than {MAX_COURSE_FILE // 1024} KiB: a course file "
+                                                  "holds settings, not data")]
         text = path.read_text()
     except FileNotFoundError:
         return None, [CourseProblem(file, "", "course.yaml is missing")]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [CourseProblem(file, "", f"cannot be read: {exc}")]
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=CourseLoader)  # noqa: S506 - a SafeLoader without aliases
     except yaml.YAMLError as exc:
         return None, [_yaml_problem(file, exc)]
     if not isinstance(data, dict):

@@ -2,7 +2,7 @@
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 _MEMORY_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -18,11 +18,11 @@ def parse_memory(text):
 
 
 def parse_duration(text):
-    """``4h``, ``90m``, ``1h30m`` -> seconds."""
-    m = re.fullmatch(r"(?:([0-9]+)h)?(?:([0-9]+)m)?", text or "")
+    """``4h``, ``90m``, ``1h30m``, ``45s`` -> seconds."""
+    m = re.fullmatch(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?", text or "")
     if not text or not m:
         raise ValueError(f"not a duration: {text!r} (expected e.g. 4h, 90m or 1h30m)")
-    return int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60
+    return int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60 + int(m.group(3) or 0)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class SandboxRequest:
     cpu: float | None = None
     memory: str | None = None
     max_session: str | None = None
+    disk: str | None = None  # what a learner's work folder may hold (local sandboxes)
 
     @property
     def memory_bytes(self):
@@ -46,6 +47,30 @@ class SandboxRequest:
     @property
     def max_session_seconds(self):
         return parse_duration(self.max_session) if self.max_session else None
+
+
+@dataclass(frozen=True)
+class IdleRule:
+    """Stop a sandbox nobody uses: idle for ``after_s`` (no kernel activity, no GPU use), a warning, ``grace_s``
+    more, then a stop; the charge ends where the idleness began."""
+
+    after_s: int
+    grace_s: int = 300
+
+    def to_dict(self):
+        return {"after_s": self.after_s, "grace_s": self.grace_s}
+
+
+@dataclass(frozen=True)
+class WarmSession:
+    """A scheduled event of the course: ``expected`` learners from ``start`` (aware datetimes) to ``end``."""
+
+    start: datetime
+    end: datetime
+    expected: int
+
+    def to_dict(self):
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "expected": self.expected}
 
 
 @dataclass(frozen=True)
@@ -79,13 +104,16 @@ class Course:
     budget: dict = field(default_factory=dict)
     quota: LearnerQuota | None = None
     assignments: tuple = ()
+    idle: IdleRule | None = None
+    sessions: tuple = ()  # WarmSession, in start order
+    staff: frozenset = frozenset()  # instructors granted by logins (OIDC claims, LMS roles), not the course file
 
     @property
     def needs_gpu(self):
         return self.sandbox.gpu is not None
 
     def is_instructor(self, name):
-        return name in self.instructors
+        return name in self.instructors or name in self.staff
 
     def on_roster(self, name):
         return name in self.roster
@@ -121,7 +149,10 @@ class Course:
                 "cpu": self.sandbox.cpu,
                 "memory": self.sandbox.memory,
                 "max_session": self.sandbox.max_session,
+                "disk": self.sandbox.disk,
             },
             "allocation": self.allocation,
             "assignments": list(self.assignments),
+            "idle": None if self.idle is None else self.idle.to_dict(),
+            "sessions": [w.to_dict() for w in self.sessions],
         }

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from ..ledger import allocations, reports
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..state import lease
+from ..service.statuses import is_bad_input
 from ..state.db import Database, sqlite_url
 from .common import CLIError, json_option, local_token, print_json, print_table, service_api, state_options
 
@@ -92,7 +93,7 @@ def _local(args, action, write=False):
     try:
         return db.call(unit)
     except Refusal as refusal:
-        raise CLIError(refusal.message, status=2 if refusal.status == 400 else 1)
+        raise CLIError(refusal.message, status=2 if is_bad_input(refusal.reason) else 1)
     finally:
         db.close()
 

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import requests
 
+from ..auth.config import MODES, AuthConfigError, load as load_auth_config
 from ..hubside.embedded import REPO, is_loopback
 from ..hubside.demo_login import MIN_LENGTH
 from ..hubside.service_entry import SERVICE_NAME
 from ..service.gpu_pool import gpu_inventory
+from ..isolation.cgroups import prioritise_hub
 from .. import runstate
+from . import preflight
 from .common import CLIError
 
 CONFIG_STUB = "from aifhub.hubside.embedded import configure\n\nconfigure(c)  # noqa: F821\n"
@@ -25,6 +28,10 @@ def register(sub):
     p = sub.add_parser("up", help="run the hub on this machine (Ctrl-C stops everything it started)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default: 8000)")
     p.add_argument("--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1; the demo login allows loopback only)")
+    p.add_argument("--auth", choices=MODES, default="demo",
+                   help="how people log in: demo (a shared password, loopback only; the default), oidc (MyAccessID or any "
+                   "OpenID Connect provider) or lti13 (launches from an LMS); see docs/login.md")
+    p.add_argument("--auth-config", help="YAML file with the oidc or lti13 settings (see docs/login.md)")
     p.add_argument("--state-dir", default=".aifhub", help="state directory (default: .aifhub)")
     p.add_argument("--courses", default=str(REPO / "courses") if (REPO / "courses").is_dir() else "courses",
                    help="directory of course folders (default: courses/)")
@@ -90,10 +97,22 @@ def wait_until_ready(proc, ports, proxy_token, timeout=120):
 def up(args):
     if args.meter_interval <= 0:
         raise CLIError("--meter-interval must be a positive number of seconds", status=2)
-    if not is_loopback(args.ip):
+    if args.auth == "demo" and not is_loopback(args.ip):
         raise CLIError(
             f"refusing to serve on {args.ip}: the demo login lets anyone in with one shared password, so it "
-            "serves on loopback only. Put a real authenticator in the hub config to serve others.", status=2)
+            "serves on loopback only. Log in with --auth oidc or --auth lti13 (see docs/login.md) to serve others.",
+            status=2)
+    auth_config = ""
+    if args.auth != "demo":
+        if not args.auth_config:
+            raise CLIError(f"--auth {args.auth} needs --auth-config FILE with its settings (see docs/login.md)", status=2)
+        auth_config = str(Path(args.auth_config).resolve())
+        try:
+            load_auth_config(auth_config, args.auth)
+        except AuthConfigError as exc:
+            raise CLIError(str(exc), status=2)
+    elif args.auth_config:
+        raise CLIError("--auth-config is for --auth oidc or lti13; the demo login has no settings", status=2)
     try:
         inventory = gpu_inventory(args.gpus or None, args.gpu_kind)
     except ValueError as exc:
@@ -117,6 +136,9 @@ def up(args):
     other = runstate.running_instance(state)
     if other:
         raise CLIError(f"another aifhub (pid {other}) is running with the state directory {state}; stop it first")
+    found = preflight.problems(args.ip, args.port, state)
+    if found:
+        raise CLIError("cannot start:\n  - " + "\n  - ".join(found), status=2)
     runstate.claim(state)
     stale = runstate.stop_stale_service(state)
     if stale:
@@ -136,12 +158,15 @@ def up(args):
         "AIFHUB_GPU_KIND": args.gpu_kind,
         "AIFHUB_METER_INTERVAL": str(args.meter_interval),
         "AIFHUB_DEMO_PASSWORD": password,
+        "AIFHUB_AUTH": args.auth,
+        "AIFHUB_AUTH_CONFIG": auth_config,
         "AIFHUB_LOG_LEVEL": args.log_level.upper(),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         # the proxy's API token, so that we can see when its routes are in place (the hub reads it from here)
         "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
     }
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(config_file(args, state))]
+    prioritise_hub()  # the hub, proxy and service (started from here) answer quickly while sandboxes boot
     # Its own session: Ctrl-C reaches us alone and the hub gets one signal, which it needs to stop in order
     # (JupyterHub starts a second cleanup on a second signal). No terminal input: nothing the hub starts,
     # sandboxes included, reads what is typed here.
@@ -153,7 +178,8 @@ def up(args):
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     try:
-        announce(proc, url, password, inventory, state, ports, env["CONFIGPROXY_AUTH_TOKEN"])
+        announce(proc, url, password if args.auth == "demo" else None, inventory, state, ports,
+                 env["CONFIGPROXY_AUTH_TOKEN"], args.auth)
     except BaseException:  # never leave the hub (and its proxy, service and sandboxes) behind without us
         proc.terminate()
         proc.wait(60)
@@ -165,19 +191,27 @@ def up(args):
             continue
 
 
-def announce(proc, url, password, inventory, state, ports, proxy_token):
+def announce(proc, url, password, inventory, state, ports, proxy_token, auth="demo"):
     """Print where the hub is and how to log in, once it answers."""
     if wait_until_ready(proc, ports, proxy_token):
+        if password is None:
+            login = {"oidc": "  login: OpenID Connect (see --auth-config)\n",
+                     "lti13": f"  login: LTI 1.3 launches; tool settings for the LMS: {url}hub/lti13/config\n"}[auth]
+        else:
+            login = (f"  demo login: any user name, password {password}\n"
+                     "  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n")
         gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
         isolation = "each learner's sandbox runs under its own uid" if os.geteuid() == 0 else \
             "NOT isolated: run as root to give each learner their own uid"
+        limits, warnings = preflight.limits_summary(inventory)
         print(
             f"\naifhub is running at {url}\n"
-            f"  demo login: any user name, password {password}\n"
-            f"  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n"
+            f"{login}"
             f"  GPUs: {gpus}\n"
             f"  sandboxes: {isolation}\n"
-            f"  state: {state}\n"
+            + "".join(f"  {line}\n" for line in limits)
+            + "".join(f"  WARNING: {w}\n" for w in warnings)
+            + f"  state: {state}\n"
             "Press Ctrl-C to stop the hub, the proxy, the service and every sandbox.\n",
             flush=True,
         )

@@ -51,8 +51,10 @@ def render(out, catalog, images, pools=None, registry=""):
         "manifests/00-priorityclasses.yaml": manifests.priority_classes(),
         "manifests/10-storage.yaml": manifests.storage(),
         "manifests/20-grading-networkpolicy.yaml": [manifests.grading_network_policy(),
-                                                    manifests.gradebook_network_policy()],
+                                                    manifests.gradebook_network_policy(),
+                                                    manifests.placeholder_network_policy()],
         "manifests/21-grading-rbac.yaml": manifests.grading_rbac(),
+        "manifests/22-placeholders-rbac.yaml": manifests.placeholder_rbac(),
         "manifests/30-nvidia-gpu-operator-config.yaml": manifests.nvidia_configs(),
         "manifests/40-grafana-dashboard.yaml": [manifests.dashboard_configmap()],
     }

@@ -20,7 +20,7 @@ import stat
 import sys
 from pathlib import Path
 
-from .. import fsafe
+from .. import fsafe, texts
 from .gradebooks import URL_FILE, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ c.Execute.timeout = {cell_timeout!r}
 def check_name(kind, value):
     """Assignment and student ids become path parts: refuse anything that is not a plain name."""
     if not isinstance(value, str) or not NAME.match(value) or value in (".", ".."):
-        raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+        raise ValueError(f"invalid {kind} {texts.shown(value)}: use letters, digits, '.', '_' and '-' (at most 128)")
     return value
 
 

@@ -23,12 +23,13 @@ from sqlalchemy import func, select
 from traitlets import Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .. import fsafe
+from .. import fsafe, texts
 from ..catalog.model import parse_memory
 from ..kube import podspec
 from . import gradebooks
 from .coursedir import GradingDir, check_name
 from .errors import GradingError
+from . import students as students_db
 from .models import GradingCourse, GradingJob, Submission
 from .queue import GradingQueue
 from .store import TooLarge, TooMany, human_size, md5, pack, read_folder, read_text, unpack
@@ -71,6 +72,9 @@ class GradingManager(LoggingConfigurable):
     memory_limit = Unicode("2G", help="Memory a graded kernel may allocate (RLIMIT_DATA), e.g. 2G or 512Mi.").tag(config=True)
     processes = Integer(256, help="Processes and threads a graded kernel's uid may have at once (RLIMIT_NPROC).").tag(config=True)
     max_submission_size = Unicode("20M", help="Largest submission a learner may hand in (uncompressed), e.g. 20M.").tag(config=True)
+    scratch_size = Unicode(
+        "1G", help="What a graded kernel may write in all (its work folder, home, /tmp, /dev/shm: one tmpfs per job), "
+        "e.g. 1G or 512M. As root only; past it writes fail with 'No space left on device'.").tag(config=True)
     max_submission_files = Integer(
         1000, help="Most files one submission may hold (a tar.gz of many tiny files is refused with 413).").tag(config=True)
     max_submissions = Integer(
@@ -138,7 +142,7 @@ class GradingManager(LoggingConfigurable):
     def _network_default(self):
         return network_mode_default()
 
-    @validate("memory_limit", "max_submission_size")
+    @validate("memory_limit", "max_submission_size", "scratch_size")
     def _validate_size(self, proposal):
         parse_memory(proposal.value)  # raises ValueError naming the expected form
         return proposal.value
@@ -216,6 +220,7 @@ class GradingManager(LoggingConfigurable):
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
         self.queue = GradingQueue(self)
         self._gradebooks = {}  # course id -> gradebook URL, set up in this run
+        self.after_feedback = []  # async (course_id, assignment, released_to) hooks, e.g. LMS grade passback
         self._gradebook_lock = asyncio.Lock()
         self._submit_locks = {}  # (course id, student) -> lock: one hand-in at a time per learner
 
@@ -224,7 +229,7 @@ class GradingManager(LoggingConfigurable):
     def course(self, course_id):
         course = self.core.catalog.get(course_id) if self.core else None
         if course is None:
-            raise GradingError(404, f"There is no course '{course_id}'.")
+            raise GradingError(404, f"There is no course {texts.shown(course_id)}.")
         return course
 
     async def role(self, course, user, admin):
@@ -371,6 +376,19 @@ class GradingManager(LoggingConfigurable):
             raise GradingError(429, f"Submission refused: you handed in {assignment} {recent} times in the last "
                                     f"minute (at most {self.submissions_per_minute}); wait a minute and hand in again.")
 
+    async def student_id(self, user):
+        """The hub user's nbgrader student id (:mod:`.students`)."""
+        try:
+            return await self.db.run(students_db.student_id, user)
+        except ValueError as exc:
+            raise GradingError(400, f"Cannot hand in or grade for this user name: {exc}.")
+
+    async def student_ids(self, users):
+        try:
+            return await self.db.run(students_db.student_ids, list(users))
+        except ValueError as exc:
+            raise GradingError(400, f"Cannot grade for a user name: {exc}.")
+
     def size_limit(self, course_id):
         return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
 
@@ -413,6 +431,7 @@ class GradingManager(LoggingConfigurable):
         return latest
 
     def _collect_files(self, course_id, assignment, latest):
+        """``latest``: ``{student id: (folder, timestamp)}``: each learner's newest hand-in into ``submitted/``."""
         gd = self.dir(course_id)
         with gd.open() as course, course.sub("submitted") as submitted:
             for student, (folder, timestamp) in latest.items():
@@ -429,9 +448,11 @@ class GradingManager(LoggingConfigurable):
         self.course(course_id)
         check_name("assignment id", assignment)
         latest = await self.db.run(self._latest_submissions, course_id, assignment)
-        await asyncio.to_thread(self._collect_files, course_id, assignment, latest)
+        ids = await self.student_ids(latest)
+        by_id = {ids[user]: hand_in for user, hand_in in latest.items()}
+        await asyncio.to_thread(self._collect_files, course_id, assignment, by_id)
         if latest:
-            await self._step(await self.base_request(course_id) | {"op": "add_students", "students": sorted(latest)}, "collect")
+            await self._step(await self.base_request(course_id) | {"op": "add_students", "students": sorted(by_id)}, "collect")
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
 
@@ -441,11 +462,14 @@ class GradingManager(LoggingConfigurable):
         check_name("assignment id", assignment)
         gd = await asyncio.to_thread(self.dir, course_id)
         folder = gd.step("submitted")
-        collected = sorted(p.name for p in folder.iterdir() if (p / assignment).is_dir()) if folder.is_dir() else []
+        ids = await asyncio.to_thread(
+            lambda: sorted(p.name for p in folder.iterdir() if (p / assignment).is_dir()) if folder.is_dir() else [])
+        collected = sorted((await self.db.run(students_db.users_of, ids)).values())
         if students is not None:
             missing = sorted(set(students) - set(collected))
             if missing:
-                raise GradingError(404, f"No collected submission of {', '.join(missing)} for {assignment}: collect first.")
+                named = ", ".join(texts.shown(x) for x in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                raise GradingError(404, f"No collected submission of {named} for {assignment}: collect first.")
             collected = sorted(students)
         def queue_jobs(s):
             jobs = []
@@ -481,21 +505,30 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
         await asyncio.to_thread(self.share, course_id)
-        return {"course_id": course_id, "assignment_id": assignment, "released_to": answer.get("students", [])}
+        users = sorted((await self.db.run(students_db.users_of, answer.get("students", []))).values())  # hub names
+        for hook in self.after_feedback:
+            try:
+                await hook(course_id, assignment, users)
+            except Exception:  # the feedback is out; a hook's failure is its own to report
+                log.exception("After releasing the feedback of %s/%s", course_id, assignment)
+        return {"course_id": course_id, "assignment_id": assignment, "released_to": users}
 
     async def grades(self, course_id):
         self.course(course_id)
         await asyncio.to_thread(self.dir, course_id)
-        return (await self._step(await self.base_request(course_id) | {"op": "grades"}, "grades export"))["rows"]
+        rows = (await self._step(await self.base_request(course_id) | {"op": "grades"}, "grades export"))["rows"]
+        users = await self.db.run(students_db.users_of, {row["student_id"] for row in rows})
+        return [row | {"student_id": users[row["student_id"]]} for row in rows]  # the hub's names
 
     @staticmethod
     def grades_csv(rows):
+        """The grades as CSV; a cell that would start a spreadsheet formula is quoted (:mod:`aifhub.texts`)."""
         out = io.StringIO()
         writer = csv.DictWriter(out, ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted"],
                                 lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow(texts.csv_row(row))
         return out.getvalue()
 
     # -- the exchange, learners' side ----------------------------------------
@@ -519,15 +552,20 @@ class GradingManager(LoggingConfigurable):
         """Released assignments, with ``student``'s submissions and released feedback."""
         subs = await self.db.run(lambda s: list(s.scalars(select(Submission).where(
             Submission.course_id == course_id, Submission.student == student).order_by(Submission.id))))
-        return await asyncio.to_thread(self._listing, course_id, student, subs)
+        try:
+            sid = await self.student_id(student)
+        except GradingError:  # a name nbgrader cannot know (over the hub's length): nothing of theirs to show
+            sid = None
+        return await asyncio.to_thread(self._listing, course_id, sid, subs)
 
     def _listing(self, course_id, student, subs):
+        """``student``: the learner's student id (their feedback's folder)."""
         gd = GradingDir(self.root, course_id)
         out = []
         for entry in self.released(course_id):
             a = entry["assignment_id"]
             entry["submissions"] = [{"timestamp": x.timestamp} for x in subs if x.assignment_id == a]
-            entry["feedback"] = self._feedback_index(gd, student, a)
+            entry["feedback"] = self._feedback_index(gd, student, a) if student else None
             out.append(entry)
         return out
 
@@ -571,8 +609,9 @@ class GradingManager(LoggingConfigurable):
         return folder, size
 
     async def submit(self, course_id, assignment, student, data):
+        """Hand in ``data`` (tar.gz) as the hub user ``student``."""
         check_name("assignment id", assignment)
-        check_name("student id", student)
+        sid = await self.student_id(student)
         if not (GradingDir(self.root, course_id).outbound(assignment)).is_dir():
             raise GradingError(404, f"The assignment '{assignment}' of {course_id} has not been released.")
         limit = self.size_limit(course_id)
@@ -584,7 +623,7 @@ class GradingManager(LoggingConfigurable):
             stamp = datetime.now(timezone.utc)
             await self.check_submission_rate(course_id, assignment, student, stamp)
             timestamp = stamp.strftime(TIMESTAMP_FORMAT)
-            folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, student, data, stamp)
+            folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, sid, data, stamp)
             await self.db.run(lambda s: s.add(Submission(
                 course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp,
                 folder=folder, size_bytes=size, received_at=stamp)))
@@ -602,8 +641,17 @@ class GradingManager(LoggingConfigurable):
             return [x.to_dict() for x in s.scalars(q.order_by(Submission.id))]
         return await self.db.run(read)
 
-    def feedback(self, course_id, assignment, student):
-        """``student``'s released feedback for ``assignment``: timestamp and html files, or None."""
+    async def feedback(self, course_id, assignment, student):
+        """The hub user ``student``'s released feedback for ``assignment``: timestamp and archive, or None."""
+        return await asyncio.to_thread(self._feedback, course_id, assignment, await self.student_id(student))
+
+    async def feedback_html(self, course_id, assignment, student, notebook):
+        """The hub user ``student``'s released feedback for one notebook (html bytes), or None."""
+        gd = GradingDir(self.root, course_id)
+        folder = gd.released_feedback(await self.student_id(student), assignment)
+        return (await asyncio.to_thread(read_folder, folder, "*.html", gd.root)).get(f"{notebook}.html")
+
+    def _feedback(self, course_id, assignment, student):
         gd = GradingDir(self.root, course_id)
         folder = gd.released_feedback(student, assignment)
         stamp = read_text(folder / "timestamp.txt", gd.root)

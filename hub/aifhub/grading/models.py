@@ -78,3 +78,17 @@ class GradingCourse(Base):
     gid: Mapped[int] = mapped_column(Integer, unique=True)
     gradebook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GradingStudent(Base):
+    """The id under which a hub user is a student in nbgrader (folders, gradebook): allocated once, kept.
+
+    A user name that is a plain name nobody holds yet is its own id; any other (``alice@uni.edu``, a
+    name that is taken) gets a plain name derived from it with a hash (see :mod:`.students`).
+    """
+
+    __tablename__ = "grading_students"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    student_id: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

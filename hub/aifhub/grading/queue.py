@@ -17,13 +17,14 @@ from ..catalog import load_images
 from ..catalog.model import parse_memory
 from ..kube.client import delete_jobs
 from ..kube.grading_job import grading_job, safe_name
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.models import utcnow
 from ..kube import podspec
+from .runners import mounts
 from .coursedir import GradingDir
 from .errors import GradingError
 from .models import GradingJob
-from .worker import failure_lines
+from .runners.worker import failure_lines
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,9 @@ class GradingQueue:
                 "file_bytes": 1024 ** 3, "processes": self.m.processes}
 
     async def job_request(self, job, devices=()):
+        job["grading_id"] = await self.m.student_id(job["student_id"])  # nbgrader's id of the hub user
         base = await self.m.base_request(job["course_id"]) | {
-            "op": "autograde", "assignment": job["assignment_id"], "student": job["student_id"],
+            "op": "autograde", "assignment": job["assignment_id"], "student": job["grading_id"],
             "scratch": str(self.m.scratch / f"job-{job['id']}-{job['attempts']}"),  # a new folder for each attempt
         }
         if self.m.backend == "kubernetes":
@@ -98,6 +100,7 @@ class GradingQueue:
         uid = self.m.first_uid + job["id"] % self.m.uid_count if self.m.isolated else None
         return base | {
             "uid": uid, "limits": self.limits(), "network": self.m.network,
+            "scratch_bytes": parse_memory(self.m.scratch_size),
             "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
         }
 
@@ -108,7 +111,7 @@ class GradingQueue:
         try:
             manifest = grading_job(
                 course.summary(), images.get(course.sandbox.image), podspec.validate_pools(self.m.kube_gpu_pools),
-                job["assignment_id"], job["student_id"], name=safe_name("aifhub-grade", str(job["id"]), str(job["attempts"]),
+                job["assignment_id"], job["grading_id"], name=safe_name("aifhub-grade", str(job["id"]), str(job["attempts"]),
                                                                         job["course_id"], limit=50),
                 claim=self.m.kube_claim, registry=self.m.kube_registry, namespace=self.m.kube_namespace, cpu=self.m.kube_cpu,
                 memory=str(parse_memory(self.m.memory_limit)), job_id=job["id"])
@@ -123,7 +126,7 @@ class GradingQueue:
         if self.m.backend != "kubernetes":
             return self.m.notebook_timeout
         # each notebook's pod may wait for a node (and its image) first
-        submitted = GradingDir(self.m.root, job["course_id"]).step("submitted", job["student_id"], job["assignment_id"])
+        submitted = GradingDir(self.m.root, job["course_id"]).step("submitted", job["grading_id"], job["assignment_id"])
         notebooks = max(1, len(list(submitted.glob("*.ipynb"))))
         return self.m.notebook_timeout + notebooks * (self.m.kube_start_timeout + 60)
 
@@ -227,6 +230,8 @@ class GradingQueue:
     def _cleanup_local(self, request):
         kill_grading_uid(request.get("uid"))
         scratch = Path(request["scratch"])
+        if request.get("uid") is not None:
+            mounts.release_scratch(scratch)  # the worker died before it unmounted the job's tmpfs
         pidfile = scratch / "kernel.pid"
         if request.get("uid") is None and pidfile.exists():
             try:
@@ -263,6 +268,11 @@ class GradingQueue:
         m = self.m
         await asyncio.to_thread(m.scratch.mkdir, mode=0o711, parents=True, exist_ok=True)
         await asyncio.to_thread(m.scratch.chmod, 0o711)
+        if m.isolated and m.backend == "local" and os.geteuid() == 0:  # jobs' tmpfs left by a crash
+            for point in await asyncio.to_thread(mounts.mount_points_below, m.scratch):
+                if point != str(m.scratch):
+                    await asyncio.to_thread(mounts.umount, point)
+                    log.info("Unmounted %s, left by an earlier run", point)
         requeued = await m.db.run(self._recover)
         if requeued and m.backend == "kubernetes":
             self._tasks.append(asyncio.ensure_future(self._delete_orphans(requeued)))

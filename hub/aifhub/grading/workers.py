@@ -1,4 +1,4 @@
-"""The service's side of grading workers: long-lived ``python -m aifhub.grading.worker`` processes."""
+"""The service's side of grading workers: long-lived ``python -m aifhub.grading.runners.worker`` processes."""
 
 import asyncio
 import json
@@ -8,7 +8,7 @@ import signal
 import sys
 
 from .coursedir import venv_path_env
-from .worker import RESULT, kill_uid
+from .runners.worker import RESULT, kill_uid
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class WorkerProcess:
     async def _start(self):
         env = venv_path_env({k: v for k, v in os.environ.items() if k not in SECRETS})
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "aifhub.grading.worker", self.runtime_dir,  # -P: nothing imported from the cwd
+            sys.executable, "-P", "-m", "aifhub.grading.runners.worker", self.runtime_dir,  # -P: nothing imported from the cwd
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             start_new_session=True, limit=16 * 1024 * 1024,
         )

@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import hubdb
 from .service_entry import (ADMIN_TOKEN_SERVICE, LINK, SERVICE_NAME, ConfigError, aifhub_roles, announcement,
                             connect_spawner, service_entry)
 from ..runstate import CLI_TOKEN_FILE
@@ -77,6 +78,8 @@ def settings_from_env(env=os.environ):
         "log_level": env.get("AIFHUB_LOG_LEVEL", "INFO"),
         "demo": env.get("AIFHUB_DEMO", "1") == "1",
         "stop_grace": env.get("AIFHUB_STOP_GRACE", "120"),
+        "auth": env.get("AIFHUB_AUTH", "demo"),
+        "auth_config": env.get("AIFHUB_AUTH_CONFIG", ""),
     }
 
 
@@ -89,12 +92,13 @@ def configure(c, env=os.environ):
     if isolated:
         state.chmod(0o711)  # learners' sandboxes traverse to their own work folder, nothing more
 
-    if not s["demo_password"]:
+    demo_login = s["auth"] == "demo"
+    if demo_login and not s["demo_password"]:
         raise ConfigError("AIFHUB_DEMO_PASSWORD is not set: `aifhub up` sets it (random when you give none).")
-    if not is_loopback(s["ip"]):
+    if demo_login and not is_loopback(s["ip"]):
         raise ConfigError(
             f"Refusing to listen on {s['ip']}: the demo login lets anyone in with one shared password, "
-            "so it only serves on loopback (127.0.0.1). Configure a real authenticator to serve others."
+            "so it only serves on loopback (127.0.0.1). Log in with --auth oidc or lti13 to serve others."
         )
 
     internal_token = read_or_create_secret(state / "secrets" / "internal_token")
@@ -106,6 +110,7 @@ def configure(c, env=os.environ):
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = s["hub_port"]
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.db_kwargs = hubdb.db_kwargs()  # WAL: commits on the hub's loop do not wait for the disk
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.log_level = s["log_level"]
     c.JupyterHub.logging_config = hub_logs.logging_config(s["log_level"])  # a refusal in one line, not a traceback
@@ -113,16 +118,26 @@ def configure(c, env=os.environ):
     c.ConfigurableHTTPProxy.command = proxy_command()
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 
-    c.JupyterHub.authenticator_class = "aifhub.hubside.demo_login.DemoAuthenticator"
-    c.DemoAuthenticator.password = s["demo_password"]
-    c.Authenticator.allow_all = True
+    if demo_login:
+        c.JupyterHub.authenticator_class = "aifhub.hubside.demo_login.DemoAuthenticator"
+        c.DemoAuthenticator.password = s["demo_password"]
+        c.Authenticator.allow_all = True
+    else:
+        from ..auth.embedded import configure_auth
+
+        configure_auth(c, s["auth"], s["auth_config"], f"{service_url}/services/{SERVICE_NAME}/", internal_token, state)
 
     c.JupyterHub.spawner_class = "aifhub-local"
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
     c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
-    c.Spawner.start_timeout = 180
+    # A spawn may wait: for its turn to boot (LocalSandboxSpawner.max_starting: the last of a hundred waits
+    # minutes) or in the GPU waitlist (hours, told its place). Those waits are aifhub's and say so; each boot
+    # has http_timeout once its turn comes. JupyterHub's own timeout is a last resort, and waiting spawns
+    # must not count against its limit of spawns at once.
+    c.Spawner.start_timeout = 8 * 3600
     c.Spawner.http_timeout = 120
+    c.JupyterHub.concurrent_spawn_limit = 1000
     # a sandbox's token may call the aifhub service (nbgrader's exchange there speaks HTTP to it)
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                      f"access:services!service={SERVICE_NAME}"]
@@ -144,12 +159,14 @@ def configure(c, env=os.environ):
     if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", ""):
         service_cmd.append("--stop-sandboxes-on-exit")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
-    service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0"}
+    service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0",
+                   "AIFHUB_AUTH": s["auth"], "AIFHUB_AUTH_CONFIG": s["auth_config"]}
     if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
     c.JupyterHub.services = [service_entry(service_url, service_cmd, service_env)]
     roles = aifhub_roles([])
-    admin = {"name": "admin", "users": ["admin"], "services": []}  # the demo's admin (no admin_users beside a role)
+    # the demo's admin by its role (admin_users beside an admin role is deprecated); a real login names none here
+    admin = {"name": "admin", "users": ["admin"] if demo_login else [], "services": []}
     if s["admin_token"]:
         c.JupyterHub.services.append({"name": ADMIN_TOKEN_SERVICE, "api_token": s["admin_token"]})
         admin["services"].append(ADMIN_TOKEN_SERVICE)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import SpawnException
 from kubespawner import KubeSpawner
-from traitlets import Dict, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
 from ..catalog.images import load_images
 from ..kube import podspec
@@ -34,6 +34,32 @@ CLEAN_TRAITS = (
 )
 MERGED = ("node_selector", "environment", "extra_labels", "extra_pod_config")  # course values merge over the baseline
 APPENDED = ("tolerations", "volumes", "volume_mounts")  # course values are added to the baseline's
+
+
+def api_error_detail(exc):
+    """The API server's message in a Kubernetes client error ('' when there is none)."""
+    try:
+        return json.loads(exc.body or "{}").get("message", "")
+    except (AttributeError, TypeError, ValueError):
+        return ""
+
+
+def quota_refusal(exc):
+    """The message for a pod or claim the namespace's ResourceQuota refused, or None for another error."""
+    detail = api_error_detail(exc)
+    if getattr(exc, "status", None) != 403 or "exceeded quota" not in detail:
+        return None
+    return (f"Your course has used up its share of the cluster right now: {detail.split(': ', 1)[-1]}. "
+            "Try again when another sandbox of this course stops, or ask your instructor.")
+
+
+def pod_event_message(event):
+    """A pod's Kubernetes event as the learner reads it on the progress page."""
+    message = event.get("message") or event.get("reason") or ""
+    if event.get("reason") == "Preempting" or "preempt" in message.lower():
+        return f"Making room on the cluster: {message}"
+    source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or "cluster"
+    return f"[{event.get('type', 'Normal')}] {source}: {message}"
 
 
 def describe_api_error(exc):
@@ -103,6 +129,13 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         help="Where an instructor's sandbox sees its course's nbgrader directory (inside the home, where formgrader "
         "looks). Default: <home_dir>/course-grading.",
     ).tag(config=True)
+    course_materials = Bool(
+        True,
+        help="Give each pod an init container (course-materials, the course's own image, the learner's user) that "
+        "fetches the course's materials from the aifhub service and unpacks them into the learner's per-course volume "
+        "without replacing the learner's files (see aifhub.kube.materials). Pods reach the service at "
+        "$AIFHUB_EXCHANGE_URL.",
+    ).tag(config=True)
     clean_traits = List(
         Unicode(), default_value=list(CLEAN_TRAITS),
         help="Spawner traits restored to their configured values before each spawn, so a previous course's "
@@ -165,6 +198,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         """Baseline, then group overrides, then the course (a course summary dict); an instructor's sandbox
         (``role`` instructor or admin) also gets the course's nbgrader directory."""
         self.restore_baseline()
+        self._course = course
         await super().apply_group_overrides()
         self.pvc_name = self.course_pvc_name(course["id"])
         self._pvc_exists = False  # creating an existing claim answers 409, which KubeSpawner accepts
@@ -196,6 +230,27 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
             return {**current, **{f"zz-aifhub-{i}": item for i, item in enumerate(extra)}}
         return list(current) + list(extra)
 
+    async def get_pod_manifest(self):
+        """KubeSpawner's pod, with the course-materials init container in front of JupyterLab."""
+        pod = await super().get_pod_manifest()
+        if self.course_materials and getattr(self, "_course", None):
+            pod.spec.init_containers = list(pod.spec.init_containers or []) + [self._materials_container(pod)]
+        return pod
+
+    def _materials_container(self, pod):
+        from kubernetes_asyncio.client.models import V1Container, V1EnvVar, V1ResourceRequirements
+
+        main = pod.spec.containers[0]
+        wanted = ("JUPYTERHUB_API_TOKEN", "AIFHUB_EXCHANGE_URL", "AIFHUB_COURSE")
+        env = [e for e in main.env or [] if e.name in wanted] + [V1EnvVar(name="HOME", value=self.home_dir)]
+        small = {"cpu": "500m", "memory": "256Mi"}
+        return V1Container(
+            name="course-materials", image=main.image, image_pull_policy=main.image_pull_policy,
+            command=["python", "-m", "aifhub.kube.materials", self.home_dir], working_dir=self.home_dir, env=env,
+            security_context=main.security_context, resources=V1ResourceRequirements(limits=small, requests=small),
+            volume_mounts=[m for m in main.volume_mounts or [] if m.mount_path == self.home_dir],
+        )
+
     async def load_user_options(self):
         """Courses replace profiles: the only user option is the course, already applied."""
         if self.profile_list:
@@ -221,8 +276,67 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    # -- progress ---------------------------------------------------------------------
+
+    async def progress(self):
+        """aifhub's own steps (admission, the pod asked for), then the pod's progress as it comes: why it waits for a
+        node (the scheduler's current reason: no free GPU), image pulls, preemption, the containers starting."""
+        if not hasattr(self, "_events"):
+            self._progress_reset()
+        if self.events_enabled:
+            await self._start_watching_events()
+        sent, seen, percent, said = 0, 0, 0, ""
+        while True:
+            while sent < len(self._events):
+                event = self._events[sent]
+                sent += 1
+                percent = max(percent, event["progress"])
+                yield event
+            reason = self.scheduler_reason()
+            if reason and reason != said:
+                said = reason
+                percent = max(percent, 40)
+                yield {"progress": percent, "message": f"Waiting for room on the cluster (the scheduler says: {reason})"}
+            pod_events = self.events if self.events_enabled else []
+            for event in pod_events[seen:]:
+                if event.get("reason") == "FailedScheduling":
+                    continue  # the scheduler keeps one event per pod with its first message: the pod's condition is current
+                percent = min(89, max(percent, 40) + (90 - max(percent, 40)) // 4)
+                yield {"progress": percent, "message": pod_event_message(event), "raw_event": event}
+            seen = len(pod_events)
+            self._events_changed.clear()
+            try:
+                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
+            except asyncio.TimeoutError:
+                pass
+
+    def scheduler_reason(self):
+        """Why the scheduler has not placed this spawn's pod (its PodScheduled condition), or ''.
+
+        Not the FailedScheduling events: the scheduler's event recorder folds every later attempt of a pod into a
+        series of its first event, whose message stays the first reason (say, a volume not bound yet)."""
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        for cond in ((pod or {}).get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                return cond.get("message") or ""
+        return ""
+
+    async def _mark_running(self):
+        """Tell the service the pod runs: the session's charge starts now (not at admission, while it was pending)."""
+        for attempt in range(5):
+            try:
+                await self.service.running(self.user.name, self.name)
+                return
+            except SpawnException as exc:
+                self.log.warning("Telling the service that %s runs failed (%s); retrying", self.pod_name, exc.log_message)
+                await asyncio.sleep(2 ** attempt)
+        self.log.error("The service never heard that %s runs: its session stays uncharged", self.pod_name)
+
+    # -- lifecycle -------------------------------------------------------------------
+
     async def start(self):
-        admission = await self.admit()
+        admission = await self.admit(pending=True)  # charged once the pod runs, not while it waits for a node
         try:
             try:
                 await self.configure_for_course(admission["course"], admission.get("role", "learner"))
@@ -240,6 +354,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         except BaseException:
             await self.release("start failed")
             raise
+        await self._mark_running()
         self.emit(90, "Pod running; waiting for JupyterLab to be ready")
         return url
 
@@ -249,12 +364,19 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         except SpawnException:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
+            reason = self.scheduler_reason()
+            why = (f"the cluster had no room for it: {reason}" if reason else
+                   "the cluster may have no free node for this course's GPU right now")
             raise SpawnException(
-                f"Your sandbox pod did not start in time ({exc}). The cluster may have no free node for this "
-                "course's GPU right now; try again later or tell an administrator.",
-                reason="pod-timeout", status_code=503,
+                f"Your sandbox pod did not start within {self.start_timeout} s: {why}. Nothing was charged for the "
+                "wait. Try again later or tell an administrator.",
+                reason="pod-timeout", status_code=503, log_message=f"{self.pod_name} did not start: {exc} {reason}",
             ) from exc
         except Exception as exc:
+            refusal = quota_refusal(exc)
+            if refusal:
+                raise SpawnException(refusal, reason="cluster-quota", status_code=409,
+                                     log_message=f"ResourceQuota refused {self.pod_name}: {api_error_detail(exc)}") from exc
             self._drop_failed_reflectors()
             raise SpawnException(
                 f"The sandbox pod could not be created: {describe_api_error(exc)}. "

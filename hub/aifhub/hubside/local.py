@@ -6,26 +6,39 @@ says plainly that they are not isolated.
 """
 
 import asyncio
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from subprocess import SubprocessError
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException
-from traitlets import Bool, Unicode, default
+from jupyterhub.utils import random_port
+from traitlets import Bool, Integer, Unicode, default, validate
 
 from .. import fsafe
-from ..grading.sandbox_config import sandbox_env
+from ..catalog.materials import PRIVATE_COURSE_ENTRIES  # noqa: F401 (the rule's home; named here for old imports)
+from ..catalog.materials import is_private as _private
+from ..sandboxside.nbgrader_config import sandbox_env
+from .loopwatch import ensure_watching
+from .hardlimits import HardLimitsMixin
 from .mixin import CourseSpawnerMixin
+from .startqueue import start_queue
 
-# Course files a learner never gets: instructors' sources (with solutions) and the course file.
-PRIVATE_COURSE_ENTRIES = {"source", "course.yaml", "release", "submitted", "autograded", "feedback", "gradebook.db"}
+HASHED = re.compile(r"-[0-9a-f]{16}$")
 
 
-def _private(rel, st):
-    """Course entries a learner never gets: instructors' files, and hidden ones."""
-    parts = rel.split("/")
-    return parts[0] in PRIVATE_COURSE_ENTRIES or any(p.startswith(".") for p in parts)
+def home_folder_name(user):
+    """The folder of ``user``'s home: the name itself, unless it cannot be one (too long for a file
+    name, or with a '/'): then a readable part of it and a hash of the whole name."""
+    if "/" not in user and user not in (".", "..") and len(os.fsencode(user)) <= 200 and not HASHED.search(user):
+        return user  # (a name that looks hashed is hashed too: nobody can pick another's folder name)
+    digest = hashlib.sha256(user.encode()).hexdigest()[:16]
+    part = user.replace("/", "_")[:100]
+    while len(os.fsencode(part)) > 100:
+        part = part[:-1]
+    return f"{part.strip('.') or 'user'}-{digest}"
 
 
 def copy_materials(materials, work, uid=None):
@@ -57,7 +70,7 @@ def prepare_work_folder(home, work, materials, uid=None):
             copy_materials(materials, w, uid)
 
 
-class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
+class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawner):
     """Start a course sandbox as a local process (the embedded default, ``aifhub-local``)."""
 
     work_root = Unicode(
@@ -66,6 +79,25 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
     isolated = Bool(
         help="Run each learner's sandbox under its own unprivileged uid. Default: True when the hub runs as root.",
     ).tag(config=True)
+
+    takes_warm = Bool(
+        True, help="Take a warm sandbox of the course when the service has one ready (a scheduled session's); "
+        "False always starts sandboxes cold.",
+    ).tag(config=True)
+    max_starting = Integer(
+        help="Sandboxes that boot at once; the others wait their turn, told their place in the queue. "
+        "Default: one more than the machine's cores (booting is mostly Python imports on a core).",
+    ).tag(config=True)
+
+    @default("max_starting")
+    def _max_starting_default(self):
+        return (os.cpu_count() or 1) + 1
+
+    @validate("max_starting")
+    def _validate_max_starting(self, proposal):
+        if proposal.value < 1:
+            raise ValueError(f"max_starting must be at least 1, got {proposal.value}")
+        return proposal.value
 
     @default("work_root")
     def _work_root_default(self):
@@ -77,13 +109,13 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
 
     @property
     def home(self):
-        return Path(self.work_root) / self.user.name
+        return Path(self.work_root) / home_folder_name(self.user.name)
 
     def get_state(self):
         state = super().get_state()
         if getattr(self, "admission", None):
             state["aifhub"] = {k: self.admission[k] for k in ("session_id", "uid", "devices")} | {
-                "course": self.admission["course"]["id"]}
+                "course": self.admission["course"]["id"], "limits": self.limits_state()}
         return state
 
     def load_state(self, state):
@@ -92,6 +124,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
             saved = state["aifhub"]
             self.admission = {"session_id": saved["session_id"], "uid": saved["uid"],
                               "devices": saved["devices"], "course": {"id": saved["course"]}}
+            self.load_limits_state(saved.get("limits") or {})
 
     def clear_state(self):
         super().clear_state()
@@ -101,8 +134,7 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         uid = self.admission["uid"] if self.isolated else None
         cwd = str(self.home / self.admission["course"]["id"])
         # instructors: their course's grading group (formgrader), which the service allocated
-        gid = self.admission.get("grading_gid") if self._teaches() else None
-        groups = [gid] if gid else []
+        groups = self._extra_groups()
 
         def preexec():
             if uid is not None:
@@ -130,10 +162,16 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
                                instructor_of=env["AIFHUB_COURSE"] if self._teaches() else None))
         return env
 
+    def _extra_groups(self):
+        """Instructors: their course's grading group (formgrader), which the service allocated."""
+        gid = self.admission.get("grading_gid") if self._teaches() else None
+        return [gid] if gid else []
+
     def _teaches(self):
         return (self.admission or {}).get("role") in ("instructor", "admin")
 
     async def start(self):
+        ensure_watching(logger=self.log)  # the hub's event loop, watched from the first spawn on
         if not self.isolated:
             self.log.warning("The hub does not run as root: %s's sandbox is NOT isolated from other learners.", self.user.name)
         admission = await self.admit()
@@ -141,35 +179,78 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
         try:
             uid = admission["uid"] if self.isolated else None
             self.emit(40, "Preparing your work folder")
-            await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
-            self.notebook_dir = str(self.home / course_id)
-            note = "" if self.isolated else " (not isolated: the hub does not run as root)"
-            self.emit(50, f"Sandbox starting{note}")
             try:
-                ip_port = await super().start()
-            except (OSError, SubprocessError) as exc:
-                raise SpawnException(
-                    f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
-                    reason="process-start", status_code=500,
-                ) from exc
-            await self._wait_until_listening(*ip_port)
+                await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
+            except fsafe.UnsafePath as exc:
+                raise SpawnException(f"Your work folder could not be prepared: {exc}. An administrator can find "
+                                     "details in the hub log.", reason="work-folder", status_code=409) from exc
+            self.notebook_dir = str(self.home / course_id)
+            ip_port = await self._take_warm(admission, uid) if admission.get("warm") else None
+            if ip_port is None:
+                await self.prepare_limits(admission, uid)
+                async with start_queue(self.max_starting).slot(self._report_queue, every=3.0):
+                    ip_port = await self._boot(uid)
         except BaseException:
+            await self.remove_limits()
             await self.release("start failed")
             raise
+        return ip_port
+
+    async def _take_warm(self, admission, uid):
+        """Hand the warm sandbox that admission gave us to this learner; None to start cold instead."""
+        self.emit(50, "A sandbox was started ahead of this session: handing it to you")
+        if self.port == 0:
+            self.port = random_port()
+        env = self.get_env()
+        assignment = {"uid": uid, "gid": uid, "groups": self._extra_groups(), "cwd": str(self.home / admission["course"]["id"]),
+                      "env": env, "argv": [*self.cmd, *self.get_args()]}
+        try:
+            handed = await self.service.hand_over(admission["warm"], assignment)
+        except SpawnException as exc:
+            self.log.warning("%s: the warm sandbox could not be handed over (%s); starting cold", self._log_name,
+                             exc.log_message or exc)
+            return None
+        self.pid, self.proc, self.confined = handed["pid"], None, True
+        self.cgroup = await asyncio.to_thread(self._group_at, handed["cgroup"])
+        self.oom_seen = await asyncio.to_thread(self.cgroup.oom_kills) if self.cgroup else 0
+        ip_port = (self.ip or "127.0.0.1", self.port)
+        await self._wait_until_listening(*ip_port)
+        return ip_port
+
+    def _report_queue(self, place, booting):
+        """Progress while waiting for a boot slot: when the place changes, and every 15 s regardless."""
+        now = asyncio.get_running_loop().time()
+        last = getattr(self, "_queue_note", (None, 0.0))
+        if place != last[0] or now - last[1] >= 15:
+            self._queue_note = (place, now)
+            self.emit(48, f"Waiting to boot: {place - 1} ahead of you in the queue, {booting} sandboxes booting "
+                          "(a few start at once so that each is quick)")
+
+    async def _boot(self, uid):
+        note = "" if self.isolated else " (not isolated: the hub does not run as root)"
+        self.emit(50, f"Sandbox starting{note}")
+        try:
+            ip_port = await self.launch(uid, self._extra_groups())
+        except (OSError, SubprocessError) as exc:
+            raise SpawnException(
+                f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
+                reason="process-start", status_code=500,
+            ) from exc
+        await self._wait_until_listening(*ip_port)
         return ip_port
 
     async def _wait_until_listening(self, ip, port):
         """Wait for the sandbox to listen, so the hub's first check finds it ready; report progress meanwhile.
 
         A sandbox that exits during start-up fails the spawn with its exit code, instead of the hub's
-        generic error. Past ``http_timeout`` the hub's own wait takes over.
+        generic error, and so does one that does not answer within ``http_timeout``.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
         next_note = started + 2
         self.emit(60, "Sandbox process started; JupyterLab is loading")
         while loop.time() - started < self.http_timeout:
-            code = self.proc.poll() if self.proc is not None else None
+            code = self.proc.poll() if self.proc is not None else (None if await self._signal(0) else "?")
             if code is not None:
                 raise SpawnException(
                     f"The sandbox exited during start-up (exit code {code}). An administrator can find its output in the hub log.",
@@ -186,8 +267,23 @@ class LocalSandboxSpawner(CourseSpawnerMixin, LocalProcessSpawner):
             writer.close()
             self.emit(90, "JupyterLab is up; connecting you")
             return
+        raise SpawnException(
+            f"The sandbox did not answer within {self.http_timeout:.0f} s of starting. An administrator can find its "
+            "output in the hub log.", reason="boot-timeout", status_code=500)
+
+    async def poll(self):
+        course = ((self.admission or {}).get("course") or {}).get("id")
+        status = await super().poll()
+        if await self.memory_kills() and course:
+            await self.tell("memory", course)
+        return status
 
     async def stop(self, now=False):
+        course = ((self.admission or {}).get("course") or {}).get("id")
         await super().stop(now=now)
+        killed = await self.memory_kills()
+        await self.remove_limits()
+        if killed and course:
+            await self.tell("memory", course)
         await self.release("stopped")
         self.admission = None

@@ -105,12 +105,16 @@ class CourseSpawnerMixin(LoggingConfigurable):
 
     # -- admission -----------------------------------------------------------
 
-    async def admit(self):
-        """Ask the service to admit this spawn; returns the admission (devices, uid, course)."""
+    async def admit(self, pending=False):
+        """Ask the service to admit this spawn; returns the admission (devices, uid, course). ``pending``: the
+        sandbox still has to be placed (a pod): the service charges nothing until :meth:`running`."""
         self._progress_reset()
         course_id = self.course_id
         self.emit(5, f"Checking course {course_id}")
-        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin)
+        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin,
+                                             warm=getattr(self, "takes_warm", False), pending=pending)
+        if "waiting" in admission:
+            admission = await self._wait_for_gpu(course_id, admission)
         self.admission = admission
         course = admission["course"]
         self.emit(20, f"Course checked: {course['title']} ({admission['role']})")
@@ -124,11 +128,68 @@ class CourseSpawnerMixin(LoggingConfigurable):
             self.emit(30, "CPU-only sandbox: no GPU needed")
         return admission
 
+    async def _wait_for_gpu(self, course_id, answer):
+        """In the GPU waitlist: report the place in line until a device is held for us, then be admitted.
+
+        Nothing is charged meanwhile. A learner who stops the spawn leaves the line; when the service restarts,
+        the place is kept and the wait goes on.
+        """
+        entry = answer["waiting"]
+        title = answer["course"]["title"]
+        shown, outage = None, 0
+        try:
+            while True:
+                if entry["state"] == "offered":
+                    self.emit(18, f"A GPU is free and held for you: starting {title}")
+                    answer = await self.service.admit(self.user.name, self.name, course_id, self.user.admin,
+                                                      warm=getattr(self, "takes_warm", False))
+                    if "waiting" not in answer:
+                        return answer
+                    entry = answer["waiting"]
+                    continue
+                if entry["state"] != "waiting":
+                    raise SpawnException(f"You are no longer in the GPU waitlist of {title} ({entry['state']}).",
+                                         reason="waitlist-" + entry["state"], status_code=409)
+                note = (entry.get("position"), entry.get("estimate_s"))
+                if note != shown:
+                    shown = note
+                    self.emit(10, _waiting_message(title, entry))
+                try:
+                    found = await self.service.wait_in_line(entry["id"], wait=10)
+                    outage = 0
+                except SpawnException as exc:
+                    if getattr(exc, "reason", None) != "service-unreachable" or outage > 12:
+                        raise
+                    outage += 1  # the service restarts: the place in line is kept in its database
+                    self.emit(10, "GPU waitlist: the aifhub service is not answering; you keep your place in line")
+                    await asyncio.sleep(min(10, 2 ** outage))
+                    continue
+                entry = found
+        except asyncio.CancelledError:
+            # the learner stopped the spawn: out of the line (best effort; at a hub shutdown the place is kept)
+            asyncio.ensure_future(self._leave_line(entry["id"]))
+            raise
+
+    async def _leave_line(self, entry_id):
+        try:
+            await self.service.leave_waitlist(self.user.name, entry_id)
+        except SpawnException as exc:
+            self.log.info("%s stays in the waitlist: %s", self._log_name, exc.log_message or exc)
+
     async def release(self, reason):
         try:
             await self.service.release(self.user.name, self.name, reason)
         except SpawnException as exc:  # service down: its reconciliation settles it later
             self.log.warning("Could not release %s's sandbox: %s", self._log_name, exc.log_message)
+
+    async def tell(self, kind, course_id):
+        """Have the learner told what happened in their sandbox (see the service's sandbox events)."""
+        try:
+            await self.service.sandbox_event(self.user.name, course_id, kind)
+        except SpawnException as exc:
+            self.log.warning("Could not report a %s event of %s's sandbox: %s", kind, self._log_name, exc.log_message)
+        else:
+            self.log.info("%s's sandbox: %s event reported", self._log_name, kind)
 
     def gpu_env(self, devices):
         """Environment that pins CUDA to exactly the assigned devices (none for CPU-only courses)."""
@@ -137,3 +198,16 @@ class CourseSpawnerMixin(LoggingConfigurable):
             "CUDA_VISIBLE_DEVICES": ids,
             "NVIDIA_VISIBLE_DEVICES": ids or "void",
         }
+
+
+def _waiting_message(title, entry):
+    place = entry.get("position") or 1
+    estimate = entry.get("estimate_s")
+    if estimate is None:
+        when = "no estimate yet"
+    elif estimate < 60:
+        when = "about a minute"
+    else:
+        when = f"about {round(estimate / 60)} min"
+    return (f"GPU waitlist: every GPU for {title} is in use; you are number {place} in line ({when}). "
+            "Nothing is charged while you wait; Stop leaves the line.")

@@ -6,6 +6,7 @@ the page reads the last answer.
 """
 
 import asyncio
+import html
 import logging
 
 from jupyterhub.spawner import SpawnException
@@ -40,4 +41,5 @@ class QuotaNotices:
             except RuntimeError:
                 pass
         notice = self.notices.get(getattr(user, "name", None)) if user else None
-        return self.base if not notice else f"{self.base} <strong>{notice}</strong>"
+        # the hub renders the announcement as HTML: the notice is text (it holds a course's title)
+        return self.base if not notice else f"{self.base} <strong>{html.escape(str(notice))}</strong>"

@@ -15,13 +15,13 @@ class ServiceClient:
         self.token = token
         self.timeout = timeout
 
-    async def _call(self, method, path, body=None):
+    async def _call(self, method, path, body=None, timeout=None):
         req = HTTPRequest(
             self.url + path,
             method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
             body=None if body is None else json.dumps(body),
-            request_timeout=self.timeout,
+            request_timeout=timeout or self.timeout,
         )
         try:
             resp = await AsyncHTTPClient().fetch(req, raise_error=False)
@@ -52,13 +52,32 @@ class ServiceClient:
     async def offers(self, user, admin):
         return await self._call("GET", "api/v1/internal/offers?" + urlencode({"user": user, "admin": int(bool(admin))}))
 
-    async def admit(self, user, server_name, course, admin):
+    async def admit(self, user, server_name, course, admin, warm=False, pending=False):
         return await self._call("POST", "api/v1/internal/admit",
-                                {"user": user, "server_name": server_name, "course": course, "admin": bool(admin)})
+                                {"user": user, "server_name": server_name, "course": course, "admin": bool(admin),
+                                 "warm": bool(warm), "pending": bool(pending)})
+
+    async def running(self, user, server_name):
+        return await self._call("POST", "api/v1/internal/running", {"user": user, "server_name": server_name})
 
     async def release(self, user, server_name, reason):
         return await self._call("POST", "api/v1/internal/release",
                                 {"user": user, "server_name": server_name, "reason": reason})
+
+    async def sandbox_event(self, user, course, kind):
+        return await self._call("POST", "api/v1/internal/sandbox-event", {"user": user, "course": course, "kind": kind})
+
+    async def wait_in_line(self, entry_id, wait=10):
+        """The waitlist entry once it changes (or after ``wait`` seconds): ``{state, position, estimate_s, ...}``."""
+        data = await self._call("GET", f"api/v1/internal/waitlist/{int(entry_id)}?wait={wait:g}", timeout=wait + 15)
+        return data["entry"]
+
+    async def leave_waitlist(self, user, entry_id):
+        return await self._call("DELETE", f"api/v1/internal/waitlist/{int(entry_id)}?" + urlencode({"user": user}))
+
+    async def hand_over(self, warm_id, assignment):
+        """Make the warm sandbox ``warm_id`` (taken at admission) the learner's: ``{"pid", "cgroup", "devices"}``."""
+        return await self._call("POST", f"api/v1/internal/warm/{int(warm_id)}/handover", assignment)
 
     async def users_created(self, users):
         return await self._call("POST", "api/v1/internal/users", {"users": list(users)})

@@ -6,6 +6,7 @@ service listens, how it is started and which spawner they use.
 """
 
 from .notices import QuotaNotices
+from .user_watch import NewUserWatch
 
 SERVICE_NAME = "aifhub"
 ADMIN_TOKEN_SERVICE = "aifhub-admin"
@@ -55,18 +56,22 @@ def aifhub_roles(existing):
     return list(roles.values())
 
 
+# What a sandbox's own JupyterHub token may do: besides the server's defaults, call the aifhub service (nbgrader's
+# exchange speaks HTTP to it; a pod's course-materials init container fetches the course's files from it)
+SANDBOX_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", f"access:services!service={SERVICE_NAME}"]
+
+
 def connect_spawner(spawner_config, url, token):
     """Point a course spawner's config section (``c.LocalSandboxSpawner``, ``c.KubeSandboxSpawner``) at the
-    service: admission and offers go to ``url`` with the internal ``token``."""
+    service: admission and offers go to ``url`` with the internal ``token``; its sandboxes' tokens may reach it."""
     spawner_config.service_url = service_prefix_url(url)
     spawner_config.internal_token = token
+    spawner_config.server_token_scopes = list(SANDBOX_TOKEN_SCOPES)
 
 
 def watch_new_users(url, token):
     """Tell the service about every user the hub creates, so that a user deleted and created again gets their
     courses' groups back at once (see :mod:`.user_watch`)."""
-    from .user_watch import NewUserWatch  # imports the hub's database models: only where a hub runs
-
     return NewUserWatch.install(service_prefix_url(url), token)
 
 

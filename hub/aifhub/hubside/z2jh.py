@@ -63,7 +63,7 @@ def configure_z2jh(c, env=os.environ):
     c.JupyterHub.services = with_service(services, service_entry(url, service_command(env), service_env, chart_entry))
 
     c.JupyterHub.spawner_class = "aifhub-kube"
-    connect_spawner(c.KubeSandboxSpawner, url, token)
+    connect_spawner(c.KubeSandboxSpawner, url, token)  # its sandboxes' tokens may reach the service too
     watch_new_users(url, token)  # a user deleted and created again gets their groups back
     # nbgrader's exchange in sandbox pods talks to the service through the hub's Service (a stable name)
     exchange_url = env.get("AIFHUB_EXCHANGE_URL") or f"http://hub:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}/services/{SERVICE_NAME}/"

@@ -2,7 +2,7 @@
 
 The service's grading worker runs the trusted steps of ``nbgrader autograde`` (it holds the
 gradebook); only the execution of a learner's notebook goes into a Job (see
-:mod:`aifhub.grading.execute`). The Job's pod mounts that job's folder of the grading volume and
+:mod:`aifhub.grading.runners.execute`). The Job's pod mounts that job's folder of the grading volume and
 nothing else: no course directory, no gradebook, no other submission, no service account token,
 no service links. The ``aifhub-grading-no-network`` NetworkPolicy selects it by its label.
 """
@@ -87,7 +87,7 @@ def grading_job(course, image, pools, assignment, student, *, name=None, sub_pat
         "containers": [{
             "name": GRADER,
             "image": podspec.image_reference(image, registry),
-            "command": ["python", "-m", "aifhub.grading.execute", JOB_MOUNT],
+            "command": ["python", "-m", "aifhub.grading.runners.execute", JOB_MOUNT],
             "workingDir": f"{JOB_MOUNT}/work",
             "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
             "resources": {"limits": limits, "requests": requests},

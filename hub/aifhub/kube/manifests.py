@@ -5,6 +5,7 @@ import json
 from ..deploy import NAMESPACE
 from ..deploy.dashboard import grafana_dashboard
 from .grading_job import GRADER, GRADING_PVC
+from .placeholders import PLACEHOLDER, PRIORITY as PLACEHOLDER_PRIORITY, PRIORITY_CLASS as PLACEHOLDER_PRIORITY_CLASS
 from .podspec import GRADEBOOK_LABEL
 
 # Sandboxes share one priority value: they preempt the chart's user placeholders (-10)
@@ -13,6 +14,8 @@ PRIORITY_CLASSES = [
     ("aifhub-sandbox-gpu", 10, "PreemptLowerPriority", "aifhub learner sandboxes on GPU pools"),
     ("aifhub-sandbox-cpu", 10, "PreemptLowerPriority", "aifhub learner sandboxes without GPU"),
     ("aifhub-grading", 5, "Never", "aifhub grading Jobs: wait for room, never evict anyone"),
+    (PLACEHOLDER_PRIORITY_CLASS, PLACEHOLDER_PRIORITY, "Never",
+     "aifhub placeholders for scheduled course sessions: any sandbox evicts them"),
 ]
 
 MIG_PARTED_CONFIG = """\
@@ -78,6 +81,16 @@ def grading_network_policy(namespace=NAMESPACE):
     }
 
 
+def placeholder_network_policy(namespace=NAMESPACE):
+    """Placeholder pods only hold room on their nodes: no ingress, no egress."""
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": _meta("aifhub-placeholders-no-network", namespace),
+        "spec": {"podSelector": {"matchLabels": {"aifhub.io/component": PLACEHOLDER}},
+                 "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+    }
+
+
 def gradebook_network_policy(namespace=NAMESPACE, port=5432):
     """Instructors' sandboxes (labelled by the spawner) may reach PostgreSQL, where their course's gradebook is:
     formgrader connects as the course's own role. Added to the chart's sandbox policy, which allows no private IPs."""
@@ -90,16 +103,29 @@ def gradebook_network_policy(namespace=NAMESPACE, port=5432):
 
 
 def grading_rbac(namespace=NAMESPACE, hub_service_account="hub"):
-    """Lets the hub pod (where the aifhub service runs) create and watch grading Jobs."""
+    """Lets the hub pod (where the aifhub service runs) create, follow and delete grading Jobs: exactly the calls
+    the service makes (tests/test_cluster_rbac.py). Reading the Jobs' pods is already the chart's hub Role's."""
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("aifhub-grading", namespace),
          "rules": [
-             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
+             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "list", "delete"]},
              {"apiGroups": ["batch"], "resources": ["jobs/status"], "verbs": ["get"]},
-             {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
          ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta("aifhub-grading", namespace),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "aifhub-grading"},
+         "subjects": [{"kind": "ServiceAccount", "name": hub_service_account, "namespace": namespace}]},
+    ]
+
+
+def placeholder_rbac(namespace=NAMESPACE, hub_service_account="hub"):
+    """Lets the aifhub service (in the hub pod) keep the courses' placeholder ReplicaSets: apply them (server-side
+    apply: create the first time, patch after), list its own, delete them after a session. Their pods are read
+    with the chart's hub Role."""
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("aifhub-placeholders", namespace),
+         "rules": [{"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "create", "patch", "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta("aifhub-placeholders", namespace),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "aifhub-placeholders"},
          "subjects": [{"kind": "ServiceAccount", "name": hub_service_account, "namespace": namespace}]},
     ]
 

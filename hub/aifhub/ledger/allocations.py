@@ -5,21 +5,37 @@ from datetime import date
 
 from sqlalchemy import select
 
+from ..errors import Refusal
+from ..texts import shown
 from .balances import allocation_balance
-from .errors import Refusal
 from .models import Allocation, AllocationChange, utcnow
 from .units import hours_to_ms, ms_to_hours
 
 ALLOCATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+MAX_GPU_HOURS = 10_000_000_000  # far beyond any allocation, far below what the ledger's integers hold
+
+
 def _positive_hours(hours, what):
     try:
         value = float(hours)
-    except (TypeError, ValueError):
-        raise Refusal(400, "bad-hours", f"{what} must be a number of GPU-hours, got {hours!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise Refusal("bad-hours", f"{what} must be a number of GPU-hours, got {shown(hours)}")
     if not value > 0:
-        raise Refusal(400, "bad-hours", f"{what} must be more than 0 GPU-hours, got {hours!r}")
+        raise Refusal("bad-hours", f"{what} must be more than 0 GPU-hours, got {shown(hours)}")
+    if not value <= MAX_GPU_HOURS:  # also inf and nan
+        raise Refusal("bad-hours", f"{what} must be at most {MAX_GPU_HOURS:,} GPU-hours, got {shown(hours)}")
+    return value
+
+
+def _text(value, what, limit=255):
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Refusal("bad-field", f"The {what} must be text, got {shown(value)}")
+    if len(value) > limit:
+        raise Refusal("bad-field", f"The {what} has at most {limit} characters, got {len(value)}")
     return value
 
 
@@ -31,25 +47,37 @@ def _date(value, what):
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise Refusal(400, "bad-date", f"The {what} date must be written YYYY-MM-DD, got {value!r}")
+        raise Refusal("bad-date", f"The {what} date must be written YYYY-MM-DD, got {shown(value)}")
+
+
+def allocation_state(allocation, today):
+    """None when usable today, else a (reason, sentence) pair."""
+    if allocation.status != "active":
+        return "allocation-closed", f"the allocation {allocation.id} is closed"
+    if allocation.start_date and today < allocation.start_date:
+        return "allocation-not-started", f"the allocation {allocation.id} starts on {allocation.start_date}"
+    if allocation.end_date and today > allocation.end_date:
+        return "allocation-expired", f"the allocation {allocation.id} ended on {allocation.end_date}"
+    return None
 
 
 def get(db, allocation_id):
     allocation = db.get(Allocation, allocation_id)
     if allocation is None:
-        raise Refusal(404, "unknown-allocation", f"There is no allocation '{allocation_id}'.")
+        raise Refusal("unknown-allocation", f"There is no allocation {shown(allocation_id)}.")
     return allocation
 
 
 def create(db, allocation_id, gpu_hours, start=None, end=None, title="", access_call="", owner=""):
     if not isinstance(allocation_id, str) or not ALLOCATION_ID.match(allocation_id):
-        raise Refusal(400, "bad-id", f"Allocation id {allocation_id!r} is not valid: letters, digits, '.', '_' and '-', up to 64.")
+        raise Refusal("bad-id", f"Allocation id {shown(allocation_id)} is not valid: letters, digits, '.', '_' and '-', up to 64.")
     hours = _positive_hours(gpu_hours, "The granted GPU-hours")
+    title, access_call, owner = _text(title, "title"), _text(access_call, "access call"), _text(owner, "owner")
     start, end = _date(start, "start"), _date(end, "end")
     if start and end and end < start:
-        raise Refusal(400, "bad-date", f"The allocation would end ({end}) before it starts ({start}).")
+        raise Refusal("bad-date", f"The allocation would end ({end}) before it starts ({start}).")
     if db.get(Allocation, allocation_id) is not None:
-        raise Refusal(409, "exists", f"The allocation '{allocation_id}' exists already; use topup to add hours.")
+        raise Refusal("exists", f"The allocation '{allocation_id}' exists already; use topup to add hours.")
     allocation = Allocation(id=allocation_id, title=title or "", access_call=access_call or "", owner=owner or "",
                             granted_gpu_ms=hours_to_ms(hours), start_date=start, end_date=end, status="active")
     db.add(allocation)
@@ -62,10 +90,13 @@ def create(db, allocation_id, gpu_hours, start=None, end=None, title="", access_
 def topup(db, allocation_id, gpu_hours, note=""):
     allocation = get(db, allocation_id)
     if allocation.status != "active":
-        raise Refusal(409, "closed", f"The allocation '{allocation_id}' is closed; create a new one.")
+        raise Refusal("closed", f"The allocation '{allocation_id}' is closed; create a new one.")
     delta = hours_to_ms(_positive_hours(gpu_hours, "The GPU-hours to add"))
+    note = _text(note, "note")
+    if allocation.granted_gpu_ms + delta > hours_to_ms(MAX_GPU_HOURS):
+        raise Refusal("bad-hours", f"The allocation would then hold more than {MAX_GPU_HOURS:,} GPU-hours.")
     allocation.granted_gpu_ms += delta
-    db.add(AllocationChange(allocation_id=allocation_id, action="topup", delta_gpu_ms=delta, note=note or ""))
+    db.add(AllocationChange(allocation_id=allocation_id, action="topup", delta_gpu_ms=delta, note=note))
     return allocation
 
 
@@ -74,14 +105,12 @@ def close(db, allocation_id, note=""):
     if allocation.status == "closed":
         return allocation
     allocation.status = "closed"
-    db.add(AllocationChange(allocation_id=allocation_id, action="close", delta_gpu_ms=0, note=note or ""))
+    db.add(AllocationChange(allocation_id=allocation_id, action="close", delta_gpu_ms=0, note=_text(note, "note")))
     return allocation
 
 
 def describe(db, allocation, today=None):
     """A JSON-ready view with the balance in GPU-hours."""
-    from .limits import allocation_state
-
     b = allocation_balance(db, allocation)
     problem = allocation_state(allocation, today or utcnow().date())
     return {

@@ -7,11 +7,12 @@ admission, ``/api/v1/me`` and enforcement tell the same story.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
-from .balances import UsageSnapshot
+from ..errors import Refusal
+from .allocations import allocation_state
+from .balances import LearnerSnapshot, UsageSnapshot
 from .models import Allocation
-from .errors import Refusal
 from .units import fmt_hours, hours_to_ms
 from .windows import window_bounds
 
@@ -50,40 +51,32 @@ class Limit:
             figures += f", {fmt_hours(self.held_ms)} held by running sandboxes"
         if self.scope == "learner":
             when = f"; it resets on {self.reset_at:%a %Y-%m-%d %H:%M} UTC" if self.reset_at else " for the whole course"
-            return Refusal(403, "quota", f"Your {unit} for {course.title} are used up ({figures} this {self.window}){when}.")
+            return Refusal("quota", f"Your {unit} for {course.title} are used up ({figures} this {self.window}){when}.")
         if self.scope == "course":
-            return Refusal(403, "course-budget", f"The budget of {course.title} is used up ({figures}). Ask its instructors.")
-        return Refusal(403, "allocation-exhausted",
+            return Refusal("course-budget", f"The budget of {course.title} is used up ({figures}). Ask its instructors.")
+        return Refusal("allocation-exhausted",
                        f"The allocation {self.label} that pays for {course.title} is used up ({figures}). Ask an administrator.")
 
 
-def allocation_state(allocation, today):
-    """None when usable today, else a (reason, sentence) pair."""
-    if allocation.status != "active":
-        return "allocation-closed", f"the allocation {allocation.id} is closed"
-    if allocation.start_date and today < allocation.start_date:
-        return "allocation-not-started", f"the allocation {allocation.id} starts on {allocation.start_date}"
-    if allocation.end_date and today > allocation.end_date:
-        return "allocation-expired", f"the allocation {allocation.id} ended on {allocation.end_date}"
-    return None
+_LOCK_ALLOCATION = select(Allocation).where(Allocation.id == bindparam("id")).with_for_update()
 
 
 def check_allocation(db, course, now, needs_gpu):
     """The allocation paying for ``course``, checked valid today; raises Refusal. None if nothing needs paying."""
     if not course.allocation:
         if needs_gpu:
-            raise Refusal(409, "no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
+            raise Refusal("no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
         return None
     # lock the allocation's row: concurrent admissions on it queue here (PostgreSQL; SQLite locks the database)
-    allocation = db.scalar(select(Allocation).where(Allocation.id == course.allocation).with_for_update())
+    allocation = db.scalar(_LOCK_ALLOCATION, {"id": course.allocation})
     if allocation is None:
         if not needs_gpu:
             return None  # CPU time is tracked, and nothing needs paying
-        raise Refusal(409, "no-allocation", f"The allocation {course.allocation} that pays for {course.title} is not recorded. Ask an administrator.")
+        raise Refusal("no-allocation", f"The allocation {course.allocation} that pays for {course.title} is not recorded. Ask an administrator.")
     problem = allocation_state(allocation, now.date())
     if problem:
         reason, sentence = problem
-        raise Refusal(403, reason, f"{course.title} cannot start: {sentence}.")
+        raise Refusal(reason, f"{course.title} cannot start: {sentence}.")
     return allocation
 
 
@@ -123,10 +116,12 @@ def limits_from(snap, course, user, allocation, now):
 
 
 def limits_for(db, course, user, now, allocation=None):
-    """Every limit that applies to ``user``'s sandbox in ``course`` right now."""
+    """Every limit that applies to ``user``'s sandbox in ``course`` right now (its figures in one statement)."""
     if allocation is None and course.allocation:
         allocation = db.get(Allocation, course.allocation)
-    return limits_from(snapshot_for(db, [course], now, users=[user]), course, user, allocation, now)
+    since = quota_window(course, now)[0] if course.quota is not None else now
+    snap = LearnerSnapshot(db, course.id, user, course.allocation, since)
+    return limits_from(snap, course, user, allocation, now)
 
 
 def place_hold(limits, course, expected):

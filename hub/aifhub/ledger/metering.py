@@ -1,37 +1,29 @@
 """Metering: charge running sessions in idempotent events, settle stopped ones, decide who must stop.
 
+Above :mod:`.sessions` and :mod:`.limits`, below :mod:`.admission`.
+
 The service's loop calls :func:`tick` with the hub's own list of running
 servers; the hub's start and stop events alone are known to miss cases.
 """
 
+import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, func, insert, literal, or_, select, update
 
-from .balances import rate_ppm
-from .limits import limits_from, snapshot_for
-from .models import Allocation, GpuRate, SandboxSession, UsageEvent, utcnow
-from .sandboxes import end_session
-from .units import PPM
+from ..state.base import UTCDateTime
+from .balances import RateCard, rate_ppm, window_charges
+from .limits import limits_from, quota_window, snapshot_for
+from .models import Allocation, SandboxSession, UsageEvent, utcnow
+from .sessions import active_session, end_session
+from .units import PPM, hours_to_ms
+
+SS = SandboxSession
+EVENT_COLUMNS = ["session_id", "seq", "user", "course_id", "allocation_id", "gpu_kind", "start_at", "end_at", "gpu_ms",
+                 "cpu_ms"]
 
 WARN_AT = (80, 90)
-
-
-class RateCard:
-    """All rates, read once: the weight of a kind at a moment, without a query per session."""
-
-    def __init__(self, db):
-        self.rates = {}
-        for r in db.scalars(select(GpuRate).order_by(GpuRate.effective_from)):
-            self.rates.setdefault(r.kind, []).append((r.effective_from, r.weight_ppm))
-
-    def weight(self, kind, at):
-        weight = PPM
-        for since, w in self.rates.get(kind, ()):
-            if since <= at:
-                weight = w
-        return weight
 
 
 def charge(db, session, until, rates=None):
@@ -41,6 +33,8 @@ def charge(db, session, until, rates=None):
     the session's new totals are written in the caller's transaction, so a
     crash loses or duplicates nothing.
     """
+    if session.pending:  # admitted, not running yet (a pod waiting for a node): nothing to charge
+        return None
     since = session.last_charged_at or session.started_at
     if session.charge_until is not None:
         until = min(until, session.charge_until)
@@ -71,6 +65,16 @@ def settle(db, session, at, reason, rates=None):
     end_session(session, reason, at=max(at, session.last_charged_at or at))
 
 
+def release(db, user, server_name, reason, now=None):
+    """Settle the active session of ``user``'s server, if any: charge it up to now, release its hold
+    and its devices. Returns its id, or None."""
+    session = active_session(db, user, server_name)
+    if session is None:
+        return None
+    settle(db, session, now or utcnow(), reason)
+    return session.id
+
+
 @dataclass
 class TickResult:
     charged: int = 0
@@ -89,7 +93,7 @@ def _stop(session, now, reason, result):
 
 def _enforce(session, course, limits, weight, now, grace_s, result):
     """Warn at 80 and 90 percent; stop when a limit or max_session runs out (notice ``grace_s`` ahead)."""
-    if course is None:
+    if course is None or session.pending:
         return
     if session.charge_until is not None:  # already told to stop: ask again until the hub has
         result.stops.append((session.user, session.server_name, session.stop_reason))
@@ -121,40 +125,212 @@ def _enforce(session, course, limits, weight, now, grace_s, result):
                                 f"You have used {level}% of your {unit}-hours ({tightest.scope} limit) for {course.title}."))
 
 
+def _chunks(ids, size=500):
+    ids = sorted(ids)
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def _sessions(db, ids):
+    """The ORM sessions of ``ids``, in id order (loaded in chunks: a few at a time in a tick)."""
+    out = []
+    for chunk in _chunks(ids):
+        out += db.scalars(select(SS).where(SS.id.in_(chunk)).order_by(SS.id)).all()
+    return out
+
+
+# Every active session, in one pass through the driver (no ORM objects, no type conversions): the tick's
+# only read of all of them. The last charge comes back as the driver gives it (text in SQLite), to group by.
+ACTIVE = ('SELECT id, "user", server_name, course_id, gpu_kind, gpu_count, cpu_millis, max_session_s, '
+          "charge_until IS NOT NULL, last_charged_at, pending FROM sandbox_sessions WHERE state = 'active'")
+BULK_AT_LEAST = 32  # sessions last charged at the same moment at the same rate: charged by one statement
+
+
+@dataclass
+class _Pass:
+    """What one pass over the active sessions found, for the steps of a tick."""
+
+    young: set = field(default_factory=set)  # not charged this tick: too recent to settle, or pending (pod not running)
+    single: list = field(default_factory=list)  # told to stop, or never charged: charged one by one
+    groups: dict = field(default_factory=dict)  # (last charge, kind, count, cpu) -> ids, charged by statement
+    stopping: list = field(default_factory=list)  # told to stop already
+    rates: dict = field(default_factory=dict)  # course -> fastest (GPU, CPU) ms per second a session draws
+    max_session: set = field(default_factory=set)  # the distinct max_session_s of running sessions
+
+
+def _active_rows(db):
+    cursor = db.connection().connection.cursor()
+    try:
+        cursor.execute(ACTIVE)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _scan(db, running, cutoff, rates, result, now):
+    """Settle the sessions the hub no longer runs, and sort the others for charging and enforcement."""
+    found, gone, weights = _Pass(), [], {}
+    for sid, user, server, course_id, kind, count, cpu_millis, max_s, stopping, last, pending in _active_rows(db):
+        if (user, server) not in running:
+            gone.append(sid)
+            continue
+        if pending:  # admitted, its pod not running yet: neither charged nor enforced (its hold stays)
+            found.young.add(sid)
+            continue
+        if stopping:
+            found.single.append(sid)
+            found.stopping.append(sid)
+            continue
+        if last is None:
+            found.single.append(sid)
+        else:
+            found.groups.setdefault((last, kind, count, cpu_millis), []).append(sid)
+        if kind not in weights:
+            weights[kind] = rates.weight(kind, now)
+        gpu, cpu = found.rates.get(course_id, (0.0, 0))
+        found.rates[course_id] = (max(gpu, 1000 * (count or 0) * weights[kind] / PPM), max(cpu, cpu_millis or 0))
+        if max_s:
+            found.max_session.add(max_s)
+    for session in _sessions(db, gone):
+        if session.started_at <= cutoff:
+            settle(db, session, session.last_charged_at or session.started_at, "server no longer running", rates)
+            result.settled.append(session.id)
+        else:
+            found.young.add(session.id)
+    db.flush()
+    return found
+
+
+def _charge_singly(db, ids, now, rates, result):
+    for session in _sessions(db, ids):
+        if charge(db, session, now, rates):
+            result.charged += 1
+    db.flush()
+
+
+def _charge_in_groups(db, found, now, rates, result):
+    """Sessions last charged at the same moment at the same rate get the same event (each with its own
+    session and next sequence number) that :func:`charge` would write: one INSERT ... SELECT and one UPDATE
+    for a large group, one by one for a small one."""
+    small = []
+    for (last, kind, count, cpu_millis), ids in found.groups.items():
+        if len(ids) < BULK_AT_LEAST:
+            small += ids
+            continue
+        since = UTCDateTime().process_result_value(_as_datetime(last), None)
+        if now <= since:
+            continue
+        elapsed_ms = int((now - since).total_seconds() * 1000)
+        weight = rates.weight(kind, since) if count else 0
+        gpu_ms, cpu_ms = elapsed_ms * weight * count // PPM, elapsed_ms * cpu_millis // 1000
+        group = (SS.state == "active", SS.charge_until.is_(None), SS.last_charged_at == since,
+                 SS.gpu_kind.is_(None) if kind is None else SS.gpu_kind == kind, SS.gpu_count == count,
+                 SS.cpu_millis == cpu_millis, SS.id.not_in(sorted(found.young)))
+        events = select(SS.id, SS.seq + 1, SS.user, SS.course_id, SS.allocation_id, SS.gpu_kind,
+                        literal(since, UTCDateTime()), literal(now, UTCDateTime()),
+                        literal(gpu_ms, BigInteger()), literal(cpu_ms, BigInteger())).where(*group)
+        db.execute(insert(UsageEvent).from_select(EVENT_COLUMNS, events))
+        db.execute(update(SS).where(*group).values(
+            seq=SS.seq + 1, charged_gpu_ms=SS.charged_gpu_ms + gpu_ms, charged_cpu_ms=SS.charged_cpu_ms + cpu_ms,
+            last_charged_at=now).execution_options(synchronize_session=False))
+        result.charged += len(ids)
+    _charge_singly(db, small, now, rates, result)
+
+
+def _as_datetime(value):
+    """A time as the driver returned it (SQLite: text) as a naive datetime."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _near(limit_ms, used_ms, rate_ms_per_s, grace_s):
+    """Whether ``used_ms`` of a limit is where :func:`_enforce` may act: a warning (80 %), the last notice
+    (``grace_s`` before it runs out at ``rate_ms_per_s``, the fastest a session of the course draws) or a stop."""
+    return used_ms >= min(0.8 * limit_ms, limit_ms - grace_s * rate_ms_per_s)
+
+
+def _near_learners(db, course, since, quota, rate, grace_s):
+    """The learners of ``course`` whose usage in the window from ``since`` is near their quota, read with
+    only those learners' sums coming back."""
+    straddling = window_charges(db, course.id, since, straddling_only=True)
+    most = [max((f[i] for f in straddling.values()), default=0) for i in range(2)]
+    floors = {unit: math.floor(min(0.8 * limit, limit - grace_s * rate[unit])) - most[i]
+              for i, unit in enumerate(("gpu", "cpu")) if (limit := quota.get(unit)) is not None}
+    sums = {"gpu": func.sum(SS.charged_gpu_ms), "cpu": func.sum(SS.charged_cpu_ms)}
+    q = (select(SS.user, sums["gpu"], sums["cpu"]).where(SS.course_id == course.id, SS.started_at >= since)
+         .group_by(SS.user).having(or_(*(sums[unit] >= floor for unit, floor in floors.items()))))
+    used = {user: (int(g or 0), int(c or 0)) for user, g, c in db.execute(q)}
+    for user, (g, c) in straddling.items():
+        before = used.get(user, (0, 0))
+        used[user] = (before[0] + g, before[1] + c)
+    return {user for user, figures in used.items()
+            if any(_near(limit, figures[i], rate[unit], grace_s) for i, unit in enumerate(("gpu", "cpu"))
+                   if (limit := quota.get(unit)) is not None)}
+
+
+def _candidates(db, catalog, found, now, grace_s):
+    """Ids of running sessions that enforcement may act on: past ``max_session``, or in a course whose
+    allocation or budget, or whose learner's quota, is near a limit. The others cannot be warned or stopped
+    in this tick, so they are not read one by one."""
+    free = (SS.state == "active", SS.charge_until.is_(None), SS.id.not_in(sorted(found.young)))
+    ids = set()
+    for max_s in found.max_session:
+        ids |= set(db.scalars(select(SS.id).where(*free, SS.max_session_s == max_s,
+                                                  SS.started_at <= now - timedelta(seconds=max_s))))
+    courses = {cid: catalog.get(cid) for cid in found.rates if catalog.get(cid) is not None}
+    snap = snapshot_for(db, list(courses.values()), now, users=[])  # allocations' and courses' totals only
+    allocs = {a.id: a for a in db.scalars(select(Allocation).where(
+        Allocation.id.in_({c.allocation for c in courses.values() if c.allocation})))}
+    for course_id, course in courses.items():
+        rate = dict(zip(("gpu", "cpu"), found.rates[course_id]))
+        shared = [lim for lim in limits_from(snap, course, None, allocs.get(course.allocation), now) if lim.scope != "learner"]
+        if any(_near(lim.limit_ms, lim.used_ms, rate[lim.unit], grace_s) for lim in shared):
+            ids |= set(db.scalars(select(SS.id).where(*free, SS.course_id == course_id)))
+            continue
+        if course.quota is None:
+            continue
+        quota = {unit: hours_to_ms(getattr(course.quota, f"{unit}_hours")) for unit in ("gpu", "cpu")
+                 if getattr(course.quota, f"{unit}_hours") is not None}
+        near = _near_learners(db, course, quota_window(course, now)[0], quota, rate, grace_s) if quota else set()
+        for chunk in _chunks(near):
+            ids |= set(db.scalars(select(SS.id).where(*free, SS.course_id == course_id, SS.user.in_(chunk))))
+    return ids
+
+
+def _enforce_all(db, catalog, found, now, rates, grace_s, result):
+    for chunk in _chunks(found.stopping):
+        for user, server, reason, course_id in db.execute(
+                select(SS.user, SS.server_name, SS.stop_reason, SS.course_id).where(SS.id.in_(chunk)).order_by(SS.id)):
+            if catalog.get(course_id) is not None:  # already told to stop: ask the hub again until it has
+                result.stops.append((user, server, reason))
+    sessions = _sessions(db, _candidates(db, catalog, found, now, grace_s))
+    courses = {s.course_id: catalog.get(s.course_id) for s in sessions}
+    snap = snapshot_for(db, [c for c in courses.values() if c is not None], now, users=sorted({s.user for s in sessions}))
+    allocs = {a.id: a for a in db.scalars(select(Allocation).where(
+        Allocation.id.in_({c.allocation for c in courses.values() if c is not None and c.allocation})))}
+    for session in sessions:
+        course = courses[session.course_id]
+        if course is not None:
+            limits = limits_from(snap, course, session.user, allocs.get(course.allocation), now)
+            _enforce(session, course, limits, rates.weight(session.gpu_kind, now), now, grace_s, result)
+
+
 def tick(db, running, asked_at, catalog, grace_s=120, settle_grace_s=10, now=None):
     """One metering pass.
 
     ``running``: ``{(user, server_name)}`` the hub reported at ``asked_at``.
     Running sessions are charged up to ``now``; sessions the hub no longer runs
     (admitted more than ``settle_grace_s`` before ``asked_at``) are settled at
-    their last charge, the last time they were known to run. The limits are
-    read once for all sessions, in a few grouped queries.
+    their last charge, the last time they were known to run. Charges are
+    written for groups of sessions at once, and only sessions near a limit or
+    their longest session are read one by one for enforcement.
     """
     now = now or utcnow()
     result = TickResult()
-    cutoff = asked_at - timedelta(seconds=settle_grace_s)
     rates = RateCard(db)
-    still_running = []
-    for session in db.scalars(select(SandboxSession).where(SandboxSession.state == "active")).all():
-        if (session.user, session.server_name) not in running:
-            if session.started_at <= cutoff:
-                settle(db, session, session.last_charged_at or session.started_at, "server no longer running", rates)
-                result.settled.append(session.id)
-            continue
-        if charge(db, session, now, rates):
-            result.charged += 1
-        still_running.append(session)
     db.flush()
-
-    courses = {s.course_id: catalog.get(s.course_id) for s in still_running}
-    courses = {k: c for k, c in courses.items() if c is not None}
-    snap = snapshot_for(db, list(courses.values()), now)
-    allocs = {a.id: a for a in db.scalars(select(Allocation).where(
-        Allocation.id.in_({c.allocation for c in courses.values() if c.allocation})))}
-    for session in still_running:
-        course = courses.get(session.course_id)
-        if course is None:
-            continue
-        limits = limits_from(snap, course, session.user, allocs.get(course.allocation), now)
-        _enforce(session, course, limits, rates.weight(session.gpu_kind, now), now, grace_s, result)
+    found = _scan(db, running, asked_at - timedelta(seconds=settle_grace_s), rates, result, now)
+    _charge_singly(db, found.single, now, rates, result)
+    _charge_in_groups(db, found, now, rates, result)
+    _enforce_all(db, catalog, found, now, rates, grace_s, result)
+    db.flush()
     return result

@@ -2,7 +2,7 @@
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..state.base import Base, UTCDateTime, utcnow
@@ -21,6 +21,8 @@ class SandboxSession(Base):
     gpu_kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | ended
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # admitted, but the sandbox waits for the cluster (a pending pod): it holds, nothing is charged until it runs
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     end_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -41,10 +43,16 @@ class SandboxSession(Base):
     # enforcement: the highest warning shown (80, 90), and why the sandbox was stopped
     warned_percent: Mapped[int] = mapped_column(Integer, default=0)
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the idle rule: when the learner was warned that the idle sandbox will stop
+    idle_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     claims: Mapped[list["GpuClaim"]] = relationship(back_populates="session", cascade="all, delete-orphan")
 
-    __table_args__ = (Index("ix_sessions_active", "state", "user", "server_name"),)
+    __table_args__ = (
+        Index("ix_sessions_active", "state", "user", "server_name"),
+        Index("ix_sessions_course_user", "course_id", "user", "started_at"),
+        Index("ix_sessions_allocation", "allocation_id", "state"),
+    )
 
     @property
     def devices(self):
@@ -59,6 +67,32 @@ class GpuClaim(Base):
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sandbox_sessions.id", ondelete="CASCADE"))
     session: Mapped[SandboxSession] = relationship(back_populates="claims")
+
+
+class WaitlistEntry(Base):
+    """A learner waiting for a GPU of the local pool: in line (``waiting``), offered held devices
+    (``offered``, until ``expires_at``), then ``admitted``, ``left`` or ``expired``. The id orders arrivals."""
+
+    __tablename__ = "waitlist"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    course_id: Mapped[str] = mapped_column(String(64))
+    gpu_kind: Mapped[str] = mapped_column(String(64))
+    gpu_count: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    held_devices: Mapped[str] = mapped_column(String(255), default="")  # comma list, while offered
+
+    __table_args__ = (Index("ix_waitlist_state", "state", "gpu_kind"),)
+
+    @property
+    def devices(self):
+        return [d for d in self.held_devices.split(",") if d]
 
 
 class LearnerUid(Base):
@@ -145,6 +179,5 @@ class UsageEvent(Base):
 
     __table_args__ = (
         UniqueConstraint("session_id", "seq", name="uq_event_seq"),
-        Index("ix_events_user_course_end", "user", "course_id", "end_at"),
         Index("ix_events_allocation_end", "allocation_id", "end_at"),
     )

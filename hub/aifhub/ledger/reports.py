@@ -3,10 +3,12 @@
 import csv
 import io
 from collections import defaultdict
+from datetime import datetime
 from xml.etree import ElementTree as ET
 
 from sqlalchemy import func, select
 
+from ..texts import csv_row
 from .models import SandboxSession, UsageEvent
 from .units import ms_to_hours
 
@@ -50,7 +52,7 @@ def to_csv(rows):
               "gpu_hours", "cpu_hours", "gpu_ms", "cpu_ms", "events"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(csv_row(row) for row in rows)  # no cell starts a spreadsheet formula
     return out.getvalue()
 
 
@@ -127,8 +129,6 @@ def car_xml(db, machine="aifhub", site="aifhub", allocation=None, course=None, u
 
 
 def _parse(text):
-    from datetime import datetime
-
     return datetime.fromisoformat(text)
 
 

@@ -9,11 +9,12 @@ charged to the course (user ``aifhub-grader``) without a learner quota.
 import logging
 
 from ..catalog.access import decide_access
-from ..ledger import sandboxes
-from ..ledger.errors import Refusal
-from ..ledger.limits import limits_for
+from ..errors import Refusal
+from ..ledger import admission as ledger_admission
+from ..ledger import metering, sessions
+from ..ledger.limits import check_allocation, limits_for
 from ..ledger.models import utcnow
-from . import membership
+from . import membership, waitlist
 
 log = logging.getLogger(__name__)
 GRADER = "aifhub-grader"  # the ledger's user for GPU time spent grading a course's submissions
@@ -25,7 +26,7 @@ def pool_status(s, inventory):
     """Per GPU kind: devices in total and free right now (``inventory`` None: the cluster places GPUs)."""
     if inventory is None:
         return {"scheduler": "kubernetes", "devices": [], "kinds": []}
-    taken = sandboxes.claimed_devices(s)
+    taken = sessions.claimed_devices(s)
     kinds = {}
     for d in inventory:
         k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
@@ -35,10 +36,11 @@ def pool_status(s, inventory):
             "kinds": list(kinds.values())}
 
 
-def offers(s, catalog, user, admin, inventory):
-    """The courses ``user`` may see, each with whether it can start now and why not."""
+def offers(s, catalog, user, admin, inventory, waitlist=False):
+    """The courses ``user`` may see, each with whether it can start now and why not (with ``waitlist``, a GPU
+    course whose devices are all busy can start: the learner waits in line, ``gpu_wait``)."""
     enrolled_in = membership.enrolled_courses(s, user)
-    taken = sandboxes.claimed_devices(s) if inventory is not None else set()
+    taken = sessions.claimed_devices(s) if inventory is not None else set()
     now = utcnow()
     out = []
     for course in sorted(catalog.courses.values(), key=lambda c: c.title):
@@ -53,8 +55,12 @@ def offers(s, catalog, user, admin, inventory):
             free = sum(1 for d in inventory if d.matches(course.sandbox.gpu.kind) and d.id not in taken)
         entry["gpu_free"] = free
         can_start, why = decision.allowed, decision.message
+        entry["gpu_wait"] = False
         if can_start and free is not None and free < course.sandbox.gpu.count:
-            can_start, why = False, f"All GPUs of kind '{course.sandbox.gpu.kind}' are in use right now."
+            if waitlist:
+                entry["gpu_wait"] = True  # starting puts the learner in the GPU waitlist
+            else:
+                can_start, why = False, f"All GPUs of kind '{course.sandbox.gpu.kind}' are in use right now."
         if decision.allowed:
             limits = limits_for(s, course, user, now)
             entry["quota"] = [lim.to_dict() for lim in limits]
@@ -71,15 +77,60 @@ def quotas(s, course, user):
     return [lim.to_dict() for lim in limits_for(s, course, user, utcnow())]
 
 
-def _admit(s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as):
-    """Admission, and the enrolment an open course's learner gets with it, in one transaction."""
-    admission = sandboxes.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s)
+def _admit(s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as, use_waitlist=False,
+           pending=False):
+    """Admission, and the enrolment an open course's learner gets with it, in one transaction.
+
+    With ``use_waitlist``, a GPU course whose devices are all busy (or that others wait for already)
+    puts the learner in line instead: ``(None, False, entry id)``. A learner whose turn has come takes
+    the devices held for them. ``pending``: the sandbox is a pod the cluster still has to place; its session
+    holds but is not charged until it runs.
+    """
+    gpu = course.sandbox.gpu
+    queued = use_waitlist and gpu is not None and inventory is not None
+    if queued:
+        entry = waitlist.live_entry(s, user, server_name, course.id)
+        if entry is not None and entry.state == "offered":
+            waitlist.take_offer(s, entry)
+        elif entry is not None:
+            return None, False, entry.id
+        elif waitlist.waiting_for(s, gpu.kind, inventory):  # others came first
+            _refuse_if_used_up(s, course, user)
+            return None, False, waitlist.join(s, course, user, server_name).id
+    try:
+        admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid,
+                                           default_session_s=default_session_s, pending=pending)
+    except Refusal as refusal:
+        if not (queued and refusal.reason == "gpu-busy"):
+            raise
+        _refuse_if_used_up(s, course, user)  # no point waiting in line to be refused then
+        return None, False, waitlist.join(s, course, user, server_name).id
+    enrolled = membership.enrol(s, user, course.id, enrol_as) if enrol_as else False
+    return admission, enrolled, None
+
+
+def _admit_warm(s, course, user, server_name, warm_server, warm_devices, inventory, first_uid, default_session_s,
+                enrol_as):
+    """Admission onto a warm sandbox: its session (the course's) ends here, the learner's begins on its devices."""
+    from .warm_pool import WARM_USER
+
+    metering.release(s, WARM_USER, warm_server, "handed to a learner")
+    admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s,
+                                devices_first=[d["id"] for d in warm_devices])
     enrolled = membership.enrol(s, user, course.id, enrol_as) if enrol_as else False
     return admission, enrolled
 
 
+def _refuse_if_used_up(s, course, user):
+    now = utcnow()
+    allocation = check_allocation(s, course, now, needs_gpu=True)
+    for lim in limits_for(s, course, user, now, allocation):
+        if lim.unit == "gpu" and lim.remaining_ms <= 0:
+            raise lim.refusal(course)
+
+
 def _admit_grading(s, course, server, inventory, first_uid, expected_s):
-    return sandboxes.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
+    return ledger_admission.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
                            learner_quota=False).devices
 
 
@@ -87,8 +138,9 @@ class Admission:
     """Admits spawns and GPU grading jobs against the GPU pool (``inventory``; None when the cluster places
     GPUs) and the ledger."""
 
-    def __init__(self, db, courses, members, inventory, first_uid, default_session_s=4 * 3600):
+    def __init__(self, db, courses, members, inventory, first_uid, default_session_s=4 * 3600, line=None):
         self.db = db
+        self.line = line  # the GPU waitlist (None: a spawn that finds every GPU busy is refused)
         self.courses = courses
         self.members = members
         self.inventory = None if inventory is None else list(inventory)
@@ -96,10 +148,13 @@ class Admission:
         self.default_session_s = default_session_s
         self.refusals = {}  # reason -> count, for the metrics
         self.grading_running = set()  # (GRADER, server) of grading jobs holding GPUs: metered like servers
+        self.disk = None  # the disk watch (the service sets it): no start on a nearly full disk
+        self.warm = None  # the warm pool (the service sets it), and its sessions, metered like servers
+        self.warm_running = set()
 
     async def offers(self, user, admin):
         """The courses ``user`` may see, each with whether it can start now and why not."""
-        return await self.db.run(offers, self.courses.catalog, user, admin, self.inventory)
+        return await self.db.run(offers, self.courses.catalog, user, admin, self.inventory, self.line is not None)
 
     async def pool_status(self):
         return await self.db.run(pool_status, self.inventory)
@@ -108,34 +163,66 @@ class Admission:
         """The limits on ``user``'s sandbox in ``course`` (used, held, limit, reset)."""
         return await self.db.run(quotas, course, user)
 
-    async def admit(self, user, server_name, course_id, admin):
-        """Admit a spawn. Returns a JSON-ready dict; raises Refusal."""
+    async def admit(self, user, server_name, course_id, admin, warm=False, pending=False):
+        """Admit a spawn. Returns a JSON-ready dict; raises Refusal. With ``warm``, a ready warm sandbox of the
+        course is taken when there is one (``"warm": id`` in the answer: the spawner hands it over). ``pending``:
+        the sandbox is a pod the cluster still has to place; nothing is charged until :meth:`running` says it runs."""
         if not course_id:
-            raise Refusal(400, "no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
+            raise Refusal("no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
         catalog = self.courses.catalog
         course = catalog.get(course_id)
         if course is None:
             if course_id in catalog.broken:
-                raise Refusal(409, "broken-course", f"The course '{course_id}' has errors in its course file and "
+                raise Refusal("broken-course", f"The course '{course_id}' has errors in its course file and "
                                                     "cannot start; its instructors have been told.")
-            raise Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+            raise Refusal("unknown-course", f"There is no course '{course_id}'.")
         decision = await self.members.access(course, user, admin)
         if not decision.allowed:
-            raise Refusal(403, decision.reason, decision.message)
+            raise Refusal(decision.reason, decision.message)
+        if self.disk is not None:
+            self.disk.check_room()
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
+        taken = self.warm.take(course.id) if warm and self.warm is not None else None
+        if taken is not None:
+            try:
+                admission, enrolled = await self.db.run(_admit_warm, course, user, server_name, taken.server,
+                                                        taken.devices, self.inventory, self.first_uid,
+                                                        self.default_session_s, enrol_as)
+            except BaseException:
+                self.warm.untake(taken)
+                raise
+            self.warm.taken(taken)
+            if enrolled:
+                await self.members.enrolled_with_admission(course.id, user)
+            return admission.to_dict() | {"course": course.summary(), "materials": str(course.path),
+                                          "role": decision.role, "warm": taken.id}
         try:
-            admission, enrolled = await self.db.run(_admit, course, user, server_name, self.inventory, self.first_uid,
-                                                    self.default_session_s, enrol_as)
+            admission, enrolled, entry = await self.db.run(_admit, course, user, server_name, self.inventory,
+                                                           self.first_uid, self.default_session_s, enrol_as,
+                                                           self.line is not None, pending)
         except Refusal as refusal:
             self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
             raise
+        if entry is not None:
+            await self.line.promote()  # a device may be free for whoever is first (perhaps this learner)
+            found = await self.line.status([entry])
+            return {"waiting": found.get(entry) or {"id": entry, "state": "waiting"}, "course": course.summary()}
         if enrolled:
             await self.members.enrolled_with_admission(course.id, user)
         return admission.to_dict() | {"course": course.summary(), "materials": str(course.path), "role": decision.role}
 
+    async def running(self, user, server_name):
+        """The admitted sandbox of ``user``'s server runs now (its pod started): charge it from now on."""
+        return await self.db.run(sessions.mark_running, user, server_name)
+
     async def release(self, user, server_name, reason):
-        """Settle the server's session (charge it to now, release its hold and devices); its id, or None."""
-        return await self.db.run(sandboxes.release, user, server_name, reason)
+        """Settle the server's session (charge it to now, release its hold and devices); its id, or None.
+
+        A freed device goes to the next in the GPU waitlist at once."""
+        session_id = await self.db.run(metering.release, user, server_name, reason)
+        if self.line is not None:
+            await self.line.promote()
+        return session_id
 
     async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
         """GPU time for grading one submission of a GPU course, charged to the course like a sandbox's.

@@ -2,7 +2,7 @@
 
 from tornado import web
 
-from ..ledger.sandboxes import Refusal
+from ..errors import Refusal
 from .base import APIHandler
 
 
@@ -59,7 +59,8 @@ class PoolHandler(APIHandler):
     @web.authenticated
     async def get(self):
         self.require_admin()
-        self.write_json(await self.core.admission.pool_status())
+        warm = self.core.admission.warm
+        self.write_json(await self.core.admission.pool_status() | {"warm": warm.status() if warm else []})
 
 
 class RosterHandler(APIHandler):
@@ -100,3 +101,36 @@ class RosterHandler(APIHandler):
             return self.refuse(refusal)
         self.set_status(204)
         self.finish()
+
+
+class MyWaitlistHandler(APIHandler):
+    """``DELETE /api/v1/me/waitlist/<course>``: the caller leaves the GPU waitlist of a course."""
+
+    @web.authenticated
+    async def delete(self, course_id):
+        line = self.core.waitlist
+        if line is None or not await line.leave(self.user_name, course_id=course_id):
+            raise web.HTTPError(404, f"You are not waiting for a GPU of '{course_id}'.")
+        self.set_status(204)
+        self.finish()
+
+
+class WaitlistHandler(APIHandler):
+    """``GET /api/v1/waitlist[?course=ID]``: who waits for a GPU, in order; admins see every course, instructors
+    their own."""
+
+    @web.authenticated
+    async def get(self):
+        course_id = self.get_argument("course", None)
+        courses = self.core.catalog.courses
+        if course_id is not None and course_id not in courses:
+            raise web.HTTPError(404, f"There is no course '{course_id}'.")
+        allowed = set(courses) if self.admin else {c.id for c in courses.values() if c.is_instructor(self.user_name)}
+        if course_id is not None and course_id not in allowed:
+            raise web.HTTPError(403, f"Only the instructors of {courses[course_id].title} may see its waitlist.")
+        if not allowed:
+            raise web.HTTPError(403, "Only administrators and instructors may see the waitlist.")
+        wanted = {course_id} if course_id else allowed
+        entries = [] if self.core.waitlist is None else list((await self.core.waitlist.status()).values())
+        entries = sorted((e for e in entries if e["course"] in wanted), key=lambda e: (e["state"] != "offered", e["position"], e["id"]))
+        self.write_json({"waitlist": entries})

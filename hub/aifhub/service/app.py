@@ -21,8 +21,15 @@ from ..state import lease
 from ..state.db import Database, sqlite_url
 from .gpu_pool import DEFAULT_KIND, gpu_inventory, parse_gpus
 from ..grading.manager import GradingManager
-from . import access_log, api, grading_api, internal, ledger_api, pages
+from ..auth import handlers as auth_handlers
+from ..auth.grants import refresh_staff
+from ..lti import handlers as lti_handlers
+from . import access_log, api, grading_api, internal, ledger_api, materials_api, pages
+from .admission import GRADER
 from .core import ServiceCore
+from .disk_watch import DiskWatch
+from .placeholders import Placeholders
+from .warm_pool import WARM_USER, WarmPool
 from .hubapi import HubAPIError, HubClient
 from .shutdown import last_pass, stop_sandboxes
 
@@ -32,7 +39,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager]
+    classes = [GradingManager, WarmPool, DiskWatch, Placeholders]
 
     name = "aifhub-service"
     version = __version__
@@ -77,6 +84,16 @@ class AifhubService(Application):
     ).tag(config=True)
     stop_grace = Float(
         120.0, help="Seconds of notice a learner gets before their sandbox is stopped for running out of GPU or CPU time.",
+    ).tag(config=True)
+    waitlist = Bool(
+        True, help="A learner who finds every GPU of the local pool busy waits in line (told their place and an "
+        "estimate) instead of being refused.",
+    ).tag(config=True)
+    waitlist_hold = Float(
+        180.0, help="Seconds a freed GPU is held for the learner at the head of the waitlist before it goes to the next.",
+    ).tag(config=True)
+    waitlist_interval = Float(
+        1.0, help="Seconds between the waitlist's checks for expired holds and devices freed without a release.",
     ).tag(config=True)
     default_session_hours = Float(
         4.0, help="Expected length of a session, for the hold placed at admission, when the course sets no max_session.",
@@ -123,7 +140,7 @@ class AifhubService(Application):
         parse_gpus(proposal.value)  # raises ValueError saying what is expected
         return proposal.value
 
-    @validate("meter_interval", "catalog_poll_interval", "exit_timeout")
+    @validate("meter_interval", "catalog_poll_interval", "waitlist_hold", "waitlist_interval", "exit_timeout")
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
             raise ValueError(f"{proposal.trait.name} must be a positive number of seconds, got {proposal.value}")
@@ -139,7 +156,7 @@ class AifhubService(Application):
         """Where courses come from: the courses directory, then courses published into the state."""
         return [Path(self.courses_dir).resolve(), Path(self.state_dir).resolve() / "courses"]
 
-    def make_app(self, core, grading=None, hub_auth=None):
+    def make_app(self, core, grading=None, hub_auth=None, lti=None):
         """The web application over ``core`` and ``grading``; ``hub_auth`` defaults to HubOAuth from the
         hub's environment variables (the tests pass one that needs no hub)."""
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/aifhub/")
@@ -152,6 +169,7 @@ class AifhubService(Application):
             (route(r"courses/([a-z0-9-]+)/instructor"), pages.InstructorPage),
             (route(r"courses/([a-z0-9-]+)/enrol"), pages.EnrolAction),
             (route(r"courses/([a-z0-9-]+)/stop"), pages.StopAction),
+            (route(r"courses/([a-z0-9-]+)/waitlist/leave"), pages.LeaveWaitlistAction),
             (route(r"courses/([a-z0-9-]+)/roster/(add|remove|import)"), pages.RosterAction),
             (route(r"courses/([a-z0-9-]+)/assignments/([A-Za-z0-9][A-Za-z0-9._-]*)/(release|collect|autograde|feedback)"),
              pages.AssignmentAction),
@@ -163,6 +181,7 @@ class AifhubService(Application):
             (route("api/v1/me"), api.MeHandler),
             (route("api/v1/courses"), api.CoursesHandler),
             (route(r"api/v1/courses/([a-z0-9-]+)/enrol"), api.EnrolHandler),
+            (route(r"api/v1/courses/([a-z0-9-]+)/materials"), materials_api.MaterialsHandler),
             (route(r"api/v1/courses/([a-z0-9-]+)/roster"), api.RosterHandler),
             (route("api/v1/catalog/reload"), api.CatalogReloadHandler),
             (route("api/v1/pool"), api.PoolHandler),
@@ -176,7 +195,15 @@ class AifhubService(Application):
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
             (route("api/v1/internal/users"), internal.UsersCreatedHandler),
+            (route("api/v1/internal/running"), internal.RunningHandler),
+            (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
+            (route(r"api/v1/internal/waitlist/([0-9]{1,12})"), internal.WaitlistEntryHandler),
+            (route(r"api/v1/internal/warm/([0-9]{1,12})/handover"), internal.WarmHandoverHandler),
+            (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),
+            (route("api/v1/waitlist"), api.WaitlistHandler),
             *grading_api.routes(route),
+            *auth_handlers.routes(route),
+            *lti_handlers.routes(route),
         ]
         return web.Application(
             handlers,
@@ -186,6 +213,7 @@ class AifhubService(Application):
             hub_auth=hub_auth or HubOAuth.instance(),
             aifhub_core=core,
             aifhub_grading=grading,
+            aifhub_lti=lti,
             aifhub_internal_token=self.internal_token,
             aifhub_isolated=self.isolated,
             hub_prefix=hub_prefix,
@@ -193,6 +221,16 @@ class AifhubService(Application):
             login_url=url_path_join(hub_prefix, "login"),
             log_function=access_log.log_request,
         )
+
+    def lti_tool(self, state, core, grading):
+        """The LTI 1.3 tool (AGS passback, NRPS rosters) when the hub logs in with --auth lti13, else None."""
+        if os.environ.get("AIFHUB_AUTH") != "lti13":
+            return None
+        from ..auth.config import load
+        from ..lti.tool import LtiTool
+
+        _hub, settings = load(os.environ["AIFHUB_AUTH_CONFIG"], "lti13")
+        return LtiTool(state, core, grading, parent=self, **settings)
 
     async def _every(self, seconds, what, step):
         """Run ``step`` every ``seconds``; a failure is logged and retried next time."""
@@ -229,31 +267,53 @@ class AifhubService(Application):
         db = Database(self.db_url)
         core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub,
                            default_session_s=int(self.default_session_hours * 3600), stop_grace_s=self.stop_grace,
-                           settle_grace_s=self.reconcile_grace, protect_sources=self.isolated)
+                           settle_grace_s=self.reconcile_grace, protect_sources=self.isolated,
+                           waitlist_hold_s=self.waitlist_hold, use_waitlist=self.waitlist)
         try:
             grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
         except ValueError as exc:  # settings that contradict each other
             self.log.critical("%s", exc)
             db.close()
             self.exit(1)
+        try:
+            lti = self.lti_tool(state, core, grading)
+        except ValueError as exc:  # the lti13 settings cannot work
+            self.log.critical("LTI 1.3: %s", exc)
+            db.close()
+            self.exit(1)
         holder = lease.me()
         await self._renew_lease(db, holder)  # from now on the CLI's offline writes refuse
         if self.demo:
             await core.seed_allocations(self.demo_allocations)
+        await refresh_staff(core)  # instructors granted by logins
 
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        server = HTTPServer(self.make_app(core, grading), xheaders=True)
+        server = HTTPServer(self.make_app(core, grading, lti=lti), xheaders=True)
         server.listen(url.port, url.hostname)
         self.log.info("aifhub service listening on %s", url.geturl())
 
         await hub.wait_until_up()
         await core.membership.sync_groups()
         await grading.start()
+        if lti is not None:
+            lti.start()
         loops = [
             asyncio.ensure_future(self._every(self.meter_interval, "metering", core.metering.meter)),
             asyncio.ensure_future(self._every(self.catalog_poll_interval, "catalog watch", core.watch_catalog)),
             asyncio.ensure_future(self._every(lease.RENEW_S, "state lease", lambda: self._renew_lease(db, holder))),
         ]
+        if core.waitlist is not None:
+            loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
+        warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
+        if inventory is None and grading.backend == "kubernetes":  # the cluster is warmed with placeholder pods
+            warm.enabled, warm.why_not = False, "on Kubernetes, placeholder pods keep the room (Placeholders)"
+            placeholders = Placeholders(db, core.courses, core.admission, grading, self.images_dir, self.first_uid,
+                                        parent=self)
+            loops.append(asyncio.ensure_future(placeholders.run()))
+        loops.append(asyncio.ensure_future(warm.run()))
+        if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
+            disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
+            loops.append(asyncio.ensure_future(disk.run()))
         stopping, hurry = asyncio.Event(), asyncio.Event()
 
         def on_signal():  # the first signal stops the service; another one cuts its wait for sandboxes short
@@ -273,7 +333,10 @@ class AifhubService(Application):
             server.stop()
             for loop in loops:
                 loop.cancel()
+            await warm.stop_all()
             await grading.stop()
+            if lti is not None:
+                await lti.stop()
             try:
                 await db.run(lease.give_up, holder)
             finally:

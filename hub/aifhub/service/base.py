@@ -6,7 +6,9 @@ import json
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
-from ..ledger.sandboxes import Refusal
+from .. import texts
+from ..errors import Refusal
+from .statuses import status_of
 
 
 def is_admin(model):
@@ -67,17 +69,29 @@ class APIHandler(BaseHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
         message = getattr(exc, "log_message", None) or self._reason
+        body = {"status": status_code, "message": texts.message(message)}
         if isinstance(exc, Refusal):
-            message = exc.message
+            body = {"status": status_of(exc.reason), "reason": exc.reason, "message": texts.message(exc.message)}
+            self.set_status(body["status"])
         self.set_header("Content-Type", "application/json")
-        body = {"status": status_code, "message": message}
-        if isinstance(exc, Refusal):
-            body["reason"] = exc.reason
         self.finish(json.dumps(body))
 
     def refuse(self, refusal):
-        self.set_status(refusal.status)
-        self.write_json(refusal.to_dict(), status=refusal.status)
+        """Answer a :class:`~aifhub.errors.Refusal` as ``{status, reason, message}`` with its HTTP status."""
+        status = status_of(refusal.reason)
+        self.write_json({"status": status, **refusal.to_dict(), "message": texts.message(refusal.message)}, status=status)
+
+    def text_arguments(self, body, *names):
+        """The fields ``names`` of a JSON body, each a string (or absent: ""); a 400 otherwise."""
+        values = []
+        for name in names:
+            value = body.get(name, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise web.HTTPError(400, f"The field '{name}' must be a string, got {texts.shown(value)}.")
+            values.append(value)
+        return values
 
 
 class InternalHandler(APIHandler):

@@ -7,6 +7,7 @@ import os
 import stat
 
 from .. import fsafe
+from ..auth.grants import apply_staff
 from ..catalog import load_catalog, load_images
 from ..catalog.loader import fingerprint
 
@@ -22,6 +23,7 @@ class CatalogWatch:
         self.protect_sources = protect_sources
         self.catalog = None
         self._fingerprint = None
+        self.staff = {}  # course id -> instructors granted by logins (aifhub.auth.grants.refresh_staff)
         self.reload()
 
     def get(self, course_id):
@@ -39,6 +41,7 @@ class CatalogWatch:
         log.info("Catalog: %d course(s), %d broken", len(catalog.courses), len(catalog.broken))
         if self.protect_sources:
             protect_sources(catalog)
+        apply_staff(catalog, self.staff)  # instructors granted by logins
         self._fingerprint, self.catalog = fp, catalog
         return True
 

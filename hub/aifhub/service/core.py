@@ -12,20 +12,23 @@ access is a unit of work on :meth:`aifhub.state.db.Database.run`.
 import logging
 
 from ..ledger import allocations
+from ..errors import Refusal
 from ..ledger.models import Allocation
 from . import admission, metering_loop
 from .admission import Admission
 from .catalog_watch import CatalogWatch
-from .membership import Membership
+from .membership import USERNAME, Membership
 from .metering_loop import MeteringLoop
+from .sandbox_events import KINDS, EventBoard
+from .waitlist import Waitlist
 
 log = logging.getLogger(__name__)
 
 
-def _learner_view(s, catalog, user, admin, inventory, stopped_limit):
+def _learner_view(s, catalog, user, admin, inventory, stopped_limit, waitlist=False):
     """What a learner's home page and ``/api/v1/me`` show, read in one transaction."""
     return {
-        "courses": admission.offers(s, catalog, user, admin, inventory),
+        "courses": admission.offers(s, catalog, user, admin, inventory, waitlist),
         "notice": metering_loop.notices(s, catalog, user).get(user),
         "stopped": metering_loop.stopped_sessions(s, user, stopped_limit),
         "running": metering_loop.running_courses(s, user),
@@ -47,13 +50,19 @@ class ServiceCore:
     """The catalog watch, membership, admission and the metering loop of one service."""
 
     def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None,
-                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10, protect_sources=False):
+                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10, protect_sources=False,
+                 waitlist_hold_s=180, use_waitlist=True):
         self.db = db
         self.hub = hub
         self.courses = CatalogWatch(course_dirs, images_dir, protect_sources=protect_sources)
         self.membership = Membership(db, self.courses, hub)
-        self.admission = Admission(db, self.courses, self.membership, inventory, first_uid, default_session_s)
+        # the local pool's GPU waitlist (the cluster's scheduler queues pods itself)
+        self.waitlist = Waitlist(db, self.courses, inventory, default_session_s, waitlist_hold_s) \
+            if use_waitlist and inventory is not None else None
+        self.admission = Admission(db, self.courses, self.membership, inventory, first_uid, default_session_s,
+                                   line=self.waitlist)
         self.metering = MeteringLoop(db, self.courses, hub, self.admission, stop_grace_s, settle_grace_s)
+        self.events = EventBoard()  # what learners must be told about their sandboxes (memory kills, ...)
 
     @property
     def catalog(self):
@@ -74,8 +83,32 @@ class ServiceCore:
         return changed
 
     async def learner_view(self, user, admin, stopped_limit=5):
-        """Offers, the quota notice, recently stopped and running sandboxes of ``user``, read at once."""
-        return await self.db.run(_learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit)
+        """Offers, the quota notice (or what happened in their sandbox), recently stopped and running sandboxes
+        of ``user``, read at once."""
+        view = await self.db.run(_learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit,
+                                 self.waitlist is not None)
+        disk = self.admission.disk.notices if self.admission.disk is not None else {}
+        view["notice"] = self.events.notices(user).get(user) or disk.get(user) or view["notice"]
+        line = await self.waitlist.of_user(user) if self.waitlist is not None else {}
+        for offer in view["courses"]:  # while waiting for a GPU: the place in line and the estimate
+            entry = line.get(offer["id"])
+            offer["waitlist"] = None if entry is None else {
+                "position": entry["position"], "estimate_s": entry["estimate_s"], "state": entry["state"]}
+        return view
+
+    async def notices(self):
+        """``{user: message}`` for the hub's pages: quota warnings, and what happened in sandboxes."""
+        disk = self.admission.disk.notices if self.admission.disk is not None else {}
+        return await self.metering.notices() | disk | self.events.notices()
+
+    def sandbox_event(self, user, course_id, kind):
+        """Record what the spawner saw happen in ``user``'s sandbox; returns the learner's message."""
+        course = self.catalog.get(course_id)
+        if course is None or kind not in KINDS or not USERNAME.match(user or ""):
+            raise Refusal("bad-event", f"Expected a user, a course and a kind of {', '.join(KINDS)}.")
+        message = self.events.add(user, kind, course)
+        log.info("Told %s: %s", user, message)
+        return message
 
     async def seed_allocations(self, specs):
         """Create the allocations in ``specs`` that do not exist yet (the demo's)."""

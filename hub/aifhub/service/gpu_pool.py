@@ -21,19 +21,28 @@ _KIND_PATTERNS = [
 
 @dataclass(frozen=True)
 class GpuDevice:
-    """One schedulable device: a full GPU (``index`` as CUDA counts it) of a kind."""
+    """One schedulable device: a full GPU (``index`` as CUDA counts it) of a kind.
+
+    ``minor`` numbers its device node, ``/dev/nvidia<minor>`` (NVML's minor number; the id when given
+    with ``--gpus``).
+    """
 
     id: str
     kind: str = DEFAULT_KIND
     name: str = ""
     uuid: str = ""
+    minor: int | None = None
+
+    @property
+    def node_minor(self):
+        return int(self.id) if self.minor is None else self.minor
 
     def matches(self, requested_kind):
         """A course asking for ``gpu`` takes any full GPU; otherwise kinds must match."""
         return requested_kind in (DEFAULT_KIND, self.kind)
 
     def to_dict(self):
-        return {"id": self.id, "kind": self.kind, "name": self.name, "uuid": self.uuid}
+        return {"id": self.id, "kind": self.kind, "name": self.name, "uuid": self.uuid, "minor": self.node_minor}
 
 
 def kind_for_product(name):
@@ -83,7 +92,11 @@ def discover_nvml():
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = _text(pynvml.nvmlDeviceGetName(handle))
             uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-            devices.append(GpuDevice(id=str(index), kind=kind_for_product(name), name=name, uuid=uuid))
+            try:
+                minor = pynvml.nvmlDeviceGetMinorNumber(handle)
+            except pynvml.NVMLError:
+                minor = None
+            devices.append(GpuDevice(id=str(index), kind=kind_for_product(name), name=name, uuid=uuid, minor=minor))
         return devices
     finally:
         pynvml.nvmlShutdown()

@@ -10,8 +10,11 @@ watch the queue and export grades.
 import asyncio
 
 from tornado import web
+from tornado.log import app_log
 
+from .. import texts
 from ..grading.coursedir import check_name
+from ..grading.students import MAX_USER
 from ..grading.manager import GradingError
 from .base import APIHandler
 
@@ -25,7 +28,7 @@ class GradingHandler(APIHandler):
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, GradingError):  # a refusal or a reported failure, not a bug
-            self.log.info("%s %s: %s %s", self.request.method, self.request.path, value.status, value.message)
+            app_log.info("%s %s: %s %s", self.request.method, self.request.path, value.status, value.message)
             return
         super().log_exception(typ, value, tb)
 
@@ -34,7 +37,7 @@ class GradingHandler(APIHandler):
         if isinstance(exc, GradingError):
             self.set_status(exc.status)
             self.set_header("Content-Type", "application/json")
-            return self.finish({"status": exc.status, "message": exc.message})
+            return self.finish({"status": exc.status, "message": texts.message(exc.message)})
         return super().write_error(status_code, **kwargs)
 
     async def _course(self, course_id, need="learner"):
@@ -43,7 +46,7 @@ class GradingHandler(APIHandler):
             course = self.grading.course(course_id)
         except GradingError:
             if not self.admin:  # do not tell strangers which courses exist
-                raise web.HTTPError(403, f"You are not a member of the course '{course_id}'.")
+                raise web.HTTPError(403, f"You are not a member of the course {texts.shown(course_id)}.")
             raise
         role = await self.grading.role(course, self.user_name, self.admin)
         if role is None:
@@ -64,8 +67,9 @@ class GradingHandler(APIHandler):
         """Whose files: the caller's, unless an instructor names a learner (?student=NAME)."""
         student = self.get_argument("student", None) or self.user_name
         if student != self.user_name and self.role != "instructor":
-            raise web.HTTPError(403, f"You may only act as yourself ({self.user_name}), not as {student}.")
-        self._names(student_id=student)
+            raise web.HTTPError(403, f"You may only act as yourself ({self.user_name}), not as {texts.shown(student)}.")
+        if len(student) > MAX_USER:
+            raise web.HTTPError(400, f"A user name has at most {MAX_USER} characters.")
         return student
 
     def write_archive(self, data, name):
@@ -116,7 +120,7 @@ class SubmissionsHandler(GradingHandler):
         self._names(assignment_id=assignment)
         student = self.get_argument("student", None) or self.user_name
         if student != self.user_name:  # nobody hands in for someone else, instructors included
-            raise web.HTTPError(403, f"You may only hand in as yourself ({self.user_name}), not as {student}.")
+            raise web.HTTPError(403, f"You may only hand in as yourself ({self.user_name}), not as {texts.shown(student)}.")
         self.write_json(await self.grading.submit(course_id, assignment, student, self.request.body), status=201)
 
     @web.authenticated
@@ -137,7 +141,7 @@ class FeedbackHandler(GradingHandler):
         await self._course(course_id)
         self._names(assignment_id=assignment)
         student = self._student()
-        fb = await asyncio.to_thread(self.grading.feedback, course_id, assignment, student)
+        fb = await self.grading.feedback(course_id, assignment, student)
         if fb is None:
             raise web.HTTPError(404, f"No feedback has been released to {student} for {assignment} yet.")
         self.set_header("X-Aifhub-Timestamp", fb["timestamp"])
@@ -163,6 +167,8 @@ class ActionHandler(GradingHandler):
             result = await self.grading.collect(course_id, assignment)
         else:
             students = self.json_body().get("students")
+            if students is not None and not (isinstance(students, list) and all(isinstance(x, str) for x in students)):
+                raise web.HTTPError(400, 'Send {"students": ["name", ...]} (a list of user names), or no body for all.')
             result = await self.grading.autograde(course_id, assignment, requested_by=self.user_name, students=students)
         self.write_json(result, status=202 if action == "autograde" else 200)
 
@@ -173,7 +179,11 @@ class JobsHandler(GradingHandler):
     @web.authenticated
     async def get(self, course_id, assignment=None):
         await self._course(course_id, need="instructor")
-        ids = [int(x) for x in self.get_arguments("id") if x.isdigit()]
+        ids = []
+        for x in self.get_arguments("id"):
+            if not x.isdigit() or int(x) >= 2 ** 63:
+                raise web.HTTPError(400, f"A job id is a whole number, got {texts.shown(x)}.")
+            ids.append(int(x))
         self.write_json({"jobs": await self.grading.jobs(course_id, assignment, ids or None)})
 
 

@@ -6,8 +6,6 @@ steps themselves run in the grading manager.
 
 import asyncio
 
-from ..grading.coursedir import GradingDir
-from ..grading.store import read_folder
 from . import charts
 
 ACTIVE = ("queued", "running")
@@ -38,12 +36,6 @@ async def learner_assignments(grading, course, user):
             "max_score": job["max_score"] if feedback and job else None,
         })
     return rows
-
-
-def feedback_html(grading, course_id, assignment, user, notebook):
-    """The learner's own released feedback for one notebook, or None. Reads files: call it in a thread."""
-    folder = GradingDir(grading.root, course_id).released_feedback(user, assignment)
-    return read_folder(folder, "*.html", grading.root).get(f"{notebook}.html")
 
 
 async def instructor_grading(grading, course):

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import datetime
 import logging
 from urllib.parse import quote, urlencode
 
@@ -10,6 +11,16 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 log = logging.getLogger(__name__)
 
 PAGINATION = "application/jupyterhub-pagination+json"
+
+
+def _when(text):
+    """The hub's ISO timestamps (``...Z``) as aware datetimes."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class HubAPIError(Exception):
@@ -67,10 +78,14 @@ class HubClient:
 
     async def running_servers(self):
         """``{(user, server_name)}`` for every server the hub has started or is starting."""
-        running = set()
+        return set(await self.running_with_activity())
+
+    async def running_with_activity(self):
+        """``{(user, server_name): last activity (aware datetime, or None)}`` of every server started or starting."""
+        running = {}
         for user in await self.users(state="active"):
-            for name in (user.get("servers") or {}):
-                running.add((user["name"], name))
+            for name, server in (user.get("servers") or {}).items():
+                running[(user["name"], name)] = _when((server or {}).get("last_activity"))
         return running
 
     async def ensure_users(self, names):
@@ -112,13 +127,13 @@ class HubClient:
         await self.request("DELETE", path, {"users": sorted(set(names))}, ok=(200, 400, 404))
 
     async def user_groups(self, name):
-        """The groups the hub has ``name`` in (empty when it does not know them)."""
+        """The groups the hub has ``name`` in (None when it does not know them)."""
         try:
             return set((await self.request("GET", f"/users/{quote(name, safe='')}"))["groups"])
         except HubAPIError as exc:
             if " 404 " not in str(exc):
                 raise
-            return set()
+            return None
 
     async def groups(self):
         """``{group: {members}}`` of every group of the hub (paginated)."""

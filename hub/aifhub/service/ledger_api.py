@@ -6,7 +6,7 @@ from tornado import web
 
 from ..ledger import allocations, reports
 from ..ledger.balances import course_usage
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from .base import APIHandler
 
 FORMATS = ("json", "csv", "waldur", "car")

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from ..catalog.access import decide_access
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.models import Enrollment
+from .hubapi import HubAPIError
 
 log = logging.getLogger(__name__)
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
@@ -67,7 +68,7 @@ def _roster_add(s, course, names):
 def _roster_remove(s, course, name):
     row = s.scalar(select(Enrollment).where(Enrollment.user == name, Enrollment.course_id == course.id))
     if row is None:
-        raise Refusal(404, "not-on-roster", f"{name} is not on the roster of {course.title}.")
+        raise Refusal("not-on-roster", f"{name} is not on the roster of {course.title}.")
     s.delete(row)
 
 
@@ -99,11 +100,11 @@ class Membership:
     async def enrol(self, course_id, user, code=None):
         course = self.courses.get(course_id)
         if course is None:
-            raise Refusal(404, "unknown-course", f"There is no course '{course_id}'.")
+            raise Refusal("unknown-course", f"There is no course '{course_id}'.")
         if course.enrollment == "roster" and not course.on_roster(user):
-            raise Refusal(403, "roster", f"{course.title} enrols from its roster; ask an instructor to add you.")
+            raise Refusal("roster", f"{course.title} enrols from its roster; ask an instructor to add you.")
         if course.enrollment == "code" and code != course.enrollment_code:
-            raise Refusal(403, "bad-code", f"That is not the enrolment code of {course.title}.")
+            raise Refusal("bad-code", f"That is not the enrolment code of {course.title}.")
         await self.db.run(enrol, user, course_id, course.enrollment)
         await self._add_members(course_id, [user])  # the caller is logged in: the hub knows them
         return course
@@ -143,14 +144,14 @@ class Membership:
         names = [n.strip() for n in names if n and n.strip()]
         bad = [n for n in names if not USERNAME.match(n)]
         if bad:
-            raise Refusal(400, "bad-name", f"Not valid user names: {', '.join(bad[:5])}")
+            raise Refusal("bad-name", f"Not valid user names: {', '.join(bad[:5])}")
         added = await self.db.run(_roster_add, course, names)
         await self._add_members(course.id, added, create=True)  # names from a list: maybe unknown to the hub
         return added
 
     async def roster_remove(self, course, name):
         if name in course.roster:
-            raise Refusal(409, "in-course-file",
+            raise Refusal("in-course-file",
                           f"{name} is listed in the course file; remove them from course.yaml and publish it.")
         await self.db.run(_roster_remove, course, name)
         if self.hub is not None:
@@ -168,7 +169,7 @@ class Membership:
         for course in self.courses.catalog.courses.values():
             if course_id is None or course.id == course_id:
                 groups[learner_group(course.id)] = set(course.roster)
-                groups[instructor_group(course.id)] = set(course.instructors)
+                groups[instructor_group(course.id)] = set(course.instructors) | course.staff
         for cid, user, _source in enrolled:
             if learner_group(cid) in groups:
                 groups[learner_group(cid)].add(user)
@@ -182,6 +183,35 @@ class Membership:
         desired = await self.desired_groups(course_id)
         if group in desired:  # a course no longer in the catalog keeps its group as it was
             await self.hub.sync_group(group, desired[group])
+
+    async def sync_course_groups(self, course_id):
+        """Both groups of one course (after a login changed its learners or instructors)."""
+        if self.hub is None:
+            return
+        desired = await self.desired_groups(course_id)
+        for group in (learner_group(course_id), instructor_group(course_id)):
+            if group in desired:
+                await self.hub.sync_group(group, desired[group])
+
+    async def follow_member(self, course_id, user):
+        """After ``user``'s own grants in a course changed (a login): add them to, or take them out of, its two
+        groups, one request each (a user new to the hub is created first, as the login would)."""
+        if self.hub is None:
+            return
+        desired = await self.desired_groups(course_id)
+        for group in (learner_group(course_id), instructor_group(course_id)):
+            if group not in desired:
+                continue
+            if user not in desired[group]:
+                await self.hub.remove_from_group(group, [user])
+                continue
+            try:
+                await self.hub.add_to_group(group, [user])
+            except HubAPIError as exc:
+                if " 400 " not in str(exc):  # "No such user": their first login, before the hub made them
+                    raise
+                await self.hub.ensure_users([user])
+                await self.hub.add_to_group(group, [user])
 
     async def sync_groups(self):
         """Bring every course's groups up to date (at start and when course files change), from one listing."""
@@ -200,7 +230,7 @@ class Membership:
         for name in names:
             wanted = {group for group, members in desired.items() if name in members}
             if wanted and self.hub is not None:
-                wanted -= await self.hub.user_groups(name)  # nothing to add when it was the sync that made them
+                wanted -= await self.hub.user_groups(name) or set()  # nothing to add when the sync made them
             for group in wanted:
                 todo.setdefault(group, []).append(name)
         if self.hub is not None:

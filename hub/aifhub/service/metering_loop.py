@@ -1,14 +1,16 @@
 """The metering loop: reconcile the ledger with the hub's list of running servers, charge, warn and stop;
 and what learners read of it (quota notices, why a sandbox was stopped)."""
 
+import asyncio
 import logging
 
 from sqlalchemy import select
 
 from ..ledger import metering
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from ..ledger.limits import limits_for
 from ..ledger.models import SandboxSession, utcnow
+from . import idle
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +18,8 @@ log = logging.getLogger(__name__)
 # -- units of work ------------------------------------------------------------
 
 def notices(s, catalog, user=None):
-    """Warnings for learners whose running sandboxes near a limit: ``{user: message}``."""
-    out = {}
+    """Warnings for learners whose running sandboxes near a limit, or will stop for being idle: ``{user: message}``."""
+    out = idle.idle_notices(s, catalog, user)
     q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.warned_percent > 0)
     if user:
         q = q.where(SandboxSession.user == user)
@@ -63,10 +65,12 @@ class MeteringLoop:
     async def meter(self):
         """One metering pass against the hub's list of running servers; stops what must stop."""
         asked_at = utcnow()
-        grading = set(self.admission.grading_running)
-        running = await self.hub.running_servers() | grading
+        grading = set(self.admission.grading_running) | set(self.admission.warm_running)  # run by the service
+        activity = await self.hub.running_with_activity()
+        running = set(activity) | grading
         result = await self.db.run(metering.tick, running, asked_at, self.courses.catalog, grace_s=self.stop_grace_s,
                                    settle_grace_s=self.settle_grace_s)
+        await self._idle(activity, result)
         if result.settled:
             log.info("Settled %d session(s) whose servers stopped without telling us", len(result.settled))
         for user, _server, percent, message in result.warnings:
@@ -77,6 +81,20 @@ class MeteringLoop:
             log.warning("Stopping %s's sandbox: %s", user, reason)
             await self.hub.stop_server(user, server_name)
         return result
+
+    async def _idle(self, activity, result):
+        """The courses' idle rules: warnings, and stops (added to ``result.stops``) of sandboxes nobody uses."""
+        if not any(c.idle for c in self.courses.catalog.courses.values()):
+            return
+        devices = [d.id for d in self.admission.inventory or ()]
+        busy = {d for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items() if pct > idle.BUSY_PERCENT}
+        warnings, stops = await self.db.run(idle.idle_pass, self.courses.catalog, activity, utcnow(), busy)
+        for user, _server, message in warnings:
+            log.info("Idle warning for %s: %s", user, message)
+        for user, server, reason in stops:
+            log.warning("Stopping %s's idle sandbox: %s", user, reason)
+            result.stops.append((user, server, reason))
+            await self.hub.stop_server(user, server)
 
     async def notices(self, user=None):
         return await self.db.run(notices, self.courses.catalog, user)
@@ -91,5 +109,5 @@ class MeteringLoop:
         """Stop the learner's sandbox for ``course_id`` (through the hub, which tells the spawner)."""
         server = (await self.running_courses(user)).get(course_id)
         if server is None:
-            raise Refusal(404, "not-running", "That sandbox is not running.")
+            raise Refusal("not-running", "That sandbox is not running.")
         await self.hub.stop_server(user, server)

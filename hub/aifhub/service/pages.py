@@ -5,7 +5,6 @@ pages work with a keyboard and without JavaScript; HubOAuth refuses cookie-authe
 POSTs without a valid token.
 """
 
-import asyncio
 import csv
 import io
 from urllib.parse import urlencode
@@ -14,7 +13,7 @@ from tornado import web
 
 from ..grading.manager import GradingError
 from ..ledger import allocations, reports
-from ..ledger.errors import Refusal
+from ..errors import Refusal
 from . import charts, grading_view
 from .base import BaseHandler
 
@@ -96,12 +95,34 @@ class StopAction(PageHandler):
         self.back("", ok="Your sandbox is stopping; your work folder is kept.")
 
 
+class LeaveWaitlistAction(PageHandler):
+    @web.authenticated
+    async def post(self, course_id):
+        line = self.core.waitlist
+        if line is None or not await line.leave(self.user_name, course_id=course_id):
+            return self.back("", error="You are not waiting for a GPU of that course.")
+        course = self.core.catalog.get(course_id)
+        self.back("", ok=f"You left the GPU waitlist of {course.title if course else course_id}.")
+
+
+async def waitlist_entries(core, course_id=None):
+    """Who waits for a GPU (of ``course_id``, or all), held offers first, then in order."""
+    if core.waitlist is None:
+        return []
+    entries = [e for e in (await core.waitlist.status()).values() if course_id is None or e["course"] == course_id]
+    return sorted(entries, key=lambda e: (e["state"] != "offered", e["gpu_kind"], e["position"], e["id"]))
+
+
 class CoursePage(PageHandler):
     async def instructor_view(self, course):
         usage = await self.core.db.run(reports.per_learner, course.id)
         roster = await self.core.membership.roster(course)
+        lti = self.settings.get("aifhub_lti")
+        if lti is not None:
+            from ..lti.handlers import course_state  # builds on this module's PageHandler
         return {
-            "roster": roster, "usage": usage, "grading": await grading_view.instructor_grading(self.grading, course),
+            "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
+            "roster": roster, "usage": usage, "waitlist": await waitlist_entries(self.core, course.id), "grading": await grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
                                        f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
         }
@@ -187,8 +208,10 @@ class FeedbackPage(PageHandler):
     @web.authenticated
     async def get(self, course_id, assignment, notebook):
         course = self.course_or_404(course_id)
-        html = await asyncio.to_thread(grading_view.feedback_html, self.grading, course.id, assignment, self.user_name,
-                                       notebook)
+        try:
+            html = await self.grading.feedback_html(course.id, assignment, self.user_name, notebook)
+        except (GradingError, ValueError):  # an odd assignment or notebook name: nothing of the learner's
+            html = None
         if html is None:
             raise web.HTTPError(404, f"No feedback on {assignment} / {notebook} has been released to you.")
         self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
@@ -230,6 +253,7 @@ class AdminPage(PageHandler):
         self.require_admin()
         allocs, pool_chart = await self.core.db.run(_admin_overview, self.core.catalog)
         self.render_page("admin.html", pool=await self.core.admission.pool_status(), broken=self.core.broken_courses(),
+                         waitlist=await waitlist_entries(self.core),
                          courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id),
                          allocations=allocs, pool_chart=pool_chart)
 

@@ -9,8 +9,8 @@ from sqlalchemy import func, select, text
 
 from .balances import rate_ppm
 from .errors import Refusal
-from .models import GpuClaim, LearnerUid, SandboxSession, utcnow
-from .units import PPM
+from aifhub.ledger.models import Enrollment, GpuClaim, LearnerUid, SandboxSession, utcnow
+from aifhub.ledger.units import PPM
 
 
 @dataclass
@@ -59,6 +59,12 @@ def learner_uid(db, user, first_uid):
         db.add(row)
         db.flush()
     return row.uid
+
+
+def is_enrolled(db, user, course_id):
+    return db.scalar(
+        select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)
+    ) is not None
 
 
 def serialize_admissions(db):

@@ -1,13 +1,13 @@
 """A grading worker process: runs nbgrader steps for the service, one request at a time.
 
-The service starts ``python -m aifhub.grading.worker RUNTIME_DIR`` and writes one JSON request
+The service starts ``python -m aifhub.grading.runners.worker RUNTIME_DIR`` and writes one JSON request
 per line on its stdin; the worker answers with one line ``AIFHUB-RESULT {json}`` on stdout
 (anything else there is log). It imports nbgrader once, so a job costs the kernel's start and
 the notebook's run, not a Python start-up. nbgrader changes the working directory while it
 converts, so each worker runs one request at a time; parallelism comes from several workers.
 
 The worker is trusted (it reads and writes the gradebook); the code it grades runs in a kernel
-started through :mod:`aifhub.grading.kernel`: another uid, no network, resource limits.
+started through :mod:`aifhub.grading.runners.kernel`: another uid, no network, resource limits.
 """
 
 import contextlib
@@ -23,15 +23,16 @@ import sys
 import traceback
 from pathlib import Path
 
-from .. import fsafe
-from .coursedir import GradingDir, ignore_learner_files, venv_path_env
-from .store import read_text
+from ... import fsafe
+from ..coursedir import GradingDir, ignore_learner_files, venv_path_env
+from ..store import read_text
+from . import mounts
 
 RESULT = "AIFHUB-RESULT "
 KERNEL_NAME = "aifhub-grader"
 LOG_TAIL = 4000
 
-log = logging.getLogger("aifhub.grading.worker")
+log = logging.getLogger("aifhub.grading.runners.worker")
 EXCEPTION_LINE = re.compile(r"^(\[\w+\] )?[\w.]*(Error|Exception|Failed|Interrupt)\b[^:]*:")
 BOILERPLATE = re.compile(r"Please see the the above traceback|Removing failed assignment|There was an error processing")
 
@@ -79,7 +80,7 @@ class Worker:
         kernel_dir = self.runtime / "kernels" / KERNEL_NAME
         kernel_dir.mkdir(parents=True, exist_ok=True)
         (kernel_dir / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "aifhub.grading.kernel", str(self.spec_path), "-f", "{connection_file}"],
+            "argv": [sys.executable, "-m", "aifhub.grading.runners.kernel", str(self.spec_path), "-f", "{connection_file}"],
             "display_name": "Python 3 (aifhub grading sandbox)",
             "language": "python",
             "interrupt_mode": "signal",
@@ -155,12 +156,13 @@ class Worker:
         scratch.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         with fsafe.opened(scratch.parent) as top:  # root's, traversable by the kernel's uid (whatever the umask)
             top.mkdir(scratch.name, 0o711 if req.get("uid") is not None else 0o700).close()
+        isolate = self._mount_scratch(req, scratch)
         config = gd.nbgrader_config(req.get("cell_timeout", 60))
         try:
             if req.get("kubernetes"):
                 self._kubernetes_config(req, config)
             else:
-                self._sandbox_config(req, config, submitted)
+                self._sandbox_config(req, config, submitted, isolate)
             return self._autograde(req, config)
         finally:
             os.environ.pop("JUPYTER_RUNTIME_DIR", None)
@@ -168,9 +170,25 @@ class Worker:
                 kill_uid(req["uid"])
             elif not req.get("kubernetes"):
                 self.kill_pidfile(scratch / "kernel.pid")
+            if isolate:
+                mounts.release_scratch(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _sandbox_config(self, req, config, submitted):
+    @staticmethod
+    def _mount_scratch(req, scratch):
+        """As root, for a local kernel: the job's scratch folder on a tmpfs of ``scratch_bytes`` (see
+        :mod:`.mounts`); True when it is, so that the kernel gets its own mount namespace too."""
+        if req.get("uid") is None or req.get("kubernetes") or not req.get("scratch_bytes"):
+            return False
+        try:
+            mounts.mount_scratch(scratch, req["scratch_bytes"])
+        except OSError as exc:
+            log.warning("Graded code's files are not confined (no tmpfs for %s: %s); it may write to the disk "
+                        "and /tmp", scratch, exc)
+            return False
+        return True
+
+    def _sandbox_config(self, req, config, submitted, isolate=False):
         """Kernels started here through :mod:`.kernel`: own uid, no network, limits, a scratch copy of the files.
 
         The scratch folder stays root's (the kernel's uid cannot rename or replace what is in it); the
@@ -183,7 +201,7 @@ class Worker:
         with fsafe.opened(scratch) as sd:
             with gd.open_below("submitted", student, a) as src, sd.mkdir("work", 0o700, uid, uid) as dst:
                 fsafe.copy_tree(src, dst, skip=ignore_learner_files, uid=uid, gid=uid)
-            for name in ("home", "tmp", "ipc"):
+            for name in ("home", "tmp", "shm", "ipc"):
                 sd.mkdir(name, 0o700, uid, uid).close()
             sd.mkdir("conn", 0o711).close()
         limits = req.get("limits") or {}
@@ -192,7 +210,7 @@ class Worker:
             "runtime": str(ipc), "path": os.environ["PATH"], "network": req.get("network", "unshare"),
             "cpu_seconds": limits.get("cpu_seconds"), "memory_bytes": limits.get("memory_bytes"),
             "file_bytes": limits.get("file_bytes"), "processes": limits.get("processes"),
-            "env": req.get("env") or {},
+            "env": req.get("env") or {}, "isolate": isolate,
         }
         self.spec_path.write_text(json.dumps(spec))
         os.environ["JUPYTER_RUNTIME_DIR"] = str(conn)  # connection file and ipc sockets: where the kernel can reach

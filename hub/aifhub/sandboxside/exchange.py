@@ -2,8 +2,8 @@
 
 Configured in every sandbox (see :mod:`.sandbox_config`)::
 
-    c.ExchangeFactory.fetch_assignment = "aifhub.grading.exchange.ExchangeFetchAssignment"
-    c.ExchangeFactory.submit = "aifhub.grading.exchange.ExchangeSubmit"
+    c.ExchangeFactory.fetch_assignment = "aifhub.sandboxside.exchange.ExchangeFetchAssignment"
+    c.ExchangeFactory.submit = "aifhub.sandboxside.exchange.ExchangeSubmit"
     ...
 
 so that ``nbgrader fetch_assignment / submit / list / fetch_feedback`` and JupyterLab's

@@ -21,10 +21,10 @@ from pathlib import Path
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Integer, Unicode
 
-from .. import fsafe
-from .coursedir import ignore_learner_files
+from ... import fsafe
+from ...kube.client import JobFailed, run_job
+from ..coursedir import ignore_learner_files
 from .execute import OUTPUT, RESULT
-from ..kube.client import JobFailed, run_job
 
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 

@@ -5,7 +5,7 @@ itself (with the gradebook); for the execution of each notebook it writes a job 
 grading volume, and a Kubernetes Job runs, in the course's sandbox image, with that folder (and
 nothing else) mounted at ``/grading``::
 
-    python -m aifhub.grading.execute /grading
+    python -m aifhub.grading.runners.execute /grading
 
 The folder::
 
@@ -156,7 +156,7 @@ class Run:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m aifhub.grading.execute JOB_FOLDER", file=sys.stderr)
+        print("usage: python -m aifhub.grading.runners.execute JOB_FOLDER", file=sys.stderr)
         return 2
     for var in ("HOME", "IPYTHONDIR", "JUPYTER_RUNTIME_DIR"):  # under /tmp (an emptyDir): made on each run
         if os.environ.get(var):

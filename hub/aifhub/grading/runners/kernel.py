@@ -2,7 +2,7 @@
 
 nbgrader starts kernels through a kernelspec whose argv is::
 
-    python -m aifhub.grading.kernel SPEC.json -f {connection_file} [kernel arguments...]
+    python -m aifhub.grading.runners.kernel SPEC.json -f {connection_file} [kernel arguments...]
 
 This module runs as the grading worker's user (root on the embedded hub), reads the job's
 SPEC (written by the worker, never by student code), applies the limits, and replaces itself
@@ -44,7 +44,8 @@ def network_wrapper(mode, as_root):
 
 def build_command(spec, kernel_args):
     uid = spec.get("uid")
-    cmd = network_wrapper(spec.get("network", "unshare"), os.geteuid() == 0)
+    # isolated: the namespaces are made here already (:func:`.mounts.isolate_kernel`)
+    cmd = [] if spec.get("isolate") else network_wrapper(spec.get("network", "unshare"), os.geteuid() == 0)
     if uid is not None:
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
         cmd += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
@@ -68,7 +69,7 @@ def apply_limits(spec):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        print("usage: python -m aifhub.grading.kernel SPEC.json -f CONNECTION_FILE [ARGS...]", file=sys.stderr)
+        print("usage: python -m aifhub.grading.runners.kernel SPEC.json -f CONNECTION_FILE [ARGS...]", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         spec = json.load(f)
@@ -89,6 +90,10 @@ def main(argv=None):
     env.update({"PATH": spec["path"], "HOME": spec["home"], "TMPDIR": spec["tmp"],
                 "JUPYTER_RUNTIME_DIR": spec["runtime"], "JPY_PARENT_PID": str(os.getppid()), "IPYTHONDIR": os.path.join(spec["home"], ".ipython")})
     env.update(spec.get("env") or {})
+    if spec.get("isolate") and uid is not None:  # machine read-only, /tmp and /dev/shm the job's, /proc its own
+        from .mounts import isolate_kernel
+
+        isolate_kernel(spec["scratch"], spec.get("network", "unshare"))
     os.chdir(spec["work"])
     apply_limits(spec)
     cmd = build_command(spec, kernel_args)

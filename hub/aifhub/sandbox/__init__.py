@@ -1,0 +1,3 @@
+"""Where the spawners lived before aifhub 0.3 (``aifhub.sandbox.local``, ``aifhub.sandbox.kube``): they are in
+:mod:`aifhub.hubside` now. Kept so that a ``spawner_class`` given by its dotted path still loads; the short
+names ``aifhub-local`` and ``aifhub-kube`` are the ones to use."""

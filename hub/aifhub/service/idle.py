@@ -1,0 +1,127 @@
+"""The idle rule of a course (``idle: {after: 30m, grace: 5m}``): a sandbox nobody uses is stopped.
+
+Idle means no activity the hub knows of (the single-user server reports kernel and terminal activity,
+the proxy reports requests) and, on GPUs where NVML can tell, no utilisation of the sandbox's devices.
+Idle for ``after``: the learner is warned on their pages; still idle ``grace`` later: the sandbox stops
+(its work folder is kept), and the charge ends where the idleness began: what was charged beyond that
+point is credited back in one correcting usage event of the session.
+"""
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from ..ledger.balances import rate_ppm
+from ..ledger.models import SandboxSession, UsageEvent
+from ..ledger.units import PPM
+
+log = logging.getLogger(__name__)
+BUSY_PERCENT = 5  # GPU utilisation above which a device counts as in use
+
+
+def gpu_utilisation(device_ids):
+    """``{device id: percent}`` from NVML for the given devices (ids as NVML indexes); ``{}`` without NVML."""
+    if not device_ids:
+        return {}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no driver, no library, no GPU: activity alone decides
+        return {}
+    try:
+        out = {}
+        for device in device_ids:
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(int(device))
+                out[device] = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+            except (pynvml.NVMLError, ValueError):
+                continue
+        return out
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def verdict(rule, idle_since, warned_at, now):
+    """``"active"``, ``"warn"``, ``"warned"`` or ``"stop"`` for a sandbox idle since ``idle_since``."""
+    if (now - idle_since).total_seconds() < rule.after_s:
+        return "active"
+    if warned_at is None:
+        return "warn"
+    return "stop" if (now - warned_at).total_seconds() >= rule.grace_s else "warned"
+
+
+def _credit_after(s, session, at):
+    """Credit back what was charged after ``at``: one correcting event (session, seq+1) with negative amounts."""
+    since, until = at, session.last_charged_at
+    if until is None or until <= since:
+        return None
+    elapsed_ms = int((until - since).total_seconds() * 1000)
+    weight = rate_ppm(s, session.gpu_kind, since) if session.gpu_count else 0
+    gpu_ms = min(session.charged_gpu_ms, elapsed_ms * weight * session.gpu_count // PPM)
+    cpu_ms = min(session.charged_cpu_ms, elapsed_ms * session.cpu_millis // 1000)
+    event = UsageEvent(session_id=session.id, seq=session.seq + 1, user=session.user, course_id=session.course_id,
+                       allocation_id=session.allocation_id, gpu_kind=session.gpu_kind, start_at=since, end_at=until,
+                       gpu_ms=-gpu_ms, cpu_ms=-cpu_ms)
+    s.add(event)
+    session.seq += 1
+    session.charged_gpu_ms -= gpu_ms
+    session.charged_cpu_ms -= cpu_ms
+    return event
+
+
+def idle_pass(s, catalog, activity, now, gpu_busy=frozenset()):
+    """Apply the idle rules to the running sessions in ``activity`` (``{(user, server): last activity}``).
+
+    ``gpu_busy``: devices NVML saw in use now (they count as activity). Returns ``(warnings, stops)``:
+    ``[(user, server, message)]`` each; a stopped session is charged up to where its idleness began.
+    """
+    warnings, stops = [], []
+    courses = {c.id: c for c in catalog.courses.values() if c.idle is not None}
+    if not courses:
+        return warnings, stops
+    q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.course_id.in_(courses),
+                                     SandboxSession.charge_until.is_(None))
+    for session in s.scalars(q):
+        key = (session.user, session.server_name)
+        if key not in activity:
+            continue
+        course, rule = courses[session.course_id], courses[session.course_id].idle
+        idle_since = max(t for t in (activity[key], session.started_at) if t is not None)
+        if set(session.devices) & set(gpu_busy):
+            idle_since = now
+        decision = verdict(rule, idle_since, session.idle_warned_at, now)
+        minutes = max(1, round((now - idle_since).total_seconds() / 60))
+        if decision == "active" and session.idle_warned_at is not None:
+            session.idle_warned_at = None  # used again: the warning is over
+        elif decision == "warn":
+            session.idle_warned_at = now
+            stop_at = now + timedelta(seconds=rule.grace_s)
+            warnings.append((session.user, session.server_name,
+                             f"Your sandbox for {course.title} has been idle for {minutes} min: it stops at "
+                             f"{stop_at:%H:%M} UTC unless you use it. Your files are kept."))
+        elif decision == "stop":
+            session.charge_until = idle_since
+            session.stop_reason = (f"it was idle for {minutes} min (the idle rule of {course.title}); your files are "
+                                   f"kept, and nothing after {idle_since:%H:%M} UTC is charged.")
+            _credit_after(s, session, idle_since)
+            stops.append((session.user, session.server_name, session.stop_reason))
+    return warnings, stops
+
+
+def idle_notices(s, catalog, user=None):
+    """``{user: message}`` for learners whose idle sandbox will stop soon."""
+    q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.idle_warned_at.is_not(None),
+                                     SandboxSession.charge_until.is_(None))
+    if user:
+        q = q.where(SandboxSession.user == user)
+    out = {}
+    for session in s.scalars(q):
+        course = catalog.get(session.course_id)
+        if course is None or course.idle is None:
+            continue
+        stop_at = session.idle_warned_at + timedelta(seconds=course.idle.grace_s)
+        out[session.user] = (f"Your sandbox for {course.title} is idle: it stops at {stop_at:%H:%M} UTC unless you "
+                             "use it. Your files are kept.")
+    return out
