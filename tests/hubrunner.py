@@ -2,6 +2,7 @@
 
 import json
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -28,7 +29,8 @@ def free_port():
 class RunningHub:
     """One ``aifhub up`` process and helpers for its REST API, sandboxes and kernels."""
 
-    def __init__(self, state_dir, courses_dir, gpus="none", extra_args=(), log_path=None, env=None, meter_interval=2):
+    def __init__(self, state_dir, courses_dir, gpus="none", extra_args=(), log_path=None, env=None, meter_interval=2,
+                 terminal=False):
         self.state_dir = Path(state_dir)
         self.courses_dir = Path(courses_dir)
         self.port = free_port()
@@ -42,6 +44,7 @@ class RunningHub:
         self.proc = None
         self.tokens = {}
         self.env = dict(env or {})
+        self.terminal = terminal  # run in a pseudo-terminal, as a person does (the log then holds what they see)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -49,7 +52,10 @@ class RunningHub:
         env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN, **self.env)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        if self.terminal:
+            self.proc, self.reader = _in_terminal(self.args, env, self.log)
+        else:
+            self.proc = subprocess.Popen(self.args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"aifhub up exited early; see {self.log_path}"
@@ -77,6 +83,8 @@ class RunningHub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 raise
+        if self.terminal:
+            self.reader.join(10)
         self.log.close()
         return self.proc.returncode
 
@@ -174,6 +182,30 @@ class RunningHub:
         if check:
             assert out.returncode == 0, f"aifhub {' '.join(args)} failed: {out.stderr}"
         return out
+
+
+def _in_terminal(args, env, log):
+    """Start ``args`` on a new pseudo-terminal (its input, output and errors) and copy what it shows to ``log``."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=REPO, env=dict(env, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+
+    def copy():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every process holding the terminal has ended
+                break
+            if not data:
+                break
+            log.write(data)
+            log.flush()
+        os.close(master)
+
+    reader = threading.Thread(target=copy, daemon=True)
+    reader.start()
+    return proc, reader
 
 
 def copy_courses(dest):

@@ -59,6 +59,18 @@ class FakeHub:
         await self.ensure_users(names)
         self.groups.setdefault(group, set()).update(names)
 
+    async def sync_groups(self, desired):
+        for group, members in desired.items():
+            await self.sync_group(group, members)
+
+    async def remove_from_group(self, group, names):
+        self.groups.get(group, set()).difference_update(names)
+
+    async def user_groups(self, name):
+        if name not in self.users:
+            return None
+        return {group for group, members in self.groups.items() if name in members}
+
     async def stop_server(self, user, server_name=""):
         self.stopped.append((user, server_name))
         self.running.discard((user, server_name))

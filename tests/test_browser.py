@@ -182,7 +182,7 @@ def test_learner_enrols_starts_the_mooc_sandbox_sees_quota_and_stops_it(hub, use
     expect(card.locator("progress.quota-bar").first).to_be_visible()
     expect(card.get_by_role("button", name="Enrol")).to_have_count(0)
     start = card.get_by_role("link", name="Start sandbox")
-    expect(start).to_have_attribute("href", re.compile(rf"/hub/spawn\?course={MOOC}$"))
+    expect(start).to_have_attribute("href", re.compile(rf"/hub/spawn\?opt-course={MOOC}$"))
     assert MOOC in {c["id"] for c in hub.service("GET", "me", token=hub.token_for(name)).json()["courses"] if c["enrolled"]}
 
     # start it; the hub's progress page shows our steps, then JupyterLab opens

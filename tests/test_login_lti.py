@@ -117,7 +117,7 @@ def test_learner_launch_opens_the_linked_course_and_enrols(stack):
     hub, platform = stack
     s, r = launch(platform, "u-lea")
     lea = name_of("u-lea", platform)
-    assert r.status_code == 302 and r.headers["Location"] == f"/hub/spawn?course={COURSE}", (r.status_code, r.text[:300])
+    assert r.status_code == 302 and r.headers["Location"] == f"/hub/spawn?opt-course={COURSE}", (r.status_code, r.text[:300])
     assert roster(hub).get(lea) == "enrolled (lti)"
     assert lea in hub.api("GET", f"groups/nbgrader-{COURSE}").json()["users"]
     assert lea not in hub.api("GET", f"groups/formgrade-{COURSE}").json()["users"]
@@ -132,7 +132,7 @@ def test_instructor_launch_deep_links_an_assignment_and_syncs_the_roster(stack):
     location = urlsplit(r.headers["Location"])
     assert r.status_code == 302 and location.path == "/hub/spawn", r.headers
     query = parse_qs(location.query)
-    assert query["course"] == [COURSE] and query["next"] == [f"/services/aifhub/courses/{COURSE}#assignment-{ASSIGNMENT}"]
+    assert query["opt-course"] == [COURSE] and query["next"] == [f"/services/aifhub/courses/{COURSE}#assignment-{ASSIGNMENT}"]
     assert ines in hub.api("GET", f"groups/formgrade-{COURSE}").json()["users"]
     # NRPS: leo never launched, yet the roster has him; the inactive member is not there
     deadline = time.monotonic() + 30

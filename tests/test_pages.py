@@ -57,7 +57,7 @@ def test_learner_enrols_in_the_mooc_and_sees_quota_and_start(hub):
     assert "gpu-fundamentals" not in home.text  # a roster course the learner is not on stays hidden
     r = s.post(f"{hub.url}/services/aifhub/courses/dl-basics/enrol", data={"_xsrf": token}, timeout=30)
     assert flash(r) == [("ok", "You are enrolled in Deep Learning Basics.")]
-    assert 'class="quota-bar"' in r.text and "Start sandbox" in r.text and "/hub/spawn?course=dl-basics" in r.text
+    assert 'class="quota-bar"' in r.text and "Start sandbox" in r.text and "/hub/spawn?opt-course=dl-basics" in r.text
     assert "of 20.00 h used" in r.text  # the MOOC's CPU-hours per week
     group = hub.api("GET", "groups/nbgrader-dl-basics").json()
     assert "pagelearner" in group["users"]
@@ -71,7 +71,7 @@ def test_enrolment_with_a_code(hub):
     assert flash(r) == [("error", "That is not the enrolment code of Code Course.")]
     assert hub.spawn("coder", "code-course").status_code == 403
     r = s.post(f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "OPEN-SESAME"}, timeout=30)
-    assert flash(r) == [("ok", "You are enrolled in Code Course.")] and "/hub/spawn?course=code-course" in r.text
+    assert flash(r) == [("ok", "You are enrolled in Code Course.")] and "/hub/spawn?opt-course=code-course" in r.text
     assert hub.spawn("coder", "code-course").status_code in (201, 202)
     hub.stop_server("coder")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 PORTS_FILE = "ports.json"
 UP_PID_FILE = "aifhub-up.pid"
 SERVICE_PID_FILE = "service.pid"
+CLI_TOKEN_FILE = Path("secrets") / "cli_token"  # the admin token the hub accepts from this machine's `aifhub` CLI
 
 
 def _port_free(port):

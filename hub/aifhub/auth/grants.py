@@ -70,8 +70,9 @@ async def refresh_staff(core):
     apply_staff(core.catalog, core.courses.staff)
 
 
-async def after_grants(core, changed, why):
-    """Refresh course staff and the hub's groups of the courses in ``changed``."""
+async def after_grants(core, changed, why, user=None):
+    """Refresh course staff and the hub's groups of the courses in ``changed`` (only ``user``'s place in them, when
+    only their grants changed: one request, not a sync of the whole group)."""
     if not changed:
         return
     await refresh_staff(core)
@@ -79,7 +80,10 @@ async def after_grants(core, changed, why):
         if core.catalog.get(course_id) is None:
             continue
         try:
-            await core.membership.sync_course_groups(course_id)
+            if user is None:
+                await core.membership.sync_course_groups(course_id)
+            else:
+                await core.membership.follow_member(course_id, user)
         except Exception as exc:  # the login goes on; the next full sync catches up
             log.warning("Group sync of %s after %s failed: %s", course_id, why, exc)
 
@@ -87,6 +91,6 @@ async def after_grants(core, changed, why):
 async def record_login(core, user, source, courses, scope=None):
     """Apply a login's grants, refresh course staff and the hub's groups of the courses that changed."""
     changed = await core.db.run(apply_grants, user, source, courses, scope)
-    await after_grants(core, changed, f"{user}'s login")
+    await after_grants(core, changed, f"{user}'s login", user=user)
     known = {c: r for c, r in courses.items() if core.catalog.get(c) is not None}
     return {"user": user, "courses": known, "unknown": sorted(set(courses) - set(known)), "changed": sorted(changed)}

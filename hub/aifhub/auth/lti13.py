@@ -106,11 +106,11 @@ class AifhubLTI13CallbackHandler(LTI13CallbackHandler):
         self.redirect(self.launch_target(user, getattr(self, "aifhub_launch", {}) or {}))
 
     def launch_target(self, user, launch):
-        """The course's sandbox (``spawn?course=``), opening the assignment when the link names one."""
+        """The course's sandbox (``spawn?opt-course=``), opening the assignment when the link names one."""
         course = launch.get("course")
         if not course:
             return self.get_next_url(user)
-        query = {"course": course}
+        query = {"opt-course": course}  # JupyterHub's prefix for user options in a query
         if launch.get("assignment"):
             query["next"] = f"{self.base_url}services/aifhub/courses/{course}#assignment-{launch['assignment']}"
         return url_concat(f"{self.hub.base_url}spawn", query) if launch.get("open_sandbox", True) else \

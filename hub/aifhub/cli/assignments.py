@@ -2,7 +2,8 @@
 
 Instructors' nbgrader steps, done by the running aifhub service (which owns the course
 directories, the gradebooks and the grading queue): with ``--url URL`` and a token in
-``$AIFHUB_TOKEN``, or on this machine's hub found through ``--state-dir``.
+``$AIFHUB_TOKEN``, or on this machine's hub found through ``--state-dir``, with the token that hub
+keeps for this machine's CLI (``<state>/secrets/cli_token``, readable by whoever runs ``aifhub up``).
 """
 
 import json
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .common import CLIError, json_option, print_json, print_table, service_api, state_options
+from .common import CLIError, json_option, local_token, print_json, print_table, service_api, state_options
 
 ACTIONS = {
     "release": "generate the student version from courses/<id>/source/ and release it to learners",
@@ -53,14 +54,16 @@ def _url(args):
         return args.url
     ports = Path(args.state_dir) / "ports.json"
     if not ports.exists():
-        raise CLIError(f"no running aifhub found in {args.state_dir}: pass --url URL (and $AIFHUB_TOKEN), "
-                       "or --state-dir of a running `aifhub up`", status=2)
+        raise CLIError(f"no aifhub state in {args.state_dir}: start the hub (`make run`, or `aifhub up`) and run this "
+                       "in the same folder, or pass --state-dir of a running `aifhub up`, or --url URL with "
+                       "$AIFHUB_TOKEN", status=2)
     port = json.loads(ports.read_text())["service"]
     return f"http://127.0.0.1:{port}"
 
 
 def _api(args, method, path, body=None, raw=False):
-    return service_api(_url(args), method, path, body, raw=raw)
+    url = _url(args)
+    return service_api(url, method, path, body, raw=raw, token=None if args.url else local_token(args.state_dir))
 
 
 def _base(args):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import requests
 
+from ..runstate import CLI_TOKEN_FILE
+
 
 class CLIError(Exception):
     """A failure to report as one clear line and exit status 1 (2 for usage)."""
@@ -51,11 +53,37 @@ def print_table(rows, headers):
         print(line.format(*(str(v) for v in row)))
 
 
-def service_api(url, method, path, body=None, raw=False):
-    """Call the running service's API at ``url`` with ``$AIFHUB_TOKEN``."""
-    token = os.environ.get("AIFHUB_TOKEN") or os.environ.get("AIFHUB_ADMIN_TOKEN")
+HOW_TO_GET_A_TOKEN = ("a JupyterHub token of yours in $AIFHUB_TOKEN: log in to the hub, open Token "
+                      "(<hub URL>/hub/token), request one and `export AIFHUB_TOKEN=<it>`; an instructor's token acts "
+                      "on their own courses, an admin's on all")
+
+
+def env_token():
+    return os.environ.get("AIFHUB_TOKEN") or os.environ.get("AIFHUB_ADMIN_TOKEN") or None
+
+
+def local_token(state_dir):
+    """The token for the hub that `aifhub up` runs on ``state_dir``: $AIFHUB_TOKEN when given, else the one the hub
+    keeps for this machine's own CLI (readable only by whoever runs `aifhub up`)."""
+    token = env_token()
+    if token:
+        return token
+    path = Path(state_dir) / CLI_TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise CLIError(f"no token of the hub on {state_dir} ({path} is missing: it is made when `aifhub up` starts); "
+                       f"start the hub, or pass --url URL with {HOW_TO_GET_A_TOKEN}", status=2)
+    except PermissionError:
+        raise CLIError(f"cannot read {path}: run this as the user who runs `aifhub up`, or give "
+                       f"{HOW_TO_GET_A_TOKEN}", status=2)
+
+
+def service_api(url, method, path, body=None, raw=False, token=None):
+    """Call the running service's API at ``url`` with ``token`` (default ``$AIFHUB_TOKEN``)."""
+    token = token or env_token()
     if not token:
-        raise CLIError("--url needs an API token in $AIFHUB_TOKEN (a JupyterHub token of yours)", status=2)
+        raise CLIError(f"--url needs {HOW_TO_GET_A_TOKEN}", status=2)
     full = url.rstrip("/") + "/services/aifhub/api/v1/" + path
     try:
         resp = requests.request(method, full, json=body, headers={"Authorization": f"token {token}"}, timeout=30)

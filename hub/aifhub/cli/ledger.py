@@ -16,7 +16,7 @@ from ..errors import Refusal
 from ..state import lease
 from ..service.statuses import is_bad_input
 from ..state.db import Database, sqlite_url
-from .common import CLIError, json_option, print_json, print_table, service_api, state_options
+from .common import CLIError, json_option, local_token, print_json, print_table, service_api, state_options
 
 FORMATS = ("table", "csv", "json", "waldur", "car")
 
@@ -114,8 +114,8 @@ def _change(args, action, method, path, body):
         return _local(args, action, write=True)
     except ServiceRunning as running:
         url = _local_service_url(args)
-        if url and (os.environ.get("AIFHUB_TOKEN") or os.environ.get("AIFHUB_ADMIN_TOKEN")):
-            return service_api(url, method, path, body)
+        if url:  # with $AIFHUB_TOKEN, or the token that hub keeps for this machine's CLI
+            return service_api(url, method, path, body, token=local_token(args.state_dir))
         raise CLIError(f"the aifhub service ({running.holder}) is running on this state and owns its database: "
                        "pass --url URL of the hub with an admin token in $AIFHUB_TOKEN, or stop the service first")
 

@@ -3,6 +3,7 @@
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ import requests
 
 from ..auth.config import MODES, AuthConfigError, load as load_auth_config
 from ..hubside.embedded import REPO, is_loopback
+from ..hubside.demo_login import MIN_LENGTH
+from ..hubside.service_entry import SERVICE_NAME
 from ..service.gpu_pool import gpu_inventory
 from ..isolation.cgroups import prioritise_hub
 from .. import runstate
@@ -51,17 +54,43 @@ def config_file(args, state):
     return stub
 
 
-def wait_until_ready(proc, url, timeout=120):
+def listening(port):
+    """Whether something accepts connections on ``port`` (a connection alone, which nothing logs)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_until_ready(proc, ports, proxy_token, timeout=120):
+    """Wait until the hub serves users: its own API answers and the proxy routes to it and to the service.
+
+    Asked of the hub's and the proxy's own ports, never through the proxy before its routes exist (which the
+    proxy would log as errors, one red line per try).
+    """
     deadline = time.monotonic() + timeout
+    hub_health = f"http://127.0.0.1:{ports['hub']}/hub/health"  # logged at debug level by the hub
+    routes_url = f"http://127.0.0.1:{ports['proxy_api']}/api/routes"
+    headers = {"Authorization": f"token {proxy_token}"}
+    hub_up = service_up = False
+    tries = 0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return True
-        except requests.RequestException:
+            if not hub_up:
+                hub_up = requests.get(hub_health, timeout=2).status_code == 200
+            elif not service_up:  # the hub adds the routes once the service it starts answers
+                service_up = listening(ports["service"])
+            else:
+                routes = {r.rstrip("/") or "/" for r in requests.get(routes_url, headers=headers, timeout=2).json()}
+                if {"/", f"/services/{SERVICE_NAME}"} <= routes:
+                    return True
+        except (requests.RequestException, ValueError):
             pass
-        time.sleep(0.3)
+        time.sleep(0.3 if not service_up else min(0.3 * 2 ** tries, 2))  # the proxy logs each look at its routes
+        tries += service_up
     return False
 
 
@@ -95,6 +124,8 @@ def up(args):
     if admin_token and len(admin_token) < 8:
         raise CLIError("AIFHUB_ADMIN_TOKEN must be at least 8 characters long (JupyterHub refuses shorter tokens)",
                        status=2)
+    if 0 < len(os.environ.get("AIFHUB_DEMO_PASSWORD", "")) < MIN_LENGTH:
+        raise CLIError(f"AIFHUB_DEMO_PASSWORD must be at least {MIN_LENGTH} characters long", status=2)
     courses = Path(args.courses).resolve()
     if not courses.is_dir():
         raise CLIError(f"--courses {args.courses}: no such directory", status=2)
@@ -131,18 +162,24 @@ def up(args):
         "AIFHUB_AUTH_CONFIG": auth_config,
         "AIFHUB_LOG_LEVEL": args.log_level.upper(),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # the proxy's API token, so that we can see when its routes are in place (the hub reads it from here)
+        "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(32),
     }
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(config_file(args, state))]
     prioritise_hub()  # the hub, proxy and service (started from here) answer quickly while sandboxes boot
-    proc = subprocess.Popen(cmd, cwd=state, env=env)
+    # Its own session: Ctrl-C reaches us alone and the hub gets one signal, which it needs to stop in order
+    # (JupyterHub starts a second cleanup on a second signal). No terminal input: nothing the hub starts,
+    # sandboxes included, reads what is typed here.
+    proc = subprocess.Popen(cmd, cwd=state, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def forward(signum, _frame):
-        proc.send_signal(signum)
+        proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     try:
-        announce(proc, url, password if args.auth == "demo" else None, inventory, state, args.auth)
+        announce(proc, url, password if args.auth == "demo" else None, inventory, state, ports,
+                 env["CONFIGPROXY_AUTH_TOKEN"], args.auth)
     except BaseException:  # never leave the hub (and its proxy, service and sandboxes) behind without us
         proc.terminate()
         proc.wait(60)
@@ -154,9 +191,9 @@ def up(args):
             continue
 
 
-def announce(proc, url, password, inventory, state, auth="demo"):
+def announce(proc, url, password, inventory, state, ports, proxy_token, auth="demo"):
     """Print where the hub is and how to log in, once it answers."""
-    if wait_until_ready(proc, url + "hub/health"):
+    if wait_until_ready(proc, ports, proxy_token):
         if password is None:
             login = {"oidc": "  login: OpenID Connect (see --auth-config)\n",
                      "lti13": f"  login: LTI 1.3 launches; tool settings for the LMS: {url}hub/lti13/config\n"}[auth]

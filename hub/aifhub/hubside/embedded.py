@@ -15,8 +15,12 @@ from pathlib import Path
 from . import hubdb
 from .service_entry import (ADMIN_TOKEN_SERVICE, LINK, SERVICE_NAME, ConfigError, aifhub_roles, announcement,
                             connect_spawner, service_entry)
+from ..runstate import CLI_TOKEN_FILE
+from . import hub_logs
+from .service_entry import watch_new_users
 
 REPO = Path(__file__).resolve().parents[3]
+CLI_SERVICE = "aifhub-cli"  # the admin token of this machine's CLI
 
 
 def is_loopback(ip):
@@ -109,15 +113,15 @@ def configure(c, env=os.environ):
     c.JupyterHub.db_kwargs = hubdb.db_kwargs()  # WAL: commits on the hub's loop do not wait for the disk
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.log_level = s["log_level"]
+    c.JupyterHub.logging_config = hub_logs.logging_config(s["log_level"])  # a refusal in one line, not a traceback
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s['proxy_api_port']}"
     c.ConfigurableHTTPProxy.command = proxy_command()
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 
     if demo_login:
-        c.JupyterHub.authenticator_class = "dummy"
-        c.DummyAuthenticator.password = s["demo_password"]
+        c.JupyterHub.authenticator_class = "aifhub.hubside.demo_login.DemoAuthenticator"
+        c.DemoAuthenticator.password = s["demo_password"]
         c.Authenticator.allow_all = True
-        c.Authenticator.admin_users = {"admin"}
     else:
         from ..auth.embedded import configure_auth
 
@@ -139,6 +143,7 @@ def configure(c, env=os.environ):
                                      f"access:services!service={SERVICE_NAME}"]
     c.LocalSandboxSpawner.work_root = str(state / "work")
     connect_spawner(c.LocalSandboxSpawner, service_url, internal_token)
+    watch_new_users(service_url, internal_token)  # a user deleted and created again gets their groups back
 
     service_cmd = [
         sys.executable, "-m", "aifhub.service",
@@ -149,6 +154,10 @@ def configure(c, env=os.environ):
     ]
     if s["demo"]:
         service_cmd.append("--demo")
+    # JupyterHub's cleanup stops services before sandboxes: the service has them stopped first (service/shutdown.py);
+    # with c.JupyterHub.cleanup_servers = False, pass --AifhubService.stop_sandboxes_on_exit=False in AIFHUB_SERVICE_ARGS
+    if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", ""):
+        service_cmd.append("--stop-sandboxes-on-exit")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
     service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0",
                    "AIFHUB_AUTH": s["auth"], "AIFHUB_AUTH_CONFIG": s["auth_config"]}
@@ -156,9 +165,15 @@ def configure(c, env=os.environ):
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
     c.JupyterHub.services = [service_entry(service_url, service_cmd, service_env)]
     roles = aifhub_roles([])
+    # the demo's admin by its role (admin_users beside an admin role is deprecated); a real login names none here
+    admin = {"name": "admin", "users": ["admin"] if demo_login else [], "services": []}
     if s["admin_token"]:
         c.JupyterHub.services.append({"name": ADMIN_TOKEN_SERVICE, "api_token": s["admin_token"]})
-        roles.append({"name": "admin", "services": [ADMIN_TOKEN_SERVICE]})
+        admin["services"].append(ADMIN_TOKEN_SERVICE)
+    # this machine's own `aifhub` CLI (grading steps, allocation changes) reads it from the state: see cli/common.py
+    c.JupyterHub.services.append({"name": CLI_SERVICE, "api_token": read_or_create_secret(state / CLI_TOKEN_FILE)})
+    admin["services"].append(CLI_SERVICE)
+    roles.append(admin)
     c.JupyterHub.load_roles = roles
 
     link = LINK

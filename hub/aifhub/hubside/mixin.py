@@ -13,9 +13,15 @@ from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .form import render_form
+from .refusal import SpawnRefusal
 from .service_client import ServiceClient
 
 COURSE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _course_option(spawner, user_options):
+    """JupyterHub's ``apply_user_options``: the one option, ``course``, is the admission's to check and apply
+    (:meth:`CourseSpawnerMixin.admit`); anything else is ignored. Declared, so the hub does not warn on every spawn."""
 
 
 class CourseSpawnerMixin(LoggingConfigurable):
@@ -50,6 +56,10 @@ class CourseSpawnerMixin(LoggingConfigurable):
         offers = await self.service.offers(self.user.name, self.user.admin)
         return render_form(offers, self.isolated)
 
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return _course_option
+
     def options_from_form(self, formdata):
         return {"course": (formdata.get("course") or [""])[0]}
 
@@ -60,7 +70,7 @@ class CourseSpawnerMixin(LoggingConfigurable):
     def course_id(self):
         course = self.user_options.get("course", "")
         if not isinstance(course, str) or not COURSE_ID.match(course):
-            raise SpawnException(
+            raise SpawnRefusal(
                 f"Invalid course id {course!r}: send {{\"course\": \"<id>\"}} with a course id such as 'dl-basics'.",
                 reason="bad-course-id", status_code=400,
             )

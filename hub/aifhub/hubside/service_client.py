@@ -6,6 +6,8 @@ from urllib.parse import urlencode
 from jupyterhub.spawner import SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from .refusal import SpawnRefusal
+
 
 class ServiceClient:
     def __init__(self, url, token, timeout=15):
@@ -39,7 +41,8 @@ class ServiceClient:
         except ValueError:
             data = {}
         if resp.code >= 400:
-            raise SpawnException(
+            error = SpawnRefusal if resp.code < 500 else SpawnException  # a refusal by policy, or a failure
+            raise error(
                 data.get("message") or f"The aifhub service refused the request ({resp.code}).",
                 reason=data.get("reason") or "refused",
                 status_code=resp.code if resp.code < 500 or resp.code == 503 else 502,
@@ -75,3 +78,6 @@ class ServiceClient:
     async def hand_over(self, warm_id, assignment):
         """Make the warm sandbox ``warm_id`` (taken at admission) the learner's: ``{"pid", "cgroup", "devices"}``."""
         return await self._call("POST", f"api/v1/internal/warm/{int(warm_id)}/handover", assignment)
+
+    async def users_created(self, users):
+        return await self._call("POST", "api/v1/internal/users", {"users": list(users)})

@@ -6,6 +6,7 @@ service listens, how it is started and which spawner they use.
 """
 
 from .notices import QuotaNotices
+from .user_watch import NewUserWatch
 
 SERVICE_NAME = "aifhub"
 ADMIN_TOKEN_SERVICE = "aifhub-admin"
@@ -66,6 +67,12 @@ def connect_spawner(spawner_config, url, token):
     spawner_config.service_url = service_prefix_url(url)
     spawner_config.internal_token = token
     spawner_config.server_token_scopes = list(SANDBOX_TOKEN_SCOPES)
+
+
+def watch_new_users(url, token):
+    """Tell the service about every user the hub creates, so that a user deleted and created again gets their
+    courses' groups back at once (see :mod:`.user_watch`)."""
+    return NewUserWatch.install(service_prefix_url(url), token)
 
 
 def announcement(url, token, link=LINK, interval=15.0):

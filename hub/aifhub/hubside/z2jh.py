@@ -10,6 +10,7 @@ import os
 import sys
 
 from .service_entry import SERVICE_NAME, ConfigError, aifhub_roles, announcement, connect_spawner, service_entry, with_service
+from .service_entry import watch_new_users
 from ..deploy import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
 from ..kube.grading_job import COURSES_SUBDIR, GRADING_MOUNT, JOBS_SUBDIR
 
@@ -63,6 +64,7 @@ def configure_z2jh(c, env=os.environ):
 
     c.JupyterHub.spawner_class = "aifhub-kube"
     connect_spawner(c.KubeSandboxSpawner, url, token)  # its sandboxes' tokens may reach the service too
+    watch_new_users(url, token)  # a user deleted and created again gets their groups back
     # nbgrader's exchange in sandbox pods talks to the service through the hub's Service (a stable name)
     exchange_url = env.get("AIFHUB_EXCHANGE_URL") or f"http://hub:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}/services/{SERVICE_NAME}/"
     environment = dict(c.KubeSandboxSpawner.environment) if "environment" in c.KubeSandboxSpawner else {}

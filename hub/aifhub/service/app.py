@@ -24,13 +24,14 @@ from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
-from . import api, grading_api, internal, ledger_api, materials_api, pages
+from . import access_log, api, grading_api, internal, ledger_api, materials_api, pages
 from .admission import GRADER
 from .core import ServiceCore
 from .disk_watch import DiskWatch
 from .placeholders import Placeholders
 from .warm_pool import WARM_USER, WarmPool
 from .hubapi import HubAPIError, HubClient
+from .shutdown import last_pass, stop_sandboxes
 
 HERE = Path(__file__).parent
 
@@ -55,7 +56,11 @@ class AifhubService(Application):
         "log-level": "Application.log_level",
         "stop-grace": "AifhubService.stop_grace",
     }
-    flags = {"demo": ({"AifhubService": {"demo": True}}, "seed the demo allocation")}
+    flags = {
+        "demo": ({"AifhubService": {"demo": True}}, "seed the demo allocation"),
+        "stop-sandboxes-on-exit": ({"AifhubService": {"stop_sandboxes_on_exit": True}},
+                                   "have the hub stop every sandbox before the service exits"),
+    }
 
     state_dir = Unicode(".aifhub", help="Directory holding aifhub's state (database, published courses, work folders).").tag(config=True)
     courses_dir = Unicode("courses", help="Directory of course folders, each with a course.yaml.").tag(config=True)
@@ -99,6 +104,17 @@ class AifhubService(Application):
           "title": "AI Factory training playground (demo)", "access_call": "Playground", "owner": "admin"}],
         help="Allocations created when `demo` is on and they do not exist yet.",
     ).tag(config=True)
+    stop_sandboxes_on_exit = Bool(
+        False, help="When the hub stops the service, have it stop every sandbox first and wait for them (at most "
+        "exit_timeout), so each is released, and charged, at its real stop. Set it where the hub stops the "
+        "sandboxes at its own shutdown anyway (JupyterHub's cleanup_servers, which the embedded hub keeps on); "
+        "leave it off where sandboxes outlive a hub restart (the z2jh chart).",
+    ).tag(config=True)
+    exit_timeout = Float(
+        8.0, help="Seconds the service waits, when stopped, for the sandboxes it asked the hub to stop "
+        "(stop_sandboxes_on_exit). JupyterHub waits 10 s for a service to exit before it sends SIGTERM; a second "
+        "signal cuts the wait short. What still runs then is charged up to the service's stop.",
+    ).tag(config=True)
     first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(config=True)
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
     internal_token = Unicode(help="Secret the hub's spawner presents on the internal endpoints. Default: $AIFHUB_INTERNAL_TOKEN.").tag(config=True)
@@ -124,7 +140,7 @@ class AifhubService(Application):
         parse_gpus(proposal.value)  # raises ValueError saying what is expected
         return proposal.value
 
-    @validate("meter_interval", "catalog_poll_interval", "waitlist_hold", "waitlist_interval")
+    @validate("meter_interval", "catalog_poll_interval", "waitlist_hold", "waitlist_interval", "exit_timeout")
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
             raise ValueError(f"{proposal.trait.name} must be a positive number of seconds, got {proposal.value}")
@@ -178,6 +194,7 @@ class AifhubService(Application):
             (route("api/v1/internal/offers"), internal.OffersHandler),
             (route("api/v1/internal/admit"), internal.AdmitHandler),
             (route("api/v1/internal/release"), internal.ReleaseHandler),
+            (route("api/v1/internal/users"), internal.UsersCreatedHandler),
             (route("api/v1/internal/running"), internal.RunningHandler),
             (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
             (route(r"api/v1/internal/waitlist/([0-9]{1,12})"), internal.WaitlistEntryHandler),
@@ -202,6 +219,7 @@ class AifhubService(Application):
             hub_prefix=hub_prefix,
             service_prefix=prefix,
             login_url=url_path_join(hub_prefix, "login"),
+            log_function=access_log.log_request,
         )
 
     def lti_tool(self, state, core, grading):
@@ -296,12 +314,21 @@ class AifhubService(Application):
         if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
             disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
             loops.append(asyncio.ensure_future(disk.run()))
-        stopping = asyncio.Event()
+        stopping, hurry = asyncio.Event(), asyncio.Event()
+
+        def on_signal():  # the first signal stops the service; another one cuts its wait for sandboxes short
+            (hurry if stopping.is_set() else stopping).set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):  # set explicitly: a parent may have ignored them
-            asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+            asyncio.get_running_loop().add_signal_handler(sig, on_signal)
         try:
             await stopping.wait()
             self.log.info("aifhub service stopping")
+            for loop in loops:
+                loop.cancel()
+            if self.stop_sandboxes_on_exit:  # while this server still answers their release
+                await stop_sandboxes(hub, self.exit_timeout, hurry)
+            await last_pass(core.metering)
         finally:
             server.stop()
             for loop in loops:

@@ -37,8 +37,15 @@ def burndown(points, granted, label, element_id=None):
     return _frame(label, body, "burndown", element_id)
 
 
+def amount(value, unit):
+    """``value`` with its unit as a person reads it: counts whole ("1 submission", "3 submissions"), hours to 0.01."""
+    if isinstance(value, int):
+        return f"{value} {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
+    return f"{value:.2f} {unit}"
+
+
 def bars(values, label, element_id=None, unit="h"):
-    """A bar chart of ``[(label, value), ...]``."""
+    """A bar chart of ``[(label, value), ...]`` (ints are counts of ``unit``, floats amounts of it)."""
     if not values:
         return _frame(label + ": no data yet", _axes() + f'<text x="{PAD + 8}" y="{H / 2}" font-size="12">no data yet</text>',
                       "bars", element_id)
@@ -49,8 +56,8 @@ def bars(values, label, element_id=None, unit="h"):
         h = (H - PAD - 16) * value / top
         x = PAD + 2 + i * width
         body += (f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{max(width - 4, 1):.1f}" height="{h:.1f}" fill="#2da44e">'
-                 f'<title>{escape(str(name))}: {value:.2f} {unit}</title></rect>')
+                 f'<title>{escape(str(name))}: {escape(amount(value, unit))}</title></rect>')
         if len(values) <= 12:
             body += f'<text x="{x:.1f}" y="{H - 14}" font-size="9">{escape(str(name))}</text>'
-    body += f'<text x="2" y="14" font-size="10">{top:.3g}</text>'
+    body += f'<text x="2" y="14" font-size="10">{top if isinstance(top, int) else f"{top:.3g}"}</text>'
     return _frame(label, body, "bars", element_id)

@@ -56,7 +56,7 @@ async def instructor_grading(grading, course):
     for j in results:
         bins[min(int(10 * j["score"] / j["max_score"]), 9)] += 1
     chart = charts.bars([(f"{10 * i}-{10 * i + 9 if i < 9 else 100}%", n) for i, n in enumerate(bins)],
-                        f"Grade distribution in {course.title} ({len(results)} graded submissions)",
+                        f"Grade distribution in {course.title} ({charts.amount(len(results), 'graded submissions')})",
                         element_id="grade-distribution", unit="submissions")
     return {
         "assignments": per_assignment, "recent_jobs": list(reversed(jobs[-30:])),

@@ -121,6 +121,53 @@ class HubClient:
                 raise
             await self.sync_group(group, names)
 
+    async def remove_from_group(self, group, names):
+        """Take ``names`` out of ``group`` (one request; nothing to do when the group or the users are gone)."""
+        path = f"/groups/{quote(group, safe='')}/users"
+        await self.request("DELETE", path, {"users": sorted(set(names))}, ok=(200, 400, 404))
+
+    async def user_groups(self, name):
+        """The groups the hub has ``name`` in (None when it does not know them)."""
+        try:
+            return set((await self.request("GET", f"/users/{quote(name, safe='')}"))["groups"])
+        except HubAPIError as exc:
+            if " 404 " not in str(exc):
+                raise
+            return None
+
+    async def groups(self):
+        """``{group: {members}}`` of every group of the hub (paginated)."""
+        offset, groups = 0, {}
+        while True:
+            page = await self.request("GET", f"/groups?{urlencode({'offset': offset, 'limit': 200})}", accept=PAGINATION)
+            for g in page["items"]:
+                groups[g["name"]] = set(g.get("users") or ())
+            nxt = page.get("_pagination", {}).get("next")
+            if not nxt:
+                return groups
+            offset = nxt["offset"]
+
+    async def sync_groups(self, desired):
+        """Make each group of ``desired`` (``{group: members}``) hold exactly its members, from one listing of the
+        hub's groups: only the differences are sent, and users are created only when no group holds them yet."""
+        current = await self.groups()
+        known = set().union(*current.values()) if current else set()
+        for group, members in sorted(desired.items()):
+            members = set(members)
+            have = current.get(group)
+            missing = members - (have or set())
+            if missing - known:
+                await self.ensure_users(missing - known)
+                known |= missing
+            path = f"/groups/{quote(group, safe='')}"
+            if have is None:
+                await self.request("POST", path, {"users": sorted(members)})
+                continue
+            if missing:
+                await self.request("POST", f"{path}/users", {"users": sorted(missing)})
+            if have - members:
+                await self.request("DELETE", f"{path}/users", {"users": sorted(have - members)})
+
     async def stop_server(self, user, server_name=""):
         path = f"/users/{quote(user, safe='')}/server"
         if server_name:

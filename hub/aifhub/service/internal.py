@@ -101,3 +101,13 @@ class SandboxEventHandler(InternalHandler):
 class NoticesHandler(InternalHandler):
     async def get(self):
         self.write_json({"notices": await self.core.notices()})
+
+
+class UsersCreatedHandler(InternalHandler):
+    """The hub created users (a login, its API, its admin page): put them back in their courses' groups."""
+
+    async def post(self):
+        users = self.json_body().get("users")
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            return self.write_json({"status": 400, "message": "Send {\"users\": [\"<name>\", ...]}."}, status=400)
+        self.write_json({"added": await self.core.membership.resync_users(users)})

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from ..catalog.access import decide_access
 from ..errors import Refusal
 from ..ledger.models import Enrollment
+from .hubapi import HubAPIError
 
 log = logging.getLogger(__name__)
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
@@ -105,7 +106,7 @@ class Membership:
         if course.enrollment == "code" and code != course.enrollment_code:
             raise Refusal("bad-code", f"That is not the enrolment code of {course.title}.")
         await self.db.run(enrol, user, course_id, course.enrollment)
-        await self.sync_learner_group(course_id)
+        await self._add_members(course_id, [user])  # the caller is logged in: the hub knows them
         return course
 
     async def enrolled_with_admission(self, course_id, user):
@@ -120,6 +121,18 @@ class Membership:
         except Exception as exc:  # the next sync catches up
             log.warning("Group sync after enrolling %s in %s failed: %s", user, course_id, exc)
 
+    async def _add_members(self, course_id, names, create=False):
+        """Add ``names`` (and only them) to the course's learner group, best effort: the enrolment is recorded
+        whatever the hub answers, and the next full sync catches up. ``create``: they may be new to the hub."""
+        if self.hub is None or not names:
+            return
+        try:
+            if create:
+                await self.hub.ensure_users(names)
+            await self.hub.add_to_group(learner_group(course_id), names)
+        except Exception as exc:
+            log.warning("Adding %s to the group of %s failed: %s", ", ".join(names), course_id, exc)
+
     async def roster(self, course):
         """Learners of a course: from course.yaml, added by instructors, or enrolled themselves."""
         members = {name: "course.yaml" for name in course.roster}
@@ -133,7 +146,7 @@ class Membership:
         if bad:
             raise Refusal("bad-name", f"Not valid user names: {', '.join(bad[:5])}")
         added = await self.db.run(_roster_add, course, names)
-        await self.sync_learner_group(course.id)
+        await self._add_members(course.id, added, create=True)  # names from a list: maybe unknown to the hub
         return added
 
     async def roster_remove(self, course, name):
@@ -141,7 +154,11 @@ class Membership:
             raise Refusal("in-course-file",
                           f"{name} is listed in the course file; remove them from course.yaml and publish it.")
         await self.db.run(_roster_remove, course, name)
-        await self.sync_learner_group(course.id)
+        if self.hub is not None:
+            try:
+                await self.hub.remove_from_group(learner_group(course.id), [name])
+            except Exception as exc:
+                log.warning("Taking %s out of the group of %s failed: %s", name, course.id, exc)
 
     # -- the hub's groups ----------------------------------------------------
 
@@ -176,8 +193,47 @@ class Membership:
             if group in desired:
                 await self.hub.sync_group(group, desired[group])
 
-    async def sync_groups(self):
+    async def follow_member(self, course_id, user):
+        """After ``user``'s own grants in a course changed (a login): add them to, or take them out of, its two
+        groups, one request each (a user new to the hub is created first, as the login would)."""
         if self.hub is None:
             return
-        for group, members in sorted((await self.desired_groups()).items()):
-            await self.hub.sync_group(group, members)
+        desired = await self.desired_groups(course_id)
+        for group in (learner_group(course_id), instructor_group(course_id)):
+            if group not in desired:
+                continue
+            if user not in desired[group]:
+                await self.hub.remove_from_group(group, [user])
+                continue
+            try:
+                await self.hub.add_to_group(group, [user])
+            except HubAPIError as exc:
+                if " 400 " not in str(exc):  # "No such user": their first login, before the hub made them
+                    raise
+                await self.hub.ensure_users([user])
+                await self.hub.add_to_group(group, [user])
+
+    async def sync_groups(self):
+        """Bring every course's groups up to date (at start and when course files change), from one listing."""
+        if self.hub is None:
+            return
+        await self.hub.sync_groups(await self.desired_groups())
+
+    async def resync_users(self, names):
+        """Put users the hub has just created (again) in the groups they belong in: a user deleted and recreated
+        comes back without groups. One request per group concerned; returns ``{group: [names]}`` added."""
+        names = [n for n in dict.fromkeys(names) if isinstance(n, str) and USERNAME.match(n)]
+        if not names:
+            return {}
+        desired = await self.desired_groups()
+        todo = {}
+        for name in names:
+            wanted = {group for group, members in desired.items() if name in members}
+            if wanted and self.hub is not None:
+                wanted -= await self.hub.user_groups(name) or set()  # nothing to add when the sync made them
+            for group in wanted:
+                todo.setdefault(group, []).append(name)
+        if self.hub is not None:
+            for group, members in sorted(todo.items()):
+                await self.hub.add_to_group(group, members)
+        return todo
