@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (each test module stays on one worker; 0 runs the suite in this process)
+TEST_WORKERS ?= 2
 
 .PHONY: run test setup test-tools test-dex lint control-plane cluster bench clean
 
@@ -11,7 +13,7 @@ run: setup
 	$(BIN)/aifhub up $(ARGS)
 
 test: setup test-tools test-dex lint control-plane
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # ruff's rules are in pyproject.toml
 lint: setup
