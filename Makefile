@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (each test module stays on one worker; 0 runs the suite in this process)
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup test-tools test-dex lint control-plane cluster bench clean
+.PHONY: run test setup test-tools test-dex lint control-plane cluster bench nbgrader-tests clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
@@ -65,6 +65,11 @@ control-plane:
 # A local cluster like the one the cluster tests use; prints its kubeconfig, runs until Ctrl-C (ARGS: --help)
 cluster: setup test-tools control-plane
 	PYTHONPATH=tests $(BIN)/python -m localcluster $(ARGS)
+
+# nbgrader 0.9.6's own tests of fetch_assignment, submit, fetch_feedback and list against aifhub's
+# exchange (docs/grading.md); PYTEST_ARGS go to pytest, e.g. PYTEST_ARGS="-k submit -x"
+nbgrader-tests: setup
+	scripts/nbgrader-tests $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

@@ -203,7 +203,11 @@ def deploy_aifhub(kube, prefix, base):
 
 
 def audit_calls(kube, user, since=None):
-    """The requests ``user`` made, from the local API server's audit log: dicts of verb, resource, namespace, code."""
+    """The requests ``user`` made, from the local API server's audit log: dicts of verb, group, resource (with its
+    subresource), name, namespace, code, uri and the authorizer's reason (which binding allowed it).
+
+    A server-side apply that created its object (a patch answered 201) is also authorized as a create by the
+    API server, so it is listed a second time, as the create it needed (``implied``)."""
     if kube.local is None:
         return None
     calls = []
@@ -213,12 +217,36 @@ def audit_calls(kube, user, since=None):
             continue
         ref = event.get("objectRef") or {}
         resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        calls.append({"verb": event["verb"], "group": ref.get("apiGroup", ""), "resource": resource,
-                      "namespace": ref.get("namespace"), "code": event.get("responseStatus", {}).get("code"),
-                      "uri": event.get("requestURI")})
+        call = {"verb": event["verb"], "group": ref.get("apiGroup", ""), "resource": resource, "name": ref.get("name"),
+                "namespace": ref.get("namespace"), "code": event.get("responseStatus", {}).get("code"),
+                "uri": event.get("requestURI"), "reason": (event.get("annotations") or {}).get("authorization.k8s.io/reason")}
+        calls.append(call)
+        if call["verb"] == "patch" and call["code"] == 201:
+            calls.append(dict(call, verb="create", implied=True))
     return calls
 
 
+def _rule_matches(rule, call):
+    """One RBAC PolicyRule against one call, as the API server's RBAC authorizer reads it: '*' in apiGroups,
+    resources and verbs; a resource with its subresource ("pods/log", or "*/scale" for any resource's);
+    resourceNames restrict a rule to calls on the objects named (a create names none when it is authorized; a
+    list or watch names one only by a metadata.name field selector)."""
+    if not ({"*", call["group"]} & set(rule.get("apiGroups") or [])):
+        return False
+    if not ({"*", call["verb"]} & set(rule.get("verbs") or [])):
+        return False
+    resource, _, sub = call["resource"].partition("/")
+    if not any(r == "*" or r == call["resource"] or (sub and r == f"*/{sub}") for r in rule.get("resources") or []):
+        return False
+    names = rule.get("resourceNames") or []
+    return not names or (call["verb"] != "create" and call.get("name") in names)
+
+
 def allowed_by(rules, call):
-    return any(call["group"] in r["apiGroups"] and call["resource"] in r["resources"] and call["verb"] in r["verbs"]
-               for r in rules)
+    """Whether RBAC ``rules`` (PolicyRule dicts) allow ``call`` (an :func:`audit_calls` dict)."""
+    return any(_rule_matches(rule, call) for rule in rules)
+
+
+def granted(rules):
+    """The (API group, resource, verb) triples that RBAC ``rules`` spell out (no wildcards expected)."""
+    return {(g, res, verb) for rule in rules for g in rule["apiGroups"] for res in rule["resources"] for verb in rule["verbs"]}
