@@ -56,7 +56,27 @@ def pg_database():
     admin.dispose()
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on two pytest-xdist workers (``--dist loadgroup``): each module stays on one
+    worker, so the hub its fixtures start is started once, and every cluster test runs on the same worker, so
+    one local cluster serves them all. The cluster tests, the longest group, go first."""
+    for item in items:
+        group = "cluster" if item.get_closest_marker("cluster") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is None)  # stable: the order within is kept
+
+
 CLUSTER_SUMMARY = []
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: the summary lines go to the controller
+        session.config.workeroutput["aifhub_cluster_summary"] = CLUSTER_SUMMARY
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    CLUSTER_SUMMARY.extend(getattr(node, "workeroutput", {}).get("aifhub_cluster_summary", []))
 
 
 def pytest_terminal_summary(terminalreporter):

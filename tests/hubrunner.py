@@ -20,6 +20,28 @@ ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
 PASSWORD = "test-password"
 
 
+def _worker_number():
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker[2:]) if worker[2:].isdigit() else 0
+
+
+def grading_uids():
+    """The uids this worker's hubs grade under."""
+    first = 300000 + 20000 * _worker_number()
+    return range(first, first + 10000)
+
+
+def worker_id_ranges():
+    """Service options that give the hubs of each pytest-xdist worker uids and gids of their own: two hubs on one
+    machine with the same ranges would give learners of both the same uid, and a grading job's clean-up (every
+    process of its grading uid is killed) would end the other hub's graded kernel of the same job number."""
+    n = _worker_number()
+    if n == 0:
+        return []
+    return [f"--AifhubService.first_uid={200000 + 20000 * n}", f"--GradingManager.first_uid={300000 + 20000 * n}",
+            "--GradingManager.uid_count=10000", f"--GradingManager.first_course_gid={400000 + 20000 * n}"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,6 +72,7 @@ class RunningHub:
 
     def start(self, timeout=90):
         env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN, **self.env)
+        env["AIFHUB_SERVICE_ARGS"] = " ".join([*worker_id_ranges(), env.get("AIFHUB_SERVICE_ARGS", "")]).strip()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")
         if self.terminal:

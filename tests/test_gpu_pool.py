@@ -32,7 +32,9 @@ def sandbox_pid(hub, name):
     out = subprocess.run(["pgrep", "-f", "jupyterhub-singleuser"], capture_output=True, text=True).stdout.split()
     for pid in out:
         env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-        if f"JUPYTERHUB_USER={name}".encode() in env and "AIFHUB_COURSE=gpu-fundamentals".encode() in env:
+        home = f"HOME={hub.state_dir.resolve()}/".encode()  # this hub's learner (other hubs may run one of that name)
+        if f"JUPYTERHUB_USER={name}".encode() in env and b"AIFHUB_COURSE=gpu-fundamentals" in env and \
+                any(var.startswith(home) for var in env):
             return int(pid)
     return None
 

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 import requests
 from conftest import AS_ROOT, start_hub
+from hubrunner import grading_uids
 from gradingkit import (ASSIGNMENT, COURSE, PROBE_PRELUDE, archive, instructor_cli, nbgrader_in_kernel, notebook_b64,
                         solution_notebook, submit, wait_jobs, with_cell, with_extra_cells)
 
@@ -197,7 +198,7 @@ def test_sandboxed_grading_isolation_timeouts_memory(hub, released):
     assert all(" failed " in line for line in attempts), "\n".join(attempts)
     if AS_ROOT:
         uid = int(text.split("UID ")[1].split()[0])
-        assert uid >= 300000, uid
+        assert uid in grading_uids(), uid
 
     loopy = jobs["loopy"]
     assert loopy["state"] == "done" and loopy["reason"] == "cell-timeout", loopy
@@ -220,7 +221,7 @@ def test_sandboxed_grading_isolation_timeouts_memory(hub, released):
     shown = instructor_cli(hub, "assignments", "jobs", COURSE).stdout
     assert "stubborn" in shown and "failed" in shown and "cell-timeout" in shown
     ps = subprocess.run(["ps", "-eo", "uid=,stat=,args="], capture_output=True, text=True).stdout.splitlines()
-    left = [line for line in ps if int(line.split()[0]) >= 300000 and not line.split()[1].startswith("Z")]
+    left = [line for line in ps if int(line.split()[0]) in grading_uids() and not line.split()[1].startswith("Z")]
     assert not left, f"grading processes were left running: {left}"
 
 

@@ -208,22 +208,50 @@ class ExchangeFetchFeedback(Exchange, DefaultFetchFeedback):
 
 
 class ExchangeList(Exchange, DefaultList):
-    """Released assignments (fetched or not), and submissions with their feedback, as nbgrader lists them."""
+    """Released assignments (fetched or not), and submissions with their feedback, as nbgrader lists them.
+
+    The course is the one given (``--course``, or the sandbox's ``AIFHUB_COURSE``); with none, every
+    course the caller is a member of."""
 
     def init_dest(self):
         pass
 
-    def parse_assignments(self):
-        course = self.course_id()
-        if self.inbound:
-            return self._inbound(course)
+    def courses(self):
+        """``[(course id, given)]``: the course given, else the caller's courses."""
+        course = self.coursedir.course_id or os.environ.get("AIFHUB_COURSE", "")
+        if course:
+            return [(course, True)]
+        return [(c["id"], False) for c in sorted(self.api("GET", "me").json()["courses"], key=lambda c: c["id"])]
+
+    def listing(self, course, given):
+        """The course's released assignments with the caller's (or ``--student``'s) submissions and feedback;
+        None for a course of the caller's list they are not a member of (open to enrol, not enrolled)."""
         student = self.requested_student()
-        data = self.api("GET", f"courses/{quote(course)}/assignments",
-                        params={"student": student} if student else None).json()
+        resp = self.api("GET", f"courses/{quote(course)}/assignments", params={"student": student} if student else None,
+                        ok=(200,) if given else (200, 403))
+        if resp.status_code != 200:
+            return None
+        data = resp.json()
         wanted = self.coursedir.assignment_id if self.coursedir.assignment_id not in ("", ALL) else None
-        remote = [a for a in data["assignments"] if wanted in (None, a["assignment_id"])]
-        if self.cached:
-            return self._cached(course, data["student_id"], remote)
+        data["assignments"] = sorted((a for a in data["assignments"] if wanted in (None, a["assignment_id"])),
+                                     key=lambda a: a["assignment_id"])
+        return data
+
+    def parse_assignments(self):
+        out = []
+        for course, given in self.courses():
+            data = self.listing(course, given)
+            if data is None:
+                continue
+            if self.inbound:
+                out += self._inbound(course, data)
+            elif self.cached:
+                out += self._cached(course, data["student_id"], data["assignments"])
+            else:
+                out += self._released(course, data["assignments"])
+        return out
+
+    def _released(self, course, remote):
         out = []
         for a in remote:
             aid = a["assignment_id"]
@@ -240,55 +268,65 @@ class ExchangeList(Exchange, DefaultList):
             out.append(info)
         return out
 
+    def _submission(self, course, student, aid, timestamp, path, notebooks, feedback):
+        """nbgrader's record of one submission: ``notebooks`` ``[(notebook id, path)]``; ``feedback`` the
+        service's index of the learner's released feedback (its timestamp and each notebook's checksum)."""
+        local_dir = os.path.join(self.assignment_path(course, aid), "feedback", timestamp)
+        info = {"course_id": course, "student_id": student, "assignment_id": aid, "timestamp": timestamp,
+                "status": "submitted", "path": path, "notebooks": []}
+        released = feedback.get("notebooks", {}) if feedback and feedback["timestamp"] == timestamp else {}
+        for nid, nb_path in notebooks:
+            local = os.path.join(local_dir, f"{nid}.html")
+            has_local = os.path.isfile(local)
+            remote_sum = released.get(nid)
+            info["notebooks"].append({
+                "notebook_id": nid, "path": nb_path,
+                "has_local_feedback": has_local, "has_exchange_feedback": remote_sum is not None,
+                "local_feedback_path": local if has_local else None,
+                "feedback_updated": bool(has_local and remote_sum and _checksum(local) != remote_sum),
+            })
+        nbs = info["notebooks"]
+        info["has_local_feedback"] = bool(nbs) and all(n["has_local_feedback"] for n in nbs)
+        info["has_exchange_feedback"] = bool(nbs) and all(n["has_exchange_feedback"] for n in nbs)
+        info["feedback_updated"] = any(n["feedback_updated"] for n in nbs)
+        info["local_feedback_path"] = local_dir if info["has_local_feedback"] else None
+        if self.remove:
+            info["status"] = "removed"
+        return info
+
+    @staticmethod
+    def _grouped(infos):
+        grouped = {}
+        for info in infos:
+            grouped.setdefault((info["course_id"], info["student_id"], info["assignment_id"]), []).append(info)
+        return [{"course_id": c, "student_id": s, "assignment_id": a, "status": subs[0]["status"],
+                 "submissions": sorted(subs, key=lambda x: x["timestamp"])} for (c, s, a), subs in sorted(grouped.items())]
+
     def _cached(self, course, student, remote):
+        """The local copies nbgrader's submit keeps, of the assignments still released."""
         feedback = {a["assignment_id"]: a.get("feedback") for a in remote}
-        out = {}
+        infos = []
         for path in sorted(glob.glob(os.path.join(self.cache, course, f"{student}+*+*"))):
-            name = os.path.basename(path)
-            _sid, aid, timestamp = name.split("+", 2)
+            _sid, aid, timestamp = os.path.basename(path).split("+", 2)
             if aid not in feedback:
                 continue
-            fb = feedback[aid]
-            local_dir = os.path.join(self.assignment_path(course, aid), "feedback", timestamp)
-            info = {"course_id": course, "student_id": student, "assignment_id": aid, "timestamp": timestamp,
-                    "status": "submitted", "path": path, "notebooks": []}
-            for nb in sorted(glob.glob(os.path.join(path, "*.ipynb"))):
-                nid = Path(nb).stem
-                local = os.path.join(local_dir, f"{nid}.html")
-                has_local = os.path.isfile(local)
-                remote_sum = (fb or {}).get("notebooks", {}).get(nid) if fb and fb["timestamp"] == timestamp else None
-                info["notebooks"].append({
-                    "notebook_id": nid, "path": os.path.abspath(nb),
-                    "has_local_feedback": has_local, "has_exchange_feedback": remote_sum is not None,
-                    "local_feedback_path": local if has_local else None,
-                    "feedback_updated": bool(has_local and remote_sum and _checksum(local) != remote_sum),
-                })
-            nbs = info["notebooks"]
-            info["has_local_feedback"] = bool(nbs) and all(n["has_local_feedback"] for n in nbs)
-            info["has_exchange_feedback"] = bool(nbs) and all(n["has_exchange_feedback"] for n in nbs)
-            info["feedback_updated"] = any(n["feedback_updated"] for n in nbs)
-            info["local_feedback_path"] = local_dir if info["has_local_feedback"] else None
-            if self.remove:
-                info["status"] = "removed"
-            out.setdefault((course, student, aid), []).append(info)
-        return [{"course_id": c, "student_id": s, "assignment_id": a, "status": subs[0]["status"],
-                 "submissions": sorted(subs, key=lambda x: x["timestamp"])} for (c, s, a), subs in sorted(out.items())]
+            notebooks = [(Path(nb).stem, os.path.abspath(nb)) for nb in sorted(glob.glob(os.path.join(path, "*.ipynb")))]
+            infos.append(self._submission(course, student, aid, timestamp, path, notebooks, feedback[aid]))
+        return self._grouped(infos)
 
-    def _inbound(self, course):
-        aid = self.coursedir.assignment_id
-        if aid in ("", ALL):
-            self.fail("Name the assignment whose submissions to list (--inbound needs an assignment id).")
+    def _inbound(self, course, data):
+        """Submissions as the service received them: a learner's own (or, for instructors, everyone's), with
+        the feedback released for the caller's (or ``--student``'s)."""
         params = {"student": self.requested_student()} if self.requested_student() else None
-        subs = self.api("GET", f"courses/{quote(course)}/assignments/{quote(aid)}/submissions", params=params).json()
-        grouped = {}
-        for s in subs["submissions"]:
-            info = {"course_id": course, "student_id": s["student_id"], "assignment_id": aid,
-                    "timestamp": s["timestamp"], "status": "submitted", "path": "", "notebooks": [],
-                    "has_local_feedback": False, "has_exchange_feedback": False, "feedback_updated": False,
-                    "local_feedback_path": None}
-            grouped.setdefault(s["student_id"], []).append(info)
-        return [{"course_id": course, "student_id": sid, "assignment_id": aid, "status": "submitted",
-                 "submissions": subs_} for sid, subs_ in sorted(grouped.items())]
+        infos = []
+        for a in data["assignments"]:
+            aid = a["assignment_id"]
+            subs = self.api("GET", f"courses/{quote(course)}/assignments/{quote(aid)}/submissions", params=params).json()
+            notebooks = [(nb, f"{aid}/{nb}.ipynb") for nb in a["notebooks"]]
+            for s in subs["submissions"]:
+                feedback = a.get("feedback") if s["student_id"] == data["student_id"] else None
+                infos.append(self._submission(course, s["student_id"], aid, s["timestamp"], "", notebooks, feedback))
+        return self._grouped(infos)
 
     def remove_files(self):
         if not self.cached:
