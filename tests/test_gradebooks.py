@@ -14,7 +14,9 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from aifhub.grading import gradebooks
 from aifhub.grading.coursedir import venv_path_env
-from aifhub.grading.manager import GradingError, GradingManager
+from aifhub.errors import Refusal
+from aifhub.service.statuses import status_of
+from aifhub.grading.manager import GradingManager
 from aifhub.state.db import Database, sqlite_url
 
 needs_pg = pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set")
@@ -59,9 +61,9 @@ def test_sqlite_gradebook_is_the_default_with_a_sqlite_service(tmp_path):
 
 async def test_postgresql_gradebooks_without_a_postgresql_database_are_a_clear_503(tmp_path):
     grading = GradingManager(tmp_path / "state", Database(sqlite_url(tmp_path / "aifhub.sqlite")), gradebook="postgresql")
-    with pytest.raises(GradingError) as err:
+    with pytest.raises(Refusal) as err:
         await grading.gradebook_url("dl-basics")
-    assert err.value.status == 503 and "gradebook_admin_url" in err.value.message
+    assert status_of(err.value.reason) == 503 and "gradebook_admin_url" in err.value.message
 
 
 def test_gradebook_admin_url_must_be_postgresql(tmp_path):

@@ -28,7 +28,7 @@ from ..catalog.model import parse_memory
 from ..kube import podspec
 from . import gradebooks
 from .coursedir import GradingDir, check_name
-from .errors import GradingError
+from ..errors import Refusal
 from . import students as students_db
 from .models import GradingCourse, GradingJob, Submission
 from .queue import GradingQueue
@@ -229,7 +229,7 @@ class GradingManager(LoggingConfigurable):
     def course(self, course_id):
         course = self.core.catalog.get(course_id) if self.core else None
         if course is None:
-            raise GradingError(404, f"There is no course {texts.shown(course_id)}.")
+            raise Refusal("unknown-course", f"There is no course {texts.shown(course_id)}.")
         return course
 
     async def role(self, course, user, admin):
@@ -303,7 +303,7 @@ class GradingManager(LoggingConfigurable):
                 try:
                     url, copy_from = await asyncio.to_thread(self._setup_gradebook, course_id)
                 except gradebooks.GradebookError as exc:
-                    raise GradingError(503, str(exc))
+                    raise Refusal("gradebook-unavailable", str(exc))
                 if copy_from:
                     answer = await self._step({"op": "copy_gradebook", "from": copy_from, "to": url},
                                               "copying the gradebook into PostgreSQL")
@@ -370,10 +370,10 @@ class GradingManager(LoggingConfigurable):
 
         kept, recent = await self.db.run(counts)
         if kept >= self.max_submissions:
-            raise GradingError(429, f"Submission refused: you have handed in {assignment} {kept} times, the most this "
+            raise Refusal("too-many", f"Submission refused: you have handed in {assignment} {kept} times, the most this "
                                     f"course keeps ({self.max_submissions}). Ask an instructor if you need another.")
         if recent >= self.submissions_per_minute:
-            raise GradingError(429, f"Submission refused: you handed in {assignment} {recent} times in the last "
+            raise Refusal("too-many", f"Submission refused: you handed in {assignment} {recent} times in the last "
                                     f"minute (at most {self.submissions_per_minute}); wait a minute and hand in again.")
 
     async def student_id(self, user):
@@ -381,13 +381,13 @@ class GradingManager(LoggingConfigurable):
         try:
             return await self.db.run(students_db.student_id, user)
         except ValueError as exc:
-            raise GradingError(400, f"Cannot hand in or grade for this user name: {exc}.")
+            raise Refusal("bad-name", f"Cannot hand in or grade for this user name: {exc}.")
 
     async def student_ids(self, users):
         try:
             return await self.db.run(students_db.student_ids, list(users))
         except ValueError as exc:
-            raise GradingError(400, f"Cannot grade for a user name: {exc}.")
+            raise Refusal("bad-name", f"Cannot grade for a user name: {exc}.")
 
     def size_limit(self, course_id):
         return parse_memory(str(self.course_submission_sizes.get(course_id, self.max_submission_size)))
@@ -401,11 +401,11 @@ class GradingManager(LoggingConfigurable):
         try:
             answer = await self.steps.call(request, timeout=self.notebook_timeout)
         except asyncio.TimeoutError:
-            raise GradingError(504, f"{what} took longer than {self.notebook_timeout} s and was stopped.")
+            raise Refusal("step-timeout", f"{what} took longer than {self.notebook_timeout} s and was stopped.")
         except WorkerDied as exc:
-            raise GradingError(500, f"{what} failed: {exc}")
+            raise Refusal("step-failed", f"{what} failed: {exc}")
         if not answer.get("ok"):
-            raise GradingError(500, answer.get("error") or f"{what} failed")
+            raise Refusal("step-failed", answer.get("error") or f"{what} failed")
         return answer
 
     # -- instructors' steps --------------------------------------------------
@@ -414,7 +414,7 @@ class GradingManager(LoggingConfigurable):
         course = self.course(course_id)
         check_name("assignment id", assignment)
         if not (Path(course.path) / "source" / assignment).is_dir():
-            raise GradingError(404, f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).")
+            raise Refusal("no-assignment", f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).")
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(await self.base_request(course_id) | {"op": "release", "assignment": assignment,
                                                            "course_path": str(course.path)}, "release")
@@ -469,7 +469,7 @@ class GradingManager(LoggingConfigurable):
             missing = sorted(set(students) - set(collected))
             if missing:
                 named = ", ".join(texts.shown(x) for x in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-                raise GradingError(404, f"No collected submission of {named} for {assignment}: collect first.")
+                raise Refusal("no-submission", f"No collected submission of {named} for {assignment}: collect first.")
             collected = sorted(students)
         def queue_jobs(s):
             jobs = []
@@ -554,7 +554,7 @@ class GradingManager(LoggingConfigurable):
             Submission.course_id == course_id, Submission.student == student).order_by(Submission.id))))
         try:
             sid = await self.student_id(student)
-        except GradingError:  # a name nbgrader cannot know (over the hub's length): nothing of theirs to show
+        except Refusal:  # a name nbgrader cannot know (over the hub's length): nothing of theirs to show
             sid = None
         return await asyncio.to_thread(self._listing, course_id, sid, subs)
 
@@ -583,7 +583,7 @@ class GradingManager(LoggingConfigurable):
         try:
             return pack(gd.outbound(assignment), gd.root)
         except (FileNotFoundError, fsafe.UnsafePath):
-            raise GradingError(404, f"The assignment '{assignment}' of {course_id} has not been released.")
+            raise Refusal("not-released", f"The assignment '{assignment}' of {course_id} has not been released.")
 
     def _store_submission(self, course_id, assignment, student, data, stamp):
         """Unpack a hand-in into ``exchange/inbound/<student>/<assignment>/<stamp>/``: under a hidden
@@ -594,17 +594,17 @@ class GradingManager(LoggingConfigurable):
         limit = self.size_limit(course_id)
         with gd.open_below("exchange", "inbound") as inbound, inbound.makedirs((student, assignment)) as base:
             if base.lstat(folder) is not None:
-                raise GradingError(409, "A submission with the same timestamp exists; hand in again.")
+                raise Refusal("same-timestamp", "A submission with the same timestamp exists; hand in again.")
             tmp = f".{folder}.new"
             base.remove(tmp)
             try:
                 size = unpack(data, base, tmp, limit, self.max_submission_files)
             except TooLarge as exc:
-                raise GradingError(413, f"Submission refused: {exc}.")
+                raise Refusal("too-large", f"Submission refused: {exc}.")
             except TooMany as exc:
-                raise GradingError(413, f"Submission refused: {exc}.")
+                raise Refusal("too-large", f"Submission refused: {exc}.")
             except ValueError as exc:
-                raise GradingError(400, f"Submission refused: {exc}.")
+                raise Refusal("bad-submission", f"Submission refused: {exc}.")
             base.rename(tmp, folder)
         return folder, size
 
@@ -613,10 +613,10 @@ class GradingManager(LoggingConfigurable):
         check_name("assignment id", assignment)
         sid = await self.student_id(student)
         if not (GradingDir(self.root, course_id).outbound(assignment)).is_dir():
-            raise GradingError(404, f"The assignment '{assignment}' of {course_id} has not been released.")
+            raise Refusal("not-released", f"The assignment '{assignment}' of {course_id} has not been released.")
         limit = self.size_limit(course_id)
         if len(data) > limit:
-            raise GradingError(413, f"Submission refused: it is {human_size(len(data))}, over this course's limit "
+            raise Refusal("too-large", f"Submission refused: it is {human_size(len(data))}, over this course's limit "
                                     f"of {human_size(limit)}.")
         lock = self._submit_locks.setdefault((course_id, student), asyncio.Lock())
         async with lock:  # one hand-in of a learner at a time: the counts below hold

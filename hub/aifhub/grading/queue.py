@@ -22,7 +22,6 @@ from ..ledger.models import utcnow
 from ..kube import podspec
 from .runners import mounts
 from .coursedir import GradingDir
-from .errors import GradingError
 from .models import GradingJob
 from .runners.worker import failure_lines
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
@@ -116,7 +115,7 @@ class GradingQueue:
                 claim=self.m.kube_claim, registry=self.m.kube_registry, namespace=self.m.kube_namespace, cpu=self.m.kube_cpu,
                 memory=str(parse_memory(self.m.memory_limit)), job_id=job["id"])
         except podspec.PodSpecError as exc:
-            raise GradingError(409, str(exc))
+            raise Refusal("not-runnable", str(exc))
         return {"job": manifest, "namespace": self.m.kube_namespace, "kube_config": self.m.kube_config,
                 "volume_root": str(self.m.kube_volume), "notebook_timeout": self.m.notebook_timeout,
                 "start_timeout": self.m.kube_start_timeout}
@@ -257,7 +256,7 @@ class GradingQueue:
             self._wake.set()  # more may be waiting: let the other slots look too
             try:
                 await self._run_job(worker, job)
-            except GradingError as exc:  # e.g. the course's gradebook cannot be set up
+            except Refusal as exc:  # e.g. the course's gradebook cannot be set up
                 log.error("Grading job %s failed: %s", job["id"], exc.message)
                 await self._finish(job["id"], state="failed", reason="error", detail=exc.message)
             except Exception as exc:

@@ -5,6 +5,7 @@ import json
 
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
+from tornado.log import app_log
 
 from .. import texts
 from ..errors import Refusal
@@ -65,6 +66,12 @@ class APIHandler(BaseHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data, default=str))
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, Refusal):  # a refusal or a reported failure, not a bug: one line, no traceback
+            app_log.info("%s %s: %s %s", self.request.method, self.request.path, value.reason, value.message)
+            return
+        super().log_exception(typ, value, tb)
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]

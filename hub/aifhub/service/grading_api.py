@@ -10,12 +10,11 @@ watch the queue and export grades.
 import asyncio
 
 from tornado import web
-from tornado.log import app_log
 
 from .. import texts
 from ..grading.coursedir import check_name
 from ..grading.students import MAX_USER
-from ..grading.manager import GradingError
+from ..errors import Refusal
 from .base import APIHandler
 
 ARCHIVE = "application/gzip"
@@ -26,25 +25,11 @@ class GradingHandler(APIHandler):
     def grading(self):
         return self.settings["aifhub_grading"]
 
-    def log_exception(self, typ, value, tb):
-        if isinstance(value, GradingError):  # a refusal or a reported failure, not a bug
-            app_log.info("%s %s: %s %s", self.request.method, self.request.path, value.status, value.message)
-            return
-        super().log_exception(typ, value, tb)
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, GradingError):
-            self.set_status(exc.status)
-            self.set_header("Content-Type", "application/json")
-            return self.finish({"status": exc.status, "message": texts.message(exc.message)})
-        return super().write_error(status_code, **kwargs)
-
     async def _course(self, course_id, need="learner"):
         """The course, after checking the caller's role in it (403 otherwise)."""
         try:
             course = self.grading.course(course_id)
-        except GradingError:
+        except Refusal:
             if not self.admin:  # do not tell strangers which courses exist
                 raise web.HTTPError(403, f"You are not a member of the course {texts.shown(course_id)}.")
             raise
@@ -111,7 +96,7 @@ class SubmissionsHandler(GradingHandler):
             if length > limit:
                 from ..grading.store import human_size
 
-                raise GradingError(413, f"Submission refused: it is {human_size(length)}, over this course's limit "
+                raise Refusal("too-large", f"Submission refused: it is {human_size(length)}, over this course's limit "
                                         f"of {human_size(limit)}.")
 
     @web.authenticated

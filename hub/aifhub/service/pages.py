@@ -11,9 +11,8 @@ from urllib.parse import urlencode
 
 from tornado import web
 
-from ..grading.manager import GradingError
-from ..ledger import allocations, reports
 from ..errors import Refusal
+from ..ledger import allocations, reports
 from . import charts, grading_view
 from .base import BaseHandler
 
@@ -197,7 +196,7 @@ class AssignmentAction(PageHandler):
             else:
                 result = await self.grading.release_feedback(course.id, assignment)
                 message = f"Released feedback on {assignment} to {len(result['released_to'])} learner(s)."
-        except GradingError as exc:
+        except Refusal as exc:
             return self.back(f"courses/{course.id}", error=exc.message)
         self.back(f"courses/{course.id}", ok=message)
 
@@ -210,7 +209,7 @@ class FeedbackPage(PageHandler):
         course = self.course_or_404(course_id)
         try:
             html = await self.grading.feedback_html(course.id, assignment, self.user_name, notebook)
-        except (GradingError, ValueError):  # an odd assignment or notebook name: nothing of the learner's
+        except (Refusal, ValueError):  # an odd assignment or notebook name: nothing of the learner's
             html = None
         if html is None:
             raise web.HTTPError(404, f"No feedback on {assignment} / {notebook} has been released to you.")
