@@ -16,9 +16,10 @@ run: setup
 test: setup test-tools test-dex lint control-plane
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-# ruff's rules are in pyproject.toml
+# ruff's rules and format are in pyproject.toml (`ruff format hub tests bench` formats the tree)
 lint: setup
 	$(BIN)/ruff check hub tests bench
+	$(BIN)/ruff format --check hub tests bench
 
 setup: $(VENV)/.installed node_modules/.installed
 

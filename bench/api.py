@@ -52,13 +52,19 @@ def api_throughput(aifhub, plain, seconds=5.0, rounds=2, concurrency=4, name="ap
         hammer(hub, name, tokens[hub.kind], min(1.0, seconds), concurrency)  # warm up connections and caches
         totals[hub.kind] = [0, 0, 0.0]
     for i in range(rounds):
-        for hub in ((aifhub, plain) if i % 2 == 0 else (plain, aifhub)):
+        for hub in (aifhub, plain) if i % 2 == 0 else (plain, aifhub):
             ok, errors, elapsed = hammer(hub, name, tokens[hub.kind], seconds, concurrency)
             t = totals[hub.kind]
             t[0] += ok
             t[1] += errors
             t[2] += elapsed
     rps = {kind: ok / elapsed for kind, (ok, _e, elapsed) in totals.items()}
-    return {"aifhub_rps": rps["aifhub"], "plain_rps": rps["plain"], "ratio": rps["aifhub"] / rps["plain"],
-            "errors": {kind: t[1] for kind, t in totals.items()},
-            "seconds": seconds, "rounds": rounds, "concurrency": concurrency}
+    return {
+        "aifhub_rps": rps["aifhub"],
+        "plain_rps": rps["plain"],
+        "ratio": rps["aifhub"] / rps["plain"],
+        "errors": {kind: t[1] for kind, t in totals.items()},
+        "seconds": seconds,
+        "rounds": rounds,
+        "concurrency": concurrency,
+    }

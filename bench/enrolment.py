@@ -33,8 +33,12 @@ def _admit_all(hub, names, internal_token, service_port):
     def admit(name):
         start.wait()
         t0 = time.monotonic()
-        r = requests.post(url + "admit", headers=headers, timeout=120,
-                          json={"user": name, "server_name": "", "course": COURSE, "admin": False})
+        r = requests.post(
+            url + "admit",
+            headers=headers,
+            timeout=120,
+            json={"user": name, "server_name": "", "course": COURSE, "admin": False},
+        )
         times[name] = time.monotonic() - t0
         if r.status_code != 201:
             errors.append(f"{name}: {r.status_code} {r.text[:120]}")
@@ -45,7 +49,9 @@ def _admit_all(hub, names, internal_token, service_port):
     for t in threads:
         t.join(180)
     for name in names:
-        requests.post(url + "release", headers=headers, timeout=60, json={"user": name, "server_name": "", "reason": "bench"})
+        requests.post(
+            url + "release", headers=headers, timeout=60, json={"user": name, "server_name": "", "reason": "bench"}
+        )
     if errors:
         raise RuntimeError("admissions failed: " + "; ".join(errors[:3]))
     return [times[n] for n in names]
@@ -88,7 +94,9 @@ def enrolment_storm(workdir, learners=30):
         raise RuntimeError(f"admitted learners missing from nbgrader-{COURSE}: {missing[:5]}")
     return {
         "learners": learners,
-        "admit_p50_s": statistics.median(new), "admit_max_s": max(new),
-        "old_p50_s": statistics.median(old), "old_max_s": max(old),
+        "admit_p50_s": statistics.median(new),
+        "admit_max_s": max(new),
+        "old_p50_s": statistics.median(old),
+        "old_max_s": max(old),
         "ratio": statistics.median(new) / statistics.median(old),
     }

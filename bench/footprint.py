@@ -43,14 +43,19 @@ def sample(proc, seconds, every=0.25):
         time.sleep(every)
     cpu1, t1 = sum(proc.cpu_times()[:2]), time.monotonic()
     rss.append(proc.memory_info().rss)
-    return {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_mb": sum(rss) / len(rss) / MB, "rss_peak_mb": max(rss) / MB,
-            "seconds": t1 - t0}
+    return {
+        "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "rss_mb": sum(rss) / len(rss) / MB,
+        "rss_peak_mb": max(rss) / MB,
+        "seconds": t1 - t0,
+    }
 
 
 def service_footprint(workdir, sessions=100, intervals=3, meter_interval=5.0, prefix="fp"):
     """Footprint of the service idle, then holding ``sessions`` sessions, over ``intervals`` metering passes each."""
-    hub = aifhub_hub(workdir, gpus="0", meter_interval=meter_interval,
-                     service_args=["--AifhubService.reconcile_grace=86400"])
+    hub = aifhub_hub(
+        workdir, gpus="0", meter_interval=meter_interval, service_args=["--AifhubService.reconcile_grace=86400"]
+    )
     with running(hub):
         proc, port = service_process(hub)
         token = (hub.state_dir / "secrets" / "internal_token").read_text().strip()
@@ -63,8 +68,12 @@ def service_footprint(workdir, sessions=100, intervals=3, meter_interval=5.0, pr
         cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
         with requests.Session() as http:
             for name in names:
-                r = http.post(f"{internal}/admit", headers=headers, timeout=60,
-                              json={"user": name, "server_name": "", "course": COURSE, "admin": False})
+                r = http.post(
+                    f"{internal}/admit",
+                    headers=headers,
+                    timeout=60,
+                    json={"user": name, "server_name": "", "course": COURSE, "admin": False},
+                )
                 if r.status_code != 201:
                     raise BenchError(f"admitting {name} answered {r.status_code}: {r.text[:300]}")
             admit_s = time.monotonic() - t0
@@ -75,16 +84,26 @@ def service_footprint(workdir, sessions=100, intervals=3, meter_interval=5.0, pr
                 f.seek(since)
                 settled = [line for line in f.read().decode(errors="replace").splitlines() if "Settled" in line]
             for name in names:
-                http.post(f"{internal}/release", headers=headers, timeout=60,
-                          json={"user": name, "server_name": "", "reason": "benchmark over"})
+                http.post(
+                    f"{internal}/release",
+                    headers=headers,
+                    timeout=60,
+                    json={"user": name, "server_name": "", "reason": "benchmark over"},
+                )
         if settled:
-            raise BenchError(f"the service settled sessions while they were measured ({settled[0]}): "
-                             "did the service ignore --AifhubService.reconcile_grace?")
+            raise BenchError(
+                f"the service settled sessions while they were measured ({settled[0]}): "
+                "did the service ignore --AifhubService.reconcile_grace?"
+            )
     return {
-        "sessions": sessions, "meter_interval": meter_interval, "intervals": intervals,
-        "idle": idle, "loaded": loaded,
+        "sessions": sessions,
+        "meter_interval": meter_interval,
+        "intervals": intervals,
+        "idle": idle,
+        "loaded": loaded,
         "rss_ratio": loaded["rss_mb"] / idle["rss_mb"],
         "cpu_ratio": loaded["cpu_pct"] / idle["cpu_pct"] if idle["cpu_pct"] > 0 else None,
-        "admit_s": admit_s, "admit_ms_each": 1000 * admit_s / sessions,
+        "admit_s": admit_s,
+        "admit_ms_each": 1000 * admit_s / sessions,
         "admit_cpu_pct": 100 * admit_cpu / admit_s,
     }

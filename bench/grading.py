@@ -79,8 +79,11 @@ async def _queue_run(state, n, workers, cell_timeout):
     try:
         await manager.release(COURSE, ASSIGNMENT)
         gd = _prepare(state, n, GradingManager)
-        await manager._step(await manager.base_request(COURSE) | {"op": "add_students", "students": sorted(
-            p.name for p in gd.step("submitted").iterdir())}, "add students")
+        await manager._step(
+            await manager.base_request(COURSE)
+            | {"op": "add_students", "students": sorted(p.name for p in gd.step("submitted").iterdir())},
+            "add students",
+        )
         await manager.start()
         t0 = time.monotonic()
         queued = await manager.autograde(COURSE, ASSIGNMENT, requested_by="bench")
@@ -103,8 +106,13 @@ def _serial_run(state, cell_timeout):
 
     root = state / "grading" / COURSE
     env = venv_path_env({k: v for k, v in os.environ.items() if "TOKEN" not in k})
-    cmd = [str(Path(sys.executable).parent / "nbgrader"), "autograde", ASSIGNMENT, "--force",
-           f"--Execute.timeout={cell_timeout}"]
+    cmd = [
+        str(Path(sys.executable).parent / "nbgrader"),
+        "autograde",
+        ASSIGNMENT,
+        "--force",
+        f"--Execute.timeout={cell_timeout}",
+    ]
     t0 = time.monotonic()
     out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - t0
@@ -133,8 +141,11 @@ def grading_throughput(scratch, submissions=20, workers=0, cell_timeout=60):
     if failed:
         raise RuntimeError(f"{len(failed)} grading job(s) failed: {failed[0]['reason']}: {failed[0]['detail']}")
     # the baseline grades the same submissions in a copy of the course directory made the same way
-    shutil.copytree(queue_state / "grading" / COURSE, serial_state / "grading" / COURSE,
-                    ignore=shutil.ignore_patterns("autograded", "exchange", ".workers"))
+    shutil.copytree(
+        queue_state / "grading" / COURSE,
+        serial_state / "grading" / COURSE,
+        ignore=shutil.ignore_patterns("autograded", "exchange", ".workers"),
+    )
     shutil.rmtree(serial_state / "grading" / COURSE / "autograded", ignore_errors=True)
     for name in ("nbgrader_config.py", "gradebook.url"):  # the copy's own folders and gradebook
         path = serial_state / "grading" / COURSE / name
@@ -144,7 +155,14 @@ def grading_throughput(scratch, submissions=20, workers=0, cell_timeout=60):
     serial_scores = _scores(f"sqlite:///{serial_state / 'grading' / COURSE / 'gradebook.db'}", submissions)
     if queue_scores != serial_scores:
         raise RuntimeError(f"the queue and nbgrader disagree on scores: {queue_scores} vs {serial_scores}")
-    return {"submissions": submissions, "workers": used, "queue_s": queue_s, "serial_s": serial_s,
-            "ratio": serial_s / queue_s, "per_submission_queue_s": queue_s / submissions,
-            "per_submission_serial_s": serial_s / submissions,
-            "full_marks": sum(1 for s in queue_scores.values() if s == 10), "cores": os.cpu_count()}
+    return {
+        "submissions": submissions,
+        "workers": used,
+        "queue_s": queue_s,
+        "serial_s": serial_s,
+        "ratio": serial_s / queue_s,
+        "per_submission_queue_s": queue_s / submissions,
+        "per_submission_serial_s": serial_s / submissions,
+        "full_marks": sum(1 for s in queue_scores.values() if s == 10),
+        "cores": os.cpu_count(),
+    }

@@ -71,7 +71,9 @@ def aifhub_hub(workdir, gpus="0", meter_interval=60, service_args=()):
         config = workdir / "jupyterhub_config.py"
         config.write_text(SERVICE_ARGS_CONFIG.format(args=list(service_args)))
         extra = ("--config", str(config))
-    hub = RunningHub(workdir / "state", REPO / "courses", gpus=gpus, log_path=workdir / "aifhub-up.log", extra_args=extra)
+    hub = RunningHub(
+        workdir / "state", REPO / "courses", gpus=gpus, log_path=workdir / "aifhub-up.log", extra_args=extra
+    )
     i = hub.args.index("--meter-interval")
     hub.args[i + 1] = str(meter_interval)  # the tests meter every 2 s; the benchmarks use the default
     hub.kind = "aifhub"
@@ -321,14 +323,22 @@ def watch_progress(hub, name, token, timeout=240, until=None, poll=0.02, events=
             return [] if events is None else events
         time.sleep(poll)
     events = [] if events is None else events
-    with requests.get(f"{hub.url}/hub/api/users/{name}/server/progress", stream=True, timeout=timeout,
-                      headers={"Authorization": f"token {token}"}) as resp:
+    with requests.get(
+        f"{hub.url}/hub/api/users/{name}/server/progress",
+        stream=True,
+        timeout=timeout,
+        headers={"Authorization": f"token {token}"},
+    ) as resp:
         for line in resp.iter_lines():
             if line.startswith(b"data:"):
                 event = json.loads(line[5:])
                 events.append((time.time(), event))
-                if event.get("ready") or event.get("failed") or time.monotonic() > deadline \
-                        or (until is not None and until()):
+                if (
+                    event.get("ready")
+                    or event.get("failed")
+                    or time.monotonic() > deadline
+                    or (until is not None and until())
+                ):
                     break
     return events
 

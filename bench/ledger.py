@@ -40,10 +40,18 @@ SIDES = {"now": (admission.admit, metering.tick), "0.2.0": (v020_sandboxes.admit
 
 
 def _course():
-    return Course(id="bench", title="Bench", kind="workshop", enrollment="open", instructors=("t",),
-                  sandbox=SandboxRequest(image="pytorch-cuda", gpu=GpuRequest("gpu", 1), cpu=2, max_session="1h"),
-                  path=Path("."), schedule=Schedule(start=date(2026, 1, 1)), allocation="BENCH",
-                  quota=LearnerQuota(window="week", gpu_hours=10))
+    return Course(
+        id="bench",
+        title="Bench",
+        kind="workshop",
+        enrollment="open",
+        instructors=("t",),
+        sandbox=SandboxRequest(image="pytorch-cuda", gpu=GpuRequest("gpu", 1), cpu=2, max_session="1h"),
+        path=Path("."),
+        schedule=Schedule(start=date(2026, 1, 1)),
+        allocation="BENCH",
+        quota=LearnerQuota(window="week", gpu_hours=10),
+    )
 
 
 class Backend:
@@ -100,12 +108,29 @@ def _pct(values, p):
 
 def _seed_running(db, n, course, prefix="u", last_charged=T0):
     """``n`` running sessions of ``course``, as admissions left them; returns the hub's list of them."""
-    rows = [dict(user=f"{prefix}{i}", server_name="", course_id=course.id, state="active", started_at=T0,
-                 last_charged_at=last_charged, allocation_id="BENCH", gpu_kind="gpu", gpu_count=1, cpu_millis=2000,
-                 hold_gpu_ms=3_600_000, hold_cpu_ms=7_200_000, seq=0, charged_gpu_ms=0, charged_cpu_ms=0,
-                 warned_percent=0) for i in range(n)]
+    rows = [
+        dict(
+            user=f"{prefix}{i}",
+            server_name="",
+            course_id=course.id,
+            state="active",
+            started_at=T0,
+            last_charged_at=last_charged,
+            allocation_id="BENCH",
+            gpu_kind="gpu",
+            gpu_count=1,
+            cpu_millis=2000,
+            hold_gpu_ms=3_600_000,
+            hold_cpu_ms=7_200_000,
+            seq=0,
+            charged_gpu_ms=0,
+            charged_cpu_ms=0,
+            warned_percent=0,
+        )
+        for i in range(n)
+    ]
     for i in range(0, n, 20_000):
-        db.call(lambda s, chunk=rows[i:i + 20_000]: s.execute(insert(SandboxSession), chunk))
+        db.call(lambda s, chunk=rows[i : i + 20_000]: s.execute(insert(SandboxSession), chunk))
     return {(f"{prefix}{i}", "") for i in range(n)}
 
 
@@ -114,7 +139,7 @@ async def _admissions(dbs, course, admissions):
     0.2.0 in a session on the loop, as each service ran them."""
     latencies = {side: [] for side in SIDES}
     for i in range(admissions):
-        for side, (admit, _tick) in (SIDES.items() if i % 2 else reversed(SIDES.items())):
+        for side, (admit, _tick) in SIDES.items() if i % 2 else reversed(SIDES.items()):
             db = dbs[side]
             t = time.perf_counter()
             if side == "now":
@@ -138,9 +163,14 @@ def admission_latency(backend, admissions=200, background=0):
         for db in dbs.values():
             db.close()
     now, old = lat["now"], lat["0.2.0"]
-    return {"admissions": admissions, "background": background,
-            "p50_ms": 1000 * statistics.median(now), "p99_ms": 1000 * _pct(now, 99),
-            "base_p50_ms": 1000 * statistics.median(old), "base_p99_ms": 1000 * _pct(old, 99)}
+    return {
+        "admissions": admissions,
+        "background": background,
+        "p50_ms": 1000 * statistics.median(now),
+        "p99_ms": 1000 * _pct(now, 99),
+        "base_p50_ms": 1000 * statistics.median(old),
+        "base_p99_ms": 1000 * _pct(old, 99),
+    }
 
 
 async def _probe(stop, interval=0.005):
@@ -217,4 +247,6 @@ if __name__ == "__main__":  # python -m bench.ledger [scratch folder]: the ledge
     import json
     import tempfile
 
-    print(json.dumps(run_all(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(), pg_url=postgres_url()), indent=2))
+    print(
+        json.dumps(run_all(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(), pg_url=postgres_url()), indent=2)
+    )

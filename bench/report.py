@@ -77,7 +77,9 @@ def machine():
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "os": platform.platform(),
         "python": platform.python_version(),
-        "as root": "yes (aifhub sandboxes run as per-learner uids)" if AS_ROOT else "no (aifhub sandboxes are not isolated)",
+        "as root": "yes (aifhub sandboxes run as per-learner uids)"
+        if AS_ROOT
+        else "no (aifhub sandboxes are not isolated)",
         "aifhub": _version("aifhub"),
         "jupyterhub": _version("jupyterhub"),
         "jupyter_server": _version("jupyter_server"),

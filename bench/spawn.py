@@ -26,8 +26,14 @@ def spawn_overhead(aifhub, plain, runs=7, warmup=1, prefix="ovh"):
             if i >= warmup:
                 times[hub.kind].append(seconds)
     a, p = statistics.median(times["aifhub"]), statistics.median(times["plain"])
-    return {"aifhub_s": a, "plain_s": p, "ratio": a / p, "runs": runs,
-            "aifhub_all": times["aifhub"], "plain_all": times["plain"]}
+    return {
+        "aifhub_s": a,
+        "plain_s": p,
+        "ratio": a / p,
+        "runs": runs,
+        "aifhub_all": times["aifhub"],
+        "plain_all": times["plain"],
+    }
 
 
 def _active_servers(hub):
@@ -61,8 +67,15 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=600, poll=5.0, course=Non
         return {n for n in names if n not in ready and n not in failed and "waitlist" in word(n)}
 
     def follow(name):
-        return watch_progress(hub, name, tokens[name], timeout, poll=0.2, events=streams[name],
-                              until=lambda: name in failed or name in ready or finished.is_set())
+        return watch_progress(
+            hub,
+            name,
+            tokens[name],
+            timeout,
+            poll=0.2,
+            events=streams[name],
+            until=lambda: name in failed or name in ready or finished.is_set(),
+        )
 
     def learner(name):
         go.wait()

@@ -46,5 +46,10 @@ class StallProbe(threading.Thread):
 
     def summary(self):
         ordered = sorted(self.samples) or [0.0]
-        return {"longest_s": ordered[-1], "p99_s": ordered[int(0.99 * (len(ordered) - 1))],
-                "median_s": ordered[len(ordered) // 2], "samples": len(self.samples), "errors": self.errors}
+        return {
+            "longest_s": ordered[-1],
+            "p99_s": ordered[int(0.99 * (len(ordered) - 1))],
+            "median_s": ordered[len(ordered) // 2],
+            "samples": len(self.samples),
+            "errors": self.errors,
+        }

@@ -35,7 +35,7 @@ def _timeline(hub, name, t_request, events, since):
     spawn = f"Spawn {name}: "
     for stamp, source, message in log_lines(hub, since):
         if source == "JupyterHub" and message.startswith(spawn):
-            what = message[len(spawn):]
+            what = message[len(spawn) :]
             if what.startswith("Checking course"):
                 marks.setdefault("admission", stamp)
             elif what.startswith("Course checked"):
@@ -119,14 +119,25 @@ def _time_server_start(workdir, config_dir, pythonpath, timeout=60):
     port, token = free_port(), uuid.uuid4().hex
     home = workdir / "home"
     home.mkdir(exist_ok=True)
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config_dir), HOME=str(home),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_DATA_DIR=str(home / "data"))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(config_dir),
+        HOME=str(home),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTER_DATA_DIR=str(home / "data"),
+    )
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = str(pythonpath)
-    cmd = [str(Path(sys.executable).parent / "jupyter-server"), "--no-browser", f"--port={port}",
-           "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={home}",
-           "--ServerApp.default_url=/lab"] + (["--allow-root"] if AS_ROOT else [])
+    cmd = [
+        str(Path(sys.executable).parent / "jupyter-server"),
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home}",
+        "--ServerApp.default_url=/lab",
+    ] + (["--allow-root"] if AS_ROOT else [])
     url = f"http://127.0.0.1:{port}/api/status"
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -35,10 +35,17 @@ def warm_hub(workdir, expected):
     (workdir / "sandbox_images").symlink_to(REPO / "sandbox_images")
     now = datetime.now(timezone.utc)
     (courses / "warm-bench").mkdir()
-    (courses / "warm-bench" / "course.yaml").write_text(WARM_COURSE.format(
-        start=now.isoformat(), end=(now + timedelta(hours=2)).isoformat(), expected=expected))
-    hub = RunningHub(workdir / "state", courses, gpus="none", log_path=workdir / "aifhub-up.log",
-                     env={"AIFHUB_SERVICE_ARGS": "--WarmPool.interval=1"}, meter_interval=60)
+    (courses / "warm-bench" / "course.yaml").write_text(
+        WARM_COURSE.format(start=now.isoformat(), end=(now + timedelta(hours=2)).isoformat(), expected=expected)
+    )
+    hub = RunningHub(
+        workdir / "state",
+        courses,
+        gpus="none",
+        log_path=workdir / "aifhub-up.log",
+        env={"AIFHUB_SERVICE_ARGS": "--WarmPool.interval=1"},
+        meter_interval=60,
+    )
     hub.kind = "aifhub"
     return hub
 
@@ -93,8 +100,13 @@ def warm_vs_cold(workdir, aif, plain, runs=5):
                 stop_server(hub, name)
                 time.sleep(0.5)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"runs": runs, "median_s": med, "all": times, "ratio": med["warm"] / med["plain"],
-            "cold_ratio": med["cold"] / med["plain"]}
+    return {
+        "runs": runs,
+        "median_s": med,
+        "all": times,
+        "ratio": med["warm"] / med["plain"],
+        "cold_ratio": med["cold"] / med["plain"],
+    }
 
 
 def _can_warm(hub):

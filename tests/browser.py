@@ -32,8 +32,10 @@ def unavailable():
     except ImportError:
         return "Playwright is not installed: pip install -e '.[test]'"
     if not os.access(CHROMIUM, os.X_OK):
-        return (f"{CHROMIUM} is missing: install Debian's chromium package "
-                "(apt-get install chromium; `make test` does it when run as root)")
+        return (
+            f"{CHROMIUM} is missing: install Debian's chromium package "
+            "(apt-get install chromium; `make test` does it when run as root)"
+        )
     return None
 
 

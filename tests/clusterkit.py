@@ -16,13 +16,19 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 FIELD_MANAGER = "aifhub-tests"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 # What the z2jh chart's templates/hub/rbac.yaml gives the hub's service account (chart 48ea50e): KubeSpawner
 # creates and follows pods, volumes, secrets and services, and reads events for the progress page.
 CHART_HUB_ROLE_RULES = [
-    {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
-     "verbs": ["get", "watch", "list", "create", "delete"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+        "verbs": ["get", "watch", "list", "create", "delete"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
 ]
 
@@ -54,8 +60,16 @@ class Kube:
         for obj in objects:
             resource = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
             ns = obj.get("metadata", {}).get("namespace") or namespace if resource.namespaced else None
-            answers.append(self.dynamic.server_side_apply(resource, body=obj, namespace=ns, field_manager=FIELD_MANAGER,
-                                                          force_conflicts=True, dry_run="All" if dry_run else None).to_dict())
+            answers.append(
+                self.dynamic.server_side_apply(
+                    resource,
+                    body=obj,
+                    namespace=ns,
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                    dry_run="All" if dry_run else None,
+                ).to_dict()
+            )
         return answers
 
     def apply_files(self, paths, namespace=None, dry_run=False):
@@ -67,8 +81,11 @@ class Kube:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"
         meta = {"name": name, "labels": {**(RESTRICTED if restricted else {}), **(labels or {})}}
         self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
-        wait(lambda: self._exists(self.core.read_namespaced_service_account, "default", name), 60,
-             f"the default service account of {name}")
+        wait(
+            lambda: self._exists(self.core.read_namespaced_service_account, "default", name),
+            60,
+            f"the default service account of {name}",
+        )
         return name
 
     def delete_namespace(self, name):
@@ -92,20 +109,32 @@ class Kube:
         """A service account, with a Role (and ClusterRole) of ``rules`` bound to it when given."""
         self.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}])
         if rules is not None:
-            self.apply([
-                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, "namespace": namespace},
-                 "rules": rules},
-                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": namespace},
-                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                 "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
-            ])
+            self.apply(
+                [
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "Role",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "rules": rules,
+                    },
+                    {
+                        "apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "RoleBinding",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                    },
+                ]
+            )
         return name
 
     def token(self, namespace, service_account, seconds=3600):
         """A real service-account token (TokenRequest), as a pod of that account is given."""
         answer = self.core.create_namespaced_service_account_token(
-            service_account, namespace, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                                         "spec": {"expirationSeconds": seconds}})
+            service_account,
+            namespace,
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}},
+        )
         return answer.status.token
 
     def token_kubeconfig(self, path, namespace, service_account):
@@ -113,13 +142,23 @@ class Kube:
         cluster = {"server": self.server}
         if self.ca_data:
             cluster["certificate-authority-data"] = base64.b64encode(self.ca_data).decode()
-        Path(path).write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": service_account,
-            "clusters": [{"name": "cluster", "cluster": cluster}],
-            "users": [{"name": service_account, "user": {"token": self.token(namespace, service_account)}}],
-            "contexts": [{"name": service_account, "context": {"cluster": "cluster", "user": service_account,
-                                                                "namespace": namespace}}],
-        }))
+        Path(path).write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": service_account,
+                    "clusters": [{"name": "cluster", "cluster": cluster}],
+                    "users": [{"name": service_account, "user": {"token": self.token(namespace, service_account)}}],
+                    "contexts": [
+                        {
+                            "name": service_account,
+                            "context": {"cluster": "cluster", "user": service_account, "namespace": namespace},
+                        }
+                    ],
+                }
+            )
+        )
         Path(path).chmod(0o600)
         return Path(path)
 
@@ -141,15 +180,33 @@ class Kube:
                     raise
                 last = None
             return until(last)
-        wait(check, timeout, what or f"pod {namespace}/{name}", lambda: json.dumps((last or {}).get("status"), indent=1)[:3000])
+
+        wait(
+            check,
+            timeout,
+            what or f"pod {namespace}/{name}",
+            lambda: json.dumps((last or {}).get("status"), indent=1)[:3000],
+        )
         return last
 
     def wait_running(self, namespace, name, timeout=120):
-        return self.wait_pod(namespace, name, lambda p: p and p["status"].get("phase") == "Running" and all(
-            c.get("ready") for c in p["status"].get("containerStatuses", [])), timeout, f"pod {namespace}/{name} running")
+        return self.wait_pod(
+            namespace,
+            name,
+            lambda p: (
+                p
+                and p["status"].get("phase") == "Running"
+                and all(c.get("ready") for c in p["status"].get("containerStatuses", []))
+            ),
+            timeout,
+            f"pod {namespace}/{name} running",
+        )
 
     def events(self, namespace, name):
-        return [e.message for e in self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items]
+        return [
+            e.message
+            for e in self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+        ]
 
 
 def wait(check, timeout, what, detail=lambda: ""):
@@ -165,17 +222,36 @@ def wait(check, timeout, what, detail=lambda: ""):
 def restricted_pod(name, command, image="aifhub/sandbox-cpu-base:2026.12.0", **spec):
     """A pod that meets the 'restricted' Pod Security Standard."""
     container = {
-        "name": "main", "image": image, "command": command,
-        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "name": "main",
+        "image": image,
+        "command": command,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "50m", "memory": "64Mi"}},
     }
     container.update(spec.pop("container", {}))
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": spec.pop("labels", {})},
-            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                     "securityContext": {"runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100, "runAsNonRoot": True,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                     "terminationGracePeriodSeconds": 5, "containers": [container]}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": spec.pop("labels", {})},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsUser": 1000,
+                "runAsGroup": 100,
+                "fsGroup": 100,
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "terminationGracePeriodSeconds": 5,
+            "containers": [container],
+        },
+    }
     body["spec"].update(spec)
     return body
 
@@ -189,17 +265,33 @@ def deploy_aifhub(kube, prefix, base):
 
     ns = kube.namespace(prefix)
     kube.apply(manifests.priority_classes())
-    kube.apply(manifests.storage(namespace=ns) + [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns),
-                                                  manifests.placeholder_network_policy(ns)]
-               + manifests.grading_rbac(namespace=ns) + manifests.placeholder_rbac(namespace=ns), ns)
+    kube.apply(
+        manifests.storage(namespace=ns)
+        + [
+            manifests.grading_network_policy(ns),
+            manifests.gradebook_network_policy(ns),
+            manifests.placeholder_network_policy(ns),
+        ]
+        + manifests.grading_rbac(namespace=ns)
+        + manifests.placeholder_rbac(namespace=ns),
+        ns,
+    )
     kube.service_account(ns, "hub", rules=CHART_HUB_ROLE_RULES)
-    wait(lambda: kube.core.read_namespaced_persistent_volume_claim("aifhub-grading", ns).status.phase == "Bound", 60,
-         "the grading volume's claim bound")
+    wait(
+        lambda: kube.core.read_namespaced_persistent_volume_claim("aifhub-grading", ns).status.phase == "Bound",
+        60,
+        "the grading volume's claim bound",
+    )
     claim = kube.core.read_namespaced_persistent_volume_claim("aifhub-grading", ns)
     source = kube.core.read_persistent_volume(claim.spec.volume_name).spec
     volume = (source.host_path or source.local).path if (source.host_path or source.local) else None
-    return {"kube": kube, "ns": ns, "kubeconfig": kube.token_kubeconfig(Path(base) / "hub-sa.kubeconfig", ns, "hub"),
-            "volume": volume, "base": Path(base)}
+    return {
+        "kube": kube,
+        "ns": ns,
+        "kubeconfig": kube.token_kubeconfig(Path(base) / "hub-sa.kubeconfig", ns, "hub"),
+        "volume": volume,
+        "base": Path(base),
+    }
 
 
 def audit_calls(kube, user, since=None):
@@ -217,9 +309,16 @@ def audit_calls(kube, user, since=None):
             continue
         ref = event.get("objectRef") or {}
         resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        call = {"verb": event["verb"], "group": ref.get("apiGroup", ""), "resource": resource, "name": ref.get("name"),
-                "namespace": ref.get("namespace"), "code": event.get("responseStatus", {}).get("code"),
-                "uri": event.get("requestURI"), "reason": (event.get("annotations") or {}).get("authorization.k8s.io/reason")}
+        call = {
+            "verb": event["verb"],
+            "group": ref.get("apiGroup", ""),
+            "resource": resource,
+            "name": ref.get("name"),
+            "namespace": ref.get("namespace"),
+            "code": event.get("responseStatus", {}).get("code"),
+            "uri": event.get("requestURI"),
+            "reason": (event.get("annotations") or {}).get("authorization.k8s.io/reason"),
+        }
         calls.append(call)
         if call["verb"] == "patch" and call["code"] == 201:
             calls.append(dict(call, verb="create", implied=True))
@@ -249,4 +348,10 @@ def allowed_by(rules, call):
 
 def granted(rules):
     """The (API group, resource, verb) triples that RBAC ``rules`` spell out (no wildcards expected)."""
-    return {(g, res, verb) for rule in rules for g in rule["apiGroups"] for res in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (g, res, verb)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    }

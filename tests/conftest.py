@@ -37,7 +37,9 @@ def start_hub(hub_dir, gpus, prepare_courses=None, extra_args=(), **kw):
     images = hub_dir / "sandbox_images"
     if not images.exists():
         images.symlink_to(Path(__file__).resolve().parent.parent / "sandbox_images")
-    return RunningHub(hub_dir / "state", courses, gpus=gpus, extra_args=extra_args, log_path=hub_dir / "aifhub-up.log", **kw).start()
+    return RunningHub(
+        hub_dir / "state", courses, gpus=gpus, extra_args=extra_args, log_path=hub_dir / "aifhub-up.log", **kw
+    ).start()
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +101,10 @@ def kube_cluster(tmp_path_factory):
     from localcluster import ClusterError, LocalCluster, build_info
 
     if not AS_ROOT:
-        pytest.skip("the local cluster's kubelet runs pods as their own users: run the cluster tests as root "
-                    "(or point AIFHUB_TEST_KUBECONFIG at a cluster)")
+        pytest.skip(
+            "the local cluster's kubelet runs pods as their own users: run the cluster tests as root "
+            "(or point AIFHUB_TEST_KUBECONFIG at a cluster)"
+        )
     if shutil.which("bwrap") is None:
         pytest.fail("the local cluster runs pods in bubblewrap: apt-get install bubblewrap (make test-tools does)")
     state = Path(tempfile.mkdtemp(prefix="aifhub-cluster-"))
@@ -113,7 +117,8 @@ def kube_cluster(tmp_path_factory):
     CLUSTER_SUMMARY.append(
         f"local cluster: Kubernetes {info.get('kubernetes')} and etcd {info.get('etcd')}, a cold build took "
         f"{info.get('seconds')} s on {info.get('cores')} cores (this run: {cluster.timings['build_s']} s to build or reuse); "
-        f"up in {cluster.timings['ready_s']} s; state in {state}")
+        f"up in {cluster.timings['ready_s']} s; state in {state}"
+    )
     yield Kube(cluster.kubeconfig, local=cluster)
     cluster.stop()
     if not os.environ.get("AIFHUB_TEST_KEEP"):

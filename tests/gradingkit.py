@@ -20,7 +20,7 @@ SOURCE = REPO / "courses" / COURSE / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipyn
 
 # The start of a cell that tries what a graded submission must never reach: each attempt prints
 # "ATTEMPT <what> failed <exception>" (or SUCCEEDED); env_secret fails unless the environment is clean.
-PROBE_PRELUDE = '''import os, socket
+PROBE_PRELUDE = """import os, socket
 def attempt(what, fn):
     try:
         got = fn()
@@ -32,7 +32,7 @@ def env_secret():
              or k.startswith(("JUPYTERHUB", "AIFHUB_INTERNAL"))]
     assert not found, found
     raise LookupError("no secrets in the environment")
-'''
+"""
 
 
 def solution_notebook():
@@ -85,14 +85,23 @@ def notebook_b64(nb):
 
 
 def submit(hub, user, nb, course=COURSE, assignment=ASSIGNMENT, **params):
-    return hub.service("POST", f"courses/{course}/assignments/{assignment}/submissions", token=hub.token_for(user),
-                       data=archive({f"{assignment}.ipynb": nb}), params=params or None)
+    return hub.service(
+        "POST",
+        f"courses/{course}/assignments/{assignment}/submissions",
+        token=hub.token_for(user),
+        data=archive({f"{assignment}.ipynb": nb}),
+        params=params or None,
+    )
 
 
 def instructor_cli(hub, *args, check=True):
     """``aifhub ARGS --url HUB`` with the instructor's own token (not the admin's)."""
-    out = subprocess.run([sys.executable, "-m", "aifhub", *args, "--url", hub.url], capture_output=True, text=True,
-                         env=dict(os.environ, AIFHUB_TOKEN=hub.token_for("instructor")))
+    out = subprocess.run(
+        [sys.executable, "-m", "aifhub", *args, "--url", hub.url],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, AIFHUB_TOKEN=hub.token_for("instructor")),
+    )
     if check:
         assert out.returncode == 0, f"aifhub {' '.join(args)} failed: {out.stdout}\n{out.stderr}"
     return out
@@ -100,8 +109,10 @@ def instructor_cli(hub, *args, check=True):
 
 def nbgrader_in_kernel(hub, user, *args):
     """Run ``nbgrader ARGS`` from a kernel in ``user``'s sandbox, as a learner would in a notebook (``!nbgrader``)."""
-    code = (f"import subprocess\nr = subprocess.run(['nbgrader', *{list(args)!r}], capture_output=True, text=True)\n"
-            "print('RC', r.returncode)\nprint(r.stdout)\nprint(r.stderr)")
+    code = (
+        f"import subprocess\nr = subprocess.run(['nbgrader', *{list(args)!r}], capture_output=True, text=True)\n"
+        "print('RC', r.returncode)\nprint(r.stdout)\nprint(r.stderr)"
+    )
     return hub.run_in_kernel(user, code, timeout=120)
 
 

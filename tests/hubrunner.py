@@ -38,8 +38,12 @@ def worker_id_ranges():
     n = _worker_number()
     if n == 0:
         return []
-    return [f"--AifhubService.first_uid={200000 + 20000 * n}", f"--GradingManager.first_uid={300000 + 20000 * n}",
-            "--GradingManager.uid_count=10000", f"--GradingManager.first_course_gid={400000 + 20000 * n}"]
+    return [
+        f"--AifhubService.first_uid={200000 + 20000 * n}",
+        f"--GradingManager.first_uid={300000 + 20000 * n}",
+        "--GradingManager.uid_count=10000",
+        f"--GradingManager.first_course_gid={400000 + 20000 * n}",
+    ]
 
 
 def free_port():
@@ -51,17 +55,38 @@ def free_port():
 class RunningHub:
     """One ``aifhub up`` process and helpers for its REST API, sandboxes and kernels."""
 
-    def __init__(self, state_dir, courses_dir, gpus="none", extra_args=(), log_path=None, env=None, meter_interval=2,
-                 terminal=False):
+    def __init__(
+        self,
+        state_dir,
+        courses_dir,
+        gpus="none",
+        extra_args=(),
+        log_path=None,
+        env=None,
+        meter_interval=2,
+        terminal=False,
+    ):
         self.state_dir = Path(state_dir)
         self.courses_dir = Path(courses_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path or self.state_dir.parent / "aifhub-up.log")
         self.args = [
-            sys.executable, "-m", "aifhub", "up", "--port", str(self.port),
-            "--state-dir", str(self.state_dir), "--courses", str(self.courses_dir),
-            "--gpus", gpus, "--meter-interval", str(meter_interval), *extra_args,
+            sys.executable,
+            "-m",
+            "aifhub",
+            "up",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(self.state_dir),
+            "--courses",
+            str(self.courses_dir),
+            "--gpus",
+            gpus,
+            "--meter-interval",
+            str(meter_interval),
+            *extra_args,
         ]
         self.proc = None
         self.tokens = {}
@@ -117,12 +142,18 @@ class RunningHub:
     # -- REST ----------------------------------------------------------------
 
     def api(self, method, path, token=ADMIN_TOKEN, **kw):
-        return requests.request(method, f"{self.url}/hub/api/{path}",
-                                headers={"Authorization": f"token {token}"}, timeout=60, **kw)
+        return requests.request(
+            method, f"{self.url}/hub/api/{path}", headers={"Authorization": f"token {token}"}, timeout=60, **kw
+        )
 
     def service(self, method, path, token=ADMIN_TOKEN, **kw):
-        return requests.request(method, f"{self.url}/services/aifhub/api/v1/{path}",
-                                headers={"Authorization": f"token {token}"}, timeout=60, **kw)
+        return requests.request(
+            method,
+            f"{self.url}/services/aifhub/api/v1/{path}",
+            headers={"Authorization": f"token {token}"},
+            timeout=60,
+            **kw,
+        )
 
     def ensure_user(self, name):
         r = self.api("POST", f"users/{name}")
@@ -177,8 +208,12 @@ class RunningHub:
             assert time.monotonic() < deadline and poster.is_alive(), f"{name}'s spawn never showed as pending"
             time.sleep(0.05)
         events = []
-        with requests.get(f"{self.url}/hub/api/users/{name}/server/progress", stream=True, timeout=120,
-                          headers={"Authorization": f"token {ADMIN_TOKEN}"}) as resp:
+        with requests.get(
+            f"{self.url}/hub/api/users/{name}/server/progress",
+            stream=True,
+            timeout=120,
+            headers={"Authorization": f"token {ADMIN_TOKEN}"},
+        ) as resp:
             for line in resp.iter_lines():
                 if line.startswith(b"data:"):
                     event = json.loads(line[5:])
@@ -197,11 +232,14 @@ class RunningHub:
         token = self.token_for(name)
         return execute(self.url, f"/user/{name}/", token, code, timeout)
 
-
     def cli(self, *args, check=True):
         """Run ``aifhub ARGS`` against this hub's state directory (or --url in ARGS)."""
-        out = subprocess.run([sys.executable, "-m", "aifhub", *args], capture_output=True, text=True,
-                             env=dict(os.environ, AIFHUB_TOKEN=ADMIN_TOKEN))
+        out = subprocess.run(
+            [sys.executable, "-m", "aifhub", *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, AIFHUB_TOKEN=ADMIN_TOKEN),
+        )
         if check:
             assert out.returncode == 0, f"aifhub {' '.join(args)} failed: {out.stderr}"
         return out
@@ -210,8 +248,9 @@ class RunningHub:
 def _in_terminal(args, env, log):
     """Start ``args`` on a new pseudo-terminal (its input, output and errors) and copy what it shows to ``log``."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(args, cwd=REPO, env=dict(env, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=dict(env, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+    )
     os.close(slave)
 
     def copy():

@@ -17,14 +17,32 @@ async def _execute(base, prefix, token, kernel_id, code, timeout):
     ws_url = base.replace("http", "ws", 1) + f"{prefix}api/kernels/{kernel_id}/channels"
     conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
     msg_id = uuid.uuid4().hex
-    conn.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-    }))
+    conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     out, error = [], None
+
     async def collect():
         nonlocal error
         while True:
@@ -41,6 +59,7 @@ async def _execute(base, prefix, token, kernel_id, code, timeout):
                 error = f"{msg['content']['ename']}: {msg['content']['evalue']}"
             elif kind == "status" and msg["content"]["execution_state"] == "idle":
                 return
+
     try:
         await asyncio.wait_for(collect(), timeout)
     finally:

@@ -19,7 +19,7 @@ from hubrunner import PASSWORD, copy_courses, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
-HUB_CONFIG = '''\
+HUB_CONFIG = """\
 # What the z2jh chart's hub configuration does with the rendered values, on one machine.
 import json
 import os
@@ -59,14 +59,23 @@ c.JupyterHub.load_roles.append({"name": "admin", "services": ["test-admin"]})
 for key, value in json.loads(os.environ.get("TEST_EXTRA_CONFIG", "{}")).items():  # the test's own settings
     section, trait = key.split(".")
     setattr(getattr(c, section), trait, value)
-'''
+"""
 
 
 class Z2jhHub:
     """``Z2jhHub(base, kubeconfig).start()``: render, configure and start the hub; ``url``, ``log_path``."""
 
-    def __init__(self, base, kubeconfig, namespace="aifhub", extra_config=None, env=None, render_args=(), service_args=(),
-                 prepare_courses=None):
+    def __init__(
+        self,
+        base,
+        kubeconfig,
+        namespace="aifhub",
+        extra_config=None,
+        env=None,
+        render_args=(),
+        service_args=(),
+        prepare_courses=None,
+    ):
         self.base = Path(base)
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -82,8 +91,23 @@ class Z2jhHub:
         import json
 
         base = self.base
-        proc = subprocess.run([sys.executable, "-m", "aifhub", "k8s", "render", "--out", str(base / "rendered"),
-                               "--courses", str(REPO / "courses"), *self.render_args], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aifhub",
+                "k8s",
+                "render",
+                "--out",
+                str(base / "rendered"),
+                "--courses",
+                str(REPO / "courses"),
+                *self.render_args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         self.state = base / "state"
         self.state.mkdir(exist_ok=True)
@@ -94,15 +118,25 @@ class Z2jhHub:
             self.prepare_courses(self.courses)
         env = dict(
             os.environ,
-            TEST_VALUES=str(base / "rendered" / "values.yaml"), TEST_PORT=str(port), TEST_HUB_PORT=str(free_port()),
-            TEST_PROXY_PORT=str(free_port()), TEST_PASSWORD=PASSWORD, TEST_ADMIN_TOKEN=self.admin_token,
-            TEST_NAMESPACE=self.namespace, TEST_EXTRA_CONFIG=json.dumps(self.extra_config),
+            TEST_VALUES=str(base / "rendered" / "values.yaml"),
+            TEST_PORT=str(port),
+            TEST_HUB_PORT=str(free_port()),
+            TEST_PROXY_PORT=str(free_port()),
+            TEST_PASSWORD=PASSWORD,
+            TEST_ADMIN_TOKEN=self.admin_token,
+            TEST_NAMESPACE=self.namespace,
+            TEST_EXTRA_CONFIG=json.dumps(self.extra_config),
             TEST_SERVICE_ARGS=json.dumps(self.service_args),
             # what hub.extraEnv gives the hub pod, with local paths and SQLite for the ledger
-            POD_IP="127.0.0.1", AIFHUB_SERVICE_PORT=str(free_port()), AIFHUB_INTERNAL_TOKEN=secrets.token_hex(16),
-            AIFHUB_STATE_DIR=str(self.state), AIFHUB_COURSES=str(self.courses),
-            AIFHUB_IMAGES=str(REPO / "sandbox_images"), AIFHUB_METER_INTERVAL="2",
-            KUBECONFIG=str(self.kubeconfig), **self.env,
+            POD_IP="127.0.0.1",
+            AIFHUB_SERVICE_PORT=str(free_port()),
+            AIFHUB_INTERNAL_TOKEN=secrets.token_hex(16),
+            AIFHUB_STATE_DIR=str(self.state),
+            AIFHUB_COURSES=str(self.courses),
+            AIFHUB_IMAGES=str(REPO / "sandbox_images"),
+            AIFHUB_METER_INTERVAL="2",
+            KUBECONFIG=str(self.kubeconfig),
+            **self.env,
         )
         env.pop("AIFHUB_DB_URL", None)
         self.service_port = int(env["AIFHUB_SERVICE_PORT"])
@@ -110,8 +144,13 @@ class Z2jhHub:
         env.setdefault("AIFHUB_EXCHANGE_URL", f"http://127.0.0.1:{self.service_port}/services/aifhub/")
         self.log_path = base / "hub.log"
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(base / "jupyterhub_config.py")],
-                                     cwd=base, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(base / "jupyterhub_config.py")],
+            cwd=base,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
         while True:
@@ -122,7 +161,9 @@ class Z2jhHub:
                     return self
             except requests.RequestException:
                 pass
-            assert time.monotonic() < deadline, f"hub or service not up in {timeout} s:\n{self.log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"hub or service not up in {timeout} s:\n{self.log_path.read_text()[-3000:]}"
+            )
             time.sleep(0.3)
 
     def stop(self):
@@ -135,18 +176,31 @@ class Z2jhHub:
         self.log.close()
 
     def api(self, method, path, **kw):
-        return requests.request(method, f"{self.url}/hub/api/{path}", headers={"Authorization": f"token {self.admin_token}"},
-                                timeout=kw.pop("timeout", 60), **kw)
+        return requests.request(
+            method,
+            f"{self.url}/hub/api/{path}",
+            headers={"Authorization": f"token {self.admin_token}"},
+            timeout=kw.pop("timeout", 60),
+            **kw,
+        )
 
     def service(self, method, path, token=None, **kw):
-        return requests.request(method, f"{self.url}/services/aifhub/api/v1/{path}",
-                                headers={"Authorization": f"token {token or self.admin_token}"}, timeout=kw.pop("timeout", 90), **kw)
+        return requests.request(
+            method,
+            f"{self.url}/services/aifhub/api/v1/{path}",
+            headers={"Authorization": f"token {token or self.admin_token}"},
+            timeout=kw.pop("timeout", 90),
+            **kw,
+        )
 
     def login(self, name):
         s = requests.Session()
         s.get(f"{self.url}/hub/login", timeout=30)
-        r = s.post(f"{self.url}/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf")},
-                   timeout=30)
+        r = s.post(
+            f"{self.url}/hub/login",
+            data={"username": name, "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf")},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text[:500]
         return s
 
@@ -158,7 +212,9 @@ class Z2jhHub:
 
     def record_allocation(self, gpu_hours=100):
         """What an admin does on a new deployment: record the allocation that pays for the example courses."""
-        r = self.service("POST", "allocations", json={"id": "EHPC-AIF-2026-PG01", "gpu_hours": gpu_hours, "title": "k8s test"})
+        r = self.service(
+            "POST", "allocations", json={"id": "EHPC-AIF-2026-PG01", "gpu_hours": gpu_hours, "title": "k8s test"}
+        )
         assert r.status_code in (201, 404, 409), r.text  # 404: a service without allocations admits without one
 
     def log_text(self):
@@ -198,16 +254,24 @@ class Z2jhHub:
         session = self.login(name)
         form = session.get(f"{self.url}/hub/spawn", timeout=30)
         assert form.status_code == 200 and f'value="{course}"' in form.text, form.text[:2000]
-        r = session.post(f"{self.url}/hub/spawn", data={"course": course, "_xsrf": session.cookies.get("_xsrf")},
-                         allow_redirects=False, timeout=60)
+        r = session.post(
+            f"{self.url}/hub/spawn",
+            data={"course": course, "_xsrf": session.cookies.get("_xsrf")},
+            allow_redirects=False,
+            timeout=60,
+        )
         assert r.status_code == 302, (r.status_code, r.text[:2000])
         return session
 
     def progress(self, name, until=lambda event: event.get("ready") or event.get("failed"), timeout=180):
         """The progress stream of ``name``'s starting server, as the spawn page reads it, until ``until``."""
         events = []
-        with requests.get(f"{self.url}/hub/api/users/{name}/server/progress", stream=True, timeout=timeout,
-                          headers={"Authorization": f"token {self.admin_token}"}) as resp:
+        with requests.get(
+            f"{self.url}/hub/api/users/{name}/server/progress",
+            stream=True,
+            timeout=timeout,
+            headers={"Authorization": f"token {self.admin_token}"},
+        ) as resp:
             for line in resp.iter_lines():
                 if line.startswith(b"data:"):
                     import json

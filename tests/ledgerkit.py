@@ -28,13 +28,30 @@ def fresh_database(kind, tmp_path):
     return Database(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
 
 
-def course(course_id="gpu-course", gpu=("gpu", 1), max_session="4h", quota=None, window="week", budget=None,
-           allocation="ALLOC", cpu=2, schedule_start=date(2026, 11, 1)):
+def course(
+    course_id="gpu-course",
+    gpu=("gpu", 1),
+    max_session="4h",
+    quota=None,
+    window="week",
+    budget=None,
+    allocation="ALLOC",
+    cpu=2,
+    schedule_start=date(2026, 11, 1),
+):
     return Course(
-        id=course_id, title=f"Course {course_id}", kind="workshop", enrollment="open", instructors=("teacher",),
-        sandbox=SandboxRequest(image="pytorch-cuda", gpu=GpuRequest(*gpu) if gpu else None, cpu=cpu,
-                               memory="8G", max_session=max_session),
-        path=Path("."), schedule=Schedule(start=schedule_start), allocation=allocation, budget=budget or {},
+        id=course_id,
+        title=f"Course {course_id}",
+        kind="workshop",
+        enrollment="open",
+        instructors=("teacher",),
+        sandbox=SandboxRequest(
+            image="pytorch-cuda", gpu=GpuRequest(*gpu) if gpu else None, cpu=cpu, memory="8G", max_session=max_session
+        ),
+        path=Path("."),
+        schedule=Schedule(start=schedule_start),
+        allocation=allocation,
+        budget=budget or {},
         quota=None if quota is None else LearnerQuota(window=window, gpu_hours=quota),
     )
 

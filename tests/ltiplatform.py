@@ -36,7 +36,9 @@ class Store:
     def __init__(self, path):
         self.path = Path(path)
         self.lock = threading.Lock()
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"lineitems": {}, "scores": {}, "next": 1}
+        self.data = (
+            json.loads(self.path.read_text()) if self.path.exists() else {"lineitems": {}, "scores": {}, "next": 1}
+        )
 
     def save(self):
         tmp = self.path.with_suffix(".tmp")
@@ -62,11 +64,17 @@ class TornadoRequest(Request):
 class PlatformConf(LTI1P3PlatformConfAbstract):
     def init_platform_config(self, settings, private_pem, public_pem):
         self.settings = settings
-        self._registration = (Registration().set_iss(settings["issuer"]).set_client_id(settings["client_id"])
-                              .set_deployment_id(settings["deployment_id"]).set_launch_url(settings["tool_launch_url"])
-                              .set_oidc_login_url(settings["tool_login_url"])
-                              .set_tool_key_set_url(settings["tool_jwks_url"])
-                              .set_platform_public_key(public_pem).set_platform_private_key(private_pem))
+        self._registration = (
+            Registration()
+            .set_iss(settings["issuer"])
+            .set_client_id(settings["client_id"])
+            .set_deployment_id(settings["deployment_id"])
+            .set_launch_url(settings["tool_launch_url"])
+            .set_oidc_login_url(settings["tool_login_url"])
+            .set_tool_key_set_url(settings["tool_jwks_url"])
+            .set_platform_public_key(public_pem)
+            .set_platform_private_key(private_pem)
+        )
 
     def get_registration_by_params(self, **kwargs):
         return self._registration
@@ -192,8 +200,9 @@ class Authorize(Base):
         custom = hint.get("custom") or {}
         launch = Launch(req, self.app.conf)
         ctx = self.app.settings["context"]
-        launch.set_user_data(member["user_id"], member["roles"], full_name=member.get("name"),
-                             email_address=member.get("email"))
+        launch.set_user_data(
+            member["user_id"], member["roles"], full_name=member.get("name"), email_address=member.get("email")
+        )
         launch.set_launch_context_claim(ctx["id"], context_title=ctx["title"], context_label=ctx["label"])
         launch.set_resource_link_claim("rl-" + (custom.get("assignment") or "course"))
         if custom:
@@ -202,8 +211,8 @@ class Authorize(Base):
         launch.set_nrps(self.app.memberships_url)
         data = launch.lti_launch()
         self.finish(f"""<!DOCTYPE html><html lang="en"><head><title>Launching</title></head><body>
-<form method="POST" action="{data['launch_url']}" id="form">
-<input type="hidden" name="id_token" value="{data['id_token']}"><input type="hidden" name="state" value="{data['state']}">
+<form method="POST" action="{data["launch_url"]}" id="form">
+<input type="hidden" name="id_token" value="{data["id_token"]}"><input type="hidden" name="state" value="{data["state"]}">
 <button type="submit">Continue to the tool</button></form>
 <script>document.getElementById("form").submit();</script></body></html>""")
 
@@ -227,21 +236,32 @@ class AGS(Base):
 
     def get(self, item=None):
         s = self.service()
-        respond(self, s.handle_resp(s.handle_get_lineitem, line_item_id=item) if item else s.handle_resp(s.handle_get_lineitems))
+        respond(
+            self,
+            s.handle_resp(s.handle_get_lineitem, line_item_id=item) if item else s.handle_resp(s.handle_get_lineitems),
+        )
 
     def post(self, item=None, scores=None):
         s = self.service()
         if item and self.app.settings.get("refuse_scores"):
             self.set_status(403)
             return self.finish({"message": "this gradebook column is locked (the tests' switch)"})
-        respond(self, s.handle_resp(s.handle_update_score, line_item_id=item) if item else s.handle_resp(s.handle_create_lineitem))
+        respond(
+            self,
+            s.handle_resp(s.handle_update_score, line_item_id=item)
+            if item
+            else s.handle_resp(s.handle_create_lineitem),
+        )
 
 
 class NRPS(Base):
     def get(self):
         s = Members(TornadoRequest(self.request), self.app.conf, self.app.memberships_url)
         ctx = self.app.settings["context"]
-        s.members, s.context = self.app.settings["members"], Context(id=ctx["id"], label=ctx["label"], title=ctx["title"])
+        s.members, s.context = (
+            self.app.settings["members"],
+            Context(id=ctx["id"], label=ctx["label"], title=ctx["title"]),
+        )
         respond(self, s.handle_resp(s.handle_get_members))
 
 
@@ -262,10 +282,15 @@ class PlatformApp:
         key_file = Path(settings["key_file"])
         if not key_file.exists():
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
+            key_file.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
         key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-        public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         self.conf = PlatformConf(settings=settings, private_pem=key_file.read_text(), public_pem=public.decode())
         self.store = Store(settings["state_file"])
         base = settings["issuer"]
@@ -274,12 +299,20 @@ class PlatformApp:
 
     def make_app(self):
         ctx = self.settings["context"]["id"]
-        return web.Application([
-            (r"/jwks", JWKS), (r"/start", Start), (r"/auth", Authorize), (r"/token", Token),
-            (rf"/ags/{ctx}/lineitems", AGS), (rf"/ags/{ctx}/lineitems/([0-9]+)", AGS),
-            (rf"/ags/{ctx}/lineitems/([0-9]+)/(scores)", AGS),
-            (rf"/nrps/{ctx}/memberships", NRPS), (r"/test/state", TestState),
-        ], platform=self)
+        return web.Application(
+            [
+                (r"/jwks", JWKS),
+                (r"/start", Start),
+                (r"/auth", Authorize),
+                (r"/token", Token),
+                (rf"/ags/{ctx}/lineitems", AGS),
+                (rf"/ags/{ctx}/lineitems/([0-9]+)", AGS),
+                (rf"/ags/{ctx}/lineitems/([0-9]+)/(scores)", AGS),
+                (rf"/nrps/{ctx}/memberships", NRPS),
+                (r"/test/state", TestState),
+            ],
+            platform=self,
+        )
 
 
 def main(config_path):

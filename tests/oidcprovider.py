@@ -42,24 +42,39 @@ class Dex:
         self.log_path = self.folder / "dex.log"
         self.folder.mkdir(parents=True, exist_ok=True)
         hashed = lambda p: bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=10)).decode()  # noqa: E731
-        self.config.write_text(yaml.safe_dump({
-            "issuer": self.issuer,
-            "storage": {"type": "memory"},
-            "web": {"http": f"127.0.0.1:{self.port}"},
-            "logger": {"level": "info"},
-            "expiry": {"idTokens": token_expiry},
-            "oauth2": {"skipApprovalScreen": True},
-            "enablePasswordDB": True,
-            "staticClients": [{"id": CLIENT_ID, "secret": CLIENT_SECRET, "name": "aifhub",
-                               "redirectURIs": [redirect_uri]}],
-            "staticPasswords": [{"email": u["email"], "username": u["username"], "userID": u["username"],
-                                 "hash": hashed(u["password"]), "groups": u.get("groups", [])} for u in users],
-        }))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "issuer": self.issuer,
+                    "storage": {"type": "memory"},
+                    "web": {"http": f"127.0.0.1:{self.port}"},
+                    "logger": {"level": "info"},
+                    "expiry": {"idTokens": token_expiry},
+                    "oauth2": {"skipApprovalScreen": True},
+                    "enablePasswordDB": True,
+                    "staticClients": [
+                        {"id": CLIENT_ID, "secret": CLIENT_SECRET, "name": "aifhub", "redirectURIs": [redirect_uri]}
+                    ],
+                    "staticPasswords": [
+                        {
+                            "email": u["email"],
+                            "username": u["username"],
+                            "userID": u["username"],
+                            "hash": hashed(u["password"]),
+                            "groups": u.get("groups", []),
+                        }
+                        for u in users
+                    ],
+                }
+            )
+        )
         self.proc = None
 
     def start(self, timeout=30):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "serve", str(self.config)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", str(self.config)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"dex exited early; see {self.log_path}"

@@ -80,9 +80,15 @@ class FakeHubAuth(HubOAuth):
     """HubOAuth that identifies tokens from a table instead of asking the hub's API."""
 
     def __init__(self, **kw):
-        super().__init__(api_token="service-token", oauth_client_id="service-aifhub",
-                         api_url="http://127.0.0.1:9/hub/api", hub_prefix="/hub/", base_url=PREFIX,
-                         access_scopes={ACCESS_SCOPE}, **kw)
+        super().__init__(
+            api_token="service-token",
+            oauth_client_id="service-aifhub",
+            api_url="http://127.0.0.1:9/hub/api",
+            hub_prefix="/hub/",
+            base_url=PREFIX,
+            access_scopes={ACCESS_SCOPE},
+            **kw,
+        )
         self.models = {}
 
     async def _check_hub_authorization(self, url, api_token, cache_key=None, use_cache=True):
@@ -105,12 +111,24 @@ class InProcessService:
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "courses").mkdir(exist_ok=True)
         self.internal_token = secrets.token_hex(16)
-        self.app_config = AifhubService(state_dir=str(self.state), courses_dir=str(courses or REPO / "courses"),
-                                        internal_token=self.internal_token, isolated=False, gpus=gpus)
+        self.app_config = AifhubService(
+            state_dir=str(self.state),
+            courses_dir=str(courses or REPO / "courses"),
+            internal_token=self.internal_token,
+            isolated=False,
+            gpus=gpus,
+        )
         self.db = Database(sqlite_url(self.state / "aifhub.sqlite"))
         self.hub = FakeHub()
-        self.core = ServiceCore(self.db, self.app_config.course_dirs(), self.app_config.images_dir,
-                                gpu_inventory(gpus, "gpu"), 200000, hub=self.hub, **core_kw)
+        self.core = ServiceCore(
+            self.db,
+            self.app_config.course_dirs(),
+            self.app_config.images_dir,
+            gpu_inventory(gpus, "gpu"),
+            200000,
+            hub=self.hub,
+            **core_kw,
+        )
         self.demo = demo
         self.grading = GradingManager(self.state, self.db, self.core, isolated=False) if grading else None
         self.auth = FakeHubAuth()
@@ -141,8 +159,13 @@ class InProcessService:
         """A token the fake hub knows for user ``name`` (an admin's carries the hub's admin scopes)."""
         token = secrets.token_hex(12)
         default = [ACCESS_SCOPE, "self"] + (["admin:users", "admin:servers"] if admin else [])
-        self.auth.models[token] = {"kind": "user", "name": name, "admin": admin, "groups": [],
-                                   "scopes": default if scopes is None else scopes}
+        self.auth.models[token] = {
+            "kind": "user",
+            "name": name,
+            "admin": admin,
+            "groups": [],
+            "scopes": default if scopes is None else scopes,
+        }
         return token
 
     # -- HTTP ----------------------------------------------------------------
@@ -157,9 +180,18 @@ class InProcessService:
             raw = json.dumps(body).encode()
         if raw is None and method in ("POST", "PUT", "PATCH"):
             raw = b""
-        resp = await self.http.fetch(HTTPRequest(url, method=method, headers=all_headers, body=raw,
-                                                 follow_redirects=False, allow_nonstandard_methods=True,
-                                                 request_timeout=60), raise_error=False)
+        resp = await self.http.fetch(
+            HTTPRequest(
+                url,
+                method=method,
+                headers=all_headers,
+                body=raw,
+                follow_redirects=False,
+                allow_nonstandard_methods=True,
+                request_timeout=60,
+            ),
+            raise_error=False,
+        )
         resp.json = lambda: json.loads(resp.body)
         return resp
 

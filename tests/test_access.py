@@ -10,8 +10,13 @@ from aifhub.catalog.access import decide_access
 from aifhub.catalog.model import Schedule
 from aifhub.service.gpu_pool import GpuDevice, discover_nvml, kind_for_product, parse_gpus
 
-WORKSHOP = replace(course("ws"), enrollment="roster", roster=("ann",), instructors=("teach",),
-                   schedule=Schedule(start=date(2026, 12, 1), end=date(2026, 12, 5)))
+WORKSHOP = replace(
+    course("ws"),
+    enrollment="roster",
+    roster=("ann",),
+    instructors=("teach",),
+    schedule=Schedule(start=date(2026, 12, 1), end=date(2026, 12, 5)),
+)
 CODED = replace(WORKSHOP, enrollment="code", enrollment_code="SECRET", roster=())
 OPEN = replace(WORKSHOP, enrollment="open", roster=())
 
@@ -44,15 +49,24 @@ def test_refusal_messages_tell_what_to_do():
     assert "starts on 2026-12-01" in decide_access(WORKSHOP, "ann", today=date(2026, 11, 1)).message
 
 
-@pytest.mark.parametrize("spec, ids", [("none", []), ("0", ["0"]), ("0,1", ["0", "1"]), (" 2 , 3 ", ["2", "3"]),
-                                       ("", None), ("kubernetes", None)])
+@pytest.mark.parametrize(
+    "spec, ids",
+    [("none", []), ("0", ["0"]), ("0,1", ["0", "1"]), (" 2 , 3 ", ["2", "3"]), ("", None), ("kubernetes", None)],
+)
 def test_gpus_flag(spec, ids):
     parsed = parse_gpus(spec)
     assert (None if parsed is None else [d.id for d in parsed]) == ids
 
 
-@pytest.mark.parametrize("name, kind", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"),
-                                        ("NVIDIA A100-SXM4-40GB", "a100"), ("Tesla T4", "gpu")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("NVIDIA H100 80GB HBM3", "h100"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA A100-SXM4-40GB", "a100"),
+        ("Tesla T4", "gpu"),
+    ],
+)
 def test_nvml_product_names_map_to_kinds(name, kind):
     assert kind_for_product(name) == kind
 

@@ -52,8 +52,10 @@ if (location.pathname.includes("/hub/spawn-pending/")) {
 
 
 # what would run if a course's title reached a page unescaped: it leaves a mark in the tab's sessionStorage
-XSS = ("<script>sessionStorage.setItem('aifhub-xss', 'script')</script>"
-       "<img src=x onerror=\"sessionStorage.setItem('aifhub-xss', 'img')\">")
+XSS = (
+    "<script>sessionStorage.setItem('aifhub-xss', 'script')</script>"
+    "<img src=x onerror=\"sessionStorage.setItem('aifhub-xss', 'img')\">"
+)
 # a CPU course whose learners run out of time in seconds (11 s of CPU-hours a day); its title and
 # description carry a script (JSON strings are YAML strings)
 TINY_COURSE = f"""id: tiny-quota
@@ -77,8 +79,9 @@ def add_courses(courses):
 
 @pytest.fixture(scope="module")
 def hub(hub_dir):
-    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_courses,
-                    env={"AIFHUB_STOP_GRACE": "3", "AIFHUB_NOTICES_INTERVAL": "1"})
+    hub = start_hub(
+        hub_dir, gpus="0", prepare_courses=add_courses, env={"AIFHUB_STOP_GRACE": "3", "AIFHUB_NOTICES_INTERVAL": "1"}
+    )
     yield hub
     hub.stop()
 
@@ -145,7 +148,11 @@ def screenshots_on_failure(request, users):
 
 def goto(page, hub, path, status=200):
     response = page.goto(hub.url + path)
-    assert response is not None and response.status == status, (path, response and response.status, page.content()[:800])
+    assert response is not None and response.status == status, (
+        path,
+        response and response.status,
+        page.content()[:800],
+    )
     return response
 
 
@@ -160,6 +167,7 @@ def wait_until(what, check, timeout=60, interval=0.5):
 
 
 # -- 1. a learner: enrol, start, progress, JupyterLab, quota bar, stop ----------------------------------
+
 
 def test_learner_enrols_starts_the_mooc_sandbox_sees_quota_and_stops_it(hub, users):
     from playwright.sync_api import expect
@@ -183,7 +191,9 @@ def test_learner_enrols_starts_the_mooc_sandbox_sees_quota_and_stops_it(hub, use
     expect(card.get_by_role("button", name="Enrol")).to_have_count(0)
     start = card.get_by_role("link", name="Start sandbox")
     expect(start).to_have_attribute("href", re.compile(rf"/hub/spawn\?opt-course={MOOC}$"))
-    assert MOOC in {c["id"] for c in hub.service("GET", "me", token=hub.token_for(name)).json()["courses"] if c["enrolled"]}
+    assert MOOC in {
+        c["id"] for c in hub.service("GET", "me", token=hub.token_for(name)).json()["courses"] if c["enrolled"]
+    }
 
     # start it; the hub's progress page shows our steps, then JupyterLab opens
     t0 = time.monotonic()
@@ -248,6 +258,7 @@ def test_learner_near_and_over_quota_sees_a_banner(hub, users):
     wait_until("the learner home warns that the quota is nearly used", warned, timeout=60, interval=1)
     expect(banner.first).to_contain_text(re.compile(r"Tiny Quota Taster|tiny-quota"))
     screenshot(page, "learner-home-quota-banner")
+
     # the hub's own pages carry the same warning (the announcement, HTML): the title in it is text
     def announced():
         goto(page, hub, "/hub/home")
@@ -291,9 +302,17 @@ def test_a_script_in_a_course_title_never_runs_on_any_page(hub, users):
     recorded = page.evaluate("sessionStorage.getItem('aifhub-progress') || '[]'")
     assert "Tiny Quota Taster <script>" in recorded, recorded
     assert_no_script_ran(page, "the spawn progress page")
-    pages = [(name, "/hub/home"), (name, "/hub/token"), (name, SERVICE), (name, f"{SERVICE}courses/tiny-quota"),
-             ("instructor2", f"{SERVICE}courses/tiny-quota"), ("instructor2", f"{SERVICE}courses/tiny-quota/instructor"),
-             ("admin", f"{SERVICE}admin"), ("admin", SERVICE), ("admin", "/hub/admin")]
+    pages = [
+        (name, "/hub/home"),
+        (name, "/hub/token"),
+        (name, SERVICE),
+        (name, f"{SERVICE}courses/tiny-quota"),
+        ("instructor2", f"{SERVICE}courses/tiny-quota"),
+        ("instructor2", f"{SERVICE}courses/tiny-quota/instructor"),
+        ("admin", f"{SERVICE}admin"),
+        ("admin", SERVICE),
+        ("admin", "/hub/admin"),
+    ]
     for who, path in pages:
         page = users(who)
         goto(page, hub, path)
@@ -305,6 +324,7 @@ def test_a_script_in_a_course_title_never_runs_on_any_page(hub, users):
 
 
 # -- 2. an instructor: roster, and assignments with grading progress --------------------------------------
+
 
 def test_instructor_adds_and_imports_learners_on_the_course_page(hub, users):
     from playwright.sync_api import expect
@@ -347,7 +367,9 @@ def test_instructor_releases_an_assignment_and_watches_grading_progress(hub, use
 
     def click(action):
         goto(page, hub, f"{SERVICE}courses/{GPU_COURSE}")
-        pattern = re.compile(rf"^{action}(?! feedback)", re.I) if action == "Release" else re.compile(rf"^{action}", re.I)
+        pattern = (
+            re.compile(rf"^{action}(?! feedback)", re.I) if action == "Release" else re.compile(rf"^{action}", re.I)
+        )
         section.get_by_role("button", name=pattern).first.click()
         page.wait_for_load_state()
 
@@ -362,7 +384,9 @@ def test_instructor_releases_an_assignment_and_watches_grading_progress(hub, use
     assert files.status_code == 200, files.text
     with tarfile.open(fileobj=io.BytesIO(files.content)) as tar:
         assert any(n.endswith(".ipynb") for n in tar.getnames()), tar.getnames()
-    r = hub.service("POST", f"courses/{GPU_COURSE}/assignments/ps1-matmul/submissions", token=learner, data=files.content)
+    r = hub.service(
+        "POST", f"courses/{GPU_COURSE}/assignments/ps1-matmul/submissions", token=learner, data=files.content
+    )
     assert r.status_code == 201, r.text
 
     click("Collect")
@@ -373,7 +397,13 @@ def test_instructor_releases_an_assignment_and_watches_grading_progress(hub, use
         """The page shows the queue finished: a full progress bar, or learner1's job done."""
         goto(page, hub, f"{SERVICE}courses/{GPU_COURSE}")
         full = section.locator("progress").evaluate_all("bars => bars.some(b => b.max > 0 && b.value >= b.max)")
-        return full or section.locator("tr, li").filter(has_text="learner1").filter(has_text=re.compile(r"\bdone\b", re.I)).count()
+        return (
+            full
+            or section.locator("tr, li")
+            .filter(has_text="learner1")
+            .filter(has_text=re.compile(r"\bdone\b", re.I))
+            .count()
+        )
 
     wait_until("the grading progress shows the job done", graded, timeout=120, interval=2)
     print(f"autograde of one submission, as the page shows it: {time.monotonic() - t0:.1f} s")
@@ -393,6 +423,7 @@ def test_instructor_releases_an_assignment_and_watches_grading_progress(hub, use
 
 
 # -- 3. an admin: allocations, charts, pool, exports --------------------------------------------------------
+
 
 def test_admin_creates_an_allocation_and_sees_its_row_and_chart(hub, users):
     from playwright.sync_api import expect
@@ -445,6 +476,7 @@ def test_admin_creates_an_allocation_and_sees_its_row_and_chart(hub, users):
 
 # -- 4. 403s, in the browser and through the API; XSRF -----------------------------------------------------
 
+
 def test_learners_and_other_instructors_get_403(hub, users):
     learner = users("learner1")
     goto(learner, hub, f"{SERVICE}admin", status=403)
@@ -472,7 +504,9 @@ def test_posts_without_the_xsrf_token_are_refused(hub, users, chromium):
     # with the admin's cookies but no token: from the hub's own page, and from a script
     status = admin.evaluate(
         """([url, fields]) => fetch(url, {method: "POST", body: new URLSearchParams(fields), redirect: "manual",
-                                          credentials: "same-origin"}).then(r => r.status)""", [action, fields])
+                                          credentials: "same-origin"}).then(r => r.status)""",
+        [action, fields],
+    )
     assert status == 403, status
     assert admin.request.post(action, form=fields, max_redirects=0).status == 403
 
@@ -480,9 +514,13 @@ def test_posts_without_the_xsrf_token_are_refused(hub, users, chromium):
     forged = chromium.new_context(storage_state=admin.context.storage_state())
     try:
         inputs = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in fields.items())
-        forged.route("http://cross-site.invalid/**", lambda route: route.fulfill(
-            content_type="text/html",
-            body=f'<form method="post" action="{action}">{inputs}<button>Win a GPU</button></form>'))
+        forged.route(
+            "http://cross-site.invalid/**",
+            lambda route: route.fulfill(
+                content_type="text/html",
+                body=f'<form method="post" action="{action}">{inputs}<button>Win a GPU</button></form>',
+            ),
+        )
         page = forged.new_page()
         page.goto("http://cross-site.invalid/")
         with page.expect_response(lambda r: r.request.method == "POST") as posted:
@@ -495,15 +533,19 @@ def test_posts_without_the_xsrf_token_are_refused(hub, users, chromium):
 
 # -- 5. accessibility basics and no outside resources --------------------------------------------------
 
+
 def assert_labelled(page, where):
     from playwright.sync_api import expect
 
     missing = unlabelled_controls(page)
     assert not missing, f"{where}: form controls without a label: {missing}"
     # every <label>ed control is found by its label text, as a person (or get_by_label) finds it
-    texts = page.eval_on_selector_all("label[for]", """labels => labels
+    texts = page.eval_on_selector_all(
+        "label[for]",
+        """labels => labels
         .filter(l => l.control && ["INPUT", "SELECT", "TEXTAREA"].includes(l.control.tagName))
-        .map(l => l.textContent.replace(/\\s+/g, " ").trim()).filter(Boolean)""")
+        .map(l => l.textContent.replace(/\\s+/g, " ").trim()).filter(Boolean)""",
+    )
     for text in texts:
         expect(page.get_by_label(text, exact=True).first).to_be_attached()
 
@@ -522,23 +564,32 @@ def test_every_form_control_has_a_label_and_nothing_loads_from_outside(hub, user
     learner = users("learner1")
     goto(learner, hub, "/hub/spawn")
     for course in (MOOC, GPU_COURSE, "old-mooc"):
-        expect(learner.locator(f'label.aifhub-card input[type="radio"][name="course"][value="{course}"]')).to_have_count(1)
+        expect(
+            learner.locator(f'label.aifhub-card input[type="radio"][name="course"][value="{course}"]')
+        ).to_have_count(1)
     expect(learner.locator(f'input[name="course"][value="{GPU_COURSE}"]')).to_be_enabled()
-    ended = learner.locator('label.aifhub-card', has=learner.locator('input[value="old-mooc"]'))
+    ended = learner.locator("label.aifhub-card", has=learner.locator('input[value="old-mooc"]'))
     expect(ended.locator("input")).to_be_disabled()
     expect(ended.locator("p.aifhub-why")).to_contain_text(re.compile(r"\S"))
     expect(learner.get_by_role("button", name="Start")).to_be_visible()
     assert_labelled(learner, "/hub/spawn")
     screenshot(learner, "spawn-form")
 
-    for who, path in (("learner1", SERVICE), ("learner1", f"{SERVICE}courses/{GPU_COURSE}"),
-                      ("instructor", f"{SERVICE}courses/{GPU_COURSE}"), ("admin", f"{SERVICE}admin"),
-                      ("admin", SERVICE), ("ada", "/hub/home")):
+    for who, path in (
+        ("learner1", SERVICE),
+        ("learner1", f"{SERVICE}courses/{GPU_COURSE}"),
+        ("instructor", f"{SERVICE}courses/{GPU_COURSE}"),
+        ("admin", f"{SERVICE}admin"),
+        ("admin", SERVICE),
+        ("ada", "/hub/home"),
+    ):
         page = users(who)
         goto(page, hub, path)
         assert page.locator("h1").count() >= 1 or path == "/hub/home", path
         assert_labelled(page, f"{path} as {who}")
 
-    print(f"requests seen: {len(seen.urls)}, JupyterLab: {sum('/user/' in u for u in seen.urls)}, websockets: {sum(u.startswith('ws') for u in seen.urls)}")
+    print(
+        f"requests seen: {len(seen.urls)}, JupyterLab: {sum('/user/' in u for u in seen.urls)}, websockets: {sum(u.startswith('ws') for u in seen.urls)}"
+    )
     outside = seen.outside(hub.url)
     assert seen.urls and not outside, f"requests to outside the hub: {outside}"

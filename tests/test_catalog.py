@@ -49,26 +49,63 @@ BROKEN = [
     ("wrong type: instructors", "dl-basics", variant(instructors="instructor"), "instructors", "expected a list"),
     ("unknown image", "dl-basics", variant(sandbox__image="tensorflow"), "sandbox.image", "unknown image 'tensorflow'"),
     ("bad date", "dl-basics", variant(schedule={"start": "2026-02-30"}), "schedule.start", "not a valid date"),
-    ("end before start", "dl-basics", variant(schedule={"start": "2026-12-05", "end": "2026-12-01"}),
-     "schedule.end", "ends (2026-12-01) before it starts (2026-12-05)"),
+    (
+        "end before start",
+        "dl-basics",
+        variant(schedule={"start": "2026-12-05", "end": "2026-12-01"}),
+        "schedule.end",
+        "ends (2026-12-01) before it starts (2026-12-05)",
+    ),
     ("id not matching folder", "dl-renamed", variant(), "id", "does not match its folder name 'dl-renamed'"),
     ("YAML syntax error", "dl-basics", "id: dl-basics\ntitle: [unclosed\n", "", "YAML syntax error at line"),
     ("unknown field", "dl-basics", variant(sandbox__gpus=2), "sandbox.gpus", "unknown field"),
     ("bad enum", "dl-basics", variant(kind="lecture"), "kind", "'lecture' is not one of: workshop, course, mooc"),
     ("bad window", "dl-basics", variant(quota__per_learner__window="month"), "quota.per_learner.window", "not one of"),
-    ("gpu on cpu image", "dl-basics", variant(sandbox__gpu={"kind": "gpu", "count": 1}), "sandbox.image", "has no GPU support"),
-    ("missing assignment source", "dl-basics", variant(assignments=["ps1-digits", "ps9"]), "assignments.1", "no source folder"),
+    (
+        "gpu on cpu image",
+        "dl-basics",
+        variant(sandbox__gpu={"kind": "gpu", "count": 1}),
+        "sandbox.image",
+        "has no GPU support",
+    ),
+    (
+        "missing assignment source",
+        "dl-basics",
+        variant(assignments=["ps1-digits", "ps9"]),
+        "assignments.1",
+        "no source folder",
+    ),
     ("not a mapping", "dl-basics", "- just\n- a list\n", "", "expected a mapping"),
     ("bad memory", "dl-basics", variant(sandbox__memory="lots"), "sandbox.memory", "not valid"),
-    ("bad timezone", "dl-basics", variant(schedule={"start": "2026-01-01", "timezone": "Mars/Olympus"}),
-     "schedule.timezone", "unknown time zone"),
+    (
+        "bad timezone",
+        "dl-basics",
+        variant(schedule={"start": "2026-01-01", "timezone": "Mars/Olympus"}),
+        "schedule.timezone",
+        "unknown time zone",
+    ),
     ("code enrolment without code", "dl-basics", variant(enrollment="code"), "enrollment_code", "missing"),
-    ("session not a time", "dl-basics", variant(sessions=[{"start": "tuesday 2pm", "end": "2026-12-02T17:00", "expected": 5}]),
-     "sessions.0.start", "is not a date and time"),
-    ("session ends first", "dl-basics", variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T13:00", "expected": 5}]),
-     "sessions.0.end", "before it starts"),
-    ("session without learners", "dl-basics", variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T17:00", "expected": 0}]),
-     "sessions.0.expected", "0"),
+    (
+        "session not a time",
+        "dl-basics",
+        variant(sessions=[{"start": "tuesday 2pm", "end": "2026-12-02T17:00", "expected": 5}]),
+        "sessions.0.start",
+        "is not a date and time",
+    ),
+    (
+        "session ends first",
+        "dl-basics",
+        variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T13:00", "expected": 5}]),
+        "sessions.0.end",
+        "before it starts",
+    ),
+    (
+        "session without learners",
+        "dl-basics",
+        variant(sessions=[{"start": "2026-12-02T14:00", "end": "2026-12-02T17:00", "expected": 0}]),
+        "sessions.0.expected",
+        "0",
+    ),
     ("idle rule without time", "dl-basics", variant(idle={"after": "soon"}), "idle.after", "not valid"),
     ("YAML alias", "dl-basics", "id: dl-basics\nx: &a [1]\ntitle: *a\n", "", "aliases (*a) are not accepted"),
     ("oversized file", "dl-basics", variant() + "#" * 300_000 + "\n", "", "larger than 256 KiB"),
@@ -83,9 +120,14 @@ def alias_bomb():
 
 
 def test_sessions_and_the_idle_rule_are_read_in_the_courses_time_zone(tmp_path):
-    text = variant(schedule={"start": "2026-09-01", "timezone": "Europe/Paris"}, idle={"after": "30m"},
-                   sessions=[{"start": "2026-12-03T14:00", "end": "2026-12-03T17:00", "expected": 40},
-                             {"start": "2026-12-02T13:00:00+00:00", "end": "2026-12-02T16:00:00+00:00", "expected": 20}])
+    text = variant(
+        schedule={"start": "2026-09-01", "timezone": "Europe/Paris"},
+        idle={"after": "30m"},
+        sessions=[
+            {"start": "2026-12-03T14:00", "end": "2026-12-03T17:00", "expected": 40},
+            {"start": "2026-12-02T13:00:00+00:00", "end": "2026-12-02T16:00:00+00:00", "expected": 20},
+        ],
+    )
     course, problems = load_course(write_course(tmp_path, "dl-basics", text), IMAGES)
     assert problems == []
     assert course.idle.after_s == 1800 and course.idle.grace_s == 300
@@ -117,13 +159,21 @@ def test_an_unreadable_source_folder_is_a_problem_not_a_crash():
         for path in (folder, folder / "course.yaml"):
             path.chmod(0o755 if path.is_dir() else 0o644)
         (folder / "source").chmod(0o700)  # root's, as a root hub leaves it
-        code = ("import sys; from aifhub.catalog import load_course, load_images;"
-                f"c, p = load_course({str(folder)!r}, load_images({str(REPO / 'sandbox_images')!r}));"
-                "print(c, [str(x) for x in p])")
-        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
-                             capture_output=True, text=True)
+        code = (
+            "import sys; from aifhub.catalog import load_course, load_images;"
+            f"c, p = load_course({str(folder)!r}, load_images({str(REPO / 'sandbox_images')!r}));"
+            "print(c, [str(x) for x in p])"
+        )
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.startswith("None") and "assignments.0: cannot read source/ps1-digits/: Permission denied" in out.stdout
+        assert (
+            out.stdout.startswith("None")
+            and "assignments.0: cannot read source/ps1-digits/: Permission denied" in out.stdout
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -227,15 +277,18 @@ def test_cli_publish_copies_no_link_nor_what_it_points_at(tmp_path):
     assert "Skipped" in out.stderr and "symbolic link" in out.stderr
 
 
-@pytest.mark.parametrize("args, words", [
-    (["up", "--ip", "0.0.0.0"], "refusing to serve on 0.0.0.0"),
-    (["up", "--ip", "10.1.2.3"], "loopback only"),
-    (["up", "--gpus", "zero"], "expected 'none', 'kubernetes' or a comma list"),
-    (["up", "--gpus", "0,0"], "listed twice"),
-    (["up", "--gpus", "kubernetes"], "is for the Kubernetes deployment"),
-    (["up", "--meter-interval", "0"], "positive number"),
-    (["up", "AIFHUB_ADMIN_TOKEN=short"], "at least 8 characters"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["up", "--ip", "0.0.0.0"], "refusing to serve on 0.0.0.0"),
+        (["up", "--ip", "10.1.2.3"], "loopback only"),
+        (["up", "--gpus", "zero"], "expected 'none', 'kubernetes' or a comma list"),
+        (["up", "--gpus", "0,0"], "listed twice"),
+        (["up", "--gpus", "kubernetes"], "is for the Kubernetes deployment"),
+        (["up", "--meter-interval", "0"], "positive number"),
+        (["up", "AIFHUB_ADMIN_TOKEN=short"], "at least 8 characters"),
+    ],
+)
 def test_up_refuses_bad_settings_before_starting_anything(tmp_path, args, words, monkeypatch):
     for arg in [a for a in args if "=" in a and not a.startswith("-")]:
         monkeypatch.setenv(*arg.split("=", 1))
@@ -247,7 +300,12 @@ def test_up_refuses_bad_settings_before_starting_anything(tmp_path, args, words,
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["up", "--help"], ["courses", "validate", "--help"], ["courses", "list", "--help"],
-                 ["courses", "publish", "--help"]):
+    for args in (
+        ["--help"],
+        ["up", "--help"],
+        ["courses", "validate", "--help"],
+        ["courses", "list", "--help"],
+        ["courses", "publish", "--help"],
+    ):
         out = aifhub(*args)
         assert out.returncode == 0 and "usage: aifhub" in out.stdout

@@ -27,17 +27,30 @@ def deployment(kube_cluster, tmp_path_factory):
     kube = kube_cluster
     ns = kube.namespace("aifhub-hub")
     kube.apply(manifests.priority_classes())
-    kube.apply([manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)] + manifests.grading_rbac(namespace=ns), ns)
+    kube.apply(
+        [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)]
+        + manifests.grading_rbac(namespace=ns),
+        ns,
+    )
     kube.service_account(ns, "hub", rules=CHART_HUB_ROLE_RULES)
     base = tmp_path_factory.mktemp("cluster-hub")
-    yield {"kube": kube, "ns": ns, "kubeconfig": kube.token_kubeconfig(base / "hub-sa.kubeconfig", ns, "hub"), "base": base}
+    yield {
+        "kube": kube,
+        "ns": ns,
+        "kubeconfig": kube.token_kubeconfig(base / "hub-sa.kubeconfig", ns, "hub"),
+        "base": base,
+    }
     kube.delete_namespace(ns)
 
 
 @pytest.fixture(scope="module")
 def hub(deployment):
-    hub = Z2jhHub(deployment["base"], deployment["kubeconfig"], namespace=deployment["ns"],
-                  extra_config={"KubeSpawner.start_timeout": 120}).start()
+    hub = Z2jhHub(
+        deployment["base"],
+        deployment["kubeconfig"],
+        namespace=deployment["ns"],
+        extra_config={"KubeSpawner.start_timeout": 120},
+    ).start()
     hub.record_allocation()
     yield hub
     hub.stop()
@@ -57,7 +70,9 @@ def test_a_cpu_course_from_the_spawn_form_runs_a_cell_in_its_pod(hub, deployment
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
     assert not [k for k in spec["containers"][0]["resources"]["limits"] if k.startswith("nvidia.com/")]
     assert pod["metadata"]["labels"]["aifhub.io/course"] == "dl-basics"
-    out = hub.run_in_kernel("learner3", "import os, socket; print(os.getuid(), os.environ['AIFHUB_COURSE'], socket.gethostname())")
+    out = hub.run_in_kernel(
+        "learner3", "import os, socket; print(os.getuid(), os.environ['AIFHUB_COURSE'], socket.gethostname())"
+    )
     assert out.split() == ["1000", "dl-basics", "jupyter-learner3"], out
     # the course materials reached the pod's volume (an init container fetched them), and nothing instructors keep
     assert [c["name"] for c in spec["initContainers"]] == ["course-materials"]
@@ -93,16 +108,38 @@ def test_a_gpu_course_gets_a_gpu_node_and_its_device(hub, deployment):
 
 def gpu_holder(name):
     """Another learner's GPU sandbox: same priority as aifhub's, so the scheduler cannot evict it for ours."""
-    return restricted_pod(name, ["python", "-c", "import time; time.sleep(3600)"],
-                          container={"resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "100m", "memory": "64Mi"}}},
-                          nodeSelector={"nvidia.com/gpu.present": "true"}, priorityClassName="aifhub-sandbox-gpu",
-                          tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                          terminationGracePeriodSeconds=1)
+    return restricted_pod(
+        name,
+        ["python", "-c", "import time; time.sleep(3600)"],
+        container={"resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "100m", "memory": "64Mi"}}},
+        nodeSelector={"nvidia.com/gpu.present": "true"},
+        priorityClassName="aifhub-sandbox-gpu",
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        terminationGracePeriodSeconds=1,
+    )
 
 
 def usage(hub, user, course):
-    out = subprocess.run([sys.executable, "-m", "aifhub", "usage", "report", "--format", "json", "--course", course,
-                          "--user", user, "--state-dir", str(hub.state)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifhub",
+            "usage",
+            "report",
+            "--format",
+            "json",
+            "--course",
+            course,
+            "--user",
+            user,
+            "--state-dir",
+            str(hub.state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["sessions"]
 
@@ -117,7 +154,9 @@ def test_with_no_free_gpu_the_pod_waits_with_the_schedulers_reason_and_the_wait_
     for name in holders:
         kube.wait_running(ns, name, 60)
     admitted = time.monotonic()
-    spawn = threading.Thread(target=lambda: hub.api("POST", "users/learner2/server", json={"course": "gpu-fundamentals"}))
+    spawn = threading.Thread(
+        target=lambda: hub.api("POST", "users/learner2/server", json={"course": "gpu-fundamentals"})
+    )
     spawn.start()
     wait(lambda: (hub.server_model("learner2") or {}).get("pending") == "spawn", 30, "learner2's spawn pending")
     # (a first word may be about the learner's new volume, not bound yet; then the GPUs)

@@ -24,9 +24,15 @@ def with_session_now(expected):
         path = courses / COURSE / "course.yaml"
         data = yaml.safe_load(path.read_text())
         now = datetime.now(timezone.utc)
-        data["sessions"] = [{"start": (now - timedelta(minutes=5)).isoformat(timespec="minutes"),
-                             "end": (now + timedelta(hours=2)).isoformat(timespec="minutes"), "expected": expected}]
+        data["sessions"] = [
+            {
+                "start": (now - timedelta(minutes=5)).isoformat(timespec="minutes"),
+                "end": (now + timedelta(hours=2)).isoformat(timespec="minutes"),
+                "expected": expected,
+            }
+        ]
         path.write_text(yaml.safe_dump(data, sort_keys=False))
+
     return prepare
 
 
@@ -42,23 +48,53 @@ def deployment(kube_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub(deployment):
     ns, kubeconfig = deployment["ns"], str(deployment["kubeconfig"])
-    hub = Z2jhHub(deployment["base"], kubeconfig, namespace=ns, env={"AIFHUB_GRADING_VOLUME": deployment["volume"]},
-                  extra_config={"KubeSpawner.start_timeout": 120}, prepare_courses=with_session_now(2),
-                  service_args=[f"--GradingManager.kube_config={kubeconfig}", f"--GradingManager.kube_namespace={ns}",
-                                "--Placeholders.interval=2", "--Placeholders.scheduler_name=aifhub-user-scheduler"]).start()
+    hub = Z2jhHub(
+        deployment["base"],
+        kubeconfig,
+        namespace=ns,
+        env={"AIFHUB_GRADING_VOLUME": deployment["volume"]},
+        extra_config={"KubeSpawner.start_timeout": 120},
+        prepare_courses=with_session_now(2),
+        service_args=[
+            f"--GradingManager.kube_config={kubeconfig}",
+            f"--GradingManager.kube_namespace={ns}",
+            "--Placeholders.interval=2",
+            "--Placeholders.scheduler_name=aifhub-user-scheduler",
+        ],
+    ).start()
     hub.record_allocation()
     yield hub
     hub.stop()
 
 
 def placeholders(kube, ns, running_only=True):
-    pods = kube.core.list_namespaced_pod(ns, label_selector=f"aifhub.io/component=placeholder,aifhub.io/course={COURSE}").items
+    pods = kube.core.list_namespaced_pod(
+        ns, label_selector=f"aifhub.io/component=placeholder,aifhub.io/course={COURSE}"
+    ).items
     return [p for p in pods if not p.metadata.deletion_timestamp and (p.status.phase == "Running" or not running_only)]
 
 
 def usage(hub, user):
-    out = subprocess.run([sys.executable, "-m", "aifhub", "usage", "report", "--format", "json", "--course", COURSE,
-                          "--user", user, "--state-dir", str(hub.state)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifhub",
+            "usage",
+            "report",
+            "--format",
+            "json",
+            "--course",
+            COURSE,
+            "--user",
+            user,
+            "--state-dir",
+            str(hub.state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["sessions"]
 
@@ -68,7 +104,9 @@ def test_placeholders_hold_the_gpus_and_learners_take_them_by_preemption(hub, de
     wait(lambda: len(placeholders(kube, ns)) == 2, 90, "two placeholders running")
     held = placeholders(kube, ns)
     assert {p.spec.node_name for p in held} == {"gpu-0"}  # the GPU pool's node: both its GPUs held
-    assert all(p.spec.priority == -10 and p.spec.containers[0].resources.requests["nvidia.com/gpu"] == "1" for p in held)
+    assert all(
+        p.spec.priority == -10 and p.spec.containers[0].resources.requests["nvidia.com/gpu"] == "1" for p in held
+    )
     assert held[0].spec.containers[0].image.endswith("sandbox-pytorch-cuda:2026.12.0")  # the course's image, pulled
     wait(lambda: any(s["gpu_ms"] > 0 for s in usage(hub, "aifhub-warm")), 30, "warm time charged to the course")
 
@@ -79,15 +117,21 @@ def test_placeholders_hold_the_gpus_and_learners_take_them_by_preemption(hub, de
     evicted = [e for e in kube.core.list_namespaced_event(ns).items if e.reason == "Preempted"]
     assert [e.message for e in evicted] == [f"Preempted by pod {pod['metadata']['uid']} on node gpu-0"]
     # one learner came of the two expected: one placeholder is left, nothing pending behind it
-    wait(lambda: kube.apps.read_namespaced_replica_set(replicaset_name(COURSE), ns).spec.replicas == 1, 30,
-         "the placeholders shrunk to one")
+    wait(
+        lambda: kube.apps.read_namespaced_replica_set(replicaset_name(COURSE), ns).spec.replicas == 1,
+        30,
+        "the placeholders shrunk to one",
+    )
     wait(lambda: len(placeholders(kube, ns, running_only=False)) == 1, 30, "one placeholder left")
     assert [s["state"] for s in usage(hub, "learner1")] == ["active"]
 
     hub.api("POST", "users/learner2/server", json={"course": COURSE})
     hub.wait_ready("learner2", timeout=120)
-    wait(lambda: kube.apps.read_namespaced_replica_set(replicaset_name(COURSE), ns).spec.replicas == 0, 30,
-         "no placeholder needed once all expected learners came")
+    wait(
+        lambda: kube.apps.read_namespaced_replica_set(replicaset_name(COURSE), ns).spec.replicas == 0,
+        30,
+        "no placeholder needed once all expected learners came",
+    )
     wait(lambda: not any(s["state"] == "active" for s in usage(hub, "aifhub-warm")), 30, "warm sessions settled")
     for name in ("learner1", "learner2"):
         hub.stop_server(name)

@@ -29,8 +29,12 @@ COURSES = sorted(load_catalog([REPO / "courses"], load_images(REPO / "sandbox_im
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("rendered")
-    proc = subprocess.run([sys.executable, "-m", "aifhub", "k8s", "render", "--out", str(out), "--courses", str(REPO / "courses")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aifhub", "k8s", "render", "--out", str(out), "--courses", str(REPO / "courses")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -50,9 +54,27 @@ def built_pods(rendered, course, user="learner1"):
 @functools.lru_cache
 def _built(rendered, course, user):
     rendered = Path(rendered)
-    proc = subprocess.run([sys.executable, "-m", "aifhub", "k8s", "pods", "--course", course, "--user", user,
-                           "--values", str(rendered / "values.yaml"), "--pvc", "--json"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifhub",
+            "k8s",
+            "pods",
+            "--course",
+            course,
+            "--user",
+            user,
+            "--values",
+            str(rendered / "values.yaml"),
+            "--pvc",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -71,14 +93,18 @@ def into(objects, ns):
 
 def test_the_rendered_manifests_are_accepted(kube_cluster, rendered, ns):
     kube = kube_cluster
-    docs = [d for path in sorted((rendered / "manifests").glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+    docs = [
+        d for path in sorted((rendered / "manifests").glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d
+    ]
     classes = [d for d in docs if d["kind"] == "PriorityClass"]
     kube.apply(classes)  # for real: the pods below name them, and a dry run would not create them
     answers = kube.apply(into([d for d in docs if d["kind"] != "PriorityClass"], ns), ns, dry_run=True)
     kinds = sorted({a["kind"] for a in answers})
     assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Role", "RoleBinding"], kinds
     assert all(a["metadata"].get("uid") for a in answers)  # the server built each one
-    assert not kube.core.list_namespaced_config_map(ns, label_selector="app.kubernetes.io/part-of=aifhub").items  # dry run
+    assert not kube.core.list_namespaced_config_map(
+        ns, label_selector="app.kubernetes.io/part-of=aifhub"
+    ).items  # dry run
 
 
 @pytest.mark.parametrize("course", COURSES)
@@ -93,16 +119,32 @@ def test_the_pods_kubespawner_builds_from_the_values_are_admitted(kube_cluster, 
 
 
 RESTRICTED_DROPS = {
-    "allowPrivilegeEscalation": (lambda p: p["spec"]["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
-                                 "allowPrivilegeEscalation != false"),
-    "capabilities": (lambda p: p["spec"]["containers"][0]["securityContext"].pop("capabilities"), "unrestricted capabilities"),
-    "runAsNonRoot": (lambda p: [sc.pop("runAsNonRoot") for sc in (p["spec"]["securityContext"],
-                                                                  p["spec"]["containers"][0]["securityContext"])],
-                     "runAsNonRoot != true"),
-    "seccompProfile": (lambda p: [sc.pop("seccompProfile") for sc in (p["spec"]["securityContext"],
-                                                                      p["spec"]["containers"][0]["securityContext"])],
-                       "seccompProfile"),
-    "hostPath": (lambda p: p["spec"]["volumes"].append({"name": "host", "hostPath": {"path": "/"}}), "restricted volume types"),
+    "allowPrivilegeEscalation": (
+        lambda p: p["spec"]["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+        "allowPrivilegeEscalation != false",
+    ),
+    "capabilities": (
+        lambda p: p["spec"]["containers"][0]["securityContext"].pop("capabilities"),
+        "unrestricted capabilities",
+    ),
+    "runAsNonRoot": (
+        lambda p: [
+            sc.pop("runAsNonRoot")
+            for sc in (p["spec"]["securityContext"], p["spec"]["containers"][0]["securityContext"])
+        ],
+        "runAsNonRoot != true",
+    ),
+    "seccompProfile": (
+        lambda p: [
+            sc.pop("seccompProfile")
+            for sc in (p["spec"]["securityContext"], p["spec"]["containers"][0]["securityContext"])
+        ],
+        "seccompProfile",
+    ),
+    "hostPath": (
+        lambda p: p["spec"]["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+        "restricted volume types",
+    ),
 }
 
 

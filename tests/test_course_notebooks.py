@@ -104,9 +104,7 @@ def _nbgrader_api(course_root, course_id):
 
 
 def _check(result, what):
-    assert result.get("success"), (
-        f"nbgrader {what} failed:\n{result.get('error', '')}\n{result.get('log', '')}"
-    )
+    assert result.get("success"), f"nbgrader {what} failed:\n{result.get('error', '')}\n{result.get('log', '')}"
 
 
 def _submit(src_dir, course_root, student, assignment):
@@ -117,9 +115,7 @@ def _submit(src_dir, course_root, student, assignment):
     return dest
 
 
-@pytest.mark.parametrize(
-    "course_id, assignment", ASSIGNMENTS, ids=[f"{c}/{a}" for c, a in ASSIGNMENTS]
-)
+@pytest.mark.parametrize("course_id, assignment", ASSIGNMENTS, ids=[f"{c}/{a}" for c, a in ASSIGNMENTS])
 def test_assignment_autogrades(course_id, assignment, tmp_path, monkeypatch):
     pytest.importorskip("nbgrader")
     from nbgrader.api import Gradebook

@@ -30,8 +30,12 @@ def test_learner_starts_the_mooc_reaches_it_and_stops_it(hub):
     assert response.status_code in (201, 202), response.text
     messages = [e.get("message", "") for e in events]
     joined = "\n".join(messages)
-    for step in ("Checking course dl-basics", "Course checked: Deep Learning Basics", "CPU-only sandbox",
-                 "Sandbox starting"):
+    for step in (
+        "Checking course dl-basics",
+        "Course checked: Deep Learning Basics",
+        "CPU-only sandbox",
+        "Sandbox starting",
+    ):
         assert step in joined, f"progress lacks {step!r}: {messages}"
     assert events[-1].get("ready"), events[-1]
 
@@ -40,8 +44,12 @@ def test_learner_starts_the_mooc_reaches_it_and_stops_it(hub):
     assert status.status_code == 200 and "started" in status.json()
 
     hub.stop_server("newbie")
-    gone = requests.get(f"{hub.url}/user/newbie/api/status", headers={"Authorization": f"token {token}"},
-                        timeout=30, allow_redirects=False)
+    gone = requests.get(
+        f"{hub.url}/user/newbie/api/status",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+        allow_redirects=False,
+    )
     assert gone.status_code != 200
 
 
@@ -58,12 +66,15 @@ def test_roster_course_refuses_a_learner_not_on_it(hub):
     assert "not enrolled in GPU Programming Fundamentals" in r.json()["message"]
 
 
-@pytest.mark.parametrize("course, status, words", [
-    ("no-such-course", 404, "There is no course 'no-such-course'"),
-    ("../etc", 400, "Invalid course id"),
-    ("", 400, "Invalid course id"),
-    (BROKEN, 409, "has errors in its course file"),
-])
+@pytest.mark.parametrize(
+    "course, status, words",
+    [
+        ("no-such-course", 404, "There is no course 'no-such-course'"),
+        ("../etc", 400, "Invalid course id"),
+        ("", 400, "Invalid course id"),
+        (BROKEN, 409, "has errors in its course file"),
+    ],
+)
 def test_bad_course_requests_get_a_clear_4xx(hub, course, status, words):
     r = hub.spawn("curious", course)
     assert r.status_code == status, r.text
@@ -119,12 +130,28 @@ def test_publishing_a_course_takes_effect_without_restart(hub, tmp_path):
     new.mkdir()
     text = (hub.courses_dir / "dl-basics" / "course.yaml").read_text()
     (new / "course.yaml").write_text(
-        text.replace("id: dl-basics", "id: dl-extra").replace("Deep Learning Basics", "Deep Learning Extra")
-        .replace("assignments: [ps1-digits]", "assignments: []"))
+        text.replace("id: dl-basics", "id: dl-extra")
+        .replace("Deep Learning Basics", "Deep Learning Extra")
+        .replace("assignments: [ps1-digits]", "assignments: []")
+    )
     (new / "welcome.md").write_text("# Welcome\n")
-    out = subprocess.run([sys.executable, "-m", "aifhub", "courses", "publish", str(new),
-                          "--state-dir", str(hub.state_dir), "--url", hub.url],
-                         capture_output=True, text=True, env={"AIFHUB_TOKEN": hub_admin_token(), "PATH": ""})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifhub",
+            "courses",
+            "publish",
+            str(new),
+            "--state-dir",
+            str(hub.state_dir),
+            "--url",
+            hub.url,
+        ],
+        capture_output=True,
+        text=True,
+        env={"AIFHUB_TOKEN": hub_admin_token(), "PATH": ""},
+    )
     assert out.returncode == 0, out.stderr
     assert "dl-extra is live now" in out.stdout
     ids = {c["id"] for c in hub.service("GET", "courses").json()["courses"]}
@@ -140,8 +167,11 @@ def test_invalid_publish_changes_nothing(hub, tmp_path):
     bad = tmp_path / "dl-basics"
     bad.mkdir()
     (bad / "course.yaml").write_text("id: dl-basics\n")
-    out = subprocess.run([sys.executable, "-m", "aifhub", "courses", "publish", str(bad), "--state-dir", str(hub.state_dir)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "aifhub", "courses", "publish", str(bad), "--state-dir", str(hub.state_dir)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and "nothing was published" in out.stderr
     time.sleep(1)
     assert "dl-basics" in {c["id"] for c in hub.service("GET", "courses").json()["courses"]}
@@ -162,6 +192,7 @@ def test_demo_login_and_the_spawn_form_in_the_browser_flow(hub):
 
 def hub_admin_token():
     from hubrunner import ADMIN_TOKEN
+
     return ADMIN_TOKEN
 
 
@@ -177,12 +208,12 @@ import os
 attempts = {{
     'list bob home': lambda: os.listdir({str(bob_dir.parent)!r}),
     'list bob work': lambda: os.listdir({str(bob_dir)!r}),
-    'read bob file': lambda: open({str(bob_dir / 'secret.txt')!r}).read(),
+    'read bob file': lambda: open({str(bob_dir / "secret.txt")!r}).read(),
     'list homes': lambda: os.listdir({str(bob_dir.parent.parent)!r}),
-    'read hub db': lambda: open({str(hub.state_dir / 'jupyterhub.sqlite')!r}, 'rb').read(1),
-    'read secrets': lambda: os.listdir({str(hub.state_dir / 'secrets')!r}),
-    'read cookie secret': lambda: open({str(hub.state_dir / 'jupyterhub_cookie_secret')!r}).read(),
-    'read the solutions': lambda: open({str(hub.courses_dir / 'dl-basics' / 'source' / 'ps1-digits' / 'ps1-digits.ipynb')!r}).read(),
+    'read hub db': lambda: open({str(hub.state_dir / "jupyterhub.sqlite")!r}, 'rb').read(1),
+    'read secrets': lambda: os.listdir({str(hub.state_dir / "secrets")!r}),
+    'read cookie secret': lambda: open({str(hub.state_dir / "jupyterhub_cookie_secret")!r}).read(),
+    'read the solutions': lambda: open({str(hub.courses_dir / "dl-basics" / "source" / "ps1-digits" / "ps1-digits.ipynb")!r}).read(),
 }}
 for what, attempt in attempts.items():
     try:

@@ -34,9 +34,11 @@ def add_code_course(courses):
     folder = courses / CODE_COURSE
     folder.mkdir()
     (folder / "course.yaml").write_text(
-        text.replace(f"id: {MOOC}", f"id: {CODE_COURSE}").replace("enrollment: open",
-                                                                   f"enrollment: code\nenrollment_code: {CODE}")
-        .replace("title: Deep Learning Basics", "title: Code Course").replace("assignments: [ps1-digits]", ""))
+        text.replace(f"id: {MOOC}", f"id: {CODE_COURSE}")
+        .replace("enrollment: open", f"enrollment: code\nenrollment_code: {CODE}")
+        .replace("title: Deep Learning Basics", "title: Code Course")
+        .replace("assignments: [ps1-digits]", "")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,7 @@ def members(hub, group):
 
 
 # -- a spawn, and a refusal as the learner reads it ---------------------------------------------------------
+
 
 def test_a_learner_starts_the_workshop_and_a_stranger_is_refused_in_plain_words(hub):
     hub.started_at = datetime.now(timezone.utc)
@@ -99,10 +102,17 @@ def test_a_learner_starts_the_workshop_and_a_stranger_is_refused_in_plain_words(
 
 # -- the grading CLI after a plain start ----------------------------------------------------------------------
 
+
 def cli(*args, env=None):
     clean = {k: v for k, v in os.environ.items() if k not in ("AIFHUB_TOKEN", "AIFHUB_ADMIN_TOKEN", "AIFHUB_URL")}
-    return subprocess.run([sys.executable, "-m", "aifhub", *args], capture_output=True, text=True, cwd=REPO,
-                          env=clean | (env or {}), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "aifhub", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=clean | (env or {}),
+        timeout=300,
+    )
 
 
 def test_the_grading_cli_works_on_the_local_state_without_a_token(hub, tmp_path):
@@ -127,6 +137,7 @@ def test_the_grading_cli_works_on_the_local_state_without_a_token(hub, tmp_path)
 
 # -- groups follow users deleted and created again -----------------------------------------------------------
 
+
 def test_a_user_created_again_is_back_in_the_course_groups(hub):
     learners, instructors = f"nbgrader-{GPU_COURSE}", f"formgrade-{GPU_COURSE}"
     assert "learner2" in members(hub, learners) and "instructor" in members(hub, instructors)
@@ -135,22 +146,33 @@ def test_a_user_created_again_is_back_in_the_course_groups(hub):
         assert hub.api("DELETE", f"users/{name}").status_code == 204
         assert name not in members(hub, learners) | members(hub, instructors)
         assert hub.api("POST", f"users/{name}").status_code == 201
-    wait_for("learner2 and instructor are back in their groups", lambda: "learner2" in members(hub, learners)
-             and "instructor" in members(hub, instructors), timeout=15)
+    wait_for(
+        "learner2 and instructor are back in their groups",
+        lambda: "learner2" in members(hub, learners) and "instructor" in members(hub, instructors),
+        timeout=15,
+    )
 
     assert hub.api("DELETE", "users/learner2").status_code == 204  # and a login creates them again
     session = requests.Session()
     session.get(f"{hub.url}/hub/login", timeout=30)
-    r = session.post(f"{hub.url}/hub/login", timeout=30, data={
-        "username": "learner2", "password": PASSWORD, "_xsrf": session.cookies.get("_xsrf")})
+    r = session.post(
+        f"{hub.url}/hub/login",
+        timeout=30,
+        data={"username": "learner2", "password": PASSWORD, "_xsrf": session.cookies.get("_xsrf")},
+    )
     assert r.status_code == 200 and "/hub/login" not in r.url, r.url
-    wait_for("learner2 is back in the learners' group after logging in", lambda: "learner2" in members(hub, learners),
-             timeout=15)
+    wait_for(
+        "learner2 is back in the learners' group after logging in",
+        lambda: "learner2" in members(hub, learners),
+        timeout=15,
+    )
 
 
 # -- every way to enrol adds one member, in one request --------------------------------------------------------
 
-METRIC = re.compile(r'^jupyterhub_request_duration_seconds_count\{code="(\d+)",handler="([^"]+)",method="(\w+)"\} (\S+)$')
+METRIC = re.compile(
+    r'^jupyterhub_request_duration_seconds_count\{code="(\d+)",handler="([^"]+)",method="(\w+)"\} (\S+)$'
+)
 GROUP_HANDLERS = ("jupyterhub.apihandlers.groups.", "jupyterhub.apihandlers.users.UserListAPIHandler")
 
 
@@ -226,9 +248,18 @@ EXPECTED_WARNINGS = [
     r"sandbox: no device node /dev/nvidia\d+ on this machine",  # --gpus 0,1 here names GPUs this machine lacks
 ]
 NOISE = [
-    "is deprecated", "admin_users", "[ConfigProxy] error", "ECONNREFUSED", "Received unhandled user_options",
-    "SpawnException", "Traceback", "User options should be prefixed", "already exists", "already in group",
-    "No such group", "Could not release",
+    "is deprecated",
+    "admin_users",
+    "[ConfigProxy] error",
+    "ECONNREFUSED",
+    "Received unhandled user_options",
+    "SpawnException",
+    "Traceback",
+    "User options should be prefixed",
+    "already exists",
+    "already in group",
+    "No such group",
+    "Could not release",
 ]
 
 
@@ -237,7 +268,8 @@ def test_the_terminal_shows_only_what_matters(hub):
     assert "aifhub is running at" in shown and "Not starting stranger's server" in shown
     for noise in NOISE:
         assert noise not in shown, f"the terminal shows {noise!r}:\n" + "\n".join(
-            line for line in shown.splitlines() if noise in line)
+            line for line in shown.splitlines() if noise in line
+        )
     errors = [line for line in shown.splitlines() if re.match(r"^(\[E |\[C |ERROR:|CRITICAL:)", line)]
     assert not errors, "errors on the terminal:\n" + "\n".join(errors)
     warnings = [line for line in shown.splitlines() if re.match(r"^(\[W |WARNING:)", line) or " warn: " in line]
@@ -246,6 +278,7 @@ def test_the_terminal_shows_only_what_matters(hub):
 
 
 # -- shutdown ------------------------------------------------------------------------------------------------
+
 
 def usage(hub, user):
     out = cli("usage", "report", "--user", user, "--format", "json", "--state-dir", str(hub.state_dir))

@@ -33,8 +33,11 @@ def sandbox_pid(hub, name):
     for pid in out:
         env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
         home = f"HOME={hub.state_dir.resolve()}/".encode()  # this hub's learner (other hubs may run one of that name)
-        if f"JUPYTERHUB_USER={name}".encode() in env and b"AIFHUB_COURSE=gpu-fundamentals" in env and \
-                any(var.startswith(home) for var in env):
+        if (
+            f"JUPYTERHUB_USER={name}".encode() in env
+            and b"AIFHUB_COURSE=gpu-fundamentals" in env
+            and any(var.startswith(home) for var in env)
+        ):
             return int(pid)
     return None
 
@@ -74,7 +77,9 @@ def test_a_crashed_hub_comes_back_with_running_sandboxes_and_their_gpus(hub):
     before = hub.run_in_kernel("learner1", CUDA).split()[0]
     pid = sandbox_pid(hub, "learner1")
     assert pid, "learner1's sandbox process not found"
-    jupyterhub = int(subprocess.run(["pgrep", "-P", str(hub.proc.pid)], capture_output=True, text=True).stdout.split()[0])
+    jupyterhub = int(
+        subprocess.run(["pgrep", "-P", str(hub.proc.pid)], capture_output=True, text=True).stdout.split()[0]
+    )
     os.kill(jupyterhub, signal.SIGKILL)  # the hub dies; the proxy, the service and sandboxes live on
     hub.proc.wait(30)
     hub.log.close()

@@ -27,11 +27,14 @@ def nbgrader_path(monkeypatch):
     monkeypatch.setenv("PATH", venv_path_env()["PATH"])  # nbgrader runs `alembic` when it makes a gradebook
 
 
-@pytest.mark.parametrize("prefix, value, expected", [
-    ("gradebook", "dl-basics", "gradebook_dl_basics"),
-    ("aifhub_gradebook", "gpu-fundamentals", "aifhub_gradebook_gpu_fundamentals"),
-    ("Gradebook", "a.b@c", "gradebook_a_b_c"),
-])
+@pytest.mark.parametrize(
+    "prefix, value, expected",
+    [
+        ("gradebook", "dl-basics", "gradebook_dl_basics"),
+        ("aifhub_gradebook", "gpu-fundamentals", "aifhub_gradebook_gpu_fundamentals"),
+        ("Gradebook", "a.b@c", "gradebook_a_b_c"),
+    ],
+)
 def test_postgres_names_are_plain_identifiers(prefix, value, expected):
     assert gradebooks.pg_identifier(prefix, value) == expected
 
@@ -60,7 +63,9 @@ def test_sqlite_gradebook_is_the_default_with_a_sqlite_service(tmp_path):
 
 
 async def test_postgresql_gradebooks_without_a_postgresql_database_are_a_clear_503(tmp_path):
-    grading = GradingManager(tmp_path / "state", Database(sqlite_url(tmp_path / "aifhub.sqlite")), gradebook="postgresql")
+    grading = GradingManager(
+        tmp_path / "state", Database(sqlite_url(tmp_path / "aifhub.sqlite")), gradebook="postgresql"
+    )
     with pytest.raises(Refusal) as err:
         await grading.gradebook_url("dl-basics")
     assert status_of(err.value.reason) == 503 and "gradebook_admin_url" in err.value.message
@@ -182,5 +187,10 @@ def test_course_directories_left_in_the_state_move_to_grading_dir(tmp_path):
 
 def test_kubernetes_job_folders_must_be_on_the_grading_volume(tmp_path):
     with pytest.raises(ValueError, match="must lie on the grading volume"):
-        GradingManager(tmp_path, None, backend="kubernetes", scratch_dir=str(tmp_path / "jobs"),
-                       kube_volume_root=str(tmp_path / "volume"))
+        GradingManager(
+            tmp_path,
+            None,
+            backend="kubernetes",
+            scratch_dir=str(tmp_path / "jobs"),
+            kube_volume_root=str(tmp_path / "volume"),
+        )

@@ -27,8 +27,13 @@ def job_folder(tmp_path, nb, cell_timeout=5, notebook_timeout=60):
 
 def execute(folder, timeout=120):
     env = venv_path_env(dict(os.environ, HOME=str(folder / "home")))
-    return subprocess.run([sys.executable, "-m", "aifhub.grading.runners.execute", str(folder)], env=env, timeout=timeout,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "aifhub.grading.runners.execute", str(folder)],
+        env=env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
 
 
 def alive(marker):
@@ -43,16 +48,20 @@ for _ in range(6000):  # for a minute: rewrite the executor's answers
     time.sleep(0.01)
 """
 # a double fork into a session of its own: no process group or parent of the kernel's holds it
-LAUNCH = ("import subprocess, sys\n"
-          "launcher = 'import subprocess, sys; subprocess.Popen([sys.executable, \"-c\", sys.argv[1], sys.argv[2]], "
-          "start_new_session=True)'\n"
-          "subprocess.run([sys.executable, '-c', launcher, {daemon!r}, {marker!r}], cwd='..')\n")
+LAUNCH = (
+    "import subprocess, sys\n"
+    'launcher = \'import subprocess, sys; subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], '
+    "start_new_session=True)'\n"
+    "subprocess.run([sys.executable, '-c', launcher, {daemon!r}, {marker!r}], cwd='..')\n"
+)
 
 
 def test_what_the_learners_code_left_running_cannot_change_the_answers(tmp_path):
     marker = f"aifhub-tamper-{uuid.uuid4().hex[:8]}"
-    nb = with_extra_cells(nbformat.read(str(SOURCE), as_version=4),
-                          [LAUNCH.format(daemon=DAEMON, marker=marker), "import time\ntime.sleep(1)"])
+    nb = with_extra_cells(
+        nbformat.read(str(SOURCE), as_version=4),
+        [LAUNCH.format(daemon=DAEMON, marker=marker), "import time\ntime.sleep(1)"],
+    )
     folder = job_folder(tmp_path, nb)
     try:
         proc = execute(folder)
@@ -83,7 +92,9 @@ def test_a_dead_kernel_reads_as_such(tmp_path):
     folder = job_folder(tmp_path, nb)
     assert execute(folder).returncode == 0
     result = json.loads((folder / "result.json").read_text())
-    assert result == {"ok": False, "reason": "kernel-died", "error": result["error"]} and "DeadKernel" in result["error"]
+    assert (
+        result == {"ok": False, "reason": "kernel-died", "error": result["error"]} and "DeadKernel" in result["error"]
+    )
 
 
 @pytest.mark.parametrize("make", ["symlink", "fifo", "directory", "missing", "huge"])
@@ -103,16 +114,41 @@ def test_the_worker_reads_back_only_plain_files_the_pod_wrote(tmp_path, make):
         read_answer(answer, limit=1024)
 
 
-@pytest.mark.parametrize("status, problem", [
-    ({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                          "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]},
-     ("unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")),
-    ({"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff",
-                                                                         "message": "pull access denied"}}}]},
-     ("image", "ImagePullBackOff: pull access denied")),
-    ({"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]},
-     ("oom", "OOMKilled: the grading pod was killed at its memory limit")),
-    ({"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}, None),
-])
+@pytest.mark.parametrize(
+    "status, problem",
+    [
+        (
+            {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ],
+            },
+            ("unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+        ),
+        (
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}}
+                ],
+            },
+            ("image", "ImagePullBackOff: pull access denied"),
+        ),
+        (
+            {
+                "phase": "Failed",
+                "containerStatuses": [{"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}],
+            },
+            ("oom", "OOMKilled: the grading pod was killed at its memory limit"),
+        ),
+        ({"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}, None),
+    ],
+)
 def test_pod_problems_are_named(status, problem):
     assert pod_problem({"status": status}) == problem

@@ -41,7 +41,9 @@ def wait_done(hub, timeout=120):
 def test_grading_a_gpu_course_takes_a_device_and_charges_the_course(hub):
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/release").status_code == 200
     hub.ensure_user("learner1")
-    assert submit(hub, "learner1", solution_that_checks_its_gpu(), course=COURSE, assignment=ASSIGNMENT).status_code == 201
+    assert (
+        submit(hub, "learner1", solution_that_checks_its_gpu(), course=COURSE, assignment=ASSIGNMENT).status_code == 201
+    )
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect").status_code == 200
 
     # while a learner's sandbox holds the only GPU, the job waits for it
@@ -54,8 +56,20 @@ def test_grading_a_gpu_course_takes_a_device_and_charges_the_course(hub):
 
     [job] = wait_done(hub)
     assert job["state"] == "done" and job["score"] == job["max_score"] > 0, job  # it saw exactly device 0
-    sessions = json.loads(hub.cli("usage", "report", "--format", "json", "--course", COURSE,
-                                  "--user", "aifhub-grader", "--state-dir", str(hub.state_dir)).stdout)["sessions"]
+    sessions = json.loads(
+        hub.cli(
+            "usage",
+            "report",
+            "--format",
+            "json",
+            "--course",
+            COURSE,
+            "--user",
+            "aifhub-grader",
+            "--state-dir",
+            str(hub.state_dir),
+        ).stdout
+    )["sessions"]
     assert len(sessions) == 1 and sessions[0]["gpus"] == 1 and sessions[0]["gpu_ms"] > 0
     assert sessions[0]["allocation"] == "EHPC-AIF-2026-PG01" and sessions[0]["state"] == "ended"
     pool = hub.service("GET", "pool").json()

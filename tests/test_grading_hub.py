@@ -12,11 +12,25 @@ import pytest
 import requests
 from conftest import AS_ROOT, start_hub
 from hubrunner import grading_uids
-from gradingkit import (ASSIGNMENT, COURSE, PROBE_PRELUDE, archive, instructor_cli, nbgrader_in_kernel, notebook_b64,
-                        solution_notebook, submit, wait_jobs, with_cell, with_extra_cells)
+from gradingkit import (
+    ASSIGNMENT,
+    COURSE,
+    PROBE_PRELUDE,
+    archive,
+    instructor_cli,
+    nbgrader_in_kernel,
+    notebook_b64,
+    solution_notebook,
+    submit,
+    wait_jobs,
+    with_cell,
+    with_extra_cells,
+)
 
-SERVICE_ARGS = ("--GradingManager.workers=2 --GradingManager.cell_timeout=5 --GradingManager.notebook_timeout=20 "
-                "--GradingManager.memory_limit=1G --GradingManager.max_submission_size=2M")
+SERVICE_ARGS = (
+    "--GradingManager.workers=2 --GradingManager.cell_timeout=5 --GradingManager.notebook_timeout=20 "
+    "--GradingManager.memory_limit=1G --GradingManager.max_submission_size=2M"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +63,10 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
     assert "(already downloaded)" in listed, listed
 
     # alice hands in the solution; bob the notebook as fetched
-    write = (f"import base64\nopen('{ASSIGNMENT}/{ASSIGNMENT}.ipynb', 'wb').write("
-             f"base64.b64decode('{notebook_b64(solution_notebook())}'))")
+    write = (
+        f"import base64\nopen('{ASSIGNMENT}/{ASSIGNMENT}.ipynb', 'wb').write("
+        f"base64.b64decode('{notebook_b64(solution_notebook())}'))"
+    )
     hub.run_in_kernel("alice", write)
     for name in ("alice", "bob"):
         submitted = nbgrader_in_kernel(hub, name, "submit", ASSIGNMENT)
@@ -67,8 +83,10 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
     out = instructor_cli(hub, "assignments", "feedback", COURSE, ASSIGNMENT)
     assert "alice" in out.stdout and "bob" in out.stdout
 
-    grades = {row["student_id"]: row for row in csv.DictReader(io.StringIO(
-        instructor_cli(hub, "grades", "export", COURSE).stdout))}
+    grades = {
+        row["student_id"]: row
+        for row in csv.DictReader(io.StringIO(instructor_cli(hub, "grades", "export", COURSE).stdout))
+    }
     assert float(grades["alice"]["score"]) == float(grades["alice"]["max_score"]) == 10.0
     assert float(grades["bob"]["score"]) == 0.0
 
@@ -77,7 +95,9 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
         assert "RC 0" in got, got
         listing = hub.run_in_kernel(name, "import glob; print(sorted(glob.glob('ps1-digits/feedback/*/*.html')))")
         assert f"{ASSIGNMENT}.html" in listing, listing
-    alice_fb = hub.run_in_kernel("alice", "import glob; print(open(glob.glob('ps1-digits/feedback/*/*.html')[0]).read())")
+    alice_fb = hub.run_in_kernel(
+        "alice", "import glob; print(open(glob.glob('ps1-digits/feedback/*/*.html')[0]).read())"
+    )
     bob_fb = hub.run_in_kernel("bob", "import glob; print(open(glob.glob('ps1-digits/feedback/*/*.html')[0]).read())")
     assert "10.0 / 10.0" in alice_fb.replace("(", " ").replace(")", " ") or "10 / 10" in alice_fb, alice_fb[:500]
     assert alice_fb != bob_fb
@@ -85,15 +105,19 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
     assert "(feedback already fetched)" in cached, cached
 
     # what JupyterLab's Assignments tab asks the sandbox's nbgrader extension
-    tab = requests.get(f"{hub.url}/user/alice/assignments?course_id={COURSE}", timeout=60,
-                       headers={"Authorization": f"token {hub.token_for('alice')}"}).json()
+    tab = requests.get(
+        f"{hub.url}/user/alice/assignments?course_id={COURSE}",
+        timeout=60,
+        headers={"Authorization": f"token {hub.token_for('alice')}"},
+    ).json()
     assert tab["success"], tab
     states = {(a["assignment_id"], a["status"]) for a in tab["value"]}
     assert (ASSIGNMENT, "fetched") in states and (ASSIGNMENT, "submitted") in states, tab
     submitted = next(a for a in tab["value"] if a["status"] == "submitted")
     assert submitted["submissions"][-1]["has_local_feedback"], submitted
-    courses = requests.get(f"{hub.url}/user/alice/courses", timeout=60,
-                           headers={"Authorization": f"token {hub.token_for('alice')}"}).json()
+    courses = requests.get(
+        f"{hub.url}/user/alice/courses", timeout=60, headers={"Authorization": f"token {hub.token_for('alice')}"}
+    ).json()
     assert courses == {"success": True, "value": [COURSE]}, courses
 
 
@@ -128,17 +152,23 @@ def test_a_learner_cannot_act_as_another_or_in_another_course(hub):
 
 def test_submissions_over_the_course_limit_get_a_clear_413(hub, released):
     big = archive({f"{ASSIGNMENT}.ipynb": solution_notebook(), "data.bin": os.urandom(3 * 1000 * 1000)})
-    r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("alice"),
-                    data=big)
+    r = hub.service(
+        "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("alice"), data=big
+    )
     assert r.status_code == 413, r.text
     assert "over this course's limit of 2.0 MB" in r.json()["message"]
     bomb = archive({f"{ASSIGNMENT}.ipynb": solution_notebook(), "zeros.bin": bytes(5 * 1000 * 1000)})  # compresses well
     assert len(bomb) < 2_000_000
-    r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("alice"),
-                    data=bomb)
+    r = hub.service(
+        "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("alice"), data=bomb
+    )
     assert r.status_code == 413 and "larger than this course's limit" in r.json()["message"], r.text
-    bad = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("alice"),
-                      data=b"not a tar")
+    bad = hub.service(
+        "POST",
+        f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+        token=hub.token_for("alice"),
+        data=b"not a tar",
+    )
     assert bad.status_code == 400 and "not a tar.gz" in bad.json()["message"]
 
 
@@ -146,7 +176,9 @@ def probe_cell(hub):
     """Solution of Part A, preceded by attempts to get at what a submission must never see."""
     state = hub.state_dir
     service_port = json.loads((state / "ports.json").read_text())["service"]
-    return PROBE_PRELUDE + f'''
+    return (
+        PROBE_PRELUDE
+        + f"""
 attempt("gradebook", lambda: open({str(state / "grading" / COURSE / "gradebook.db")!r}, "rb").read(16))
 attempt("other submissions", lambda: os.listdir({str(state / "grading" / COURSE / "submitted")!r}))
 attempt("alice's submission", lambda: open({str(state / "grading" / COURSE / "submitted" / "alice" / ASSIGNMENT / (ASSIGNMENT + ".ipynb"))!r}).read(10))
@@ -163,7 +195,9 @@ attempt("network to the hub", lambda: connect({hub.port}))
 attempt("network to the service", lambda: connect({service_port}))
 attempt("network outside", lambda: connect(53) and socket.create_connection(("1.1.1.1", 53), timeout=3))
 print("UID", os.getuid())
-''' + solution_notebook().cells[3].source
+"""
+        + solution_notebook().cells[3].source
+    )
 
 
 def test_sandboxed_grading_isolation_timeouts_memory(hub, released):
@@ -173,8 +207,9 @@ def test_sandboxed_grading_isolation_timeouts_memory(hub, released):
     submissions = {
         "mallory": with_cell(nb, "softmax", probe_cell(hub)),
         "loopy": with_cell(nb, "accuracy", "while True:\n    pass\n"),  # interrupted at the per-cell limit
-        "stubborn": with_cell(nb, "accuracy", "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                                              "while True:\n    pass\n"),  # ignores interrupts: every later cell waits
+        "stubborn": with_cell(
+            nb, "accuracy", "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass\n"
+        ),  # ignores interrupts: every later cell waits
         "sleepy": with_extra_cells(nb, ["import time\ntime.sleep(4)"] * 6),  # each cell in time, all too slow
         "hog": with_cell(nb, "accuracy", "hoard = []\nwhile True:\n    hoard.append(bytearray(50 * 1024 * 1024))\n"),
         "crasher": with_cell(nb, "accuracy", "import os\nos.kill(os.getpid(), 9)\n"),
@@ -184,15 +219,20 @@ def test_sandboxed_grading_isolation_timeouts_memory(hub, released):
         r = submit(hub, name, notebook)
         assert r.status_code == 201, r.text
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect").status_code == 200
-    r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde",
-                    json={"students": ["sleepy", "stubborn", "mallory", "loopy", "hog", "crasher", "carol"]})
+    r = hub.service(
+        "POST",
+        f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde",
+        json={"students": ["sleepy", "stubborn", "mallory", "loopy", "hog", "crasher", "carol"]},
+    )
     assert r.status_code == 202, r.text
     jobs = wait_jobs(hub, [j["id"] for j in r.json()["jobs"]])
 
     mallory = jobs["mallory"]
     assert mallory["state"] == "done" and mallory["score"] == 10, mallory
     graded = hub.state_dir / "grading" / COURSE / "autograded" / "mallory" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    text = "".join(o.get("text", "") for c in nbformat.read(str(graded), as_version=4).cells for o in c.get("outputs", []))
+    text = "".join(
+        o.get("text", "") for c in nbformat.read(str(graded), as_version=4).cells for o in c.get("outputs", [])
+    )
     attempts = [line for line in text.splitlines() if line.startswith("ATTEMPT")]
     assert len(attempts) == 11, text
     assert all(" failed " in line for line in attempts), "\n".join(attempts)
@@ -234,8 +274,9 @@ def test_instructor_grades_by_hand_in_formgrader_in_their_sandbox(hub, released)
     r = hub.spawn("instructor", COURSE)
     assert r.status_code in (201, 202), r.text
     token = hub.token_for("instructor")
-    got = requests.get(f"{hub.url}/user/instructor/formgrader/api/assignments",
-                       headers={"Authorization": f"token {token}"}, timeout=60)
+    got = requests.get(
+        f"{hub.url}/user/instructor/formgrader/api/assignments", headers={"Authorization": f"token {token}"}, timeout=60
+    )
     assert got.status_code == 200, got.text[:300]
     assignments = {a["name"]: a for a in got.json()}
     assert assignments[ASSIGNMENT]["num_submissions"] >= 1, assignments

@@ -16,8 +16,18 @@ import nbformat
 import pytest
 from clusterkit import CHART_HUB_ROLE_RULES
 from conftest import start_hub
-from gradingkit import (ASSIGNMENT, COURSE, PROBE_PRELUDE, REPO, blank_notebook, solution_notebook, submit,
-                        wait_jobs, with_cell, with_extra_cells)
+from gradingkit import (
+    ASSIGNMENT,
+    COURSE,
+    PROBE_PRELUDE,
+    REPO,
+    blank_notebook,
+    solution_notebook,
+    submit,
+    wait_jobs,
+    with_cell,
+    with_extra_cells,
+)
 from kubernetes import watch
 
 from aifhub.kube import manifests
@@ -40,7 +50,9 @@ class JobRecorder:
     def run(self, version):
         while not self.stop.is_set():
             w = watch.Watch()
-            for event in w.stream(self.kube.batch.list_namespaced_job, self.ns, resource_version=version, timeout_seconds=5):
+            for event in w.stream(
+                self.kube.batch.list_namespaced_job, self.ns, resource_version=version, timeout_seconds=5
+            ):
                 version = event["object"].metadata.resource_version
                 if event["type"] == "ADDED":
                     self.created.append(self.kube.dict(event["object"]))
@@ -56,8 +68,12 @@ def cluster(kube_cluster, hub_dir):
     kube = kube_cluster
     ns = kube.namespace("aifhub-grading")
     kube.apply(manifests.priority_classes())
-    kube.apply(manifests.storage(namespace=ns) + [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)]
-               + manifests.grading_rbac(namespace=ns), ns)
+    kube.apply(
+        manifests.storage(namespace=ns)
+        + [manifests.grading_network_policy(ns), manifests.gradebook_network_policy(ns)]
+        + manifests.grading_rbac(namespace=ns),
+        ns,
+    )
     kube.service_account(ns, "hub", rules=CHART_HUB_ROLE_RULES)
     kubeconfig = kube.token_kubeconfig(hub_dir / "hub-sa.kubeconfig", ns, "hub")
     deadline = time.monotonic() + 60
@@ -73,13 +89,20 @@ def cluster(kube_cluster, hub_dir):
 
 @pytest.fixture(scope="module")
 def hub(hub_dir, cluster):
-    args = " ".join([
-        "--GradingManager.backend=kubernetes", f"--GradingManager.kube_config={cluster['kubeconfig']}",
-        f"--GradingManager.kube_namespace={cluster['ns']}", f"--GradingManager.scratch_dir={cluster['volume']}/jobs",
-        f"--GradingManager.kube_volume_root={cluster['volume']}",
-        "--GradingManager.workers=2", "--GradingManager.cell_timeout=5", "--GradingManager.notebook_timeout=25",
-        "--GradingManager.kube_start_timeout=60", "--GradingManager.kube_registry=registry.example.org",
-    ])
+    args = " ".join(
+        [
+            "--GradingManager.backend=kubernetes",
+            f"--GradingManager.kube_config={cluster['kubeconfig']}",
+            f"--GradingManager.kube_namespace={cluster['ns']}",
+            f"--GradingManager.scratch_dir={cluster['volume']}/jobs",
+            f"--GradingManager.kube_volume_root={cluster['volume']}",
+            "--GradingManager.workers=2",
+            "--GradingManager.cell_timeout=5",
+            "--GradingManager.notebook_timeout=25",
+            "--GradingManager.kube_start_timeout=60",
+            "--GradingManager.kube_registry=registry.example.org",
+        ]
+    )
     hub = start_hub(hub_dir, gpus="none", env={"AIFHUB_SERVICE_ARGS": args})
     yield hub
     hub.stop()
@@ -88,7 +111,9 @@ def hub(hub_dir, cluster):
 def probe(hub, volume):
     """Part A's solution after attempts at what a submission must never reach."""
     state = hub.state_dir
-    return PROBE_PRELUDE + f'''
+    return (
+        PROBE_PRELUDE
+        + f"""
 attempt("gradebook", lambda: open({str(state / "grading" / COURSE / "gradebook.db")!r}, "rb").read(16))
 attempt("other submissions", lambda: os.listdir({str(state / "grading" / COURSE / "submitted")!r}))
 attempt("the grading volume", lambda: os.listdir({str(volume)!r}))
@@ -97,7 +122,11 @@ attempt("service account token", lambda: open("/var/run/secrets/kubernetes.io/se
 attempt("environment secrets", env_secret)
 attempt("network to the hub", lambda: socket.create_connection(("127.0.0.1", {hub.port}), timeout=3))
 print("MOUNTS", sorted(l.split()[4] for l in open("/proc/self/mountinfo") if "/grading" in l.split()[4]))
-''' + next(c.source for c in solution_notebook().cells if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax")
+"""
+        + next(
+            c.source for c in solution_notebook().cells if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax"
+        )
+    )
 
 
 def test_submissions_are_graded_in_jobs_that_reach_nothing_else(hub, cluster):
@@ -110,23 +139,34 @@ def test_submissions_are_graded_in_jobs_that_reach_nothing_else(hub, cluster):
         "loopy": with_cell(nb, "accuracy", "while True:\n    pass\n"),  # interrupted at the per-cell limit
         "sleepy": with_extra_cells(nb, ["import time\ntime.sleep(4)"] * 8),  # every cell in time, all too slow
         "crasher": with_cell(nb, "accuracy", "import os\nos.kill(os.getpid(), 9)\n"),
-        "forker": with_extra_cells(nb, ["import subprocess\nsubprocess.Popen(['sh', '-c', "
-                                        "'sleep 1; echo tampered > /grading/output.ipynb; sleep 60'], start_new_session=True)"]),
+        "forker": with_extra_cells(
+            nb,
+            [
+                "import subprocess\nsubprocess.Popen(['sh', '-c', "
+                "'sleep 1; echo tampered > /grading/output.ipynb; sleep 60'], start_new_session=True)"
+            ],
+        ),
     }
     for name, notebook in submissions.items():
         hub.service("POST", f"courses/{COURSE}/enrol", token=hub.token_for(name))
         assert submit(hub, name, notebook).status_code == 201
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect").status_code == 200
-    r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={"students": sorted(submissions)})
+    r = hub.service(
+        "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde", json={"students": sorted(submissions)}
+    )
     assert r.status_code == 202, r.text
     jobs = wait_jobs(hub, [j["id"] for j in r.json()["jobs"]], timeout=240)
 
-    assert jobs["alice"]["state"] == "done" and jobs["alice"]["score"] == jobs["alice"]["max_score"] == 10, jobs["alice"]
+    assert jobs["alice"]["state"] == "done" and jobs["alice"]["score"] == jobs["alice"]["max_score"] == 10, jobs[
+        "alice"
+    ]
     assert jobs["bob"]["state"] == "done" and jobs["bob"]["score"] == 0, jobs["bob"]
     mallory = jobs["mallory"]
     assert mallory["state"] == "done" and mallory["score"] == 10, mallory
     graded = hub.state_dir / "grading" / COURSE / "autograded" / "mallory" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    text = "".join(o.get("text", "") for c in nbformat.read(str(graded), as_version=4).cells for o in c.get("outputs", []))
+    text = "".join(
+        o.get("text", "") for c in nbformat.read(str(graded), as_version=4).cells for o in c.get("outputs", [])
+    )
     attempts = [line for line in text.splitlines() if line.startswith("ATTEMPT")]
     assert len(attempts) == 7 and all(" failed " in line for line in attempts), "\n".join(attempts)
     assert "MOUNTS ['/grading']" in text, text  # its own job folder, nothing else of the volume
@@ -162,8 +202,9 @@ def test_submissions_are_graded_in_jobs_that_reach_nothing_else(hub, cluster):
 
 def test_a_gpu_course_asks_the_cluster_for_its_gpu_and_pays_for_it(hub, cluster):
     assert hub.service("POST", f"courses/{GPU_COURSE}/assignments/{GPU_ASSIGNMENT}/release").status_code == 200
-    source = nbformat.read(str(REPO / "courses" / GPU_COURSE / "source" / GPU_ASSIGNMENT / f"{GPU_ASSIGNMENT}.ipynb"),
-                           as_version=4)
+    source = nbformat.read(
+        str(REPO / "courses" / GPU_COURSE / "source" / GPU_ASSIGNMENT / f"{GPU_ASSIGNMENT}.ipynb"), as_version=4
+    )
     hub.ensure_user("learner1")
     assert submit(hub, "learner1", source, course=GPU_COURSE, assignment=GPU_ASSIGNMENT).status_code == 201
     assert hub.service("POST", f"courses/{GPU_COURSE}/assignments/{GPU_ASSIGNMENT}/collect").status_code == 200
@@ -183,7 +224,19 @@ def test_a_gpu_course_asks_the_cluster_for_its_gpu_and_pays_for_it(hub, cluster)
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["tolerations"]
     assert "pytorch" in pod["containers"][0]["image"]
-    sessions = json.loads(hub.cli("usage", "report", "--format", "json", "--course", GPU_COURSE, "--user", "aifhub-grader",
-                                  "--state-dir", str(hub.state_dir)).stdout)["sessions"]
+    sessions = json.loads(
+        hub.cli(
+            "usage",
+            "report",
+            "--format",
+            "json",
+            "--course",
+            GPU_COURSE,
+            "--user",
+            "aifhub-grader",
+            "--state-dir",
+            str(hub.state_dir),
+        ).stdout
+    )["sessions"]
     assert len(sessions) == 1 and sessions[0]["gpus"] == 1 and sessions[0]["gpu_ms"] > 0, sessions
     assert sessions[0]["state"] == "ended"

@@ -26,8 +26,11 @@ SERVICE_ARGS = "--GradingManager.workers=2 --GradingManager.cell_timeout=10 --Gr
 
 @pytest.fixture(scope="module")
 def hub(hub_dir, pg_database):
-    hub = start_hub(hub_dir, gpus="none", env={
-        "AIFHUB_DB_URL": pg_database, "AIFHUB_SERVICE_ARGS": SERVICE_ARGS + " --GradingManager.gradebook=sqlite"})
+    hub = start_hub(
+        hub_dir,
+        gpus="none",
+        env={"AIFHUB_DB_URL": pg_database, "AIFHUB_SERVICE_ARGS": SERVICE_ARGS + " --GradingManager.gradebook=sqlite"},
+    )
     yield hub
     hub.stop()
 
@@ -118,8 +121,11 @@ def test_formgrader_uses_the_postgresql_gradebook_and_learners_cannot_read_its_u
     url_file = hub.state_dir / "grading" / COURSE / "gradebook.url"
     assert url_file.read_text().startswith("postgresql")
     assert hub.spawn("instructor", COURSE).status_code in (201, 202)
-    got = requests.get(f"{hub.url}/user/instructor/formgrader/api/assignments", timeout=60,
-                       headers={"Authorization": f"token {hub.token_for('instructor')}"})
+    got = requests.get(
+        f"{hub.url}/user/instructor/formgrader/api/assignments",
+        timeout=60,
+        headers={"Authorization": f"token {hub.token_for('instructor')}"},
+    )
     assert got.status_code == 200, got.text[:300]
     assert {a["name"]: a for a in got.json()}[ASSIGNMENT]["num_submissions"] == 3
     hub.stop_server("instructor")

@@ -13,7 +13,9 @@ from conftest import AS_ROOT, start_hub
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(not AS_ROOT, reason="hard limits need the hub to run as root"),
-    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is needed: apt-get install bubblewrap"),
+    pytest.mark.skipif(
+        shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is needed: apt-get install bubblewrap"
+    ),
 ]
 
 LIMITS_COURSE = """\
@@ -65,8 +67,13 @@ def hub(hub_dir):
             course.mkdir()
             (course / "course.yaml").write_text(text)
 
-    hub = start_hub(hub_dir, gpus="0,1", prepare_courses=courses, extra_args=("--config", str(config)),
-                    env={"AIFHUB_SERVICE_ARGS": "--DiskWatch.interval=1 --DiskWatch.grace=4"})
+    hub = start_hub(
+        hub_dir,
+        gpus="0,1",
+        prepare_courses=courses,
+        extra_args=("--config", str(config)),
+        env={"AIFHUB_SERVICE_ARGS": "--DiskWatch.interval=1 --DiskWatch.grace=4"},
+    )
     hub.devices = devices
     yield hub
     assert hub.stop() == 0
@@ -80,11 +87,14 @@ def started(hub, name, course):
 
 def test_a_sandbox_over_its_memory_limit_is_killed_and_the_learner_told(hub):
     name = started(hub, "greedy", "limits-lab")
-    out = hub.run_in_kernel(name, """
+    out = hub.run_in_kernel(
+        name,
+        """
 import subprocess, sys
 hog = subprocess.run([sys.executable, '-c', 'b = bytearray(1500 * 2**20); print(len(b))'])
 print('exit', hog.returncode)
-""")
+""",
+    )
     assert "exit -9" in out, out  # killed by the kernel's OOM killer, not a MemoryError inside
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -100,7 +110,9 @@ print('exit', hog.returncode)
 
 def test_processes_cpu_and_tmp_are_capped(hub):
     name = started(hub, "forker", "limits-lab")
-    out = hub.run_in_kernel(name, """
+    out = hub.run_in_kernel(
+        name,
+        """
 import os, subprocess, time
 procs = []
 try:
@@ -117,7 +129,9 @@ while time.monotonic() - t0 < 2:
 print('cpu share', round((time.process_time() - c0) / (time.monotonic() - t0), 2))
 st = os.statvfs('/tmp')
 print('tmp bytes', st.f_blocks * st.f_frsize, 'mode', oct(os.stat('/tmp').st_mode & 0o7777))
-""", timeout=90)
+""",
+        timeout=90,
+    )
     assert "started all" not in out, out
     refused = int(out.split("refused after ")[1].split()[0])
     assert 30 < refused < 64, out  # 64 processes and threads in all, the server's and the kernel's included
@@ -137,7 +151,7 @@ def test_a_sandbox_cannot_open_another_gpus_device_node(hub):
     probe = f"""
 import os
 os.environ['CUDA_VISIBLE_DEVICES'] = '0,1'  # what a curious learner tries
-for node in ('/dev/nvidia0', '/dev/nvidia1', '/dev/nvidiactl', '/dev/nvidia-uvm', {str(hub.devices / 'nvidia0')!r}):
+for node in ('/dev/nvidia0', '/dev/nvidia1', '/dev/nvidiactl', '/dev/nvidia-uvm', {str(hub.devices / "nvidia0")!r}):
     try:
         os.close(os.open(node, os.O_RDWR))
         print(node, 'opened')
@@ -157,9 +171,14 @@ for node in ('/dev/nvidia0', '/dev/nvidia1', '/dev/nvidiactl', '/dev/nvidia-uvm'
 
 def test_sandboxes_see_only_their_own_processes_and_tmp(hub):
     a, b = started(hub, "watcher", "limits-lab"), started(hub, "watched", "limits-lab")
-    hub.run_in_kernel(b, "open('/tmp/watched-was-here', 'w').write('x'); import subprocess; "
-                         "subprocess.Popen(['sleep', '300', 'watched-secret-argument'], start_new_session=True)")
-    out = hub.run_in_kernel(a, """
+    hub.run_in_kernel(
+        b,
+        "open('/tmp/watched-was-here', 'w').write('x'); import subprocess; "
+        "subprocess.Popen(['sleep', '300', 'watched-secret-argument'], start_new_session=True)",
+    )
+    out = hub.run_in_kernel(
+        a,
+        """
 import os
 cmds = []
 for pid in filter(str.isdigit, os.listdir('/proc')):
@@ -171,7 +190,8 @@ print(len(cmds), 'processes')
 print('secret seen' if any('watched-secret' in c for c in cmds) else 'secret hidden')
 print('hub seen' if any(w in c for c in cmds for w in ('-m jupyterhub', 'aifhub.service', 'http-proxy')) else 'hub hidden')
 print('tmp', 'shared' if os.path.exists('/tmp/watched-was-here') else 'private')
-""")
+""",
+    )
     assert "secret hidden" in out and "hub hidden" in out and "tmp private" in out, out
     assert int(out.split()[0]) <= 6, out  # bwrap's reaper, the server, the kernel (and this probe's children)
     hub.stop_server(b)
@@ -186,7 +206,9 @@ print('tmp', 'shared' if os.path.exists('/tmp/watched-was-here') else 'private')
 
 def test_a_work_folder_over_the_disk_limit_is_stopped_and_an_oversized_file_refused(hub):
     name = started(hub, "hoarder", "limits-lab")
-    out = hub.run_in_kernel(name, """
+    out = hub.run_in_kernel(
+        name,
+        """
 import os
 try:
     with open('one-big-file.bin', 'wb') as f:
@@ -198,7 +220,8 @@ for i in range(2):
     with open(f'part{i}.bin', 'wb') as f:
         f.write(b'y' * (30 * 10**6))
 print('parts written')
-""")
+""",
+    )
     assert "big file refused 27" in out and "parts written" in out, out  # EFBIG at the course's 50M
     token = hub.token_for(name)
     deadline, warned = time.monotonic() + 30, None

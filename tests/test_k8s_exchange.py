@@ -22,7 +22,9 @@ def test_pods_get_the_exchange_url_through_the_hub_service():
 
 def test_the_hub_service_exposes_the_aifhub_port_to_sandboxes():
     values = yaml.safe_load((REPO / "k8s" / "rendered" / "values.yaml").read_text())
-    assert {"name": "aifhub", "port": SERVICE_PORT, "targetPort": SERVICE_PORT} in values["hub"]["service"]["extraPorts"]
+    assert {"name": "aifhub", "port": SERVICE_PORT, "targetPort": SERVICE_PORT} in values["hub"]["service"][
+        "extraPorts"
+    ]
     ingress = values["hub"]["networkPolicy"]["ingress"]
     assert any(rule["ports"] == [{"port": SERVICE_PORT, "protocol": "TCP"}] for rule in ingress)
 

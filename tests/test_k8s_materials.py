@@ -29,8 +29,12 @@ def test_the_archive_holds_what_learners_get_and_no_links(tmp_path):
 def test_unpacking_keeps_the_learners_files_and_refuses_names_that_leave(tmp_path):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, body in [("01-intro.ipynb", b"fresh"), ("data/x.csv", b"1,2"), ("../outside.txt", b"no"),
-                           ("/abs.txt", b"no")]:
+        for name, body in [
+            ("01-intro.ipynb", b"fresh"),
+            ("data/x.csv", b"1,2"),
+            ("../outside.txt", b"no"),
+            ("/abs.txt", b"no"),
+        ]:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(body), 0o644
             tar.addfile(info, io.BytesIO(body))
@@ -43,4 +47,8 @@ def test_unpacking_keeps_the_learners_files_and_refuses_names_that_leave(tmp_pat
     added, kept = unpack(buf.getvalue(), home)
     assert (added, kept) == (1, 1)
     assert (home / "01-intro.ipynb").read_text() == "my own work" and (home / "data" / "x.csv").read_text() == "1,2"
-    assert not (tmp_path / "outside.txt").exists() and not os.path.lexists(home / "evil") and not (home / "abs.txt").exists()
+    assert (
+        not (tmp_path / "outside.txt").exists()
+        and not os.path.lexists(home / "evil")
+        and not (home / "abs.txt").exists()
+    )

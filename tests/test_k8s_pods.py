@@ -28,8 +28,12 @@ def kubernetes_validate(tmp_path, docs):
         path = tmp_path / f"{i:02d}-{doc['kind'].lower()}.yaml"
         path.write_text(yaml.safe_dump(doc))
         paths.append(path)
-    proc = subprocess.run([str(VALIDATE), "--strict", "-k", KUBERNETES_VERSION, *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(VALIDATE), "--strict", "-k", KUBERNETES_VERSION, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -152,7 +156,7 @@ async def test_course_b_after_course_a_leaves_no_trace(config):
     gpu = await offline.render_pod(spawner, GPU_KINDS["full-gpu-h100"])
     cpu = await offline.render_pod(spawner, GPU_KINDS["cpu-only"])
     text = json.dumps(cpu)
-    for trace in ("nvidia.com/gpu\"", "NVIDIA-H100", "aifhub-sandbox-gpu", "NVIDIA_DRIVER_CAPABILITIES", "\"h100\""):
+    for trace in ('nvidia.com/gpu"', "NVIDIA-H100", "aifhub-sandbox-gpu", "NVIDIA_DRIVER_CAPABILITIES", '"h100"'):
         assert trace not in text, f"{trace} leaked from the GPU course into the CPU course"
     assert cpu == fresh, "a reused spawner must build exactly what a fresh one builds"
     mig = await offline.render_pod(spawner, GPU_KINDS["mig-1g.10gb"])
@@ -181,8 +185,9 @@ async def test_an_instructors_sandbox_mounts_the_course_directory_for_formgrader
 
 async def test_group_overrides_apply_on_the_clean_baseline(config):
     cfg = copy.deepcopy(config)
-    cfg.KubeSpawner.group_overrides = {"01-staff": {"groups": ["formgrade-gpu-fundamentals"],
-                                                    "spawner_override": {"extra_labels": {"staff": "yes"}}}}
+    cfg.KubeSpawner.group_overrides = {
+        "01-staff": {"groups": ["formgrade-gpu-fundamentals"], "spawner_override": {"extra_labels": {"staff": "yes"}}}
+    }
     spawner = offline.make_spawner("instructor", config=cfg)
     spawner.user.groups = [type("G", (), {"name": "formgrade-gpu-fundamentals"})()]
     for course in (GPU_KINDS["full-gpu-h100"], GPU_KINDS["cpu-only"]):
@@ -201,14 +206,20 @@ async def test_unknown_gpu_kind_and_image_say_what_is_missing(config):
         await offline.render_pod(spawner, course)
 
 
-@pytest.mark.parametrize("pools, message", [
-    ({"h100": {"node_selectr": {}}}, r"gpu_pools\['h100'\]: unknown field 'node_selectr'"),
-    ({"h100": {"tolerations": [{"key": "x", "efect": "NoSchedule"}]}}, r"tolerations\[0\]"),
-    ({"h100": {"node_selector": {"nvidia.com/gpu.present": True}}}, r"node_selector: keys and values must be strings"),
-    ({"H100": {}}, r"lowercase"),
-    ({"cpu": {"resource": "nvidia.com/gpu"}}, r"CPU-only"),
-    ({"h100": {"mem_guarantee_fraction": 2}}, r"\(0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "pools, message",
+    [
+        ({"h100": {"node_selectr": {}}}, r"gpu_pools\['h100'\]: unknown field 'node_selectr'"),
+        ({"h100": {"tolerations": [{"key": "x", "efect": "NoSchedule"}]}}, r"tolerations\[0\]"),
+        (
+            {"h100": {"node_selector": {"nvidia.com/gpu.present": True}}},
+            r"node_selector: keys and values must be strings",
+        ),
+        ({"H100": {}}, r"lowercase"),
+        ({"cpu": {"resource": "nvidia.com/gpu"}}, r"CPU-only"),
+        ({"h100": {"mem_guarantee_fraction": 2}}, r"\(0, 1\]"),
+    ],
+)
 def test_gpu_pools_validation_says_what_is_wrong(kubeconfig, pools, message):
     with pytest.raises(Exception) as info:
         KubeSandboxSpawner(_mock=True, gpu_pools=pools)
@@ -223,12 +234,46 @@ def test_pools_fill_in_resources():
 
 
 def test_cli_pods_prints_the_manifest(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "aifhub", "k8s", "pods", "--course", "gpu-fundamentals", "--user", "learner1",
-                           "--courses", str(REPO / "courses"), "--json"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifhub",
+            "k8s",
+            "pods",
+            "--course",
+            "gpu-fundamentals",
+            "--user",
+            "learner1",
+            "--courses",
+            str(REPO / "courses"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     pod = json.loads(proc.stdout)
     assert pod["kind"] == "Pod" and container(pod)["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "Unclosed" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "aifhub", "k8s", "pods", "--course", "nope", "--user", "learner1",
-                           "--courses", str(REPO / "courses")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aifhub",
+            "k8s",
+            "pods",
+            "--course",
+            "nope",
+            "--user",
+            "learner1",
+            "--courses",
+            str(REPO / "courses"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "no course 'nope'" in proc.stderr

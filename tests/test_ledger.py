@@ -25,7 +25,10 @@ from aifhub.ledger.models import GpuClaim, GpuRate, SandboxSession, UsageEvent
 from aifhub.ledger.units import MS_PER_HOUR
 from aifhub.service.statuses import status_of
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set"))]
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set")),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -96,10 +99,13 @@ def test_fifty_simultaneous_admissions_never_overdraw(db):
         assert s.scalar(select(func.count()).select_from(GpuClaim)) == 5
 
 
-@pytest.mark.parametrize("start, end, reason", [
-    (date(2027, 1, 1), None, "allocation-not-started"),
-    (None, date(2026, 11, 30), "allocation-expired"),
-])
+@pytest.mark.parametrize(
+    "start, end, reason",
+    [
+        (date(2027, 1, 1), None, "allocation-not-started"),
+        (None, date(2026, 11, 30), "allocation-expired"),
+    ],
+)
 def test_allocation_validity_dates(db, start, end, reason):
     grant(db, 100, start=start, end=end)
     with pytest.raises(Refusal) as refused:
@@ -131,8 +137,18 @@ def test_metering_charges_once_per_interval_in_idempotent_events(db):
     with db.session() as s:
         events = list(s.scalars(select(UsageEvent)))
         assert [(e.seq, e.gpu_ms, e.cpu_ms) for e in events] == [(1, 30 * 60_000, 2 * 30 * 60_000)]
-        duplicate = UsageEvent(session_id=a.session_id, seq=1, user="ann", course_id=c.id, allocation_id="ALLOC",
-                               gpu_kind="gpu", start_at=T0, end_at=clock.now, gpu_ms=1, cpu_ms=1)
+        duplicate = UsageEvent(
+            session_id=a.session_id,
+            seq=1,
+            user="ann",
+            course_id=c.id,
+            allocation_id="ALLOC",
+            gpu_kind="gpu",
+            start_at=T0,
+            end_at=clock.now,
+            gpu_ms=1,
+            cpu_ms=1,
+        )
     with pytest.raises(IntegrityError):
         with db.session() as s:
             s.add(duplicate)
@@ -251,7 +267,10 @@ def test_a_new_rate_applies_from_its_date_and_never_rewrites_history(db):
         s.add(GpuRate(kind="gpu", weight_ppm=500_000, effective_from=T0 + timedelta(hours=1)))
     tick(db, c, {("fi", "")}, T0 + timedelta(hours=2))
     with db.session() as s:
-        assert [e.gpu_ms for e in s.scalars(select(UsageEvent).order_by(UsageEvent.seq))] == [MS_PER_HOUR, MS_PER_HOUR // 2]
+        assert [e.gpu_ms for e in s.scalars(select(UsageEvent).order_by(UsageEvent.seq))] == [
+            MS_PER_HOUR,
+            MS_PER_HOUR // 2,
+        ]
 
 
 def test_mig_slices_are_charged_by_their_weight(db):
@@ -280,7 +299,9 @@ def test_exports_table_csv_json(db):
     with db.session() as s:
         rows = reports.session_rows(s)
         assert [(r["user"], r["gpu_hours"], r["cpu_hours"], r["state"]) for r in rows] == [
-            ("ann", 2.5, 5.0, "ended"), ("bob", 1.0, 2.0, "ended")]
+            ("ann", 2.5, 5.0, "ended"),
+            ("bob", 1.0, 2.0, "ended"),
+        ]
         parsed = list(csv.DictReader(io.StringIO(reports.to_csv(rows))))
         assert [p["gpu_ms"] for p in parsed] == ["9000000", "3600000"]
         assert reports.session_rows(s, user="bob")[0]["gpu_ms"] == MS_PER_HOUR
@@ -294,7 +315,10 @@ def test_export_waldur_component_usages(db):
     assert payload["set_usage"]["date"] == "2026-12-01"
     usages = {u["type"]: u["amount"] for u in payload["set_usage"]["usages"]}
     assert usages == {"gpu": "3.50", "cpu": "7.00"}
-    assert payload["set_user_usages"]["usages"] == [{"username": "ann", "usage": "2.50"}, {"username": "bob", "usage": "1.00"}]
+    assert payload["set_user_usages"]["usages"] == [
+        {"username": "ann", "usage": "2.50"},
+        {"username": "bob", "usage": "1.00"},
+    ]
     json.dumps(payload)
 
 
@@ -315,8 +339,11 @@ def test_export_car_records(db):
     assert ann.find("urf:UserIdentity/urf:GroupAttribute", ns).text == "ALLOC"
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["admit", "tick", "release"]), st.integers(0, 5), st.integers(1, 50)),
-               min_size=1, max_size=30)
+OPS = st.lists(
+    st.tuples(st.sampled_from(["admit", "tick", "release"]), st.integers(0, 5), st.integers(1, 50)),
+    min_size=1,
+    max_size=30,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -361,8 +388,18 @@ def test_invariants_hold_on_random_event_sequences(tmp_path, ops):
         for session_id, seq, _ in before[:3]:  # replaying a recorded event is refused, and changes nothing
             with pytest.raises(IntegrityError):
                 with db.session() as s:
-                    s.add(UsageEvent(session_id=session_id, seq=seq, user="x", course_id=c.id, start_at=T0,
-                                     end_at=T0, gpu_ms=999, cpu_ms=0))
+                    s.add(
+                        UsageEvent(
+                            session_id=session_id,
+                            seq=seq,
+                            user="x",
+                            course_id=c.id,
+                            start_at=T0,
+                            end_at=T0,
+                            gpu_ms=999,
+                            cpu_ms=0,
+                        )
+                    )
         with db.session() as s:
             assert [(e.session_id, e.seq, e.gpu_ms) for e in s.scalars(select(UsageEvent))] == before
     finally:

@@ -26,7 +26,10 @@ from bench.ledger_v020 import metering as old_metering  # noqa: E402
 from bench.ledger_v020 import sandboxes as old_sandboxes  # noqa: E402
 
 SUPERSEDED = "superseded by a new start"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set"))]
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set")),
+]
 
 
 class Side:
@@ -54,20 +57,40 @@ class Side:
 
     def state(self):
         with self.db.session() as s:
-            sessions = [(x.id, x.user, x.state, x.seq, x.charged_gpu_ms, x.charged_cpu_ms, x.warned_percent,
-                         x.charge_until, x.stop_reason, x.end_reason, x.last_charged_at,
-                         None if x.end_reason == SUPERSEDED else x.ended_at)  # (ended by the wall clock then)
-                        for x in s.scalars(select(SandboxSession).order_by(SandboxSession.id))]
-            events = [(e.session_id, e.seq, e.start_at, e.end_at, e.gpu_ms, e.cpu_ms, e.allocation_id)
-                      for e in s.scalars(select(UsageEvent).order_by(UsageEvent.session_id, UsageEvent.seq))]
+            sessions = [
+                (
+                    x.id,
+                    x.user,
+                    x.state,
+                    x.seq,
+                    x.charged_gpu_ms,
+                    x.charged_cpu_ms,
+                    x.warned_percent,
+                    x.charge_until,
+                    x.stop_reason,
+                    x.end_reason,
+                    x.last_charged_at,
+                    None if x.end_reason == SUPERSEDED else x.ended_at,
+                )  # (ended by the wall clock then)
+                for x in s.scalars(select(SandboxSession).order_by(SandboxSession.id))
+            ]
+            events = [
+                (e.session_id, e.seq, e.start_at, e.end_at, e.gpu_ms, e.cpu_ms, e.allocation_id)
+                for e in s.scalars(select(UsageEvent).order_by(UsageEvent.session_id, UsageEvent.seq))
+            ]
         return sessions, events
 
 
 @pytest.fixture(params=BACKENDS)
 def sides(request, tmp_path):
     new = Side(fresh_database(request.param, tmp_path), admission.admit, metering.release, metering.tick, Refusal)
-    old = Side(fresh_database(request.param, tmp_path), old_sandboxes.admit, old_sandboxes.release, old_metering.tick,
-               old_errors.Refusal)
+    old = Side(
+        fresh_database(request.param, tmp_path),
+        old_sandboxes.admit,
+        old_sandboxes.release,
+        old_metering.tick,
+        old_errors.Refusal,
+    )
     yield new, old
     new.db.close()
     old.db.close()
@@ -111,4 +134,6 @@ def test_the_batched_tick_decides_as_the_per_session_tick(sides, seed, bulk, mon
             assert a == b, (step, a, b)
         assert got[1] == want[1], step
     sessions, events = new.state()
-    assert len(events) > 150 and any(s[8] for s in sessions) and any(s[6] for s in sessions)  # it charged, stopped, warned
+    assert (
+        len(events) > 150 and any(s[8] for s in sessions) and any(s[6] for s in sessions)
+    )  # it charged, stopped, warned

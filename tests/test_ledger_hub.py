@@ -43,14 +43,21 @@ def add_courses(courses):
 @pytest.fixture(scope="module")
 def hub(hub_dir):
     gpus = ",".join(str(i) for i in range(60))
-    hub = start_hub(hub_dir, gpus=gpus, prepare_courses=add_courses, meter_interval=1,
-                    env={"AIFHUB_STOP_GRACE": "5", "AIFHUB_NOTICES_INTERVAL": "1"})
+    hub = start_hub(
+        hub_dir,
+        gpus=gpus,
+        prepare_courses=add_courses,
+        meter_interval=1,
+        env={"AIFHUB_STOP_GRACE": "5", "AIFHUB_NOTICES_INTERVAL": "1"},
+    )
     yield hub
     hub.stop()
 
 
 def usage(hub, *filters):
-    return json.loads(hub.cli("usage", "report", "--format", "json", "--state-dir", str(hub.state_dir), *filters).stdout)["sessions"]
+    return json.loads(
+        hub.cli("usage", "report", "--format", "json", "--state-dir", str(hub.state_dir), *filters).stdout
+    )["sessions"]
 
 
 def test_the_demo_allocation_is_seeded(hub):
@@ -77,13 +84,16 @@ def test_fifty_learners_at_once_against_an_allocation_for_five(hub):
         t.join()
     started = [i for i, r in results.items() if r.status_code in (201, 202)]
     refused = [r for r in results.values() if r.status_code == 403]
-    assert len(started) == 5, {i: (r.status_code, r.text[:100]) for i, r in results.items() if r.status_code not in (201, 202, 403)}
+    assert len(started) == 5, {
+        i: (r.status_code, r.text[:100]) for i, r in results.items() if r.status_code not in (201, 202, 403)
+    }
     assert len(refused) == 45 and all("STORM-5" in r.json()["message"] for r in refused)
     shown = json.loads(hub.cli("alloc", "show", "STORM-5", "--json", "--url", hub.url).stdout)
     assert shown["held_gpu_hours"] + shown["used_gpu_hours"] == pytest.approx(5, abs=0.01)
     assert shown["remaining_gpu_hours"] >= -0.01
-    metrics = requests.get(f"{hub.url}/services/aifhub/metrics", timeout=30,
-                           headers={"Authorization": f"token {ADMIN_TOKEN}"}).text
+    metrics = requests.get(
+        f"{hub.url}/services/aifhub/metrics", timeout=30, headers={"Authorization": f"token {ADMIN_TOKEN}"}
+    ).text
     assert 'aifhub_spawn_refusals_total{reason="allocation-exhausted"} 45.0' in metrics
     assert 'aifhub_allocation_granted_gpu_hours{allocation="STORM-5"} 5.0' in metrics
     for i in started:
@@ -97,8 +107,11 @@ def test_a_quota_that_runs_out_warns_then_stops_and_refuses(hub):
     token = hub.token_for("quick")
     browser = requests.Session()  # the learner's browser, on the hub's own home page
     browser.get(f"{hub.url}/hub/login", timeout=30)
-    browser.post(f"{hub.url}/hub/login", timeout=30, data={"username": "quick", "password": PASSWORD,
-                                                           "_xsrf": browser.cookies.get("_xsrf", path="/hub/")})
+    browser.post(
+        f"{hub.url}/hub/login",
+        timeout=30,
+        data={"username": "quick", "password": PASSWORD, "_xsrf": browser.cookies.get("_xsrf", path="/hub/")},
+    )
     started = time.monotonic()
     r = hub.spawn("quick", "tiny")  # 0.004 GPU-hours = 14.4 s
     assert r.status_code in (201, 202), r.text
@@ -134,7 +147,9 @@ def test_kill_9_of_hub_and_service_loses_and_doubles_nothing(hub):
         hub.wait_ready(name)
     time.sleep(2)
     service_pid = int((hub.state_dir / "service.pid").read_text())
-    jupyterhub = int(subprocess.run(["pgrep", "-P", str(hub.proc.pid)], capture_output=True, text=True).stdout.split()[0])
+    jupyterhub = int(
+        subprocess.run(["pgrep", "-P", str(hub.proc.pid)], capture_output=True, text=True).stdout.split()[0]
+    )
     os.kill(service_pid, signal.SIGKILL)
     os.kill(jupyterhub, signal.SIGKILL)
     hub.proc.wait(30)
@@ -154,7 +169,11 @@ def test_kill_9_of_hub_and_service_loses_and_doubles_nothing(hub):
     import sqlite3
 
     with sqlite3.connect(hub.state_dir / "aifhub.sqlite") as conn:
-        dup = conn.execute("SELECT session_id, seq, COUNT(*) FROM usage_events GROUP BY session_id, seq HAVING COUNT(*) > 1").fetchall()
-        gaps = conn.execute("SELECT a.session_id FROM usage_events a JOIN usage_events b ON a.session_id = b.session_id "
-                            "AND b.seq = a.seq + 1 WHERE b.start_at != a.end_at").fetchall()
+        dup = conn.execute(
+            "SELECT session_id, seq, COUNT(*) FROM usage_events GROUP BY session_id, seq HAVING COUNT(*) > 1"
+        ).fetchall()
+        gaps = conn.execute(
+            "SELECT a.session_id FROM usage_events a JOIN usage_events b ON a.session_id = b.session_id "
+            "AND b.seq = a.seq + 1 WHERE b.start_at != a.end_at"
+        ).fetchall()
     assert dup == [] and gaps == []

@@ -11,16 +11,19 @@ from aifhub.auth.claims import DEFAULT_RULES, grants_from, parse_rules
 from aifhub.auth.config import AuthConfigError, load
 
 
-@pytest.mark.parametrize("value, style, expected", [
-    ("ana@dex.test", "hashed", r"ana-[a-z2-7]{12}"),
-    ("28c5353b8bb34984a8bd4169ba94c606@myaccessid.org", "hashed", r"28c5353b8bb34984a8bd-[a-z2-7]{12}"),
-    ("CiQwOGE4Njg0Yi1kYjg4LTRi", "hashed", r"ciqwoge4njg0yi1kyjg4-[a-z2-7]{12}"),
-    ("../../etc/passwd", "hashed", r"etc-passwd-[a-z2-7]{12}"),
-    ("Ünïcode Nàme", "hashed", r"n-code-n-me-[a-z2-7]{12}"),
-    ("!!!", "hashed", r"user-[a-z2-7]{12}"),
-    ("jdoe", "claim", r"jdoe"),
-    ("j.doe@uni.example", "claim", r"j\.doe@uni\.example"),
-])
+@pytest.mark.parametrize(
+    "value, style, expected",
+    [
+        ("ana@dex.test", "hashed", r"ana-[a-z2-7]{12}"),
+        ("28c5353b8bb34984a8bd4169ba94c606@myaccessid.org", "hashed", r"28c5353b8bb34984a8bd-[a-z2-7]{12}"),
+        ("CiQwOGE4Njg0Yi1kYjg4LTRi", "hashed", r"ciqwoge4njg0yi1kyjg4-[a-z2-7]{12}"),
+        ("../../etc/passwd", "hashed", r"etc-passwd-[a-z2-7]{12}"),
+        ("Ünïcode Nàme", "hashed", r"n-code-n-me-[a-z2-7]{12}"),
+        ("!!!", "hashed", r"user-[a-z2-7]{12}"),
+        ("jdoe", "claim", r"jdoe"),
+        ("j.doe@uni.example", "claim", r"j\.doe@uni\.example"),
+    ],
+)
 def test_user_names(value, style, expected):
     import re
 
@@ -38,51 +41,82 @@ def test_hashed_names_are_stable_and_never_collide_where_sanitising_would():
     values = ["a.b@x", "a-b@x", "A.B@x", "a_b@x", "a b@x"]
     got = {names.username_for(v, "hashed", "https://idp.example") for v in values}
     assert len(got) == len(values)
-    assert names.username_for("a.b@x", "hashed", "https://idp.example") == names.username_for("a.b@x", "hashed", "https://idp.example")
+    assert names.username_for("a.b@x", "hashed", "https://idp.example") == names.username_for(
+        "a.b@x", "hashed", "https://idp.example"
+    )
     assert names.username_for("a.b@x", "hashed", "https://other.example") not in got
     assert names.username_for("A.B@x", "hashed", "i", casefold=True) == names.username_for("a.b@x", "hashed", "i")
 
 
-@pytest.mark.parametrize("values, courses, admin", [
-    (["urn:geant:myaccessid.org:group:aifhub:gpu-fundamentals#aai.example"], {"gpu-fundamentals": "learner"}, False),
-    (["urn:geant:myaccessid.org:group:aifhub:gpu-fundamentals:role=instructor#aai.example",
-      "urn:geant:myaccessid.org:group:aifhub:gpu-fundamentals#aai.example"], {"gpu-fundamentals": "instructor"}, False),
-    (["urn:geant:myaccessid.org:group:aifhub:admins#aai.example"], {}, True),
-    (["urn:geant:myaccessid.org:group:aifhub:Bad_Course#x", "urn:geant:x:group:other:dl-basics#x", "aifhub"], {}, False),
-    (["urn:geant:x:group:aifhub:dl-basics:role=member#x"], {}, False),
-])
+@pytest.mark.parametrize(
+    "values, courses, admin",
+    [
+        (
+            ["urn:geant:myaccessid.org:group:aifhub:gpu-fundamentals#aai.example"],
+            {"gpu-fundamentals": "learner"},
+            False,
+        ),
+        (
+            [
+                "urn:geant:myaccessid.org:group:aifhub:gpu-fundamentals:role=instructor#aai.example",
+                "urn:geant:myaccessid.org:group:aifhub:gpu-fundamentals#aai.example",
+            ],
+            {"gpu-fundamentals": "instructor"},
+            False,
+        ),
+        (["urn:geant:myaccessid.org:group:aifhub:admins#aai.example"], {}, True),
+        (
+            ["urn:geant:myaccessid.org:group:aifhub:Bad_Course#x", "urn:geant:x:group:other:dl-basics#x", "aifhub"],
+            {},
+            False,
+        ),
+        (["urn:geant:x:group:aifhub:dl-basics:role=member#x"], {}, False),
+    ],
+)
 def test_default_rules(values, courses, admin):
     grants = grants_from(values, parse_rules(DEFAULT_RULES))
     assert grants.courses == courses and grants.admin == admin
 
 
 def test_rule_with_a_named_course_and_plain_groups():
-    rules = parse_rules([{"pattern": "ws-gpu-2026", "role": "learner", "course": "gpu-fundamentals"},
-                         {"pattern": "{course}-teachers", "role": "instructor"}])
+    rules = parse_rules(
+        [
+            {"pattern": "ws-gpu-2026", "role": "learner", "course": "gpu-fundamentals"},
+            {"pattern": "{course}-teachers", "role": "instructor"},
+        ]
+    )
     assert grants_from(["ws-gpu-2026", "dl-basics-teachers"], rules).courses == {
-        "gpu-fundamentals": "learner", "dl-basics": "instructor"}
+        "gpu-fundamentals": "learner",
+        "dl-basics": "instructor",
+    }
 
 
-@pytest.mark.parametrize("rule, message", [
-    ({"pattern": "x", "role": "learner"}, "has no {course}"),
-    ({"pattern": "{course}", "role": "boss"}, "role of"),
-    ({"pattern": "{course}:{course}", "role": "learner"}, "more than once"),
-    ({"pattern": "admins", "role": "admin", "course": "x"}, "may name no course"),
-    ({"pattern": "g", "role": "learner", "course": "Not A Course"}, "is not a course id"),
-    ({"pattern": "g", "role": "learner", "course": "c", "extra": 1}, "unknown key"),
-    ("just-a-string", "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ({"pattern": "x", "role": "learner"}, "has no {course}"),
+        ({"pattern": "{course}", "role": "boss"}, "role of"),
+        ({"pattern": "{course}:{course}", "role": "learner"}, "more than once"),
+        ({"pattern": "admins", "role": "admin", "course": "x"}, "may name no course"),
+        ({"pattern": "g", "role": "learner", "course": "Not A Course"}, "is not a course id"),
+        ({"pattern": "g", "role": "learner", "course": "c", "extra": 1}, "unknown key"),
+        ("just-a-string", "must be a mapping"),
+    ],
+)
 def test_bad_rules_say_what_is_wrong(rule, message):
     with pytest.raises(ValueError, match=message):
         parse_rules([rule])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("oidc: [1, 2]", "needs a 'oidc:' section"),
-    ("ldap: {x: 1}", "unknown section"),
-    ("oidc: {issuer: https://x, clientid: y}", "oidc.clientid is not a setting"),
-    ("oidc: {issuer: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("oidc: [1, 2]", "needs a 'oidc:' section"),
+        ("ldap: {x: 1}", "unknown section"),
+        ("oidc: {issuer: https://x, clientid: y}", "oidc.clientid is not a setting"),
+        ("oidc: {issuer: [", "not valid YAML"),
+    ],
+)
 def test_bad_login_files_name_the_problem(tmp_path, text, message):
     path = tmp_path / "login.yaml"
     path.write_text(text)
@@ -98,15 +132,22 @@ def test_login_file_paths_are_relative_to_it(tmp_path):
     assert service == {}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ip", "0.0.0.0"], "demo login lets anyone in"),
-    (["--auth", "oidc"], "needs --auth-config FILE"),
-    (["--auth-config", "x.yaml"], "--auth-config is for --auth oidc or lti13"),
-    (["--auth", "oidc", "--auth-config", "/nonexistent/login.yaml"], "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ip", "0.0.0.0"], "demo login lets anyone in"),
+        (["--auth", "oidc"], "needs --auth-config FILE"),
+        (["--auth-config", "x.yaml"], "--auth-config is for --auth oidc or lti13"),
+        (["--auth", "oidc", "--auth-config", "/nonexistent/login.yaml"], "cannot be read"),
+    ],
+)
 def test_aifhub_up_refuses(tmp_path, args, message):
-    out = subprocess.run([sys.executable, "-m", "aifhub", "up", "--state-dir", str(tmp_path / "s"), *args],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "aifhub", "up", "--state-dir", str(tmp_path / "s"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and message in out.stderr, out.stderr
 
 
@@ -130,6 +171,7 @@ def rows(db):
         learners = {(e.user, e.course_id, e.source) for e in s.query(Enrollment)}
         staff = {(c.user, c.course_id, c.source) for c in s.query(CourseStaff)}
         return learners, staff
+
     return db.call(read)
 
 
@@ -138,7 +180,10 @@ def test_grants_follow_the_claims_and_leave_other_sources_alone(db):
     from aifhub.ledger.models import Enrollment
 
     db.call(lambda s: s.add(Enrollment(user="ana", course_id="mooc", source="open")))
-    assert db.call(apply_grants, "ana", "oidc", {"ws": "learner", "mooc": "learner", "lab": "instructor"}) == {"ws", "lab"}
+    assert db.call(apply_grants, "ana", "oidc", {"ws": "learner", "mooc": "learner", "lab": "instructor"}) == {
+        "ws",
+        "lab",
+    }
     assert rows(db) == ({("ana", "mooc", "open"), ("ana", "ws", "oidc")}, {("ana", "lab", "oidc")})
     # the claims drop ws and lab: both revoked; the open enrolment stays; nothing changes when repeated
     assert db.call(apply_grants, "ana", "oidc", {"mooc": "learner"}) == {"ws", "lab"}
@@ -168,11 +213,20 @@ def test_passback_backoff_doubles_up_to_its_cap_and_then_fails(db):
         link = LtiLink(issuer="i", client_id="c", deployment_id="1", context_id="x", course_id="ws")
         s.add(link)
         s.flush()
-        row = LtiScore(link_id=link.id, assignment_id="a", user="lea", lti_user_id="u", score=1, max_score=2,
-                       graded_at="t", fingerprint="1/2@t")
+        row = LtiScore(
+            link_id=link.id,
+            assignment_id="a",
+            user="lea",
+            lti_user_id="u",
+            score=1,
+            max_score=2,
+            graded_at="t",
+            fingerprint="1/2@t",
+        )
         s.add(row)
         s.flush()
         return row.id
+
     score = db.call(add)
     delays = [db.call(_attempt_failed, score, "down", True, 5, 2.0, 5.0)[3] for _ in range(5)]
     assert delays == [2.0, 4.0, 5.0, 5.0, None]  # the fifth failure is the last attempt

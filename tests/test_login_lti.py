@@ -30,7 +30,13 @@ MEMBERS = [
     {"user_id": "u-lea", "name": "Lea Learner", "email": "lea@lms.test", "roles": [ROLE + "Learner"]},
     {"user_id": "u-leo", "name": "Leo Learner", "email": "leo@lms.test", "roles": [ROLE + "Learner"]},
     {"user_id": "u-ines", "name": "Ines Instructor", "email": "ines@lms.test", "roles": [ROLE + "Instructor"]},
-    {"user_id": "u-old", "name": "Old Learner", "email": "old@lms.test", "roles": [ROLE + "Learner"], "status": "Inactive"},
+    {
+        "user_id": "u-old",
+        "name": "Old Learner",
+        "email": "old@lms.test",
+        "roles": [ROLE + "Learner"],
+        "status": "Inactive",
+    },
 ]
 
 
@@ -41,18 +47,30 @@ class Platform:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = self.folder / "platform.json"
-        self.config.write_text(json.dumps({
-            "port": self.port, "issuer": self.url, "client_id": "aifhub-lti-tests", "deployment_id": "1",
-            "tool_login_url": f"{hub_url}/hub/lti13/oauth_login", "tool_launch_url": f"{hub_url}/hub/lti13/oauth_callback",
-            "tool_jwks_url": f"{hub_url}/services/aifhub/lti/jwks", "context": CONTEXT, "members": MEMBERS,
-            "key_file": str(self.folder / "platform-key.pem"), "state_file": str(self.folder / "received.json"),
-        }))
+        self.config.write_text(
+            json.dumps(
+                {
+                    "port": self.port,
+                    "issuer": self.url,
+                    "client_id": "aifhub-lti-tests",
+                    "deployment_id": "1",
+                    "tool_login_url": f"{hub_url}/hub/lti13/oauth_login",
+                    "tool_launch_url": f"{hub_url}/hub/lti13/oauth_callback",
+                    "tool_jwks_url": f"{hub_url}/services/aifhub/lti/jwks",
+                    "context": CONTEXT,
+                    "members": MEMBERS,
+                    "key_file": str(self.folder / "platform-key.pem"),
+                    "state_file": str(self.folder / "received.json"),
+                }
+            )
+        )
         self.proc = None
 
     def start(self):
         self.log = open(self.folder / "platform.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "ltiplatform.py"), str(self.config)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "ltiplatform.py"), str(self.config)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"the platform exited; see {self.folder / 'platform.log'}"
@@ -78,14 +96,29 @@ def stack(hub_dir):
     port = free_port()
     hub_url = f"http://127.0.0.1:{port}"
     platform = Platform(hub_dir / "platform", hub_url).start()
-    (hub_dir / "login.yaml").write_text(yaml.safe_dump({"lti13": {
-        "issuer": platform.url, "client_id": ["aifhub-lti-tests"], "authorize_url": f"{platform.url}/auth",
-        "jwks_endpoint": f"{platform.url}/jwks", "token_url": f"{platform.url}/token",
-        "course_map": {CONTEXT["id"]: COURSE}, "passback_backoff": 1, "passback_attempts": 8,
-    }}))
+    (hub_dir / "login.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "lti13": {
+                    "issuer": platform.url,
+                    "client_id": ["aifhub-lti-tests"],
+                    "authorize_url": f"{platform.url}/auth",
+                    "jwks_endpoint": f"{platform.url}/jwks",
+                    "token_url": f"{platform.url}/token",
+                    "course_map": {CONTEXT["id"]: COURSE},
+                    "passback_backoff": 1,
+                    "passback_attempts": 8,
+                }
+            }
+        )
+    )
     (hub_dir / "sandbox_images").symlink_to(HERE.parent / "sandbox_images")
-    hub = RunningHub(hub_dir / "state", copy_courses(hub_dir / "courses"), log_path=hub_dir / "aifhub-up.log",
-                     extra_args=["--auth", "lti13", "--auth-config", str(hub_dir / "login.yaml")])
+    hub = RunningHub(
+        hub_dir / "state",
+        copy_courses(hub_dir / "courses"),
+        log_path=hub_dir / "aifhub-up.log",
+        extra_args=["--auth", "lti13", "--auth-config", str(hub_dir / "login.yaml")],
+    )
     hub.port, hub.url = port, hub_url
     hub.args[hub.args.index("--port") + 1] = str(port)
     hub.start()
@@ -117,7 +150,10 @@ def test_learner_launch_opens_the_linked_course_and_enrols(stack):
     hub, platform = stack
     s, r = launch(platform, "u-lea")
     lea = name_of("u-lea", platform)
-    assert r.status_code == 302 and r.headers["Location"] == f"/hub/spawn?opt-course={COURSE}", (r.status_code, r.text[:300])
+    assert r.status_code == 302 and r.headers["Location"] == f"/hub/spawn?opt-course={COURSE}", (
+        r.status_code,
+        r.text[:300],
+    )
     assert roster(hub).get(lea) == "enrolled (lti)"
     assert lea in hub.api("GET", f"groups/nbgrader-{COURSE}").json()["users"]
     assert lea not in hub.api("GET", f"groups/formgrade-{COURSE}").json()["users"]
@@ -132,7 +168,9 @@ def test_instructor_launch_deep_links_an_assignment_and_syncs_the_roster(stack):
     location = urlsplit(r.headers["Location"])
     assert r.status_code == 302 and location.path == "/hub/spawn", r.headers
     query = parse_qs(location.query)
-    assert query["opt-course"] == [COURSE] and query["next"] == [f"/services/aifhub/courses/{COURSE}#assignment-{ASSIGNMENT}"]
+    assert query["opt-course"] == [COURSE] and query["next"] == [
+        f"/services/aifhub/courses/{COURSE}#assignment-{ASSIGNMENT}"
+    ]
     assert ines in hub.api("GET", f"groups/formgrade-{COURSE}").json()["users"]
     # NRPS: leo never launched, yet the roster has him; the inactive member is not there
     deadline = time.monotonic() + 30
@@ -185,23 +223,31 @@ def test_released_grades_reach_the_lms_once_failures_show_and_a_down_platform_is
     state = wait_for(lambda: (st := passback_state(hub))["counts"]["failed"] == 2 and st, "two failed scores")
     assert all("403" in x["last_error"] for x in state["scores"]), state
     ines = name_of("u-ines", platform)
-    page = requests.get(f"{hub.url}/services/aifhub/courses/{COURSE}", timeout=30,
-                        headers={"Authorization": f"token {hub.token_for(ines)}"})
+    page = requests.get(
+        f"{hub.url}/services/aifhub/courses/{COURSE}",
+        timeout=30,
+        headers={"Authorization": f"token {hub.token_for(ines)}"},
+    )
     assert "failed: 2" in page.text and "Resend failed scores" in page.text, page.text[-3000:]
 
     # 2. the platform goes down; the instructor resends: attempts fail and are retried with backoff
     platform.stop()
     r = hub.service("POST", f"courses/{COURSE}/lti/resend", token=hub.token_for(ines))
     assert r.status_code == 200 and r.json()["resent"] == 2
-    wait_for(lambda: all(x["state"] == "pending" and x["attempts"] >= 2 and "not reachable" in (x["last_error"] or "")
-                         for x in passback_state(hub)["scores"]), "retries against the platform that is down")
+    wait_for(
+        lambda: all(
+            x["state"] == "pending" and x["attempts"] >= 2 and "not reachable" in (x["last_error"] or "")
+            for x in passback_state(hub)["scores"]
+        ),
+        "retries against the platform that is down",
+    )
 
     # 3. it comes back: the retries deliver, one line item, one score per learner with its maximum and timestamp
     platform.start()
     wait_for(lambda: passback_state(hub)["counts"]["sent"] == 2, "the scores sent after the platform came back", 60)
     received = platform.state()
     assert len(received["lineitems"]) == 1, received
-    (item_id, item), = received["lineitems"].items()
+    ((item_id, item),) = received["lineitems"].items()
     assert item["resourceId"] == ASSIGNMENT and item["scoreMaximum"] == graded[lea]["max_score"]
     scores = {s["userId"]: s for s in received["scores"][item_id]}
     assert len(received["scores"][item_id]) == 2 and set(scores) == {"u-lea", "u-leo"}, received

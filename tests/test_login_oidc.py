@@ -36,18 +36,38 @@ USERS = [
 @pytest.fixture(scope="module")
 def stack(hub_dir):
     port = free_port()
-    dex = Dex(DEX, hub_dir / "dex", [u | {"password": PASSWORD} for u in USERS],
-              f"http://127.0.0.1:{port}/hub/oauth_callback", token_expiry=f"{TOKEN_EXPIRY_S}s").start()
+    dex = Dex(
+        DEX,
+        hub_dir / "dex",
+        [u | {"password": PASSWORD} for u in USERS],
+        f"http://127.0.0.1:{port}/hub/oauth_callback",
+        token_expiry=f"{TOKEN_EXPIRY_S}s",
+    ).start()
     (hub_dir / "client-secret").write_text(CLIENT_SECRET + "\n")
-    (hub_dir / "login.yaml").write_text(yaml.safe_dump({"oidc": {
-        "issuer": dex.issuer, "client_id": CLIENT_ID, "client_secret_file": "client-secret",
-        "scope": ["openid", "profile", "email", "groups"], "username_claim": "email", "groups_claim": "groups",
-        "login_service": "Dex", "auth_refresh_age": 3,
-    }}))
+    (hub_dir / "login.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "oidc": {
+                    "issuer": dex.issuer,
+                    "client_id": CLIENT_ID,
+                    "client_secret_file": "client-secret",
+                    "scope": ["openid", "profile", "email", "groups"],
+                    "username_claim": "email",
+                    "groups_claim": "groups",
+                    "login_service": "Dex",
+                    "auth_refresh_age": 3,
+                }
+            }
+        )
+    )
     images = hub_dir / "sandbox_images"
     images.symlink_to(Path(__file__).resolve().parent.parent / "sandbox_images")
-    hub = RunningHub(hub_dir / "state", copy_courses(hub_dir / "courses"), log_path=hub_dir / "aifhub-up.log",
-                     extra_args=["--auth", "oidc", "--auth-config", str(hub_dir / "login.yaml")])
+    hub = RunningHub(
+        hub_dir / "state",
+        copy_courses(hub_dir / "courses"),
+        log_path=hub_dir / "aifhub-up.log",
+        extra_args=["--auth", "oidc", "--auth-config", str(hub_dir / "login.yaml")],
+    )
     hub.port, hub.url = port, f"http://127.0.0.1:{port}"
     hub.args[hub.args.index("--port") + 1] = str(port)
     hub.start()

@@ -12,14 +12,21 @@ from nbgrader_suite.plugin import DELIBERATE, MODULES
 from servicekit import REPO
 
 # one of each command, one test that reads what the service stored, one deliberate change
-SUBSET = ("test_fetch_multiple_courses or test_submit_exclude or test_submit_with_student_id "
-          "or test_list_inbound_no_random_string")
+SUBSET = (
+    "test_fetch_multiple_courses or test_submit_exclude or test_submit_with_student_id "
+    "or test_list_inbound_no_random_string"
+)
 
 
 def test_nbgraders_tests_pass_against_aifhubs_exchange():
-    out = subprocess.run([str(REPO / "scripts" / "nbgrader-tests"), "-q", "-k", SUBSET],
-                         capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env=dict(os.environ, PYTHON=sys.executable))
+    out = subprocess.run(
+        [str(REPO / "scripts" / "nbgrader-tests"), "-q", "-k", SUBSET],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=dict(os.environ, PYTHON=sys.executable),
+    )
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     counts = {what: int(n) for n, what in re.findall(r"(\d+) (passed|xfailed|failed|xpassed|skipped|error)", summary)}

@@ -8,8 +8,9 @@ import nbformat
 import pytest
 from hubrunner import REPO, RunningHub
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                                reason="needs root to drop to an unprivileged user (setpriv)")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to an unprivileged user (setpriv)"
+)
 
 NOBODY = 65534
 
@@ -50,15 +51,18 @@ def test_sandboxes_work_and_the_warning_is_everywhere(hub):
     s.get(f"{hub.url}/hub/login", timeout=30)
     from hubrunner import PASSWORD
 
-    s.post(f"{hub.url}/hub/login", data={"username": "learner", "password": PASSWORD,
-                                          "_xsrf": s.cookies.get("_xsrf", path="/hub/")}, timeout=30)
+    s.post(
+        f"{hub.url}/hub/login",
+        data={"username": "learner", "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf", path="/hub/")},
+        timeout=30,
+    )
     form = s.get(f"{hub.url}/hub/spawn", timeout=30).text
     assert "sandboxes are not isolated" in form
     home_page = s.get(f"{hub.url}/hub/home", timeout=30).text
     assert "not isolated" in home_page
 
 
-NETWORK_PROBE = '''import os, socket
+NETWORK_PROBE = """import os, socket
 for port in ({ports}):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=3).close()
@@ -66,7 +70,7 @@ for port in ({ports}):
     except OSError as exc:
         print("NO NETWORK", port, type(exc).__name__)
 print("UID", os.getuid())
-'''
+"""
 
 
 def test_grading_works_without_root_and_kernels_still_have_no_network(hub):
@@ -75,9 +79,14 @@ def test_grading_works_without_root_and_kernels_still_have_no_network(hub):
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/release").status_code == 200
     hub.service("POST", f"courses/{COURSE}/enrol", token=hub.token_for("learner"))
     nb = solution_notebook()
-    probe = NETWORK_PROBE.format(ports=f"{hub.port}, {json.loads((hub.state_dir / 'ports.json').read_text())['service']}")
-    nb = with_cell(nb, "softmax", probe + next(c.source for c in nb.cells
-                                                if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax"))
+    probe = NETWORK_PROBE.format(
+        ports=f"{hub.port}, {json.loads((hub.state_dir / 'ports.json').read_text())['service']}"
+    )
+    nb = with_cell(
+        nb,
+        "softmax",
+        probe + next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax"),
+    )
     assert submit(hub, "learner", nb).status_code == 201
     assert hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/collect").status_code == 200
     r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/autograde")
@@ -86,7 +95,9 @@ def test_grading_works_without_root_and_kernels_still_have_no_network(hub):
     assert job["state"] == "done" and job["score"] == job["max_score"] == 10, job
 
     graded = hub.state_dir / "grading" / COURSE / "autograded" / "learner" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    text = "".join(o.get("text", "") for c in nbformat.read(str(graded), as_version=4).cells for o in c.get("outputs", []))
+    text = "".join(
+        o.get("text", "") for c in nbformat.read(str(graded), as_version=4).cells for o in c.get("outputs", [])
+    )
     assert text.count("NO NETWORK") == 2 and "REACHED" not in text, text
     assert f"UID {NOBODY}" in text  # the service's own uid: not isolated from it, as the docs and log say
     assert "kernels under the service's uid (not root), network unshare" in hub.logs()

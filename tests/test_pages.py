@@ -35,8 +35,11 @@ def hub(hub_dir):
 def login(hub, user):
     s = requests.Session()
     s.get(f"{hub.url}/hub/login", timeout=30)
-    r = s.post(f"{hub.url}/hub/login", data={"username": user, "password": PASSWORD,
-                                              "_xsrf": s.cookies.get("_xsrf", path="/hub/")}, timeout=30)
+    r = s.post(
+        f"{hub.url}/hub/login",
+        data={"username": user, "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf", path="/hub/")},
+        timeout=30,
+    )
     assert r.status_code == 200
     return s
 
@@ -67,10 +70,14 @@ def test_enrolment_with_a_code(hub):
     s = login(hub, "coder")
     home, token = page(hub, s, "")
     assert 'id="code-code-course"' in home.text and "Enrolment code" in home.text
-    r = s.post(f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "guess"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "guess"}, timeout=30
+    )
     assert flash(r) == [("error", "That is not the enrolment code of Code Course.")]
     assert hub.spawn("coder", "code-course").status_code == 403
-    r = s.post(f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "OPEN-SESAME"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/courses/code-course/enrol", data={"_xsrf": token, "code": "OPEN-SESAME"}, timeout=30
+    )
     assert flash(r) == [("ok", "You are enrolled in Code Course.")] and "/hub/spawn?opt-course=code-course" in r.text
     assert hub.spawn("coder", "code-course").status_code in (201, 202)
     hub.stop_server("coder")
@@ -87,6 +94,7 @@ def test_learner_stops_a_running_sandbox_from_the_home_page(hub):
         if hub.server_model("runner") is None:
             break
         import time
+
         time.sleep(0.5)
     assert hub.server_model("runner") is None
 
@@ -102,17 +110,37 @@ def test_instructor_manages_the_roster_and_sees_usage(hub):
     s = login(hub, "instructor")
     course, token = page(hub, s, "courses/gpu-fundamentals")
     assert course.status_code == 200 and 'id="roster"' in course.text and 'id="usage"' in course.text
-    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/add", data={"_xsrf": token, "user": "newcomer"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/add",
+        data={"_xsrf": token, "user": "newcomer"},
+        timeout=30,
+    )
     assert flash(r) == [("ok", "Added newcomer.")] and "<td>newcomer</td>" in r.text
-    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/import", timeout=30,
-               data={"_xsrf": token, "csv": "username,email\nimp1,a@b\nimp2,c@d\n"})
+    r = s.post(
+        f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/import",
+        timeout=30,
+        data={"_xsrf": token, "csv": "username,email\nimp1,a@b\nimp2,c@d\n"},
+    )
     assert flash(r) == [("ok", "Imported 2 learner(s).")]
-    assert set(hub.api("GET", "groups/nbgrader-gpu-fundamentals").json()["users"]) >= {"newcomer", "imp1", "imp2", "learner1"}
+    assert set(hub.api("GET", "groups/nbgrader-gpu-fundamentals").json()["users"]) >= {
+        "newcomer",
+        "imp1",
+        "imp2",
+        "learner1",
+    }
     assert hub.spawn("newcomer", "gpu-fundamentals").status_code in (201, 202)  # now on the roster
     hub.stop_server("newcomer")
-    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/remove", data={"_xsrf": token, "user": "learner1"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/remove",
+        data={"_xsrf": token, "user": "learner1"},
+        timeout=30,
+    )
     assert flash(r)[0][0] == "error" and "course file" in flash(r)[0][1]
-    r = s.post(f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/remove", data={"_xsrf": token, "user": "imp2"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/courses/gpu-fundamentals/roster/remove",
+        data={"_xsrf": token, "user": "imp2"},
+        timeout=30,
+    )
     assert flash(r) == [("ok", "Removed.")] and "<td>imp2</td>" not in r.text
     usage, _ = page(hub, s, "courses/gpu-fundamentals")
     assert "<td>newcomer</td><td>1</td>" in usage.text
@@ -133,31 +161,53 @@ def test_admin_creates_tops_up_and_closes_an_allocation(hub):
     s = login(hub, "admin")
     admin, token = page(hub, s, "admin")
     assert 'id="alloc-EHPC-AIF-2026-PG01"' in admin.text and 'class="burndown"' in admin.text
-    r = s.post(f"{hub.url}/services/aifhub/admin/allocations", timeout=30,
-               data={"_xsrf": token, "id": "PAGE-1", "gpu_hours": "12", "end": "2027-01-31", "title": "From the page"})
-    assert flash(r) == [("ok", "Created PAGE-1.")] and 'id="alloc-PAGE-1"' in r.text and 'id="burndown-PAGE-1"' in r.text
-    r = s.post(f"{hub.url}/services/aifhub/admin/allocations/PAGE-1/topup", data={"_xsrf": token, "gpu_hours": "3"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/admin/allocations",
+        timeout=30,
+        data={"_xsrf": token, "id": "PAGE-1", "gpu_hours": "12", "end": "2027-01-31", "title": "From the page"},
+    )
+    assert (
+        flash(r) == [("ok", "Created PAGE-1.")] and 'id="alloc-PAGE-1"' in r.text and 'id="burndown-PAGE-1"' in r.text
+    )
+    r = s.post(
+        f"{hub.url}/services/aifhub/admin/allocations/PAGE-1/topup", data={"_xsrf": token, "gpu_hours": "3"}, timeout=30
+    )
     assert flash(r) == [("ok", "Topped up PAGE-1.")]
     assert hub.service("GET", "allocations/PAGE-1").json()["granted_gpu_hours"] == 15
-    r = s.post(f"{hub.url}/services/aifhub/admin/allocations", data={"_xsrf": token, "id": "PAGE-2", "gpu_hours": "-1"}, timeout=30)
+    r = s.post(
+        f"{hub.url}/services/aifhub/admin/allocations",
+        data={"_xsrf": token, "id": "PAGE-2", "gpu_hours": "-1"},
+        timeout=30,
+    )
     assert flash(r)[0][0] == "error" and "more than 0" in flash(r)[0][1]
     r = s.post(f"{hub.url}/services/aifhub/admin/allocations/PAGE-1/close", data={"_xsrf": token}, timeout=30)
     assert flash(r) == [("ok", "Closed PAGE-1.")]
     assert hub.service("GET", "allocations/PAGE-1").json()["status"] == "closed"
 
 
-@pytest.mark.parametrize("user, path", [
-    ("learner1", "admin"),
-    ("learner1", "courses/gpu-fundamentals/instructor"),
-    ("instructor-of-nothing", "courses/dl-basics/instructor"),
-])
+@pytest.mark.parametrize(
+    "user, path",
+    [
+        ("learner1", "admin"),
+        ("learner1", "courses/gpu-fundamentals/instructor"),
+        ("instructor-of-nothing", "courses/dl-basics/instructor"),
+    ],
+)
 def test_pages_refuse_those_they_are_not_for(hub, user, path):
     r, _ = page(hub, login(hub, user), path)
     assert r.status_code == 403 and "403" in r.text
 
 
-@pytest.mark.parametrize("method, path", [("GET", "allocations"), ("POST", "allocations"), ("GET", "allocations/EHPC-AIF-2026-PG01"),
-                                          ("GET", "usage?user=learner2"), ("GET", "usage?course=gpu-fundamentals&user=learner2")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "allocations"),
+        ("POST", "allocations"),
+        ("GET", "allocations/EHPC-AIF-2026-PG01"),
+        ("GET", "usage?user=learner2"),
+        ("GET", "usage?course=gpu-fundamentals&user=learner2"),
+    ],
+)
 def test_api_refuses_learners_server_side(hub, method, path):
     r = hub.service(method, path, token=hub.token_for("learner1"), json={"id": "X", "gpu_hours": 1})
     assert r.status_code == 403, r.text
@@ -184,8 +234,11 @@ def test_instructor_grades_through_the_course_page_and_the_learner_sees_grade_an
     assert 'id="assignments"' in course.text and f'id="assignment-{ASSIGNMENT}"' in course.text
 
     def act(action):
-        return teacher.post(f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/{action}",
-                            data={"_xsrf": token}, timeout=120)
+        return teacher.post(
+            f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/{action}",
+            data={"_xsrf": token},
+            timeout=120,
+        )
 
     assert flash(act("release")) == [("ok", f"Released {ASSIGNMENT}: learners can fetch it now.")]
     for user, nb in (("gradee", solution_notebook()), ("zero", blank_notebook())):
@@ -220,6 +273,9 @@ def test_instructor_grades_through_the_course_page_and_the_learner_sees_grade_an
 
     csv_text = teacher.get(f"{hub.url}/services/aifhub/api/v1/courses/{COURSE}/grades?format=csv", timeout=60).text
     assert "gradee" in csv_text and "zero" in csv_text
-    learner_action = learner.post(f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/release",
-                                  data={"_xsrf": page(hub, learner, "")[1]}, timeout=30)
+    learner_action = learner.post(
+        f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/release",
+        data={"_xsrf": page(hub, learner, "")[1]},
+        timeout=30,
+    )
     assert learner_action.status_code == 403

@@ -42,8 +42,9 @@ def add_courses(courses):
     (courses / "idle-lab" / "course.yaml").write_text(IDLE_COURSE)
     start = datetime.now(timezone.utc) + timedelta(seconds=30)  # the session starts as the hub is up: warm now
     (courses / "warm-lab").mkdir()
-    (courses / "warm-lab" / "course.yaml").write_text(WARM_COURSE.format(start=start.isoformat(),
-                                                                         end=(start + timedelta(hours=2)).isoformat()))
+    (courses / "warm-lab" / "course.yaml").write_text(
+        WARM_COURSE.format(start=start.isoformat(), end=(start + timedelta(hours=2)).isoformat())
+    )
     add_courses.session_start = start
 
 
@@ -51,8 +52,13 @@ def add_courses(courses):
 def hub(hub_dir):
     config = hub_dir / "jupyterhub_config.py"
     config.write_text(CONFIG)
-    hub = start_hub(hub_dir, gpus="none", prepare_courses=add_courses, extra_args=("--config", str(config)),
-                    env={"AIFHUB_SERVICE_ARGS": SERVICE_ARGS})
+    hub = start_hub(
+        hub_dir,
+        gpus="none",
+        prepare_courses=add_courses,
+        extra_args=("--config", str(config)),
+        env={"AIFHUB_SERVICE_ARGS": SERVICE_ARGS},
+    )
     yield hub
     hub.stop()
 
@@ -106,8 +112,10 @@ def test_a_warm_sandbox_serves_a_spawn_and_the_course_pays_for_the_warm_time(hub
     messages = [e.get("message", "") for e in events]
     assert any("started ahead of this session" in m for m in messages), messages
     assert events[-1].get("ready"), events[-1]
-    out = hub.run_in_kernel("early-bird", "import os; print(os.getuid(), os.getcwd(), os.environ['AIFHUB_COURSE'], "
-                                          "os.environ['JUPYTERHUB_USER'])")
+    out = hub.run_in_kernel(
+        "early-bird",
+        "import os; print(os.getuid(), os.getcwd(), os.environ['AIFHUB_COURSE'], os.environ['JUPYTERHUB_USER'])",
+    )
     uid, cwd, course, user = out.split()
     assert int(uid) >= 200000 and cwd == str(hub.state_dir / "work" / "early-bird" / "warm-lab")
     assert (course, user) == ("warm-lab", "early-bird")

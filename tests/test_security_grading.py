@@ -48,8 +48,12 @@ def test_share_gives_the_group_read_only_steps_and_a_sticky_course_folder(gradin
 
 def test_links_left_in_a_grading_directory_are_removed_not_followed(grading, caplog):
     manager, gd, secret = grading
-    planted = [gd / "autograded" / "erin" / "ps1" / "leak.txt", gd / "feedback" / "leak", gd / "evil",
-               gd / "gradebook.db-journal"]
+    planted = [
+        gd / "autograded" / "erin" / "ps1" / "leak.txt",
+        gd / "feedback" / "leak",
+        gd / "evil",
+        gd / "gradebook.db-journal",
+    ]
     for link in planted:
         link.symlink_to(secret)
     os.mkfifo(gd / "release" / "pipe")

@@ -21,8 +21,10 @@ from gradingkit import ASSIGNMENT, COURSE, archive, solution_notebook, submit, w
 
 pytestmark = pytest.mark.skipif(not AS_ROOT, reason="sandboxes run as learners' uids only when the hub runs as root")
 
-SERVICE_ARGS = ("--GradingManager.workers=1 --GradingManager.cell_timeout=20 --GradingManager.notebook_timeout=120 "
-                "--GradingManager.scratch_size=64M")
+SERVICE_ARGS = (
+    "--GradingManager.workers=1 --GradingManager.cell_timeout=20 --GradingManager.notebook_timeout=120 "
+    "--GradingManager.scratch_size=64M"
+)
 SECRET = "root's secret"
 
 
@@ -97,8 +99,14 @@ def as_learner(hub, user, code, wait=True):
         os.setgid(uid)
         os.setuid(uid)
 
-    proc = subprocess.Popen(["/usr/bin/python3", "-c", code], preexec_fn=drop, cwd=str(work(hub, user).parent),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", "-c", code],
+        preexec_fn=drop,
+        cwd=str(work(hub, user).parent),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if not wait:
         return proc
     out, _ = proc.communicate(timeout=60)
@@ -121,7 +129,7 @@ def respawn(hub, users):
 
 PLANT = {
     # a dangling link where a material was: root used to create its target and give it to the learner
-    "alice": '''
+    "alice": """
 import os
 os.remove("dl-basics/README.md")
 os.symlink("{victim}/new.pth", "dl-basics/README.md")
@@ -133,15 +141,15 @@ os.mkfifo("dl-basics/01-digits-logistic.ipynb")      # a FIFO: opening it would 
 import socket
 os.remove("dl-basics/02-mlp-from-scratch.ipynb")
 socket.socket(socket.AF_UNIX).bind("dl-basics/02-mlp-from-scratch.ipynb")
-''',
+""",
     # the course folder itself replaced by a link to an existing root file: root used to chmod and chown it
-    "bob": '''
+    "bob": """
 import os
 os.rename("dl-basics", "old-work")
 os.symlink("{victim}/secret", "dl-basics")
-''',
+""",
     # a FIFO where a material was, and a tree deeper than PATH_MAX inside a folder of materials
-    "dave": '''
+    "dave": """
 import os
 os.chdir("dl-basics/data/more")
 for i in range(30):
@@ -151,13 +159,13 @@ open("deep.txt", "w").write("deep")
 os.chdir("{home}")
 os.remove("dl-basics/README.md")
 os.mkfifo("dl-basics/README.md")
-''',
+""",
     # a FIFO as the course folder
-    "gina": '''
+    "gina": """
 import os
 os.rename("dl-basics", "old-work")
 os.mkfifo("dl-basics")
-''',
+""",
 }
 
 
@@ -220,7 +228,7 @@ def test_fifo_socket_and_deep_paths_neither_hang_nor_break_the_spawn(hub, victim
 
 # what a process of the learner's left running does while root copies the materials in: the folder of
 # materials and README.md swap between the real thing and links to root's folder, as fast as it can
-SWAPPER = '''
+SWAPPER = """
 import os, time
 os.chdir("dl-basics")
 end = time.time() + 90
@@ -238,7 +246,7 @@ while time.time() < end:
         os.rename(".data", "data")
     except OSError:
         pass
-'''
+"""
 
 
 def test_links_swapped_in_while_the_sandbox_starts_again_are_never_followed(hub, hub_dir):
@@ -247,8 +255,12 @@ def test_links_swapped_in_while_the_sandbox_starts_again_are_never_followed(hub,
     user, victim = "erin", make_victim(hub_dir / "race-victim")
     respawn(hub, [user])
     for _ in range(2):
-        as_learner(hub, user, "import shutil, os\nfor p in ('dl-basics/data', 'dl-basics/.data'): shutil.rmtree(p, True)\n"
-                              "for p in ('dl-basics/README.md', 'dl-basics/.readme'):\n    os.path.lexists(p) and os.remove(p)")
+        as_learner(
+            hub,
+            user,
+            "import shutil, os\nfor p in ('dl-basics/data', 'dl-basics/.data'): shutil.rmtree(p, True)\n"
+            "for p in ('dl-basics/README.md', 'dl-basics/.readme'):\n    os.path.lexists(p) and os.remove(p)",
+        )
         swapper = as_learner(hub, user, SWAPPER.format(victim=victim), wait=False)
         try:
             respawn(hub, [user])
@@ -260,6 +272,7 @@ def test_links_swapped_in_while_the_sandbox_starts_again_are_never_followed(hub,
 
 
 # -- hand-ins: the service unpacks them as root ------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def released(hub):
@@ -309,8 +322,12 @@ def test_uploads_with_links_specials_or_odd_names_are_a_clear_400(hub, released,
     members = members if isinstance(members, list) else [members]
     for info, _data in members:
         info.linkname = info.linkname.format(victim=grading_victim)
-    r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("frank"),
-                    data=tar_of(*members))
+    r = hub.service(
+        "POST",
+        f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+        token=hub.token_for("frank"),
+        data=tar_of(*members),
+    )
     assert r.status_code == 400, (case, r.status_code, r.text)
     assert words in r.json()["message"], r.json()
     untouched(grading_victim)
@@ -331,7 +348,7 @@ def autograde(hub, students):
         time.sleep(0.5)
 
 
-INSTRUCTOR_PLANTS = '''
+INSTRUCTOR_PLANTS = """
 import os
 root = os.path.realpath("course-grading")
 def plant(rel, target="{victim}/secret"):
@@ -351,11 +368,11 @@ try:
 except OSError as exc:
     print("REFUSED rename", type(exc).__name__)
 print("GRADEBOOK", os.access(os.path.join(root, "gradebook.db"), os.W_OK))
-'''
+"""
 
 
 # what the graded code of the hand-in tries: links where root writes its pid and connection files
-GRADED_PLANTS = '''import os
+GRADED_PLANTS = """import os
 scratch = os.path.dirname(os.getcwd())
 for rel in ("kernel.pid", "conn/kernel.json", "conn/evil", "evil"):
     try:
@@ -382,7 +399,7 @@ except OSError as exc:
     print("FULL", exc.strerror)
 os.remove("big.bin")
 print("SEES", sorted({{os.stat("/proc/" + p).st_uid for p in os.listdir("/proc") if p.isdigit()}}), os.getuid())
-'''
+"""
 
 
 def test_an_instructor_cannot_make_root_follow_a_link_in_the_grading_directory(hub, released, grading_victim):
@@ -428,6 +445,10 @@ def test_an_instructor_cannot_make_root_follow_a_link_in_the_grading_directory(h
 
 
 def test_a_learner_hands_in_normally_after_the_refused_uploads(hub, released):
-    r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("frank"),
-                    data=archive({f"{ASSIGNMENT}.ipynb": solution_notebook(), "data/extra.csv": b"1,2\n"}))
+    r = hub.service(
+        "POST",
+        f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions",
+        token=hub.token_for("frank"),
+        data=archive({f"{ASSIGNMENT}.ipynb": solution_notebook(), "data/extra.csv": b"1,2\n"}),
+    )
     assert r.status_code == 201, r.text

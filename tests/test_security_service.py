@@ -15,7 +15,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest.fixture(scope="module")
 async def svc(tmp_path_factory):
     service = await InProcessService(tmp_path_factory.mktemp("security-service")).start()
-    r = await service.api("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/release", service.token("admin", admin=True))
+    r = await service.api(
+        "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/release", service.token("admin", admin=True)
+    )
     assert r.code == 200, r.body
     yield service
     await service.stop()
@@ -34,8 +36,9 @@ def hand_in():
 
 
 async def submit(svc, token, data=None):
-    return await svc.api("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token,
-                         raw=hand_in() if data is None else data)
+    return await svc.api(
+        "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token, raw=hand_in() if data is None else data
+    )
 
 
 def inbound(svc):
@@ -145,7 +148,9 @@ ODD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("method, path, body, words", ODD_REQUESTS, ids=[f"{m} {p[:30]} {str(b)[:30]}" for m, p, b, _ in ODD_REQUESTS])
+@pytest.mark.parametrize(
+    "method, path, body, words", ODD_REQUESTS, ids=[f"{m} {p[:30]} {str(b)[:30]}" for m, p, b, _ in ODD_REQUESTS]
+)
 async def test_odd_requests_get_a_clear_400_that_does_not_echo_them_whole(svc, method, path, body, words):
     r = await svc.api(method, path, svc.token("admin", admin=True), body=body)
     assert r.code == 400, (r.code, r.body[:300])
@@ -153,10 +158,13 @@ async def test_odd_requests_get_a_clear_400_that_does_not_echo_them_whole(svc, m
     assert words in message and len(message) < 300, message
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"user": {"a": 1}, "course": COURSE}, "'user' must be a string"),
-    ({"user": "x", "course": [COURSE]}, "'course' must be a string"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"user": {"a": 1}, "course": COURSE}, "'user' must be a string"),
+        ({"user": "x", "course": [COURSE]}, "'course' must be a string"),
+    ],
+)
 async def test_the_hubs_admission_call_with_odd_fields_is_a_400(svc, body, words):
     r = await svc.internal("POST", "admit", body)
     assert r.code == 400 and words in r.json()["message"], r.body
@@ -178,7 +186,7 @@ async def test_a_refused_hand_in_is_logged_as_a_refusal_not_a_crash(svc, caplog)
 
 
 async def test_usage_csv_cells_never_start_a_formula(svc):
-    user = "=HYPERLINK(\"http://evil.example\",\"x\")"
+    user = '=HYPERLINK("http://evil.example","x")'
     r = await svc.internal("POST", "admit", {"user": user, "server_name": "", "course": COURSE})
     assert r.code == 201, r.body
     svc.hub.running = {(user, "")}
@@ -195,6 +203,16 @@ async def test_usage_csv_cells_never_start_a_formula(svc):
 async def test_grades_csv_cells_never_start_a_formula():
     from aifhub.grading.manager import GradingManager
 
-    text = GradingManager.grades_csv([{"student_id": "@SUM(A1:A9)", "assignment_id": "ps1", "timestamp": None,
-                                       "score": -1.0, "max_score": 10.0, "submitted": True}])
+    text = GradingManager.grades_csv(
+        [
+            {
+                "student_id": "@SUM(A1:A9)",
+                "assignment_id": "ps1",
+                "timestamp": None,
+                "score": -1.0,
+                "max_score": 10.0,
+                "submitted": True,
+            }
+        ]
+    )
     assert "'@SUM(A1:A9)" in text and ",-1.0," in text  # numbers stay numbers

@@ -19,8 +19,10 @@ async def svc(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokens(svc):
-    return {name: svc.token(name, admin=name == "admin") for name in
-            ("admin", "instructor", "learner1", "learner2", "stranger", "meterme", "meterboth")}
+    return {
+        name: svc.token(name, admin=name == "admin")
+        for name in ("admin", "instructor", "learner1", "learner2", "stranger", "meterme", "meterboth")
+    }
 
 
 async def test_me_lists_the_callers_courses_with_quota(svc, tokens):
@@ -41,10 +43,13 @@ async def test_roster_courses_stay_hidden_from_those_not_on_them(svc, tokens):
     assert [c["id"] for c in me["courses"]] == ["dl-basics"]
 
 
-@pytest.mark.parametrize("headers, status", [
-    ({}, 403),  # no token at all
-    ({"Authorization": "token not-a-token"}, 403),
-])
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({}, 403),  # no token at all
+        ({"Authorization": "token not-a-token"}, 403),
+    ],
+)
 async def test_the_api_wants_a_hub_token(svc, headers, status):
     r = await svc.fetch("GET", "api/v1/me", headers=headers)
     assert r.code == status
@@ -66,14 +71,18 @@ async def test_open_enrolment_puts_the_learner_in_the_nbgrader_group(svc, tokens
 
 
 async def test_instructors_edit_their_roster_and_nobody_else(svc, tokens):
-    r = await svc.api("POST", "courses/gpu-fundamentals/roster", tokens["instructor"], body={"users": ["added1", "bad name!"]})
+    r = await svc.api(
+        "POST", "courses/gpu-fundamentals/roster", tokens["instructor"], body={"users": ["added1", "bad name!"]}
+    )
     assert r.code == 400 and "bad name!" in r.json()["message"]
     r = await svc.api("POST", "courses/gpu-fundamentals/roster", tokens["instructor"], body={"users": ["added1"]})
     assert r.code == 201 and r.json() == {"added": ["added1"]}
     assert "added1" in svc.hub.groups["nbgrader-gpu-fundamentals"]
     roster = (await svc.api("GET", "courses/gpu-fundamentals/roster", tokens["instructor"])).json()["roster"]
     assert {"user": "added1", "how": "added by an instructor"} in roster
-    assert (await svc.api("POST", "courses/gpu-fundamentals/roster", tokens["learner1"], body={"users": ["x"]})).code == 403
+    assert (
+        await svc.api("POST", "courses/gpu-fundamentals/roster", tokens["learner1"], body={"users": ["x"]})
+    ).code == 403
     r = await svc.api("DELETE", "courses/gpu-fundamentals/roster", tokens["instructor"], query={"user": "learner1"})
     assert r.code == 409 and "course.yaml" in r.json()["message"]  # listed in the course file
     r = await svc.api("DELETE", "courses/gpu-fundamentals/roster", tokens["instructor"], query={"user": "added1"})
@@ -81,14 +90,27 @@ async def test_instructors_edit_their_roster_and_nobody_else(svc, tokens):
     assert "added1" not in svc.hub.groups["nbgrader-gpu-fundamentals"]
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "allocations"), ("POST", "allocations"), ("GET", "allocations/EHPC-AIF-2026-PG01"),
-    ("POST", "allocations/EHPC-AIF-2026-PG01/topup"), ("GET", "pool"), ("POST", "catalog/reload"), ("GET", "metrics"),
-    ("GET", "usage?user=learner2"), ("GET", "usage?course=gpu-fundamentals&user=learner2"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "allocations"),
+        ("POST", "allocations"),
+        ("GET", "allocations/EHPC-AIF-2026-PG01"),
+        ("POST", "allocations/EHPC-AIF-2026-PG01/topup"),
+        ("GET", "pool"),
+        ("POST", "catalog/reload"),
+        ("GET", "metrics"),
+        ("GET", "usage?user=learner2"),
+        ("GET", "usage?course=gpu-fundamentals&user=learner2"),
+    ],
+)
 async def test_admin_endpoints_refuse_learners_server_side(svc, tokens, method, path):
-    r = await svc.fetch(method, ("" if path == "metrics" else "api/v1/") + path, token=tokens["learner1"],
-                        body={"id": "X", "gpu_hours": 1} if method == "POST" else None)
+    r = await svc.fetch(
+        method,
+        ("" if path == "metrics" else "api/v1/") + path,
+        token=tokens["learner1"],
+        body={"id": "X", "gpu_hours": 1} if method == "POST" else None,
+    )
     assert r.code == 403, r.body
 
 
@@ -98,8 +120,11 @@ async def test_admins_record_allocations_and_bad_input_gets_a_clear_400(svc, tok
     assert r.code == 201 and r.json()["granted_gpu_hours"] == 10 and r.json()["remaining_gpu_hours"] == 10
     r = await svc.api("POST", "allocations", admin, body={"id": "API-1", "gpu_hours": 10})
     assert r.code == 409 and r.json()["reason"] == "exists"
-    for body, words in (({"id": "API-2", "gpu_hours": "many"}, "number"), ({"id": "API-2", "gpu_hours": 1, "end": "soon"}, "YYYY-MM-DD"),
-                        ({"id": "../x", "gpu_hours": 1}, "not valid")):
+    for body, words in (
+        ({"id": "API-2", "gpu_hours": "many"}, "number"),
+        ({"id": "API-2", "gpu_hours": 1, "end": "soon"}, "YYYY-MM-DD"),
+        ({"id": "../x", "gpu_hours": 1}, "not valid"),
+    ):
         r = await svc.api("POST", "allocations", admin, body=body)
         assert r.code == 400 and words in r.json()["message"], r.body
     r = await svc.api("POST", "allocations", admin, raw=b"{not json", headers={"Content-Type": "application/json"})
@@ -139,11 +164,14 @@ async def test_admission_claims_the_only_gpu_and_release_frees_it(svc):
     await svc.internal("POST", "release", {"user": "learner2", "server_name": "", "reason": "stopped"})
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    ({"user": "learner1"}, 400, "no-course"),
-    ({"user": "learner1", "course": "no-such"}, 404, "unknown-course"),
-    ({"user": "stranger", "course": "gpu-fundamentals"}, 403, "not-enrolled"),
-])
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        ({"user": "learner1"}, 400, "no-course"),
+        ({"user": "learner1", "course": "no-such"}, 404, "unknown-course"),
+        ({"user": "stranger", "course": "gpu-fundamentals"}, 403, "not-enrolled"),
+    ],
+)
 async def test_admission_refusals_say_why(svc, body, status, reason):
     r = await svc.internal("POST", "admit", body)
     assert r.code == status and r.json()["reason"] == reason and r.json()["message"]
@@ -169,13 +197,20 @@ async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens
     admin = tokens["admin"]
     assert (await svc.api("POST", "allocations", admin, body={"id": "FIVE", "gpu_hours": 5})).code == 201
     course = svc.core.catalog.get("gpu-fundamentals")
-    svc.core.catalog.courses["gpu-five"] = replace(course, id="gpu-five", allocation="FIVE", enrollment="open", quota=None,
-                                                   sandbox=replace(course.sandbox, max_session="1h"))
+    svc.core.catalog.courses["gpu-five"] = replace(
+        course,
+        id="gpu-five",
+        allocation="FIVE",
+        enrollment="open",
+        quota=None,
+        sandbox=replace(course.sandbox, max_session="1h"),
+    )
     saved_inventory = svc.core.admission.inventory
     svc.core.admission.inventory = None  # the cluster places GPUs: only the allocation limits admissions
     try:
-        answers = await asyncio.gather(*(svc.internal("POST", "admit", {"user": f"storm{i}", "course": "gpu-five"})
-                                         for i in range(50)))
+        answers = await asyncio.gather(
+            *(svc.internal("POST", "admit", {"user": f"storm{i}", "course": "gpu-five"}) for i in range(50))
+        )
     finally:
         svc.core.admission.inventory = saved_inventory
         del svc.core.catalog.courses["gpu-five"]
@@ -186,7 +221,6 @@ async def test_fifty_admissions_at_once_never_overdraw_an_allocation(svc, tokens
     for r in answers:
         if r.code == 403:
             assert r.json()["reason"] == "allocation-exhausted" and "FIVE" in r.json()["message"]
-
 
 
 async def test_a_nearly_full_disk_refuses_starts_and_stops_the_biggest_home(svc):

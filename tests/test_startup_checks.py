@@ -16,8 +16,14 @@ from aifhub.isolation.reach import PROBE_UID, blocked, sandbox_obstacles
 
 
 def up(*args, python=sys.executable, timeout=60):
-    return subprocess.run([python, "-m", "aifhub", "up", "--gpus", "none", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=dict(os.environ, AIFHUB_DEMO_PASSWORD="x" * 12))
+    return subprocess.run(
+        [python, "-m", "aifhub", "up", "--gpus", "none", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=dict(os.environ, AIFHUB_DEMO_PASSWORD="x" * 12),
+    )
 
 
 @pytest.fixture
@@ -78,14 +84,17 @@ def open_dir():
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
-@pytest.mark.parametrize("mode, needed, through", [
-    (0o700, "pass", False),
-    (0o711, "pass", True),
-    (0o711, "enter", False),  # passing through is not listing
-    (0o755, "enter", True),
-    (0o750, "run", False),
-    (0o755, "run", True),
-])
+@pytest.mark.parametrize(
+    "mode, needed, through",
+    [
+        (0o700, "pass", False),
+        (0o711, "pass", True),
+        (0o711, "enter", False),  # passing through is not listing
+        (0o755, "enter", True),
+        (0o750, "run", False),
+        (0o755, "run", True),
+    ],
+)
 def test_what_a_learner_uid_gets_through(open_dir, mode, needed, through):
     target = open_dir / "target"
     target.mkdir()

@@ -25,7 +25,10 @@ print("locked", flush=True)
 time.sleep(0.6)
 conn.execute("COMMIT")
 """
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set"))]
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason="AIFHUB_TEST_PG_URL not set")),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -83,7 +86,9 @@ async def test_the_loop_keeps_answering_while_a_long_unit_runs(db):
 async def test_sqlite_busy_elsewhere_is_waited_out_and_retried(tmp_path):
     path = tmp_path / "busy.sqlite"
     db = Database(sqlite_url(path), busy_timeout_s=0.1)
-    holder = await asyncio.create_subprocess_exec(sys.executable, "-c", HOLD_LOCK, str(path), stdout=asyncio.subprocess.PIPE)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD_LOCK, str(path), stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert (await holder.stdout.readline()).strip() == b"locked"  # another process (the CLI, say) holds the lock
         started = time.monotonic()
@@ -122,6 +127,7 @@ def cli(capsys, monkeypatch):
         code = main([*args, "--state-dir", str(state)])
         out = capsys.readouterr()
         return CLIResult(code, out.out, out.err)
+
     return run
 
 
@@ -147,7 +153,9 @@ def test_offline_cli_writes_refuse_while_the_service_holds_the_database(tmp_path
 
 def test_offline_cli_honours_aifhub_db_url(tmp_path, cli):
     url = sqlite_url(tmp_path / "elsewhere.sqlite")
-    made = cli("alloc", "create", "ELSEWHERE", "--gpu-hours", "2", state=tmp_path / "no-state-here", env={"AIFHUB_DB_URL": url})
+    made = cli(
+        "alloc", "create", "ELSEWHERE", "--gpu-hours", "2", state=tmp_path / "no-state-here", env={"AIFHUB_DB_URL": url}
+    )
     assert made.returncode == 0, made.stderr
     db = Database(url)
     try:

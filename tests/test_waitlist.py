@@ -29,13 +29,16 @@ def add_courses(courses):
     (courses / "gpu-second").mkdir()
     (courses / "gpu-second" / "course.yaml").write_text(SECOND_GPU_COURSE)
     roster = courses / COURSE / "course.yaml"
-    roster.write_text(roster.read_text().replace("roster: [learner1, learner2]", "roster: [learner1, learner2, learner3]"))
+    roster.write_text(
+        roster.read_text().replace("roster: [learner1, learner2]", "roster: [learner1, learner2, learner3]")
+    )
 
 
 @pytest.fixture(scope="module")
 def hub(hub_dir):
-    hub = start_hub(hub_dir, gpus="0", prepare_courses=add_courses,
-                    env={"AIFHUB_SERVICE_ARGS": "--AifhubService.waitlist_hold=60"})
+    hub = start_hub(
+        hub_dir, gpus="0", prepare_courses=add_courses, env={"AIFHUB_SERVICE_ARGS": "--AifhubService.waitlist_hold=60"}
+    )
     yield hub
     hub.stop()
 
@@ -148,7 +151,10 @@ def test_the_line_is_fair_across_courses_and_shown_on_the_admins_page(hub):
     place = in_line(hub, "newcomer", "gpu-second")
     assert place["position"] == 1 and in_line(hub, "learner2")["position"] == 2
     page = hub.service("GET", "waitlist").json()["waitlist"]
-    assert [(e["user"], e["course"], e["position"]) for e in page] == [("newcomer", "gpu-second", 1), ("learner2", COURSE, 2)]
+    assert [(e["user"], e["course"], e["position"]) for e in page] == [
+        ("newcomer", "gpu-second", 1),
+        ("learner2", COURSE, 2),
+    ]
     for name in ("newcomer", "learner2"):
         assert hub.api("DELETE", f"users/{name}/server").status_code in (202, 204)
     first.result(), other.result()
@@ -159,8 +165,11 @@ def test_the_line_survives_a_crash_of_the_hub_and_a_restart_of_the_service(hub):
     hub.spawn("learner1", COURSE)
     before = Spawn(hub, "learner2")
     assert in_line(hub, "learner2")["position"] == 1
-    jupyterhub = int(subprocess.run(["pgrep", "-P", str(hub.proc.pid), "-f", "jupyterhub"], capture_output=True,
-                                    text=True).stdout.split()[0])
+    jupyterhub = int(
+        subprocess.run(
+            ["pgrep", "-P", str(hub.proc.pid), "-f", "jupyterhub"], capture_output=True, text=True
+        ).stdout.split()[0]
+    )
     os.kill(jupyterhub, signal.SIGKILL)  # the hub dies (learner1's sandbox lives on); aifhub up exits with it
     hub.proc.wait(30)
     hub.log.close()
@@ -185,12 +194,15 @@ def e(id, course, count=1):
     return SimpleNamespace(id=id, course_id=course, gpu_count=count)
 
 
-@pytest.mark.parametrize("entries, held, expected", [
-    ([e(1, "a"), e(2, "a"), e(3, "b")], {}, [1, 3, 2]),  # alternate between courses holding nothing
-    ([e(1, "a"), e(2, "a"), e(3, "b")], {"b": 2}, [1, 2, 3]),  # b holds two GPUs already: a's learners first
-    ([e(5, "a"), e(2, "b")], {"a": 1, "b": 1}, [2, 5]),  # equal holdings: who came first
-    ([e(1, "a", 2), e(2, "b"), e(3, "a")], {}, [1, 2, 3]),
-])
+@pytest.mark.parametrize(
+    "entries, held, expected",
+    [
+        ([e(1, "a"), e(2, "a"), e(3, "b")], {}, [1, 3, 2]),  # alternate between courses holding nothing
+        ([e(1, "a"), e(2, "a"), e(3, "b")], {"b": 2}, [1, 2, 3]),  # b holds two GPUs already: a's learners first
+        ([e(5, "a"), e(2, "b")], {"a": 1, "b": 1}, [2, 5]),  # equal holdings: who came first
+        ([e(1, "a", 2), e(2, "b"), e(3, "a")], {}, [1, 2, 3]),
+    ],
+)
 def test_service_order_is_fair_across_courses(entries, held, expected):
     assert [x.id for x in service_order(entries, held)] == expected
 

@@ -14,8 +14,10 @@ def rate_ppm(db, kind, at):
     if not kind:
         return 0
     weight = db.scalar(
-        select(GpuRate.weight_ppm).where(GpuRate.kind == kind, GpuRate.effective_from <= at)
-        .order_by(GpuRate.effective_from.desc()).limit(1)
+        select(GpuRate.weight_ppm)
+        .where(GpuRate.kind == kind, GpuRate.effective_from <= at)
+        .order_by(GpuRate.effective_from.desc())
+        .limit(1)
     )
     return PPM if weight is None else weight
 
@@ -32,7 +34,9 @@ def _active(*where):
 
 
 def _charged(*where):
-    return select(func.coalesce(func.sum(UsageEvent.gpu_ms), 0), func.coalesce(func.sum(UsageEvent.cpu_ms), 0)).where(*where)
+    return select(func.coalesce(func.sum(UsageEvent.gpu_ms), 0), func.coalesce(func.sum(UsageEvent.cpu_ms), 0)).where(
+        *where
+    )
 
 
 def allocation_balance(db, allocation):
@@ -50,17 +54,26 @@ def allocation_balance(db, allocation):
 def course_usage(db, course_id):
     charged_gpu, charged_cpu = db.execute(_charged(UsageEvent.course_id == course_id)).one()
     held_gpu, held_cpu = db.execute(_active(SandboxSession.course_id == course_id)).one()
-    return {"used_gpu_ms": int(charged_gpu), "held_gpu_ms": int(held_gpu),
-            "used_cpu_ms": int(charged_cpu), "held_cpu_ms": int(held_cpu)}
+    return {
+        "used_gpu_ms": int(charged_gpu),
+        "held_gpu_ms": int(held_gpu),
+        "used_cpu_ms": int(charged_cpu),
+        "held_cpu_ms": int(held_cpu),
+    }
 
 
 def learner_usage(db, user, course_id, since):
     """Charged in the window starting at ``since``, plus what the learner's active sessions hold."""
-    charged_gpu, charged_cpu = db.execute(_charged(
-        UsageEvent.user == user, UsageEvent.course_id == course_id, UsageEvent.end_at > since)).one()
+    charged_gpu, charged_cpu = db.execute(
+        _charged(UsageEvent.user == user, UsageEvent.course_id == course_id, UsageEvent.end_at > since)
+    ).one()
     held_gpu, held_cpu = db.execute(_active(SandboxSession.user == user, SandboxSession.course_id == course_id)).one()
-    return {"used_gpu_ms": int(charged_gpu), "held_gpu_ms": int(held_gpu),
-            "used_cpu_ms": int(charged_cpu), "held_cpu_ms": int(held_cpu)}
+    return {
+        "used_gpu_ms": int(charged_gpu),
+        "held_gpu_ms": int(held_gpu),
+        "used_cpu_ms": int(charged_cpu),
+        "held_cpu_ms": int(held_cpu),
+    }
 
 
 def allocations(db):
@@ -83,15 +96,28 @@ class UsageSnapshot:
         held = (_held(ss.hold_gpu_ms, ss.charged_gpu_ms), _held(ss.hold_cpu_ms, ss.charged_cpu_ms))
         sums = (func.coalesce(func.sum(ev.gpu_ms), 0), func.coalesce(func.sum(ev.cpu_ms), 0))
         allocation_ids = [a for a in (allocation_ids or []) if a]
-        self.alloc_charged = _pairs(db.execute(
-            select(ev.allocation_id, *sums).where(ev.allocation_id.in_(allocation_ids)).group_by(ev.allocation_id)))
-        self.alloc_held = _pairs(db.execute(
-            select(ss.allocation_id, *held).where(ss.state == "active", ss.allocation_id.in_(allocation_ids))
-            .group_by(ss.allocation_id)))
-        self.course_charged = _pairs(db.execute(
-            select(ev.course_id, *sums).where(ev.course_id.in_(course_ids)).group_by(ev.course_id)))
-        self.course_held = _pairs(db.execute(
-            select(ss.course_id, *held).where(ss.state == "active", ss.course_id.in_(course_ids)).group_by(ss.course_id)))
+        self.alloc_charged = _pairs(
+            db.execute(
+                select(ev.allocation_id, *sums).where(ev.allocation_id.in_(allocation_ids)).group_by(ev.allocation_id)
+            )
+        )
+        self.alloc_held = _pairs(
+            db.execute(
+                select(ss.allocation_id, *held)
+                .where(ss.state == "active", ss.allocation_id.in_(allocation_ids))
+                .group_by(ss.allocation_id)
+            )
+        )
+        self.course_charged = _pairs(
+            db.execute(select(ev.course_id, *sums).where(ev.course_id.in_(course_ids)).group_by(ev.course_id))
+        )
+        self.course_held = _pairs(
+            db.execute(
+                select(ss.course_id, *held)
+                .where(ss.state == "active", ss.course_id.in_(course_ids))
+                .group_by(ss.course_id)
+            )
+        )
         self.learner_charged = {}
         for course_id, start in windows.items():
             q = select(ev.user, *sums).where(ev.course_id == course_id, ev.end_at > start)

@@ -52,8 +52,14 @@ def charge(db, session, until, rates=None):
     else:
         weight = rates.weight(session.gpu_kind, since) if rates else rate_ppm(db, session.gpu_kind, since)
     event = UsageEvent(
-        session_id=session.id, seq=session.seq + 1, user=session.user, course_id=session.course_id,
-        allocation_id=session.allocation_id, gpu_kind=session.gpu_kind, start_at=since, end_at=until,
+        session_id=session.id,
+        seq=session.seq + 1,
+        user=session.user,
+        course_id=session.course_id,
+        allocation_id=session.allocation_id,
+        gpu_kind=session.gpu_kind,
+        start_at=since,
+        end_at=until,
         gpu_ms=elapsed_ms * weight * session.gpu_count // PPM,
         cpu_ms=elapsed_ms * session.cpu_millis // 1000,
     )
@@ -109,16 +115,28 @@ def _enforce(session, course, limits, weight, now, grace_s, result):
     seconds_left = (tightest.limit_ms - tightest.used_ms) / 1000 / rate if rate else float("inf")
     if seconds_left <= grace_s and session.warned_percent < 100:
         session.warned_percent = 100
-        result.warnings.append((session.user, session.server_name, 100,
-                                f"Your sandbox for {course.title} stops in about {max(1, round(seconds_left / 60))} minute(s): "
-                                f"the {tightest.scope} limit is nearly used up. Save your work."))
+        result.warnings.append(
+            (
+                session.user,
+                session.server_name,
+                100,
+                f"Your sandbox for {course.title} stops in about {max(1, round(seconds_left / 60))} minute(s): "
+                f"the {tightest.scope} limit is nearly used up. Save your work.",
+            )
+        )
         return
     level = max((w for w in WARN_AT if tightest.percent >= w), default=0)
     if level > session.warned_percent:
         session.warned_percent = level
         unit = "GPU" if tightest.unit == "gpu" else "CPU"
-        result.warnings.append((session.user, session.server_name, level,
-                                f"You have used {level}% of your {unit}-hours ({tightest.scope} limit) for {course.title}."))
+        result.warnings.append(
+            (
+                session.user,
+                session.server_name,
+                level,
+                f"You have used {level}% of your {unit}-hours ({tightest.scope} limit) for {course.title}.",
+            )
+        )
 
 
 def tick(db, running, asked_at, catalog, grace_s=120, settle_grace_s=10, now=None):
@@ -149,8 +167,12 @@ def tick(db, running, asked_at, catalog, grace_s=120, settle_grace_s=10, now=Non
     courses = {s.course_id: catalog.get(s.course_id) for s in still_running}
     courses = {k: c for k, c in courses.items() if c is not None}
     snap = snapshot_for(db, list(courses.values()), now)
-    allocs = {a.id: a for a in db.scalars(select(Allocation).where(
-        Allocation.id.in_({c.allocation for c in courses.values() if c.allocation})))}
+    allocs = {
+        a.id: a
+        for a in db.scalars(
+            select(Allocation).where(Allocation.id.in_({c.allocation for c in courses.values() if c.allocation}))
+        )
+    }
     for session in still_running:
         course = courses.get(session.course_id)
         if course is None:

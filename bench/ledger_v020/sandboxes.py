@@ -62,9 +62,9 @@ def learner_uid(db, user, first_uid):
 
 
 def is_enrolled(db, user, course_id):
-    return db.scalar(
-        select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)
-    ) is not None
+    return (
+        db.scalar(select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)) is not None
+    )
 
 
 def serialize_admissions(db):
@@ -73,8 +73,9 @@ def serialize_admissions(db):
         db.execute(text("SELECT pg_advisory_xact_lock(hashtext('aifhub-admission'))"))
 
 
-def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True):
+def admit(
+    db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600, learner_quota=True
+):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
@@ -96,14 +97,16 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
         free = free_devices(db, inventory, gpu.kind)
         if len(matching) < gpu.count:
             raise Refusal(
-                503, "no-gpu",
+                503,
+                "no-gpu",
                 f"{course.title} needs {gpu.count} GPU(s) of kind '{gpu.kind}', "
                 f"but this machine has {len(matching)}. Ask an administrator.",
             )
         if len(free) < gpu.count:
             busy = len(matching) - len(free)
             raise Refusal(
-                409, "gpu-busy",
+                409,
+                "gpu-busy",
                 f"No free GPU for {course.title}: all {len(matching)} GPU(s) of kind '{gpu.kind}' are in use "
                 f"({busy} busy). Try again when a sandbox stops.",
             )
@@ -125,10 +128,19 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
     hold = place_hold(limits, course, expected)
 
     session = SandboxSession(
-        user=user, server_name=server_name, course_id=course.id, gpu_kind=kind, state="active",
-        started_at=now, last_charged_at=now, allocation_id=allocation.id if allocation else course.allocation,
-        gpu_count=count, cpu_millis=cpu_millis, max_session_s=course.sandbox.max_session_seconds,
-        hold_gpu_ms=hold["gpu"], hold_cpu_ms=hold["cpu"],
+        user=user,
+        server_name=server_name,
+        course_id=course.id,
+        gpu_kind=kind,
+        state="active",
+        started_at=now,
+        last_charged_at=now,
+        allocation_id=allocation.id if allocation else course.allocation,
+        gpu_count=count,
+        cpu_millis=cpu_millis,
+        max_session_s=course.sandbox.max_session_seconds,
+        hold_gpu_ms=hold["gpu"],
+        hold_cpu_ms=hold["cpu"],
     )
     db.add(session)
     db.flush()

@@ -167,8 +167,12 @@ class Dir:
                 raise UnsafePath(errno.ENOTDIR, f"{self.join(name)} is {kind(st.st_mode)}, not a folder")
             moved = f"{name}.not-a-folder-{secrets.token_hex(3)}"[-NAME_MAX:]
             os.rename(name, moved, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-            log.warning("Moved %s aside to %s: it was %s where a folder belongs (not followed)",
-                        self.join(name), moved, kind(st.st_mode))
+            log.warning(
+                "Moved %s aside to %s: it was %s where a folder belongs (not followed)",
+                self.join(name),
+                moved,
+                kind(st.st_mode),
+            )
         d = self.mkdir(name, mode, uid, gid)
         if keep:
             return d
@@ -208,8 +212,7 @@ class Dir:
 
     def rename(self, src, dst, dst_dir=None):
         """Rename the entry ``src`` to ``dst`` (in ``dst_dir``, default here), replacing what ``dst`` was."""
-        os.rename(check_name(src), check_name(dst), src_dir_fd=self.fd,
-                  dst_dir_fd=(dst_dir or self).fd)
+        os.rename(check_name(src), check_name(dst), src_dir_fd=self.fd, dst_dir_fd=(dst_dir or self).fd)
 
     def replace_dir(self, name, fill, mode=0o700, uid=None, gid=None):
         """Build a new folder with ``fill(Dir)`` under a temporary name, then rename it over ``name``."""
@@ -389,6 +392,7 @@ def set_tree(d, *, uid=None, gid=None, dir_mode=None, file_mode=None, skip=None)
 
     ``dir_mode``/``file_mode`` are ints or ``callable(lstat) -> int``. Links and special files are
     skipped with a log line; so is a file with more than one hard link (it may be someone else's)."""
+
     def mode_for(m, st):
         return m(st) if callable(m) else m
 
@@ -428,8 +432,21 @@ def set_tree(d, *, uid=None, gid=None, dir_mode=None, file_mode=None, skip=None)
     return count
 
 
-def copy_tree(src, dst, *, skip=None, existing="replace", uid=None, gid=None, dir_mode=0o700, file_mode=None,
-              max_files=None, max_bytes=None, depth=0, rel=""):
+def copy_tree(
+    src,
+    dst,
+    *,
+    skip=None,
+    existing="replace",
+    uid=None,
+    gid=None,
+    dir_mode=0o700,
+    file_mode=None,
+    max_files=None,
+    max_bytes=None,
+    depth=0,
+    rel="",
+):
     """Copy the plain files and folders below the open folder ``src`` into the open folder ``dst``.
 
     Nothing is followed on either side: links and special files of ``src`` are skipped with a log
@@ -473,10 +490,20 @@ def copy_tree(src, dst, *, skip=None, existing="replace", uid=None, gid=None, di
                     log.warning("Skipped %s: %s", dst.join(name), exc)
                     continue
                 with d:
-                    f, b = copy_tree(s, d, skip=skip, existing=existing, uid=uid, gid=gid, dir_mode=dir_mode,
-                                     file_mode=file_mode, depth=depth + 1, rel=path,
-                                     max_files=None if max_files is None else max_files - files,
-                                     max_bytes=None if max_bytes is None else max_bytes - size)
+                    f, b = copy_tree(
+                        s,
+                        d,
+                        skip=skip,
+                        existing=existing,
+                        uid=uid,
+                        gid=gid,
+                        dir_mode=dir_mode,
+                        file_mode=file_mode,
+                        depth=depth + 1,
+                        rel=path,
+                        max_files=None if max_files is None else max_files - files,
+                        max_bytes=None if max_bytes is None else max_bytes - size,
+                    )
             files += f
             size += b
             continue
@@ -490,8 +517,7 @@ def copy_tree(src, dst, *, skip=None, existing="replace", uid=None, gid=None, di
             continue
         try:
             mode = (os.fstat(fd).st_mode & 0o777) if file_mode is None else file_mode
-            size += dst.copy_file_in(fd, name, mode, uid, gid,
-                                     limit=None if max_bytes is None else max_bytes - size)
+            size += dst.copy_file_in(fd, name, mode, uid, gid, limit=None if max_bytes is None else max_bytes - size)
         except OSError as exc:
             if exc.errno not in RACED:
                 raise

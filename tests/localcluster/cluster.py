@@ -23,14 +23,20 @@ TEST_POOLS = [
 ]
 
 KUBELET_ROLE = {
-    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "aifhub-test-kubelet"},
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "aifhub-test-kubelet"},
     "rules": [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["create", "get", "list", "watch", "patch", "update"]},
         {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch", "update"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
         {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": [""], "resources": ["configmaps", "secrets", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps", "secrets", "persistentvolumeclaims"],
+            "verbs": ["get", "list", "watch"],
+        },
         {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["create", "get", "list", "watch", "delete"]},
         {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "get", "patch", "update"]},
@@ -63,17 +69,26 @@ class LocalCluster:
 
     def bootstrap(self):
         api = self.admin_api()
-        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                   "metadata": {"name": "aifhub-test-kubelet"},
-                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "aifhub-test-kubelet"},
-                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "aifhub:test-kubelets"}]}
-        storage_class = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                         "metadata": {"name": STORAGE_CLASS,
-                                      "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-                         "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}
-        for path, body in [("/apis/rbac.authorization.k8s.io/v1/clusterroles", KUBELET_ROLE),
-                           ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding),
-                           ("/apis/storage.k8s.io/v1/storageclasses", storage_class)]:
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "aifhub-test-kubelet"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "aifhub-test-kubelet"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "aifhub:test-kubelets"}],
+        }
+        storage_class = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
+        for path, body in [
+            ("/apis/rbac.authorization.k8s.io/v1/clusterroles", KUBELET_ROLE),
+            ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding),
+            ("/apis/storage.k8s.io/v1/storageclasses", storage_class),
+        ]:
             try:
                 api.post(path, body)
             except ApiError as exc:
@@ -84,16 +99,28 @@ class LocalCluster:
         cp = self.control_plane
         cert, key = cp.certs["kubelet"]
         state = self.dir / "kubelet"
-        config = {"server": cp.server, "ca": str(cp.ca.cert_path), "cert": str(cert), "key": str(key),
-                  "state_dir": str(state), "pools": self.pools, "pull_seconds": self.pull_seconds,
-                  "network": f"127.{100 + os.getpid() % 150}"}
+        config = {
+            "server": cp.server,
+            "ca": str(cp.ca.cert_path),
+            "cert": str(cert),
+            "key": str(key),
+            "state_dir": str(state),
+            "pools": self.pools,
+            "pull_seconds": self.pull_seconds,
+            "network": f"127.{100 + os.getpid() % 150}",
+        }
         path = self.dir / "kubelet.json"
         path.write_text(json.dumps(config, indent=1))
         log = open(self.dir / "kubelet.log", "ab")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        self.kubelet = subprocess.Popen([sys.executable, "-m", "localcluster.kubelet", str(path)], stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                        preexec_fn=_die_with_parent)
+        self.kubelet = subprocess.Popen(
+            [sys.executable, "-m", "localcluster.kubelet", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
         log.close()
         deadline = time.monotonic() + 60
         while not (state / "ready").exists():
@@ -110,7 +137,11 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while True:
             nodes = api.get("/api/v1/nodes").get("items", [])
-            ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+            ready = [
+                n
+                for n in nodes
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+            ]
             try:
                 api.get("/api/v1/namespaces/default/serviceaccounts/default")
                 sa = True
@@ -119,8 +150,10 @@ class LocalCluster:
             if len(ready) >= len(self.nodes) and sa:
                 return
             if time.monotonic() > deadline:
-                raise ClusterError(f"cluster not ready in {timeout} s: {len(ready)}/{len(self.nodes)} nodes ready, "
-                                   f"default service account {'made' if sa else 'missing'}")
+                raise ClusterError(
+                    f"cluster not ready in {timeout} s: {len(ready)}/{len(self.nodes)} nodes ready, "
+                    f"default service account {'made' if sa else 'missing'}"
+                )
             time.sleep(0.3)
 
     def start(self):
@@ -133,7 +166,10 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
-        self.timings = dict(self.control_plane.timings, ready_s=round(time.monotonic() - t - self.control_plane.timings.get("build_s", 0), 1))
+        self.timings = dict(
+            self.control_plane.timings,
+            ready_s=round(time.monotonic() - t - self.control_plane.timings.get("build_s", 0), 1),
+        )
         return self
 
     def stop(self):

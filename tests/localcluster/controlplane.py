@@ -30,12 +30,25 @@ ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 # What the controller-manager runs: what aifhub's objects need, nothing for clouds or nodes' IPAM.
 CONTROLLERS = [
-    "job-controller", "cronjob-controller", "ttl-after-finished-controller", "replicaset-controller",
-    "deployment-controller", "statefulset-controller", "daemonset-controller", "disruption-controller",
-    "namespace-controller", "serviceaccount-controller", "serviceaccount-token-controller",
-    "root-ca-certificate-publisher-controller", "garbage-collector-controller", "resourcequota-controller",
-    "persistentvolume-binder-controller", "persistentvolume-protection-controller",
-    "persistentvolumeclaim-protection-controller", "node-lifecycle-controller", "taint-eviction-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "disruption-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "garbage-collector-controller",
+    "resourcequota-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
     "pod-garbage-collector-controller",
 ]
 
@@ -46,24 +59,51 @@ CONTROLLERS = [
 USER_SCHEDULER = "aifhub-user-scheduler"
 USER_SCHEDULER_PROFILE = {
     "schedulerName": USER_SCHEDULER,
-    "plugins": {"score": {
-        "disabled": [{"name": n} for n in ("NodeResourcesBalancedAllocation", "NodeAffinity", "InterPodAffinity",
-                                           "NodeResourcesFit", "ImageLocality")],
-        "enabled": [{"name": "NodeAffinity", "weight": 14631}, {"name": "InterPodAffinity", "weight": 1331},
-                    {"name": "NodeResourcesFit", "weight": 121}, {"name": "ImageLocality", "weight": 11}],
-    }},
-    "pluginConfig": [{"name": "NodeResourcesFit", "args": {"scoringStrategy": {
-        "type": "MostAllocated", "resources": [{"name": "cpu", "weight": 1}, {"name": "memory", "weight": 1}]}}}],
+    "plugins": {
+        "score": {
+            "disabled": [
+                {"name": n}
+                for n in (
+                    "NodeResourcesBalancedAllocation",
+                    "NodeAffinity",
+                    "InterPodAffinity",
+                    "NodeResourcesFit",
+                    "ImageLocality",
+                )
+            ],
+            "enabled": [
+                {"name": "NodeAffinity", "weight": 14631},
+                {"name": "InterPodAffinity", "weight": 1331},
+                {"name": "NodeResourcesFit", "weight": 121},
+                {"name": "ImageLocality", "weight": 11},
+            ],
+        }
+    },
+    "pluginConfig": [
+        {
+            "name": "NodeResourcesFit",
+            "args": {
+                "scoringStrategy": {
+                    "type": "MostAllocated",
+                    "resources": [{"name": "cpu", "weight": 1}, {"name": "memory", "weight": 1}],
+                }
+            },
+        }
+    ],
 }
 
 
 # The API server's audit log records every request of a service account outside kube-system (the controllers'
 # own accounts are left out): the cluster tests read it to see each call aifhub makes and what RBAC answered.
 AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-    "rules": [{"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
-              {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
-              {"level": "None"}],
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
 }
 
 
@@ -107,13 +147,27 @@ def write_kubeconfig(path, server, ca, cert=None, key=None, token=None, namespac
     context = {"cluster": name, "user": name}
     if namespace:
         context["namespace"] = namespace
-    Path(path).write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {"server": server,
-                                                 "certificate-authority-data": base64.b64encode(Path(ca).read_bytes()).decode()}}],
-        "users": [{"name": name, "user": user}],
-        "contexts": [{"name": name, "context": context}],
-    }, indent=1))
+    Path(path).write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": name,
+                "clusters": [
+                    {
+                        "name": name,
+                        "cluster": {
+                            "server": server,
+                            "certificate-authority-data": base64.b64encode(Path(ca).read_bytes()).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": name, "user": user}],
+                "contexts": [{"name": name, "context": context}],
+            },
+            indent=1,
+        )
+    )
     Path(path).chmod(0o600)
     return Path(path)
 
@@ -138,8 +192,15 @@ class ControlPlane:
 
     def _certificates(self):
         ca = self.ca = pki.CertificateAuthority(self.pki)
-        hosts = ["127.0.0.1", "localhost", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                 "kubernetes.default.svc.cluster.local"]
+        hosts = [
+            "127.0.0.1",
+            "localhost",
+            "10.96.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
         self.certs = {
             "etcd": ca.issue("etcd", "etcd", hosts=["127.0.0.1", "localhost"], server=True),
             "apiserver-etcd": ca.issue("apiserver-etcd-client", "kube-apiserver-etcd-client"),
@@ -156,8 +217,14 @@ class ControlPlane:
 
     def _spawn(self, name, args):
         log = open(self.logs / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, cwd=self.dir)
+        self.procs[name] = subprocess.Popen(
+            [str(self.bin / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            cwd=self.dir,
+        )
         log.close()
 
     def _check_alive(self, name):
@@ -193,68 +260,122 @@ class ControlPlane:
         cert, key = self.certs["etcd"]
         url = f"https://127.0.0.1:{self.etcd_port}"
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
-        self._spawn("etcd", [
-            "--name=aifhub-test", f"--data-dir={self.dir / 'etcd'}",
-            f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=aifhub-test={peer}",
-            f"--cert-file={cert}", f"--key-file={key}", "--client-cert-auth", f"--trusted-ca-file={self.ca.cert_path}",
-            "--listen-metrics-urls=", "--log-level=warn",
-            # a test cluster: its data dies with it; fsync on a shared disk would slow every write
-            "--unsafe-no-fsync", "--quota-backend-bytes=2147483648",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                "--name=aifhub-test",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=aifhub-test={peer}",
+                f"--cert-file={cert}",
+                f"--key-file={key}",
+                "--client-cert-auth",
+                f"--trusted-ca-file={self.ca.cert_path}",
+                "--listen-metrics-urls=",
+                "--log-level=warn",
+                # a test cluster: its data dies with it; fsync on a shared disk would slow every write
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=2147483648",
+            ],
+        )
 
     def _start_apiserver(self):
         cert, key = self.certs["apiserver"]
         etcd_cert, etcd_key = self.certs["apiserver-etcd"]
         policy = self.dir / "audit-policy.yaml"
         policy.write_text(json.dumps(AUDIT_POLICY))
-        self._spawn("kube-apiserver", [
-            f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-maxsize=200",
-            f"--etcd-servers=https://127.0.0.1:{self.etcd_port}", f"--etcd-cafile={self.ca.cert_path}",
-            f"--etcd-certfile={etcd_cert}", f"--etcd-keyfile={etcd_key}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.port}", "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",  # the kubernetes Service's endpoint would be a loopback address
-            f"--tls-cert-file={cert}", f"--tls-private-key-file={key}", f"--client-ca-file={self.ca.cert_path}",
-            f"--service-account-issuer={ISSUER}", f"--service-account-key-file={self.sa_pub}",
-            f"--service-account-signing-key-file={self.sa_key}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
-            "--enable-admission-plugins=NodeRestriction,PodSecurity,Priority,ResourceQuota,LimitRanger,ServiceAccount",
-            "--allow-privileged=false", "--profiling=false", f"--cert-dir={self.pki}",
-            # what kubeadm sets for front proxies; without it every component logs a missing CA bundle
-            f"--requestheader-client-ca-file={self.ca.cert_path}", "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=200",
+                f"--etcd-servers=https://127.0.0.1:{self.etcd_port}",
+                f"--etcd-cafile={self.ca.cert_path}",
+                f"--etcd-certfile={etcd_cert}",
+                f"--etcd-keyfile={etcd_key}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",  # the kubernetes Service's endpoint would be a loopback address
+                f"--tls-cert-file={cert}",
+                f"--tls-private-key-file={key}",
+                f"--client-ca-file={self.ca.cert_path}",
+                f"--service-account-issuer={ISSUER}",
+                f"--service-account-key-file={self.sa_pub}",
+                f"--service-account-signing-key-file={self.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--anonymous-auth=false",
+                "--enable-admission-plugins=NodeRestriction,PodSecurity,Priority,ResourceQuota,LimitRanger,ServiceAccount",
+                "--allow-privileged=false",
+                "--profiling=false",
+                f"--cert-dir={self.pki}",
+                # what kubeadm sets for front proxies; without it every component logs a missing CA bundle
+                f"--requestheader-client-ca-file={self.ca.cert_path}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--v=1",
+            ],
+        )
         self._wait("kube-apiserver", lambda: self._get(f"{self.server}/readyz")[0] == 200, 120)
 
     def _start_controller_manager(self):
         kubeconfig = self.dir / "controller-manager.kubeconfig"
-        self._spawn("kube-controller-manager", [
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}", "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={self.sa_key}", f"--root-ca-file={self.ca.cert_path}",
-            f"--controllers={','.join(CONTROLLERS)}", "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", f"--cert-dir={self.pki / 'kcm'}",
-            "--concurrent-job-syncs=20", "--kube-api-qps=100", "--kube-api-burst=200", "--v=1",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={self.sa_key}",
+                f"--root-ca-file={self.ca.cert_path}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.pki / 'kcm'}",
+                "--concurrent-job-syncs=20",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+                "--v=1",
+            ],
+        )
 
     def _start_scheduler(self):
         kubeconfig = self.dir / "scheduler.kubeconfig"
         self.scheduler_port = free_port()
         config = self.dir / "scheduler.yaml"
-        config.write_text(json.dumps({
-            "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
-            "clientConnection": {"kubeconfig": str(kubeconfig), "qps": 100, "burst": 200},
-            "leaderElection": {"leaderElect": False},
-            "profiles": [{"schedulerName": "default-scheduler"}, USER_SCHEDULER_PROFILE],
-        }, indent=1))
-        self._spawn("kube-scheduler", [
-            f"--config={config}", f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.scheduler_port}", f"--cert-dir={self.pki / 'scheduler'}",
-            f"--v={os.environ.get('AIFHUB_SCHEDULER_V', '1')}",
-        ])
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubescheduler.config.k8s.io/v1",
+                    "kind": "KubeSchedulerConfiguration",
+                    "clientConnection": {"kubeconfig": str(kubeconfig), "qps": 100, "burst": 200},
+                    "leaderElection": {"leaderElect": False},
+                    "profiles": [{"schedulerName": "default-scheduler"}, USER_SCHEDULER_PROFILE],
+                },
+                indent=1,
+            )
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                f"--config={config}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.scheduler_port}",
+                f"--cert-dir={self.pki / 'scheduler'}",
+                f"--v={os.environ.get('AIFHUB_SCHEDULER_V', '1')}",
+            ],
+        )
 
     def start(self):
         started = time.monotonic()

@@ -76,7 +76,7 @@ def quantity(text):
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3}
     for unit, factor in units.items():
         if text.endswith(unit):
-            return float(text[:-len(unit)]) * factor
+            return float(text[: -len(unit)]) * factor
     return float(text)
 
 
@@ -97,8 +97,10 @@ class Images:
         """Returns the seconds spent pulling (0 when present). Raises ImagePullError."""
         host = ref.split("/", 1)[0] if "/" in ref else ""
         if host.endswith(".invalid") or host == "invalid":
-            raise ImagePullError(f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
-                                 f"dial tcp: lookup {host}: no such host")
+            raise ImagePullError(
+                f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
+                f"dial tcp: lookup {host}: no such host"
+            )
         with self.lock:
             if ref in self.present:
                 return 0.0
@@ -151,8 +153,13 @@ class Container:
         self.name = name
         r, w = os.pipe()
         with open(log_path, "ab") as out:
-            self.proc = subprocess.Popen(argv[:1] + ["--info-fd", str(w)] + argv[1:], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, pass_fds=(w,))
+            self.proc = subprocess.Popen(
+                argv[:1] + ["--info-fd", str(w)] + argv[1:],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(w,),
+            )
         os.close(w)
         with os.fdopen(r) as info:
             text = info.read()
@@ -216,15 +223,23 @@ class PodWorker(threading.Thread):
 
     def conditions(self, ready, initialized=True):
         t = now()
-        return [{"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": t},
-                {"type": "Initialized", "status": "True" if initialized else "False", "lastTransitionTime": t},
-                {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": t},
-                {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": t}]
+        return [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": t},
+            {"type": "Initialized", "status": "True" if initialized else "False", "lastTransitionTime": t},
+            {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": t},
+            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": t},
+        ]
 
     def container_status(self, container, state, ready=False, init=False):
-        status = {"name": container["name"], "image": container["image"], "imageID": f"aifhub-test://{container['image']}",
-                  "ready": ready, "started": "running" in state, "restartCount": self.restarts.get(container["name"], 0),
-                  "state": state}
+        status = {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": f"aifhub-test://{container['image']}",
+            "ready": ready,
+            "started": "running" in state,
+            "restartCount": self.restarts.get(container["name"], 0),
+            "state": state,
+        }
         if "running" in state or "terminated" in state:
             status["containerID"] = f"bwrap://{self.uid}/{container['name']}"
         last = self.statuses.get(container["name"], {}).get("state", {})
@@ -235,9 +250,13 @@ class PodWorker(threading.Thread):
 
     def report(self, phase, ready=False, initialized=True, reason=None, message=None, init_statuses=None):
         spec = self.pod["spec"]
-        status = {"phase": phase, "hostIP": self.node.address, "hostIPs": [{"ip": self.node.address}],
-                  "conditions": self.conditions(ready, initialized),
-                  "containerStatuses": [self.statuses[c["name"]] for c in spec["containers"] if c["name"] in self.statuses]}
+        status = {
+            "phase": phase,
+            "hostIP": self.node.address,
+            "hostIPs": [{"ip": self.node.address}],
+            "conditions": self.conditions(ready, initialized),
+            "containerStatuses": [self.statuses[c["name"]] for c in spec["containers"] if c["name"] in self.statuses],
+        }
         if self.start_time:
             status["startTime"] = self.start_time
         if self.ip:
@@ -310,13 +329,20 @@ class PodWorker(threading.Thread):
                     self.event("Pulled", f'Successfully pulled image "{ref}" in {seconds:.3f}s', container=c["name"])
                     break
                 except ImagePullError as exc:
-                    self.event("Failed", f"Failed to pull image \"{ref}\": {exc}", "Warning", container=c["name"])
+                    self.event("Failed", f'Failed to pull image "{ref}": {exc}', "Warning", container=c["name"])
                     self.container_status(c, {"waiting": {"reason": "ErrImagePull", "message": str(exc)}})
                     self.report("Pending")
                     if self.deleting.wait(1):
                         return False
-                    self.container_status(c, {"waiting": {"reason": "ImagePullBackOff",
-                                                          "message": f'Back-off pulling image "{ref}": ErrImagePull: {exc}'}})
+                    self.container_status(
+                        c,
+                        {
+                            "waiting": {
+                                "reason": "ImagePullBackOff",
+                                "message": f'Back-off pulling image "{ref}": ErrImagePull: {exc}',
+                            }
+                        },
+                    )
                     self.report("Pending")
                     self.event("BackOff", f'Back-off pulling image "{ref}"', "Normal", container=c["name"])
                     if self.deleting.wait(backoff):
@@ -344,7 +370,9 @@ class PodWorker(threading.Thread):
             if m.get("subPath"):
                 sub = os.path.normpath(m["subPath"])
                 if sub.startswith("..") or os.path.isabs(sub):
-                    raise runner.ContainerConfigError(f"subPath {m['subPath']!r} must be a relative path inside the volume")
+                    raise runner.ContainerConfigError(
+                        f"subPath {m['subPath']!r} must be a relative path inside the volume"
+                    )
                 target = Path(source) / sub
                 if not os.path.lexists(target):
                     target.mkdir(parents=True, mode=0o777, exist_ok=True)
@@ -361,15 +389,21 @@ class PodWorker(threading.Thread):
 
     def terminated(self, c, container, code, reason=None):
         """A container's terminated state, with its termination message as the kubelet reads it."""
-        state = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
-                 "startedAt": container.started if container else None, "finishedAt": now()}
+        state = {
+            "exitCode": code,
+            "reason": reason or ("Completed" if code == 0 else "Error"),
+            "startedAt": container.started if container else None,
+            "finishedAt": now(),
+        }
         try:
             message = self.termination_log(c).read_bytes()[:4096].decode(errors="replace")
         except OSError:
             message = ""
         if not message and code and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             try:
-                message = "\n".join((self.dir / f"{c['name']}.log").read_text(errors="replace").splitlines()[-80:])[-2048:]
+                message = "\n".join((self.dir / f"{c['name']}.log").read_text(errors="replace").splitlines()[-80:])[
+                    -2048:
+                ]
             except OSError:
                 message = ""
         if message:
@@ -382,9 +416,13 @@ class PodWorker(threading.Thread):
         log_file.write_bytes(b"")
         log_file.chmod(0o666)
         argv = runner.bwrap_command(
-            self.pod, c, self.mounts_for(c) + [(str(log_file), c.get("terminationMessagePath") or "/dev/termination-log", False)],
-            env, isolated_network=self.isolated,
-            read_only_root=(c.get("securityContext") or {}).get("readOnlyRootFilesystem", False))
+            self.pod,
+            c,
+            self.mounts_for(c) + [(str(log_file), c.get("terminationMessagePath") or "/dev/termination-log", False)],
+            env,
+            isolated_network=self.isolated,
+            read_only_root=(c.get("securityContext") or {}).get("readOnlyRootFilesystem", False),
+        )
         # the pod's own network: what listens on the wildcard address listens on the pod's address
         argv = [a.replace("0.0.0.0", self.ip) if not self.isolated else a for a in argv]
         container = Container(c["name"], argv, self.dir / f"{c['name']}.log")
@@ -402,9 +440,15 @@ class PodWorker(threading.Thread):
                     container = self.start_container(c, mounts)
                 except runner.ContainerConfigError as exc:
                     return self.config_error(c, exc)
-                st = {"name": c["name"], "image": c["image"], "imageID": f"aifhub-test://{c['image']}", "ready": False,
-                      "restartCount": self.restarts.get(c["name"], 0), "started": True,
-                      "state": {"running": {"startedAt": container.started}}}
+                st = {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": f"aifhub-test://{c['image']}",
+                    "ready": False,
+                    "restartCount": self.restarts.get(c["name"], 0),
+                    "started": True,
+                    "state": {"running": {"startedAt": container.started}},
+                }
                 self.report("Pending", initialized=False, init_statuses=init_statuses + [st])
                 code = self.wait_one(container)
                 if code is None:  # deleted
@@ -459,7 +503,9 @@ class PodWorker(threading.Thread):
             st = self.statuses.get(c["name"], {}).get("state", {})
             if "terminated" not in st:
                 self.container_status(c, self.terminated(c, None, 137))
-        self.report("Failed", reason="DeadlineExceeded", message=message, init_statuses=getattr(self, "init_statuses", None))
+        self.report(
+            "Failed", reason="DeadlineExceeded", message=message, init_statuses=getattr(self, "init_statuses", None)
+        )
 
     def run_containers(self, mounts):
         spec = self.pod["spec"]
@@ -497,13 +543,22 @@ class PodWorker(threading.Thread):
                     delay = min(10 * 2 ** (self.restarts[name] - 1), 300)
                     backoff_until[name] = time.monotonic() + delay
                     self.event("BackOff", f"Back-off restarting failed container {name}", "Warning", container=name)
-                    self.container_status(by_name[name], {"waiting": {
-                        "reason": "CrashLoopBackOff", "message": f"back-off {delay}s restarting failed container={name}"}})
+                    self.container_status(
+                        by_name[name],
+                        {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": f"back-off {delay}s restarting failed container={name}",
+                            }
+                        },
+                    )
             for name, until in list(backoff_until.items()):
                 if time.monotonic() >= until:
                     del backoff_until[name]
                     self.containers[name] = self.start_container(by_name[name], mounts)
-                    self.container_status(by_name[name], {"running": {"startedAt": self.containers[name].started}}, ready=True)
+                    self.container_status(
+                        by_name[name], {"running": {"startedAt": self.containers[name].started}}, ready=True
+                    )
                     changed = True
             if not self.containers and not backoff_until:
                 codes = [self.statuses[n]["state"]["terminated"]["exitCode"] for n in by_name]
@@ -544,8 +599,15 @@ class PodWorker(threading.Thread):
             failed = any(s["state"].get("terminated", {}).get("exitCode") for s in self.statuses.values())
             self.report("Failed" if failed else "Succeeded", init_statuses=getattr(self, "init_statuses", None))
             try:
-                self.api.delete(self.path, {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                                            "preconditions": {"uid": self.uid}})
+                self.api.delete(
+                    self.path,
+                    {
+                        "kind": "DeleteOptions",
+                        "apiVersion": "v1",
+                        "gracePeriodSeconds": 0,
+                        "preconditions": {"uid": self.uid},
+                    },
+                )
             except ApiError as exc:
                 if exc.status not in (404, 409):
                     log.warning("deleting %s/%s: %s", self.ns, self.name, exc)
@@ -577,8 +639,12 @@ class TestKubelet:
         for pool in config["pools"]:
             for spec in pool_nodes(pool):
                 index += 1
-                self.nodes[spec["name"]] = Node(spec, f"{net}.{index}.1", float(pool.get("pull_seconds", config.get("pull_seconds", 0))),
-                                                pool.get("preloaded_images", []))
+                self.nodes[spec["name"]] = Node(
+                    spec,
+                    f"{net}.{index}.1",
+                    float(pool.get("pull_seconds", config.get("pull_seconds", 0))),
+                    pool.get("preloaded_images", []),
+                )
         self.api_port = config["server"].rsplit(":", 1)[1]
 
     # -- nodes -------------------------------------------------------------------
@@ -591,8 +657,14 @@ class TestKubelet:
             except ApiError as exc:
                 if exc.status != 409:
                     raise
-                self.api.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"labels": obj["metadata"]["labels"]},
-                                                              "spec": {"taints": node.spec["taints"] or None}}, MERGE)
+                self.api.patch(
+                    f"/api/v1/nodes/{node.name}",
+                    {
+                        "metadata": {"labels": obj["metadata"]["labels"]},
+                        "spec": {"taints": node.spec["taints"] or None},
+                    },
+                    MERGE,
+                )
             self.post_status(node)
             self.renew(node, create=True)
 
@@ -603,9 +675,12 @@ class TestKubelet:
 
     def renew(self, node, create=False):
         path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                 "metadata": {"name": node.name, "namespace": "kube-node-lease"},
-                 "spec": {"holderIdentity": node.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()}}
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": node.name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": node.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()},
+        }
         try:
             self.api.patch(f"{path}/{node.name}", {"spec": lease["spec"]}, MERGE)
         except ApiError as exc:
@@ -670,9 +745,15 @@ class TestKubelet:
         """A terminated pod (or one never started) being deleted: nothing runs, remove it for good."""
         meta = pod["metadata"]
         try:
-            self.api.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                            {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                             "preconditions": {"uid": meta["uid"]}})
+            self.api.delete(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                {
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": meta["uid"]},
+                },
+            )
         except ApiError as exc:
             if exc.status not in (404, 409):
                 log.warning("deleting %s/%s: %s", meta["namespace"], meta["name"], exc)
@@ -683,16 +764,31 @@ class TestKubelet:
 
     def event(self, pod, reason, message, kind="Normal", container=None):
         meta = pod["metadata"]
-        involved = {"kind": "Pod", "apiVersion": "v1", "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
+        involved = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
         if container:
             involved["fieldPath"] = f"spec.containers{{{container}}}"
         t = now()
-        body = {"apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
-                "involvedObject": involved, "reason": reason, "message": message, "type": kind,
-                "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
-                "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-                "reportingComponent": "kubelet", "reportingInstance": pod["spec"].get("nodeName", "")}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+            "firstTimestamp": t,
+            "lastTimestamp": t,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": pod["spec"].get("nodeName", ""),
+        }
         try:
             self.api.post(f"/api/v1/namespaces/{meta['namespace']}/events", body)
         except Exception as exc:
@@ -701,15 +797,22 @@ class TestKubelet:
     def isolated(self, pod):
         """True when NetworkPolicies leave the pod no peer at all (no ingress and no egress rule)."""
         try:
-            policies = self.api.get(f"/apis/networking.k8s.io/v1/namespaces/{pod['metadata']['namespace']}/networkpolicies")
+            policies = self.api.get(
+                f"/apis/networking.k8s.io/v1/namespaces/{pod['metadata']['namespace']}/networkpolicies"
+            )
         except ApiError:
             return False
         labels = pod["metadata"].get("labels") or {}
-        selecting = [p for p in policies.get("items", []) if selector_matches(p["spec"].get("podSelector") or {}, labels)]
+        selecting = [
+            p for p in policies.get("items", []) if selector_matches(p["spec"].get("podSelector") or {}, labels)
+        ]
         egress = [p for p in selecting if "Egress" in (p["spec"].get("policyTypes") or [])]
         ingress = [p for p in selecting if "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])]
-        return bool(egress and ingress) and not any(p["spec"].get("egress") for p in egress) \
+        return (
+            bool(egress and ingress)
+            and not any(p["spec"].get("egress") for p in egress)
             and not any(p["spec"].get("ingress") for p in ingress)
+        )
 
     # -- volumes ---------------------------------------------------------------------
 
@@ -735,7 +838,9 @@ class TestKubelet:
                 pv = self.api.get(f"/api/v1/persistentvolumes/{pv_name}")
                 source = (pv["spec"].get("hostPath") or pv["spec"].get("local") or {}).get("path")
                 if not source:
-                    raise VolumeError(f"volume {pv_name}: only hostPath and local volumes are mounted by the test kubelet")
+                    raise VolumeError(
+                        f"volume {pv_name}: only hostPath and local volumes are mounted by the test kubelet"
+                    )
                 Path(source).mkdir(parents=True, exist_ok=True)
                 result[name] = (source, vol["persistentVolumeClaim"].get("readOnly", False))
             elif "emptyDir" in vol:
@@ -749,7 +854,9 @@ class TestKubelet:
                 self.write_files(worker, vol, local, fs_group)
                 result[name] = (str(local), True)
             else:
-                raise VolumeError(f"volume {name}: kind {sorted(set(vol) - {'name'})} is not supported by the test kubelet")
+                raise VolumeError(
+                    f"volume {name}: kind {sorted(set(vol) - {'name'})} is not supported by the test kubelet"
+                )
         return result
 
     def write_files(self, worker, vol, folder, fs_group):
@@ -763,8 +870,11 @@ class TestKubelet:
                 if ref.get("optional"):
                     return
                 raise VolumeError(f'{kind} "{ref["name"]}" not found') from exc
-            data = {k: v.encode() for k, v in (obj.get("data") or {}).items()} if kind == "configmap" else \
-                {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+            data = (
+                {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+                if kind == "configmap"
+                else {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+            )
             if kind == "configmap":
                 data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
             for item in items or [{"key": k, "path": k} for k in data]:
@@ -773,25 +883,38 @@ class TestKubelet:
 
         def token(source, mode):
             sa = worker.pod["spec"].get("serviceAccountName", "default")
-            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "spec": {"audiences": [source["audience"]] if source.get("audience") else [],
-                             "expirationSeconds": int(source.get("expirationSeconds", 3607)),
-                             "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": worker.name, "uid": worker.uid}}}
+            body = {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": [source["audience"]] if source.get("audience") else [],
+                    "expirationSeconds": int(source.get("expirationSeconds", 3607)),
+                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": worker.name, "uid": worker.uid},
+                },
+            }
             answer = self.api.post(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", body)
             files[source["path"]] = (answer["status"]["token"].encode(), mode)
 
         def downward(items, mode):
             for item in items:
-                files[item["path"]] = (self.field(worker, item["fieldRef"]["fieldPath"]).encode() if "fieldRef" in item
-                                       else str(self.resource(worker, item["resourceFieldRef"])).encode(), item.get("mode", mode))
+                files[item["path"]] = (
+                    self.field(worker, item["fieldRef"]["fieldPath"]).encode()
+                    if "fieldRef" in item
+                    else str(self.resource(worker, item["resourceFieldRef"])).encode(),
+                    item.get("mode", mode),
+                )
 
         if "configMap" in vol:
             src = vol["configMap"]
             from_object("configmap", src, src.get("items"), src.get("defaultMode", 0o644))
         elif "secret" in vol:
             src = vol["secret"]
-            from_object("secret", {"name": src["secretName"], "optional": src.get("optional")}, src.get("items"),
-                        src.get("defaultMode", 0o644))
+            from_object(
+                "secret",
+                {"name": src["secretName"], "optional": src.get("optional")},
+                src.get("items"),
+                src.get("defaultMode", 0o644),
+            )
         elif "downwardAPI" in vol:
             downward(vol["downwardAPI"].get("items", []), vol["downwardAPI"].get("defaultMode", 0o644))
         else:
@@ -823,21 +946,35 @@ class TestKubelet:
                 continue
             meta, spec = pvc["metadata"], pvc["spec"]
             annotations = meta.get("annotations") or {}
-            ours = annotations.get("volume.kubernetes.io/storage-provisioner") == PROVISIONER or \
-                annotations.get("volume.beta.kubernetes.io/storage-provisioner") == PROVISIONER
+            ours = (
+                annotations.get("volume.kubernetes.io/storage-provisioner") == PROVISIONER
+                or annotations.get("volume.beta.kubernetes.io/storage-provisioner") == PROVISIONER
+            )
             if not ours or spec.get("volumeName") or pvc.get("status", {}).get("phase") != "Pending":
                 continue
             name = f"pvc-{meta['uid']}"
             folder = self.state / "volumes" / name
             folder.mkdir(exist_ok=True)
             folder.chmod(0o777)  # as local-path provisioners do: any pod user may write
-            pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-                  "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-                  "spec": {"capacity": {"storage": spec["resources"]["requests"]["storage"]},
-                           "accessModes": spec["accessModes"], "persistentVolumeReclaimPolicy": "Delete",
-                           "storageClassName": spec.get("storageClassName"), "hostPath": {"path": str(folder), "type": "Directory"},
-                           "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
-                                        "name": meta["name"], "uid": meta["uid"]}}}
+            pv = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                "spec": {
+                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    "accessModes": spec["accessModes"],
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": spec.get("storageClassName"),
+                    "hostPath": {"path": str(folder), "type": "Directory"},
+                    "claimRef": {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "namespace": meta["namespace"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                },
+            }
             try:
                 self.api.post("/api/v1/persistentvolumes", pv)
             except ApiError as exc:
@@ -850,8 +987,11 @@ class TestKubelet:
             try:
                 for pv in self.api.get("/api/v1/persistentvolumes").get("items", []):
                     by = (pv["metadata"].get("annotations") or {}).get("pv.kubernetes.io/provisioned-by")
-                    if by == PROVISIONER and pv.get("status", {}).get("phase") == "Released" \
-                            and pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
+                    if (
+                        by == PROVISIONER
+                        and pv.get("status", {}).get("phase") == "Released"
+                        and pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete"
+                    ):
                         self.api.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
                         shutil.rmtree(self.state / "volumes" / pv["metadata"]["name"], ignore_errors=True)
             except Exception as exc:
@@ -862,10 +1002,17 @@ class TestKubelet:
     def field(self, worker, path):
         pod = worker.pod
         meta = pod["metadata"]
-        simple = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
-                  "spec.nodeName": pod["spec"].get("nodeName", ""), "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-                  "status.hostIP": worker.node.address, "status.hostIPs": worker.node.address,
-                  "status.podIP": worker.ip or "", "status.podIPs": worker.ip or ""}
+        simple = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+            "status.hostIP": worker.node.address,
+            "status.hostIPs": worker.node.address,
+            "status.podIP": worker.ip or "",
+            "status.podIPs": worker.ip or "",
+        }
         if path in simple:
             return simple[path]
         m = re.match(r"metadata\.(labels|annotations)\['(.+)'\]$", path)
@@ -874,8 +1021,10 @@ class TestKubelet:
         raise runner.ContainerConfigError(f"unsupported fieldRef {path!r}")
 
     def resource(self, worker, ref):
-        container = next((c for c in worker.pod["spec"]["containers"] if c["name"] == ref.get("containerName")),
-                         worker.pod["spec"]["containers"][0])
+        container = next(
+            (c for c in worker.pod["spec"]["containers"] if c["name"] == ref.get("containerName")),
+            worker.pod["spec"]["containers"][0],
+        )
         kind, res = ref["resource"].split(".", 1)
         value = ((container.get("resources") or {}).get(kind) or {}).get(res)
         if value is None:
@@ -897,7 +1046,10 @@ class TestKubelet:
         for source in container.get("envFrom", []):
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
-                data = self.api.get(f"/api/v1/namespaces/{ns}/configmaps/{source['configMapRef']['name']}").get("data") or {}
+                data = (
+                    self.api.get(f"/api/v1/namespaces/{ns}/configmaps/{source['configMapRef']['name']}").get("data")
+                    or {}
+                )
             else:
                 raw = self.api.get(f"/api/v1/namespaces/{ns}/secrets/{source['secretRef']['name']}").get("data") or {}
                 data = {k: base64.b64decode(v).decode() for k, v in raw.items()}
@@ -912,7 +1064,11 @@ class TestKubelet:
             elif "resourceFieldRef" in src:
                 env[item["name"]] = str(self.resource(worker, src["resourceFieldRef"]))
             else:
-                kind, ref = ("configmap", src["configMapKeyRef"]) if "configMapKeyRef" in src else ("secret", src["secretKeyRef"])
+                kind, ref = (
+                    ("configmap", src["configMapKeyRef"])
+                    if "configMapKeyRef" in src
+                    else ("secret", src["secretKeyRef"])
+                )
                 try:
                     data = self.api.get(f"/api/v1/namespaces/{ns}/{kind}s/{ref['name']}").get("data") or {}
                 except ApiError as exc:
@@ -931,8 +1087,10 @@ class TestKubelet:
 
     def run(self):
         self.register()
-        threads = [threading.Thread(target=f, daemon=True, name=f.__name__)
-                   for f in (self.heartbeat_loop, self.pod_loop, self.provision_loop, self.reclaim_loop)]
+        threads = [
+            threading.Thread(target=f, daemon=True, name=f.__name__)
+            for f in (self.heartbeat_loop, self.pod_loop, self.provision_loop, self.reclaim_loop)
+        ]
         for t in threads:
             t.start()
         (self.state / "ready").write_text(json.dumps(sorted(self.nodes)))

@@ -22,11 +22,20 @@ MIG_PROFILES = {"1g.10gb": (7, 9856), "2g.20gb": (3, 19968), "3g.40gb": (2, 4019
 
 def _gpu_labels(product, family, memory, count):
     return {
-        "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product, "nvidia.com/gpu.family": family,
-        "nvidia.com/gpu.count": str(count), "nvidia.com/gpu.memory": str(memory), "nvidia.com/gpu.machine": "aifhub-test",
-        "nvidia.com/cuda.driver.major": "580", "nvidia.com/cuda.driver.minor": "95", "nvidia.com/cuda.runtime.major": "13",
-        "nvidia.com/gpu.deploy.device-plugin": "true", "nvidia.com/gpu.deploy.gpu-feature-discovery": "true",
-        "nvidia.com/gpu.deploy.dcgm-exporter": "true", "nvidia.com/mig.capable": "true", "nvidia.com/mig.strategy": "mixed",
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": product,
+        "nvidia.com/gpu.family": family,
+        "nvidia.com/gpu.count": str(count),
+        "nvidia.com/gpu.memory": str(memory),
+        "nvidia.com/gpu.machine": "aifhub-test",
+        "nvidia.com/cuda.driver.major": "580",
+        "nvidia.com/cuda.driver.minor": "95",
+        "nvidia.com/cuda.runtime.major": "13",
+        "nvidia.com/gpu.deploy.device-plugin": "true",
+        "nvidia.com/gpu.deploy.gpu-feature-discovery": "true",
+        "nvidia.com/gpu.deploy.dcgm-exporter": "true",
+        "nvidia.com/mig.capable": "true",
+        "nvidia.com/mig.strategy": "mixed",
     }
 
 
@@ -37,9 +46,13 @@ def pool_nodes(pool, index_base=0):
     nodes = []
     for i in range(int(pool.get("count", 1))):
         name = f"{pool['name']}-{i + index_base}"
-        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                  "node.kubernetes.io/instance-type": pool.get("instance_type", f"aifhub-test-{preset}"),
-                  "aifhub.io/test-pool": pool["name"]}
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "node.kubernetes.io/instance-type": pool.get("instance_type", f"aifhub-test-{preset}"),
+            "aifhub.io/test-pool": pool["name"],
+        }
         capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "200Gi"}
         taints = []
         if preset in PRODUCTS or preset.startswith("mig-"):
@@ -47,14 +60,17 @@ def pool_nodes(pool, index_base=0):
             gpus = int(pool.get("gpus", 8))
             labels.update(_gpu_labels(product, family, gpu_memory, gpus))
             if preset.startswith("mig-"):
-                profile = preset[len("mig-"):]
+                profile = preset[len("mig-") :]
                 per_gpu, slice_memory = MIG_PROFILES[profile]
-                labels.update({
-                    "nvidia.com/mig.config": f"all-{profile}", "nvidia.com/mig.config.state": "success",
-                    f"nvidia.com/mig-{profile}.count": str(per_gpu * gpus),
-                    f"nvidia.com/mig-{profile}.memory": str(slice_memory),
-                    f"nvidia.com/mig-{profile}.product": f"{product}-MIG-{profile}",
-                })
+                labels.update(
+                    {
+                        "nvidia.com/mig.config": f"all-{profile}",
+                        "nvidia.com/mig.config.state": "success",
+                        f"nvidia.com/mig-{profile}.count": str(per_gpu * gpus),
+                        f"nvidia.com/mig-{profile}.memory": str(slice_memory),
+                        f"nvidia.com/mig-{profile}.product": f"{product}-MIG-{profile}",
+                    }
+                )
                 capacity[f"nvidia.com/mig-{profile}"] = str(per_gpu * gpus)
                 capacity["nvidia.com/gpu"] = "0"
             else:
@@ -108,27 +124,55 @@ class Devices:
 
 
 def node_object(node):
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": node["name"], "labels": node["labels"],
-                         "annotations": {"node.alpha.kubernetes.io/ttl": "0", "aifhub.io/test-kubelet": "true"}},
-            "spec": {"taints": node["taints"]} if node["taints"] else {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node["name"],
+            "labels": node["labels"],
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "aifhub.io/test-kubelet": "true"},
+        },
+        "spec": {"taints": node["taints"]} if node["taints"] else {},
+    }
 
 
 def node_status(node, address, now, images=()):
     conditions = [
         {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": now, "lastTransitionTime": now}
-        for t, r, m in [("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available")]
-    ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "aifhub test kubelet is posting ready status",
-          "lastHeartbeatTime": now, "lastTransitionTime": now}]
-    return {"status": {
-        "capacity": node["capacity"], "allocatable": node["capacity"], "conditions": conditions,
-        "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": node["name"]}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        "nodeInfo": {"machineID": uuid.uuid5(uuid.NAMESPACE_DNS, node["name"]).hex, "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, node["name"])),
-                     "bootID": str(uuid.uuid4()), "kernelVersion": "", "osImage": "aifhub test kubelet (bubblewrap)",
-                     "containerRuntimeVersion": "bubblewrap://0.8", "kubeletVersion": KUBELET_VERSION,
-                     "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
-        "images": [{"names": [name], "sizeBytes": size} for name, size in images],
-    }}
+        for t, r, m in [
+            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ]
+    ] + [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "aifhub test kubelet is posting ready status",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+    ]
+    return {
+        "status": {
+            "capacity": node["capacity"],
+            "allocatable": node["capacity"],
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": node["name"]}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, node["name"]).hex,
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, node["name"])),
+                "bootID": str(uuid.uuid4()),
+                "kernelVersion": "",
+                "osImage": "aifhub test kubelet (bubblewrap)",
+                "containerRuntimeVersion": "bubblewrap://0.8",
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
+            "images": [{"names": [name], "sizeBytes": size} for name, size in images],
+        }
+    }

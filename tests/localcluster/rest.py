@@ -40,7 +40,9 @@ class Api:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
-        r = self.session.request(method, self.server + path, data=data, headers=headers, params=params, timeout=self.timeout)
+        r = self.session.request(
+            method, self.server + path, data=data, headers=headers, params=params, timeout=self.timeout
+        )
         if r.status_code not in ok:
             raise ApiError(r.status_code, r.text)
         return r.json() if r.content else None
@@ -71,7 +73,9 @@ class Api:
                     version = listed["metadata"]["resourceVersion"]
                     for item in listed.get("items", []):
                         yield "ADDED", item
-                query = dict(params, watch="1", resourceVersion=version, allowWatchBookmarks="true", timeoutSeconds="60")
+                query = dict(
+                    params, watch="1", resourceVersion=version, allowWatchBookmarks="true", timeoutSeconds="60"
+                )
                 with self.session.get(self.server + path, params=query, stream=True, timeout=(10, 90)) as r:
                     if r.status_code == 410:
                         version = None

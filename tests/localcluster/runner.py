@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 BWRAP = shutil.which("bwrap")
 SETPRIV = shutil.which("setpriv")
 IMAGE_CONFIG = {  # what sandbox_images/*/Dockerfile declare
-    "user": 1000, "group": 100, "workdir": "/home/jovyan",
+    "user": 1000,
+    "group": 100,
+    "workdir": "/home/jovyan",
     "env": {"HOME": "/home/jovyan", "SHELL": "/bin/bash", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8"},
     "cmd": ["jupyterhub-singleuser"],
 }
@@ -38,10 +40,12 @@ def image_path():
 
 def expand(text, env):
     """Kubernetes' $(VAR) expansion in command, args and env values ($$ is a literal $)."""
+
     def sub(m):
         if m.group(0) == "$$":
             return "$"
         return env.get(m.group(1), m.group(0))
+
     return _VAR.sub(sub, text)
 
 
@@ -70,13 +74,44 @@ def bwrap_command(pod, container, mounts, env, *, isolated_network, read_only_ro
     spec = pod["spec"]
     uid, gid, groups, caps = security(spec, container)
     hostname = (spec.get("hostname") or pod["metadata"]["name"])[:63]
-    cmd = [BWRAP, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-           "--unshare-cgroup-try", "--as-pid-1", "--hostname", hostname]
+    cmd = [
+        BWRAP,
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--as-pid-1",
+        "--hostname",
+        hostname,
+    ]
     if isolated_network:
         cmd.append("--unshare-net")
-    cmd += ["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin", "--ro-bind", "/etc", "/etc",
-            "--proc", "/proc", "--dev", "/dev"]
+    cmd += [
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ]
     if not read_only_root:
         cmd += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/var/tmp"]
     made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp", "/var/tmp"}
@@ -103,10 +138,17 @@ def bwrap_command(pod, container, mounts, env, *, isolated_network, read_only_ro
         cmd += ["--cap-drop", "ALL"] + [a for c in caps for a in ("--cap-add", f"CAP_{c}")]
         drop = []
     else:
-        drop = [SETPRIV, f"--reuid={uid}", f"--regid={gid}",
-                f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-                "--pdeathsig=SIGKILL", "--"]  # the uid change cleared bwrap's --die-with-parent
+        drop = [
+            SETPRIV,
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--pdeathsig=SIGKILL",
+            "--",
+        ]  # the uid change cleared bwrap's --die-with-parent
     command = [expand(c, env) for c in container.get("command") or []]
     args = [expand(a, env) for a in container.get("args") or []]
     if not command:

@@ -37,30 +37,50 @@ import pytest
 from nbgrader.exchange.abc import Exchange as ABCExchange
 
 NBGRADER_VERSION = "0.9.6"
-MODULES = ("test_nbgrader_fetch_assignment", "test_nbgrader_submit", "test_nbgrader_fetchfeedback",
-           "test_nbgrader_list")
+MODULES = (
+    "test_nbgrader_fetch_assignment",
+    "test_nbgrader_submit",
+    "test_nbgrader_fetchfeedback",
+    "test_nbgrader_list",
+)
 COURSES = ("abc101", "abc102", "xyz200")
 DEFAULT_COURSE = "abc101"
 
 STUDENT_COMMANDS = {"fetch_assignment", "fetch", "submit", "list", "fetch_feedback"}
-INSTRUCTOR_COMMANDS = {"release_assignment", "release", "generate_assignment", "db", "collect", "autograde",
-                       "generate_feedback", "release_feedback"}
+INSTRUCTOR_COMMANDS = {
+    "release_assignment",
+    "release",
+    "generate_assignment",
+    "db",
+    "collect",
+    "autograde",
+    "generate_feedback",
+    "release_feedback",
+}
 
-_ANOTHER = ("aifhub takes the learner from the hub token: a learner hands in only as themselves "
-            "(--student=someone else is refused with 403)")
-_NO_REMOVE = ("learners cannot delete hand-ins: the service keeps every one as received "
-              "(`nbgrader list --inbound --remove` is refused; --cached --remove clears the local cache)")
-_FEEDBACK_WRITE = ("the test edits a feedback file inside the shared exchange folder to fake changed feedback; "
-                   "aifhub's exchange lives in the service, out of reach of every sandbox, and keeps the feedback "
-                   "of each learner's latest collected hand-in")
+_ANOTHER = (
+    "aifhub takes the learner from the hub token: a learner hands in only as themselves "
+    "(--student=someone else is refused with 403)"
+)
+_NO_REMOVE = (
+    "learners cannot delete hand-ins: the service keeps every one as received "
+    "(`nbgrader list --inbound --remove` is refused; --cached --remove clears the local cache)"
+)
+_FEEDBACK_WRITE = (
+    "the test edits a feedback file inside the shared exchange folder to fake changed feedback; "
+    "aifhub's exchange lives in the service, out of reach of every sandbox, and keeps the feedback "
+    "of each learner's latest collected hand-in"
+)
 DELIBERATE = {
     "test_nbgrader_submit.py::TestNbGraderSubmit::test_submit_with_student_id": _ANOTHER,
     "test_nbgrader_submit.py::TestNbGraderSubmit::test_submit_readonly": (
         "hand-ins are stored private to the service (files 0600 in 0700 folders), not readable by everyone "
-        "on a shared exchange"),
+        "on a shared exchange"
+    ),
     "test_nbgrader_list.py::TestNbGraderList::test_list_remove_outbound": (
         "learners cannot take a released assignment off the exchange (`nbgrader list --remove` is an "
-        "instructor's change of the course; aifhub has no unrelease)"),
+        "instructor's change of the course; aifhub has no unrelease)"
+    ),
     "test_nbgrader_list.py::TestNbGraderList::test_list_remove_inbound": _NO_REMOVE,
     "test_nbgrader_list.py::TestNbGraderList::test_list_cached": _NO_REMOVE,
     "test_nbgrader_list.py::TestNbGraderList::test_list_feedback_inbound": _FEEDBACK_WRITE,
@@ -76,16 +96,20 @@ def _short_id(item):
 
 def _ours(item):
     module = getattr(item, "module", None)
-    return module is not None and module.__name__.rpartition(".")[2] in MODULES and \
-        module.__name__.startswith("nbgrader.tests.apps.")
+    return (
+        module is not None
+        and module.__name__.rpartition(".")[2] in MODULES
+        and module.__name__.startswith("nbgrader.tests.apps.")
+    )
 
 
 def pytest_configure(config):
     import nbgrader
 
     if nbgrader.__version__ != NBGRADER_VERSION:
-        raise pytest.UsageError(f"these mappings are for nbgrader {NBGRADER_VERSION}; nbgrader {nbgrader.__version__} "
-                                "is installed")
+        raise pytest.UsageError(
+            f"these mappings are for nbgrader {NBGRADER_VERSION}; nbgrader {nbgrader.__version__} is installed"
+        )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -138,8 +162,9 @@ class Harness:
             self.service = ServiceThread(self.folder, COURSES, self.learner)
             env = {
                 # what the spawner gives every sandbox (aifhub.sandboxside.nbgrader_config.sandbox_env)
-                "JUPYTER_CONFIG_PATH": os.pathsep.join(filter(None, [str(self.config_dir),
-                                                                    os.environ.get("JUPYTER_CONFIG_PATH")])),
+                "JUPYTER_CONFIG_PATH": os.pathsep.join(
+                    filter(None, [str(self.config_dir), os.environ.get("JUPYTER_CONFIG_PATH")])
+                ),
                 "AIFHUB_EXCHANGE_URL": self.service.url,
                 "JUPYTERHUB_API_TOKEN": self.service.learner_token,
                 "JUPYTERHUB_USER": self.learner,
@@ -223,10 +248,13 @@ class Harness:
 def _only_aifhub(start):
     """Exchange.start, refusing any exchange class but aifhub's: a test that passed on nbgrader's own
     filesystem exchange (the configuration not loaded) would prove nothing."""
+
     def checked(self):
-        assert type(self).__module__ == "aifhub.sandboxside.exchange", \
+        assert type(self).__module__ == "aifhub.sandboxside.exchange", (
             f"{type(self).__module__}.{type(self).__name__} ran, not aifhub's exchange: the sandbox configuration was not loaded"
+        )
         return start(self)
+
     return checked
 
 

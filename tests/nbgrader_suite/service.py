@@ -118,4 +118,5 @@ class ServiceThread:
         def read(s):
             rows = s.scalars(select(Submission).where(Submission.course_id == course).order_by(Submission.id))
             return [(r.student, student_id(s, r.student), r.assignment_id, r.timestamp, r.folder) for r in rows]
+
         return self.svc.db.call(read)

@@ -65,8 +65,10 @@ def parse_rule(spec, where="course_rules"):
         raise ValueError(f"{where}: each rule must be a mapping {{pattern, role[, course]}}, got {spec!r}")
     unknown = set(spec) - {"pattern", "role", "course"}
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in {spec!r}; "
-                         "a rule has pattern, role and optionally course")
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} in {spec!r}; "
+            "a rule has pattern, role and optionally course"
+        )
     pattern, role, course = spec.get("pattern"), spec.get("role"), spec.get("course")
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"{where}: a rule needs a non-empty pattern, got {pattern!r}")

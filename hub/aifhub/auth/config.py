@@ -33,14 +33,17 @@ class AuthConfigError(ValueError):
 def hub_class(mode):
     if mode == "oidc":
         from .oidc import AifhubOIDCAuthenticator
+
         return AifhubOIDCAuthenticator
     from .lti13 import AifhubLTI13Authenticator
+
     return AifhubLTI13Authenticator
 
 
 def service_class(mode):
     if mode == "lti13":
         from ..lti.tool import LtiTool
+
         return LtiTool
     return None
 
@@ -62,18 +65,23 @@ def load(path, mode):
         raise AuthConfigError(f"--auth-config {path}: expected a mapping with sections {', '.join(ENTRY_POINTS)}")
     unknown = set(doc) - set(ENTRY_POINTS)
     if unknown:
-        raise AuthConfigError(f"--auth-config {path}: unknown section(s) {', '.join(sorted(unknown))}; "
-                              f"expected {' and/or '.join(ENTRY_POINTS)}")
+        raise AuthConfigError(
+            f"--auth-config {path}: unknown section(s) {', '.join(sorted(unknown))}; "
+            f"expected {' and/or '.join(ENTRY_POINTS)}"
+        )
     section = doc.get(mode)
     if not isinstance(section, dict) or not section:
-        raise AuthConfigError(f"--auth-config {path}: --auth {mode} needs a '{mode}:' section with its settings "
-                              "(see docs/login.md)")
+        raise AuthConfigError(
+            f"--auth-config {path}: --auth {mode} needs a '{mode}:' section with its settings (see docs/login.md)"
+        )
     hub_keys, service_keys = _settable(hub_class(mode)), _settable(service_class(mode))
     hub, service = {}, {}
     for key, value in section.items():
         if key not in hub_keys | service_keys:
-            raise AuthConfigError(f"--auth-config {path}: {mode}.{key} is not a setting of the {mode} login "
-                                  "(see docs/login.md for the settings)")
+            raise AuthConfigError(
+                f"--auth-config {path}: {mode}.{key} is not a setting of the {mode} login "
+                "(see docs/login.md for the settings)"
+            )
         if key.endswith("_file") and isinstance(value, str) and value:
             value = str((path.parent / value).resolve())
         if key in hub_keys:

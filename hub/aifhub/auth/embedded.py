@@ -32,6 +32,7 @@ def configure_auth(c, mode, path, service_url, internal_token, state):
     os.environ.setdefault("JUPYTERHUB_CRYPT_KEY", crypt_key(state))
     if mode == "lti13":
         # the LMS posts the launch from its own site: the hub's cookies must come along (https only)
-        c.JupyterHub.tornado_settings = {"cookie_options": {"SameSite": "None", "Secure": True}} \
-            if hub.get("uri_scheme") == "https" else {}
+        c.JupyterHub.tornado_settings = (
+            {"cookie_options": {"SameSite": "None", "Secure": True}} if hub.get("uri_scheme") == "https" else {}
+        )
     return cls

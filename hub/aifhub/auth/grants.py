@@ -34,8 +34,10 @@ def apply_grants(s, user, source, courses, scope=None):
         if role == "learner" and course_id not in enrolled:
             s.add(Enrollment(user=user, course_id=course_id, source=source))
             changed.add(course_id)
-    staff = {row.course_id: row for row in s.scalars(
-        select(CourseStaff).where(CourseStaff.user == user, CourseStaff.source == source))}
+    staff = {
+        row.course_id: row
+        for row in s.scalars(select(CourseStaff).where(CourseStaff.user == user, CourseStaff.source == source))
+    }
     for course_id, row in staff.items():
         if in_scope(course_id) and courses.get(course_id) != "instructor":
             s.delete(row)

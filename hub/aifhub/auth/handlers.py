@@ -15,7 +15,9 @@ class LoginHandler(InternalHandler):
         if not isinstance(user, str) or not USERNAME.match(user):
             return self.write_json({"status": 400, "message": f"Not a valid user name: {user!r}"}, status=400)
         if source not in SOURCES:
-            return self.write_json({"status": 400, "message": f"source must be one of {', '.join(SOURCES)}"}, status=400)
+            return self.write_json(
+                {"status": 400, "message": f"source must be one of {', '.join(SOURCES)}"}, status=400
+            )
         if source == "lti":
             lti = self.settings.get("aifhub_lti")
             if lti is None:
@@ -27,8 +29,11 @@ class LoginHandler(InternalHandler):
             answer["launch"] = launch
             return self.write_json(answer)
         courses = (body.get("grants") or {}).get("courses") or {}
-        bad = [c for c, role in courses.items()
-               if not (isinstance(c, str) and COURSE_ID.match(c)) or role not in ("learner", "instructor")]
+        bad = [
+            c
+            for c, role in courses.items()
+            if not (isinstance(c, str) and COURSE_ID.match(c)) or role not in ("learner", "instructor")
+        ]
         if bad:
             return self.write_json({"status": 400, "message": f"Not valid course grants: {bad[:5]}"}, status=400)
         self.write_json(await record_login(self.core, user, source, courses))

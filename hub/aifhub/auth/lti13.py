@@ -23,10 +23,21 @@ from .service_link import ServiceLink
 
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 # what of a launch the service needs: who, where from, in which role, and the LMS services it may call
-LAUNCH_CLAIMS = ("iss", "aud", "sub", "email", "name", CLAIM + "deployment_id", CLAIM + "context", CLAIM + "roles",
-                 CLAIM + "resource_link", CLAIM + "custom", CLAIM + "target_link_uri",
-                 "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint",
-                 "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice")
+LAUNCH_CLAIMS = (
+    "iss",
+    "aud",
+    "sub",
+    "email",
+    "name",
+    CLAIM + "deployment_id",
+    CLAIM + "context",
+    CLAIM + "roles",
+    CLAIM + "resource_link",
+    CLAIM + "custom",
+    CLAIM + "target_link_uri",
+    "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint",
+    "https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice",
+)
 
 
 def lti_username(claims, claim, style, issuer, casefold=False):
@@ -72,8 +83,11 @@ class AifhubLTI13LoginInitHandler(LTI13LoginInitHandler):
 
     def post(self):
         if not self.get_argument("iss", None):
-            raise web.HTTPError(400, "This hub is an LTI 1.3 tool: open it from your course in your LMS "
-                                     "(Moodle, Canvas, Open edX), where the course links to it.")
+            raise web.HTTPError(
+                400,
+                "This hub is an LTI 1.3 tool: open it from your course in your LMS "
+                "(Moodle, Canvas, Open edX), where the course links to it.",
+            )
         return super().post()
 
     get = post
@@ -113,8 +127,11 @@ class AifhubLTI13CallbackHandler(LTI13CallbackHandler):
         query = {"opt-course": course}  # JupyterHub's prefix for user options in a query
         if launch.get("assignment"):
             query["next"] = f"{self.base_url}services/aifhub/courses/{course}#assignment-{launch['assignment']}"
-        return url_concat(f"{self.hub.base_url}spawn", query) if launch.get("open_sandbox", True) else \
-            f"{self.base_url}services/aifhub/courses/{course}"
+        return (
+            url_concat(f"{self.hub.base_url}spawn", query)
+            if launch.get("open_sandbox", True)
+            else f"{self.base_url}services/aifhub/courses/{course}"
+        )
 
 
 class AifhubLTI13Authenticator(ServiceLink, LTI13Authenticator):
@@ -124,13 +141,15 @@ class AifhubLTI13Authenticator(ServiceLink, LTI13Authenticator):
     callback_handler = AifhubLTI13CallbackHandler
 
     username_style = Enum(
-        list(names.STYLES), "hashed",
+        list(names.STYLES),
+        "hashed",
         help="How username_key becomes a user name: 'hashed' (stable, collision-free) or 'claim' (as sent, "
         "refused unless already a safe lower-case name). The service derives roster names from NRPS the same way.",
     ).tag(config=True)
     username_casefold = Bool(False, help="Lower-case the username claim before deriving the name.").tag(config=True)
     jwks_refresh_interval = Float(
-        30.0, help="Least seconds between two fetches of the platform's key set when a launch names an unknown key.",
+        30.0,
+        help="Least seconds between two fetches of the platform's key set when a launch names an unknown key.",
     ).tag(config=True)
 
     @default("username_key")
@@ -144,8 +163,14 @@ class AifhubLTI13Authenticator(ServiceLink, LTI13Authenticator):
     async def decode_id_token(self, token, validator):
         key = await self._keys.key_for(token)
         try:
-            return jwt.decode(token, key, algorithms=self.jwks_algorithms, audience=list(self.client_id),
-                              issuer=self.issuer, leeway=validator.time_leeway)
+            return jwt.decode(
+                token,
+                key,
+                algorithms=self.jwks_algorithms,
+                audience=list(self.client_id),
+                issuer=self.issuer,
+                leeway=validator.time_leeway,
+            )
         except jwt.InvalidAudienceError as exc:
             raise InvalidAudienceError(str(exc))
         except jwt.PyJWTError as exc:

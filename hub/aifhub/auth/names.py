@@ -51,6 +51,7 @@ def username_for(value, style="hashed", issuer="", casefold=False):
         if not SAFE_NAME.match(value):
             raise UnusableName(
                 f"{value!r} is not a safe user name (lower-case letters, digits and . _ @ -, at most 64 "
-                "characters); use username_style 'hashed' for this claim")
+                "characters); use username_style 'hashed' for this claim"
+            )
         return value
     raise UnusableName(f"unknown username_style {style!r}; expected one of {', '.join(STYLES)}")

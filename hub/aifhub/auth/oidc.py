@@ -22,8 +22,10 @@ from .service_link import ServiceLink
 
 DISCOVERY_TIMEOUT = 15
 _REFRESHING = contextvars.ContextVar("aifhub_oidc_refreshing", default=False)
-REFUSED = ("Your account is not entitled to any course on this hub, so you cannot log in. Ask the instructor of "
-           "your course (or the AI Factory's training team) to add you to the course's group, then log in again.")
+REFUSED = (
+    "Your account is not entitled to any course on this hub, so you cannot log in. Ask the instructor of "
+    "your course (or the AI Factory's training team) to add you to the course's group, then log in again."
+)
 
 
 class ConfigError(ValueError):
@@ -40,7 +42,9 @@ def discover(issuer, timeout=DISCOVERY_TIMEOUT):
     except (requests.RequestException, ValueError) as exc:
         raise ConfigError(f"cannot read the OpenID configuration of the issuer {issuer} at {url}: {exc}") from exc
     if doc.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
-        raise ConfigError(f"the provider at {url} names itself {doc.get('issuer')!r}, not the configured issuer {issuer!r}")
+        raise ConfigError(
+            f"the provider at {url} names itself {doc.get('issuer')!r}, not the configured issuer {issuer!r}"
+        )
     return doc
 
 
@@ -57,13 +61,15 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
         "a config file; the default is $AIFHUB_OIDC_CLIENT_SECRET, else $OAUTH_CLIENT_SECRET.",
     ).tag(config=True)
     username_style = Enum(
-        list(names.STYLES), "hashed",
+        list(names.STYLES),
+        "hashed",
         help="How the username_claim becomes a user name: 'hashed' (<readable>-<12 base32 of a SHA-256 of issuer and "
         "claim>, stable and collision-free for any claim) or 'claim' (the claim itself, refused unless already a "
         "safe lower-case name).",
     ).tag(config=True)
     username_casefold = Bool(
-        False, help="Lower-case the username_claim before deriving the name (for identifiers compared without case, "
+        False,
+        help="Lower-case the username_claim before deriving the name (for identifiers compared without case, "
         "such as eduPersonUniqueId).",
     ).tag(config=True)
     groups_claim = Unicode(
@@ -78,7 +84,8 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
         "urn:geant:*:group:aifhub:{course}[:role=instructor]#* and urn:geant:*:group:aifhub:admins#*.",
     ).tag(config=True)
     allow = Enum(
-        ["entitled", "any"], "entitled",
+        ["entitled", "any"],
+        "entitled",
         help="Who may log in: 'entitled' (people whose claims grant a course or admin rights, plus allowed_users and "
         "admin_users) or 'any' (everyone the provider authenticates; open courses and MOOCs).",
     ).tag(config=True)
@@ -128,8 +135,12 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
             self._apply_discovery(discover(self.issuer))  # at hub start, before anyone is served
 
     def _apply_discovery(self, doc):
-        for trait, key in (("authorize_url", "authorization_endpoint"), ("token_url", "token_endpoint"),
-                           ("userdata_url", "userinfo_endpoint"), ("logout_redirect_url", "end_session_endpoint")):
+        for trait, key in (
+            ("authorize_url", "authorization_endpoint"),
+            ("token_url", "token_endpoint"),
+            ("userdata_url", "userinfo_endpoint"),
+            ("logout_redirect_url", "end_session_endpoint"),
+        ):
             if not getattr(self, trait) and doc.get(key):
                 setattr(self, trait, doc[key])
         missing = [t for t in ("authorize_url", "token_url", "userdata_url") if not getattr(self, t)]
@@ -139,8 +150,11 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
     # -- who is this, and what may they do ------------------------------------
 
     def user_info_to_username(self, user_info):
-        value = user_info.get(self.username_claim) if isinstance(self.username_claim, str) else \
-            self.username_claim(user_info)
+        value = (
+            user_info.get(self.username_claim)
+            if isinstance(self.username_claim, str)
+            else self.username_claim(user_info)
+        )
         try:
             return names.username_for(value, self.username_style, self.issuer.rstrip("/"), self.username_casefold)
         except names.UnusableName as exc:
@@ -163,8 +177,9 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
         except web.HTTPError:
             if not _REFRESHING.get():
                 raise  # a login waits for its courses
-            self.log.warning("Kept %s's session although the service did not take the refreshed claims",
-                             auth_model["name"])
+            self.log.warning(
+                "Kept %s's session although the service did not take the refreshed claims", auth_model["name"]
+            )
         return auth_model
 
     async def refresh_user(self, user, handler=None, **kwargs):

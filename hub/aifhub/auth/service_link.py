@@ -25,7 +25,8 @@ class ServiceLink(Configurable):
         help="Secret the hub presents on the service's internal endpoints (aifhub's hub configuration sets it).",
     ).tag(config=True)
     aifhub_login_timeout = Float(
-        20.0, help="Seconds a login waits for the aifhub service to record what the person's claims grant.",
+        20.0,
+        help="Seconds a login waits for the aifhub service to record what the person's claims grant.",
     ).tag(config=True)
 
     async def report_login(self, body):
@@ -33,9 +34,11 @@ class ServiceLink(Configurable):
         if not self.aifhub_service_url:
             return {}
         req = HTTPRequest(
-            self.aifhub_service_url.rstrip("/") + "/api/v1/internal/login", method="POST",
+            self.aifhub_service_url.rstrip("/") + "/api/v1/internal/login",
+            method="POST",
             headers={"Authorization": f"token {self.aifhub_internal_token}", "Content-Type": "application/json"},
-            body=json.dumps(body), request_timeout=self.aifhub_login_timeout,
+            body=json.dumps(body),
+            request_timeout=self.aifhub_login_timeout,
         )
         try:
             resp = await AsyncHTTPClient().fetch(req, raise_error=False)
@@ -50,8 +53,11 @@ class ServiceLink(Configurable):
             raise web.HTTPError(403, message or "aifhub refused this login.")
         if resp is None or resp.code != 200:
             if resp is not None:
-                self.log.error("aifhub service refused the login of %s: %s %s", body.get("user"), resp.code,
-                               resp.body[:300])
-            raise web.HTTPError(503, "Your login worked, but aifhub could not record your courses just now. "
-                                     "Please try again in a minute.")
+                self.log.error(
+                    "aifhub service refused the login of %s: %s %s", body.get("user"), resp.code, resp.body[:300]
+                )
+            raise web.HTTPError(
+                503,
+                "Your login worked, but aifhub could not record your courses just now. Please try again in a minute.",
+            )
         return json.loads(resp.body)

@@ -38,12 +38,14 @@ def decide_access(course, user, *, admin=False, enrolled=False, today):
     state = course.schedule_state(today)
     if state == "not-started":
         return AccessDecision(
-            False, reason="not-started",
+            False,
+            reason="not-started",
             message=f"{course.title} starts on {course.schedule.start.isoformat()}; its sandbox opens then.",
         )
     if state == "ended":
         return AccessDecision(
-            False, reason="ended",
+            False,
+            reason="ended",
             message=f"{course.title} ended on {course.schedule.end.isoformat()}; its sandbox is closed.",
         )
     return AccessDecision(True)

@@ -52,8 +52,13 @@ def _plain(value):
 
 def _type_name(value):
     return {
-        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-        list: "a list", dict: "a mapping", type(None): "nothing (null)",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "nothing (null)",
     }.get(type(value), type(value).__name__)
 
 
@@ -84,8 +89,14 @@ def _describe(error):
 
 
 def _type_name_for(expected):
-    names = {"integer": "an integer", "number": "a number", "string": "a string",
-             "array": "a list", "object": "a mapping", "boolean": "true or false"}
+    names = {
+        "integer": "an integer",
+        "number": "a number",
+        "string": "a string",
+        "array": "a list",
+        "object": "a mapping",
+        "boolean": "true or false",
+    }
     if isinstance(expected, list):
         return " or ".join(names.get(e, e) for e in expected)
     return names.get(expected, expected)
@@ -101,8 +112,12 @@ class CourseLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not accepted in a course file; "
-                                              "write the value out", event.start_mark)
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not accepted in a course file; write the value out",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -217,7 +232,9 @@ def _build(folder, data):
         enrollment_code=data.get("enrollment_code"),
         instructors=tuple(data["instructors"]),
         roster=tuple(data.get("roster") or ()),
-        schedule=None if not schedule else Schedule(
+        schedule=None
+        if not schedule
+        else Schedule(
             start=datetime.date.fromisoformat(schedule["start"]),
             end=_date_or_none(schedule.get("end")),
             timezone=schedule.get("timezone", "UTC"),
@@ -232,20 +249,33 @@ def _build(folder, data):
         ),
         allocation=data.get("allocation"),
         budget=dict(data.get("budget") or {}),
-        quota=None if not per_learner else LearnerQuota(
+        quota=None
+        if not per_learner
+        else LearnerQuota(
             window=per_learner["window"],
             gpu_hours=per_learner.get("gpu_hours"),
             cpu_hours=per_learner.get("cpu_hours"),
         ),
         assignments=tuple(data.get("assignments") or ()),
-        idle=None if not data.get("idle") else IdleRule(
+        idle=None
+        if not data.get("idle")
+        else IdleRule(
             after_s=parse_duration(data["idle"]["after"]),
             grace_s=parse_duration(data["idle"]["grace"]) if data["idle"].get("grace") else 300,
         ),
-        sessions=tuple(sorted((WarmSession(
-            start=_datetime_or_none(e["start"], _zone((schedule or {}).get("timezone"))),
-            end=_datetime_or_none(e["end"], _zone((schedule or {}).get("timezone"))),
-            expected=e["expected"]) for e in data.get("sessions") or ()), key=lambda w: w.start)),
+        sessions=tuple(
+            sorted(
+                (
+                    WarmSession(
+                        start=_datetime_or_none(e["start"], _zone((schedule or {}).get("timezone"))),
+                        end=_datetime_or_none(e["end"], _zone((schedule or {}).get("timezone"))),
+                        expected=e["expected"],
+                    )
+                    for e in data.get("sessions") or ()
+                ),
+                key=lambda w: w.start,
+            )
+        ),
         path=folder,
     )
 
@@ -263,8 +293,11 @@ def load_course(folder, images, display_root=None):
         file = str(path)
     try:
         if path.stat().st_size > MAX_COURSE_FILE:
-            return None, [CourseProblem(file, "", f"is larger than {MAX_COURSE_FILE // 1024} KiB: a course file "
-                                                  "holds settings, not data")]
+            return None, [
+                CourseProblem(
+                    file, "", f"is larger than {MAX_COURSE_FILE // 1024} KiB: a course file holds settings, not data"
+                )
+            ]
         text = path.read_text()
     except FileNotFoundError:
         return None, [CourseProblem(file, "", "course.yaml is missing")]

@@ -5,8 +5,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-_MEMORY_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_MEMORY_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def parse_memory(text):
@@ -138,7 +137,9 @@ class Course:
             "kind": self.kind,
             "enrollment": self.enrollment,
             "instructors": list(self.instructors),
-            "schedule": None if self.schedule is None else {
+            "schedule": None
+            if self.schedule is None
+            else {
                 "start": self.schedule.start.isoformat(),
                 "end": self.schedule.end.isoformat() if self.schedule.end else None,
                 "timezone": self.schedule.timezone,

@@ -54,9 +54,12 @@ def _url(args):
         return args.url
     ports = Path(args.state_dir) / "ports.json"
     if not ports.exists():
-        raise CLIError(f"no aifhub state in {args.state_dir}: start the hub (`make run`, or `aifhub up`) and run this "
-                       "in the same folder, or pass --state-dir of a running `aifhub up`, or --url URL with "
-                       "$AIFHUB_TOKEN", status=2)
+        raise CLIError(
+            f"no aifhub state in {args.state_dir}: start the hub (`make run`, or `aifhub up`) and run this "
+            "in the same folder, or pass --state-dir of a running `aifhub up`, or --url URL with "
+            "$AIFHUB_TOKEN",
+            status=2,
+        )
     port = json.loads(ports.read_text())["service"]
     return f"http://127.0.0.1:{port}"
 
@@ -71,9 +74,18 @@ def _base(args):
 
 
 def job_rows(jobs):
-    return [(j["id"], j["student_id"], j["assignment_id"], j["state"],
-             "-" if j["score"] is None else f"{j['score']:g}/{j['max_score']:g}",
-             j["reason"] or "-", (j["detail"] or "")[:80]) for j in jobs]
+    return [
+        (
+            j["id"],
+            j["student_id"],
+            j["assignment_id"],
+            j["state"],
+            "-" if j["score"] is None else f"{j['score']:g}/{j['max_score']:g}",
+            j["reason"] or "-",
+            (j["detail"] or "")[:80],
+        )
+        for j in jobs
+    ]
 
 
 JOB_HEADERS = ("JOB", "STUDENT", "ASSIGNMENT", "STATE", "SCORE", "REASON", "DETAIL")
@@ -95,8 +107,10 @@ def run_action(args):
     elif action == "release":
         print(f"Released {args.course}/{args.assignment}: {', '.join(result['notebooks']) or 'no notebooks'}")
     elif action == "collect":
-        print(f"Collected {len(result['collected'])} submission(s) of {args.assignment}: "
-              f"{', '.join(result['collected']) or '-'}")
+        print(
+            f"Collected {len(result['collected'])} submission(s) of {args.assignment}: "
+            f"{', '.join(result['collected']) or '-'}"
+        )
     elif action == "feedback":
         print(f"Released feedback on {args.assignment} to: {', '.join(result['released_to']) or 'nobody'}")
     else:
@@ -121,7 +135,9 @@ def wait_for_jobs(args, ids, timeout):
 
 
 def show_jobs(args):
-    path = f"courses/{quote(args.course)}/" + (f"assignments/{quote(args.assignment)}/jobs" if args.assignment else "jobs")
+    path = f"courses/{quote(args.course)}/" + (
+        f"assignments/{quote(args.assignment)}/jobs" if args.assignment else "jobs"
+    )
     jobs = _api(args, "GET", path)["jobs"]
     if args.json:
         print_json(jobs)

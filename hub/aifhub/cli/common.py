@@ -21,11 +21,17 @@ class CLIError(Exception):
 
 def state_options():
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--state-dir", default=os.environ.get("AIFHUB_STATE_DIR", ".aifhub"),
-                   help="aifhub's state directory (default: .aifhub)")
+    p.add_argument(
+        "--state-dir",
+        default=os.environ.get("AIFHUB_STATE_DIR", ".aifhub"),
+        help="aifhub's state directory (default: .aifhub)",
+    )
     p.add_argument("--courses", default="courses", help="directory of course folders (default: courses)")
-    p.add_argument("--url", default=os.environ.get("AIFHUB_URL"),
-                   help="act on a running hub at URL (e.g. http://127.0.0.1:8000) with the token in $AIFHUB_TOKEN")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("AIFHUB_URL"),
+        help="act on a running hub at URL (e.g. http://127.0.0.1:8000) with the token in $AIFHUB_TOKEN",
+    )
     return p
 
 
@@ -53,9 +59,11 @@ def print_table(rows, headers):
         print(line.format(*(str(v) for v in row)))
 
 
-HOW_TO_GET_A_TOKEN = ("a JupyterHub token of yours in $AIFHUB_TOKEN: log in to the hub, open Token "
-                      "(<hub URL>/hub/token), request one and `export AIFHUB_TOKEN=<it>`; an instructor's token acts "
-                      "on their own courses, an admin's on all")
+HOW_TO_GET_A_TOKEN = (
+    "a JupyterHub token of yours in $AIFHUB_TOKEN: log in to the hub, open Token "
+    "(<hub URL>/hub/token), request one and `export AIFHUB_TOKEN=<it>`; an instructor's token acts "
+    "on their own courses, an admin's on all"
+)
 
 
 def env_token():
@@ -72,11 +80,15 @@ def local_token(state_dir):
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        raise CLIError(f"no token of the hub on {state_dir} ({path} is missing: it is made when `aifhub up` starts); "
-                       f"start the hub, or pass --url URL with {HOW_TO_GET_A_TOKEN}", status=2)
+        raise CLIError(
+            f"no token of the hub on {state_dir} ({path} is missing: it is made when `aifhub up` starts); "
+            f"start the hub, or pass --url URL with {HOW_TO_GET_A_TOKEN}",
+            status=2,
+        )
     except PermissionError:
-        raise CLIError(f"cannot read {path}: run this as the user who runs `aifhub up`, or give "
-                       f"{HOW_TO_GET_A_TOKEN}", status=2)
+        raise CLIError(
+            f"cannot read {path}: run this as the user who runs `aifhub up`, or give {HOW_TO_GET_A_TOKEN}", status=2
+        )
 
 
 def service_api(url, method, path, body=None, raw=False, token=None):

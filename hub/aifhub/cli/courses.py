@@ -22,7 +22,9 @@ def register(sub):
     p = csub.add_parser("list", parents=[state_options(), json_option()], help="list the catalog's courses")
     p.set_defaults(func=list_courses)
 
-    p = csub.add_parser("publish", parents=[state_options()], help="validate a course and publish it to the running hub")
+    p = csub.add_parser(
+        "publish", parents=[state_options()], help="validate a course and publish it to the running hub"
+    )
     p.add_argument("path", metavar="PATH", help="the course folder to publish")
     p.set_defaults(func=publish)
 
@@ -48,8 +50,14 @@ def validate(args):
         for folder in _course_folders(path):
             course, problems = _check(folder, args.images)
             failed |= bool(problems)
-            results.append({"path": str(folder), "ok": not problems, "id": course.id if course else None,
-                            "problems": [p.to_dict() for p in problems]})
+            results.append(
+                {
+                    "path": str(folder),
+                    "ok": not problems,
+                    "id": course.id if course else None,
+                    "problems": [p.to_dict() for p in problems],
+                }
+            )
     if args.json:
         print_json(results)
     else:
@@ -83,8 +91,9 @@ def list_courses(args):
     rows = []
     for c in courses:
         gpu = c["sandbox"]["gpu"]
-        rows.append((c["id"], c["title"], c["kind"], c["enrollment"],
-                     f"{gpu['kind']} x{gpu['count']}" if gpu else "cpu", "ok"))
+        rows.append(
+            (c["id"], c["title"], c["kind"], c["enrollment"], f"{gpu['kind']} x{gpu['count']}" if gpu else "cpu", "ok")
+        )
     for name, problems in sorted(broken.items()):
         rows.append((name, "-", "-", "-", "-", f"BROKEN ({len(problems)} problem(s))"))
     print_table(rows, ("ID", "TITLE", "KIND", "ENROLMENT", "GPU", "STATUS"))

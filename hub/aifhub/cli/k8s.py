@@ -18,7 +18,9 @@ def register(sub):
     def common(p):
         p.add_argument("--courses", default="courses", help="directory of course folders (default: courses)")
         p.add_argument("--images", help="sandbox_images directory (default: next to the courses)")
-        p.add_argument("--registry", default="", help="registry prefixed to image repositories (e.g. registry.example.org)")
+        p.add_argument(
+            "--registry", default="", help="registry prefixed to image repositories (e.g. registry.example.org)"
+        )
         p.add_argument("--pools", help="YAML file of GPU pools keyed by GPU kind (default: aifhub's example pools)")
 
     p = ksub.add_parser("render", help="write the z2jh values and the extra manifests to a directory")
@@ -114,8 +116,14 @@ def grading_job_cmd(args):
     catalog, images, _, pools = _inputs(args)
     course = _course(catalog, args.course)
     try:
-        job = grading_job(course.summary(), images.get(course.sandbox.image), validate_pools(pools or DEFAULT_POOLS),
-                          args.assignment, args.student, registry=args.registry)
+        job = grading_job(
+            course.summary(),
+            images.get(course.sandbox.image),
+            validate_pools(pools or DEFAULT_POOLS),
+            args.assignment,
+            args.student,
+            registry=args.registry,
+        )
     except PodSpecError as exc:
         raise CLIError(str(exc))
     _print([job], args.json)

@@ -38,7 +38,9 @@ def register(sub):
     p = asub.add_parser("list", parents=[state_options(), json_option()], help="list allocations with their balances")
     p.set_defaults(func=list_allocations)
 
-    p = asub.add_parser("show", parents=[state_options(), json_option()], help="granted, used, held and remaining GPU-hours")
+    p = asub.add_parser(
+        "show", parents=[state_options(), json_option()], help="granted, used, held and remaining GPU-hours"
+    )
     p.add_argument("id")
     p.set_defaults(func=show)
 
@@ -48,19 +50,27 @@ def register(sub):
     p.add_argument("--note", default="", help="why (kept with the change)")
     p.set_defaults(func=topup)
 
-    p = asub.add_parser("close", parents=[state_options(), json_option()], help="close an allocation: no new sandboxes on it")
+    p = asub.add_parser(
+        "close", parents=[state_options(), json_option()], help="close an allocation: no new sandboxes on it"
+    )
     p.add_argument("id")
     p.add_argument("--note", default="")
     p.set_defaults(func=close)
 
     usage = sub.add_parser("usage", help="usage reports and exports")
     usub = usage.add_subparsers(dest="usage_cmd", required=True, metavar="COMMAND")
-    p = usub.add_parser("report", parents=[state_options()], help="usage per session, or exports for allocation systems")
+    p = usub.add_parser(
+        "report", parents=[state_options()], help="usage per session, or exports for allocation systems"
+    )
     p.add_argument("--allocation", help="only this allocation")
     p.add_argument("--course", help="only this course")
     p.add_argument("--user", help="only this learner")
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="table | csv | json | waldur (component usages) | car (EMI Compute Accounting Records)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table | csv | json | waldur (component usages) | car (EMI Compute Accounting Records)",
+    )
     p.set_defaults(func=usage_report)
 
 
@@ -82,6 +92,7 @@ def _database(args):
 
 def _local(args, action, write=False):
     """``action(session)`` on the local state; a change refuses while the service holds the database."""
+
     def unit(s):
         if write:
             holder = lease.live_holder(s)
@@ -116,8 +127,10 @@ def _change(args, action, method, path, body):
         url = _local_service_url(args)
         if url:  # with $AIFHUB_TOKEN, or the token that hub keeps for this machine's CLI
             return service_api(url, method, path, body, token=local_token(args.state_dir))
-        raise CLIError(f"the aifhub service ({running.holder}) is running on this state and owns its database: "
-                       "pass --url URL of the hub with an admin token in $AIFHUB_TOKEN, or stop the service first")
+        raise CLIError(
+            f"the aifhub service ({running.holder}) is running on this state and owns its database: "
+            "pass --url URL of the hub with an admin token in $AIFHUB_TOKEN, or stop the service first"
+        )
 
 
 def _show(data, as_json):
@@ -132,22 +145,53 @@ def _show(data, as_json):
 
 
 def create(args):
-    body = {"id": args.id, "gpu_hours": args.gpu_hours, "start": args.start, "end": args.end,
-            "title": args.title, "access_call": args.access_call, "owner": args.owner}
-    data = _change(args, lambda s: allocations.describe(s, allocations.create(
-        s, args.id, args.gpu_hours, args.start, args.end, args.title, args.access_call, args.owner)),
-        "POST", "allocations", body)
+    body = {
+        "id": args.id,
+        "gpu_hours": args.gpu_hours,
+        "start": args.start,
+        "end": args.end,
+        "title": args.title,
+        "access_call": args.access_call,
+        "owner": args.owner,
+    }
+    data = _change(
+        args,
+        lambda s: allocations.describe(
+            s,
+            allocations.create(
+                s, args.id, args.gpu_hours, args.start, args.end, args.title, args.access_call, args.owner
+            ),
+        ),
+        "POST",
+        "allocations",
+        body,
+    )
     return _show(data, args.json)
 
 
 def list_allocations(args):
-    data = service_api(args.url, "GET", "allocations")["allocations"] if args.url else _local(args, allocations.list_all)
+    data = (
+        service_api(args.url, "GET", "allocations")["allocations"] if args.url else _local(args, allocations.list_all)
+    )
     if args.json:
         print_json(data)
         return 0
-    print_table([(a["id"], a["status"], a["granted_gpu_hours"], a["used_gpu_hours"], a["held_gpu_hours"],
-                  a["remaining_gpu_hours"], a["end"] or "-", a["title"]) for a in data],
-                ("ID", "STATUS", "GRANTED", "USED", "HELD", "REMAINING", "ENDS", "TITLE"))
+    print_table(
+        [
+            (
+                a["id"],
+                a["status"],
+                a["granted_gpu_hours"],
+                a["used_gpu_hours"],
+                a["held_gpu_hours"],
+                a["remaining_gpu_hours"],
+                a["end"] or "-",
+                a["title"],
+            )
+            for a in data
+        ],
+        ("ID", "STATUS", "GRANTED", "USED", "HELD", "REMAINING", "ENDS", "TITLE"),
+    )
     return 0
 
 
@@ -158,14 +202,29 @@ def show(args):
 
 
 def topup(args):
-    return _show(_change(args, lambda s: allocations.describe(s, allocations.topup(s, args.id, args.gpu_hours, args.note)),
-                         "POST", f"allocations/{args.id}/topup", {"gpu_hours": args.gpu_hours, "note": args.note}),
-                 args.json)
+    return _show(
+        _change(
+            args,
+            lambda s: allocations.describe(s, allocations.topup(s, args.id, args.gpu_hours, args.note)),
+            "POST",
+            f"allocations/{args.id}/topup",
+            {"gpu_hours": args.gpu_hours, "note": args.note},
+        ),
+        args.json,
+    )
 
 
 def close(args):
-    return _show(_change(args, lambda s: allocations.describe(s, allocations.close(s, args.id, args.note)),
-                         "POST", f"allocations/{args.id}/close", {"note": args.note}), args.json)
+    return _show(
+        _change(
+            args,
+            lambda s: allocations.describe(s, allocations.close(s, args.id, args.note)),
+            "POST",
+            f"allocations/{args.id}/close",
+            {"note": args.note},
+        ),
+        args.json,
+    )
 
 
 def usage_report(args):
@@ -181,12 +240,14 @@ def usage_report(args):
         rows = data.get("sessions")
         payloads = data.get("payloads")
     else:
+
         def run(s):
             if fmt == "waldur":
                 return None, reports.waldur(s, **filters)
             if fmt == "car":
                 return reports.car_xml(s, **filters), None
             return reports.session_rows(s, **filters), None
+
         rows, payloads = _local(args, run)
         if fmt == "car":
             sys.stdout.write(rows + "\n")
@@ -198,7 +259,21 @@ def usage_report(args):
     elif fmt == "csv":
         sys.stdout.write(reports.to_csv(rows))
     else:
-        print_table([(r["session"], r["user"], r["course"], r["allocation"] or "-", r["gpu_kind"] or "cpu", r["state"],
-                      r["start"][:19], r["gpu_hours"], r["cpu_hours"]) for r in rows],
-                    ("SESSION", "USER", "COURSE", "ALLOCATION", "GPU", "STATE", "START", "GPU-H", "CPU-H"))
+        print_table(
+            [
+                (
+                    r["session"],
+                    r["user"],
+                    r["course"],
+                    r["allocation"] or "-",
+                    r["gpu_kind"] or "cpu",
+                    r["state"],
+                    r["start"][:19],
+                    r["gpu_hours"],
+                    r["cpu_hours"],
+                )
+                for r in rows
+            ],
+            ("SESSION", "USER", "COURSE", "ALLOCATION", "GPU", "STATE", "START", "GPU-H", "CPU-H"),
+        )
     return 0

@@ -43,8 +43,9 @@ def problems(ip, port, state, as_root=None):
     as_root = os.geteuid() == 0 if as_root is None else as_root
     found = []
     if port_in_use(ip, port) and not own_proxy_running(state):
-        found.append(f"port {port} on {ip} is in use (another aifhub or JupyterHub?): stop it, or pass --port "
-                     "with a free port")
+        found.append(
+            f"port {port} on {ip} is in use (another aifhub or JupyterHub?): stop it, or pass --port with a free port"
+        )
     if as_root:
         found += [b.message(what) for what, b in sandbox_obstacles(singleuser_command(), Path(state) / "work")]
     return found
@@ -64,11 +65,15 @@ def limits_summary(inventory, as_root=None, device_dir="/dev"):
     if confine.bwrap_path() and confine.setpriv_path():
         lines.append("namespaces: each sandbox sees only its own GPUs' device nodes, processes and /tmp (bubblewrap)")
     else:
-        warnings.append("bubblewrap (bwrap) or setpriv is missing: GPU courses cannot start, and CPU sandboxes share "
-                        "/dev, /proc and /tmp. Install them: apt-get install bubblewrap util-linux")
+        warnings.append(
+            "bubblewrap (bwrap) or setpriv is missing: GPU courses cannot start, and CPU sandboxes share "
+            "/dev, /proc and /tmp. Install them: apt-get install bubblewrap util-linux"
+        )
     for device in inventory:
         node = Path(device_dir) / f"nvidia{device.node_minor}"
         if not node.exists():
-            warnings.append(f"GPU {device.id} has no device node {node}: a sandbox given it sees no GPU "
-                            "(is the NVIDIA driver loaded?)")
+            warnings.append(
+                f"GPU {device.id} has no device node {node}: a sandbox given it sees no GPU "
+                "(is the NVIDIA driver loaded?)"
+            )
     return lines, warnings

@@ -27,14 +27,25 @@ CONFIG_STUB = "from aifhub.hubside.embedded import configure\n\nconfigure(c)  # 
 def register(sub):
     p = sub.add_parser("up", help="run the hub on this machine (Ctrl-C stops everything it started)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default: 8000)")
-    p.add_argument("--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1; the demo login allows loopback only)")
-    p.add_argument("--auth", choices=MODES, default="demo",
-                   help="how people log in: demo (a shared password, loopback only; the default), oidc (MyAccessID or any "
-                   "OpenID Connect provider) or lti13 (launches from an LMS); see docs/login.md")
+    p.add_argument(
+        "--ip",
+        default="127.0.0.1",
+        help="address to serve on (default: 127.0.0.1; the demo login allows loopback only)",
+    )
+    p.add_argument(
+        "--auth",
+        choices=MODES,
+        default="demo",
+        help="how people log in: demo (a shared password, loopback only; the default), oidc (MyAccessID or any "
+        "OpenID Connect provider) or lti13 (launches from an LMS); see docs/login.md",
+    )
     p.add_argument("--auth-config", help="YAML file with the oidc or lti13 settings (see docs/login.md)")
     p.add_argument("--state-dir", default=".aifhub", help="state directory (default: .aifhub)")
-    p.add_argument("--courses", default=str(REPO / "courses") if (REPO / "courses").is_dir() else "courses",
-                   help="directory of course folders (default: courses/)")
+    p.add_argument(
+        "--courses",
+        default=str(REPO / "courses") if (REPO / "courses").is_dir() else "courses",
+        help="directory of course folders (default: courses/)",
+    )
     p.add_argument("--gpus", default="", help="GPUs to use instead of NVML discovery: 'none' or ids such as '0,1'")
     p.add_argument("--gpu-kind", default="gpu", help="GPU kind of the devices given with --gpus (default: gpu)")
     p.add_argument("--meter-interval", type=float, default=60.0, help="seconds between metering passes (default: 60)")
@@ -89,7 +100,7 @@ def wait_until_ready(proc, ports, proxy_token, timeout=120):
                     return True
         except (requests.RequestException, ValueError):
             pass
-        time.sleep(0.3 if not service_up else min(0.3 * 2 ** tries, 2))  # the proxy logs each look at its routes
+        time.sleep(0.3 if not service_up else min(0.3 * 2**tries, 2))  # the proxy logs each look at its routes
         tries += service_up
     return False
 
@@ -101,11 +112,14 @@ def up(args):
         raise CLIError(
             f"refusing to serve on {args.ip}: the demo login lets anyone in with one shared password, so it "
             "serves on loopback only. Log in with --auth oidc or --auth lti13 (see docs/login.md) to serve others.",
-            status=2)
+            status=2,
+        )
     auth_config = ""
     if args.auth != "demo":
         if not args.auth_config:
-            raise CLIError(f"--auth {args.auth} needs --auth-config FILE with its settings (see docs/login.md)", status=2)
+            raise CLIError(
+                f"--auth {args.auth} needs --auth-config FILE with its settings (see docs/login.md)", status=2
+            )
         auth_config = str(Path(args.auth_config).resolve())
         try:
             load_auth_config(auth_config, args.auth)
@@ -118,12 +132,16 @@ def up(args):
     except ValueError as exc:
         raise CLIError(str(exc), status=2)
     if inventory is None:
-        raise CLIError("--gpus kubernetes is for the Kubernetes deployment (aifhub k8s render); aifhub up hands out "
-                       "this machine's devices: give 'none' or device ids such as 0,1", status=2)
+        raise CLIError(
+            "--gpus kubernetes is for the Kubernetes deployment (aifhub k8s render); aifhub up hands out "
+            "this machine's devices: give 'none' or device ids such as 0,1",
+            status=2,
+        )
     admin_token = os.environ.get("AIFHUB_ADMIN_TOKEN", "")
     if admin_token and len(admin_token) < 8:
-        raise CLIError("AIFHUB_ADMIN_TOKEN must be at least 8 characters long (JupyterHub refuses shorter tokens)",
-                       status=2)
+        raise CLIError(
+            "AIFHUB_ADMIN_TOKEN must be at least 8 characters long (JupyterHub refuses shorter tokens)", status=2
+        )
     if 0 < len(os.environ.get("AIFHUB_DEMO_PASSWORD", "")) < MIN_LENGTH:
         raise CLIError(f"AIFHUB_DEMO_PASSWORD must be at least {MIN_LENGTH} characters long", status=2)
     courses = Path(args.courses).resolve()
@@ -178,8 +196,16 @@ def up(args):
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     try:
-        announce(proc, url, password if args.auth == "demo" else None, inventory, state, ports,
-                 env["CONFIGPROXY_AUTH_TOKEN"], args.auth)
+        announce(
+            proc,
+            url,
+            password if args.auth == "demo" else None,
+            inventory,
+            state,
+            ports,
+            env["CONFIGPROXY_AUTH_TOKEN"],
+            args.auth,
+        )
     except BaseException:  # never leave the hub (and its proxy, service and sandboxes) behind without us
         proc.terminate()
         proc.wait(60)
@@ -195,14 +221,21 @@ def announce(proc, url, password, inventory, state, ports, proxy_token, auth="de
     """Print where the hub is and how to log in, once it answers."""
     if wait_until_ready(proc, ports, proxy_token):
         if password is None:
-            login = {"oidc": "  login: OpenID Connect (see --auth-config)\n",
-                     "lti13": f"  login: LTI 1.3 launches; tool settings for the LMS: {url}hub/lti13/config\n"}[auth]
+            login = {
+                "oidc": "  login: OpenID Connect (see --auth-config)\n",
+                "lti13": f"  login: LTI 1.3 launches; tool settings for the LMS: {url}hub/lti13/config\n",
+            }[auth]
         else:
-            login = (f"  demo login: any user name, password {password}\n"
-                     "  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n")
+            login = (
+                f"  demo login: any user name, password {password}\n"
+                "  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n"
+            )
         gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
-        isolation = "each learner's sandbox runs under its own uid" if os.geteuid() == 0 else \
-            "NOT isolated: run as root to give each learner their own uid"
+        isolation = (
+            "each learner's sandbox runs under its own uid"
+            if os.geteuid() == 0
+            else "NOT isolated: run as root to give each learner their own uid"
+        )
         limits, warnings = preflight.limits_summary(inventory)
         print(
             f"\naifhub is running at {url}\n"

@@ -12,9 +12,16 @@ from traitlets.config import Config
 from . import CHART_APP_VERSION, NAMESPACE, RELEASE
 
 _SINGLEUSER_TRAITS = {  # KubeSpawner trait: singleuser key
-    "uid": "uid", "fs_gid": "fsGid", "start_timeout": "startTimeout", "cmd": "cmd", "default_url": "defaultUrl",
-    "node_selector": "nodeSelector", "extra_labels": "extraLabels", "extra_annotations": "extraAnnotations",
-    "allow_privilege_escalation": "allowPrivilegeEscalation", "extra_pod_config": "extraPodConfig",
+    "uid": "uid",
+    "fs_gid": "fsGid",
+    "start_timeout": "startTimeout",
+    "cmd": "cmd",
+    "default_url": "defaultUrl",
+    "node_selector": "nodeSelector",
+    "extra_labels": "extraLabels",
+    "extra_annotations": "extraAnnotations",
+    "allow_privilege_escalation": "allowPrivilegeEscalation",
+    "extra_pod_config": "extraPodConfig",
 }
 
 
@@ -32,16 +39,25 @@ def kubespawner_settings(values, release=RELEASE, namespace=NAMESPACE):
     su = values.get("singleuser", {})
     ks = {trait: su[key] for trait, key in _SINGLEUSER_TRAITS.items() if su.get(key) is not None}
     ks["namespace"] = namespace
-    ks["common_labels"] = {"app": "jupyterhub", "heritage": "jupyterhub", "release": release,
-                           "chart": f"jupyterhub-{CHART_APP_VERSION}"}
+    ks["common_labels"] = {
+        "app": "jupyterhub",
+        "heritage": "jupyterhub",
+        "release": release,
+        "chart": f"jupyterhub-{CHART_APP_VERSION}",
+    }
     image = _get(values, "singleuser.image.name")
     if image:
         tag = _get(values, "singleuser.image.tag")
         ks["image"] = f"{image}:{tag}" if tag else image
-    for trait, key in (("mem_limit", "memory.limit"), ("mem_guarantee", "memory.guarantee"),
-                       ("cpu_limit", "cpu.limit"), ("cpu_guarantee", "cpu.guarantee"),
-                       ("extra_resource_limits", "extraResource.limits"),
-                       ("extra_resource_guarantees", "extraResource.guarantees"), ("environment", "extraEnv")):
+    for trait, key in (
+        ("mem_limit", "memory.limit"),
+        ("mem_guarantee", "memory.guarantee"),
+        ("cpu_limit", "cpu.limit"),
+        ("cpu_guarantee", "cpu.guarantee"),
+        ("extra_resource_limits", "extraResource.limits"),
+        ("extra_resource_guarantees", "extraResource.guarantees"),
+        ("environment", "extraEnv"),
+    ):
         value = _get(su, key)
         if value is not None:
             ks[trait] = value
@@ -61,7 +77,9 @@ def kubespawner_settings(values, release=RELEASE, namespace=NAMESPACE):
     if _get(su, "storage.type", "dynamic") != "none":
         raise ValueError("aifhub's values use singleuser.storage.type: none (the spawner makes per-course volumes)")
     if _get(su, "cloudMetadata.blockWithIptables", True):
-        raise ValueError("singleuser.cloudMetadata.blockWithIptables adds a privileged init container; aifhub keeps it off")
+        raise ValueError(
+            "singleuser.cloudMetadata.blockWithIptables adds a privileged init container; aifhub keeps it off"
+        )
     return ks
 
 

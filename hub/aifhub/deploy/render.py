@@ -9,8 +9,10 @@ from ..kube.grading_job import grading_job
 from . import KUBERNETES_VERSION, NAMESPACE
 from .values import z2jh_values
 
-HEADER = ("# Rendered by `aifhub k8s render` (Kubernetes >= {k8s}). Edit the code or the course files\n"
-          "# and render again rather than editing this file.\n")
+HEADER = (
+    "# Rendered by `aifhub k8s render` (Kubernetes >= {k8s}). Edit the code or the course files\n"
+    "# and render again rather than editing this file.\n"
+)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -28,7 +30,8 @@ _Dumper.add_representer(str, _str)
 
 def dump(docs):
     return HEADER.format(k8s=KUBERNETES_VERSION) + "---\n".join(
-        yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs)
+        yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs
+    )
 
 
 def example_grading_job(catalog, images, pools, namespace=NAMESPACE):
@@ -36,8 +39,14 @@ def example_grading_job(catalog, images, pools, namespace=NAMESPACE):
     courses = sorted(catalog.courses.values(), key=lambda c: (not c.needs_gpu, c.id))
     for course in courses:
         if course.assignments:
-            return grading_job(course.summary(), images.get(course.sandbox.image), pools,
-                               course.assignments[0], "learner1", namespace=namespace)
+            return grading_job(
+                course.summary(),
+                images.get(course.sandbox.image),
+                pools,
+                course.assignments[0],
+                "learner1",
+                namespace=namespace,
+            )
     return None
 
 
@@ -50,9 +59,11 @@ def render(out, catalog, images, pools=None, registry=""):
         "values.yaml": [z2jh_values(images, pools, registry)],
         "manifests/00-priorityclasses.yaml": manifests.priority_classes(),
         "manifests/10-storage.yaml": manifests.storage(),
-        "manifests/20-grading-networkpolicy.yaml": [manifests.grading_network_policy(),
-                                                    manifests.gradebook_network_policy(),
-                                                    manifests.placeholder_network_policy()],
+        "manifests/20-grading-networkpolicy.yaml": [
+            manifests.grading_network_policy(),
+            manifests.gradebook_network_policy(),
+            manifests.placeholder_network_policy(),
+        ],
         "manifests/21-grading-rbac.yaml": manifests.grading_rbac(),
         "manifests/22-placeholders-rbac.yaml": manifests.placeholder_rbac(),
         "manifests/30-nvidia-gpu-operator-config.yaml": manifests.nvidia_configs(),

@@ -59,7 +59,8 @@ def z2jh_values(images, pools=None, registry="", hub_tag=None):
     return {
         "hub": {
             "image": {
-                "name": (f"{registry.rstrip('/')}/" if registry else "") + (hub_image.repository if hub_image else HUB_REPOSITORY),
+                "name": (f"{registry.rstrip('/')}/" if registry else "")
+                + (hub_image.repository if hub_image else HUB_REPOSITORY),
                 "tag": hub_tag or (hub_image.tag if hub_image else __version__),
             },
             # hub.db.password (exported as PGPASSWORD) comes from the secrets values file
@@ -83,17 +84,23 @@ def z2jh_values(images, pools=None, registry="", hub_tag=None):
                 "AIFHUB_DB_URL": LEDGER_DB_URL,
                 "AIFHUB_METER_INTERVAL": "60",
             },
-            "extraVolumes": [{"name": "aifhub-state", "persistentVolumeClaim": {"claimName": "aifhub-state"}},
-                             {"name": "aifhub-grading", "persistentVolumeClaim": {"claimName": GRADING_PVC}}],
-            "extraVolumeMounts": [{"name": "aifhub-state", "mountPath": STATE_DIR},
-                                  {"name": "aifhub-grading", "mountPath": GRADING_MOUNT}],
+            "extraVolumes": [
+                {"name": "aifhub-state", "persistentVolumeClaim": {"claimName": "aifhub-state"}},
+                {"name": "aifhub-grading", "persistentVolumeClaim": {"claimName": GRADING_PVC}},
+            ],
+            "extraVolumeMounts": [
+                {"name": "aifhub-state", "mountPath": STATE_DIR},
+                {"name": "aifhub-grading", "mountPath": GRADING_MOUNT},
+            ],
             "networkPolicy": {
                 "enabled": True,
                 # the proxy reaches the aifhub service, which runs in the hub pod
-                "ingress": [{
-                    "ports": [{"port": SERVICE_PORT, "protocol": "TCP"}],
-                    "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
-                }],
+                "ingress": [
+                    {
+                        "ports": [{"port": SERVICE_PORT, "protocol": "TCP"}],
+                        "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}],
+                    }
+                ],
                 "egressAllowRules": {"privateIPs": True, "cloudMetadataServer": False},
             },
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
@@ -104,7 +111,10 @@ def z2jh_values(images, pools=None, registry="", hub_tag=None):
         },
         "singleuser": {
             # a fallback only: every course sets its own image, resources and pool
-            "image": {"name": "aifhub/sandbox-cpu-base", "tag": images["cpu-base"].tag if "cpu-base" in images else "latest"},
+            "image": {
+                "name": "aifhub/sandbox-cpu-base",
+                "tag": images["cpu-base"].tag if "cpu-base" in images else "latest",
+            },
             "cmd": "jupyterhub-singleuser",
             "defaultUrl": "/lab",
             "startTimeout": 600,  # large CUDA images on a fresh node take minutes to pull
@@ -124,11 +134,18 @@ def z2jh_values(images, pools=None, registry="", hub_tag=None):
         "scheduling": {
             "userScheduler": {"enabled": True},
             "podPriority": {
-                "enabled": True, "globalDefault": False, "defaultPriority": 0,
-                "imagePullerPriority": -5, "userPlaceholderPriority": -10,
+                "enabled": True,
+                "globalDefault": False,
+                "defaultPriority": 0,
+                "imagePullerPriority": -5,
+                "userPlaceholderPriority": -10,
             },
             # one large placeholder beats many small ones (head-of-line blocking on new nodes)
-            "userPlaceholder": {"enabled": True, "replicas": 1, "resources": {"requests": {"cpu": "4", "memory": "16Gi"}}},
+            "userPlaceholder": {
+                "enabled": True,
+                "replicas": 1,
+                "resources": {"requests": {"cpu": "4", "memory": "16Gi"}},
+            },
             "userPods": {"nodeAffinity": {"matchNodePurpose": "prefer"}},
         },
         "prePuller": {

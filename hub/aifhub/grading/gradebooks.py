@@ -43,7 +43,7 @@ def pg_identifier(prefix, value, limit=63):
     name = re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{value}".lower())
     if len(name) > limit:
         digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-        name = f"{name[:limit - 11]}_{digest}"
+        name = f"{name[: limit - 11]}_{digest}"
     return name
 
 
@@ -78,8 +78,9 @@ def ensure_postgres(admin_url, course_id, known_url=None):
         with engine.connect() as conn:
             exists = conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}) is not None
             attributes = "" if exists else " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
-            conn.exec_driver_sql(f"{'ALTER' if exists else 'CREATE'} ROLE {r} LOGIN{attributes} "
-                                 f"PASSWORD {quote_literal(password)}")
+            conn.exec_driver_sql(
+                f"{'ALTER' if exists else 'CREATE'} ROLE {r} LOGIN{attributes} PASSWORD {quote_literal(password)}"
+            )
             # creating a schema owned by the role needs membership in it (PostgreSQL 15 and 16 alike)
             member = conn.scalar(text("SELECT pg_has_role(current_user, :r, 'USAGE')"), {"r": role})
             if not member:
@@ -100,7 +101,8 @@ def ensure_postgres(admin_url, course_id, known_url=None):
     finally:
         engine.dispose()
     return admin.set(drivername=PG_DRIVER, username=role, password=password, query={}).render_as_string(
-        hide_password=False)
+        hide_password=False
+    )
 
 
 def drop_postgres(admin_url, course_id):

@@ -38,7 +38,11 @@ from .workers import WorkerDied, WorkerProcess
 log = logging.getLogger(__name__)
 
 UNSHARED = ("exchange",)  # what the course's group never sees: submissions as received, the learners' side
-ROOT_FILES = ("gradebook.db", "gradebook.url", "nbgrader_config.py")  # made by root, shared read-only (the gradebook rw)
+ROOT_FILES = (
+    "gradebook.db",
+    "gradebook.url",
+    "nbgrader_config.py",
+)  # made by root, shared read-only (the gradebook rw)
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"
 
@@ -64,37 +68,68 @@ class GradingManager(LoggingConfigurable):
     """Per-course nbgrader directories, the trusted exchange's storage, and the autograding queue."""
 
     workers = Integer(0, help="Parallel autograding workers. 0: one per CPU core.").tag(config=True)
-    cell_timeout = Integer(60, help="Seconds one cell may run while autograding before it is interrupted.").tag(config=True)
+    cell_timeout = Integer(60, help="Seconds one cell may run while autograding before it is interrupted.").tag(
+        config=True
+    )
     notebook_timeout = Integer(
-        600, help="Seconds grading one submission may take in all (every notebook and kernel start); "
-        "past it the job is stopped and fails with reason 'timeout'.").tag(config=True)
-    cpu_seconds = Integer(0, help="CPU seconds a graded kernel may use (RLIMIT_CPU). 0: the notebook timeout.").tag(config=True)
-    memory_limit = Unicode("2G", help="Memory a graded kernel may allocate (RLIMIT_DATA), e.g. 2G or 512Mi.").tag(config=True)
-    processes = Integer(256, help="Processes and threads a graded kernel's uid may have at once (RLIMIT_NPROC).").tag(config=True)
-    max_submission_size = Unicode("20M", help="Largest submission a learner may hand in (uncompressed), e.g. 20M.").tag(config=True)
+        600,
+        help="Seconds grading one submission may take in all (every notebook and kernel start); "
+        "past it the job is stopped and fails with reason 'timeout'.",
+    ).tag(config=True)
+    cpu_seconds = Integer(0, help="CPU seconds a graded kernel may use (RLIMIT_CPU). 0: the notebook timeout.").tag(
+        config=True
+    )
+    memory_limit = Unicode("2G", help="Memory a graded kernel may allocate (RLIMIT_DATA), e.g. 2G or 512Mi.").tag(
+        config=True
+    )
+    processes = Integer(256, help="Processes and threads a graded kernel's uid may have at once (RLIMIT_NPROC).").tag(
+        config=True
+    )
+    max_submission_size = Unicode("20M", help="Largest submission a learner may hand in (uncompressed), e.g. 20M.").tag(
+        config=True
+    )
     scratch_size = Unicode(
-        "1G", help="What a graded kernel may write in all (its work folder, home, /tmp, /dev/shm: one tmpfs per job), "
-        "e.g. 1G or 512M. As root only; past it writes fail with 'No space left on device'.").tag(config=True)
+        "1G",
+        help="What a graded kernel may write in all (its work folder, home, /tmp, /dev/shm: one tmpfs per job), "
+        "e.g. 1G or 512M. As root only; past it writes fail with 'No space left on device'.",
+    ).tag(config=True)
     max_submission_files = Integer(
-        1000, help="Most files one submission may hold (a tar.gz of many tiny files is refused with 413).").tag(config=True)
+        1000, help="Most files one submission may hold (a tar.gz of many tiny files is refused with 413)."
+    ).tag(config=True)
     max_submissions = Integer(
-        100, help="Hand-ins of one assignment the service keeps per learner; past it a learner's submit is refused "
-        "(429) until an instructor raises it.").tag(config=True)
+        100,
+        help="Hand-ins of one assignment the service keeps per learner; past it a learner's submit is refused "
+        "(429) until an instructor raises it.",
+    ).tag(config=True)
     submissions_per_minute = Integer(
-        10, help="Hand-ins of one assignment a learner may make per minute; more are refused with 429.").tag(config=True)
+        10, help="Hand-ins of one assignment a learner may make per minute; more are refused with 429."
+    ).tag(config=True)
     course_submission_sizes = Dict(
-        {}, help="Per-course submission size limits that override max_submission_size: {course id: size}.",
+        {},
+        help="Per-course submission size limits that override max_submission_size: {course id: size}.",
     ).tag(config=True)
     first_uid = Integer(
-        300000, help="First uid of the range graded kernels run under when the service runs as root "
-        "(distinct from the learners' range).").tag(config=True)
-    uid_count = Integer(10000, help="How many uids the grading range holds; job n runs as first_uid + n % uid_count.").tag(config=True)
-    network = Enum(["unshare", "none"], help="How graded kernels lose the network: 'unshare' (a network namespace "
-                   "of their own, util-linux) or 'none' (not isolated; only for machines without unshare).").tag(config=True)
-    gpu_wait = Integer(5, help="Seconds a GPU course's job waits before asking again when every GPU is busy.").tag(config=True)
-    max_attempts = Integer(2, help="Times a job is tried when its worker dies under it (not for timeouts).").tag(config=True)
+        300000,
+        help="First uid of the range graded kernels run under when the service runs as root "
+        "(distinct from the learners' range).",
+    ).tag(config=True)
+    uid_count = Integer(
+        10000, help="How many uids the grading range holds; job n runs as first_uid + n % uid_count."
+    ).tag(config=True)
+    network = Enum(
+        ["unshare", "none"],
+        help="How graded kernels lose the network: 'unshare' (a network namespace "
+        "of their own, util-linux) or 'none' (not isolated; only for machines without unshare).",
+    ).tag(config=True)
+    gpu_wait = Integer(5, help="Seconds a GPU course's job waits before asking again when every GPU is busy.").tag(
+        config=True
+    )
+    max_attempts = Integer(2, help="Times a job is tried when its worker dies under it (not for timeouts).").tag(
+        config=True
+    )
     gradebook = Enum(
-        ["auto", "sqlite", "postgresql"], "auto",
+        ["auto", "sqlite", "postgresql"],
+        "auto",
         help="Where courses' nbgrader gradebooks live: 'sqlite' (gradebook.db in each course directory), "
         "'postgresql' (a schema and login role per course, see gradebook_admin_url), or 'auto': PostgreSQL when "
         "the service's database is PostgreSQL, else SQLite. A course keeps the kind its gradebook was made in; "
@@ -105,7 +140,8 @@ class GradingManager(LoggingConfigurable):
         "create roles and schemas (CREATEROLE). Default: the service's own database (AifhubService.db_url).",
     ).tag(config=True)
     backend = Enum(
-        ["local", "kubernetes"], "local",
+        ["local", "kubernetes"],
+        "local",
         help="Where graded code runs: 'local' (a sandboxed kernel per submission on this machine) or 'kubernetes' "
         "(each notebook in a Job of its own, in the course's sandbox image and GPU pool, with no network; the "
         "trusted steps and the gradebook stay in the service).",
@@ -122,21 +158,34 @@ class GradingManager(LoggingConfigurable):
         help="Where the service's pod mounts the grading volume (kube_claim); grading pods mount their job's folder "
         "of it by its path below this. Default: scratch_dir.",
     ).tag(config=True)
-    kube_namespace = Unicode(help="Namespace of grading Jobs. Default: the service's own pod's namespace.").tag(config=True)
-    kube_config = Unicode(help="kubeconfig file for creating grading Jobs; empty: the pod's service account.").tag(config=True)
-    kube_claim = Unicode("aifhub-grading", help="PersistentVolumeClaim (ReadWriteMany) mounted at kube_volume_root, "
-                         "of which each grading pod mounts its job's folder.").tag(config=True)
-    kube_registry = Unicode(help="Registry prefixed to sandbox image repositories in grading Jobs. "
-                            "Default: $AIFHUB_REGISTRY.").tag(config=True)
+    kube_namespace = Unicode(help="Namespace of grading Jobs. Default: the service's own pod's namespace.").tag(
+        config=True
+    )
+    kube_config = Unicode(help="kubeconfig file for creating grading Jobs; empty: the pod's service account.").tag(
+        config=True
+    )
+    kube_claim = Unicode(
+        "aifhub-grading",
+        help="PersistentVolumeClaim (ReadWriteMany) mounted at kube_volume_root, "
+        "of which each grading pod mounts its job's folder.",
+    ).tag(config=True)
+    kube_registry = Unicode(
+        help="Registry prefixed to sandbox image repositories in grading Jobs. Default: $AIFHUB_REGISTRY."
+    ).tag(config=True)
     kube_cpu = Unicode("1", help="CPU limit (and request) of a grading pod, a Kubernetes quantity.").tag(config=True)
     kube_start_timeout = Integer(
-        600, help="Seconds a grading pod may wait for a node (a free GPU) and its image before its job fails.",
+        600,
+        help="Seconds a grading pod may wait for a node (a free GPU) and its image before its job fails.",
     ).tag(config=True)
-    kube_gpu_pools = Dict(help="GPU pools (as KubeSandboxSpawner.gpu_pools) for grading Jobs. Default: "
-                          "$AIFHUB_GPU_POOLS (JSON), else aifhub's example pools.").tag(config=True)
+    kube_gpu_pools = Dict(
+        help="GPU pools (as KubeSandboxSpawner.gpu_pools) for grading Jobs. Default: "
+        "$AIFHUB_GPU_POOLS (JSON), else aifhub's example pools."
+    ).tag(config=True)
     first_course_gid = Integer(
-        400000, help="First group id handed to courses' grading directories (instructors' sandboxes join their "
-        "course's group for formgrader); each course gets the next free one, kept for good.").tag(config=True)
+        400000,
+        help="First group id handed to courses' grading directories (instructors' sandboxes join their "
+        "course's group for formgrader); each course gets the next free one, kept for good.",
+    ).tag(config=True)
 
     @default("network")
     def _network_default(self):
@@ -179,7 +228,9 @@ class GradingManager(LoggingConfigurable):
 
     @default("kube_gpu_pools")
     def _kube_gpu_pools_default(self):
-        return json.loads(os.environ["AIFHUB_GPU_POOLS"]) if os.environ.get("AIFHUB_GPU_POOLS") else podspec.DEFAULT_POOLS
+        return (
+            json.loads(os.environ["AIFHUB_GPU_POOLS"]) if os.environ.get("AIFHUB_GPU_POOLS") else podspec.DEFAULT_POOLS
+        )
 
     @validate("kube_gpu_pools")
     def _validate_pools(self, proposal):
@@ -195,11 +246,20 @@ class GradingManager(LoggingConfigurable):
     @validate("gradebook_admin_url")
     def _validate_gradebook_admin_url(self, proposal):
         if proposal.value and not gradebooks.is_postgres(proposal.value):
-            raise ValueError(f"gradebook_admin_url must be a postgresql:// URL, got {proposal.value.split(':')[0]}://...")
+            raise ValueError(
+                f"gradebook_admin_url must be a postgresql:// URL, got {proposal.value.split(':')[0]}://..."
+            )
         return proposal.value
 
-    @validate("cell_timeout", "notebook_timeout", "processes", "uid_count", "max_submission_files", "max_submissions",
-              "submissions_per_minute")
+    @validate(
+        "cell_timeout",
+        "notebook_timeout",
+        "processes",
+        "uid_count",
+        "max_submission_files",
+        "max_submissions",
+        "submissions_per_minute",
+    )
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
             raise ValueError(f"{proposal.trait.name} must be positive, got {proposal.value}")
@@ -213,8 +273,10 @@ class GradingManager(LoggingConfigurable):
         self.scratch = Path(self.scratch_dir).resolve()
         self.kube_volume = Path(self.kube_volume_root).resolve()
         if self.backend == "kubernetes" and not self.scratch.is_relative_to(self.kube_volume):
-            raise ValueError(f"GradingManager.scratch_dir ({self.scratch}) must lie on the grading volume that grading "
-                             f"pods mount, kube_volume_root ({self.kube_volume})")
+            raise ValueError(
+                f"GradingManager.scratch_dir ({self.scratch}) must lie on the grading volume that grading "
+                f"pods mount, kube_volume_root ({self.kube_volume})"
+            )
         self.core = core
         self.isolated = (os.geteuid() == 0) if isolated is None else isolated
         self.steps = WorkerProcess("steps", self.root / ".workers" / "steps")
@@ -277,8 +339,11 @@ class GradingManager(LoggingConfigurable):
         sqlite_file = gd / "gradebook.db"
         kind = self.gradebook_kind
         if known and gradebooks.is_postgres(known) and kind == "sqlite":
-            log.warning("The gradebook of %s stays in PostgreSQL, where its grades are (gradebook = 'sqlite' "
-                        "applies to new courses)", course_id)
+            log.warning(
+                "The gradebook of %s stays in PostgreSQL, where its grades are (gradebook = 'sqlite' "
+                "applies to new courses)",
+                course_id,
+            )
             kind = "postgresql"
         if kind == "sqlite":
             url, copy_from = gradebooks.sqlite_url(gd.root), None
@@ -286,11 +351,14 @@ class GradingManager(LoggingConfigurable):
             if not self.gradebook_admin_url:
                 raise gradebooks.GradebookError(
                     "GradingManager.gradebook is 'postgresql' but there is no PostgreSQL database for it: set "
-                    "GradingManager.gradebook_admin_url (or run the service on PostgreSQL).")
+                    "GradingManager.gradebook_admin_url (or run the service on PostgreSQL)."
+                )
             url = gradebooks.ensure_postgres(self.gradebook_admin_url, course_id, known)
             copy_from = gradebooks.sqlite_url(gd.root) if sqlite_file.exists() else None
+
         def record(s):
             self._record(s, course_id).gradebook_url = url
+
         self.db.call(record)
         return url, copy_from
 
@@ -305,11 +373,16 @@ class GradingManager(LoggingConfigurable):
                 except gradebooks.GradebookError as exc:
                     raise Refusal("gradebook-unavailable", str(exc))
                 if copy_from:
-                    answer = await self._step({"op": "copy_gradebook", "from": copy_from, "to": url},
-                                              "copying the gradebook into PostgreSQL")
+                    answer = await self._step(
+                        {"op": "copy_gradebook", "from": copy_from, "to": url}, "copying the gradebook into PostgreSQL"
+                    )
                     sqlite_file = GradingDir(self.root, course_id) / "gradebook.db"
-                    await asyncio.to_thread(sqlite_file.rename, sqlite_file.with_name("gradebook.db.copied-to-postgresql"))
-                    log.info("Gradebook of %s copied from SQLite into PostgreSQL (%s rows)", course_id, answer.get("rows"))
+                    await asyncio.to_thread(
+                        sqlite_file.rename, sqlite_file.with_name("gradebook.db.copied-to-postgresql")
+                    )
+                    log.info(
+                        "Gradebook of %s copied from SQLite into PostgreSQL (%s rows)", course_id, answer.get("rows")
+                    )
                 await asyncio.to_thread(self.dir, course_id)
                 await asyncio.to_thread(GradingDir(self.root, course_id, url).write_url)
                 self._gradebooks[course_id] = url
@@ -354,8 +427,9 @@ class GradingManager(LoggingConfigurable):
 
     @staticmethod
     def _remove(parent, name, st):
-        log.warning("Removed %s: it is %s in a grading directory (never followed)", parent.join(name),
-                    fsafe.kind(st.st_mode))
+        log.warning(
+            "Removed %s: it is %s in a grading directory (never followed)", parent.join(name), fsafe.kind(st.st_mode)
+        )
         try:
             parent.remove(name)
         except OSError as exc:
@@ -363,18 +437,32 @@ class GradingManager(LoggingConfigurable):
 
     async def check_submission_rate(self, course_id, assignment, student, now):
         """429 when ``student`` handed in ``assignment`` too often lately, or as often as the course keeps."""
+
         def counts(s):
-            q = select(func.count()).select_from(Submission).where(
-                Submission.course_id == course_id, Submission.assignment_id == assignment, Submission.student == student)
+            q = (
+                select(func.count())
+                .select_from(Submission)
+                .where(
+                    Submission.course_id == course_id,
+                    Submission.assignment_id == assignment,
+                    Submission.student == student,
+                )
+            )
             return s.scalar(q), s.scalar(q.where(Submission.received_at >= now - timedelta(minutes=1)))
 
         kept, recent = await self.db.run(counts)
         if kept >= self.max_submissions:
-            raise Refusal("too-many", f"Submission refused: you have handed in {assignment} {kept} times, the most this "
-                                    f"course keeps ({self.max_submissions}). Ask an instructor if you need another.")
+            raise Refusal(
+                "too-many",
+                f"Submission refused: you have handed in {assignment} {kept} times, the most this "
+                f"course keeps ({self.max_submissions}). Ask an instructor if you need another.",
+            )
         if recent >= self.submissions_per_minute:
-            raise Refusal("too-many", f"Submission refused: you handed in {assignment} {recent} times in the last "
-                                    f"minute (at most {self.submissions_per_minute}); wait a minute and hand in again.")
+            raise Refusal(
+                "too-many",
+                f"Submission refused: you handed in {assignment} {recent} times in the last "
+                f"minute (at most {self.submissions_per_minute}); wait a minute and hand in again.",
+            )
 
     async def student_id(self, user):
         """The hub user's nbgrader student id (:mod:`.students`)."""
@@ -394,8 +482,12 @@ class GradingManager(LoggingConfigurable):
 
     async def base_request(self, course_id):
         """What every request to a worker carries: the course's directory, its gradebook, the cell timeout."""
-        return {"grading_root": str(self.root), "course_id": course_id, "cell_timeout": self.cell_timeout,
-                "db_url": await self.gradebook_url(course_id)}
+        return {
+            "grading_root": str(self.root),
+            "course_id": course_id,
+            "cell_timeout": self.cell_timeout,
+            "db_url": await self.gradebook_url(course_id),
+        }
 
     async def _step(self, request, what):
         try:
@@ -414,17 +506,31 @@ class GradingManager(LoggingConfigurable):
         course = self.course(course_id)
         check_name("assignment id", assignment)
         if not (Path(course.path) / "source" / assignment).is_dir():
-            raise Refusal("no-assignment", f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).")
+            raise Refusal(
+                "no-assignment",
+                f"{course.title} has no assignment '{assignment}' (no source/{assignment}/ in the course folder).",
+            )
         await asyncio.to_thread(self.dir, course_id)
-        answer = await self._step(await self.base_request(course_id) | {"op": "release", "assignment": assignment,
-                                                           "course_path": str(course.path)}, "release")
+        answer = await self._step(
+            await self.base_request(course_id)
+            | {"op": "release", "assignment": assignment, "course_path": str(course.path)},
+            "release",
+        )
         await asyncio.to_thread(self.share, course_id)
-        return {"course_id": course_id, "assignment_id": assignment, "released": True, "notebooks": answer.get("notebooks", [])}
+        return {
+            "course_id": course_id,
+            "assignment_id": assignment,
+            "released": True,
+            "notebooks": answer.get("notebooks", []),
+        }
 
     @staticmethod
     def _latest_submissions(s, course_id, assignment):
-        rows = s.scalars(select(Submission).where(Submission.course_id == course_id,
-                                                  Submission.assignment_id == assignment).order_by(Submission.id))
+        rows = s.scalars(
+            select(Submission)
+            .where(Submission.course_id == course_id, Submission.assignment_id == assignment)
+            .order_by(Submission.id)
+        )
         latest = {}
         for row in rows:
             latest[row.student] = (row.folder, row.timestamp)
@@ -436,6 +542,7 @@ class GradingManager(LoggingConfigurable):
         with gd.open() as course, course.sub("submitted") as submitted:
             for student, (folder, timestamp) in latest.items():
                 gd.inbound(student, assignment)  # checks the names
+
                 def fill(d, student=student, folder=folder, timestamp=timestamp):
                     with gd.open_below("exchange", "inbound", student, assignment, folder) as src:
                         fsafe.copy_tree(src, d)
@@ -452,7 +559,9 @@ class GradingManager(LoggingConfigurable):
         by_id = {ids[user]: hand_in for user, hand_in in latest.items()}
         await asyncio.to_thread(self._collect_files, course_id, assignment, by_id)
         if latest:
-            await self._step(await self.base_request(course_id) | {"op": "add_students", "students": sorted(by_id)}, "collect")
+            await self._step(
+                await self.base_request(course_id) | {"op": "add_students", "students": sorted(by_id)}, "collect"
+            )
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
 
@@ -463,23 +572,37 @@ class GradingManager(LoggingConfigurable):
         gd = await asyncio.to_thread(self.dir, course_id)
         folder = gd.step("submitted")
         ids = await asyncio.to_thread(
-            lambda: sorted(p.name for p in folder.iterdir() if (p / assignment).is_dir()) if folder.is_dir() else [])
+            lambda: sorted(p.name for p in folder.iterdir() if (p / assignment).is_dir()) if folder.is_dir() else []
+        )
         collected = sorted((await self.db.run(students_db.users_of, ids)).values())
         if students is not None:
             missing = sorted(set(students) - set(collected))
             if missing:
-                named = ", ".join(texts.shown(x) for x in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                named = ", ".join(texts.shown(x) for x in missing[:10]) + (
+                    f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+                )
                 raise Refusal("no-submission", f"No collected submission of {named} for {assignment}: collect first.")
             collected = sorted(students)
+
         def queue_jobs(s):
             jobs = []
             for student in collected:
-                open_job = s.scalar(select(GradingJob).where(
-                    GradingJob.course_id == course_id, GradingJob.assignment_id == assignment,
-                    GradingJob.student == student, GradingJob.state.in_(("queued", "running"))))
+                open_job = s.scalar(
+                    select(GradingJob).where(
+                        GradingJob.course_id == course_id,
+                        GradingJob.assignment_id == assignment,
+                        GradingJob.student == student,
+                        GradingJob.state.in_(("queued", "running")),
+                    )
+                )
                 if open_job is None:
-                    open_job = GradingJob(course_id=course_id, assignment_id=assignment, student=student,
-                                          state="queued", requested_by=requested_by)
+                    open_job = GradingJob(
+                        course_id=course_id,
+                        assignment_id=assignment,
+                        student=student,
+                        state="queued",
+                        requested_by=requested_by,
+                    )
                     s.add(open_job)
                     s.flush()
                 jobs.append(open_job.to_dict())
@@ -497,13 +620,16 @@ class GradingManager(LoggingConfigurable):
             if ids:
                 q = q.where(GradingJob.id.in_(list(ids)))
             return [j.to_dict() for j in s.scalars(q.order_by(GradingJob.id))]
+
         return await self.db.run(read)
 
     async def release_feedback(self, course_id, assignment):
         self.course(course_id)
         check_name("assignment id", assignment)
         await asyncio.to_thread(self.dir, course_id)
-        answer = await self._step(await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback")
+        answer = await self._step(
+            await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback"
+        )
         await asyncio.to_thread(self.share, course_id)
         users = sorted((await self.db.run(students_db.users_of, answer.get("students", []))).values())  # hub names
         for hook in self.after_feedback:
@@ -524,8 +650,9 @@ class GradingManager(LoggingConfigurable):
     def grades_csv(rows):
         """The grades as CSV; a cell that would start a spreadsheet formula is quoted (:mod:`aifhub.texts`)."""
         out = io.StringIO()
-        writer = csv.DictWriter(out, ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            out, ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted"], lineterminator="\n"
+        )
         writer.writeheader()
         for row in rows:
             writer.writerow(texts.csv_row(row))
@@ -544,14 +671,23 @@ class GradingManager(LoggingConfigurable):
                 if not stat.S_ISDIR(st.st_mode) or name.startswith("."):
                     continue
                 with outbound.sub(name) as a:
-                    notebooks = sorted(n[:-6] for n, nst in a.entries() if n.endswith(".ipynb") and stat.S_ISREG(nst.st_mode))
+                    notebooks = sorted(
+                        n[:-6] for n, nst in a.entries() if n.endswith(".ipynb") and stat.S_ISREG(nst.st_mode)
+                    )
                 out.append({"assignment_id": name, "notebooks": notebooks})
         return out
 
     async def listing(self, course_id, student):
         """Released assignments, with ``student``'s submissions and released feedback."""
-        subs = await self.db.run(lambda s: list(s.scalars(select(Submission).where(
-            Submission.course_id == course_id, Submission.student == student).order_by(Submission.id))))
+        subs = await self.db.run(
+            lambda s: list(
+                s.scalars(
+                    select(Submission)
+                    .where(Submission.course_id == course_id, Submission.student == student)
+                    .order_by(Submission.id)
+                )
+            )
+        )
         try:
             sid = await self.student_id(student)
         except Refusal:  # a name nbgrader cannot know (over the hub's length): nothing of theirs to show
@@ -575,8 +711,10 @@ class GradingManager(LoggingConfigurable):
         stamp = read_text(folder / "timestamp.txt", gd.root)
         if stamp is None:
             return None
-        return {"timestamp": stamp.strip(),
-                "notebooks": {name[:-5]: md5(data) for name, data in read_folder(folder, "*.html", gd.root).items()}}
+        return {
+            "timestamp": stamp.strip(),
+            "notebooks": {name[:-5]: md5(data) for name, data in read_folder(folder, "*.html", gd.root).items()},
+        }
 
     def assignment_archive(self, course_id, assignment):
         gd = GradingDir(self.root, course_id)
@@ -616,20 +754,37 @@ class GradingManager(LoggingConfigurable):
             raise Refusal("not-released", f"The assignment '{assignment}' of {course_id} has not been released.")
         limit = self.size_limit(course_id)
         if len(data) > limit:
-            raise Refusal("too-large", f"Submission refused: it is {human_size(len(data))}, over this course's limit "
-                                    f"of {human_size(limit)}.")
+            raise Refusal(
+                "too-large",
+                f"Submission refused: it is {human_size(len(data))}, over this course's limit of {human_size(limit)}.",
+            )
         lock = self._submit_locks.setdefault((course_id, student), asyncio.Lock())
         async with lock:  # one hand-in of a learner at a time: the counts below hold
             stamp = datetime.now(timezone.utc)
             await self.check_submission_rate(course_id, assignment, student, stamp)
             timestamp = stamp.strftime(TIMESTAMP_FORMAT)
             folder, size = await asyncio.to_thread(self._store_submission, course_id, assignment, sid, data, stamp)
-            await self.db.run(lambda s: s.add(Submission(
-                course_id=course_id, assignment_id=assignment, student=student, timestamp=timestamp,
-                folder=folder, size_bytes=size, received_at=stamp)))
+            await self.db.run(
+                lambda s: s.add(
+                    Submission(
+                        course_id=course_id,
+                        assignment_id=assignment,
+                        student=student,
+                        timestamp=timestamp,
+                        folder=folder,
+                        size_bytes=size,
+                        received_at=stamp,
+                    )
+                )
+            )
         log.info("Submission of %s for %s/%s at %s (%d bytes)", student, course_id, assignment, timestamp, size)
-        return {"course_id": course_id, "assignment_id": assignment, "student_id": student, "timestamp": timestamp,
-                "size_bytes": size}
+        return {
+            "course_id": course_id,
+            "assignment_id": assignment,
+            "student_id": student,
+            "timestamp": timestamp,
+            "size_bytes": size,
+        }
 
     async def submissions(self, course_id, assignment=None, student=None):
         def read(s):
@@ -639,6 +794,7 @@ class GradingManager(LoggingConfigurable):
             if student:
                 q = q.where(Submission.student == student)
             return [x.to_dict() for x in s.scalars(q.order_by(Submission.id))]
+
         return await self.db.run(read)
 
     async def feedback(self, course_id, assignment, student):

@@ -27,9 +27,14 @@ class Submission(Base):
     __table_args__ = (Index("ix_grading_submissions_lookup", "course_id", "assignment_id", "student"),)
 
     def to_dict(self):
-        return {"course_id": self.course_id, "assignment_id": self.assignment_id, "student_id": self.student,
-                "timestamp": self.timestamp, "size_bytes": self.size_bytes,
-                "received_at": self.received_at.isoformat() if self.received_at else None}
+        return {
+            "course_id": self.course_id,
+            "assignment_id": self.assignment_id,
+            "student_id": self.student,
+            "timestamp": self.timestamp,
+            "size_bytes": self.size_bytes,
+            "received_at": self.received_at.isoformat() if self.received_at else None,
+        }
 
 
 class GradingJob(Base):
@@ -53,16 +58,28 @@ class GradingJob(Base):
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-    __table_args__ = (Index("ix_grading_jobs_state", "state", "id"),
-                      Index("ix_grading_jobs_course", "course_id", "assignment_id"))
+    __table_args__ = (
+        Index("ix_grading_jobs_state", "state", "id"),
+        Index("ix_grading_jobs_course", "course_id", "assignment_id"),
+    )
 
     def to_dict(self):
         iso = lambda t: t.isoformat() if t else None  # noqa: E731
-        return {"id": self.id, "course_id": self.course_id, "assignment_id": self.assignment_id,
-                "student_id": self.student, "state": self.state, "attempts": self.attempts,
-                "created_at": iso(self.created_at), "started_at": iso(self.started_at),
-                "finished_at": iso(self.finished_at), "score": self.score, "max_score": self.max_score,
-                "reason": self.reason, "detail": self.detail}
+        return {
+            "id": self.id,
+            "course_id": self.course_id,
+            "assignment_id": self.assignment_id,
+            "student_id": self.student,
+            "state": self.state,
+            "attempts": self.attempts,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "score": self.score,
+            "max_score": self.max_score,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 class GradingCourse(Base):

@@ -85,20 +85,28 @@ class GradingQueue:
         await self.m.db.run(self._record, job_id, fields)
 
     def limits(self):
-        return {"cpu_seconds": self.m.cpu_seconds or self.m.notebook_timeout, "memory_bytes": parse_memory(self.m.memory_limit),
-                "file_bytes": 1024 ** 3, "processes": self.m.processes}
+        return {
+            "cpu_seconds": self.m.cpu_seconds or self.m.notebook_timeout,
+            "memory_bytes": parse_memory(self.m.memory_limit),
+            "file_bytes": 1024**3,
+            "processes": self.m.processes,
+        }
 
     async def job_request(self, job, devices=()):
         job["grading_id"] = await self.m.student_id(job["student_id"])  # nbgrader's id of the hub user
         base = await self.m.base_request(job["course_id"]) | {
-            "op": "autograde", "assignment": job["assignment_id"], "student": job["grading_id"],
+            "op": "autograde",
+            "assignment": job["assignment_id"],
+            "student": job["grading_id"],
             "scratch": str(self.m.scratch / f"job-{job['id']}-{job['attempts']}"),  # a new folder for each attempt
         }
         if self.m.backend == "kubernetes":
             return base | {"kubernetes": await asyncio.to_thread(self.kube_request, job)}
         uid = self.m.first_uid + job["id"] % self.m.uid_count if self.m.isolated else None
         return base | {
-            "uid": uid, "limits": self.limits(), "network": self.m.network,
+            "uid": uid,
+            "limits": self.limits(),
+            "network": self.m.network,
             "scratch_bytes": parse_memory(self.m.scratch_size),
             "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
         }
@@ -109,16 +117,29 @@ class GradingQueue:
         images = load_images(self.m.core.images_dir)
         try:
             manifest = grading_job(
-                course.summary(), images.get(course.sandbox.image), podspec.validate_pools(self.m.kube_gpu_pools),
-                job["assignment_id"], job["grading_id"], name=safe_name("aifhub-grade", str(job["id"]), str(job["attempts"]),
-                                                                        job["course_id"], limit=50),
-                claim=self.m.kube_claim, registry=self.m.kube_registry, namespace=self.m.kube_namespace, cpu=self.m.kube_cpu,
-                memory=str(parse_memory(self.m.memory_limit)), job_id=job["id"])
+                course.summary(),
+                images.get(course.sandbox.image),
+                podspec.validate_pools(self.m.kube_gpu_pools),
+                job["assignment_id"],
+                job["grading_id"],
+                name=safe_name("aifhub-grade", str(job["id"]), str(job["attempts"]), job["course_id"], limit=50),
+                claim=self.m.kube_claim,
+                registry=self.m.kube_registry,
+                namespace=self.m.kube_namespace,
+                cpu=self.m.kube_cpu,
+                memory=str(parse_memory(self.m.memory_limit)),
+                job_id=job["id"],
+            )
         except podspec.PodSpecError as exc:
             raise Refusal("not-runnable", str(exc))
-        return {"job": manifest, "namespace": self.m.kube_namespace, "kube_config": self.m.kube_config,
-                "volume_root": str(self.m.kube_volume), "notebook_timeout": self.m.notebook_timeout,
-                "start_timeout": self.m.kube_start_timeout}
+        return {
+            "job": manifest,
+            "namespace": self.m.kube_namespace,
+            "kube_config": self.m.kube_config,
+            "volume_root": str(self.m.kube_volume),
+            "notebook_timeout": self.m.notebook_timeout,
+            "start_timeout": self.m.kube_start_timeout,
+        }
 
     def call_timeout(self, job):
         """How long the worker may take for one submission before it is stopped."""
@@ -133,12 +154,18 @@ class GradingQueue:
         notes = answer.get("notes") or {}
         texts = []
         if notes.get("cell-timeout"):
-            texts.append(f"a cell ran past the {self.m.cell_timeout} s per-cell limit and was interrupted "
-                         f"({', '.join(notes['cell-timeout'])})")
+            texts.append(
+                f"a cell ran past the {self.m.cell_timeout} s per-cell limit and was interrupted "
+                f"({', '.join(notes['cell-timeout'])})"
+            )
         if notes.get("out-of-memory"):
-            texts.append(f"a cell hit the memory limit ({self.m.memory_limit}) and was stopped "
-                         f"({', '.join(notes['out-of-memory'])})")
-        reason = "out-of-memory" if notes.get("out-of-memory") else "cell-timeout" if notes.get("cell-timeout") else None
+            texts.append(
+                f"a cell hit the memory limit ({self.m.memory_limit}) and was stopped "
+                f"({', '.join(notes['out-of-memory'])})"
+            )
+        reason = (
+            "out-of-memory" if notes.get("out-of-memory") else "cell-timeout" if notes.get("cell-timeout") else None
+        )
         return reason, texts
 
     async def _claim_gpus(self, job):
@@ -146,11 +173,14 @@ class GradingQueue:
         if self.m.core is None:
             return []
         try:
-            return await self.m.core.admission.admit_grading(job["course_id"], job["id"], self.m.notebook_timeout,
-                                                 cluster=self.m.backend == "kubernetes")
+            return await self.m.core.admission.admit_grading(
+                job["course_id"], job["id"], self.m.notebook_timeout, cluster=self.m.backend == "kubernetes"
+            )
         except Refusal as refusal:
             if refusal.reason == "gpu-busy":  # wait for a device, without using up an attempt
-                await self._finish(job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU")
+                await self._finish(
+                    job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU"
+                )
                 await asyncio.sleep(self.m.gpu_wait)
             else:
                 await self._finish(job["id"], state="failed", reason="no-gpu", detail=refusal.message)
@@ -175,9 +205,13 @@ class GradingQueue:
             answer = await worker.call(request, timeout=self.call_timeout(job))
         except asyncio.TimeoutError:
             await self._cleanup(job, request)
-            await self._finish(job["id"], state="failed", reason="timeout",
-                         detail=f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission "
-                                "and was stopped")
+            await self._finish(
+                job["id"],
+                state="failed",
+                reason="timeout",
+                detail=f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission "
+                "and was stopped",
+            )
             return
         except WorkerDied as exc:
             await self._cleanup(job, request)
@@ -191,26 +225,51 @@ class GradingQueue:
         reason, texts = self._describe(answer)
         if answer.get("ok"):
             detail = f"graded in {took:.1f} s" + ("; " + "; ".join(texts) if texts else "")
-            await self._finish(job["id"], state="done", score=answer.get("score"), max_score=answer.get("max_score"),
-                         reason=reason, detail=detail)
+            await self._finish(
+                job["id"],
+                state="done",
+                score=answer.get("score"),
+                max_score=answer.get("max_score"),
+                reason=reason,
+                detail=detail,
+            )
         else:
             why = answer.get("reason") or "error"
             error = answer.get("error") or ""
             said = answer.get("said") or failure_lines(error)
-            await self._finish(job["id"], state="failed", reason=why, detail=self._failure(why, error)
-                         + ("; " + "; ".join(texts) if texts else "") + (": " + " | ".join(said) if said else ""))
-        log.info("Grading job %s (%s/%s/%s): %s", job["id"], job["course_id"], job["assignment_id"], job["student_id"],
-                 "done" if answer.get("ok") else f"failed ({answer.get('reason')})")
+            await self._finish(
+                job["id"],
+                state="failed",
+                reason=why,
+                detail=self._failure(why, error)
+                + ("; " + "; ".join(texts) if texts else "")
+                + (": " + " | ".join(said) if said else ""),
+            )
+        log.info(
+            "Grading job %s (%s/%s/%s): %s",
+            job["id"],
+            job["course_id"],
+            job["assignment_id"],
+            job["student_id"],
+            "done" if answer.get("ok") else f"failed ({answer.get('reason')})",
+        )
 
     def _failure(self, why, error):
         """What a failed job's reason means, with the limit that applied."""
         kube = self.m.backend == "kubernetes"
         if why == "kernel-died":
-            limits = (f"at the grading pod's memory limit of {self.m.memory_limit}" if kube else
-                      f"at the CPU-time limit of {self.limits()['cpu_seconds']} s or the memory limit of {self.m.memory_limit}")
+            limits = (
+                f"at the grading pod's memory limit of {self.m.memory_limit}"
+                if kube
+                else f"at the CPU-time limit of {self.limits()['cpu_seconds']} s or the memory limit of {self.m.memory_limit}"
+            )
             return f"the kernel died while grading (killed {limits}, or it crashed)"
-        if why == "timeout" and ("Timeout waiting for the notebook" in error or "Timeout waiting for the grading pod" in error):
-            return f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission and was stopped"
+        if why == "timeout" and (
+            "Timeout waiting for the notebook" in error or "Timeout waiting for the grading pod" in error
+        ):
+            return (
+                f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission and was stopped"
+            )
         if why == "timeout":
             return f"a cell ran past the {self.m.cell_timeout} s per-cell limit and the kernel did not stop when interrupted"
         if why == "out-of-memory":
@@ -278,14 +337,26 @@ class GradingQueue:
         self.pool = [WorkerProcess(f"grader-{i}", m.root / ".workers" / f"grader-{i}") for i in range(m.worker_count)]
         self._tasks += [asyncio.ensure_future(self._slot(w)) for w in self.pool]
         if m.backend == "kubernetes":
-            log.info("Grading queue: %d worker(s); notebooks run as Kubernetes Jobs in namespace %s (volume %s at %s)",
-                     len(self.pool), m.kube_namespace, m.kube_claim, m.scratch)
+            log.info(
+                "Grading queue: %d worker(s); notebooks run as Kubernetes Jobs in namespace %s (volume %s at %s)",
+                len(self.pool),
+                m.kube_namespace,
+                m.kube_claim,
+                m.scratch,
+            )
             return
-        log.info("Grading queue: %d worker(s); kernels %s, network %s", len(self.pool),
-                 "under their own uids" if m.isolated else "under the service's uid (not root)", m.network)
+        log.info(
+            "Grading queue: %d worker(s); kernels %s, network %s",
+            len(self.pool),
+            "under their own uids" if m.isolated else "under the service's uid (not root)",
+            m.network,
+        )
         if m.network == "none":
-            log.warning("Graded kernels keep the network: this machine gives them no network namespace (util-linux's "
-                        "unshare is missing%s)", "" if os.geteuid() == 0 else ", or user namespaces are disabled")
+            log.warning(
+                "Graded kernels keep the network: this machine gives them no network namespace (util-linux's "
+                "unshare is missing%s)",
+                "" if os.geteuid() == 0 else ", or user namespaces are disabled",
+            )
 
     async def stop(self):
         for task in self._tasks:

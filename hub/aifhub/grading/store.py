@@ -62,12 +62,15 @@ def check_members(tar, limit_bytes, max_files):
     try:
         for count, m in enumerate(tar, 1):
             if count > 2 * max_files:
-                raise TooMany(f"the upload has more than {2 * max_files} entries (this course takes at most "
-                              f"{max_files} files)")
+                raise TooMany(
+                    f"the upload has more than {2 * max_files} entries (this course takes at most {max_files} files)"
+                )
             parts = _member_parts(m)
             if not (m.isfile() or m.isdir()):
-                raise BadArchive(f"refusing {m.name[:80]!r}: only plain files and folders may be handed in "
-                                 "(no links, FIFOs or devices)")
+                raise BadArchive(
+                    f"refusing {m.name[:80]!r}: only plain files and folders may be handed in "
+                    "(no links, FIFOs or devices)"
+                )
             for i in range(1, len(parts)):
                 if parts[:i] in files:
                     raise BadArchive(f"refusing {m.name[:80]!r}: {'/'.join(parts[:i])} is also a file in the upload")
@@ -115,7 +118,12 @@ def unpack(data, parent, name, limit_bytes, max_files=1000):
             parent.remove(name)
             if isinstance(exc, (tarfile.TarError, EOFError, zlib.error)):
                 raise BadArchive(f"the upload is not a readable tar.gz archive ({exc})") from None
-            if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG):
+            if isinstance(exc, OSError) and exc.errno in (
+                errno.EEXIST,
+                errno.ENOTDIR,
+                errno.EISDIR,
+                errno.ENAMETOOLONG,
+            ):
                 raise BadArchive(f"the upload's names cannot be stored ({exc.strerror})") from None
             raise
     return total

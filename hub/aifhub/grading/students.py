@@ -69,6 +69,10 @@ def users_of(s, ids):
     """``{student id: user}`` for the ids given; an id no user has (a folder from before ids were
     allocated) stands for the user of that name."""
     ids = list(ids)
-    found = {sid: user for sid, user in s.execute(
-        select(GradingStudent.student_id, GradingStudent.user).where(GradingStudent.student_id.in_(ids)))}
+    found = {
+        sid: user
+        for sid, user in s.execute(
+            select(GradingStudent.student_id, GradingStudent.user).where(GradingStudent.student_id.in_(ids))
+        )
+    }
     return {sid: found.get(sid, sid) for sid in ids}

@@ -35,9 +35,16 @@ class WorkerProcess:
     async def _start(self):
         env = venv_path_env({k: v for k, v in os.environ.items() if k not in SECRETS})
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "aifhub.grading.runners.worker", self.runtime_dir,  # -P: nothing imported from the cwd
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
-            start_new_session=True, limit=16 * 1024 * 1024,
+            sys.executable,
+            "-P",
+            "-m",
+            "aifhub.grading.runners.worker",
+            self.runtime_dir,  # -P: nothing imported from the cwd
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+            limit=16 * 1024 * 1024,
         )
         hello = await self._read()
         log.info("grading worker %s started (pid %s)", self.name, hello.get("pid"))
@@ -50,7 +57,7 @@ class WorkerProcess:
                 raise WorkerDied(f"grading worker {self.name} exited with status {self.proc.returncode}")
             text = line.decode(errors="replace")
             if text.startswith(RESULT):
-                return json.loads(text[len(RESULT):])
+                return json.loads(text[len(RESULT) :])
 
     async def call(self, request, timeout=None):
         """Send ``request``; its answer, or TimeoutError (the worker is then killed)."""

@@ -25,8 +25,10 @@ class DemoAuthenticator(Authenticator):
     @validate("password")
     def _validate_password(self, proposal):
         if len(proposal.value) < MIN_LENGTH:
-            raise ValueError(f"DemoAuthenticator.password must be at least {MIN_LENGTH} characters long, "
-                             f"got {len(proposal.value)} (set AIFHUB_DEMO_PASSWORD to a longer one)")
+            raise ValueError(
+                f"DemoAuthenticator.password must be at least {MIN_LENGTH} characters long, "
+                f"got {len(proposal.value)} (set AIFHUB_DEMO_PASSWORD to a longer one)"
+            )
         return proposal.value
 
     async def authenticate(self, handler, data):

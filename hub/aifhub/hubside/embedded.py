@@ -13,8 +13,16 @@ import sys
 from pathlib import Path
 
 from . import hubdb
-from .service_entry import (ADMIN_TOKEN_SERVICE, LINK, SERVICE_NAME, ConfigError, aifhub_roles, announcement,
-                            connect_spawner, service_entry)
+from .service_entry import (
+    ADMIN_TOKEN_SERVICE,
+    LINK,
+    SERVICE_NAME,
+    ConfigError,
+    aifhub_roles,
+    announcement,
+    connect_spawner,
+    service_entry,
+)
 from ..runstate import CLI_TOKEN_FILE
 from . import hub_logs
 from .service_entry import watch_new_users
@@ -139,17 +147,26 @@ def configure(c, env=os.environ):
     c.Spawner.http_timeout = 120
     c.JupyterHub.concurrent_spawn_limit = 1000
     # a sandbox's token may call the aifhub service (nbgrader's exchange there speaks HTTP to it)
-    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
-                                     f"access:services!service={SERVICE_NAME}"]
+    c.Spawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        f"access:services!service={SERVICE_NAME}",
+    ]
     c.LocalSandboxSpawner.work_root = str(state / "work")
     connect_spawner(c.LocalSandboxSpawner, service_url, internal_token)
     watch_new_users(service_url, internal_token)  # a user deleted and created again gets their groups back
 
     service_cmd = [
-        sys.executable, "-m", "aifhub.service",
-        f"--state-dir={state}", f"--courses={s['courses']}", f"--images={s['images']}",
-        f"--gpus={s['gpus']}", f"--gpu-kind={s['gpu_kind']}",
-        f"--meter-interval={s['meter_interval']}", f"--log-level={s['log_level']}",
+        sys.executable,
+        "-m",
+        "aifhub.service",
+        f"--state-dir={state}",
+        f"--courses={s['courses']}",
+        f"--images={s['images']}",
+        f"--gpus={s['gpus']}",
+        f"--gpu-kind={s['gpu_kind']}",
+        f"--meter-interval={s['meter_interval']}",
+        f"--log-level={s['log_level']}",
         f"--stop-grace={s['stop_grace']}",
     ]
     if s["demo"]:
@@ -159,8 +176,12 @@ def configure(c, env=os.environ):
     if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", ""):
         service_cmd.append("--stop-sandboxes-on-exit")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
-    service_env = {"AIFHUB_INTERNAL_TOKEN": internal_token, "AIFHUB_ISOLATED": "1" if isolated else "0",
-                   "AIFHUB_AUTH": s["auth"], "AIFHUB_AUTH_CONFIG": s["auth_config"]}
+    service_env = {
+        "AIFHUB_INTERNAL_TOKEN": internal_token,
+        "AIFHUB_ISOLATED": "1" if isolated else "0",
+        "AIFHUB_AUTH": s["auth"],
+        "AIFHUB_AUTH_CONFIG": s["auth_config"],
+    }
     if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
     c.JupyterHub.services = [service_entry(service_url, service_cmd, service_env)]
@@ -178,9 +199,12 @@ def configure(c, env=os.environ):
 
     link = LINK
     if not isolated:
-        link += " <strong>Warning: this hub does not run as root, so sandboxes are not isolated from each other.</strong>"
+        link += (
+            " <strong>Warning: this hub does not run as root, so sandboxes are not isolated from each other.</strong>"
+        )
     c.JupyterHub.template_vars = {
-        "announcement": announcement(service_url, internal_token, link,
-                                     interval=float(env.get("AIFHUB_NOTICES_INTERVAL", "15"))),
+        "announcement": announcement(
+            service_url, internal_token, link, interval=float(env.get("AIFHUB_NOTICES_INTERVAL", "15"))
+        ),
     }
     return s

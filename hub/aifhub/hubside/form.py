@@ -17,13 +17,17 @@ def _card(course, first):
             hw += f" · {left:.2f} of {q['limit_hours']:g} {q['unit'].upper()}-hours left this {escape(q['window'])}"
     disabled = "" if course["can_start"] else " disabled"
     checked = " checked" if first and course["can_start"] else ""
-    why = "" if course["can_start"] else f'<p class="aifhub-why" id="why-{escape(course["id"])}">{escape(course["why_not"])}</p>'
+    why = (
+        ""
+        if course["can_start"]
+        else f'<p class="aifhub-why" id="why-{escape(course["id"])}">{escape(course["why_not"])}</p>'
+    )
     described = f' aria-describedby="why-{escape(course["id"])}"' if why else ""
     return f"""
-<label class="aifhub-card{' aifhub-disabled' if disabled else ''}">
-  <input type="radio" name="course" value="{escape(course['id'])}"{checked}{disabled}{described}>
-  <strong>{escape(course['title'])}</strong>
-  <span class="aifhub-meta">{escape(course['kind'])} · {hw}</span>
+<label class="aifhub-card{" aifhub-disabled" if disabled else ""}">
+  <input type="radio" name="course" value="{escape(course["id"])}"{checked}{disabled}{described}>
+  <strong>{escape(course["title"])}</strong>
+  <span class="aifhub-meta">{escape(course["kind"])} · {hw}</span>
   {why}
 </label>"""
 
@@ -34,9 +38,13 @@ def render_form(offers, isolated):
         return "<p>No course is open to you yet. Enrol in a course first.</p>"
     first_startable = next((c["id"] for c in courses if c["can_start"]), None)
     cards = "".join(_card(c, c["id"] == first_startable) for c in courses)
-    warning = "" if isolated else (
-        '<p class="alert alert-warning" role="alert">This hub does not run as root: '
-        "sandboxes are not isolated from each other.</p>"
+    warning = (
+        ""
+        if isolated
+        else (
+            '<p class="alert alert-warning" role="alert">This hub does not run as root: '
+            "sandboxes are not isolated from each other.</p>"
+        )
     )
     return f"""
 <style>

@@ -46,30 +46,36 @@ class HardLimitsMixin(LoggingConfigurable):
     """Traits and launch steps of confined local sandboxes."""
 
     use_cgroups = Enum(
-        ["auto", "always", "never"], "auto",
+        ["auto", "always", "never"],
+        "auto",
         help="Run each sandbox in its own control group with the course's memory and CPU limits and "
         "`max_processes`: 'auto' when the hub runs as root and the machine has cgroups (else the hub says "
         "what is not enforced), 'always' refuses spawns that cannot be limited, 'never' turns it off.",
     ).tag(config=True)
     use_bubblewrap = Enum(
-        ["auto", "always", "never"], "auto",
+        ["auto", "always", "never"],
+        "auto",
         help="Run each sandbox in a bubblewrap mount and PID namespace (only its own GPUs' device nodes, its "
         "own processes, private /tmp and /dev/shm): 'auto' when the hub runs as root and bwrap and setpriv are "
         "installed, 'always' refuses spawns without them, 'never' turns it off. Without it, GPU courses "
         "are refused (a sandbox could open any GPU's device node).",
     ).tag(config=True)
     device_dir = Unicode(
-        "/dev", help="Where the host's GPU device nodes (nvidia0, nvidiactl, ...) are; the sandbox sees them at /dev.",
+        "/dev",
+        help="Where the host's GPU device nodes (nvidia0, nvidiactl, ...) are; the sandbox sees them at /dev.",
     ).tag(config=True)
     max_processes = Integer(
-        512, help="Processes and threads one sandbox may have at once (the pids controller of its cgroup).",
+        512,
+        help="Processes and threads one sandbox may have at once (the pids controller of its cgroup).",
     ).tag(config=True)
     tmp_size = Unicode(
-        "1G", help="Size of a sandbox's private /tmp and of its /dev/shm (memory-backed, within its memory limit), "
+        "1G",
+        help="Size of a sandbox's private /tmp and of its /dev/shm (memory-backed, within its memory limit), "
         "e.g. 1G or 512Mi.",
     ).tag(config=True)
     max_file_size = Unicode(
-        "", help="Largest file a sandbox may write (RLIMIT_FSIZE), e.g. 20G; empty: the course's disk limit, if any.",
+        "",
+        help="Largest file a sandbox may write (RLIMIT_FSIZE), e.g. 20G; empty: the course's disk limit, if any.",
     ).tag(config=True)
 
     @validate("tmp_size", "max_file_size")
@@ -84,8 +90,10 @@ class HardLimitsMixin(LoggingConfigurable):
     @validate("max_processes")
     def _validate_processes(self, proposal):
         if proposal.value < 16:
-            raise ValueError(f"max_processes must be at least 16 (a Jupyter server and a kernel need that many), "
-                             f"got {proposal.value}")
+            raise ValueError(
+                f"max_processes must be at least 16 (a Jupyter server and a kernel need that many), "
+                f"got {proposal.value}"
+            )
         return proposal.value
 
     # -- what this machine can do ---------------------------------------------
@@ -103,16 +111,23 @@ class HardLimitsMixin(LoggingConfigurable):
             return False, "turned off (use_bubblewrap = 'never')"
         if os.geteuid() != 0:
             return False, "the hub does not run as root"
-        missing = [name for name, path in (("bwrap", confine.bwrap_path()), ("setpriv", confine.setpriv_path()))
-                   if path is None]
+        missing = [
+            name
+            for name, path in (("bwrap", confine.bwrap_path()), ("setpriv", confine.setpriv_path()))
+            if path is None
+        ]
         if missing:
             return False, f"{' and '.join(missing)} not found (apt-get install bubblewrap util-linux)"
         return True, ""
 
     def _not_enforced(self, what, why, setting):
         if setting == "always":
-            raise SpawnException(f"This sandbox cannot start: {what} cannot be enforced on this machine ({why}). "
-                                 "An administrator must fix this.", reason="limits-unavailable", status_code=503)
+            raise SpawnException(
+                f"This sandbox cannot start: {what} cannot be enforced on this machine ({why}). "
+                "An administrator must fix this.",
+                reason="limits-unavailable",
+                status_code=503,
+            )
         self.log.warning("%s's sandbox: %s NOT enforced: %s", self.user.name, what, why)
         self.emit(45, f"Note: {what} not enforced on this machine ({why})")
 
@@ -136,10 +151,14 @@ class HardLimitsMixin(LoggingConfigurable):
             return
         obstacles = await asyncio.to_thread(sandbox_obstacles, self.cmd, self.work_root, uid)
         if obstacles:
-            raise SpawnException("This sandbox cannot start: its uid cannot reach the Python environment or the work "
-                                 f"folders ({obstacles[0][1].path} is closed to other users). An administrator must "
-                                 "fix this; the hub log says how.", reason="unreachable", status_code=500,
-                                 log_message="; ".join(b.message(what) for what, b in obstacles))
+            raise SpawnException(
+                "This sandbox cannot start: its uid cannot reach the Python environment or the work "
+                f"folders ({obstacles[0][1].path} is closed to other users). An administrator must "
+                "fix this; the hub log says how.",
+                reason="unreachable",
+                status_code=500,
+                log_message="; ".join(b.message(what) for what, b in obstacles),
+            )
         limits = self.sandbox_limits(admission["course"])
         groups, why = self._cgroups()
         if groups is None:
@@ -148,7 +167,9 @@ class HardLimitsMixin(LoggingConfigurable):
             try:
                 self.cgroup = await asyncio.to_thread(groups.create, self._group_name(uid), limits)
             except OSError as exc:
-                self._not_enforced("memory, CPU and process limits", f"cannot create its cgroup: {exc}", self.use_cgroups)
+                self._not_enforced(
+                    "memory, CPU and process limits", f"cannot create its cgroup: {exc}", self.use_cgroups
+                )
             else:
                 self.oom_seen = await asyncio.to_thread(self.cgroup.oom_kills)
                 memory = f"{limits.memory_bytes / 2**30:.1f} GiB" if limits.memory_bytes else "no memory limit"
@@ -161,16 +182,22 @@ class HardLimitsMixin(LoggingConfigurable):
             raise SpawnException(
                 f"This GPU sandbox cannot start: it must run in a namespace that shows it only its own GPU, "
                 f"and {why}. An administrator must install bubblewrap (apt-get install bubblewrap).",
-                reason="no-namespace", status_code=503)
+                reason="no-namespace",
+                status_code=503,
+            )
         else:
             self._not_enforced("a private /dev, /proc and /tmp", why, self.use_bubblewrap)
 
     def _confinement(self, uid, groups):
         admission = self.admission
         return confine.Confinement(
-            uid=uid, gid=uid, groups=tuple(groups), cwd=str(self.home / admission["course"]["id"]),
+            uid=uid,
+            gid=uid,
+            groups=tuple(groups),
+            cwd=str(self.home / admission["course"]["id"]),
             gpu_minors=tuple(int(d.get("minor", d["id"])) for d in admission["devices"]),
-            device_dir=self.device_dir, tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
+            device_dir=self.device_dir,
+            tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
             keep=(str(Path(self.work_root).resolve().parent), sys.prefix, str(Path(self.cmd[0]).resolve().parent)),
         )
 
@@ -273,8 +300,11 @@ class HardLimitsMixin(LoggingConfigurable):
         return groups.existing(paths) if isinstance(groups, Cgroups) else None
 
     def limits_state(self):
-        return {"cgroup": self.cgroup.paths if getattr(self, "cgroup", None) else [],
-                "confined": bool(getattr(self, "confined", False)), "oom_seen": getattr(self, "oom_seen", 0)}
+        return {
+            "cgroup": self.cgroup.paths if getattr(self, "cgroup", None) else [],
+            "confined": bool(getattr(self, "confined", False)),
+            "oom_seen": getattr(self, "oom_seen", 0),
+        }
 
     def load_limits_state(self, saved):
         self.confined = bool(saved.get("confined"))

@@ -23,14 +23,42 @@ from .mixin import CourseSpawnerMixin
 
 # Traits a course, a pool or a group override may change: restored before every spawn.
 CLEAN_TRAITS = (
-    "image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
-    "extra_resource_limits", "extra_resource_guarantees", "node_selector", "tolerations",
-    "node_affinity_required", "node_affinity_preferred", "priority_class_name",
-    "environment", "extra_labels", "extra_annotations", "volumes", "volume_mounts",
-    "uid", "gid", "fs_gid", "privileged", "allow_privilege_escalation",
-    "automount_service_account_token", "pod_security_context", "container_security_context",
-    "working_dir", "storage_pvc_ensure", "storage_capacity", "storage_class", "extra_pod_config",
-    "extra_container_config", "init_containers", "extra_containers", "lifecycle_hooks", "cmd", "default_url",
+    "image",
+    "cpu_limit",
+    "cpu_guarantee",
+    "mem_limit",
+    "mem_guarantee",
+    "extra_resource_limits",
+    "extra_resource_guarantees",
+    "node_selector",
+    "tolerations",
+    "node_affinity_required",
+    "node_affinity_preferred",
+    "priority_class_name",
+    "environment",
+    "extra_labels",
+    "extra_annotations",
+    "volumes",
+    "volume_mounts",
+    "uid",
+    "gid",
+    "fs_gid",
+    "privileged",
+    "allow_privilege_escalation",
+    "automount_service_account_token",
+    "pod_security_context",
+    "container_security_context",
+    "working_dir",
+    "storage_pvc_ensure",
+    "storage_capacity",
+    "storage_class",
+    "extra_pod_config",
+    "extra_container_config",
+    "init_containers",
+    "extra_containers",
+    "lifecycle_hooks",
+    "cmd",
+    "default_url",
 )
 MERGED = ("node_selector", "environment", "extra_labels", "extra_pod_config")  # course values merge over the baseline
 APPENDED = ("tolerations", "volumes", "volume_mounts")  # course values are added to the baseline's
@@ -49,8 +77,10 @@ def quota_refusal(exc):
     detail = api_error_detail(exc)
     if getattr(exc, "status", None) != 403 or "exceeded quota" not in detail:
         return None
-    return (f"Your course has used up its share of the cluster right now: {detail.split(': ', 1)[-1]}. "
-            "Try again when another sandbox of this course stops, or ask your instructor.")
+    return (
+        f"Your course has used up its share of the cluster right now: {detail.split(': ', 1)[-1]}. "
+        "Try again when another sandbox of this course stops, or ask your instructor."
+    )
 
 
 def pod_event_message(event):
@@ -95,16 +125,20 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         "mem_guarantee_fraction.",
     ).tag(config=True)
     cpu_guarantee_fraction = Float(
-        0.25, help="CPU guaranteed to a sandbox, as a fraction of the course's cpu (its limit). A pool may override it.",
+        0.25,
+        help="CPU guaranteed to a sandbox, as a fraction of the course's cpu (its limit). A pool may override it.",
     ).tag(config=True)
     mem_guarantee_fraction = Float(
-        0.5, help="Memory guaranteed to a sandbox, as a fraction of the course's memory (its limit). A pool may override it.",
+        0.5,
+        help="Memory guaranteed to a sandbox, as a fraction of the course's memory (its limit). A pool may override it.",
     ).tag(config=True)
     shm_fraction = Float(
-        0.25, help="Size of the memory-backed /dev/shm (PyTorch data loaders), as a fraction of the memory limit it counts against.",
+        0.25,
+        help="Size of the memory-backed /dev/shm (PyTorch data loaders), as a fraction of the memory limit it counts against.",
     ).tag(config=True)
     home_dir = Unicode(
-        podspec.HOME, help="Where the learner's per-course volume is mounted in the sandbox (its home and working directory).",
+        podspec.HOME,
+        help="Where the learner's per-course volume is mounted in the sandbox (its home and working directory).",
     ).tag(config=True)
     course_pvc_name_template = Unicode(
         "aifhub-{username}--{course}",
@@ -123,7 +157,8 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         "formgrader. Empty: instructors' sandboxes get none.",
     ).tag(config=True)
     grading_sub_path = Unicode(
-        "courses/{course}", help="Where a course's nbgrader directory lies on grading_claim ({course}: the course id).",
+        "courses/{course}",
+        help="Where a course's nbgrader directory lies on grading_claim ({course}: the course id).",
     ).tag(config=True)
     grading_mount_path = Unicode(
         help="Where an instructor's sandbox sees its course's nbgrader directory (inside the home, where formgrader "
@@ -137,7 +172,8 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         "$AIFHUB_EXCHANGE_URL.",
     ).tag(config=True)
     clean_traits = List(
-        Unicode(), default_value=list(CLEAN_TRAITS),
+        Unicode(),
+        default_value=list(CLEAN_TRAITS),
         help="Spawner traits restored to their configured values before each spawn, so a previous course's "
         "settings never leak into the next one.",
     ).tag(config=True)
@@ -171,7 +207,9 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
     @validate("course_pvc_name_template")
     def _validate_pvc_template(self, proposal):
         if "{course}" not in proposal.value:
-            raise ValueError(f"course_pvc_name_template must contain {{course}} (one volume per course), got {proposal.value!r}")
+            raise ValueError(
+                f"course_pvc_name_template must contain {{course}} (one volume per course), got {proposal.value!r}"
+            )
         return proposal.value
 
     def __init__(self, *args, **kwargs):
@@ -203,14 +241,23 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         self.pvc_name = self.course_pvc_name(course["id"])
         self._pvc_exists = False  # creating an existing claim answers 409, which KubeSpawner accepts
         settings = podspec.pod_settings(
-            course, self.course_image(course["sandbox"]["image"]), self.gpu_pools, pvc_name=self.pvc_name,
-            registry=self.registry, cpu_fraction=self.cpu_guarantee_fraction, mem_fraction=self.mem_guarantee_fraction,
-            shm_fraction=self.shm_fraction, home=self.home_dir, deadline_grace=self.session_deadline_grace,
+            course,
+            self.course_image(course["sandbox"]["image"]),
+            self.gpu_pools,
+            pvc_name=self.pvc_name,
+            registry=self.registry,
+            cpu_fraction=self.cpu_guarantee_fraction,
+            mem_fraction=self.mem_guarantee_fraction,
+            shm_fraction=self.shm_fraction,
+            home=self.home_dir,
+            deadline_grace=self.session_deadline_grace,
         )
         if not settings["priority_class_name"]:
             settings["priority_class_name"] = self.priority_class_name
         if role in ("instructor", "admin") and self.grading_claim:
-            grading = podspec.grading_settings(course, self.grading_claim, self.grading_sub_path, self.grading_mount_path)
+            grading = podspec.grading_settings(
+                course, self.grading_claim, self.grading_sub_path, self.grading_mount_path
+            )
             for name in ("volumes", "volume_mounts"):
                 settings[name] = settings[name] + grading[name]
             for name in ("environment", "extra_labels"):
@@ -245,9 +292,14 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         env = [e for e in main.env or [] if e.name in wanted] + [V1EnvVar(name="HOME", value=self.home_dir)]
         small = {"cpu": "500m", "memory": "256Mi"}
         return V1Container(
-            name="course-materials", image=main.image, image_pull_policy=main.image_pull_policy,
-            command=["python", "-m", "aifhub.kube.materials", self.home_dir], working_dir=self.home_dir, env=env,
-            security_context=main.security_context, resources=V1ResourceRequirements(limits=small, requests=small),
+            name="course-materials",
+            image=main.image,
+            image_pull_policy=main.image_pull_policy,
+            command=["python", "-m", "aifhub.kube.materials", self.home_dir],
+            working_dir=self.home_dir,
+            env=env,
+            security_context=main.security_context,
+            resources=V1ResourceRequirements(limits=small, requests=small),
             volume_mounts=[m for m in main.volume_mounts or [] if m.mount_path == self.home_dir],
         )
 
@@ -296,7 +348,10 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
             if reason and reason != said:
                 said = reason
                 percent = max(percent, 40)
-                yield {"progress": percent, "message": f"Waiting for room on the cluster (the scheduler says: {reason})"}
+                yield {
+                    "progress": percent,
+                    "message": f"Waiting for room on the cluster (the scheduler says: {reason})",
+                }
             pod_events = self.events if self.events_enabled else []
             for event in pod_events[seen:]:
                 if event.get("reason") == "FailedScheduling":
@@ -318,7 +373,11 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         reflector = self.pod_reflector
         pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
         for cond in ((pod or {}).get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
                 return cond.get("message") or ""
         return ""
 
@@ -329,8 +388,10 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
                 await self.service.running(self.user.name, self.name)
                 return
             except SpawnException as exc:
-                self.log.warning("Telling the service that %s runs failed (%s); retrying", self.pod_name, exc.log_message)
-                await asyncio.sleep(2 ** attempt)
+                self.log.warning(
+                    "Telling the service that %s runs failed (%s); retrying", self.pod_name, exc.log_message
+                )
+                await asyncio.sleep(2**attempt)
         self.log.error("The service never heard that %s runs: its session stays uncharged", self.pod_name)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -344,9 +405,16 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
                 raise SpawnException(str(exc), reason="sandbox-spec", status_code=409) from exc
             pod = await self.get_pod_manifest()  # built again by KubeSpawner; here to tell what is asked for
             limits = pod.spec.containers[0].resources.limits
-            self.log.info("Pod %s for %s (course %s): image %s, limits %s, node selector %s, priority class %s",
-                          self.pod_name, self.user.name, admission["course"]["id"], self.image, limits,
-                          self.node_selector, self.priority_class_name)
+            self.log.info(
+                "Pod %s for %s (course %s): image %s, limits %s, node selector %s, priority class %s",
+                self.pod_name,
+                self.user.name,
+                admission["course"]["id"],
+                self.image,
+                limits,
+                self.node_selector,
+                self.priority_class_name,
+            )
             gpus = {k: v for k, v in limits.items() if k not in ("cpu", "memory")}
             where = ", ".join(f"{v} × {k}" for k, v in gpus.items()) or "CPU only"
             self.emit(40, f"Requesting a pod ({where}, image {self.image})")
@@ -365,23 +433,33 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
             reason = self.scheduler_reason()
-            why = (f"the cluster had no room for it: {reason}" if reason else
-                   "the cluster may have no free node for this course's GPU right now")
+            why = (
+                f"the cluster had no room for it: {reason}"
+                if reason
+                else "the cluster may have no free node for this course's GPU right now"
+            )
             raise SpawnException(
                 f"Your sandbox pod did not start within {self.start_timeout} s: {why}. Nothing was charged for the "
                 "wait. Try again later or tell an administrator.",
-                reason="pod-timeout", status_code=503, log_message=f"{self.pod_name} did not start: {exc} {reason}",
+                reason="pod-timeout",
+                status_code=503,
+                log_message=f"{self.pod_name} did not start: {exc} {reason}",
             ) from exc
         except Exception as exc:
             refusal = quota_refusal(exc)
             if refusal:
-                raise SpawnException(refusal, reason="cluster-quota", status_code=409,
-                                     log_message=f"ResourceQuota refused {self.pod_name}: {api_error_detail(exc)}") from exc
+                raise SpawnException(
+                    refusal,
+                    reason="cluster-quota",
+                    status_code=409,
+                    log_message=f"ResourceQuota refused {self.pod_name}: {api_error_detail(exc)}",
+                ) from exc
             self._drop_failed_reflectors()
             raise SpawnException(
                 f"The sandbox pod could not be created: {describe_api_error(exc)}. "
                 "This is a cluster problem, not yours; an administrator can find details in the hub log.",
-                reason="kubernetes-api", status_code=503,
+                reason="kubernetes-api",
+                status_code=503,
                 log_message=f"Creating {self.pod_name} in {self.namespace} failed: {exc!r}",
             ) from exc
 

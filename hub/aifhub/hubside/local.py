@@ -81,7 +81,8 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
     ).tag(config=True)
 
     takes_warm = Bool(
-        True, help="Take a warm sandbox of the course when the service has one ready (a scheduled session's); "
+        True,
+        help="Take a warm sandbox of the course when the service has one ready (a scheduled session's); "
         "False always starts sandboxes cold.",
     ).tag(config=True)
     max_starting = Integer(
@@ -115,15 +116,21 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         state = super().get_state()
         if getattr(self, "admission", None):
             state["aifhub"] = {k: self.admission[k] for k in ("session_id", "uid", "devices")} | {
-                "course": self.admission["course"]["id"], "limits": self.limits_state()}
+                "course": self.admission["course"]["id"],
+                "limits": self.limits_state(),
+            }
         return state
 
     def load_state(self, state):
         super().load_state(state)
         if "aifhub" in state:
             saved = state["aifhub"]
-            self.admission = {"session_id": saved["session_id"], "uid": saved["uid"],
-                              "devices": saved["devices"], "course": {"id": saved["course"]}}
+            self.admission = {
+                "session_id": saved["session_id"],
+                "uid": saved["uid"],
+                "devices": saved["devices"],
+                "course": {"id": saved["course"]},
+            }
             self.load_limits_state(saved.get("limits") or {})
 
     def clear_state(self):
@@ -158,8 +165,15 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         env["AIFHUB_COURSE"] = admission["course"]["id"]
         env.update(self.gpu_env(admission["devices"]))
         # nbgrader in the sandbox uses aifhub's exchange (HTTP to the service, with this sandbox's token)
-        env.update(sandbox_env(Path(self.work_root).parent, self.service_url, self.home / env["AIFHUB_COURSE"], env,
-                               instructor_of=env["AIFHUB_COURSE"] if self._teaches() else None))
+        env.update(
+            sandbox_env(
+                Path(self.work_root).parent,
+                self.service_url,
+                self.home / env["AIFHUB_COURSE"],
+                env,
+                instructor_of=env["AIFHUB_COURSE"] if self._teaches() else None,
+            )
+        )
         return env
 
     def _extra_groups(self):
@@ -173,17 +187,24 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
     async def start(self):
         ensure_watching(logger=self.log)  # the hub's event loop, watched from the first spawn on
         if not self.isolated:
-            self.log.warning("The hub does not run as root: %s's sandbox is NOT isolated from other learners.", self.user.name)
+            self.log.warning(
+                "The hub does not run as root: %s's sandbox is NOT isolated from other learners.", self.user.name
+            )
         admission = await self.admit()
         course_id = admission["course"]["id"]
         try:
             uid = admission["uid"] if self.isolated else None
             self.emit(40, "Preparing your work folder")
             try:
-                await asyncio.to_thread(prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid)
+                await asyncio.to_thread(
+                    prepare_work_folder, self.home, self.home / course_id, admission["materials"], uid
+                )
             except fsafe.UnsafePath as exc:
-                raise SpawnException(f"Your work folder could not be prepared: {exc}. An administrator can find "
-                                     "details in the hub log.", reason="work-folder", status_code=409) from exc
+                raise SpawnException(
+                    f"Your work folder could not be prepared: {exc}. An administrator can find details in the hub log.",
+                    reason="work-folder",
+                    status_code=409,
+                ) from exc
             self.notebook_dir = str(self.home / course_id)
             ip_port = await self._take_warm(admission, uid) if admission.get("warm") else None
             if ip_port is None:
@@ -202,13 +223,22 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         if self.port == 0:
             self.port = random_port()
         env = self.get_env()
-        assignment = {"uid": uid, "gid": uid, "groups": self._extra_groups(), "cwd": str(self.home / admission["course"]["id"]),
-                      "env": env, "argv": [*self.cmd, *self.get_args()]}
+        assignment = {
+            "uid": uid,
+            "gid": uid,
+            "groups": self._extra_groups(),
+            "cwd": str(self.home / admission["course"]["id"]),
+            "env": env,
+            "argv": [*self.cmd, *self.get_args()],
+        }
         try:
             handed = await self.service.hand_over(admission["warm"], assignment)
         except SpawnException as exc:
-            self.log.warning("%s: the warm sandbox could not be handed over (%s); starting cold", self._log_name,
-                             exc.log_message or exc)
+            self.log.warning(
+                "%s: the warm sandbox could not be handed over (%s); starting cold",
+                self._log_name,
+                exc.log_message or exc,
+            )
             return None
         self.pid, self.proc, self.confined = handed["pid"], None, True
         self.cgroup = await asyncio.to_thread(self._group_at, handed["cgroup"])
@@ -223,8 +253,11 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         last = getattr(self, "_queue_note", (None, 0.0))
         if place != last[0] or now - last[1] >= 15:
             self._queue_note = (place, now)
-            self.emit(48, f"Waiting to boot: {place - 1} ahead of you in the queue, {booting} sandboxes booting "
-                          "(a few start at once so that each is quick)")
+            self.emit(
+                48,
+                f"Waiting to boot: {place - 1} ahead of you in the queue, {booting} sandboxes booting "
+                "(a few start at once so that each is quick)",
+            )
 
     async def _boot(self, uid):
         note = "" if self.isolated else " (not isolated: the hub does not run as root)"
@@ -234,7 +267,8 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         except (OSError, SubprocessError) as exc:
             raise SpawnException(
                 f"The sandbox process could not be started ({exc}). An administrator can find details in the hub log.",
-                reason="process-start", status_code=500,
+                reason="process-start",
+                status_code=500,
             ) from exc
         await self._wait_until_listening(*ip_port)
         return ip_port
@@ -254,7 +288,8 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
             if code is not None:
                 raise SpawnException(
                     f"The sandbox exited during start-up (exit code {code}). An administrator can find its output in the hub log.",
-                    reason="sandbox-exited", status_code=500,
+                    reason="sandbox-exited",
+                    status_code=500,
                 )
             try:
                 _, writer = await asyncio.open_connection(ip, port)
@@ -269,7 +304,10 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
             return
         raise SpawnException(
             f"The sandbox did not answer within {self.http_timeout:.0f} s of starting. An administrator can find its "
-            "output in the hub log.", reason="boot-timeout", status_code=500)
+            "output in the hub log.",
+            reason="boot-timeout",
+            status_code=500,
+        )
 
     async def poll(self):
         course = ((self.admission or {}).get("course") or {}).get("id")

@@ -17,8 +17,11 @@ from prometheus_client import Histogram
 
 log = logging.getLogger(__name__)
 
-STALLS = Histogram("aifhub_hub_loop_stall_seconds", "Stalls of the hub's event loop longer than the watchdog's threshold",
-                   buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+STALLS = Histogram(
+    "aifhub_hub_loop_stall_seconds",
+    "Stalls of the hub's event loop longer than the watchdog's threshold",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 class LoopWatch:

@@ -71,8 +71,9 @@ class CourseSpawnerMixin(LoggingConfigurable):
         course = self.user_options.get("course", "")
         if not isinstance(course, str) or not COURSE_ID.match(course):
             raise SpawnRefusal(
-                f"Invalid course id {course!r}: send {{\"course\": \"<id>\"}} with a course id such as 'dl-basics'.",
-                reason="bad-course-id", status_code=400,
+                f'Invalid course id {course!r}: send {{"course": "<id>"}} with a course id such as \'dl-basics\'.',
+                reason="bad-course-id",
+                status_code=400,
             )
         return course
 
@@ -111,8 +112,14 @@ class CourseSpawnerMixin(LoggingConfigurable):
         self._progress_reset()
         course_id = self.course_id
         self.emit(5, f"Checking course {course_id}")
-        admission = await self.service.admit(self.user.name, self.name, course_id, self.user.admin,
-                                             warm=getattr(self, "takes_warm", False), pending=pending)
+        admission = await self.service.admit(
+            self.user.name,
+            self.name,
+            course_id,
+            self.user.admin,
+            warm=getattr(self, "takes_warm", False),
+            pending=pending,
+        )
         if "waiting" in admission:
             admission = await self._wait_for_gpu(course_id, admission)
         self.admission = admission
@@ -141,15 +148,19 @@ class CourseSpawnerMixin(LoggingConfigurable):
             while True:
                 if entry["state"] == "offered":
                     self.emit(18, f"A GPU is free and held for you: starting {title}")
-                    answer = await self.service.admit(self.user.name, self.name, course_id, self.user.admin,
-                                                      warm=getattr(self, "takes_warm", False))
+                    answer = await self.service.admit(
+                        self.user.name, self.name, course_id, self.user.admin, warm=getattr(self, "takes_warm", False)
+                    )
                     if "waiting" not in answer:
                         return answer
                     entry = answer["waiting"]
                     continue
                 if entry["state"] != "waiting":
-                    raise SpawnException(f"You are no longer in the GPU waitlist of {title} ({entry['state']}).",
-                                         reason="waitlist-" + entry["state"], status_code=409)
+                    raise SpawnException(
+                        f"You are no longer in the GPU waitlist of {title} ({entry['state']}).",
+                        reason="waitlist-" + entry["state"],
+                        status_code=409,
+                    )
                 note = (entry.get("position"), entry.get("estimate_s"))
                 if note != shown:
                     shown = note
@@ -162,7 +173,7 @@ class CourseSpawnerMixin(LoggingConfigurable):
                         raise
                     outage += 1  # the service restarts: the place in line is kept in its database
                     self.emit(10, "GPU waitlist: the aifhub service is not answering; you keep your place in line")
-                    await asyncio.sleep(min(10, 2 ** outage))
+                    await asyncio.sleep(min(10, 2**outage))
                     continue
                 entry = found
         except asyncio.CancelledError:
@@ -209,5 +220,7 @@ def _waiting_message(title, entry):
         when = "about a minute"
     else:
         when = f"about {round(estimate / 60)} min"
-    return (f"GPU waitlist: every GPU for {title} is in use; you are number {place} in line ({when}). "
-            "Nothing is charged while you wait; Stop leaves the line.")
+    return (
+        f"GPU waitlist: every GPU for {title} is in use; you are number {place} in line ({when}). "
+        "Nothing is charged while you wait; Stop leaves the line."
+    )

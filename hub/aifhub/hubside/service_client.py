@@ -53,16 +53,26 @@ class ServiceClient:
         return await self._call("GET", "api/v1/internal/offers?" + urlencode({"user": user, "admin": int(bool(admin))}))
 
     async def admit(self, user, server_name, course, admin, warm=False, pending=False):
-        return await self._call("POST", "api/v1/internal/admit",
-                                {"user": user, "server_name": server_name, "course": course, "admin": bool(admin),
-                                 "warm": bool(warm), "pending": bool(pending)})
+        return await self._call(
+            "POST",
+            "api/v1/internal/admit",
+            {
+                "user": user,
+                "server_name": server_name,
+                "course": course,
+                "admin": bool(admin),
+                "warm": bool(warm),
+                "pending": bool(pending),
+            },
+        )
 
     async def running(self, user, server_name):
         return await self._call("POST", "api/v1/internal/running", {"user": user, "server_name": server_name})
 
     async def release(self, user, server_name, reason):
-        return await self._call("POST", "api/v1/internal/release",
-                                {"user": user, "server_name": server_name, "reason": reason})
+        return await self._call(
+            "POST", "api/v1/internal/release", {"user": user, "server_name": server_name, "reason": reason}
+        )
 
     async def sandbox_event(self, user, course, kind):
         return await self._call("POST", "api/v1/internal/sandbox-event", {"user": user, "course": course, "kind": kind})

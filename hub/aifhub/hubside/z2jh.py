@@ -9,7 +9,15 @@ import json
 import os
 import sys
 
-from .service_entry import SERVICE_NAME, ConfigError, aifhub_roles, announcement, connect_spawner, service_entry, with_service
+from .service_entry import (
+    SERVICE_NAME,
+    ConfigError,
+    aifhub_roles,
+    announcement,
+    connect_spawner,
+    service_entry,
+    with_service,
+)
 from .service_entry import watch_new_users
 from ..deploy import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
 from ..kube.grading_job import COURSES_SUBDIR, GRADING_MOUNT, JOBS_SUBDIR
@@ -19,14 +27,19 @@ def service_address(env):
     """``http://<pod ip>:<port>``: the service binds the hub pod's own IP, where the proxy reaches it."""
     ip = env.get("POD_IP")
     if not ip:
-        raise ConfigError("POD_IP is not set: the hub pod's env needs POD_IP from status.podIP (hub.extraEnv, see k8s/README.md).")
+        raise ConfigError(
+            "POD_IP is not set: the hub pod's env needs POD_IP from status.podIP (hub.extraEnv, see k8s/README.md)."
+        )
     return f"http://{ip}:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}"
 
 
 def service_command(env):
     """The aifhub service process: GPUs placed by Kubernetes, state and ledger from the hub pod's env."""
     cmd = [
-        sys.executable, "-m", "aifhub.service", "--gpus=kubernetes",
+        sys.executable,
+        "-m",
+        "aifhub.service",
+        "--gpus=kubernetes",
         f"--state-dir={env.get('AIFHUB_STATE_DIR', STATE_DIR)}",
         f"--courses={env.get('AIFHUB_COURSES', COURSES_DIR)}",
         f"--images={env.get('AIFHUB_IMAGES', IMAGES_DIR)}",
@@ -38,8 +51,12 @@ def service_command(env):
         cmd.append(f"--db-url={env['AIFHUB_DB_URL']}")
     # graded notebooks run as Kubernetes Jobs; courses' directories and job folders live on the grading volume
     volume = env.get("AIFHUB_GRADING_VOLUME", GRADING_MOUNT)
-    cmd += ["--GradingManager.backend=kubernetes", f"--GradingManager.kube_volume_root={volume}",
-            f"--GradingManager.grading_dir={volume}/{COURSES_SUBDIR}", f"--GradingManager.scratch_dir={volume}/{JOBS_SUBDIR}"]
+    cmd += [
+        "--GradingManager.backend=kubernetes",
+        f"--GradingManager.kube_volume_root={volume}",
+        f"--GradingManager.grading_dir={volume}/{COURSES_SUBDIR}",
+        f"--GradingManager.scratch_dir={volume}/{JOBS_SUBDIR}",
+    ]
     return cmd
 
 
@@ -66,7 +83,10 @@ def configure_z2jh(c, env=os.environ):
     connect_spawner(c.KubeSandboxSpawner, url, token)  # its sandboxes' tokens may reach the service too
     watch_new_users(url, token)  # a user deleted and created again gets their groups back
     # nbgrader's exchange in sandbox pods talks to the service through the hub's Service (a stable name)
-    exchange_url = env.get("AIFHUB_EXCHANGE_URL") or f"http://hub:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}/services/{SERVICE_NAME}/"
+    exchange_url = (
+        env.get("AIFHUB_EXCHANGE_URL")
+        or f"http://hub:{int(env.get('AIFHUB_SERVICE_PORT', SERVICE_PORT))}/services/{SERVICE_NAME}/"
+    )
     environment = dict(c.KubeSandboxSpawner.environment) if "environment" in c.KubeSandboxSpawner else {}
     c.KubeSandboxSpawner.environment = {**environment, "AIFHUB_EXCHANGE_URL": exchange_url}
     c.JupyterHub.load_roles = aifhub_roles(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else [])

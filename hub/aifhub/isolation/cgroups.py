@@ -58,7 +58,7 @@ def _own_groups(proc_cgroup="/proc/self/cgroup"):
 def _within(mount_root, path):
     """The path of a group below its mount (the mount's root may be a group itself, in a container)."""
     if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
-        path = path[len(mount_root):]
+        path = path[len(mount_root) :]
     return path.lstrip("/")
 
 
@@ -243,8 +243,9 @@ class Cgroups:
                 return cls(2, [point / _outside_hub_leaf(_within(root, own[""]))])
             if v1:
                 raise CgroupError(f"the controllers {', '.join(missing)} are in neither cgroup hierarchy")
-        raise CgroupError("no cgroup file system with the memory, cpu and pids controllers is mounted "
-                          "(expected /sys/fs/cgroup)")
+        raise CgroupError(
+            "no cgroup file system with the memory, cpu and pids controllers is mounted (expected /sys/fs/cgroup)"
+        )
 
     def prepare(self):
         """cgroup v2: enable the controllers for the sandboxes' groups in the hub's own group (whose
@@ -271,7 +272,7 @@ class Cgroups:
         """Remove the empty groups whose names start with ``prefix`` (left by sandboxes that ended while
         their hub was down). Returns how many were removed."""
         removed = 0
-        for parent in ([self.parents[0]] if self.version == 2 else list(self.parents.values())):
+        for parent in [self.parents[0]] if self.version == 2 else list(self.parents.values()):
             for d in parent.glob(f"{prefix}*"):
                 try:
                     d.rmdir()  # fails on a group that still holds processes (or children)

@@ -59,12 +59,27 @@ class Confinement:
         setpriv = setpriv or setpriv_path()
         size = [] if self.tmp_bytes is None else ["--size", str(self.tmp_bytes)]
         args = [
-            bwrap, "--dev-bind", "/", "/",
-            "--dev", "/dev",
-            "--proc", "/proc",
-            "--unshare-pid", "--unshare-ipc", "--new-session",
-            "--perms", "1777", *size, "--tmpfs", "/tmp",
-            "--perms", "1777", *size, "--tmpfs", "/dev/shm",
+            bwrap,
+            "--dev-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--new-session",
+            "--perms",
+            "1777",
+            *size,
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "1777",
+            *size,
+            "--tmpfs",
+            "/dev/shm",
         ]
         for host, inside in self.gpu_nodes():
             args += ["--dev-bind", host, inside]
@@ -72,7 +87,9 @@ class Confinement:
         kept = [p for p in kept if _under_private(p) and p.exists()]
         made = set()
         for path in kept:
-            for parent in reversed([p for p in path.parents if _under_private(p) and str(p) not in ("/tmp", "/dev/shm")]):
+            for parent in reversed(
+                [p for p in path.parents if _under_private(p) and str(p) not in ("/tmp", "/dev/shm")]
+            ):
                 if parent not in made:  # as on the host (bwrap would make them 0700, root's)
                     args += ["--perms", f"{parent.stat().st_mode & 0o7777:o}", "--dir", str(parent)]
                     made.add(parent)

@@ -24,12 +24,19 @@ class Blocked:
 
     def message(self, what):
         owner = "root's" if os.stat(self.path).st_uid == 0 else "another user's"
-        fix = (f"chmod o+x {self.path}" if self.needed == "enter" else
-               f"chmod o+r {self.path}" if self.needed == "read" else f"chmod o+rx {self.path}")
-        return (f"Learners' sandboxes run under their own uids and cannot {self.needed} {self.path} "
-                f"(mode {stat.S_IMODE(self.mode):04o}, {owner}), so they cannot reach {what} {self.target}: "
-                f"every spawn would fail with 'Permission denied'. Either put aifhub (and its state) where every "
-                f"user can read it, e.g. a clone in /opt/aifhub with `make run` there, or let others through: {fix}.")
+        fix = (
+            f"chmod o+x {self.path}"
+            if self.needed == "enter"
+            else f"chmod o+r {self.path}"
+            if self.needed == "read"
+            else f"chmod o+rx {self.path}"
+        )
+        return (
+            f"Learners' sandboxes run under their own uids and cannot {self.needed} {self.path} "
+            f"(mode {stat.S_IMODE(self.mode):04o}, {owner}), so they cannot reach {what} {self.target}: "
+            f"every spawn would fail with 'Permission denied'. Either put aifhub (and its state) where every "
+            f"user can read it, e.g. a clone in /opt/aifhub with `make run` there, or let others through: {fix}."
+        )
 
 
 def _allows(st, uid, gids, bits):

@@ -14,11 +14,22 @@ import sys
 
 READY = "aifhub-warm-ready"
 PRELOAD = (  # what jupyterhub-singleuser imports on its way to serving JupyterLab
-    "jupyterhub.singleuser", "jupyter_server.serverapp", "jupyterlab", "jupyterlab.labapp", "jupyterlab_server",
-    "notebook", "notebook.app", "jupyter_lsp", "jupyter_lsp.serverextension", "jupyter_server_terminals",
-    "nbgrader.server_extensions.assignment_list", "nbgrader.server_extensions.course_list",
-    "nbgrader.server_extensions.validate_assignment", "nbgrader.server_extensions.formgrader",
-    "jupyter_client.manager", "nbformat",
+    "jupyterhub.singleuser",
+    "jupyter_server.serverapp",
+    "jupyterlab",
+    "jupyterlab.labapp",
+    "jupyterlab_server",
+    "notebook",
+    "notebook.app",
+    "jupyter_lsp",
+    "jupyter_lsp.serverextension",
+    "jupyter_server_terminals",
+    "nbgrader.server_extensions.assignment_list",
+    "nbgrader.server_extensions.course_list",
+    "nbgrader.server_extensions.validate_assignment",
+    "nbgrader.server_extensions.formgrader",
+    "jupyter_client.manager",
+    "nbformat",
 )
 
 

@@ -5,8 +5,13 @@ and by the service, which removes the Jobs of a submission whose grading it stop
 import asyncio
 import time
 
-IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-                "CreateContainerError"}
+IMAGE_ERRORS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
 JOB_LABEL = "aifhub.io/grading-job"
 
 
@@ -36,7 +41,11 @@ def pod_problem(pod):
         if terminated.get("reason") == "OOMKilled":
             return "oom", "OOMKilled: the grading pod was killed at its memory limit"
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
             return "unschedulable", cond.get("message") or "no node can run it"
     return None
 
@@ -62,8 +71,12 @@ async def run_job(manifest, namespace, kube_config, start_timeout, run_timeout, 
                 status = job.get("status") or {}
                 if status.get("succeeded"):
                     return "succeeded", None
-                pods = api.sanitize_for_serialization(
-                    await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")).get("items") or []
+                pods = (
+                    api.sanitize_for_serialization(
+                        await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+                    ).get("items")
+                    or []
+                )
                 problem = next((p for p in map(pod_problem, pods) if p), None)
                 if problem and problem[0] == "oom":
                     return "failed", problem[1]

@@ -28,7 +28,7 @@ def safe_name(*parts, limit=63):
     name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
     if len(name) > limit or name != raw:
         digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
-        name = f"{name[:limit - 9].rstrip('-')}-{digest}"
+        name = f"{name[: limit - 9].rstrip('-')}-{digest}"
     return name
 
 
@@ -36,13 +36,28 @@ def label_value(value, limit=63):
     """A label value (alphanumerics, '-', '_', '.'; at most 63), hashed when ``value`` does not fit."""
     clean = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-._")
     if clean != value or len(clean) > limit:
-        clean = f"{clean[:limit - 9].rstrip('-._')}-{hashlib.sha256(value.encode()).hexdigest()[:8]}".lstrip("-._")
+        clean = f"{clean[: limit - 9].rstrip('-._')}-{hashlib.sha256(value.encode()).hexdigest()[:8]}".lstrip("-._")
     return clean
 
 
-def grading_job(course, image, pools, assignment, student, *, name=None, sub_path=None, claim=GRADING_PVC,
-                registry="", namespace=None, cpu="1", memory="2Gi", deadline_seconds=1800, ttl_seconds=600,
-                job_id=None):
+def grading_job(
+    course,
+    image,
+    pools,
+    assignment,
+    student,
+    *,
+    name=None,
+    sub_path=None,
+    claim=GRADING_PVC,
+    registry="",
+    namespace=None,
+    cpu="1",
+    memory="2Gi",
+    deadline_seconds=1800,
+    ttl_seconds=600,
+    job_id=None,
+):
     """The Job that runs one notebook of ``student``'s submission of ``assignment``.
 
     ``sub_path`` is the job's folder on the grading volume (``claim``); the pod sees it at
@@ -51,7 +66,9 @@ def grading_job(course, image, pools, assignment, student, *, name=None, sub_pat
     that covers the wait for a node and the whole-notebook timeout.
     """
     if image is None:
-        raise podspec.PodSpecError(f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'.")
+        raise podspec.PodSpecError(
+            f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'."
+        )
     kind, pool = podspec.pool_for(course, pools)
     limits, requests = {"cpu": cpu, "memory": memory}, {"cpu": cpu, "memory": memory}
     gpu = course["sandbox"].get("gpu")
@@ -74,9 +91,15 @@ def grading_job(course, image, pools, assignment, student, *, name=None, sub_pat
     threads = str(max(1, int(float(cpu)))) if re.fullmatch(r"[0-9.]+", cpu) else "1"
     env = podspec.gpu_environment(course, pool) | {
         # a read-only image: everything the kernel writes goes to /tmp (an emptyDir) or the job folder
-        "HOME": "/tmp/home", "IPYTHONDIR": "/tmp/home/.ipython", "JUPYTER_RUNTIME_DIR": "/tmp/runtime",
-        "MPLBACKEND": "Agg", "NBGRADER_EXECUTION": "autograde", "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+        "HOME": "/tmp/home",
+        "IPYTHONDIR": "/tmp/home/.ipython",
+        "JUPYTER_RUNTIME_DIR": "/tmp/runtime",
+        "MPLBACKEND": "Agg",
+        "NBGRADER_EXECUTION": "autograde",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": threads,
+        "OPENBLAS_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
     }
     pod_spec = {
         "restartPolicy": "Never",
@@ -84,19 +107,21 @@ def grading_job(course, image, pools, assignment, student, *, name=None, sub_pat
         "enableServiceLinks": False,
         "securityContext": security["pod_security_context"],
         "priorityClassName": "aifhub-grading",
-        "containers": [{
-            "name": GRADER,
-            "image": podspec.image_reference(image, registry),
-            "command": ["python", "-m", "aifhub.grading.runners.execute", JOB_MOUNT],
-            "workingDir": f"{JOB_MOUNT}/work",
-            "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-            "resources": {"limits": limits, "requests": requests},
-            "securityContext": security["container_security_context"] | {"readOnlyRootFilesystem": True},
-            "volumeMounts": [
-                {"name": "job", "mountPath": JOB_MOUNT, "subPath": sub_path or f"{name}"},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        }],
+        "containers": [
+            {
+                "name": GRADER,
+                "image": podspec.image_reference(image, registry),
+                "command": ["python", "-m", "aifhub.grading.runners.execute", JOB_MOUNT],
+                "workingDir": f"{JOB_MOUNT}/work",
+                "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                "resources": {"limits": limits, "requests": requests},
+                "securityContext": security["container_security_context"] | {"readOnlyRootFilesystem": True},
+                "volumeMounts": [
+                    {"name": "job", "mountPath": JOB_MOUNT, "subPath": sub_path or f"{name}"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
         "volumes": [
             {"name": "job", "persistentVolumeClaim": {"claimName": claim}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},

@@ -76,14 +76,23 @@ def main(argv=None):
     """``python -m aifhub.kube.materials DEST``: what the pod's course-materials init container runs."""
     parser = argparse.ArgumentParser(prog="python -m aifhub.kube.materials", description=main.__doc__)
     parser.add_argument("dest", help="the learner's per-course folder (the pod's home)")
-    parser.add_argument("--course", default=os.environ.get("AIFHUB_COURSE", ""), help="course id (default: $AIFHUB_COURSE)")
-    parser.add_argument("--url", default=os.environ.get("AIFHUB_EXCHANGE_URL", ""),
-                        help="the aifhub service's URL as sandboxes reach it (default: $AIFHUB_EXCHANGE_URL)")
-    parser.add_argument("--attempts", type=int, default=4, help="tries while the service cannot be reached (default: 4)")
+    parser.add_argument(
+        "--course", default=os.environ.get("AIFHUB_COURSE", ""), help="course id (default: $AIFHUB_COURSE)"
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("AIFHUB_EXCHANGE_URL", ""),
+        help="the aifhub service's URL as sandboxes reach it (default: $AIFHUB_EXCHANGE_URL)",
+    )
+    parser.add_argument(
+        "--attempts", type=int, default=4, help="tries while the service cannot be reached (default: 4)"
+    )
     args = parser.parse_args(argv)
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not (args.course and args.url and token):
-        print("course-materials: AIFHUB_COURSE, AIFHUB_EXCHANGE_URL and JUPYTERHUB_API_TOKEN are needed", file=sys.stderr)
+        print(
+            "course-materials: AIFHUB_COURSE, AIFHUB_EXCHANGE_URL and JUPYTERHUB_API_TOKEN are needed", file=sys.stderr
+        )
         return 2
     url = f"{args.url.rstrip('/')}/api/v1/courses/{args.course}/materials"
     data = None
@@ -92,10 +101,12 @@ def main(argv=None):
             data = fetch(url, token)
             break
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            print(f"course-materials: could not fetch the materials of {args.course} from {url}: {exc}", file=sys.stderr)
+            print(
+                f"course-materials: could not fetch the materials of {args.course} from {url}: {exc}", file=sys.stderr
+            )
             if isinstance(exc, urllib.error.HTTPError) and exc.code < 500:
                 break
-            time.sleep(2 ** attempt)
+            time.sleep(2**attempt)
     if data is None:  # the sandbox starts all the same: the learner's files are there, materials come next time
         print("course-materials: starting without new materials", file=sys.stderr)
         return 0

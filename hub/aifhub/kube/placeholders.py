@@ -28,12 +28,24 @@ def replicaset_name(course_id):
     return safe_name("aifhub-placeholder", course_id)
 
 
-def placeholder_replicaset(course, image, pools, replicas, *, namespace=None, registry="", cpu_fraction=0.25,
-                           mem_fraction=0.5, scheduler_name=None):
+def placeholder_replicaset(
+    course,
+    image,
+    pools,
+    replicas,
+    *,
+    namespace=None,
+    registry="",
+    cpu_fraction=0.25,
+    mem_fraction=0.5,
+    scheduler_name=None,
+):
     """The ReplicaSet of ``replicas`` placeholders for ``course`` (a course summary), as the sandboxes' pool
     and resources make them (``image``: the course's :class:`SandboxImage`, ``pools``: validated gpu_pools)."""
     if image is None:
-        raise podspec.PodSpecError(f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'.")
+        raise podspec.PodSpecError(
+            f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'."
+        )
     kind, pool = podspec.pool_for(course, pools)
     r = podspec.resources(course, pool, cpu_fraction, mem_fraction)
     held = {"cpu": str(r["cpu_guarantee"]), "memory": str(r["mem_guarantee"]), **r["extra_resource_guarantees"]}
@@ -45,11 +57,15 @@ def placeholder_replicaset(course, image, pools, replicas, *, namespace=None, re
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": security["pod_security_context"],
-        "containers": [{
-            "name": PLACEHOLDER, "image": podspec.image_reference(image, registry), "command": PAUSE,
-            "resources": {"requests": held, "limits": dict(held)},
-            "securityContext": security["container_security_context"] | {"readOnlyRootFilesystem": True},
-        }],
+        "containers": [
+            {
+                "name": PLACEHOLDER,
+                "image": podspec.image_reference(image, registry),
+                "command": PAUSE,
+                "resources": {"requests": held, "limits": dict(held)},
+                "securityContext": security["container_security_context"] | {"readOnlyRootFilesystem": True},
+            }
+        ],
     }
     if pool.get("node_selector"):
         spec["nodeSelector"] = dict(pool["node_selector"])
@@ -61,10 +77,14 @@ def placeholder_replicaset(course, image, pools, replicas, *, namespace=None, re
     if namespace:
         metadata["namespace"] = namespace
     return {
-        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": metadata,
-        "spec": {"replicas": int(replicas),
-                 "selector": {"matchLabels": {podspec.COMPONENT_LABEL: PLACEHOLDER, podspec.COURSE_LABEL: course["id"]}},
-                 "template": {"metadata": {"labels": labels}, "spec": spec}},
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": metadata,
+        "spec": {
+            "replicas": int(replicas),
+            "selector": {"matchLabels": {podspec.COMPONENT_LABEL: PLACEHOLDER, podspec.COURSE_LABEL: course["id"]}},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
     }
 
 
@@ -72,6 +92,9 @@ def wanted(sessions, now, lead_s, keep_s, arrived=0):
     """Placeholders a course wants at ``now``: the learners its open session windows expect (a window opens
     ``lead_s`` before a session's start and closes ``keep_s`` after it, at most at its end), less the
     ``arrived`` learners' sandboxes of the course that run already."""
-    expected = sum(s.expected for s in sessions
-                   if s.start - timedelta(seconds=lead_s) <= now < min(s.end, s.start + timedelta(seconds=keep_s)))
+    expected = sum(
+        s.expected
+        for s in sessions
+        if s.start - timedelta(seconds=lead_s) <= now < min(s.end, s.start + timedelta(seconds=keep_s))
+    )
     return max(0, expected - arrived)

@@ -85,7 +85,9 @@ def validate_pools(pools):
     for kind, pool in pools.items():
         where = f"gpu_pools[{kind!r}]"
         if not isinstance(kind, str) or not _KIND.match(kind):
-            raise PodSpecError(f"{where}: a GPU kind is lowercase letters, digits, '.' and '-' (like h100 or mig-1g.10gb)")
+            raise PodSpecError(
+                f"{where}: a GPU kind is lowercase letters, digits, '.' and '-' (like h100 or mig-1g.10gb)"
+            )
         if not isinstance(pool, dict):
             raise PodSpecError(f"{where}: must be a mapping with keys {', '.join(sorted(_POOL_FIELDS))}")
         for field, value in pool.items():
@@ -97,11 +99,14 @@ def validate_pools(pools):
         for field in ("node_selector", "environment"):
             for k, v in pool.get(field, {}).items():
                 if not isinstance(k, str) or not isinstance(v, str):
-                    raise PodSpecError(f"{where}.{field}: keys and values must be strings (quote 'true'), got {k!r}: {v!r}")
+                    raise PodSpecError(
+                        f"{where}.{field}: keys and values must be strings (quote 'true'), got {k!r}: {v!r}"
+                    )
         for i, tol in enumerate(pool.get("tolerations", [])):
             if not isinstance(tol, dict) or not set(tol) <= _TOLERATION_KEYS:
                 raise PodSpecError(
-                    f"{where}.tolerations[{i}]: must be a mapping with keys among {', '.join(sorted(_TOLERATION_KEYS))}, got {tol!r}")
+                    f"{where}.tolerations[{i}]: must be a mapping with keys among {', '.join(sorted(_TOLERATION_KEYS))}, got {tol!r}"
+                )
         for field in ("cpu_guarantee_fraction", "mem_guarantee_fraction"):
             if field in pool:
                 _check_fraction(f"{where}.{field}", pool[field])
@@ -111,7 +116,9 @@ def validate_pools(pools):
         if kind != CPU_POOL:
             pool.setdefault("resource", default_resource(kind))
             if not _RESOURCE.match(pool["resource"]):
-                raise PodSpecError(f"{where}.resource: {pool['resource']!r} is not an extended resource name like nvidia.com/gpu")
+                raise PodSpecError(
+                    f"{where}.resource: {pool['resource']!r} is not an extended resource name like nvidia.com/gpu"
+                )
         checked[kind] = pool
     return checked
 
@@ -131,7 +138,8 @@ def pool_for(course, pools):
         raise PodSpecError(
             f"Course {course['id']} asks for GPU kind '{kind}', but this cluster has no pool for it "
             f"(known: {', '.join(sorted(k for k in pools if k != CPU_POOL)) or 'none'}). "
-            "An administrator adds it to KubeSandboxSpawner.gpu_pools.")
+            "An administrator adds it to KubeSandboxSpawner.gpu_pools."
+        )
     return kind, pools[kind]
 
 
@@ -210,8 +218,14 @@ def grading_settings(course, claim, sub_path, mount_path):
         "volumes": [{"name": "aifhub-course-grading", "persistentVolumeClaim": {"claimName": claim}}],
         # read-only: the service's workers run nbgrader in that directory; a link planted there would be
         # followed by them (the gradebook is PostgreSQL on Kubernetes, reached over the network)
-        "volume_mounts": [{"name": "aifhub-course-grading", "mountPath": mount_path, "readOnly": True,
-                           "subPath": sub_path.replace("{course}", course["id"])}],
+        "volume_mounts": [
+            {
+                "name": "aifhub-course-grading",
+                "mountPath": mount_path,
+                "readOnly": True,
+                "subPath": sub_path.replace("{course}", course["id"]),
+            }
+        ],
         "environment": {"AIFHUB_GRADING_DIR": mount_path},
         "extra_labels": {GRADEBOOK_LABEL: "true"},
     }
@@ -221,8 +235,19 @@ def labels(course, kind, component="sandbox"):
     return {COMPONENT_LABEL: component, COURSE_LABEL: course["id"], GPU_KIND_LABEL: kind}
 
 
-def pod_settings(course, image, pools, *, pvc_name, registry="", cpu_fraction=0.25, mem_fraction=0.5,
-                 shm_fraction=0.25, home=HOME, deadline_grace=900):
+def pod_settings(
+    course,
+    image,
+    pools,
+    *,
+    pvc_name,
+    registry="",
+    cpu_fraction=0.25,
+    mem_fraction=0.5,
+    shm_fraction=0.25,
+    home=HOME,
+    deadline_grace=900,
+):
     """KubeSpawner trait values for one course's sandbox.
 
     ``course`` is a course summary (as the service's admission returns it), ``image``
@@ -233,32 +258,35 @@ def pod_settings(course, image, pools, *, pvc_name, registry="", cpu_fraction=0.
     if image is None:
         raise PodSpecError(
             f"Course {course['id']} uses sandbox image '{course['sandbox']['image']}', which has no "
-            "sandbox_images/<name>/image.yaml known to the hub.")
+            "sandbox_images/<name>/image.yaml known to the hub."
+        )
     if image.name in NOT_SANDBOXES:
         raise PodSpecError(f"Course {course['id']} names image '{image.name}', which is not a sandbox image.")
     kind, pool = pool_for(course, pools)
     settings = resources(course, pool, cpu_fraction, mem_fraction)
     shm = int(settings["mem_limit"] * shm_fraction)
     settings.update(restricted_security())
-    settings.update({
-        "image": image_reference(image, registry),
-        "node_selector": dict(pool.get("node_selector", {})),
-        "tolerations": [dict(t) for t in pool.get("tolerations", [])],
-        "priority_class_name": pool.get("priority_class", ""),
-        "environment": gpu_environment(course, pool),
-        "extra_labels": labels(course, kind),
-        "working_dir": home,
-        "storage_pvc_ensure": True,
-        "volumes": [
-            {"name": "aifhub-work", "persistentVolumeClaim": {"claimName": pvc_name}},
-            {"name": "aifhub-shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{max(shm // 2**20, 64)}Mi"}},
-        ],
-        "volume_mounts": [
-            {"name": "aifhub-work", "mountPath": home},
-            {"name": "aifhub-shm", "mountPath": "/dev/shm"},
-        ],
-        "extra_pod_config": {},
-    })
+    settings.update(
+        {
+            "image": image_reference(image, registry),
+            "node_selector": dict(pool.get("node_selector", {})),
+            "tolerations": [dict(t) for t in pool.get("tolerations", [])],
+            "priority_class_name": pool.get("priority_class", ""),
+            "environment": gpu_environment(course, pool),
+            "extra_labels": labels(course, kind),
+            "working_dir": home,
+            "storage_pvc_ensure": True,
+            "volumes": [
+                {"name": "aifhub-work", "persistentVolumeClaim": {"claimName": pvc_name}},
+                {"name": "aifhub-shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{max(shm // 2**20, 64)}Mi"}},
+            ],
+            "volume_mounts": [
+                {"name": "aifhub-work", "mountPath": home},
+                {"name": "aifhub-shm", "mountPath": "/dev/shm"},
+            ],
+            "extra_pod_config": {},
+        }
+    )
     max_session = course["sandbox"].get("max_session")
     if max_session:
         # a backstop only: the service stops sessions gracefully at max_session

@@ -18,8 +18,11 @@ from .units import PPM
 
 
 # a new session, written without the ORM's unit of work (an admission is on the hot path of a spawn storm)
-NEW_SESSION = insert(SandboxSession.__table__).values(
-    state="active", seq=0, charged_gpu_ms=0, charged_cpu_ms=0, warned_percent=0).returning(SandboxSession.__table__.c.id)
+NEW_SESSION = (
+    insert(SandboxSession.__table__)
+    .values(state="active", seq=0, charged_gpu_ms=0, charged_cpu_ms=0, warned_percent=0)
+    .returning(SandboxSession.__table__.c.id)
+)
 
 
 @dataclass
@@ -38,8 +41,19 @@ def serialize_admissions(db):
         db.execute(text("SELECT pg_advisory_xact_lock(hashtext('aifhub-admission'))"))
 
 
-def admit(db, course, user, server_name, inventory, first_uid, now=None, default_session_s=4 * 3600,
-          learner_quota=True, devices_first=(), pending=False):
+def admit(
+    db,
+    course,
+    user,
+    server_name,
+    inventory,
+    first_uid,
+    now=None,
+    default_session_s=4 * 3600,
+    learner_quota=True,
+    devices_first=(),
+    pending=False,
+):
     """Open a session for ``user``'s server on ``course``: check the limits, place a hold, claim GPUs.
 
     Access must have been decided already. The limits (allocation, course
@@ -91,12 +105,24 @@ def admit(db, course, user, server_name, inventory, first_uid, now=None, default
         limits = [lim for lim in limits if lim.scope != "learner"]
     hold = place_hold(limits, course, expected)
 
-    session_id = db.execute(NEW_SESSION, {
-        "user": user, "server_name": server_name, "course_id": course.id, "gpu_kind": kind, "started_at": now,
-        "last_charged_at": now, "allocation_id": allocation.id if allocation else course.allocation,
-        "gpu_count": count, "cpu_millis": cpu_millis, "max_session_s": course.sandbox.max_session_seconds,
-        "hold_gpu_ms": hold["gpu"], "hold_cpu_ms": hold["cpu"], "pending": pending,
-    }).scalar_one()
+    session_id = db.execute(
+        NEW_SESSION,
+        {
+            "user": user,
+            "server_name": server_name,
+            "course_id": course.id,
+            "gpu_kind": kind,
+            "started_at": now,
+            "last_charged_at": now,
+            "allocation_id": allocation.id if allocation else course.allocation,
+            "gpu_count": count,
+            "cpu_millis": cpu_millis,
+            "max_session_s": course.sandbox.max_session_seconds,
+            "hold_gpu_ms": hold["gpu"],
+            "hold_cpu_ms": hold["cpu"],
+            "pending": pending,
+        },
+    ).scalar_one()
     if devices:
         db.execute(insert(GpuClaim.__table__), [{"device_id": d.id, "session_id": session_id} for d in devices])
     return Admission(session_id, learner_uid(db, user, first_uid), [d.to_dict() for d in devices])

@@ -70,7 +70,9 @@ def get(db, allocation_id):
 
 def create(db, allocation_id, gpu_hours, start=None, end=None, title="", access_call="", owner=""):
     if not isinstance(allocation_id, str) or not ALLOCATION_ID.match(allocation_id):
-        raise Refusal("bad-id", f"Allocation id {shown(allocation_id)} is not valid: letters, digits, '.', '_' and '-', up to 64.")
+        raise Refusal(
+            "bad-id", f"Allocation id {shown(allocation_id)} is not valid: letters, digits, '.', '_' and '-', up to 64."
+        )
     hours = _positive_hours(gpu_hours, "The granted GPU-hours")
     title, access_call, owner = _text(title, "title"), _text(access_call, "access call"), _text(owner, "owner")
     start, end = _date(start, "start"), _date(end, "end")
@@ -78,11 +80,22 @@ def create(db, allocation_id, gpu_hours, start=None, end=None, title="", access_
         raise Refusal("bad-date", f"The allocation would end ({end}) before it starts ({start}).")
     if db.get(Allocation, allocation_id) is not None:
         raise Refusal("exists", f"The allocation '{allocation_id}' exists already; use topup to add hours.")
-    allocation = Allocation(id=allocation_id, title=title or "", access_call=access_call or "", owner=owner or "",
-                            granted_gpu_ms=hours_to_ms(hours), start_date=start, end_date=end, status="active")
+    allocation = Allocation(
+        id=allocation_id,
+        title=title or "",
+        access_call=access_call or "",
+        owner=owner or "",
+        granted_gpu_ms=hours_to_ms(hours),
+        start_date=start,
+        end_date=end,
+        status="active",
+    )
     db.add(allocation)
-    db.add(AllocationChange(allocation_id=allocation_id, action="create", delta_gpu_ms=allocation.granted_gpu_ms,
-                            note=title or ""))
+    db.add(
+        AllocationChange(
+            allocation_id=allocation_id, action="create", delta_gpu_ms=allocation.granted_gpu_ms, note=title or ""
+        )
+    )
     db.flush()
     return allocation
 
@@ -114,14 +127,20 @@ def describe(db, allocation, today=None):
     b = allocation_balance(db, allocation)
     problem = allocation_state(allocation, today or utcnow().date())
     return {
-        "id": allocation.id, "title": allocation.title, "access_call": allocation.access_call,
-        "owner": allocation.owner, "status": allocation.status,
-        "usable": problem is None, "why_not": problem[1] if problem else None,
+        "id": allocation.id,
+        "title": allocation.title,
+        "access_call": allocation.access_call,
+        "owner": allocation.owner,
+        "status": allocation.status,
+        "usable": problem is None,
+        "why_not": problem[1] if problem else None,
         "start": allocation.start_date.isoformat() if allocation.start_date else None,
         "created": allocation.created_at.isoformat(),
         "end": allocation.end_date.isoformat() if allocation.end_date else None,
-        "granted_gpu_hours": ms_to_hours(b["granted_gpu_ms"]), "used_gpu_hours": ms_to_hours(b["used_gpu_ms"]),
-        "held_gpu_hours": ms_to_hours(b["held_gpu_ms"]), "remaining_gpu_hours": ms_to_hours(b["remaining_gpu_ms"]),
+        "granted_gpu_hours": ms_to_hours(b["granted_gpu_ms"]),
+        "used_gpu_hours": ms_to_hours(b["used_gpu_ms"]),
+        "held_gpu_hours": ms_to_hours(b["held_gpu_ms"]),
+        "remaining_gpu_hours": ms_to_hours(b["remaining_gpu_ms"]),
         "used_cpu_hours": ms_to_hours(b["used_cpu_ms"]),
     }
 

@@ -17,9 +17,12 @@ from .units import PPM
 SS, EV = SandboxSession, UsageEvent
 
 
-_RATE = (select(GpuRate.weight_ppm)
-         .where(GpuRate.kind == bindparam("kind"), GpuRate.effective_from <= bindparam("at", type_=UTCDateTime()))
-         .order_by(GpuRate.effective_from.desc()).limit(1))
+_RATE = (
+    select(GpuRate.weight_ppm)
+    .where(GpuRate.kind == bindparam("kind"), GpuRate.effective_from <= bindparam("at", type_=UTCDateTime()))
+    .order_by(GpuRate.effective_from.desc())
+    .limit(1)
+)
 
 
 def rate_ppm(db, kind, at):
@@ -53,8 +56,10 @@ def _held(hold, charged):
 
 # charged GPU, charged CPU, held GPU, held CPU: one pass over the sessions of a scope
 FIGURES = (
-    func.coalesce(func.sum(SS.charged_gpu_ms), 0), func.coalesce(func.sum(SS.charged_cpu_ms), 0),
-    _held(SS.hold_gpu_ms, SS.charged_gpu_ms), _held(SS.hold_cpu_ms, SS.charged_cpu_ms),
+    func.coalesce(func.sum(SS.charged_gpu_ms), 0),
+    func.coalesce(func.sum(SS.charged_cpu_ms), 0),
+    _held(SS.hold_gpu_ms, SS.charged_gpu_ms),
+    _held(SS.hold_cpu_ms, SS.charged_cpu_ms),
 )
 
 
@@ -85,11 +90,18 @@ def window_charges(db, course_id, since, users=None, straddling_only=False):
     started before and ran past it count their events that end after it (``straddling_only``: just those).
     """
     whole = select(SS.user, func.sum(SS.charged_gpu_ms), func.sum(SS.charged_cpu_ms)).where(
-        SS.course_id == course_id, SS.started_at >= since)
-    straddling = (select(EV.user, func.sum(EV.gpu_ms), func.sum(EV.cpu_ms))
-                  .join(SS, EV.session_id == SS.id)
-                  .where(SS.course_id == course_id, SS.started_at < since,
-                         or_(SS.state == "active", SS.ended_at > since), EV.end_at > since))
+        SS.course_id == course_id, SS.started_at >= since
+    )
+    straddling = (
+        select(EV.user, func.sum(EV.gpu_ms), func.sum(EV.cpu_ms))
+        .join(SS, EV.session_id == SS.id)
+        .where(
+            SS.course_id == course_id,
+            SS.started_at < since,
+            or_(SS.state == "active", SS.ended_at > since),
+            EV.end_at > since,
+        )
+    )
     if users is not None:
         whole, straddling = whole.where(SS.user.in_(users)), straddling.where(SS.user.in_(users))
     out = {}
@@ -113,28 +125,47 @@ def _sum(expr, where):
 
 _HELD_GPU = "CASE WHEN state = 'active' AND hold_gpu_ms > charged_gpu_ms THEN hold_gpu_ms - charged_gpu_ms ELSE 0 END"
 _HELD_CPU = "CASE WHEN state = 'active' AND hold_cpu_ms > charged_cpu_ms THEN hold_cpu_ms - charged_cpu_ms ELSE 0 END"
-_STRADDLING = ("(SELECT coalesce(sum(e.{unit}_ms), 0) FROM usage_events e JOIN sandbox_sessions s ON e.session_id = s.id "
-               "WHERE s.course_id = :course AND s.\"user\" = :user AND s.started_at < :since "
-               "AND (s.state = 'active' OR s.ended_at > :since) AND e.end_at > :since)")
+_STRADDLING = (
+    "(SELECT coalesce(sum(e.{unit}_ms), 0) FROM usage_events e JOIN sandbox_sessions s ON e.session_id = s.id "
+    'WHERE s.course_id = :course AND s."user" = :user AND s.started_at < :since '
+    "AND (s.state = 'active' OR s.ended_at > :since) AND e.end_at > :since)"
+)
 _LEARNER = 'course_id = :course AND "user" = :user'
 # Every figure one learner's limits in one course need, in one statement (an admission's, a page's):
 # allocation charged and held, course charged and held, the learner's window charges and holds.
-LEARNER_FIGURES = text("SELECT " + ", ".join([
-    _sum("charged_gpu_ms", "allocation_id = :allocation"), _sum("charged_cpu_ms", "allocation_id = :allocation"),
-    _sum(_HELD_GPU, "allocation_id = :allocation AND state = 'active'"),
-    _sum(_HELD_CPU, "allocation_id = :allocation AND state = 'active'"),
-    _sum("charged_gpu_ms", "course_id = :course"), _sum("charged_cpu_ms", "course_id = :course"),
-    _sum(_HELD_GPU, "course_id = :course AND state = 'active'"), _sum(_HELD_CPU, "course_id = :course AND state = 'active'"),
-    _sum("charged_gpu_ms", f"{_LEARNER} AND started_at >= :since"), _sum("charged_cpu_ms", f"{_LEARNER} AND started_at >= :since"),
-    _STRADDLING.format(unit="gpu"), _STRADDLING.format(unit="cpu"),
-    _sum(_HELD_GPU, f"{_LEARNER} AND state = 'active'"), _sum(_HELD_CPU, f"{_LEARNER} AND state = 'active'"),
-])).bindparams(bindparam("since", type_=UTCDateTime()))
+LEARNER_FIGURES = text(
+    "SELECT "
+    + ", ".join(
+        [
+            _sum("charged_gpu_ms", "allocation_id = :allocation"),
+            _sum("charged_cpu_ms", "allocation_id = :allocation"),
+            _sum(_HELD_GPU, "allocation_id = :allocation AND state = 'active'"),
+            _sum(_HELD_CPU, "allocation_id = :allocation AND state = 'active'"),
+            _sum("charged_gpu_ms", "course_id = :course"),
+            _sum("charged_cpu_ms", "course_id = :course"),
+            _sum(_HELD_GPU, "course_id = :course AND state = 'active'"),
+            _sum(_HELD_CPU, "course_id = :course AND state = 'active'"),
+            _sum("charged_gpu_ms", f"{_LEARNER} AND started_at >= :since"),
+            _sum("charged_cpu_ms", f"{_LEARNER} AND started_at >= :since"),
+            _STRADDLING.format(unit="gpu"),
+            _STRADDLING.format(unit="cpu"),
+            _sum(_HELD_GPU, f"{_LEARNER} AND state = 'active'"),
+            _sum(_HELD_CPU, f"{_LEARNER} AND state = 'active'"),
+        ]
+    )
+).bindparams(bindparam("since", type_=UTCDateTime()))
+
+
 class LearnerSnapshot:
     """:class:`UsageSnapshot`'s figures for one learner in one course, read in one statement."""
 
     def __init__(self, db, course_id, user, allocation_id, since):
-        f = [int(x) for x in db.execute(LEARNER_FIGURES, {"allocation": allocation_id or "", "course": course_id,
-                                                          "user": user, "since": since}).one()]
+        f = [
+            int(x)
+            for x in db.execute(
+                LEARNER_FIGURES, {"allocation": allocation_id or "", "course": course_id, "user": user, "since": since}
+            ).one()
+        ]
         self.alloc_charged = {allocation_id: (f[0], f[1])} if allocation_id else {}
         self.alloc_held = {allocation_id: (f[2], f[3])} if allocation_id else {}
         self.course_charged, self.course_held = {course_id: (f[4], f[5])}, {course_id: (f[6], f[7])}
@@ -161,8 +192,9 @@ class UsageSnapshot:
         for course_id, start in windows.items():
             for user, figures in window_charges(db, course_id, start, users).items():
                 self.learner_charged[(course_id, user)] = figures
-        q = (select(SS.course_id, SS.user, FIGURES[2], FIGURES[3])
-             .where(SS.state == "active", SS.course_id.in_(list(windows))))
+        q = select(SS.course_id, SS.user, FIGURES[2], FIGURES[3]).where(
+            SS.state == "active", SS.course_id.in_(list(windows))
+        )
         if users is not None:
             q = q.where(SS.user.in_(users))
         self.learner_held = {(c, u): (int(g), int(p)) for c, u, g, p in db.execute(q.group_by(SS.course_id, SS.user))}

@@ -38,10 +38,16 @@ class Limit:
 
     def to_dict(self):
         return {
-            "scope": self.scope, "unit": self.unit, "label": self.label, "window": self.window,
-            "limit_hours": round(self.limit_ms / 3.6e6, 4), "used_hours": round(self.used_ms / 3.6e6, 4),
-            "held_hours": round(self.held_ms / 3.6e6, 4), "remaining_hours": round(self.remaining_ms / 3.6e6, 4),
-            "percent": round(self.percent, 1), "resets_at": self.reset_at.isoformat() if self.reset_at else None,
+            "scope": self.scope,
+            "unit": self.unit,
+            "label": self.label,
+            "window": self.window,
+            "limit_hours": round(self.limit_ms / 3.6e6, 4),
+            "used_hours": round(self.used_ms / 3.6e6, 4),
+            "held_hours": round(self.held_ms / 3.6e6, 4),
+            "remaining_hours": round(self.remaining_ms / 3.6e6, 4),
+            "percent": round(self.percent, 1),
+            "resets_at": self.reset_at.isoformat() if self.reset_at else None,
         }
 
     def refusal(self, course):
@@ -53,9 +59,13 @@ class Limit:
             when = f"; it resets on {self.reset_at:%a %Y-%m-%d %H:%M} UTC" if self.reset_at else " for the whole course"
             return Refusal("quota", f"Your {unit} for {course.title} are used up ({figures} this {self.window}){when}.")
         if self.scope == "course":
-            return Refusal("course-budget", f"The budget of {course.title} is used up ({figures}). Ask its instructors.")
-        return Refusal("allocation-exhausted",
-                       f"The allocation {self.label} that pays for {course.title} is used up ({figures}). Ask an administrator.")
+            return Refusal(
+                "course-budget", f"The budget of {course.title} is used up ({figures}). Ask its instructors."
+            )
+        return Refusal(
+            "allocation-exhausted",
+            f"The allocation {self.label} that pays for {course.title} is used up ({figures}). Ask an administrator.",
+        )
 
 
 _LOCK_ALLOCATION = select(Allocation).where(Allocation.id == bindparam("id")).with_for_update()
@@ -65,14 +75,20 @@ def check_allocation(db, course, now, needs_gpu):
     """The allocation paying for ``course``, checked valid today; raises Refusal. None if nothing needs paying."""
     if not course.allocation:
         if needs_gpu:
-            raise Refusal("no-allocation", f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.")
+            raise Refusal(
+                "no-allocation",
+                f"No allocation pays for {course.title}, so its GPU sandbox cannot start. Ask an administrator.",
+            )
         return None
     # lock the allocation's row: concurrent admissions on it queue here (PostgreSQL; SQLite locks the database)
     allocation = db.scalar(_LOCK_ALLOCATION, {"id": course.allocation})
     if allocation is None:
         if not needs_gpu:
             return None  # CPU time is tracked, and nothing needs paying
-        raise Refusal("no-allocation", f"The allocation {course.allocation} that pays for {course.title} is not recorded. Ask an administrator.")
+        raise Refusal(
+            "no-allocation",
+            f"The allocation {course.allocation} that pays for {course.title} is not recorded. Ask an administrator.",
+        )
     problem = allocation_state(allocation, now.date())
     if problem:
         reason, sentence = problem
@@ -88,8 +104,13 @@ def quota_window(course, now):
 def snapshot_for(db, courses, now, users=None):
     """A :class:`UsageSnapshot` covering ``courses`` (and only ``users`` when given)."""
     windows = {c.id: quota_window(c, now)[0] for c in courses if c.quota is not None}
-    return UsageSnapshot(db, [c.id for c in courses], windows, users=users,
-                         allocation_ids=sorted({c.allocation for c in courses if c.allocation}))
+    return UsageSnapshot(
+        db,
+        [c.id for c in courses],
+        windows,
+        users=users,
+        allocation_ids=sorted({c.allocation for c in courses if c.allocation}),
+    )
 
 
 def limits_from(snap, course, user, allocation, now):
@@ -110,8 +131,18 @@ def limits_from(snap, course, user, allocation, now):
         for i, unit in enumerate(("gpu", "cpu")):
             hours = getattr(course.quota, f"{unit}_hours")
             if hours is not None:
-                limits.append(Limit("learner", unit, hours_to_ms(hours), charged[i], held[i], user,
-                                    reset_at=reset, window=course.quota.window))
+                limits.append(
+                    Limit(
+                        "learner",
+                        unit,
+                        hours_to_ms(hours),
+                        charged[i],
+                        held[i],
+                        user,
+                        reset_at=reset,
+                        window=course.quota.window,
+                    )
+                )
     return limits
 
 

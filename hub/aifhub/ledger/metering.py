@@ -20,8 +20,18 @@ from .sessions import active_session, end_session
 from .units import PPM, hours_to_ms
 
 SS = SandboxSession
-EVENT_COLUMNS = ["session_id", "seq", "user", "course_id", "allocation_id", "gpu_kind", "start_at", "end_at", "gpu_ms",
-                 "cpu_ms"]
+EVENT_COLUMNS = [
+    "session_id",
+    "seq",
+    "user",
+    "course_id",
+    "allocation_id",
+    "gpu_kind",
+    "start_at",
+    "end_at",
+    "gpu_ms",
+    "cpu_ms",
+]
 
 WARN_AT = (80, 90)
 
@@ -46,8 +56,14 @@ def charge(db, session, until, rates=None):
     else:
         weight = rates.weight(session.gpu_kind, since) if rates else rate_ppm(db, session.gpu_kind, since)
     event = UsageEvent(
-        session_id=session.id, seq=session.seq + 1, user=session.user, course_id=session.course_id,
-        allocation_id=session.allocation_id, gpu_kind=session.gpu_kind, start_at=since, end_at=until,
+        session_id=session.id,
+        seq=session.seq + 1,
+        user=session.user,
+        course_id=session.course_id,
+        allocation_id=session.allocation_id,
+        gpu_kind=session.gpu_kind,
+        start_at=since,
+        end_at=until,
         gpu_ms=elapsed_ms * weight * session.gpu_count // PPM,
         cpu_ms=elapsed_ms * session.cpu_millis // 1000,
     )
@@ -113,22 +129,34 @@ def _enforce(session, course, limits, weight, now, grace_s, result):
     seconds_left = (tightest.limit_ms - tightest.used_ms) / 1000 / rate if rate else float("inf")
     if seconds_left <= grace_s and session.warned_percent < 100:
         session.warned_percent = 100
-        result.warnings.append((session.user, session.server_name, 100,
-                                f"Your sandbox for {course.title} stops in about {max(1, round(seconds_left / 60))} minute(s): "
-                                f"the {tightest.scope} limit is nearly used up. Save your work."))
+        result.warnings.append(
+            (
+                session.user,
+                session.server_name,
+                100,
+                f"Your sandbox for {course.title} stops in about {max(1, round(seconds_left / 60))} minute(s): "
+                f"the {tightest.scope} limit is nearly used up. Save your work.",
+            )
+        )
         return
     level = max((w for w in WARN_AT if tightest.percent >= w), default=0)
     if level > session.warned_percent:
         session.warned_percent = level
         unit = "GPU" if tightest.unit == "gpu" else "CPU"
-        result.warnings.append((session.user, session.server_name, level,
-                                f"You have used {level}% of your {unit}-hours ({tightest.scope} limit) for {course.title}."))
+        result.warnings.append(
+            (
+                session.user,
+                session.server_name,
+                level,
+                f"You have used {level}% of your {unit}-hours ({tightest.scope} limit) for {course.title}.",
+            )
+        )
 
 
 def _chunks(ids, size=500):
     ids = sorted(ids)
     for i in range(0, len(ids), size):
-        yield ids[i:i + size]
+        yield ids[i : i + size]
 
 
 def _sessions(db, ids):
@@ -141,8 +169,10 @@ def _sessions(db, ids):
 
 # Every active session, in one pass through the driver (no ORM objects, no type conversions): the tick's
 # only read of all of them. The last charge comes back as the driver gives it (text in SQLite), to group by.
-ACTIVE = ('SELECT id, "user", server_name, course_id, gpu_kind, gpu_count, cpu_millis, max_session_s, '
-          "charge_until IS NOT NULL, last_charged_at, pending FROM sandbox_sessions WHERE state = 'active'")
+ACTIVE = (
+    'SELECT id, "user", server_name, course_id, gpu_kind, gpu_count, cpu_millis, max_session_s, '
+    "charge_until IS NOT NULL, last_charged_at, pending FROM sandbox_sessions WHERE state = 'active'"
+)
 BULK_AT_LEAST = 32  # sessions last charged at the same moment at the same rate: charged by one statement
 
 
@@ -223,16 +253,39 @@ def _charge_in_groups(db, found, now, rates, result):
         elapsed_ms = int((now - since).total_seconds() * 1000)
         weight = rates.weight(kind, since) if count else 0
         gpu_ms, cpu_ms = elapsed_ms * weight * count // PPM, elapsed_ms * cpu_millis // 1000
-        group = (SS.state == "active", SS.charge_until.is_(None), SS.last_charged_at == since,
-                 SS.gpu_kind.is_(None) if kind is None else SS.gpu_kind == kind, SS.gpu_count == count,
-                 SS.cpu_millis == cpu_millis, SS.id.not_in(sorted(found.young)))
-        events = select(SS.id, SS.seq + 1, SS.user, SS.course_id, SS.allocation_id, SS.gpu_kind,
-                        literal(since, UTCDateTime()), literal(now, UTCDateTime()),
-                        literal(gpu_ms, BigInteger()), literal(cpu_ms, BigInteger())).where(*group)
+        group = (
+            SS.state == "active",
+            SS.charge_until.is_(None),
+            SS.last_charged_at == since,
+            SS.gpu_kind.is_(None) if kind is None else SS.gpu_kind == kind,
+            SS.gpu_count == count,
+            SS.cpu_millis == cpu_millis,
+            SS.id.not_in(sorted(found.young)),
+        )
+        events = select(
+            SS.id,
+            SS.seq + 1,
+            SS.user,
+            SS.course_id,
+            SS.allocation_id,
+            SS.gpu_kind,
+            literal(since, UTCDateTime()),
+            literal(now, UTCDateTime()),
+            literal(gpu_ms, BigInteger()),
+            literal(cpu_ms, BigInteger()),
+        ).where(*group)
         db.execute(insert(UsageEvent).from_select(EVENT_COLUMNS, events))
-        db.execute(update(SS).where(*group).values(
-            seq=SS.seq + 1, charged_gpu_ms=SS.charged_gpu_ms + gpu_ms, charged_cpu_ms=SS.charged_cpu_ms + cpu_ms,
-            last_charged_at=now).execution_options(synchronize_session=False))
+        db.execute(
+            update(SS)
+            .where(*group)
+            .values(
+                seq=SS.seq + 1,
+                charged_gpu_ms=SS.charged_gpu_ms + gpu_ms,
+                charged_cpu_ms=SS.charged_cpu_ms + cpu_ms,
+                last_charged_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
         result.charged += len(ids)
     _charge_singly(db, small, now, rates, result)
 
@@ -253,18 +306,31 @@ def _near_learners(db, course, since, quota, rate, grace_s):
     only those learners' sums coming back."""
     straddling = window_charges(db, course.id, since, straddling_only=True)
     most = [max((f[i] for f in straddling.values()), default=0) for i in range(2)]
-    floors = {unit: math.floor(min(0.8 * limit, limit - grace_s * rate[unit])) - most[i]
-              for i, unit in enumerate(("gpu", "cpu")) if (limit := quota.get(unit)) is not None}
+    floors = {
+        unit: math.floor(min(0.8 * limit, limit - grace_s * rate[unit])) - most[i]
+        for i, unit in enumerate(("gpu", "cpu"))
+        if (limit := quota.get(unit)) is not None
+    }
     sums = {"gpu": func.sum(SS.charged_gpu_ms), "cpu": func.sum(SS.charged_cpu_ms)}
-    q = (select(SS.user, sums["gpu"], sums["cpu"]).where(SS.course_id == course.id, SS.started_at >= since)
-         .group_by(SS.user).having(or_(*(sums[unit] >= floor for unit, floor in floors.items()))))
+    q = (
+        select(SS.user, sums["gpu"], sums["cpu"])
+        .where(SS.course_id == course.id, SS.started_at >= since)
+        .group_by(SS.user)
+        .having(or_(*(sums[unit] >= floor for unit, floor in floors.items())))
+    )
     used = {user: (int(g or 0), int(c or 0)) for user, g, c in db.execute(q)}
     for user, (g, c) in straddling.items():
         before = used.get(user, (0, 0))
         used[user] = (before[0] + g, before[1] + c)
-    return {user for user, figures in used.items()
-            if any(_near(limit, figures[i], rate[unit], grace_s) for i, unit in enumerate(("gpu", "cpu"))
-                   if (limit := quota.get(unit)) is not None)}
+    return {
+        user
+        for user, figures in used.items()
+        if any(
+            _near(limit, figures[i], rate[unit], grace_s)
+            for i, unit in enumerate(("gpu", "cpu"))
+            if (limit := quota.get(unit)) is not None
+        )
+    }
 
 
 def _candidates(db, catalog, found, now, grace_s):
@@ -274,22 +340,34 @@ def _candidates(db, catalog, found, now, grace_s):
     free = (SS.state == "active", SS.charge_until.is_(None), SS.id.not_in(sorted(found.young)))
     ids = set()
     for max_s in found.max_session:
-        ids |= set(db.scalars(select(SS.id).where(*free, SS.max_session_s == max_s,
-                                                  SS.started_at <= now - timedelta(seconds=max_s))))
+        ids |= set(
+            db.scalars(
+                select(SS.id).where(*free, SS.max_session_s == max_s, SS.started_at <= now - timedelta(seconds=max_s))
+            )
+        )
     courses = {cid: catalog.get(cid) for cid in found.rates if catalog.get(cid) is not None}
     snap = snapshot_for(db, list(courses.values()), now, users=[])  # allocations' and courses' totals only
-    allocs = {a.id: a for a in db.scalars(select(Allocation).where(
-        Allocation.id.in_({c.allocation for c in courses.values() if c.allocation})))}
+    allocs = {
+        a.id: a
+        for a in db.scalars(
+            select(Allocation).where(Allocation.id.in_({c.allocation for c in courses.values() if c.allocation}))
+        )
+    }
     for course_id, course in courses.items():
         rate = dict(zip(("gpu", "cpu"), found.rates[course_id]))
-        shared = [lim for lim in limits_from(snap, course, None, allocs.get(course.allocation), now) if lim.scope != "learner"]
+        shared = [
+            lim for lim in limits_from(snap, course, None, allocs.get(course.allocation), now) if lim.scope != "learner"
+        ]
         if any(_near(lim.limit_ms, lim.used_ms, rate[lim.unit], grace_s) for lim in shared):
             ids |= set(db.scalars(select(SS.id).where(*free, SS.course_id == course_id)))
             continue
         if course.quota is None:
             continue
-        quota = {unit: hours_to_ms(getattr(course.quota, f"{unit}_hours")) for unit in ("gpu", "cpu")
-                 if getattr(course.quota, f"{unit}_hours") is not None}
+        quota = {
+            unit: hours_to_ms(getattr(course.quota, f"{unit}_hours"))
+            for unit in ("gpu", "cpu")
+            if getattr(course.quota, f"{unit}_hours") is not None
+        }
         near = _near_learners(db, course, quota_window(course, now)[0], quota, rate, grace_s) if quota else set()
         for chunk in _chunks(near):
             ids |= set(db.scalars(select(SS.id).where(*free, SS.course_id == course_id, SS.user.in_(chunk))))
@@ -299,14 +377,23 @@ def _candidates(db, catalog, found, now, grace_s):
 def _enforce_all(db, catalog, found, now, rates, grace_s, result):
     for chunk in _chunks(found.stopping):
         for user, server, reason, course_id in db.execute(
-                select(SS.user, SS.server_name, SS.stop_reason, SS.course_id).where(SS.id.in_(chunk)).order_by(SS.id)):
+            select(SS.user, SS.server_name, SS.stop_reason, SS.course_id).where(SS.id.in_(chunk)).order_by(SS.id)
+        ):
             if catalog.get(course_id) is not None:  # already told to stop: ask the hub again until it has
                 result.stops.append((user, server, reason))
     sessions = _sessions(db, _candidates(db, catalog, found, now, grace_s))
     courses = {s.course_id: catalog.get(s.course_id) for s in sessions}
-    snap = snapshot_for(db, [c for c in courses.values() if c is not None], now, users=sorted({s.user for s in sessions}))
-    allocs = {a.id: a for a in db.scalars(select(Allocation).where(
-        Allocation.id.in_({c.allocation for c in courses.values() if c is not None and c.allocation})))}
+    snap = snapshot_for(
+        db, [c for c in courses.values() if c is not None], now, users=sorted({s.user for s in sessions})
+    )
+    allocs = {
+        a.id: a
+        for a in db.scalars(
+            select(Allocation).where(
+                Allocation.id.in_({c.allocation for c in courses.values() if c is not None and c.allocation})
+            )
+        )
+    }
     for session in sessions:
         course = courses[session.course_id]
         if course is not None:

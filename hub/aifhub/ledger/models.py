@@ -8,7 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from ..state.base import Base, UTCDateTime, utcnow
 
 
-
 class SandboxSession(Base):
     """One run of one learner's sandbox for one course, from admission to stop."""
 

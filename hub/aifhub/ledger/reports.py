@@ -27,29 +27,60 @@ def _filtered(q, model, allocation, course, user):
 def session_rows(db, allocation=None, course=None, user=None):
     """One row per session with its charged totals (what table, csv and json show)."""
     q = (
-        select(SandboxSession, func.min(UsageEvent.start_at), func.max(UsageEvent.end_at),
-               func.coalesce(func.sum(UsageEvent.gpu_ms), 0), func.coalesce(func.sum(UsageEvent.cpu_ms), 0),
-               func.count(UsageEvent.id))
+        select(
+            SandboxSession,
+            func.min(UsageEvent.start_at),
+            func.max(UsageEvent.end_at),
+            func.coalesce(func.sum(UsageEvent.gpu_ms), 0),
+            func.coalesce(func.sum(UsageEvent.cpu_ms), 0),
+            func.count(UsageEvent.id),
+        )
         .join(UsageEvent, UsageEvent.session_id == SandboxSession.id, isouter=True)
-        .group_by(SandboxSession.id).order_by(SandboxSession.id)
+        .group_by(SandboxSession.id)
+        .order_by(SandboxSession.id)
     )
     q = _filtered(q, SandboxSession, allocation, course, user)
     rows = []
     for s, first, last, gpu_ms, cpu_ms, events in db.execute(q):
-        rows.append({
-            "session": s.id, "user": s.user, "course": s.course_id, "allocation": s.allocation_id,
-            "gpu_kind": s.gpu_kind, "gpus": s.gpu_count, "state": s.state,
-            "start": (first or s.started_at).isoformat(), "end": (last or s.ended_at or s.started_at).isoformat(),
-            "gpu_hours": ms_to_hours(int(gpu_ms)), "cpu_hours": ms_to_hours(int(cpu_ms)),
-            "gpu_ms": int(gpu_ms), "cpu_ms": int(cpu_ms), "events": int(events),
-        })
+        rows.append(
+            {
+                "session": s.id,
+                "user": s.user,
+                "course": s.course_id,
+                "allocation": s.allocation_id,
+                "gpu_kind": s.gpu_kind,
+                "gpus": s.gpu_count,
+                "state": s.state,
+                "start": (first or s.started_at).isoformat(),
+                "end": (last or s.ended_at or s.started_at).isoformat(),
+                "gpu_hours": ms_to_hours(int(gpu_ms)),
+                "cpu_hours": ms_to_hours(int(cpu_ms)),
+                "gpu_ms": int(gpu_ms),
+                "cpu_ms": int(cpu_ms),
+                "events": int(events),
+            }
+        )
     return rows
 
 
 def to_csv(rows):
     out = io.StringIO()
-    fields = ["session", "user", "course", "allocation", "gpu_kind", "gpus", "state", "start", "end",
-              "gpu_hours", "cpu_hours", "gpu_ms", "cpu_ms", "events"]
+    fields = [
+        "session",
+        "user",
+        "course",
+        "allocation",
+        "gpu_kind",
+        "gpus",
+        "state",
+        "start",
+        "end",
+        "gpu_hours",
+        "cpu_hours",
+        "gpu_ms",
+        "cpu_ms",
+        "events",
+    ]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     writer.writerows(csv_row(row) for row in rows)  # no cell starts a spreadsheet formula
@@ -70,24 +101,34 @@ def waldur(db, allocation=None, course=None, user=None):
         t["users"][e.user]["cpu"] += e.cpu_ms
     payloads = []
     for (alloc, month), t in sorted(totals.items()):
-        payloads.append({
-            "allocation": alloc,
-            "set_usage": {
-                "resource": alloc,
-                "date": month,
-                "usages": [
-                    {"type": "gpu", "amount": f"{t['gpu'] / 3.6e6:.2f}",
-                     "description": f"aifhub training GPU-hours, {month[:7]}"},
-                    {"type": "cpu", "amount": f"{t['cpu'] / 3.6e6:.2f}",
-                     "description": f"aifhub training CPU-hours, {month[:7]}"},
-                ],
-            },
-            "set_user_usages": {
-                "component_type": "gpu",
-                "date": month,
-                "usages": [{"username": u, "usage": f"{v['gpu'] / 3.6e6:.2f}"} for u, v in sorted(t["users"].items())],
-            },
-        })
+        payloads.append(
+            {
+                "allocation": alloc,
+                "set_usage": {
+                    "resource": alloc,
+                    "date": month,
+                    "usages": [
+                        {
+                            "type": "gpu",
+                            "amount": f"{t['gpu'] / 3.6e6:.2f}",
+                            "description": f"aifhub training GPU-hours, {month[:7]}",
+                        },
+                        {
+                            "type": "cpu",
+                            "amount": f"{t['cpu'] / 3.6e6:.2f}",
+                            "description": f"aifhub training CPU-hours, {month[:7]}",
+                        },
+                    ],
+                },
+                "set_user_usages": {
+                    "component_type": "gpu",
+                    "date": month,
+                    "usages": [
+                        {"username": u, "usage": f"{v['gpu'] / 3.6e6:.2f}"} for u, v in sorted(t["users"].items())
+                    ],
+                },
+            }
+        )
     return payloads
 
 
@@ -110,21 +151,28 @@ def car_xml(db, machine="aifhub", site="aifhub", allocation=None, course=None, u
         ET.SubElement(job, f"{{{CAR_NS}}}LocalJobId").text = str(row["session"])
         uid = ET.SubElement(rec, f"{{{CAR_NS}}}UserIdentity")
         ET.SubElement(uid, f"{{{CAR_NS}}}LocalUserId").text = row["user"]
-        ET.SubElement(uid, f"{{{CAR_NS}}}GroupAttribute", {f"{{{CAR_NS}}}type": "ProjectName"}).text = row["allocation"] or ""
+        ET.SubElement(uid, f"{{{CAR_NS}}}GroupAttribute", {f"{{{CAR_NS}}}type": "ProjectName"}).text = (
+            row["allocation"] or ""
+        )
         ET.SubElement(uid, f"{{{CAR_NS}}}GroupAttribute", {f"{{{CAR_NS}}}type": "course"}).text = row["course"]
         ET.SubElement(rec, f"{{{CAR_NS}}}Status").text = "completed" if row["state"] == "ended" else "started"
         start_ms = row["gpu_ms"]
         wall_ms = int((_parse(row["end"]) - _parse(row["start"])).total_seconds() * 1000)
         ET.SubElement(rec, f"{{{CAR_NS}}}WallDuration").text = _iso_duration(wall_ms)
-        ET.SubElement(rec, f"{{{CAR_NS}}}CpuDuration", {f"{{{CAR_NS}}}usageType": "all"}).text = _iso_duration(row["cpu_ms"])
-        ET.SubElement(rec, f"{{{CAR_NS}}}ServiceLevel", {f"{{{CAR_NS}}}type": "GPUhours"}).text = f"{start_ms / 3.6e6:.4f}"
+        ET.SubElement(rec, f"{{{CAR_NS}}}CpuDuration", {f"{{{CAR_NS}}}usageType": "all"}).text = _iso_duration(
+            row["cpu_ms"]
+        )
+        ET.SubElement(
+            rec, f"{{{CAR_NS}}}ServiceLevel", {f"{{{CAR_NS}}}type": "GPUhours"}
+        ).text = f"{start_ms / 3.6e6:.4f}"
         ET.SubElement(rec, f"{{{CAR_NS}}}StartTime").text = row["start"]
         ET.SubElement(rec, f"{{{CAR_NS}}}EndTime").text = row["end"]
         ET.SubElement(rec, f"{{{CAR_NS}}}MachineName").text = machine
         ET.SubElement(rec, f"{{{CAR_NS}}}Site").text = site
         if row["gpus"]:
-            ET.SubElement(rec, f"{{{CAR_NS}}}Resource", {f"{{{CAR_NS}}}description": "GPUs"}).text = \
-                f"{row['gpus']}x{row['gpu_kind']}"
+            ET.SubElement(
+                rec, f"{{{CAR_NS}}}Resource", {f"{{{CAR_NS}}}description": "GPUs"}
+            ).text = f"{row['gpus']}x{row['gpu_kind']}"
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 

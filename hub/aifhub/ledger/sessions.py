@@ -7,8 +7,10 @@ from .models import GpuClaim, LearnerUid, SandboxSession, WaitlistEntry, utcnow
 
 
 _ACTIVE_SESSION = select(SandboxSession).where(
-    SandboxSession.state == "active", SandboxSession.user == bindparam("user"),
-    SandboxSession.server_name == bindparam("server_name"))
+    SandboxSession.state == "active",
+    SandboxSession.user == bindparam("user"),
+    SandboxSession.server_name == bindparam("server_name"),
+)
 
 
 def active_session(db, user, server_name):
@@ -29,8 +31,9 @@ def end_session(session, reason, at=None):
 def claimed_devices(db, now=None):
     """Devices in use by sessions, or held for the learner at the head of the waitlist (until the offer expires)."""
     now = now or utcnow()
-    held = db.scalars(select(WaitlistEntry.held_devices).where(
-        WaitlistEntry.state == "offered", WaitlistEntry.expires_at > now))
+    held = db.scalars(
+        select(WaitlistEntry.held_devices).where(WaitlistEntry.state == "offered", WaitlistEntry.expires_at > now)
+    )
     return set(db.scalars(select(GpuClaim.device_id))) | {d for h in held for d in h.split(",") if d}
 
 

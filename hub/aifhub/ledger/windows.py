@@ -19,7 +19,9 @@ def window_bounds(window, now, tz="UTC", course_start=None, course_end=None):
         start = datetime.combine(monday, time(), zone)
         reset = datetime.combine(monday + timedelta(days=7), time(), zone)
     elif window == "course":
-        start = datetime.combine(course_start, time(), zone) if course_start else datetime(2000, 1, 1, tzinfo=timezone.utc)
+        start = (
+            datetime.combine(course_start, time(), zone) if course_start else datetime(2000, 1, 1, tzinfo=timezone.utc)
+        )
         reset = None
     else:
         raise ValueError(f"unknown quota window {window!r} (expected day, week or course)")

@@ -51,17 +51,28 @@ class PlatformClient:
         cached = self._tokens.get(key)
         if cached and cached[1] > time.monotonic() + 30:
             return cached[0]
-        body = urlencode({
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": self.keys.client_assertion(self.client_id, self.token_url),
-            "scope": key,
-        })
-        resp = await self._fetch(HTTPRequest(self.token_url, method="POST", body=body, request_timeout=self.timeout,
-                                             headers={"Content-Type": "application/x-www-form-urlencoded"}))
+        body = urlencode(
+            {
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": self.keys.client_assertion(self.client_id, self.token_url),
+                "scope": key,
+            }
+        )
+        resp = await self._fetch(
+            HTTPRequest(
+                self.token_url,
+                method="POST",
+                body=body,
+                request_timeout=self.timeout,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        )
         if resp.code != 200:
-            raise PlatformError(f"the platform's token endpoint answered {resp.code}: {resp.body[:200]!r}",
-                                retryable=resp.code >= 500 or resp.code in (408, 429) or resp.code == 599)
+            raise PlatformError(
+                f"the platform's token endpoint answered {resp.code}: {resp.body[:200]!r}",
+                retryable=resp.code >= 500 or resp.code in (408, 429) or resp.code == 599,
+            )
         answer = json.loads(resp.body)
         self._tokens[key] = (answer["access_token"], time.monotonic() + float(answer.get("expires_in", 3600)))
         return answer["access_token"]
@@ -73,14 +84,23 @@ class PlatformClient:
             headers = {"Authorization": f"Bearer {token}", "Accept": accept}
             if content_type:
                 headers["Content-Type"] = content_type
-            resp = await self._fetch(HTTPRequest(url, method=method, headers=headers, request_timeout=self.timeout,
-                                                 body=None if body is None else json.dumps(body)))
+            resp = await self._fetch(
+                HTTPRequest(
+                    url,
+                    method=method,
+                    headers=headers,
+                    request_timeout=self.timeout,
+                    body=None if body is None else json.dumps(body),
+                )
+            )
             if resp.code == 401 and attempt == 0:
                 self._tokens.pop(" ".join(sorted(scopes)), None)
                 continue
             if resp.code >= 300:
-                raise PlatformError(f"{method} {url} answered {resp.code}: {resp.body[:200]!r}",
-                                    retryable=resp.code >= 500 or resp.code in (401, 408, 429) or resp.code == 599)
+                raise PlatformError(
+                    f"{method} {url} answered {resp.code}: {resp.body[:200]!r}",
+                    retryable=resp.code >= 500 or resp.code in (401, 408, 429) or resp.code == 599,
+                )
             data = json.loads(resp.body) if resp.body else None
             return data, resp.headers
 
@@ -96,8 +116,9 @@ class PlatformClient:
 
     async def find_lineitem(self, lineitems_url, resource_id):
         sep = "&" if "?" in lineitems_url else "?"
-        data, _ = await self.call("GET", f"{lineitems_url}{sep}{urlencode({'resource_id': resource_id})}",
-                                  [SCOPE_LINEITEM], accept=LINEITEMS)
+        data, _ = await self.call(
+            "GET", f"{lineitems_url}{sep}{urlencode({'resource_id': resource_id})}", [SCOPE_LINEITEM], accept=LINEITEMS
+        )
         items = data if isinstance(data, list) else (data or {}).get("lineitems") or (data or {}).get("content") or []
         for item in items:
             if item.get("resourceId") == resource_id and item.get("id"):
@@ -105,8 +126,9 @@ class PlatformClient:
         return None
 
     async def create_lineitem(self, lineitems_url, item):
-        data, _ = await self.call("POST", lineitems_url, [SCOPE_LINEITEM], body=item, accept=LINEITEM,
-                                  content_type=LINEITEM)
+        data, _ = await self.call(
+            "POST", lineitems_url, [SCOPE_LINEITEM], body=item, accept=LINEITEM, content_type=LINEITEM
+        )
         if not (data or {}).get("id"):
             raise PlatformError(f"the platform created a line item without an id: {data!r}", retryable=False)
         return data["id"]

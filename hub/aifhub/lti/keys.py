@@ -28,8 +28,9 @@ class ToolKeys:
         if self.path.exists():
             return serialization.load_pem_private_key(self.path.read_bytes(), password=None)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -42,6 +43,12 @@ class ToolKeys:
     def client_assertion(self, client_id, audience, lifetime=300):
         """The JWT a tool presents at the platform's token endpoint (IMS Security Framework 4.1)."""
         now = int(time.time())
-        claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + lifetime,
-                  "jti": uuid.uuid4().hex}
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": uuid.uuid4().hex,
+        }
         return jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": self.kid})

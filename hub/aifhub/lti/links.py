@@ -44,23 +44,37 @@ def decide_course(tool, catalog, f):
         raise LaunchRefused("This launch comes from no LMS course (no context claim), so it opens no aifhub course.")
     course_id = tool.course_map.get(f["context_id"])
     if course_id is None:
-        raise LaunchRefused(f"{what} is not linked to an aifhub course. Ask the aifhub administrator to add "
-                            f"{f['context_id']}: <course id> to course_map in the LTI settings.")
+        raise LaunchRefused(
+            f"{what} is not linked to an aifhub course. Ask the aifhub administrator to add "
+            f"{f['context_id']}: <course id> to course_map in the LTI settings."
+        )
     asked = f["custom"].get("course")
     if asked and asked != course_id:
         raise LaunchRefused(f"This link asks for the aifhub course {asked!r}, but {what} is linked to {course_id!r}.")
     if catalog.get(course_id) is None:
-        raise LaunchRefused(f"{what} is linked to the aifhub course {course_id!r}, which does not exist (or has errors).")
+        raise LaunchRefused(
+            f"{what} is linked to the aifhub course {course_id!r}, which does not exist (or has errors)."
+        )
     return course_id
 
 
 def record(s, tool, f, course_id, user):
     """Upsert the link and the user's LMS identity (a unit of work); returns the link's id."""
-    link = s.scalar(select(LtiLink).where(LtiLink.issuer == f["issuer"], LtiLink.deployment_id == f["deployment_id"],
-                                          LtiLink.context_id == f["context_id"]))
+    link = s.scalar(
+        select(LtiLink).where(
+            LtiLink.issuer == f["issuer"],
+            LtiLink.deployment_id == f["deployment_id"],
+            LtiLink.context_id == f["context_id"],
+        )
+    )
     if link is None:
-        link = LtiLink(issuer=f["issuer"], deployment_id=f["deployment_id"], context_id=f["context_id"],
-                       client_id=tool.primary_client_id, course_id=course_id)
+        link = LtiLink(
+            issuer=f["issuer"],
+            deployment_id=f["deployment_id"],
+            context_id=f["context_id"],
+            client_id=tool.primary_client_id,
+            course_id=course_id,
+        )
         s.add(link)
     link.course_id, link.context_title, link.updated_at = course_id, f["context_title"], utcnow()
     if f["lineitems_url"]:

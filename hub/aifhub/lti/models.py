@@ -31,15 +31,25 @@ class LtiLink(Base):
     roster_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("issuer", "deployment_id", "context_id", name="uq_lti_link"),
-                      Index("ix_lti_links_course", "course_id"))
+    __table_args__ = (
+        UniqueConstraint("issuer", "deployment_id", "context_id", name="uq_lti_link"),
+        Index("ix_lti_links_course", "course_id"),
+    )
 
     def to_dict(self):
         iso = lambda t: t.isoformat() if t else None  # noqa: E731
-        return {"id": self.id, "issuer": self.issuer, "deployment_id": self.deployment_id,
-                "context_id": self.context_id, "context_title": self.context_title, "course_id": self.course_id,
-                "ags": bool(self.lineitems_url), "nrps": bool(self.memberships_url),
-                "roster_synced_at": iso(self.roster_synced_at), "roster_error": self.roster_error}
+        return {
+            "id": self.id,
+            "issuer": self.issuer,
+            "deployment_id": self.deployment_id,
+            "context_id": self.context_id,
+            "context_title": self.context_title,
+            "course_id": self.course_id,
+            "ags": bool(self.lineitems_url),
+            "nrps": bool(self.memberships_url),
+            "roster_synced_at": iso(self.roster_synced_at),
+            "roster_error": self.roster_error,
+        }
 
 
 class LtiUser(Base):
@@ -53,8 +63,7 @@ class LtiUser(Base):
     user: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("issuer", "lti_user_id", name="uq_lti_user"),
-                      Index("ix_lti_users_user", "user"))
+    __table_args__ = (UniqueConstraint("issuer", "lti_user_id", name="uq_lti_user"), Index("ix_lti_users_user", "user"))
 
 
 class LtiLineItem(Base):
@@ -92,12 +101,23 @@ class LtiScore(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    __table_args__ = (UniqueConstraint("link_id", "assignment_id", "user", "fingerprint", name="uq_lti_score"),
-                      Index("ix_lti_scores_due", "state", "next_attempt_at"))
+    __table_args__ = (
+        UniqueConstraint("link_id", "assignment_id", "user", "fingerprint", name="uq_lti_score"),
+        Index("ix_lti_scores_due", "state", "next_attempt_at"),
+    )
 
     def to_dict(self):
         iso = lambda t: t.isoformat() if t else None  # noqa: E731
-        return {"id": self.id, "assignment_id": self.assignment_id, "user": self.user, "score": self.score,
-                "max_score": self.max_score, "graded_at": self.graded_at, "state": self.state,
-                "attempts": self.attempts, "next_attempt_at": iso(self.next_attempt_at),
-                "last_error": self.last_error, "sent_at": iso(self.sent_at)}
+        return {
+            "id": self.id,
+            "assignment_id": self.assignment_id,
+            "user": self.user,
+            "score": self.score,
+            "max_score": self.max_score,
+            "graded_at": self.graded_at,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at),
+            "last_error": self.last_error,
+            "sent_at": iso(self.sent_at),
+        }

@@ -37,29 +37,52 @@ def queue_scores(s, course_id, assignment, rows):
             if user not in ids:
                 continue  # not a learner of this LMS (no launch, not on its roster)
             fp = fingerprint(row)
-            exists = s.scalar(select(LtiScore.id).where(LtiScore.link_id == link.id, LtiScore.assignment_id == assignment,
-                                                        LtiScore.user == user, LtiScore.fingerprint == fp))
+            exists = s.scalar(
+                select(LtiScore.id).where(
+                    LtiScore.link_id == link.id,
+                    LtiScore.assignment_id == assignment,
+                    LtiScore.user == user,
+                    LtiScore.fingerprint == fp,
+                )
+            )
             if exists is None:
-                s.add(LtiScore(link_id=link.id, assignment_id=assignment, user=user, lti_user_id=ids[user],
-                               score=float(row["score"]), max_score=float(row["max_score"] or 0),
-                               graded_at=row.get("timestamp") or "", fingerprint=fp))
+                s.add(
+                    LtiScore(
+                        link_id=link.id,
+                        assignment_id=assignment,
+                        user=user,
+                        lti_user_id=ids[user],
+                        score=float(row["score"]),
+                        max_score=float(row["max_score"] or 0),
+                        graded_at=row.get("timestamp") or "",
+                        fingerprint=fp,
+                    )
+                )
                 added += 1
     return added
 
 
 def _has_ags_link(s, course_id):
-    return s.scalar(select(LtiLink.id).where(LtiLink.course_id == course_id,
-                                             LtiLink.lineitems_url.is_not(None)).limit(1)) is not None
+    return (
+        s.scalar(select(LtiLink.id).where(LtiLink.course_id == course_id, LtiLink.lineitems_url.is_not(None)).limit(1))
+        is not None
+    )
 
 
 def _due(s, limit):
-    q = (select(LtiScore.id).where(LtiScore.state == "pending", LtiScore.next_attempt_at <= utcnow())
-         .order_by(LtiScore.next_attempt_at, LtiScore.id).limit(limit))
+    q = (
+        select(LtiScore.id)
+        .where(LtiScore.state == "pending", LtiScore.next_attempt_at <= utcnow())
+        .order_by(LtiScore.next_attempt_at, LtiScore.id)
+        .limit(limit)
+    )
     return list(s.scalars(q))
 
 
 def _known_lineitem(s, link_id, assignment):
-    return s.scalar(select(LtiLineItem.url).where(LtiLineItem.link_id == link_id, LtiLineItem.assignment_id == assignment))
+    return s.scalar(
+        select(LtiLineItem.url).where(LtiLineItem.link_id == link_id, LtiLineItem.assignment_id == assignment)
+    )
 
 
 def _keep_lineitem(s, link_id, assignment, url):
@@ -71,8 +94,10 @@ def _to_send(s, score_id):
     if row is None or row.state != "pending":
         return None
     link = s.get(LtiLink, row.link_id)
-    return (row.to_dict() | {"lti_user_id": row.lti_user_id, "created_at": row.created_at},
-            {"id": link.id, "lineitems_url": link.lineitems_url, "course_id": link.course_id})
+    return (
+        row.to_dict() | {"lti_user_id": row.lti_user_id, "created_at": row.created_at},
+        {"id": link.id, "lineitems_url": link.lineitems_url, "course_id": link.course_id},
+    )
 
 
 def _sent(s, score_id):
@@ -95,14 +120,21 @@ def _attempt_failed(s, score_id, message, retryable, attempts, backoff, backoff_
 
 
 def _status(s, course_id):
-    q = (select(LtiScore).join(LtiLink, LtiLink.id == LtiScore.link_id).where(LtiLink.course_id == course_id)
-         .order_by(LtiScore.id.desc()))
+    q = (
+        select(LtiScore)
+        .join(LtiLink, LtiLink.id == LtiScore.link_id)
+        .where(LtiLink.course_id == course_id)
+        .order_by(LtiScore.id.desc())
+    )
     return [row.to_dict() for row in s.scalars(q)]
 
 
 def _resend(s, course_id, score_ids):
-    q = (select(LtiScore).join(LtiLink, LtiLink.id == LtiScore.link_id)
-         .where(LtiLink.course_id == course_id, LtiScore.state == "failed"))
+    q = (
+        select(LtiScore)
+        .join(LtiLink, LtiLink.id == LtiScore.link_id)
+        .where(LtiLink.course_id == course_id, LtiScore.state == "failed")
+    )
     if score_ids:
         q = q.where(LtiScore.id.in_(list(score_ids)))
     rows = list(s.scalars(q))
@@ -148,9 +180,15 @@ class Passback:
             url = await self.tool.client.find_lineitem(link["lineitems_url"], assignment)
             if url is None:
                 course = self.core.catalog.get(link["course_id"])
-                url = await self.tool.client.create_lineitem(link["lineitems_url"], {
-                    "scoreMaximum": max_score, "label": f"{course.title if course else link['course_id']}: {assignment}",
-                    "resourceId": assignment, "tag": "aifhub"})
+                url = await self.tool.client.create_lineitem(
+                    link["lineitems_url"],
+                    {
+                        "scoreMaximum": max_score,
+                        "label": f"{course.title if course else link['course_id']}: {assignment}",
+                        "resourceId": assignment,
+                        "tag": "aifhub",
+                    },
+                )
                 log.info("Created the LMS line item of %s/%s: %s", link["course_id"], assignment, url)
             await self.core.db.run(_keep_lineitem, link["id"], assignment, url)
             return url
@@ -163,21 +201,44 @@ class Passback:
             score, link = found
             try:
                 lineitem = await self._lineitem(link, score["assignment_id"], score["max_score"])
-                await self.tool.client.post_score(lineitem, {
-                    "userId": score["lti_user_id"], "scoreGiven": score["score"], "scoreMaximum": score["max_score"],
-                    "activityProgress": "Completed", "gradingProgress": "FullyGraded",
-                    "timestamp": score["created_at"].isoformat(timespec="microseconds"),
-                })
+                await self.tool.client.post_score(
+                    lineitem,
+                    {
+                        "userId": score["lti_user_id"],
+                        "scoreGiven": score["score"],
+                        "scoreMaximum": score["max_score"],
+                        "activityProgress": "Completed",
+                        "gradingProgress": "FullyGraded",
+                        "timestamp": score["created_at"].isoformat(timespec="microseconds"),
+                    },
+                )
             except PlatformError as exc:
                 user, assignment, attempts, delay = await self.core.db.run(
-                    _attempt_failed, score_id, exc.message, exc.retryable, self.tool.passback_attempts,
-                    self.tool.passback_backoff, self.tool.passback_backoff_max)
+                    _attempt_failed,
+                    score_id,
+                    exc.message,
+                    exc.retryable,
+                    self.tool.passback_attempts,
+                    self.tool.passback_backoff,
+                    self.tool.passback_backoff_max,
+                )
                 if delay is None:
-                    log.error("Passback of %s's score for %s failed for good after %d attempt(s): %s",
-                              user, assignment, attempts, exc.message)
+                    log.error(
+                        "Passback of %s's score for %s failed for good after %d attempt(s): %s",
+                        user,
+                        assignment,
+                        attempts,
+                        exc.message,
+                    )
                 else:
-                    log.warning("Passback of %s's score for %s failed (attempt %d), again in %.0f s: %s",
-                                user, assignment, attempts, delay, exc.message)
+                    log.warning(
+                        "Passback of %s's score for %s failed (attempt %d), again in %.0f s: %s",
+                        user,
+                        assignment,
+                        attempts,
+                        delay,
+                        exc.message,
+                    )
                 return
             await self.core.db.run(_sent, score_id)
             log.info("Sent %s's score for %s/%s to the LMS", score["user"], link["course_id"], score["assignment_id"])

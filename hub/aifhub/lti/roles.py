@@ -1,15 +1,20 @@
 """LTI context roles → aifhub roles (LTI 1.3 §A.2.2; NRPS accepts the short names too)."""
 
 MEMBERSHIP = "http://purl.imsglobal.org/vocab/lis/v2/membership"
-INSTRUCTOR_ROLES = {"Instructor", "ContentDeveloper", "Administrator", "Instructor#TeachingAssistant",
-                    "TeachingAssistant"}
+INSTRUCTOR_ROLES = {
+    "Instructor",
+    "ContentDeveloper",
+    "Administrator",
+    "Instructor#TeachingAssistant",
+    "TeachingAssistant",
+}
 LEARNER_ROLES = {"Learner", "Member"}
 
 
 def _short(role):
     for prefix in (MEMBERSHIP + "#", MEMBERSHIP + "/"):
         if role.startswith(prefix):
-            return role[len(prefix):]
+            return role[len(prefix) :]
     return role
 
 

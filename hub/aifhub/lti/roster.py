@@ -37,10 +37,12 @@ def members_to_grants(tool, issuer, members):
 
 def apply_roster(s, course_id, grants):
     """Give ``grants`` their roles in ``course_id`` and revoke the ``lti`` grants of everyone else there."""
-    current = set(s.scalars(select(Enrollment.user).where(Enrollment.course_id == course_id,
-                                                          Enrollment.source == "lti")))
-    current |= set(s.scalars(select(CourseStaff.user).where(CourseStaff.course_id == course_id,
-                                                            CourseStaff.source == "lti")))
+    current = set(
+        s.scalars(select(Enrollment.user).where(Enrollment.course_id == course_id, Enrollment.source == "lti"))
+    )
+    current |= set(
+        s.scalars(select(CourseStaff.user).where(CourseStaff.course_id == course_id, CourseStaff.source == "lti"))
+    )
     changed = False
     for user, role in grants.items():
         changed |= bool(apply_grants(s, user, "lti", {course_id: role}, scope={course_id}))

@@ -27,27 +27,51 @@ def _nrps_link_ids(s):
 class LtiTool(LoggingConfigurable):
     """LTI 1.3 Advantage for one platform (LMS): launches, NRPS rosters, AGS grade passback."""
 
-    issuer = Unicode(help="The platform's issuer (as in its launches' iss claim), e.g. https://moodle.example.org.").tag(config=True)
-    client_id = Union([Unicode(), List(Unicode())], help="The client id(s) the platform gave this tool; the first "
-                      "one signs the tool's service requests.").tag(config=True)
-    token_url = Unicode(help="The platform's OAuth2 token endpoint for LTI Advantage services (Moodle: "
-                        "<moodle>/mod/lti/token.php; Canvas: https://sso.canvaslms.com/login/oauth2/token).").tag(config=True)
+    issuer = Unicode(
+        help="The platform's issuer (as in its launches' iss claim), e.g. https://moodle.example.org."
+    ).tag(config=True)
+    client_id = Union(
+        [Unicode(), List(Unicode())],
+        help="The client id(s) the platform gave this tool; the first one signs the tool's service requests.",
+    ).tag(config=True)
+    token_url = Unicode(
+        help="The platform's OAuth2 token endpoint for LTI Advantage services (Moodle: "
+        "<moodle>/mod/lti/token.php; Canvas: https://sso.canvaslms.com/login/oauth2/token)."
+    ).tag(config=True)
     course_map = Dict(
         help="LMS course (LTI context id) → aifhub course id. Only mapped LMS courses open an aifhub course; a link's "
         "custom parameter course=<id> may repeat the mapping but never choose another course.",
     ).tag(config=True)
-    key_file = Unicode(help="The tool's private RSA key (PEM), made on first start. Default: <state>/secrets/lti-tool-key.pem. "
-                       "Its public half is served at /services/aifhub/lti/jwks for the platform.").tag(config=True)
-    username_key = Unicode("sub", help="Claim (launch) or member field (NRPS) that names a user; 'sub' is the "
-                           "LMS's stable user id (NRPS: user_id).").tag(config=True)
-    username_style = Enum(list(names.STYLES), "hashed", help="As the hub's AifhubLTI13Authenticator.username_style "
-                          "(both must agree: roster names and launch names are the same people).").tag(config=True)
+    key_file = Unicode(
+        help="The tool's private RSA key (PEM), made on first start. Default: <state>/secrets/lti-tool-key.pem. "
+        "Its public half is served at /services/aifhub/lti/jwks for the platform."
+    ).tag(config=True)
+    username_key = Unicode(
+        "sub",
+        help="Claim (launch) or member field (NRPS) that names a user; 'sub' is the "
+        "LMS's stable user id (NRPS: user_id).",
+    ).tag(config=True)
+    username_style = Enum(
+        list(names.STYLES),
+        "hashed",
+        help="As the hub's AifhubLTI13Authenticator.username_style "
+        "(both must agree: roster names and launch names are the same people).",
+    ).tag(config=True)
     username_casefold = Bool(False, help="Lower-case the username claim before deriving the name.").tag(config=True)
-    roster_sync_interval = Float(900.0, help="Seconds between NRPS roster syncs of every linked course (an "
-                                 "instructor's launch also syncs their course).").tag(config=True)
-    passback_interval = Float(5.0, help="Seconds between looks for scores that are due (release wakes it at once).").tag(config=True)
-    passback_attempts = Integer(8, help="Attempts to send one score before it is marked failed (instructors can resend).").tag(config=True)
-    passback_backoff = Float(5.0, help="Seconds before the first retry of a failed send; each retry doubles it.").tag(config=True)
+    roster_sync_interval = Float(
+        900.0,
+        help="Seconds between NRPS roster syncs of every linked course (an "
+        "instructor's launch also syncs their course).",
+    ).tag(config=True)
+    passback_interval = Float(
+        5.0, help="Seconds between looks for scores that are due (release wakes it at once)."
+    ).tag(config=True)
+    passback_attempts = Integer(
+        8, help="Attempts to send one score before it is marked failed (instructors can resend)."
+    ).tag(config=True)
+    passback_backoff = Float(5.0, help="Seconds before the first retry of a failed send; each retry doubles it.").tag(
+        config=True
+    )
     passback_backoff_max = Float(900.0, help="Longest wait between two attempts, in seconds.").tag(config=True)
     passback_concurrency = Integer(4, help="Scores sent to the platform at once.").tag(config=True)
 
@@ -104,13 +128,20 @@ class LtiTool(LoggingConfigurable):
         except links.LaunchRefused as exc:
             return str(exc), {}, {}
         if f["role"] is None:
-            return ("Your role in this LMS course is neither learner nor instructor, so it opens no aifhub course."), {}, {}
+            return (
+                ("Your role in this LMS course is neither learner nor instructor, so it opens no aifhub course."),
+                {},
+                {},
+            )
         link_id = await self.core.db.run(links.record, self, f, course_id, user)
         if f["role"] == "instructor":
             self._spawn(self.sync_roster(link_id))
         course = self.core.catalog.get(course_id)
-        return None, {course_id: f["role"]}, {"course": course_id, "role": f["role"],
-                                              "assignment": links.assignment_of(course, f["custom"])}
+        return (
+            None,
+            {course_id: f["role"]},
+            {"course": course_id, "role": f["role"], "assignment": links.assignment_of(course, f["custom"])},
+        )
 
     # -- loops --------------------------------------------------------------------
 

@@ -82,8 +82,14 @@ class Exchange(DefaultExchange):
         self.ensure_root()
         url = self.service_url.rstrip("/") + "/api/v1/" + path
         try:
-            resp = requests.request(method, url, params=params, data=data, timeout=self.request_timeout,
-                                    headers={"Authorization": f"token {self.api_token}"})
+            resp = requests.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                timeout=self.request_timeout,
+                headers={"Authorization": f"token {self.api_token}"},
+            )
         except requests.RequestException as exc:
             self.fail(f"Cannot reach the aifhub exchange at {self.service_url}: {exc}")
         if resp.status_code not in ok:
@@ -161,11 +167,18 @@ class ExchangeSubmit(Exchange, DefaultSubmit):
                     if path.is_file() and not path.is_symlink():
                         tar.add(path, arcname=path.relative_to(dest).as_posix(), recursive=False)
             params = {"student": self.student} if self.requested_student() else None
-            resp = self.api("POST", f"courses/{quote(self.coursedir.course_id)}/assignments/"
-                            f"{quote(self.coursedir.assignment_id)}/submissions", params=params, data=buf.getvalue())
+            resp = self.api(
+                "POST",
+                f"courses/{quote(self.coursedir.course_id)}/assignments/"
+                f"{quote(self.coursedir.assignment_id)}/submissions",
+                params=params,
+                data=buf.getvalue(),
+            )
             self.timestamp = resp.json()["timestamp"]
             # the local cache, as nbgrader's default exchange keeps it (the Assignments tab lists it)
-            cache_path = os.path.join(self.cache_path, f"{self.student}+{self.coursedir.assignment_id}+{self.timestamp}")
+            cache_path = os.path.join(
+                self.cache_path, f"{self.student}+{self.coursedir.assignment_id}+{self.timestamp}"
+            )
             os.makedirs(self.cache_path, exist_ok=True)
             shutil.copytree(dest, cache_path)
             with open(os.path.join(cache_path, "timestamp.txt"), "w") as fh:
@@ -173,8 +186,9 @@ class ExchangeSubmit(Exchange, DefaultSubmit):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(getattr(self, "_release_tmp", ""), ignore_errors=True)
-        self.log.info("Submitted as: {} {} {}".format(self.coursedir.course_id, self.coursedir.assignment_id,
-                                                       self.timestamp))
+        self.log.info(
+            "Submitted as: {} {} {}".format(self.coursedir.course_id, self.coursedir.assignment_id, self.timestamp)
+        )
 
 
 class ExchangeFetchFeedback(Exchange, DefaultFetchFeedback):
@@ -185,8 +199,12 @@ class ExchangeFetchFeedback(Exchange, DefaultFetchFeedback):
         if not aid or aid == ALL:
             self.fail("Name the assignment to fetch feedback for.")
         student = self.requested_student()
-        resp = self.api("GET", f"courses/{quote(course)}/assignments/{quote(aid)}/feedback",
-                        params={"student": student} if student else None, ok=(200, 404))
+        resp = self.api(
+            "GET",
+            f"courses/{quote(course)}/assignments/{quote(aid)}/feedback",
+            params={"student": student} if student else None,
+            ok=(200, 404),
+        )
         self.feedback_files = []
         self.src_path = f"{self.service_url}{course}/{aid}/feedback"
         if resp.status_code == 404:
@@ -227,14 +245,19 @@ class ExchangeList(Exchange, DefaultList):
         """The course's released assignments with the caller's (or ``--student``'s) submissions and feedback;
         None for a course of the caller's list they are not a member of (open to enrol, not enrolled)."""
         student = self.requested_student()
-        resp = self.api("GET", f"courses/{quote(course)}/assignments", params={"student": student} if student else None,
-                        ok=(200,) if given else (200, 403))
+        resp = self.api(
+            "GET",
+            f"courses/{quote(course)}/assignments",
+            params={"student": student} if student else None,
+            ok=(200,) if given else (200, 403),
+        )
         if resp.status_code != 200:
             return None
         data = resp.json()
         wanted = self.coursedir.assignment_id if self.coursedir.assignment_id not in ("", ALL) else None
-        data["assignments"] = sorted((a for a in data["assignments"] if wanted in (None, a["assignment_id"])),
-                                     key=lambda a: a["assignment_id"])
+        data["assignments"] = sorted(
+            (a for a in data["assignments"] if wanted in (None, a["assignment_id"])), key=lambda a: a["assignment_id"]
+        )
         return data
 
     def parse_assignments(self):
@@ -258,11 +281,20 @@ class ExchangeList(Exchange, DefaultList):
             local = self.assignment_path(course, aid)
             info = {"course_id": course, "assignment_id": aid}
             if os.path.isdir(local):
-                info.update(status="fetched", path=local, notebooks=[
-                    {"notebook_id": Path(p).stem, "path": p} for p in sorted(glob.glob(os.path.join(local, "*.ipynb")))])
+                info.update(
+                    status="fetched",
+                    path=local,
+                    notebooks=[
+                        {"notebook_id": Path(p).stem, "path": p}
+                        for p in sorted(glob.glob(os.path.join(local, "*.ipynb")))
+                    ],
+                )
             else:
-                info.update(status="released", path=f"{self.service_url}{course}/{aid}", notebooks=[
-                    {"notebook_id": nb, "path": f"{aid}/{nb}.ipynb"} for nb in a["notebooks"]])
+                info.update(
+                    status="released",
+                    path=f"{self.service_url}{course}/{aid}",
+                    notebooks=[{"notebook_id": nb, "path": f"{aid}/{nb}.ipynb"} for nb in a["notebooks"]],
+                )
             if self.remove:
                 info["status"] = "removed"
             out.append(info)
@@ -272,19 +304,30 @@ class ExchangeList(Exchange, DefaultList):
         """nbgrader's record of one submission: ``notebooks`` ``[(notebook id, path)]``; ``feedback`` the
         service's index of the learner's released feedback (its timestamp and each notebook's checksum)."""
         local_dir = os.path.join(self.assignment_path(course, aid), "feedback", timestamp)
-        info = {"course_id": course, "student_id": student, "assignment_id": aid, "timestamp": timestamp,
-                "status": "submitted", "path": path, "notebooks": []}
+        info = {
+            "course_id": course,
+            "student_id": student,
+            "assignment_id": aid,
+            "timestamp": timestamp,
+            "status": "submitted",
+            "path": path,
+            "notebooks": [],
+        }
         released = feedback.get("notebooks", {}) if feedback and feedback["timestamp"] == timestamp else {}
         for nid, nb_path in notebooks:
             local = os.path.join(local_dir, f"{nid}.html")
             has_local = os.path.isfile(local)
             remote_sum = released.get(nid)
-            info["notebooks"].append({
-                "notebook_id": nid, "path": nb_path,
-                "has_local_feedback": has_local, "has_exchange_feedback": remote_sum is not None,
-                "local_feedback_path": local if has_local else None,
-                "feedback_updated": bool(has_local and remote_sum and _checksum(local) != remote_sum),
-            })
+            info["notebooks"].append(
+                {
+                    "notebook_id": nid,
+                    "path": nb_path,
+                    "has_local_feedback": has_local,
+                    "has_exchange_feedback": remote_sum is not None,
+                    "local_feedback_path": local if has_local else None,
+                    "feedback_updated": bool(has_local and remote_sum and _checksum(local) != remote_sum),
+                }
+            )
         nbs = info["notebooks"]
         info["has_local_feedback"] = bool(nbs) and all(n["has_local_feedback"] for n in nbs)
         info["has_exchange_feedback"] = bool(nbs) and all(n["has_exchange_feedback"] for n in nbs)
@@ -299,8 +342,16 @@ class ExchangeList(Exchange, DefaultList):
         grouped = {}
         for info in infos:
             grouped.setdefault((info["course_id"], info["student_id"], info["assignment_id"]), []).append(info)
-        return [{"course_id": c, "student_id": s, "assignment_id": a, "status": subs[0]["status"],
-                 "submissions": sorted(subs, key=lambda x: x["timestamp"])} for (c, s, a), subs in sorted(grouped.items())]
+        return [
+            {
+                "course_id": c,
+                "student_id": s,
+                "assignment_id": a,
+                "status": subs[0]["status"],
+                "submissions": sorted(subs, key=lambda x: x["timestamp"]),
+            }
+            for (c, s, a), subs in sorted(grouped.items())
+        ]
 
     def _cached(self, course, student, remote):
         """The local copies nbgrader's submit keeps, of the assignments still released."""
@@ -310,7 +361,9 @@ class ExchangeList(Exchange, DefaultList):
             _sid, aid, timestamp = os.path.basename(path).split("+", 2)
             if aid not in feedback:
                 continue
-            notebooks = [(Path(nb).stem, os.path.abspath(nb)) for nb in sorted(glob.glob(os.path.join(path, "*.ipynb")))]
+            notebooks = [
+                (Path(nb).stem, os.path.abspath(nb)) for nb in sorted(glob.glob(os.path.join(path, "*.ipynb")))
+            ]
             infos.append(self._submission(course, student, aid, timestamp, path, notebooks, feedback[aid]))
         return self._grouped(infos)
 
@@ -321,7 +374,9 @@ class ExchangeList(Exchange, DefaultList):
         infos = []
         for a in data["assignments"]:
             aid = a["assignment_id"]
-            subs = self.api("GET", f"courses/{quote(course)}/assignments/{quote(aid)}/submissions", params=params).json()
+            subs = self.api(
+                "GET", f"courses/{quote(course)}/assignments/{quote(aid)}/submissions", params=params
+            ).json()
             notebooks = [(nb, f"{aid}/{nb}.ipynb") for nb in a["notebooks"]]
             for s in subs["submissions"]:
                 feedback = a.get("feedback") if s["student_id"] == data["student_id"] else None

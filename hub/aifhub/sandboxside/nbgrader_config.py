@@ -97,6 +97,9 @@ def link_grading_dir(state_dir, course_id, work_dir):
         if st is None:
             os.symlink(target, GRADING_LINK, dir_fd=work.fd)
         elif not stat.S_ISLNK(st.st_mode):
-            fsafe.log.warning("Left %s as it is: it is %s, not the link to the course's grading directory",
-                              link, fsafe.kind(st.st_mode))
+            fsafe.log.warning(
+                "Left %s as it is: it is %s, not the link to the course's grading directory",
+                link,
+                fsafe.kind(st.st_mode),
+            )
     return link

@@ -22,6 +22,7 @@ GRADER = "aifhub-grader"  # the ledger's user for GPU time spent grading a cours
 
 # -- units of work ------------------------------------------------------------
 
+
 def pool_status(s, inventory):
     """Per GPU kind: devices in total and free right now (``inventory`` None: the cluster places GPUs)."""
     if inventory is None:
@@ -32,8 +33,11 @@ def pool_status(s, inventory):
         k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
         k["total"] += 1
         k["free"] += d.id not in taken
-    return {"scheduler": "local", "devices": [d.to_dict() | {"busy": d.id in taken} for d in inventory],
-            "kinds": list(kinds.values())}
+    return {
+        "scheduler": "local",
+        "devices": [d.to_dict() | {"busy": d.id in taken} for d in inventory],
+        "kinds": list(kinds.values()),
+    }
 
 
 def offers(s, catalog, user, admin, inventory, waitlist=False):
@@ -48,8 +52,10 @@ def offers(s, catalog, user, admin, inventory, waitlist=False):
         decision = decide_access(course, user, admin=admin, enrolled=enrolled, today=membership.course_today(course))
         if not decision.allowed and decision.reason == "not-enrolled" and course.enrollment == "roster":
             continue  # roster courses are invisible to those not on them
-        entry = course.summary() | {"access": decision.to_dict(),
-                                    "enrolled": course.on_roster(user) or decision.role != "learner" or enrolled}
+        entry = course.summary() | {
+            "access": decision.to_dict(),
+            "enrolled": course.on_roster(user) or decision.role != "learner" or enrolled,
+        }
         free = None
         if course.sandbox.gpu is not None and inventory is not None:
             free = sum(1 for d in inventory if d.matches(course.sandbox.gpu.kind) and d.id not in taken)
@@ -77,8 +83,9 @@ def quotas(s, course, user):
     return [lim.to_dict() for lim in limits_for(s, course, user, utcnow())]
 
 
-def _admit(s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as, use_waitlist=False,
-           pending=False):
+def _admit(
+    s, course, user, server_name, inventory, first_uid, default_session_s, enrol_as, use_waitlist=False, pending=False
+):
     """Admission, and the enrolment an open course's learner gets with it, in one transaction.
 
     With ``use_waitlist``, a GPU course whose devices are all busy (or that others wait for already)
@@ -98,8 +105,9 @@ def _admit(s, course, user, server_name, inventory, first_uid, default_session_s
             _refuse_if_used_up(s, course, user)
             return None, False, waitlist.join(s, course, user, server_name).id
     try:
-        admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid,
-                                           default_session_s=default_session_s, pending=pending)
+        admission = ledger_admission.admit(
+            s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s, pending=pending
+        )
     except Refusal as refusal:
         if not (queued and refusal.reason == "gpu-busy"):
             raise
@@ -109,14 +117,23 @@ def _admit(s, course, user, server_name, inventory, first_uid, default_session_s
     return admission, enrolled, None
 
 
-def _admit_warm(s, course, user, server_name, warm_server, warm_devices, inventory, first_uid, default_session_s,
-                enrol_as):
+def _admit_warm(
+    s, course, user, server_name, warm_server, warm_devices, inventory, first_uid, default_session_s, enrol_as
+):
     """Admission onto a warm sandbox: its session (the course's) ends here, the learner's begins on its devices."""
     from .warm_pool import WARM_USER
 
     metering.release(s, WARM_USER, warm_server, "handed to a learner")
-    admission = ledger_admission.admit(s, course, user, server_name, inventory, first_uid, default_session_s=default_session_s,
-                                devices_first=[d["id"] for d in warm_devices])
+    admission = ledger_admission.admit(
+        s,
+        course,
+        user,
+        server_name,
+        inventory,
+        first_uid,
+        default_session_s=default_session_s,
+        devices_first=[d["id"] for d in warm_devices],
+    )
     enrolled = membership.enrol(s, user, course.id, enrol_as) if enrol_as else False
     return admission, enrolled
 
@@ -130,8 +147,9 @@ def _refuse_if_used_up(s, course, user):
 
 
 def _admit_grading(s, course, server, inventory, first_uid, expected_s):
-    return ledger_admission.admit(s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s,
-                           learner_quota=False).devices
+    return ledger_admission.admit(
+        s, course, GRADER, server, inventory, first_uid, default_session_s=expected_s, learner_quota=False
+    ).devices
 
 
 class Admission:
@@ -168,13 +186,16 @@ class Admission:
         course is taken when there is one (``"warm": id`` in the answer: the spawner hands it over). ``pending``:
         the sandbox is a pod the cluster still has to place; nothing is charged until :meth:`running` says it runs."""
         if not course_id:
-            raise Refusal("no-course", "Choose a course to start (send {\"course\": \"<id>\"}).")
+            raise Refusal("no-course", 'Choose a course to start (send {"course": "<id>"}).')
         catalog = self.courses.catalog
         course = catalog.get(course_id)
         if course is None:
             if course_id in catalog.broken:
-                raise Refusal("broken-course", f"The course '{course_id}' has errors in its course file and "
-                                                    "cannot start; its instructors have been told.")
+                raise Refusal(
+                    "broken-course",
+                    f"The course '{course_id}' has errors in its course file and "
+                    "cannot start; its instructors have been told.",
+                )
             raise Refusal("unknown-course", f"There is no course '{course_id}'.")
         decision = await self.members.access(course, user, admin)
         if not decision.allowed:
@@ -185,21 +206,43 @@ class Admission:
         taken = self.warm.take(course.id) if warm and self.warm is not None else None
         if taken is not None:
             try:
-                admission, enrolled = await self.db.run(_admit_warm, course, user, server_name, taken.server,
-                                                        taken.devices, self.inventory, self.first_uid,
-                                                        self.default_session_s, enrol_as)
+                admission, enrolled = await self.db.run(
+                    _admit_warm,
+                    course,
+                    user,
+                    server_name,
+                    taken.server,
+                    taken.devices,
+                    self.inventory,
+                    self.first_uid,
+                    self.default_session_s,
+                    enrol_as,
+                )
             except BaseException:
                 self.warm.untake(taken)
                 raise
             self.warm.taken(taken)
             if enrolled:
                 await self.members.enrolled_with_admission(course.id, user)
-            return admission.to_dict() | {"course": course.summary(), "materials": str(course.path),
-                                          "role": decision.role, "warm": taken.id}
+            return admission.to_dict() | {
+                "course": course.summary(),
+                "materials": str(course.path),
+                "role": decision.role,
+                "warm": taken.id,
+            }
         try:
-            admission, enrolled, entry = await self.db.run(_admit, course, user, server_name, self.inventory,
-                                                           self.first_uid, self.default_session_s, enrol_as,
-                                                           self.line is not None, pending)
+            admission, enrolled, entry = await self.db.run(
+                _admit,
+                course,
+                user,
+                server_name,
+                self.inventory,
+                self.first_uid,
+                self.default_session_s,
+                enrol_as,
+                self.line is not None,
+                pending,
+            )
         except Refusal as refusal:
             self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
             raise
@@ -237,8 +280,9 @@ class Admission:
         if course is None or course.sandbox.gpu is None:
             return []
         server = f"grading-{job_id}"
-        devices = await self.db.run(_admit_grading, course, server, None if cluster else self.inventory,
-                                    self.first_uid, expected_s)
+        devices = await self.db.run(
+            _admit_grading, course, server, None if cluster else self.inventory, self.first_uid, expected_s
+        )
         self.grading_running.add((GRADER, server))
         return devices
 

@@ -10,13 +10,15 @@ class MeHandler(APIHandler):
     @web.authenticated
     async def get(self):
         view = await self.core.learner_view(self.user_name, self.admin)
-        self.write_json({
-            "name": self.user_name,
-            "admin": self.admin,
-            "courses": view["courses"],
-            "notice": view["notice"],
-            "stopped": view["stopped"],
-        })
+        self.write_json(
+            {
+                "name": self.user_name,
+                "admin": self.admin,
+                "courses": view["courses"],
+                "notice": view["notice"],
+                "stopped": view["stopped"],
+            }
+        )
 
 
 class CoursesHandler(APIHandler):
@@ -48,11 +50,13 @@ class CatalogReloadHandler(APIHandler):
     async def post(self):
         self.require_admin()
         changed = await self.core.watch_catalog(force=True)
-        self.write_json({
-            "changed": changed,
-            "courses": sorted(self.core.catalog.courses),
-            "broken": self.core.broken_courses(),
-        })
+        self.write_json(
+            {
+                "changed": changed,
+                "courses": sorted(self.core.catalog.courses),
+                "broken": self.core.broken_courses(),
+            }
+        )
 
 
 class PoolHandler(APIHandler):
@@ -132,5 +136,8 @@ class WaitlistHandler(APIHandler):
             raise web.HTTPError(403, "Only administrators and instructors may see the waitlist.")
         wanted = {course_id} if course_id else allowed
         entries = [] if self.core.waitlist is None else list((await self.core.waitlist.status()).values())
-        entries = sorted((e for e in entries if e["course"] in wanted), key=lambda e: (e["state"] != "offered", e["position"], e["id"]))
+        entries = sorted(
+            (e for e in entries if e["course"] in wanted),
+            key=lambda e: (e["state"] != "offered", e["position"], e["id"]),
+        )
         self.write_json({"waitlist": entries})

@@ -58,13 +58,19 @@ class AifhubService(Application):
     }
     flags = {
         "demo": ({"AifhubService": {"demo": True}}, "seed the demo allocation"),
-        "stop-sandboxes-on-exit": ({"AifhubService": {"stop_sandboxes_on_exit": True}},
-                                   "have the hub stop every sandbox before the service exits"),
+        "stop-sandboxes-on-exit": (
+            {"AifhubService": {"stop_sandboxes_on_exit": True}},
+            "have the hub stop every sandbox before the service exits",
+        ),
     }
 
-    state_dir = Unicode(".aifhub", help="Directory holding aifhub's state (database, published courses, work folders).").tag(config=True)
+    state_dir = Unicode(
+        ".aifhub", help="Directory holding aifhub's state (database, published courses, work folders)."
+    ).tag(config=True)
     courses_dir = Unicode("courses", help="Directory of course folders, each with a course.yaml.").tag(config=True)
-    images_dir = Unicode(help="Directory of sandbox images (sandbox_images/), each with an image.yaml.").tag(config=True)
+    images_dir = Unicode(help="Directory of sandbox images (sandbox_images/), each with an image.yaml.").tag(
+        config=True
+    )
     db_url = Unicode(
         help="SQLAlchemy URL of the state database (ledger, grading queue; gradebooks too when PostgreSQL). "
         "Default: $AIFHUB_DB_URL, else SQLite in the state directory. Prefer the environment variable for a URL "
@@ -76,48 +82,75 @@ class AifhubService(Application):
         "'kubernetes' when the cluster's device plugin places GPUs.",
     ).tag(config=True)
     gpu_kind = Unicode(DEFAULT_KIND, help="GPU kind of the devices listed in `gpus`.").tag(config=True)
-    meter_interval = Float(60.0, help="Seconds between reconciliations with the hub's list of running servers.").tag(config=True)
-    catalog_poll_interval = Float(5.0, help="Seconds between checks of the course files for changes (publishing needs no restart).").tag(config=True)
+    meter_interval = Float(60.0, help="Seconds between reconciliations with the hub's list of running servers.").tag(
+        config=True
+    )
+    catalog_poll_interval = Float(
+        5.0, help="Seconds between checks of the course files for changes (publishing needs no restart)."
+    ).tag(config=True)
     reconcile_grace = Float(
-        10.0, help="A session admitted less than this many seconds before the hub's list of running servers was read "
-        "is never settled by reconciliation (the hub registers a spawn before it asks for admission, so a few seconds suffice)."
+        10.0,
+        help="A session admitted less than this many seconds before the hub's list of running servers was read "
+        "is never settled by reconciliation (the hub registers a spawn before it asks for admission, so a few seconds suffice).",
     ).tag(config=True)
     stop_grace = Float(
-        120.0, help="Seconds of notice a learner gets before their sandbox is stopped for running out of GPU or CPU time.",
+        120.0,
+        help="Seconds of notice a learner gets before their sandbox is stopped for running out of GPU or CPU time.",
     ).tag(config=True)
     waitlist = Bool(
-        True, help="A learner who finds every GPU of the local pool busy waits in line (told their place and an "
+        True,
+        help="A learner who finds every GPU of the local pool busy waits in line (told their place and an "
         "estimate) instead of being refused.",
     ).tag(config=True)
     waitlist_hold = Float(
-        180.0, help="Seconds a freed GPU is held for the learner at the head of the waitlist before it goes to the next.",
+        180.0,
+        help="Seconds a freed GPU is held for the learner at the head of the waitlist before it goes to the next.",
     ).tag(config=True)
     waitlist_interval = Float(
-        1.0, help="Seconds between the waitlist's checks for expired holds and devices freed without a release.",
+        1.0,
+        help="Seconds between the waitlist's checks for expired holds and devices freed without a release.",
     ).tag(config=True)
     default_session_hours = Float(
-        4.0, help="Expected length of a session, for the hold placed at admission, when the course sets no max_session.",
+        4.0,
+        help="Expected length of a session, for the hold placed at admission, when the course sets no max_session.",
     ).tag(config=True)
-    demo = Bool(False, help="Seed the demo allocation that pays for the example courses (what `aifhub up` runs).").tag(config=True)
+    demo = Bool(False, help="Seed the demo allocation that pays for the example courses (what `aifhub up` runs).").tag(
+        config=True
+    )
     demo_allocations = List(
-        [{"id": "EHPC-AIF-2026-PG01", "gpu_hours": 500, "start": "2026-01-01", "end": "2027-12-31",
-          "title": "AI Factory training playground (demo)", "access_call": "Playground", "owner": "admin"}],
+        [
+            {
+                "id": "EHPC-AIF-2026-PG01",
+                "gpu_hours": 500,
+                "start": "2026-01-01",
+                "end": "2027-12-31",
+                "title": "AI Factory training playground (demo)",
+                "access_call": "Playground",
+                "owner": "admin",
+            }
+        ],
         help="Allocations created when `demo` is on and they do not exist yet.",
     ).tag(config=True)
     stop_sandboxes_on_exit = Bool(
-        False, help="When the hub stops the service, have it stop every sandbox first and wait for them (at most "
+        False,
+        help="When the hub stops the service, have it stop every sandbox first and wait for them (at most "
         "exit_timeout), so each is released, and charged, at its real stop. Set it where the hub stops the "
         "sandboxes at its own shutdown anyway (JupyterHub's cleanup_servers, which the embedded hub keeps on); "
         "leave it off where sandboxes outlive a hub restart (the z2jh chart).",
     ).tag(config=True)
     exit_timeout = Float(
-        8.0, help="Seconds the service waits, when stopped, for the sandboxes it asked the hub to stop "
+        8.0,
+        help="Seconds the service waits, when stopped, for the sandboxes it asked the hub to stop "
         "(stop_sandboxes_on_exit). JupyterHub waits 10 s for a service to exit before it sends SIGTERM; a second "
         "signal cuts the wait short. What still runs then is charged up to the service's stop.",
     ).tag(config=True)
-    first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(config=True)
+    first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(
+        config=True
+    )
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
-    internal_token = Unicode(help="Secret the hub's spawner presents on the internal endpoints. Default: $AIFHUB_INTERNAL_TOKEN.").tag(config=True)
+    internal_token = Unicode(
+        help="Secret the hub's spawner presents on the internal endpoints. Default: $AIFHUB_INTERNAL_TOKEN."
+    ).tag(config=True)
 
     @default("images_dir")
     def _images_dir_default(self):
@@ -171,10 +204,18 @@ class AifhubService(Application):
             (route(r"courses/([a-z0-9-]+)/stop"), pages.StopAction),
             (route(r"courses/([a-z0-9-]+)/waitlist/leave"), pages.LeaveWaitlistAction),
             (route(r"courses/([a-z0-9-]+)/roster/(add|remove|import)"), pages.RosterAction),
-            (route(r"courses/([a-z0-9-]+)/assignments/([A-Za-z0-9][A-Za-z0-9._-]*)/(release|collect|autograde|feedback)"),
-             pages.AssignmentAction),
-            (route(r"courses/([a-z0-9-]+)/assignments/([A-Za-z0-9][A-Za-z0-9._-]*)/feedback/([A-Za-z0-9][A-Za-z0-9._ -]*)"),
-             pages.FeedbackPage),
+            (
+                route(
+                    r"courses/([a-z0-9-]+)/assignments/([A-Za-z0-9][A-Za-z0-9._-]*)/(release|collect|autograde|feedback)"
+                ),
+                pages.AssignmentAction,
+            ),
+            (
+                route(
+                    r"courses/([a-z0-9-]+)/assignments/([A-Za-z0-9][A-Za-z0-9._-]*)/feedback/([A-Za-z0-9][A-Za-z0-9._ -]*)"
+                ),
+                pages.FeedbackPage,
+            ),
             (route("admin"), pages.AdminPage),
             (route("admin/allocations"), pages.AllocationAction),
             (route(r"admin/allocations/([A-Za-z0-9._-]+)/(topup|close)"), pages.AllocationAction),
@@ -257,18 +298,30 @@ class AifhubService(Application):
 
     async def run(self):
         state = Path(self.state_dir)
-        hub = HubClient(os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
-                        os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        hub = HubClient(
+            os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
+            os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+        )
         inventory = gpu_inventory(self.gpus, self.gpu_kind)
         if inventory is None:
             self.log.info("GPU pool: placed by the Kubernetes scheduler")
         else:
             self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none")
         db = Database(self.db_url)
-        core = ServiceCore(db, self.course_dirs(), self.images_dir, inventory, self.first_uid, hub=hub,
-                           default_session_s=int(self.default_session_hours * 3600), stop_grace_s=self.stop_grace,
-                           settle_grace_s=self.reconcile_grace, protect_sources=self.isolated,
-                           waitlist_hold_s=self.waitlist_hold, use_waitlist=self.waitlist)
+        core = ServiceCore(
+            db,
+            self.course_dirs(),
+            self.images_dir,
+            inventory,
+            self.first_uid,
+            hub=hub,
+            default_session_s=int(self.default_session_hours * 3600),
+            stop_grace_s=self.stop_grace,
+            settle_grace_s=self.reconcile_grace,
+            protect_sources=self.isolated,
+            waitlist_hold_s=self.waitlist_hold,
+            use_waitlist=self.waitlist,
+        )
         try:
             grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
         except ValueError as exc:  # settings that contradict each other
@@ -307,8 +360,9 @@ class AifhubService(Application):
         warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
         if inventory is None and grading.backend == "kubernetes":  # the cluster is warmed with placeholder pods
             warm.enabled, warm.why_not = False, "on Kubernetes, placeholder pods keep the room (Placeholders)"
-            placeholders = Placeholders(db, core.courses, core.admission, grading, self.images_dir, self.first_uid,
-                                        parent=self)
+            placeholders = Placeholders(
+                db, core.courses, core.admission, grading, self.images_dir, self.first_uid, parent=self
+            )
             loops.append(asyncio.ensure_future(placeholders.run()))
         loops.append(asyncio.ensure_future(warm.run()))
         if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem

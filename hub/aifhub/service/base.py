@@ -86,7 +86,9 @@ class APIHandler(BaseHandler):
     def refuse(self, refusal):
         """Answer a :class:`~aifhub.errors.Refusal` as ``{status, reason, message}`` with its HTTP status."""
         status = status_of(refusal.reason)
-        self.write_json({"status": status, **refusal.to_dict(), "message": texts.message(refusal.message)}, status=status)
+        self.write_json(
+            {"status": status, **refusal.to_dict(), "message": texts.message(refusal.message)}, status=status
+        )
 
     def text_arguments(self, body, *names):
         """The fields ``names`` of a JSON body, each a string (or absent: ""); a 400 otherwise."""
@@ -110,7 +112,7 @@ class InternalHandler(APIHandler):
     def prepare(self):
         expected = self.settings["aifhub_internal_token"]
         header = self.request.headers.get("Authorization", "")
-        given = header[len("token "):] if header.startswith("token ") else ""
+        given = header[len("token ") :] if header.startswith("token ") else ""
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise web.HTTPError(403, "This endpoint is for the hub only.")
 

@@ -7,20 +7,28 @@ W, H, PAD = 420, 160, 32
 
 def _frame(label, body, css_class="chart", element_id=None):
     ident = f' id="{escape(element_id)}"' if element_id else ""
-    return (f'<svg class="{css_class}"{ident} viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-            f'aria-label="{escape(label)}"><title>{escape(label)}</title>{body}</svg>')
+    return (
+        f'<svg class="{css_class}"{ident} viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+        f'aria-label="{escape(label)}"><title>{escape(label)}</title>{body}</svg>'
+    )
 
 
 def _axes():
-    return (f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 8}" y2="{H - PAD}" stroke="#555"/>'
-            f'<line x1="{PAD}" y1="8" x2="{PAD}" y2="{H - PAD}" stroke="#555"/>')
+    return (
+        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 8}" y2="{H - PAD}" stroke="#555"/>'
+        f'<line x1="{PAD}" y1="8" x2="{PAD}" y2="{H - PAD}" stroke="#555"/>'
+    )
 
 
 def burndown(points, granted, label, element_id=None):
     """Remaining hours over time: ``points`` is ``[(day label, cumulative used hours), ...]``."""
     if not points:
-        return _frame(label + ": no usage yet", _axes() + f'<text x="{PAD + 8}" y="{H / 2}" font-size="12">no usage yet</text>',
-                      "burndown", element_id)
+        return _frame(
+            label + ": no usage yet",
+            _axes() + f'<text x="{PAD + 8}" y="{H / 2}" font-size="12">no usage yet</text>',
+            "burndown",
+            element_id,
+        )
     top = max(granted, 1e-9)
     if len(points) == 1:
         points = points * 2
@@ -29,11 +37,13 @@ def burndown(points, granted, label, element_id=None):
     ys = [8 + (H - PAD - 8) * (1 - max(granted - used, 0) / top) for _, used in points]
     path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(zip(xs, ys)))
     remaining = max(granted - points[-1][1], 0)
-    body = (_axes() + f'<path d="{path}" fill="none" stroke="#1f6feb" stroke-width="2"/>'
-            f'<text x="{W - 150}" y="20" font-size="11">{remaining:.1f} of {granted:g} h left</text>'
-            f'<text x="2" y="14" font-size="10">{granted:g}</text><text x="2" y="{H - PAD}" font-size="10">0</text>'
-            f'<text x="{PAD}" y="{H - 12}" font-size="10">{escape(points[0][0])}</text>'
-            f'<text x="{W - 80}" y="{H - 12}" font-size="10">{escape(points[-1][0])}</text>')
+    body = (
+        _axes() + f'<path d="{path}" fill="none" stroke="#1f6feb" stroke-width="2"/>'
+        f'<text x="{W - 150}" y="20" font-size="11">{remaining:.1f} of {granted:g} h left</text>'
+        f'<text x="2" y="14" font-size="10">{granted:g}</text><text x="2" y="{H - PAD}" font-size="10">0</text>'
+        f'<text x="{PAD}" y="{H - 12}" font-size="10">{escape(points[0][0])}</text>'
+        f'<text x="{W - 80}" y="{H - 12}" font-size="10">{escape(points[-1][0])}</text>'
+    )
     return _frame(label, body, "burndown", element_id)
 
 
@@ -47,16 +57,22 @@ def amount(value, unit):
 def bars(values, label, element_id=None, unit="h"):
     """A bar chart of ``[(label, value), ...]`` (ints are counts of ``unit``, floats amounts of it)."""
     if not values:
-        return _frame(label + ": no data yet", _axes() + f'<text x="{PAD + 8}" y="{H / 2}" font-size="12">no data yet</text>',
-                      "bars", element_id)
+        return _frame(
+            label + ": no data yet",
+            _axes() + f'<text x="{PAD + 8}" y="{H / 2}" font-size="12">no data yet</text>',
+            "bars",
+            element_id,
+        )
     top = max(v for _, v in values) or 1
     width = (W - PAD - 16) / len(values)
     body = _axes()
     for i, (name, value) in enumerate(values):
         h = (H - PAD - 16) * value / top
         x = PAD + 2 + i * width
-        body += (f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{max(width - 4, 1):.1f}" height="{h:.1f}" fill="#2da44e">'
-                 f'<title>{escape(str(name))}: {escape(amount(value, unit))}</title></rect>')
+        body += (
+            f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{max(width - 4, 1):.1f}" height="{h:.1f}" fill="#2da44e">'
+            f"<title>{escape(str(name))}: {escape(amount(value, unit))}</title></rect>"
+        )
         if len(values) <= 12:
             body += f'<text x="{x:.1f}" y="{H - 14}" font-size="9">{escape(str(name))}</text>'
     body += f'<text x="2" y="14" font-size="10">{top if isinstance(top, int) else f"{top:.3g}"}</text>'

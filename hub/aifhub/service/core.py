@@ -39,9 +39,16 @@ def _seed_allocations(s, specs):
     made = []
     for spec in specs:
         if s.get(Allocation, spec["id"]) is None:
-            allocations.create(s, spec["id"], spec["gpu_hours"], spec.get("start"), spec.get("end"),
-                               title=spec.get("title", ""), access_call=spec.get("access_call", ""),
-                               owner=spec.get("owner", ""))
+            allocations.create(
+                s,
+                spec["id"],
+                spec["gpu_hours"],
+                spec.get("start"),
+                spec.get("end"),
+                title=spec.get("title", ""),
+                access_call=spec.get("access_call", ""),
+                owner=spec.get("owner", ""),
+            )
             made.append(spec)
     return made
 
@@ -49,18 +56,34 @@ def _seed_allocations(s, specs):
 class ServiceCore:
     """The catalog watch, membership, admission and the metering loop of one service."""
 
-    def __init__(self, db, course_dirs, images_dir, inventory, first_uid, hub=None,
-                 default_session_s=4 * 3600, stop_grace_s=120, settle_grace_s=10, protect_sources=False,
-                 waitlist_hold_s=180, use_waitlist=True):
+    def __init__(
+        self,
+        db,
+        course_dirs,
+        images_dir,
+        inventory,
+        first_uid,
+        hub=None,
+        default_session_s=4 * 3600,
+        stop_grace_s=120,
+        settle_grace_s=10,
+        protect_sources=False,
+        waitlist_hold_s=180,
+        use_waitlist=True,
+    ):
         self.db = db
         self.hub = hub
         self.courses = CatalogWatch(course_dirs, images_dir, protect_sources=protect_sources)
         self.membership = Membership(db, self.courses, hub)
         # the local pool's GPU waitlist (the cluster's scheduler queues pods itself)
-        self.waitlist = Waitlist(db, self.courses, inventory, default_session_s, waitlist_hold_s) \
-            if use_waitlist and inventory is not None else None
-        self.admission = Admission(db, self.courses, self.membership, inventory, first_uid, default_session_s,
-                                   line=self.waitlist)
+        self.waitlist = (
+            Waitlist(db, self.courses, inventory, default_session_s, waitlist_hold_s)
+            if use_waitlist and inventory is not None
+            else None
+        )
+        self.admission = Admission(
+            db, self.courses, self.membership, inventory, first_uid, default_session_s, line=self.waitlist
+        )
         self.metering = MeteringLoop(db, self.courses, hub, self.admission, stop_grace_s, settle_grace_s)
         self.events = EventBoard()  # what learners must be told about their sandboxes (memory kills, ...)
 
@@ -85,15 +108,19 @@ class ServiceCore:
     async def learner_view(self, user, admin, stopped_limit=5):
         """Offers, the quota notice (or what happened in their sandbox), recently stopped and running sandboxes
         of ``user``, read at once."""
-        view = await self.db.run(_learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit,
-                                 self.waitlist is not None)
+        view = await self.db.run(
+            _learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit, self.waitlist is not None
+        )
         disk = self.admission.disk.notices if self.admission.disk is not None else {}
         view["notice"] = self.events.notices(user).get(user) or disk.get(user) or view["notice"]
         line = await self.waitlist.of_user(user) if self.waitlist is not None else {}
         for offer in view["courses"]:  # while waiting for a GPU: the place in line and the estimate
             entry = line.get(offer["id"])
-            offer["waitlist"] = None if entry is None else {
-                "position": entry["position"], "estimate_s": entry["estimate_s"], "state": entry["state"]}
+            offer["waitlist"] = (
+                None
+                if entry is None
+                else {"position": entry["position"], "estimate_s": entry["estimate_s"], "state": entry["state"]}
+            )
         return view
 
     async def notices(self):

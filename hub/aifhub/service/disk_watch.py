@@ -50,7 +50,8 @@ def folder_bytes(path, limit=200_000):
 def running_homes(s, service_users):
     """``{(user, server): course id}`` of running learners' sandboxes (not the service's own sessions)."""
     q = select(SandboxSession.user, SandboxSession.server_name, SandboxSession.course_id).where(
-        SandboxSession.state == "active", SandboxSession.user.not_in(service_users))
+        SandboxSession.state == "active", SandboxSession.user.not_in(service_users)
+    )
     return {(u, srv): c for u, srv, c in s.execute(q)}
 
 
@@ -64,13 +65,21 @@ def human(n):
 class DiskWatch(LoggingConfigurable):
     """Measures learners' homes and the state filesystem; warns, stops, refuses."""
 
-    default_disk = Unicode("20G", help="What a learner's home may hold when the course sets no sandbox.disk "
-                                       "(e.g. 20G; empty: no limit).").tag(config=True)
-    reserve = Unicode("2G", help="Free space kept on the state filesystem: below it no sandbox starts, and the "
-                                 "sandbox holding the most is stopped.").tag(config=True)
-    grace = Float(120.0, help="Seconds a learner over the disk limit has to delete files before the sandbox stops.").tag(config=True)
+    default_disk = Unicode(
+        "20G", help="What a learner's home may hold when the course sets no sandbox.disk (e.g. 20G; empty: no limit)."
+    ).tag(config=True)
+    reserve = Unicode(
+        "2G",
+        help="Free space kept on the state filesystem: below it no sandbox starts, and the "
+        "sandbox holding the most is stopped.",
+    ).tag(config=True)
+    grace = Float(
+        120.0, help="Seconds a learner over the disk limit has to delete files before the sandbox stops."
+    ).tag(config=True)
     interval = Float(30.0, help="Seconds between measurements.").tag(config=True)
-    max_entries = Integer(200_000, help="Files and folders counted per home at most (a measurement stays cheap).").tag(config=True)
+    max_entries = Integer(200_000, help="Files and folders counted per home at most (a measurement stays cheap).").tag(
+        config=True
+    )
 
     @validate("default_disk", "reserve")
     def _validate_size(self, proposal):
@@ -102,8 +111,11 @@ class DiskWatch(LoggingConfigurable):
     def check_room(self):
         """Raise a Refusal when the state filesystem is too full for another sandbox."""
         if self.full:
-            raise Refusal("disk-full", "The machine's disk is nearly full, so no sandbox can start now. "
-                                       "An administrator has been told; try again later.")
+            raise Refusal(
+                "disk-full",
+                "The machine's disk is nearly full, so no sandbox can start now. "
+                "An administrator has been told; try again later.",
+            )
 
     async def run(self):
         while True:
@@ -130,27 +142,40 @@ class DiskWatch(LoggingConfigurable):
             title = course.title if course else course_id
             first = self.over.setdefault(key, time.monotonic())
             if time.monotonic() - first < self.grace:
-                self.notices[user] = (f"Your work folder holds {human(homes[user])}, more than the {human(limit)} "
-                                      f"{title} allows: delete files, or your sandbox stops in about "
-                                      f"{max(1, round((self.grace - (time.monotonic() - first)) / 60))} min.")
+                self.notices[user] = (
+                    f"Your work folder holds {human(homes[user])}, more than the {human(limit)} "
+                    f"{title} allows: delete files, or your sandbox stops in about "
+                    f"{max(1, round((self.grace - (time.monotonic() - first)) / 60))} min."
+                )
             else:
-                log.warning("Stopping %s's sandbox: the work folder holds %s (limit %s)", user, human(homes[user]), human(limit))
-                self.notices[user] = (f"Your sandbox for {title} was stopped: your work folder held {human(homes[user])}, "
-                                      f"more than the {human(limit)} allowed. Start it again and delete files.")
+                log.warning(
+                    "Stopping %s's sandbox: the work folder holds %s (limit %s)", user, human(homes[user]), human(limit)
+                )
+                self.notices[user] = (
+                    f"Your sandbox for {title} was stopped: your work folder held {human(homes[user])}, "
+                    f"more than the {human(limit)} allowed. Start it again and delete files."
+                )
                 self.over.pop(key, None)
                 await self.hub.stop_server(user, server)
         reserve = parse_memory(self.reserve) if self.reserve else 0
         free = await asyncio.to_thread(self.free_bytes)
         was_full, self.full = self.full, free < reserve
         if self.full:
-            log.error("The state filesystem has %s free, less than the reserve of %s: no sandbox starts", human(free),
-                      human(reserve))
+            log.error(
+                "The state filesystem has %s free, less than the reserve of %s: no sandbox starts",
+                human(free),
+                human(reserve),
+            )
             biggest = max(((size, user) for user, size in homes.items()), default=None)
             if biggest is not None:
-                for (user, server) in [k for k in running if k[0] == biggest[1]]:
-                    log.warning("Stopping %s's sandbox: it holds the most (%s) of a nearly full disk", user, human(biggest[0]))
-                    self.notices[user] = (f"Your sandbox was stopped: the machine's disk is nearly full and your work "
-                                          f"folder holds {human(biggest[0])}. Delete files when you start again.")
+                for user, server in [k for k in running if k[0] == biggest[1]]:
+                    log.warning(
+                        "Stopping %s's sandbox: it holds the most (%s) of a nearly full disk", user, human(biggest[0])
+                    )
+                    self.notices[user] = (
+                        f"Your sandbox was stopped: the machine's disk is nearly full and your work "
+                        f"folder holds {human(biggest[0])}. Delete files when you start again."
+                    )
                     await self.hub.stop_server(user, server)
         elif was_full:
             log.info("The state filesystem has room again (%s free)", human(free))

@@ -70,8 +70,13 @@ class AssignmentsHandler(GradingHandler):
     async def get(self, course_id):
         await self._course(course_id)
         student = self._student()
-        self.write_json({"course_id": course_id, "student_id": student,
-                         "assignments": await self.grading.listing(course_id, student)})
+        self.write_json(
+            {
+                "course_id": course_id,
+                "student_id": student,
+                "assignments": await self.grading.listing(course_id, student),
+            }
+        )
 
 
 class AssignmentFilesHandler(GradingHandler):
@@ -96,8 +101,10 @@ class SubmissionsHandler(GradingHandler):
             if length > limit:
                 from ..grading.store import human_size
 
-                raise Refusal("too-large", f"Submission refused: it is {human_size(length)}, over this course's limit "
-                                        f"of {human_size(limit)}.")
+                raise Refusal(
+                    "too-large",
+                    f"Submission refused: it is {human_size(length)}, over this course's limit of {human_size(limit)}.",
+                )
 
     @web.authenticated
     async def post(self, course_id, assignment):
@@ -105,7 +112,9 @@ class SubmissionsHandler(GradingHandler):
         self._names(assignment_id=assignment)
         student = self.get_argument("student", None) or self.user_name
         if student != self.user_name:  # nobody hands in for someone else, instructors included
-            raise web.HTTPError(403, f"You may only hand in as yourself ({self.user_name}), not as {texts.shown(student)}.")
+            raise web.HTTPError(
+                403, f"You may only hand in as yourself ({self.user_name}), not as {texts.shown(student)}."
+            )
         self.write_json(await self.grading.submit(course_id, assignment, student, self.request.body), status=201)
 
     @web.authenticated
@@ -166,7 +175,7 @@ class JobsHandler(GradingHandler):
         await self._course(course_id, need="instructor")
         ids = []
         for x in self.get_arguments("id"):
-            if not x.isdigit() or int(x) >= 2 ** 63:
+            if not x.isdigit() or int(x) >= 2**63:
                 raise web.HTTPError(400, f"A job id is a whole number, got {texts.shown(x)}.")
             ids.append(int(x))
         self.write_json({"jobs": await self.grading.jobs(course_id, assignment, ids or None)})

@@ -28,13 +28,16 @@ async def learner_assignments(grading, course, user):
         a = entry["assignment_id"]
         job = results.get((a, user))
         feedback = entry["feedback"]
-        rows.append({
-            "assignment": a, "submitted": len(entry["submissions"]),
-            "last_submitted": entry["submissions"][-1]["timestamp"] if entry["submissions"] else None,
-            "feedback": sorted(feedback["notebooks"]) if feedback else [],
-            "score": job["score"] if feedback and job and job["state"] == "done" else None,
-            "max_score": job["max_score"] if feedback and job else None,
-        })
+        rows.append(
+            {
+                "assignment": a,
+                "submitted": len(entry["submissions"]),
+                "last_submitted": entry["submissions"][-1]["timestamp"] if entry["submissions"] else None,
+                "feedback": sorted(feedback["notebooks"]) if feedback else [],
+                "score": job["score"] if feedback and job and job["state"] == "done" else None,
+                "max_score": job["max_score"] if feedback and job else None,
+            }
+        )
     return rows
 
 
@@ -46,19 +49,28 @@ async def instructor_grading(grading, course):
     for a in course.assignments:
         mine = [j for j in jobs if j["assignment_id"] == a]
         counts = {state: sum(j["state"] == state for j in mine) for state in ("queued", "running", "done", "failed")}
-        per_assignment.append({
-            "assignment": a, "released": a in released,
-            "submissions": sum(1 for x in submissions if x["assignment_id"] == a),
-            "jobs": counts, "total_jobs": len(mine),
-        })
+        per_assignment.append(
+            {
+                "assignment": a,
+                "released": a in released,
+                "submissions": sum(1 for x in submissions if x["assignment_id"] == a),
+                "jobs": counts,
+                "total_jobs": len(mine),
+            }
+        )
     results = [j for j in latest_results(jobs).values() if j["state"] == "done" and j["max_score"]]
     bins = [0] * 10
     for j in results:
         bins[min(int(10 * j["score"] / j["max_score"]), 9)] += 1
-    chart = charts.bars([(f"{10 * i}-{10 * i + 9 if i < 9 else 100}%", n) for i, n in enumerate(bins)],
-                        f"Grade distribution in {course.title} ({charts.amount(len(results), 'graded submissions')})",
-                        element_id="grade-distribution", unit="submissions")
+    chart = charts.bars(
+        [(f"{10 * i}-{10 * i + 9 if i < 9 else 100}%", n) for i, n in enumerate(bins)],
+        f"Grade distribution in {course.title} ({charts.amount(len(results), 'graded submissions')})",
+        element_id="grade-distribution",
+        unit="submissions",
+    )
     return {
-        "assignments": per_assignment, "recent_jobs": list(reversed(jobs[-30:])),
-        "grading_active": any(j["state"] in ACTIVE for j in jobs), "grade_chart": chart,
+        "assignments": per_assignment,
+        "recent_jobs": list(reversed(jobs[-30:])),
+        "grading_active": any(j["state"] in ACTIVE for j in jobs),
+        "grade_chart": chart,
     }

@@ -139,7 +139,9 @@ class HubClient:
         """``{group: {members}}`` of every group of the hub (paginated)."""
         offset, groups = 0, {}
         while True:
-            page = await self.request("GET", f"/groups?{urlencode({'offset': offset, 'limit': 200})}", accept=PAGINATION)
+            page = await self.request(
+                "GET", f"/groups?{urlencode({'offset': offset, 'limit': 200})}", accept=PAGINATION
+            )
             for g in page["items"]:
                 groups[g["name"]] = set(g.get("users") or ())
             nxt = page.get("_pagination", {}).get("next")

@@ -61,9 +61,18 @@ def _credit_after(s, session, at):
     weight = rate_ppm(s, session.gpu_kind, since) if session.gpu_count else 0
     gpu_ms = min(session.charged_gpu_ms, elapsed_ms * weight * session.gpu_count // PPM)
     cpu_ms = min(session.charged_cpu_ms, elapsed_ms * session.cpu_millis // 1000)
-    event = UsageEvent(session_id=session.id, seq=session.seq + 1, user=session.user, course_id=session.course_id,
-                       allocation_id=session.allocation_id, gpu_kind=session.gpu_kind, start_at=since, end_at=until,
-                       gpu_ms=-gpu_ms, cpu_ms=-cpu_ms)
+    event = UsageEvent(
+        session_id=session.id,
+        seq=session.seq + 1,
+        user=session.user,
+        course_id=session.course_id,
+        allocation_id=session.allocation_id,
+        gpu_kind=session.gpu_kind,
+        start_at=since,
+        end_at=until,
+        gpu_ms=-gpu_ms,
+        cpu_ms=-cpu_ms,
+    )
     s.add(event)
     session.seq += 1
     session.charged_gpu_ms -= gpu_ms
@@ -81,8 +90,9 @@ def idle_pass(s, catalog, activity, now, gpu_busy=frozenset()):
     courses = {c.id: c for c in catalog.courses.values() if c.idle is not None}
     if not courses:
         return warnings, stops
-    q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.course_id.in_(courses),
-                                     SandboxSession.charge_until.is_(None))
+    q = select(SandboxSession).where(
+        SandboxSession.state == "active", SandboxSession.course_id.in_(courses), SandboxSession.charge_until.is_(None)
+    )
     for session in s.scalars(q):
         key = (session.user, session.server_name)
         if key not in activity:
@@ -98,13 +108,20 @@ def idle_pass(s, catalog, activity, now, gpu_busy=frozenset()):
         elif decision == "warn":
             session.idle_warned_at = now
             stop_at = now + timedelta(seconds=rule.grace_s)
-            warnings.append((session.user, session.server_name,
-                             f"Your sandbox for {course.title} has been idle for {minutes} min: it stops at "
-                             f"{stop_at:%H:%M} UTC unless you use it. Your files are kept."))
+            warnings.append(
+                (
+                    session.user,
+                    session.server_name,
+                    f"Your sandbox for {course.title} has been idle for {minutes} min: it stops at "
+                    f"{stop_at:%H:%M} UTC unless you use it. Your files are kept.",
+                )
+            )
         elif decision == "stop":
             session.charge_until = idle_since
-            session.stop_reason = (f"it was idle for {minutes} min (the idle rule of {course.title}); your files are "
-                                   f"kept, and nothing after {idle_since:%H:%M} UTC is charged.")
+            session.stop_reason = (
+                f"it was idle for {minutes} min (the idle rule of {course.title}); your files are "
+                f"kept, and nothing after {idle_since:%H:%M} UTC is charged."
+            )
             _credit_after(s, session, idle_since)
             stops.append((session.user, session.server_name, session.stop_reason))
     return warnings, stops
@@ -112,8 +129,11 @@ def idle_pass(s, catalog, activity, now, gpu_busy=frozenset()):
 
 def idle_notices(s, catalog, user=None):
     """``{user: message}`` for learners whose idle sandbox will stop soon."""
-    q = select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.idle_warned_at.is_not(None),
-                                     SandboxSession.charge_until.is_(None))
+    q = select(SandboxSession).where(
+        SandboxSession.state == "active",
+        SandboxSession.idle_warned_at.is_not(None),
+        SandboxSession.charge_until.is_(None),
+    )
     if user:
         q = q.where(SandboxSession.user == user)
     out = {}
@@ -122,6 +142,8 @@ def idle_notices(s, catalog, user=None):
         if course is None or course.idle is None:
             continue
         stop_at = session.idle_warned_at + timedelta(seconds=course.idle.grace_s)
-        out[session.user] = (f"Your sandbox for {course.title} is idle: it stops at {stop_at:%H:%M} UTC unless you "
-                             "use it. Your files are kept.")
+        out[session.user] = (
+            f"Your sandbox for {course.title} is idle: it stops at {stop_at:%H:%M} UTC unless you "
+            "use it. Your files are kept."
+        )
     return out

@@ -10,7 +10,9 @@ class OffersHandler(InternalHandler):
     async def get(self):
         user = self.get_argument("user")
         admin = self.get_argument("admin", "0") == "1"
-        self.write_json({"courses": await self.core.admission.offers(user, admin), "pool": await self.core.admission.pool_status()})
+        self.write_json(
+            {"courses": await self.core.admission.offers(user, admin), "pool": await self.core.admission.pool_status()}
+        )
 
 
 class AdmitHandler(InternalHandler):
@@ -19,8 +21,12 @@ class AdmitHandler(InternalHandler):
         user, server_name, course = self.text_arguments(body, "user", "server_name", "course")
         try:
             admission = await self.core.admission.admit(
-                user, server_name, course, bool(body.get("admin")),
-                warm=bool(body.get("warm")), pending=bool(body.get("pending")),
+                user,
+                server_name,
+                course,
+                bool(body.get("admin")),
+                warm=bool(body.get("warm")),
+                pending=bool(body.get("pending")),
             )
         except Refusal as refusal:
             return self.refuse(refusal)
@@ -35,14 +41,18 @@ class AdmitHandler(InternalHandler):
 class ReleaseHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
-        session_id = await self.core.admission.release(body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped"))
+        session_id = await self.core.admission.release(
+            body.get("user", ""), body.get("server_name", ""), body.get("reason", "stopped")
+        )
         self.write_json({"released": session_id})
 
 
 class RunningHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
-        self.write_json({"running": await self.core.admission.running(body.get("user", ""), body.get("server_name", ""))})
+        self.write_json(
+            {"running": await self.core.admission.running(body.get("user", ""), body.get("server_name", ""))}
+        )
 
 
 class WaitlistEntryHandler(InternalHandler):
@@ -109,5 +119,5 @@ class UsersCreatedHandler(InternalHandler):
     async def post(self):
         users = self.json_body().get("users")
         if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
-            return self.write_json({"status": 400, "message": "Send {\"users\": [\"<name>\", ...]}."}, status=400)
+            return self.write_json({"status": 400, "message": 'Send {"users": ["<name>", ...]}.'}, status=400)
         self.write_json({"added": await self.core.membership.resync_users(users)})

@@ -13,9 +13,16 @@ FORMATS = ("json", "csv", "waldur", "car")
 
 
 def _create(s, body):
-    a = allocations.create(s, body.get("id"), body.get("gpu_hours"), body.get("start"), body.get("end"),
-                           title=body.get("title", ""), access_call=body.get("access_call", ""),
-                           owner=body.get("owner", ""))
+    a = allocations.create(
+        s,
+        body.get("id"),
+        body.get("gpu_hours"),
+        body.get("start"),
+        body.get("end"),
+        title=body.get("title", ""),
+        access_call=body.get("access_call", ""),
+        owner=body.get("owner", ""),
+    )
     return allocations.describe(s, a)
 
 
@@ -125,7 +132,9 @@ class LedgerCollector:
     def collect(self):
         granted = GaugeMetricFamily("aifhub_allocation_granted_gpu_hours", "GPU-hours granted", labels=["allocation"])
         used = GaugeMetricFamily("aifhub_allocation_used_gpu_hours", "GPU-hours charged", labels=["allocation"])
-        held = GaugeMetricFamily("aifhub_allocation_held_gpu_hours", "GPU-hours held by running sandboxes", labels=["allocation"])
+        held = GaugeMetricFamily(
+            "aifhub_allocation_held_gpu_hours", "GPU-hours held by running sandboxes", labels=["allocation"]
+        )
         c_used = GaugeMetricFamily("aifhub_course_used_gpu_hours", "GPU-hours charged to a course", labels=["course"])
         c_held = GaugeMetricFamily("aifhub_course_held_gpu_hours", "GPU-hours held in a course", labels=["course"])
         refusals = CounterMetricFamily("aifhub_spawn_refusals", "Spawns refused, by reason", labels=["reason"])

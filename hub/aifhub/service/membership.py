@@ -37,6 +37,7 @@ def course_today(course, now=None):
 
 # -- units of work ------------------------------------------------------------
 
+
 def is_enrolled(s, user, course_id):
     return s.scalar(select(Enrollment.id).where(Enrollment.user == user, Enrollment.course_id == course_id)) is not None
 
@@ -151,8 +152,9 @@ class Membership:
 
     async def roster_remove(self, course, name):
         if name in course.roster:
-            raise Refusal("in-course-file",
-                          f"{name} is listed in the course file; remove them from course.yaml and publish it.")
+            raise Refusal(
+                "in-course-file", f"{name} is listed in the course file; remove them from course.yaml and publish it."
+            )
         await self.db.run(_roster_remove, course, name)
         if self.hub is not None:
             try:

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 # -- units of work ------------------------------------------------------------
 
+
 def notices(s, catalog, user=None):
     """Warnings for learners whose running sandboxes near a limit, or will stop for being idle: ``{user: message}``."""
     out = idle.idle_notices(s, catalog, user)
@@ -31,22 +32,31 @@ def notices(s, catalog, user=None):
         if tightest is None:
             continue
         unit = "GPU" if tightest.unit == "gpu" else "CPU"
-        out[session.user] = (f"You have used {tightest.percent:.0f}% of your {unit}-hours for {course.title}; "
-                             "your sandbox stops when they run out.")
+        out[session.user] = (
+            f"You have used {tightest.percent:.0f}% of your {unit}-hours for {course.title}; "
+            "your sandbox stops when they run out."
+        )
     return out
 
 
 def stopped_sessions(s, user, limit):
-    q = (select(SandboxSession).where(SandboxSession.user == user, SandboxSession.stop_reason.is_not(None))
-         .order_by(SandboxSession.id.desc()).limit(limit))
-    return [{"course": x.course_id, "ended_at": x.ended_at.isoformat() if x.ended_at else None,
-             "reason": x.stop_reason} for x in s.scalars(q)]
+    q = (
+        select(SandboxSession)
+        .where(SandboxSession.user == user, SandboxSession.stop_reason.is_not(None))
+        .order_by(SandboxSession.id.desc())
+        .limit(limit)
+    )
+    return [
+        {"course": x.course_id, "ended_at": x.ended_at.isoformat() if x.ended_at else None, "reason": x.stop_reason}
+        for x in s.scalars(q)
+    ]
 
 
 def running_courses(s, user):
     """``{course_id: server_name}`` of the learner's running sandboxes."""
     q = select(SandboxSession.course_id, SandboxSession.server_name).where(
-        SandboxSession.state == "active", SandboxSession.user == user)
+        SandboxSession.state == "active", SandboxSession.user == user
+    )
     return {course_id: server for course_id, server in s.execute(q)}
 
 
@@ -68,8 +78,14 @@ class MeteringLoop:
         grading = set(self.admission.grading_running) | set(self.admission.warm_running)  # run by the service
         activity = await self.hub.running_with_activity()
         running = set(activity) | grading
-        result = await self.db.run(metering.tick, running, asked_at, self.courses.catalog, grace_s=self.stop_grace_s,
-                                   settle_grace_s=self.settle_grace_s)
+        result = await self.db.run(
+            metering.tick,
+            running,
+            asked_at,
+            self.courses.catalog,
+            grace_s=self.stop_grace_s,
+            settle_grace_s=self.settle_grace_s,
+        )
         await self._idle(activity, result)
         if result.settled:
             log.info("Settled %d session(s) whose servers stopped without telling us", len(result.settled))
@@ -87,7 +103,9 @@ class MeteringLoop:
         if not any(c.idle for c in self.courses.catalog.courses.values()):
             return
         devices = [d.id for d in self.admission.inventory or ()]
-        busy = {d for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items() if pct > idle.BUSY_PERCENT}
+        busy = {
+            d for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items() if pct > idle.BUSY_PERCENT
+        }
         warnings, stops = await self.db.run(idle.idle_pass, self.courses.catalog, activity, utcnow(), busy)
         for user, _server, message in warnings:
             log.info("Idle warning for %s: %s", user, message)

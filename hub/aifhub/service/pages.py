@@ -35,8 +35,13 @@ class PageHandler(BaseHandler):
         exc = kwargs.get("exc_info", (None, None))[1]
         message = getattr(exc, "log_message", None) or self._reason
         try:
-            self.render("error.html", status=status_code, message=message,
-                        hub_prefix=self.settings["hub_prefix"], prefix=self.settings["service_prefix"])
+            self.render(
+                "error.html",
+                status=status_code,
+                message=message,
+                hub_prefix=self.settings["hub_prefix"],
+                prefix=self.settings["service_prefix"],
+            )
         except Exception:  # noqa: BLE001 - never fail while reporting a failure
             self.finish(f"{status_code}: {message}")
 
@@ -68,10 +73,19 @@ class HomePage(PageHandler):
         offers = view["courses"]
         for offer in offers:
             course = self.core.catalog.get(offer["id"])
-            offer["assignments_status"] = await grading_view.learner_assignments(self.grading, course, self.user_name) \
-                if offer["enrolled"] and course is not None else []
-        self.render_page("home.html", offers=offers, broken=broken, running=view["running"], notice=view["notice"],
-                         stopped=view["stopped"])
+            offer["assignments_status"] = (
+                await grading_view.learner_assignments(self.grading, course, self.user_name)
+                if offer["enrolled"] and course is not None
+                else []
+            )
+        self.render_page(
+            "home.html",
+            offers=offers,
+            broken=broken,
+            running=view["running"],
+            notice=view["notice"],
+            stopped=view["stopped"],
+        )
 
 
 class EnrolAction(PageHandler):
@@ -121,9 +135,15 @@ class CoursePage(PageHandler):
             from ..lti.handlers import course_state  # builds on this module's PageHandler
         return {
             "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
-            "roster": roster, "usage": usage, "waitlist": await waitlist_entries(self.core, course.id), "grading": await grading_view.instructor_grading(self.grading, course),
-            "usage_chart": charts.bars([(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
-                                       f"Usage per learner in {course.title} (hours)", element_id="usage-chart"),
+            "roster": roster,
+            "usage": usage,
+            "waitlist": await waitlist_entries(self.core, course.id),
+            "grading": await grading_view.instructor_grading(self.grading, course),
+            "usage_chart": charts.bars(
+                [(u, v["gpu_hours"] or v["cpu_hours"]) for u, v in sorted(usage.items())],
+                f"Usage per learner in {course.title} (hours)",
+                element_id="usage-chart",
+            ),
         }
 
     @web.authenticated
@@ -133,12 +153,18 @@ class CoursePage(PageHandler):
         instructor = course.is_instructor(self.user_name) or self.admin
         if not decision.allowed and course.enrollment == "roster" and not instructor:
             raise web.HTTPError(404, f"There is no course '{course_id}'.")
-        self.render_page("course.html", course=course, decision=decision, instructor=instructor,
-                         quota=await self.core.admission.quotas(course, self.user_name) if decision.allowed else [],
-                         running=course.id in await self.core.metering.running_courses(self.user_name),
-                         my_assignments=await grading_view.learner_assignments(self.grading, course, self.user_name)
-                         if decision.allowed else [],
-                         **(await self.instructor_view(course) if instructor else {}))
+        self.render_page(
+            "course.html",
+            course=course,
+            decision=decision,
+            instructor=instructor,
+            quota=await self.core.admission.quotas(course, self.user_name) if decision.allowed else [],
+            running=course.id in await self.core.metering.running_courses(self.user_name),
+            my_assignments=await grading_view.learner_assignments(self.grading, course, self.user_name)
+            if decision.allowed
+            else [],
+            **(await self.instructor_view(course) if instructor else {}),
+        )
 
 
 class InstructorPage(CoursePage):
@@ -166,8 +192,11 @@ class RosterAction(PageHandler):
             upload = self.request.files.get("file")
             if upload:
                 text = upload[0]["body"].decode("utf-8", errors="replace")
-            names = [row[0] for row in csv.reader(io.StringIO(text)) if row and row[0].strip()
-                     and row[0].strip().lower() not in ("user", "username", "name")]
+            names = [
+                row[0]
+                for row in csv.reader(io.StringIO(text))
+                if row and row[0].strip() and row[0].strip().lower() not in ("user", "username", "name")
+            ]
             added = await self.core.membership.roster_add(course, names)
             return self.back(path, ok=f"Imported {len(added)} learner(s).")
         except Refusal as refusal:
@@ -213,7 +242,9 @@ class FeedbackPage(PageHandler):
             html = None
         if html is None:
             raise web.HTTPError(404, f"No feedback on {assignment} / {notebook} has been released to you.")
-        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+        self.set_header(
+            "Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+        )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(html)
 
@@ -226,18 +257,31 @@ def _admin_overview(s, catalog):
         for day, hours in reports.daily_gpu_hours(s, allocation=a["id"]):
             cumulative += hours
             points.append((day, cumulative))
-        a["chart"] = charts.burndown(points, a["granted_gpu_hours"],
-                                     f"GPU-hours remaining on {a['id']}, by day", element_id=f"burndown-{a['id']}")
+        a["chart"] = charts.burndown(
+            points,
+            a["granted_gpu_hours"],
+            f"GPU-hours remaining on {a['id']}, by day",
+            element_id=f"burndown-{a['id']}",
+        )
         a["courses"] = sorted(c.id for c in catalog.courses.values() if c.allocation == a["id"])
-    pool_chart = charts.bars(reports.daily_gpu_hours(s)[-14:], "GPU-hours used per day, last 14 days",
-                             element_id="pool-usage")
+    pool_chart = charts.bars(
+        reports.daily_gpu_hours(s)[-14:], "GPU-hours used per day, last 14 days", element_id="pool-usage"
+    )
     return allocs, pool_chart
 
 
 def _allocation_action(s, action, allocation_id, form):
     if action == "create":
-        a = allocations.create(s, form["id"], form["gpu_hours"], form["start"], form["end"],
-                               title=form["title"], access_call=form["access_call"], owner=form["owner"])
+        a = allocations.create(
+            s,
+            form["id"],
+            form["gpu_hours"],
+            form["start"],
+            form["end"],
+            title=form["title"],
+            access_call=form["access_call"],
+            owner=form["owner"],
+        )
         return f"Created {a.id}."
     if action == "topup":
         a = allocations.topup(s, allocation_id, form["gpu_hours"], form["note"])
@@ -251,10 +295,15 @@ class AdminPage(PageHandler):
     async def get(self):
         self.require_admin()
         allocs, pool_chart = await self.core.db.run(_admin_overview, self.core.catalog)
-        self.render_page("admin.html", pool=await self.core.admission.pool_status(), broken=self.core.broken_courses(),
-                         waitlist=await waitlist_entries(self.core),
-                         courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id),
-                         allocations=allocs, pool_chart=pool_chart)
+        self.render_page(
+            "admin.html",
+            pool=await self.core.admission.pool_status(),
+            broken=self.core.broken_courses(),
+            waitlist=await waitlist_entries(self.core),
+            courses=sorted(self.core.catalog.courses.values(), key=lambda c: c.id),
+            allocations=allocs,
+            pool_chart=pool_chart,
+        )
 
 
 class AllocationAction(PageHandler):
@@ -262,9 +311,16 @@ class AllocationAction(PageHandler):
     async def post(self, allocation_id=None, action="create"):
         self.require_admin()
         arg = self.get_body_argument
-        form = {"id": arg("id", ""), "gpu_hours": arg("gpu_hours", ""), "start": arg("start", None),
-                "end": arg("end", None), "title": arg("title", ""), "access_call": arg("access_call", ""),
-                "owner": arg("owner", ""), "note": arg("note", "")}
+        form = {
+            "id": arg("id", ""),
+            "gpu_hours": arg("gpu_hours", ""),
+            "start": arg("start", None),
+            "end": arg("end", None),
+            "title": arg("title", ""),
+            "access_call": arg("access_call", ""),
+            "owner": arg("owner", ""),
+            "note": arg("note", ""),
+        }
         try:
             message = await self.core.db.run(_allocation_action, action, allocation_id, form)
         except Refusal as refusal:

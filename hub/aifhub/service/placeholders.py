@@ -34,13 +34,20 @@ FIELD_MANAGER = "aifhub"
 class Placeholders(LoggingConfigurable):
     """The service's placeholder ReplicaSets (when the cluster places GPUs: ``--gpus kubernetes``)."""
 
-    lead = Float(900.0, help="Seconds before a scheduled session when its placeholders are started (time for nodes "
-                 "to pull the course's image and, with an autoscaler, to join).").tag(config=True)
-    keep = Float(1800.0, help="Seconds after a session's start (at most its end) that placeholders are kept for "
-                 "learners who come late.").tag(config=True)
+    lead = Float(
+        900.0,
+        help="Seconds before a scheduled session when its placeholders are started (time for nodes "
+        "to pull the course's image and, with an autoscaler, to join).",
+    ).tag(config=True)
+    keep = Float(
+        1800.0,
+        help="Seconds after a session's start (at most its end) that placeholders are kept for learners who come late.",
+    ).tag(config=True)
     interval = Float(15.0, help="Seconds between checks of the schedule and the cluster.").tag(config=True)
-    scheduler_name = Unicode(help="Scheduler of placeholder pods: the learners' (the chart's user scheduler, "
-                             "e.g. aifhub-user-scheduler), so they pack alike. Empty: the cluster's default.").tag(config=True)
+    scheduler_name = Unicode(
+        help="Scheduler of placeholder pods: the learners' (the chart's user scheduler, "
+        "e.g. aifhub-user-scheduler), so they pack alike. Empty: the cluster's default."
+    ).tag(config=True)
 
     def __init__(self, db, courses, admission, grading, images_dir, first_uid, **kw):
         super().__init__(**kw)
@@ -74,11 +81,20 @@ class Placeholders(LoggingConfigurable):
         await load_kube_config(self.kube_config)
         async with client.ApiClient() as api:
             apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-            have = {rs.metadata.labels.get(podspec.COURSE_LABEL): rs.metadata.name for rs in (await apps.list_namespaced_replica_set(
-                self.namespace, label_selector=f"{podspec.COMPONENT_LABEL}={PLACEHOLDER}")).items}
+            have = {
+                rs.metadata.labels.get(podspec.COURSE_LABEL): rs.metadata.name
+                for rs in (
+                    await apps.list_namespaced_replica_set(
+                        self.namespace, label_selector=f"{podspec.COMPONENT_LABEL}={PLACEHOLDER}"
+                    )
+                ).items
+            }
             self.known = set(have)
-            pods = (await core.list_namespaced_pod(
-                self.namespace, label_selector=f"{podspec.COMPONENT_LABEL} in (sandbox,{PLACEHOLDER})")).items
+            pods = (
+                await core.list_namespaced_pod(
+                    self.namespace, label_selector=f"{podspec.COMPONENT_LABEL} in (sandbox,{PLACEHOLDER})"
+                )
+            ).items
             arrived, running = {}, {}
             for pod in pods:
                 if pod.metadata.deletion_timestamp or pod.status.phase not in ("Pending", "Running"):
@@ -96,16 +112,28 @@ class Placeholders(LoggingConfigurable):
                 if opened and not await self._can_pay(course):
                     count = 0
                 if opened:
-                    body = placeholder_replicaset(course.summary(), images.get(course.sandbox.image), self.pools, count,
-                                                  namespace=self.namespace, registry=self.registry,
-                                                  scheduler_name=self.scheduler_name or None)
+                    body = placeholder_replicaset(
+                        course.summary(),
+                        images.get(course.sandbox.image),
+                        self.pools,
+                        count,
+                        namespace=self.namespace,
+                        registry=self.registry,
+                        scheduler_name=self.scheduler_name or None,
+                    )
                     await apps.patch_namespaced_replica_set(
-                        body["metadata"]["name"], self.namespace, body, field_manager=FIELD_MANAGER, force=True,
-                        _content_type="application/apply-patch+yaml")
+                        body["metadata"]["name"],
+                        self.namespace,
+                        body,
+                        field_manager=FIELD_MANAGER,
+                        force=True,
+                        _content_type="application/apply-patch+yaml",
+                    )
                     self.known.add(course.id)
                 elif course.id in have:
-                    await apps.delete_namespaced_replica_set(replicaset_name(course.id), self.namespace,
-                                                             propagation_policy="Background")
+                    await apps.delete_namespaced_replica_set(
+                        replicaset_name(course.id), self.namespace, propagation_policy="Background"
+                    )
                     self.known.discard(course.id)
                     log.info("Placeholders of %s removed: its session window closed", course.id)
         await self._charge(running)

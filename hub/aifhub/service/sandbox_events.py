@@ -4,9 +4,11 @@ process for going over the memory limit, ...): kept for a while and shown as the
 import time
 
 MESSAGES = {
-    "memory": ("Your sandbox for {title} went over its memory limit ({memory}): the process using the most "
-               "memory (usually a notebook's kernel) was stopped. Restart the kernel and use less memory, "
-               "for example smaller arrays or batches."),
+    "memory": (
+        "Your sandbox for {title} went over its memory limit ({memory}): the process using the most "
+        "memory (usually a notebook's kernel) was stopped. Restart the kernel and use less memory, "
+        "for example smaller arrays or batches."
+    ),
 }
 KINDS = tuple(MESSAGES)
 

@@ -31,8 +31,7 @@ async def stop_sandboxes(hub, timeout, hurry, concurrency=8):
         return set()
     if not running:
         return set()
-    log.info("Stopping %d sandbox(es) before the service exits, so that each is charged to its stop",
-             len(running))
+    log.info("Stopping %d sandbox(es) before the service exits, so that each is charged to its stop", len(running))
     limit = asyncio.Semaphore(concurrency)
 
     async def stop(user, server_name):  # the hub answers once the sandbox stopped (and was released)
@@ -53,8 +52,7 @@ async def stop_sandboxes(hub, timeout, hurry, concurrency=8):
     except HubAPIError:
         left = set()
     if left:
-        log.warning("%d sandbox(es) had not stopped when the service exited; they are charged up to now",
-                    len(left))
+        log.warning("%d sandbox(es) had not stopped when the service exited; they are charged up to now", len(left))
     return left
 
 

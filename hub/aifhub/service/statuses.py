@@ -5,17 +5,51 @@ The parts that decide (ledger, membership, admission, grading) say *why* they re
 """
 
 BAD_REQUEST = {
-    "no-course", "bad-name", "bad-id", "bad-hours", "bad-date", "bad-name-format", "bad-submission", "bad-event",
+    "no-course",
+    "bad-name",
+    "bad-id",
+    "bad-hours",
+    "bad-date",
+    "bad-name-format",
+    "bad-submission",
+    "bad-event",
     "bad-field",
 }
 FORBIDDEN = {
-    "not-enrolled", "not-started", "ended", "roster", "bad-code", "not-member", "instructors-only",
-    "quota", "course-budget", "allocation-exhausted", "allocation-closed", "allocation-not-started", "allocation-expired",
+    "not-enrolled",
+    "not-started",
+    "ended",
+    "roster",
+    "bad-code",
+    "not-member",
+    "instructors-only",
+    "quota",
+    "course-budget",
+    "allocation-exhausted",
+    "allocation-closed",
+    "allocation-not-started",
+    "allocation-expired",
 }
-NOT_FOUND = {"unknown-course", "unknown-allocation", "not-on-roster", "not-running", "not-released", "no-submission",
-             "no-feedback", "no-assignment"}
-CONFLICT = {"broken-course", "exists", "closed", "in-course-file", "no-allocation", "gpu-busy", "same-timestamp",
-            "not-runnable"}
+NOT_FOUND = {
+    "unknown-course",
+    "unknown-allocation",
+    "not-on-roster",
+    "not-running",
+    "not-released",
+    "no-submission",
+    "no-feedback",
+    "no-assignment",
+}
+CONFLICT = {
+    "broken-course",
+    "exists",
+    "closed",
+    "in-course-file",
+    "no-allocation",
+    "gpu-busy",
+    "same-timestamp",
+    "not-runnable",
+}
 OTHER = {
     "too-large": 413,
     "too-many": 429,

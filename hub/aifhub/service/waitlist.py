@@ -32,6 +32,7 @@ LIVE = ("waiting", "offered")
 
 # -- the line, played forward (pure) --------------------------------------------
 
+
 def service_order(entries, gpus_by_course):
     """``entries`` (waiting, in arrival order) in the order devices will reach them: each next device goes to
     the first in line of the course holding the fewest GPUs (``gpus_by_course``), then to the earliest."""
@@ -70,17 +71,25 @@ def estimates(order, free_at, session_s):
 
 # -- units of work --------------------------------------------------------------
 
+
 def live_entry(s, user, server_name, course_id):
-    return s.scalar(select(WaitlistEntry).where(
-        WaitlistEntry.user == user, WaitlistEntry.server_name == server_name, WaitlistEntry.course_id == course_id,
-        WaitlistEntry.state.in_(LIVE)))
+    return s.scalar(
+        select(WaitlistEntry).where(
+            WaitlistEntry.user == user,
+            WaitlistEntry.server_name == server_name,
+            WaitlistEntry.course_id == course_id,
+            WaitlistEntry.state.in_(LIVE),
+        )
+    )
 
 
 def waiting_for(s, kind, inventory):
     """Whether anyone waits for devices that a course of GPU ``kind`` could take."""
     kinds = {d.kind for d in inventory if d.matches(kind)}
-    return any(_kind_overlaps(e.gpu_kind, kinds, inventory) for e in s.scalars(
-        select(WaitlistEntry).where(WaitlistEntry.state == "waiting")))
+    return any(
+        _kind_overlaps(e.gpu_kind, kinds, inventory)
+        for e in s.scalars(select(WaitlistEntry).where(WaitlistEntry.state == "waiting"))
+    )
 
 
 def _kind_overlaps(kind, kinds, inventory):
@@ -92,8 +101,16 @@ def join(s, course, user, server_name):
     entry = live_entry(s, user, server_name, course.id)
     if entry is None:
         gpu = course.sandbox.gpu
-        entry = WaitlistEntry(user=user, server_name=server_name, course_id=course.id, gpu_kind=gpu.kind,
-                              gpu_count=gpu.count, state="waiting", joined_at=utcnow(), held_devices="")
+        entry = WaitlistEntry(
+            user=user,
+            server_name=server_name,
+            course_id=course.id,
+            gpu_kind=gpu.kind,
+            gpu_count=gpu.count,
+            state="waiting",
+            joined_at=utcnow(),
+            held_devices="",
+        )
         s.add(entry)
         s.flush()
         log.info("%s joined the waitlist for %s (entry %d)", user, course.id, entry.id)
@@ -122,8 +139,11 @@ def leave(s, user, course_id=None, entry_id=None, why="left"):
 
 def _gpus_by_course(s):
     held = {}
-    for course_id, count in s.execute(select(SandboxSession.course_id, SandboxSession.gpu_count).where(
-            SandboxSession.state == "active", SandboxSession.gpu_count > 0)):
+    for course_id, count in s.execute(
+        select(SandboxSession.course_id, SandboxSession.gpu_count).where(
+            SandboxSession.state == "active", SandboxSession.gpu_count > 0
+        )
+    ):
         held[course_id] = held.get(course_id, 0) + count
     for e in s.scalars(select(WaitlistEntry).where(WaitlistEntry.state == "offered")):
         held[e.course_id] = held.get(e.course_id, 0) + e.gpu_count
@@ -135,8 +155,12 @@ def promote(s, inventory, hold_s, now=None):
     offered now."""
     now = now or utcnow()
     for e in s.scalars(select(WaitlistEntry).where(WaitlistEntry.state == "offered", WaitlistEntry.expires_at <= now)):
-        log.info("The GPU held for %s (%s) was not taken within %d s: it goes to the next in line", e.user,
-                 e.course_id, hold_s)
+        log.info(
+            "The GPU held for %s (%s) was not taken within %d s: it goes to the next in line",
+            e.user,
+            e.course_id,
+            hold_s,
+        )
         e.state, e.ended_at, e.held_devices = "expired", now, ""
     s.flush()
     waiting = list(s.scalars(select(WaitlistEntry).where(WaitlistEntry.state == "waiting")))
@@ -146,7 +170,7 @@ def promote(s, inventory, hold_s, now=None):
     free = [d for d in inventory if d.id not in taken]
     offered = []
     for entry in service_order(waiting, _gpus_by_course(s)):
-        fits = [d for d in free if d.matches(entry.gpu_kind)][:entry.gpu_count]
+        fits = [d for d in free if d.matches(entry.gpu_kind)][: entry.gpu_count]
         if len(fits) < entry.gpu_count:
             continue  # a later entry of another kind (or needing fewer) may still fit
         entry.state, entry.offered_at = "offered", now
@@ -162,8 +186,9 @@ def _session_ends(s, catalog, inventory, default_session_s, now):
     """Seconds from now until each device of the pool is free (0 for a free one)."""
     ends = {d.id: 0.0 for d in inventory}
     claimed = {}
-    for session in s.scalars(select(SandboxSession).where(SandboxSession.state == "active",
-                                                          SandboxSession.gpu_count > 0)):
+    for session in s.scalars(
+        select(SandboxSession).where(SandboxSession.state == "active", SandboxSession.gpu_count > 0)
+    ):
         course = catalog.get(session.course_id)
         length = session.max_session_s or default_session_s
         left = max(0.0, length - (now - session.started_at).total_seconds())
@@ -204,15 +229,27 @@ def status(s, catalog, inventory, default_session_s, entry_ids=None):
             out[e.id] = _describe(e, place, eta[e.id])
     for e in live:
         if e.state == "offered":
-            out[e.id] = _describe(e, 0, 0) | {"devices": e.devices, "hold_expires_at": e.expires_at.isoformat(),
-                                              "hold_s": max(0, round((e.expires_at - now).total_seconds()))}
+            out[e.id] = _describe(e, 0, 0) | {
+                "devices": e.devices,
+                "hold_expires_at": e.expires_at.isoformat(),
+                "hold_s": max(0, round((e.expires_at - now).total_seconds())),
+            }
     return {k: v for k, v in out.items() if entry_ids is None or k in entry_ids}
 
 
 def _describe(e, position, estimate):
-    return {"id": e.id, "user": e.user, "server_name": e.server_name, "course": e.course_id, "state": e.state,
-            "gpu_kind": e.gpu_kind, "gpu_count": e.gpu_count, "position": position,
-            "estimate_s": None if estimate is None else round(estimate), "joined_at": e.joined_at.isoformat()}
+    return {
+        "id": e.id,
+        "user": e.user,
+        "server_name": e.server_name,
+        "course": e.course_id,
+        "state": e.state,
+        "gpu_kind": e.gpu_kind,
+        "gpu_count": e.gpu_count,
+        "position": position,
+        "estimate_s": None if estimate is None else round(estimate),
+        "joined_at": e.joined_at.isoformat(),
+    }
 
 
 def entry_state(s, entry_id):
@@ -221,6 +258,7 @@ def entry_state(s, entry_id):
 
 
 # -- the service's side -----------------------------------------------------------
+
 
 class Waitlist:
     """The waitlist of the local GPU pool, and the wake-ups of the spawns waiting in it."""

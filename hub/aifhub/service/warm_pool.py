@@ -55,7 +55,10 @@ def plan(catalog, now, lead_s, keep_s, handed):
     out = {}
     for course in catalog.courses.values():
         for session in course.sessions:
-            opens, closes = session.start - timedelta(seconds=lead_s), min(session.end, session.start + timedelta(seconds=keep_s))
+            opens, closes = (
+                session.start - timedelta(seconds=lead_s),
+                min(session.end, session.start + timedelta(seconds=keep_s)),
+            )
             if opens <= now < closes:
                 window = (course.id, session.start.isoformat())
                 out[window] = (course, max(0, session.expected - handed.get(window, 0)))
@@ -66,13 +69,23 @@ class WarmPool(LoggingConfigurable):
     """The service's warm sandboxes."""
 
     lead = Float(600.0, help="Seconds before a scheduled session when its warm sandboxes start.").tag(config=True)
-    keep = Float(1800.0, help="Seconds after a session's start (at most its end) that unused warm sandboxes are kept.").tag(config=True)
-    max_warm = Integer(50, help="Warm sandboxes at once on this machine, whatever the sessions expect.").tag(config=True)
+    keep = Float(
+        1800.0, help="Seconds after a session's start (at most its end) that unused warm sandboxes are kept."
+    ).tag(config=True)
+    max_warm = Integer(50, help="Warm sandboxes at once on this machine, whatever the sessions expect.").tag(
+        config=True
+    )
     interval = Float(15.0, help="Seconds between checks of the schedule.").tag(config=True)
     boot_timeout = Float(180.0, help="Seconds a warm sandbox may take to import the Jupyter stack.").tag(config=True)
-    device_dir = Unicode("/dev", help="Where the GPU device nodes are (as LocalSandboxSpawner.device_dir).").tag(config=True)
-    tmp_size = Unicode("1G", help="Size of a warm sandbox's private /tmp and /dev/shm (as LocalSandboxSpawner.tmp_size).").tag(config=True)
-    max_processes = Integer(512, help="Processes one sandbox may have (as LocalSandboxSpawner.max_processes).").tag(config=True)
+    device_dir = Unicode("/dev", help="Where the GPU device nodes are (as LocalSandboxSpawner.device_dir).").tag(
+        config=True
+    )
+    tmp_size = Unicode(
+        "1G", help="Size of a warm sandbox's private /tmp and /dev/shm (as LocalSandboxSpawner.tmp_size)."
+    ).tag(config=True)
+    max_processes = Integer(512, help="Processes one sandbox may have (as LocalSandboxSpawner.max_processes).").tag(
+        config=True
+    )
 
     def __init__(self, db, courses, admission, state_dir, first_uid, **kw):
         super().__init__(**kw)
@@ -144,8 +157,17 @@ class WarmPool(LoggingConfigurable):
         w = WarmSandbox(next(self._ids), course.id, window, server="")
         w.server = f"warm-{w.id}-{os.getpid()}"
         try:
-            admitted = await self.db.run(ledger_admission.admit, course, WARM_USER, w.server, self.admission.inventory,
-                                         self.first_uid, None, int(self.keep + self.lead), False)
+            admitted = await self.db.run(
+                ledger_admission.admit,
+                course,
+                WARM_USER,
+                w.server,
+                self.admission.inventory,
+                self.first_uid,
+                None,
+                int(self.keep + self.lead),
+                False,
+            )
         except Exception as exc:  # no device free, the course's budget used up: nothing warm for now
             log.info("No warm sandbox for %s: %s", course.id, getattr(exc, "message", exc))
             return False
@@ -158,8 +180,9 @@ class WarmPool(LoggingConfigurable):
             log.warning("A warm sandbox for %s did not start: %s", course.id, exc)
             await self._stop(w, "did not start")
             return False
-        log.info("Warm sandbox %d of %s ready (%s)", w.id, course.id,
-                 ", ".join(d["id"] for d in w.devices) or "CPU only")
+        log.info(
+            "Warm sandbox %d of %s ready (%s)", w.id, course.id, ", ".join(d["id"] for d in w.devices) or "CPU only"
+        )
         return True
 
     async def _boot(self, course, w):
@@ -167,9 +190,14 @@ class WarmPool(LoggingConfigurable):
         limits = Limits(memory_bytes=memory, cpu=course.sandbox.cpu, pids=self.max_processes)
         w.group = await asyncio.to_thread(self.cgroups.create, f"{group_prefix(self.work_root)}warm{w.id}", limits)
         spec = namespace.Confinement(
-            uid=None, gid=None, cwd=str(self.state_dir), gpu_minors=tuple(int(d.get("minor", d["id"])) for d in w.devices),
-            device_dir=self.device_dir, tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
-            keep=(str(self.state_dir.parent), sys.prefix))
+            uid=None,
+            gid=None,
+            cwd=str(self.state_dir),
+            gpu_minors=tuple(int(d.get("minor", d["id"])) for d in w.devices),
+            device_dir=self.device_dir,
+            tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
+            keep=(str(self.state_dir.parent), sys.prefix),
+        )
         argv = await asyncio.to_thread(spec.argv, [sys.executable, "-m", "aifhub.isolation.warm_runner"])
         group = w.group
 
@@ -179,8 +207,13 @@ class WarmPool(LoggingConfigurable):
             os.umask(0o077)
 
         w.proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, preexec_fn=preexec,
-            start_new_session=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"})
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=preexec,
+            start_new_session=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+        )
         line = await asyncio.wait_for(w.proc.stdout.readline(), self.boot_timeout)
         if line.decode().strip() != READY:
             raise RuntimeError(f"it said {line[:200]!r} instead of being ready")
@@ -244,5 +277,13 @@ class WarmPool(LoggingConfigurable):
             await self._stop(w, "the service stops")
 
     def status(self):
-        return [{"id": w.id, "course": w.course_id, "session": w.window[1], "state": w.state,
-                 "devices": [d["id"] for d in w.devices]} for w in self.sandboxes.values()]
+        return [
+            {
+                "id": w.id,
+                "course": w.course_id,
+                "session": w.window[1],
+                "state": w.state,
+                "devices": [d["id"] for d in w.devices],
+            }
+            for w in self.sandboxes.values()
+        ]

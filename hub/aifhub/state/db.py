@@ -88,8 +88,10 @@ def is_busy(exc):
         return False
     orig = exc.orig
     if isinstance(orig, sqlite3.OperationalError):
-        return getattr(orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
-            or "database is locked" in str(orig)
+        return getattr(orig, "sqlite_errorcode", None) in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ) or "database is locked" in str(orig)
     return getattr(orig, "sqlstate", None) in PG_RETRY_STATES
 
 
@@ -122,8 +124,10 @@ class Database:
     def session(self):
         """A transaction: commits on success, rolls back on error. Not on the event loop: use :meth:`run`."""
         if _on_event_loop():
-            raise RuntimeError("A database session opened on the event loop would stall it: "
-                               "use `await db.run(unit, ...)` with a function of the session.")
+            raise RuntimeError(
+                "A database session opened on the event loop would stall it: "
+                "use `await db.run(unit, ...)` with a function of the session."
+            )
         with self._sessionmaker() as s, s.begin():
             yield s
 
@@ -137,7 +141,9 @@ class Database:
             except OperationalError as exc:
                 if not is_busy(exc) or attempt == self.retries:
                     raise
-                log.info("State database busy (%s); retrying %s in %.2f s", exc.orig, getattr(fn, "__name__", fn), delay)
+                log.info(
+                    "State database busy (%s); retrying %s in %.2f s", exc.orig, getattr(fn, "__name__", fn), delay
+                )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 

@@ -127,8 +127,13 @@ class Run:
 
     def on_deadline(self):
         limit = self.spec.get("notebook_timeout")
-        self.finish({"ok": False, "reason": "timeout",
-                     "error": f"Timeout waiting for the notebook: it ran past the {limit} s limit and was stopped"})
+        self.finish(
+            {
+                "ok": False,
+                "reason": "timeout",
+                "error": f"Timeout waiting for the notebook: it ran past the {limit} s limit and was stopped",
+            }
+        )
         os._exit(0)
 
     def run(self):

@@ -87,8 +87,16 @@ def main(argv=None):
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
     env = dict(SAFE_ENV)
-    env.update({"PATH": spec["path"], "HOME": spec["home"], "TMPDIR": spec["tmp"],
-                "JUPYTER_RUNTIME_DIR": spec["runtime"], "JPY_PARENT_PID": str(os.getppid()), "IPYTHONDIR": os.path.join(spec["home"], ".ipython")})
+    env.update(
+        {
+            "PATH": spec["path"],
+            "HOME": spec["home"],
+            "TMPDIR": spec["tmp"],
+            "JUPYTER_RUNTIME_DIR": spec["runtime"],
+            "JPY_PARENT_PID": str(os.getppid()),
+            "IPYTHONDIR": os.path.join(spec["home"], ".ipython"),
+        }
+    )
     env.update(spec.get("env") or {})
     if spec.get("isolate") and uid is not None:  # machine read-only, /tmp and /dev/shm the job's, /proc its own
         from .mounts import isolate_kernel

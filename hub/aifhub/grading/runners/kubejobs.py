@@ -48,12 +48,16 @@ def read_answer(path, limit=MAX_ANSWER_BYTES):
 class KubernetesExecute(Execute):
     """nbgrader's Execute, in a Kubernetes Job per notebook (configured by the worker per request)."""
 
-    job_template = Dict(help="The Job manifest (aifhub.kube.grading_job.grading_job) without name and subPath.").tag(config=True)
+    job_template = Dict(help="The Job manifest (aifhub.kube.grading_job.grading_job) without name and subPath.").tag(
+        config=True
+    )
     job_name = Unicode(help="Prefix of the Jobs' names: one Job per notebook.").tag(config=True)
     namespace = Unicode("default", help="Namespace the Jobs run in.").tag(config=True)
     kube_config = Unicode(help="kubeconfig file; empty: the pod's service account (in the cluster).").tag(config=True)
     scratch = Unicode(help="This submission's folder on the grading volume, as the worker sees it.").tag(config=True)
-    volume_root = Unicode(help="Where the worker sees the grading volume's root (subPaths are relative to it).").tag(config=True)
+    volume_root = Unicode(help="Where the worker sees the grading volume's root (subPaths are relative to it).").tag(
+        config=True
+    )
     notebook_timeout = Float(600, help="Seconds all the submission's notebooks may run, in all.").tag(config=True)
     start_timeout = Integer(600, help="Seconds a grading pod may wait for a node and its image.").tag(config=True)
 
@@ -72,8 +76,11 @@ class KubernetesExecute(Execute):
             with scratch.mkdir(folder.name, 0o777) as job:
                 with fsafe.opened(resources["metadata"]["path"]) as src, job.mkdir("work", 0o777) as work:
                     fsafe.copy_tree(src, work, skip=ignore_learner_files, dir_mode=0o777, file_mode=0o666)
-                job.write("job.json", json.dumps({"cell_timeout": self.timeout, "notebook_timeout": budget,
-                                                  "notebook": notebook}), 0o666)
+                job.write(
+                    "job.json",
+                    json.dumps({"cell_timeout": self.timeout, "notebook_timeout": budget, "notebook": notebook}),
+                    0o666,
+                )
                 job.write("input.ipynb", nbformat.writes(nb), 0o666)
 
         manifest = copy.deepcopy(self.job_template)
@@ -85,8 +92,9 @@ class KubernetesExecute(Execute):
         manifest["spec"]["activeDeadlineSeconds"] = int(self.start_timeout + budget + 30)
         began = time.monotonic()
         try:
-            outcome, why = asyncio.run(run_job(manifest, self.namespace, self.kube_config, self.start_timeout,
-                                               budget + 30))
+            outcome, why = asyncio.run(
+                run_job(manifest, self.namespace, self.kube_config, self.start_timeout, budget + 30)
+            )
         finally:
             self._used += time.monotonic() - began
         if outcome != "succeeded":

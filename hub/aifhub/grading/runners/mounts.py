@@ -46,8 +46,7 @@ def _check(result, what):
 
 def mount(source, target, fstype=None, flags=0, data=None):
     enc = lambda v: None if v is None else os.fsencode(v)  # noqa: E731
-    _check(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
+    _check(libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
 def umount(target):

@@ -50,7 +50,12 @@ def failure_lines(text, lines=4):
         if line.startswith('File "'):
             frame = True
             continue
-        if not line or "Traceback (most recent call last)" in line or set(line) <= set("^~ ") or BOILERPLATE.search(line):
+        if (
+            not line
+            or "Traceback (most recent call last)" in line
+            or set(line) <= set("^~ ")
+            or BOILERPLATE.search(line)
+        ):
             continue
         said.append(line)
     exceptions = [line for line in said if EXCEPTION_LINE.match(line)]
@@ -79,12 +84,23 @@ class Worker:
         self.spec_path = self.runtime / "kernel-spec.json"
         kernel_dir = self.runtime / "kernels" / KERNEL_NAME
         kernel_dir.mkdir(parents=True, exist_ok=True)
-        (kernel_dir / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "aifhub.grading.runners.kernel", str(self.spec_path), "-f", "{connection_file}"],
-            "display_name": "Python 3 (aifhub grading sandbox)",
-            "language": "python",
-            "interrupt_mode": "signal",
-        }))
+        (kernel_dir / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [
+                        sys.executable,
+                        "-m",
+                        "aifhub.grading.runners.kernel",
+                        str(self.spec_path),
+                        "-f",
+                        "{connection_file}",
+                    ],
+                    "display_name": "Python 3 (aifhub grading sandbox)",
+                    "language": "python",
+                    "interrupt_mode": "signal",
+                }
+            )
+        )
         os.environ.update(venv_path_env())
         os.environ["JUPYTER_PATH"] = str(self.runtime)
         for secret in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "AIFHUB_INTERNAL_TOKEN", "AIFHUB_ADMIN_TOKEN"):
@@ -106,7 +122,10 @@ class Worker:
     def _outcome(result, what):
         if result.get("success"):
             return {"ok": True, "log": (result.get("log") or "")[-LOG_TAIL:]}
-        return {"ok": False, "error": f"{what} failed: " + ((result.get("error") or "") + (result.get("log") or ""))[-LOG_TAIL:]}
+        return {
+            "ok": False,
+            "error": f"{what} failed: " + ((result.get("error") or "") + (result.get("log") or ""))[-LOG_TAIL:],
+        }
 
     # -- requests ------------------------------------------------------------
 
@@ -183,8 +202,11 @@ class Worker:
         try:
             mounts.mount_scratch(scratch, req["scratch_bytes"])
         except OSError as exc:
-            log.warning("Graded code's files are not confined (no tmpfs for %s: %s); it may write to the disk "
-                        "and /tmp", scratch, exc)
+            log.warning(
+                "Graded code's files are not confined (no tmpfs for %s: %s); it may write to the disk and /tmp",
+                scratch,
+                exc,
+            )
             return False
         return True
 
@@ -206,11 +228,20 @@ class Worker:
             sd.mkdir("conn", 0o711).close()
         limits = req.get("limits") or {}
         spec = {
-            "uid": uid, "scratch": str(scratch), "work": str(work), "home": str(home), "tmp": str(tmp),
-            "runtime": str(ipc), "path": os.environ["PATH"], "network": req.get("network", "unshare"),
-            "cpu_seconds": limits.get("cpu_seconds"), "memory_bytes": limits.get("memory_bytes"),
-            "file_bytes": limits.get("file_bytes"), "processes": limits.get("processes"),
-            "env": req.get("env") or {}, "isolate": isolate,
+            "uid": uid,
+            "scratch": str(scratch),
+            "work": str(work),
+            "home": str(home),
+            "tmp": str(tmp),
+            "runtime": str(ipc),
+            "path": os.environ["PATH"],
+            "network": req.get("network", "unshare"),
+            "cpu_seconds": limits.get("cpu_seconds"),
+            "memory_bytes": limits.get("memory_bytes"),
+            "file_bytes": limits.get("file_bytes"),
+            "processes": limits.get("processes"),
+            "env": req.get("env") or {},
+            "isolate": isolate,
         }
         self.spec_path.write_text(json.dumps(spec))
         os.environ["JUPYTER_RUNTIME_DIR"] = str(conn)  # connection file and ipc sockets: where the kernel can reach
@@ -258,7 +289,13 @@ class Worker:
                 reason = "kernel-died"
                 if "out-of-memory" in notes:
                     reason = "out-of-memory"
-            return {"ok": False, "reason": reason, "error": text[-LOG_TAIL:], "said": failure_lines(text), "notes": notes}
+            return {
+                "ok": False,
+                "reason": reason,
+                "error": text[-LOG_TAIL:],
+                "said": failure_lines(text),
+                "notes": notes,
+            }
         with Gradebook(gd.db_url, gd.course_id) as gb:
             try:
                 sub = gb.find_submission(a, student)
@@ -343,12 +380,27 @@ class Worker:
                     try:
                         sub = gb.find_submission(assignment.name, student.id)
                     except Exception:
-                        rows.append({"student_id": student.id, "assignment_id": assignment.name, "timestamp": None,
-                                     "score": None, "max_score": assignment.max_score, "submitted": False})
+                        rows.append(
+                            {
+                                "student_id": student.id,
+                                "assignment_id": assignment.name,
+                                "timestamp": None,
+                                "score": None,
+                                "max_score": assignment.max_score,
+                                "submitted": False,
+                            }
+                        )
                         continue
-                    rows.append({"student_id": student.id, "assignment_id": assignment.name,
-                                 "timestamp": sub.timestamp.isoformat() if sub.timestamp else None,
-                                 "score": sub.score, "max_score": sub.max_score, "submitted": True})
+                    rows.append(
+                        {
+                            "student_id": student.id,
+                            "assignment_id": assignment.name,
+                            "timestamp": sub.timestamp.isoformat() if sub.timestamp else None,
+                            "score": sub.score,
+                            "max_score": sub.max_score,
+                            "submitted": True,
+                        }
+                    )
         return {"ok": True, "rows": rows}
 
     def handle(self, req):
@@ -359,8 +411,12 @@ class Worker:
             return op(req)
         except Exception as exc:
             log.exception("grading request %s failed", req.get("op"))
-            return {"ok": False, "reason": "error", "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc()[-LOG_TAIL:]}
+            return {
+                "ok": False,
+                "reason": "error",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-LOG_TAIL:],
+            }
 
 
 def main(argv=None):

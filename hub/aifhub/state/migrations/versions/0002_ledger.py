@@ -4,6 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
 """
+
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -16,9 +17,18 @@ depends_on = None
 
 # weights in millionths of a full GPU; MIG slices by their compute share
 DEFAULT_RATES = {
-    "gpu": 1_000_000, "h100": 1_000_000, "h200": 1_000_000, "a100": 1_000_000, "gh200": 1_000_000,
-    "l40s": 1_000_000, "mig-1g.10gb": 142_857, "mig-1g.12gb": 142_857, "mig-2g.20gb": 285_714,
-    "mig-3g.40gb": 428_571, "mig-4g.40gb": 571_429, "mig-7g.80gb": 1_000_000,
+    "gpu": 1_000_000,
+    "h100": 1_000_000,
+    "h200": 1_000_000,
+    "a100": 1_000_000,
+    "gh200": 1_000_000,
+    "l40s": 1_000_000,
+    "mig-1g.10gb": 142_857,
+    "mig-1g.12gb": 142_857,
+    "mig-2g.20gb": 285_714,
+    "mig-3g.40gb": 428_571,
+    "mig-4g.40gb": 571_429,
+    "mig-7g.80gb": 1_000_000,
 }
 
 
@@ -64,8 +74,9 @@ def upgrade():
         sa.Column("effective_from", sa.DateTime, nullable=False),
         sa.UniqueConstraint("kind", "effective_from", name="uq_rate"),
     )
-    op.bulk_insert(rates, [{"kind": k, "weight_ppm": w, "effective_from": datetime(2000, 1, 1)}
-                           for k, w in DEFAULT_RATES.items()])
+    op.bulk_insert(
+        rates, [{"kind": k, "weight_ppm": w, "effective_from": datetime(2000, 1, 1)} for k, w in DEFAULT_RATES.items()]
+    )
     op.create_table(
         "usage_events",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -91,6 +102,19 @@ def downgrade():
     op.drop_table("allocation_changes")
     op.drop_table("allocations")
     with op.batch_alter_table("sandbox_sessions") as t:
-        for name in ("stop_reason", "warned_percent", "charge_until", "last_charged_at", "seq", "charged_cpu_ms", "charged_gpu_ms",
-                     "hold_cpu_ms", "hold_gpu_ms", "max_session_s", "cpu_millis", "gpu_count", "allocation_id"):
+        for name in (
+            "stop_reason",
+            "warned_percent",
+            "charge_until",
+            "last_charged_at",
+            "seq",
+            "charged_cpu_ms",
+            "charged_gpu_ms",
+            "hold_cpu_ms",
+            "hold_gpu_ms",
+            "max_session_s",
+            "cpu_millis",
+            "gpu_count",
+            "allocation_id",
+        ):
             t.drop_column(name)

@@ -4,6 +4,7 @@ Revision ID: 0007
 Revises: 0010
 Create Date: 2026-12-02
 """
+
 import sqlalchemy as sa
 from alembic import op
 

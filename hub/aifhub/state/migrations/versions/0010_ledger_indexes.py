@@ -4,6 +4,7 @@ Revision ID: 0010
 Revises: 0006
 Create Date: 2026-12-02
 """
+
 from alembic import op
 
 revision = "0010"
