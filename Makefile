@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test` (0: the suite in this process, as CI runs it; with 2 each test module stays on one
-# worker and the suite takes about 13 min instead of 22 on 2 cores, but a few hub tests still interfere under that load)
-TEST_WORKERS ?= 0
+# pytest-xdist workers for `make test`: each test module stays on one worker (its hub is started once) and the
+# cluster tests share one worker and one local cluster; 0 runs the suite in this process
+TEST_WORKERS ?= 2
 
 .PHONY: run test setup test-tools test-dex lint control-plane cluster bench nbgrader-tests clean
 

@@ -58,6 +58,7 @@ def pg_database():
     admin.dispose()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite on two pytest-xdist workers (``--dist loadgroup``): each module stays on one
     worker, so the hub its fixtures start is started once, and every cluster test runs on the same worker, so
@@ -66,6 +67,16 @@ def pytest_collection_modifyitems(config, items):
         group = "cluster" if item.get_closest_marker("cluster") else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.get_closest_marker("cluster") is None)  # stable: the order within is kept
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's hook
+def pytest_collection_finish(session):
+    """A module split over two workers would start its hub twice and find the other half's work missing: refuse."""
+    if getattr(session.config.option, "loadgroup", False) and session.items and "@" not in session.items[0].nodeid:
+        raise pytest.UsageError(
+            "pytest-xdist did not group the tests (--dist loadgroup): this pytest and "
+            "pytest-xdist do not work together; install the versions pyproject.toml pins"
+        )
 
 
 CLUSTER_SUMMARY = []

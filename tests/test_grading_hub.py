@@ -41,6 +41,15 @@ def hub(hub_dir):
 
 
 @pytest.fixture
+def enrolled(hub):
+    """alice and bob in the open course (the end-to-end test enrols them by spawning; a test run on its own,
+    or after that one failed, must not find them strangers)."""
+    for name in ("alice", "bob"):
+        r = hub.service("POST", f"api/v1/courses/{COURSE}/enrol", token=hub.token_for(name), json={})
+        assert r.status_code in (200, 201), r.text
+
+
+@pytest.fixture
 def released(hub):
     """The assignment released (again: releasing is idempotent), for tests run on their own."""
     r = hub.service("POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/release")
@@ -121,7 +130,7 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
     assert courses == {"success": True, "value": [COURSE]}, courses
 
 
-def test_a_learner_cannot_act_as_another_or_in_another_course(hub):
+def test_a_learner_cannot_act_as_another_or_in_another_course(hub, enrolled, released):
     alice = hub.token_for("alice")
     nb = solution_notebook()
     as_bob = submit(hub, "alice", nb, student="bob")
@@ -150,7 +159,7 @@ def test_a_learner_cannot_act_as_another_or_in_another_course(hub):
     assert hub.service("GET", f"courses/{COURSE}/jobs", token=alice).status_code == 403
 
 
-def test_submissions_over_the_course_limit_get_a_clear_413(hub, released):
+def test_submissions_over_the_course_limit_get_a_clear_413(hub, enrolled, released):
     big = archive({f"{ASSIGNMENT}.ipynb": solution_notebook(), "data.bin": os.urandom(3 * 1000 * 1000)})
     r = hub.service(
         "POST", f"courses/{COURSE}/assignments/{ASSIGNMENT}/submissions", token=hub.token_for("alice"), data=big
