@@ -69,7 +69,14 @@ class APIHandler(BaseHandler):
 
     def log_exception(self, typ, value, tb):
         if isinstance(value, Refusal):  # a refusal or a reported failure, not a bug: one line, no traceback
-            app_log.info("%s %s: %s %s", self.request.method, self.request.path, value.reason, value.message)
+            app_log.info(
+                "%s %s: %s %s (%s)",
+                self.request.method,
+                self.request.path,
+                status_of(value.reason),
+                value.message,
+                value.reason,
+            )
             return
         super().log_exception(typ, value, tb)
 
