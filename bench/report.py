@@ -4,7 +4,7 @@ import json
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -135,15 +135,49 @@ The benchmarks start and stop everything they use (hubs, proxies, sandboxes) on 
 """
 
 
-def write_doc(path, rows, details, params, started, elapsed_s, command):
+def run_label(started):
+    return f"{started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def results_path(doc_path):
+    """Where the figures behind ``docs/benchmarks.md`` are kept (beside it), so a partial run can merge."""
+    return doc_path.with_suffix(".json")
+
+
+def merge(doc_path, fresh, order):
+    """Figures ``{name: {"run", "rows", "details"}}``: ``fresh`` ones, and for the figures not run this time
+    (``--only``), those of earlier runs kept beside the document; in ``order``."""
+    try:
+        kept = json.loads(results_path(doc_path).read_text())["figures"]
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = {}
+    figures = {}
+    for name in order:
+        if name in fresh:
+            figures[name] = fresh[name]
+        elif name in kept:
+            figures[name] = {**kept[name], "rows": [Row(**r) for r in kept[name]["rows"]]}
+    return figures
+
+
+def write_doc(path, figures, params, started, elapsed_s, command):
+    """``docs/benchmarks.md`` from ``figures`` (see :func:`merge`), and the figures beside it as JSON."""
     m = machine()
+    rows = [row for f in figures.values() for row in f["rows"]]
+    details = [line for f in figures.values() for line in f["details"]]
+    this_run = run_label(started)
+    earlier = sorted({f["run"] for f in figures.values() if f["run"] != this_run})
+    runs = f"Run {this_run}, {elapsed_s / 60:.1f} minutes."
+    if earlier:
+        names = ", ".join(name for name, f in figures.items() if f["run"] != this_run)
+        runs += f" Kept from earlier runs ({', '.join(earlier)}): {names}."
     parts = [
         "# Benchmarks",
         "",
         "aifhub measured against plain JupyterHub in the same run (`make bench`). This file is written by",
-        "the benchmarks; the latest run is below.",
+        "the benchmarks; the latest run of each figure is below.",
         "",
-        f"Run {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC, {elapsed_s / 60:.1f} minutes.",
+        runs,
         "",
         markdown_table(rows),
         "",
@@ -159,7 +193,7 @@ def write_doc(path, rows, details, params, started, elapsed_s, command):
         "```",
         "",
         "Parameters: " + ", ".join(f"{k} {v}" for k, v in params.items()) + ".",
-        "`python -m bench --help` lists them.",
+        "`python -m bench --help` lists them; `--only` reruns some figures and keeps the others.",
         "",
         "## Details",
         "",
@@ -169,6 +203,8 @@ def write_doc(path, rows, details, params, started, elapsed_s, command):
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
+    stored = {name: {**f, "rows": [asdict(r) for r in f["rows"]]} for name, f in figures.items()}
+    results_path(path).write_text(json.dumps({"figures": stored}, indent=1) + "\n")
 
 
 def now():

@@ -20,7 +20,7 @@ from .spawn import spawn_overhead, spawn_storm
 from .startup import PHASES, sandbox_breakdown, server_start_probe
 from .warm import warm_vs_cold
 
-FIGURES = ("spawn", "api", "breakdown", "storm", "warm", "probe", "footprint", "ledger", "grading")
+FIGURES = ("spawn", "api", "breakdown", "storm", "warm", "probe", "footprint", "ledger", "enrolment", "grading")
 
 
 def parse_args(argv=None):
@@ -364,12 +364,13 @@ def _list(xs):
 
 
 def run(args):
-    """Run the chosen benchmarks; returns (rows, details, errors)."""
+    """Run the chosen benchmarks; returns ({figure: (rows, details)}, errors)."""
     wanted = set(args.only or FIGURES)
-    rows, details, errors = [], [], []
+    results, errors = {}, []
     scratch = scratch_dir()
 
-    def attempt(name, fn):
+    def attempt(figure, name, fn):
+        rows, details = results.setdefault(figure, ([], []))
         try:
             got_rows, got_details = fn()
             rows.extend(got_rows)
@@ -386,9 +387,10 @@ def run(args):
                 aif = stack.enter_context(running(aifhub_hub(scratch / "aifhub", gpus="0")))
                 plain = stack.enter_context(running(PlainHub(scratch / "plain")))
                 if "spawn" in wanted:
-                    attempt("spawn overhead", lambda: spawn_rows(spawn_overhead(aif, plain, runs=args.runs)))
+                    attempt("spawn", "spawn overhead", lambda: spawn_rows(spawn_overhead(aif, plain, runs=args.runs)))
                 if "api" in wanted:
                     attempt(
+                        "api",
                         "hub API",
                         lambda: api_rows(
                             api_throughput(
@@ -401,15 +403,21 @@ def run(args):
                         ),
                     )
                 if "breakdown" in wanted:
-                    attempt("sandbox start", lambda: breakdown_rows(sandbox_breakdown(aif, runs=args.breakdown_runs)))
+                    attempt(
+                        "breakdown",
+                        "sandbox start",
+                        lambda: breakdown_rows(sandbox_breakdown(aif, runs=args.breakdown_runs)),
+                    )
                 if "warm" in wanted:
                     attempt(
+                        "warm",
                         "warm sandboxes",
                         lambda: warm_rows(warm_vs_cold(scratch / "warm", aif, plain, runs=args.warm_runs)),
                     )
                 if "storm" in wanted:
                     for n in args.storm:
                         attempt(
+                            "storm",
                             f"spawn storm of {n}",
                             lambda n=n: storm_rows(
                                 spawn_storm(aif, users=n, prefix=f"s{n}-"), spawn_storm(plain, users=n, prefix=f"s{n}-")
@@ -417,11 +425,14 @@ def run(args):
                         )
         if "probe" in wanted:  # with no hub running, so the machine is as quiet as it gets
             attempt(
-                "server start probe", lambda: probe_rows(server_start_probe(scratch / "probe", runs=args.probe_runs))
+                "probe",
+                "server start probe",
+                lambda: probe_rows(server_start_probe(scratch / "probe", runs=args.probe_runs)),
             )
         if "footprint" in wanted:
             (scratch / "footprint").mkdir()
             attempt(
+                "footprint",
                 "service footprint",
                 lambda: footprint_rows(
                     service_footprint(
@@ -436,6 +447,7 @@ def run(args):
             pg = None if args.ledger_postgres == "none" else (args.ledger_postgres or postgres_url())
             attempt(
                 "ledger",
+                "ledger",
                 lambda: ledger_rows(
                     ledger_run_all(
                         scratch / "ledger",
@@ -448,9 +460,14 @@ def run(args):
             )
         if "enrolment" in wanted:
             (scratch / "enrolment").mkdir()
-            attempt("enrolment", lambda: enrolment_rows(enrolment_storm(scratch / "enrolment", learners=args.joiners)))
+            attempt(
+                "enrolment",
+                "enrolment",
+                lambda: enrolment_rows(enrolment_storm(scratch / "enrolment", learners=args.joiners)),
+            )
         if "grading" in wanted:
             attempt(
+                "grading",
                 "grading queue",
                 lambda: grading_rows(
                     grading_throughput(
@@ -463,13 +480,14 @@ def run(args):
             print(f"scratch directory kept: {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    return rows, details, errors
+    return results, errors
 
 
 def main(argv=None):
     args = parse_args(argv)
     started, t0 = report.now(), time.monotonic()
-    rows, details, errors = run(args)
+    results, errors = run(args)
+    rows = [row for name in FIGURES if name in results for row in results[name][0]]
     print(report.markdown_table(rows))
     missed = [r.figure for r in rows if r.met is False]
     if missed:
@@ -488,6 +506,9 @@ def main(argv=None):
             "intervals": args.intervals,
         }
         command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
-        report.write_doc(Path(args.out), rows, details, params, started, time.monotonic() - t0, command)
+        this_run = report.run_label(started)
+        fresh = {name: {"run": this_run, "rows": r, "details": d} for name, (r, d) in results.items()}
+        figures = report.merge(Path(args.out), fresh, FIGURES)
+        report.write_doc(Path(args.out), figures, params, started, time.monotonic() - t0, command)
         print(f"\nwritten to {args.out}")
     return 1 if errors else 0

@@ -7,6 +7,7 @@ its goals: timings on a shared machine are for `make bench` to report.
 import math
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -108,14 +109,25 @@ def test_grading_throughput(hub_dir):
     well_formed(suite.grading_rows(g)[0])
 
 
-def test_report_is_written(tmp_path):
+def test_report_is_written_and_a_partial_run_keeps_the_other_figures(tmp_path):
     rows = [report.Row("a figure", "1.00 s", "1.00 s", 1.0, "<= 1.05", True), report.Row("a breakdown", "0.10 s")]
     out = tmp_path / "benchmarks.md"
-    report.write_doc(out, rows, ["- detail"], {"runs": 1}, report.now(), 1.0, "python -m bench --runs 1")
+    first = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
+    fresh = {"spawn": {"run": report.run_label(first), "rows": rows, "details": ["- spawn detail"]}}
+    report.write_doc(out, report.merge(out, fresh, suite.FIGURES), {"runs": 1}, first, 60.0, "python -m bench --runs 1")
     text = out.read_text()
     assert "| figure | aifhub | baseline | ratio | goal | met? |" in text
     assert "| a figure | 1.00 s | 1.00 s | 1.00 | <= 1.05 | yes |" in text
     assert "- cores: " in text and "make bench" in text and "python -m bench --runs 1" in text
+    assert "Kept from earlier runs" not in text
+
+    later = report.now()
+    ledger = {"ledger": {"run": report.run_label(later), "rows": [report.Row("a tick", "0.5 s")], "details": []}}
+    report.write_doc(out, report.merge(out, ledger, suite.FIGURES), {}, later, 1.0, "python -m bench --only ledger")
+    text = out.read_text()
+    assert "| a figure | 1.00 s | 1.00 s | 1.00 | <= 1.05 | yes |" in text and "| a tick | 0.5 s |" in text
+    assert text.index("a figure") < text.index("a tick")  # in the suite's order of figures
+    assert "Kept from earlier runs (2026-01-02 03:04 UTC): spawn." in text and "- spawn detail" in text
 
 
 def test_ledger_benchmarks(tmp_path):

@@ -3,6 +3,7 @@ SQLite's write lock; the service's lease, which the CLI's offline writes respect
 
 import asyncio
 import json
+import sqlite3
 import sys
 import threading
 import time
@@ -98,6 +99,27 @@ async def test_sqlite_busy_elsewhere_is_waited_out_and_retried(tmp_path):
     finally:
         await asyncio.wait_for(holder.wait(), 30)
         db.close()
+
+
+def test_sqlite_commits_leave_the_wal_to_the_checkpointer_which_truncates_it_at_close(tmp_path):
+    path = tmp_path / "wal.sqlite"
+    wal = tmp_path / "wal.sqlite-wal"
+    db = Database(sqlite_url(path))
+    assert db.call(lambda s: s.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()) == 0
+    for i in range(300):  # 300 commits, each a page or more of the log
+        db.call(allocations.create, f"WAL-{i}", 1)
+    deadline = time.monotonic() + 10
+    while db.checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert db.checkpointer.checkpoints > 0, "the checkpointer never ran"
+    assert wal.stat().st_size > 0
+    db.close()
+    assert not wal.exists() or wal.stat().st_size == 0, "the WAL was not truncated at close"
+    conn = sqlite3.connect(path)  # everything is in the database file itself
+    try:
+        assert conn.execute("SELECT count(*) FROM allocations WHERE id LIKE 'WAL-%'").fetchone() == (300,)
+    finally:
+        conn.close()
 
 
 def test_the_lease_is_fresh_while_renewed_and_gone_when_given_up(db):

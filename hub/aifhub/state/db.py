@@ -10,6 +10,10 @@ sleeping, as it may run twice.
 
 Code off the event loop (the CLI, worker threads, tests) may use :meth:`Database.call` (the same unit of
 work, synchronously) or :meth:`Database.session`.
+
+SQLite's write-ahead log is folded back into the database by a :class:`Checkpointer` thread of the
+service's own, not by whichever commit happens to cross SQLite's threshold: an admission is never the
+unit of work that pays for copying the last thousand pages (that was most of its p99).
 """
 
 import asyncio
@@ -25,6 +29,7 @@ from importlib import resources
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
@@ -43,9 +48,10 @@ def is_sqlite(url):
     return str(url).startswith("sqlite")
 
 
-def make_engine(url, busy_timeout_s=BUSY_TIMEOUT_S):
+def make_engine(url, busy_timeout_s=BUSY_TIMEOUT_S, autocheckpoint=True):
     """An engine; SQLite gets WAL, foreign keys, a short busy timeout, and write transactions that take
-    the lock when they begin."""
+    the lock when they begin. ``autocheckpoint=False``: commits never checkpoint the WAL (a
+    :class:`Checkpointer` does)."""
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
 
@@ -56,6 +62,8 @@ def make_engine(url, busy_timeout_s=BUSY_TIMEOUT_S):
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
+            if not autocheckpoint:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -95,6 +103,52 @@ def is_busy(exc):
     return getattr(orig, "sqlstate", None) in PG_RETRY_STATES
 
 
+class Checkpointer:
+    """Folds SQLite's write-ahead log back into the database from a thread of its own.
+
+    Every ``interval_s``, a PASSIVE checkpoint: it copies what no reader still needs and never waits for,
+    nor blocks, a writer or a reader; once a checkpoint has copied the whole log, the next writer starts
+    the log again from its beginning. The WAL file is truncated back to nothing when the database is
+    closed. Each process that opens a :class:`Database` runs one (the service, the CLI); connections
+    opened otherwise (``sqlite3``, alembic on its own) keep SQLite's auto-checkpoint.
+    """
+
+    def __init__(self, path, interval_s=0.5):
+        self.path = str(path)
+        self.interval_s = interval_s
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aifhub-state-checkpoint", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _checkpoint(self, conn, mode="PASSIVE"):
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        self.checkpoints += 1
+
+    def _loop(self):
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    self._checkpoint(conn)
+                except sqlite3.Error as exc:  # busy or locked by a writer: the next round
+                    log.debug("WAL checkpoint skipped: %s", exc)
+            try:
+                self._checkpoint(conn, "TRUNCATE")
+            except sqlite3.Error as exc:
+                log.info("WAL not truncated at close: %s", exc)
+        finally:
+            conn.close()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
 def _on_event_loop():
     try:
         asyncio.get_running_loop()
@@ -106,10 +160,13 @@ def _on_event_loop():
 class Database:
     """The state database: an engine, migrated on open, and units of work run off the event loop."""
 
-    def __init__(self, url, pool_size=4, busy_timeout_s=BUSY_TIMEOUT_S, retries=RETRIES):
+    def __init__(self, url, pool_size=4, busy_timeout_s=BUSY_TIMEOUT_S, retries=RETRIES, checkpointer=True):
         self.url = url
-        self.engine = make_engine(url, busy_timeout_s)
+        sqlite_path = make_url(url).database if is_sqlite(url) else None
+        own_checkpoints = bool(checkpointer and sqlite_path and sqlite_path != ":memory:")
+        self.engine = make_engine(url, busy_timeout_s, autocheckpoint=not own_checkpoints)
         upgrade(self.engine)
+        self.checkpointer = Checkpointer(sqlite_path).start() if own_checkpoints else None
         self.retries = retries
         self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.threads = 1 if is_sqlite(url) else pool_size
@@ -171,3 +228,5 @@ class Database:
     def close(self):
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
