@@ -128,6 +128,13 @@ The benchmarks start and stop everything they use (hubs, proxies, sandboxes) on 
   client sees (request, ready) and the time stamps of the hub's log (spawner milestones, and the
   sandbox's own first log line and "running at" line). A Jupyter Server started directly, as
   shipped and without what a learner's sandbox does not use, measures what trimming would save.
+- **Workshop on the cluster**: N learners (default 120) of the GPU workshop, opened to all, log in at
+  once and spawn, as the storm does, on a local cluster of 20 simulated GPU nodes with exactly one
+  GPU per learner: without placeholders, then (on a fresh cluster, so no node has the image yet)
+  with a session of the course on now for N learners, once its N placeholders run. The real
+  control plane and scheduler; every pod (learners' servers, placeholders) runs for real in
+  bubblewrap; a node's first pull of the course's image takes the given seconds. The hub allows N
+  spawns at a time. Ratio: p95 seconds to ready with placeholders over without.
 - **Service footprint**: resident memory and CPU of the aifhub service process, idle and while it
   holds N running sessions (opened through its internal admission endpoint for N learners of the
   CPU MOOC, without starting sandboxes), each over a few metering intervals. Baseline: the same

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import report
 from .api import api_throughput
+from .cluster import workshop_storm
 from .enrolment import enrolment_storm
 from .footprint import service_footprint
 from .grading import grading_throughput
@@ -20,7 +21,19 @@ from .spawn import spawn_overhead, spawn_storm
 from .startup import PHASES, sandbox_breakdown, server_start_probe
 from .warm import warm_vs_cold
 
-FIGURES = ("spawn", "api", "breakdown", "storm", "warm", "probe", "footprint", "ledger", "enrolment", "grading")
+FIGURES = (
+    "spawn",
+    "api",
+    "breakdown",
+    "storm",
+    "warm",
+    "probe",
+    "footprint",
+    "ledger",
+    "enrolment",
+    "grading",
+    "cluster",
+)
 
 
 def parse_args(argv=None):
@@ -68,6 +81,16 @@ def parse_args(argv=None):
     p.add_argument("--grading-submissions", type=int, default=20, help="submissions autograded per side (default: 20)")
     p.add_argument("--grading-workers", type=int, default=0, help="grading queue workers (default: 0, one per core)")
     p.add_argument("--joiners", type=int, default=30, help="learners joining the open course at once (default: 30)")
+    p.add_argument(
+        "--cluster-learners", type=int, default=120, help="learners logging in at once on the cluster (default: 120)"
+    )
+    p.add_argument("--cluster-nodes", type=int, default=20, help="simulated GPU nodes of the cluster (default: 20)")
+    p.add_argument(
+        "--cluster-pull-seconds",
+        type=float,
+        default=30.0,
+        help="seconds a node takes to pull the course's image the first time (default: 30)",
+    )
     p.add_argument("--only", nargs="+", choices=FIGURES, help="run only these benchmarks")
     p.add_argument(
         "--out",
@@ -355,6 +378,29 @@ def enrolment_rows(e):
     ]
 
 
+def cluster_rows(c):
+    cold, warm = c["cold"], c["warm"]
+    ratio = warm["p95_ready_s"] / cold["p95_ready_s"] if warm["p95_ready_s"] and cold["p95_ready_s"] else None
+    met = warm["failed"] == 0 and ratio is not None and ratio < 1
+    row = Row(
+        f"Workshop on the cluster: {c['learners']} learners log in at once, {c['nodes']} GPU nodes "
+        f"({c['gpus']} GPUs), with the course's placeholders (ratio: p95 to ready)",
+        _storm_cell(warm),
+        _storm_cell(cold) + " (no placeholders)",
+        ratio,
+        "none fails; p95 below no placeholders",
+        met,
+    )
+    details = [
+        f"- Cluster: each side on a fresh local cluster (real control plane and scheduler, simulated nodes running "
+        f"every pod in bubblewrap), a node's first pull of the course's image taking {c['pull_s']:g} s. With "
+        f"placeholders, {c['learners']} of them were running {_s(warm['placeholders_ready_s'])} after the hub "
+        f"started; learners' pods preempted {warm['preempted']} of them (Preempted events). Failures: "
+        f"placeholders {'; '.join(warm['failures']) or 'none'}; without {'; '.join(cold['failures']) or 'none'}."
+    ]
+    return [row], details
+
+
 def _s(x):
     return "-" if x is None else f"{x:.2f} s"
 
@@ -475,6 +521,19 @@ def run(args):
                     )
                 ),
             )
+        if "cluster" in wanted:
+            attempt(
+                "cluster",
+                "workshop on the cluster",
+                lambda: cluster_rows(
+                    workshop_storm(
+                        scratch / "cluster",
+                        learners=args.cluster_learners,
+                        nodes=args.cluster_nodes,
+                        pull_seconds=args.cluster_pull_seconds,
+                    )
+                ),
+            )
     finally:
         if args.keep:
             print(f"scratch directory kept: {scratch}", file=sys.stderr)
@@ -504,6 +563,8 @@ def main(argv=None):
             "tick sessions": " ".join(map(str, args.tick_sessions)),
             "meter interval": f"{args.meter_interval:g} s",
             "intervals": args.intervals,
+            "cluster": f"{args.cluster_learners} learners, {args.cluster_nodes} nodes, "
+            f"{args.cluster_pull_seconds:g} s image pull",
         }
         command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
         this_run = report.run_label(started)

@@ -140,6 +140,7 @@ class Z2jhHub:
         )
         env.pop("AIFHUB_DB_URL", None)
         self.service_port = int(env["AIFHUB_SERVICE_PORT"])
+        self.hub_port = int(env["TEST_HUB_PORT"])
         # pods reach the service through the hub's Service; the local cluster's pods share this machine's loopback
         env.setdefault("AIFHUB_EXCHANGE_URL", f"http://127.0.0.1:{self.service_port}/services/aifhub/")
         self.log_path = base / "hub.log"

@@ -180,3 +180,46 @@ def test_with_no_free_gpu_the_pod_waits_with_the_schedulers_reason_and_the_wait_
     assert session["state"] == "ended" and session["gpu_ms"] > 0, session
     assert session["gpu_ms"] <= (stopped - freed + 2) * 1000, (session, stopped - freed, pending_s)  # from running on
     kube.core.delete_namespaced_pod(holders[1], ns, grace_period_seconds=0)
+
+
+def test_a_course_over_its_resourcequota_is_refused_with_a_clear_message_and_nothing_charged(hub, deployment):
+    """The namespace's ResourceQuota (here: no GPU at all for sandboxes) is the API server's to enforce: the
+    pod is refused at admission, and the learner is told their course has used up its share, not a bare 403."""
+    kube, ns = deployment["kube"], deployment["ns"]
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "gpu-cap"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "0"}},
+    }
+    kube.core.create_namespaced_resource_quota(ns, quota)
+    try:  # the quota controller must have counted it, or admission refuses everything with "status unknown"
+        wait(
+            lambda: (kube.dict(kube.core.read_namespaced_resource_quota("gpu-cap", ns)).get("status") or {}).get(
+                "hard"
+            ),
+            30,
+            "the quota's status",
+        )
+        before = {s["session"] for s in usage(hub, "learner1", "gpu-fundamentals")}
+        answer = hub.api("POST", "users/learner1/server", json={"course": "gpu-fundamentals"}, timeout=120)
+        if answer.status_code == 202:  # still starting after the hub's slow-spawn wait: the failure comes as an event
+            events = hub.progress("learner1", timeout=120)
+            message = events[-1].get("message", "")
+            assert events[-1].get("failed"), events
+        else:
+            message = answer.json().get("message", "")
+            assert answer.status_code >= 400, answer.text
+        assert "Your course has used up its share of the cluster right now" in message, message
+        assert "exceeded quota: gpu-cap" in message and "nvidia.com/gpu" in message, message
+        wait(lambda: not (hub.server_model("learner1") or {}).get("pending"), 30, "the failed spawn to end")
+        kube.wait_pod(ns, "jupyter-learner1", lambda p: p is None, 30, "no pod")
+        sessions = usage(hub, "learner1", "gpu-fundamentals")
+        new = [s for s in sessions if s["session"] not in before]  # the admission's hold for the refused pod, if any
+        assert all(s["state"] != "active" and s["gpu_ms"] == 0 for s in new), new
+    finally:
+        kube.core.delete_namespaced_resource_quota("gpu-cap", ns)
+    # the quota gone, the same learner starts the same course
+    hub.api("POST", "users/learner1/server", json={"course": "gpu-fundamentals"})
+    hub.wait_ready("learner1")
+    hub.stop_server("learner1")

@@ -102,11 +102,12 @@ def quota_window(course, now):
 
 
 def snapshot_for(db, courses, now, users=None):
-    """A :class:`UsageSnapshot` covering ``courses`` (and only ``users`` when given)."""
+    """A :class:`UsageSnapshot` covering ``courses`` (and only ``users`` when given); a course's own totals are
+    read only when it has a budget (they limit nothing else)."""
     windows = {c.id: quota_window(c, now)[0] for c in courses if c.quota is not None}
     return UsageSnapshot(
         db,
-        [c.id for c in courses],
+        [c.id for c in courses if any((c.budget or {}).get(f"{unit}_hours") is not None for unit in ("gpu", "cpu"))],
         windows,
         users=users,
         allocation_ids=sorted({c.allocation for c in courses if c.allocation}),

@@ -8,9 +8,9 @@ servers; the hub's start and stop events alone are known to miss cases.
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import BigInteger, func, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, false, func, insert, literal, or_, select, true, update
 
 from ..state.base import UTCDateTime
 from .balances import RateCard, rate_ppm, window_charges
@@ -167,13 +167,17 @@ def _sessions(db, ids):
     return out
 
 
-# Every active session, in one pass through the driver (no ORM objects, no type conversions): the tick's
-# only read of all of them. The last charge comes back as the driver gives it (text in SQLite), to group by.
-ACTIVE = (
-    'SELECT id, "user", server_name, course_id, gpu_kind, gpu_count, cpu_millis, max_session_s, '
-    "charge_until IS NOT NULL, last_charged_at, pending FROM sandbox_sessions WHERE state = 'active'"
-)
+# Every active session's id, user and server, read from the index alone (no ORM objects): the tick's only read
+# of all of them. How they draw comes back grouped (:data:`DRAWS`), one row per kind of session.
+ACTIVE_KEYS = "SELECT id, \"user\", server_name FROM sandbox_sessions WHERE state = 'active'"
 BULK_AT_LEAST = 32  # sessions last charged at the same moment at the same rate: charged by one statement
+CHARGEABLE = (SS.state == "active", SS.pending == false(), SS.charge_until.is_(None))  # running, not told to stop
+DRAW_KEY = (SS.last_charged_at, SS.gpu_kind, SS.gpu_count, SS.cpu_millis)
+DRAWS = (
+    select(*DRAW_KEY, SS.course_id, SS.max_session_s, func.count())
+    .where(*CHARGEABLE)
+    .group_by(*DRAW_KEY, SS.course_id, SS.max_session_s)
+)
 
 
 @dataclass
@@ -181,46 +185,39 @@ class _Pass:
     """What one pass over the active sessions found, for the steps of a tick."""
 
     young: set = field(default_factory=set)  # not charged this tick: too recent to settle, or pending (pod not running)
-    single: list = field(default_factory=list)  # told to stop, or never charged: charged one by one
-    groups: dict = field(default_factory=dict)  # (last charge, kind, count, cpu) -> ids, charged by statement
+    single: list = field(default_factory=list)  # told to stop, never charged, or in a small group: one by one
+    groups: dict = field(default_factory=dict)  # (last charge, kind, count, cpu) of many sessions: by statement
     stopping: list = field(default_factory=list)  # told to stop already
     rates: dict = field(default_factory=dict)  # course -> fastest (GPU, CPU) ms per second a session draws
     max_session: set = field(default_factory=set)  # the distinct max_session_s of running sessions
 
 
-def _active_rows(db):
+def _active_keys(db):
     cursor = db.connection().connection.cursor()
     try:
-        cursor.execute(ACTIVE)
+        cursor.execute(ACTIVE_KEYS)
         return cursor.fetchall()
     finally:
         cursor.close()
 
 
+def _in_group(key, young):
+    """The running sessions of one draw key (see :data:`DRAW_KEY`), but the ``young`` ones."""
+    last, kind, count, cpu_millis = key
+    return (
+        *CHARGEABLE,
+        SS.last_charged_at == last,
+        SS.gpu_kind.is_(None) if kind is None else SS.gpu_kind == kind,
+        SS.gpu_count == count,
+        SS.cpu_millis == cpu_millis,
+        SS.id.not_in(sorted(young)),
+    )
+
+
 def _scan(db, running, cutoff, rates, result, now):
     """Settle the sessions the hub no longer runs, and sort the others for charging and enforcement."""
-    found, gone, weights = _Pass(), [], {}
-    for sid, user, server, course_id, kind, count, cpu_millis, max_s, stopping, last, pending in _active_rows(db):
-        if (user, server) not in running:
-            gone.append(sid)
-            continue
-        if pending:  # admitted, its pod not running yet: neither charged nor enforced (its hold stays)
-            found.young.add(sid)
-            continue
-        if stopping:
-            found.single.append(sid)
-            found.stopping.append(sid)
-            continue
-        if last is None:
-            found.single.append(sid)
-        else:
-            found.groups.setdefault((last, kind, count, cpu_millis), []).append(sid)
-        if kind not in weights:
-            weights[kind] = rates.weight(kind, now)
-        gpu, cpu = found.rates.get(course_id, (0.0, 0))
-        found.rates[course_id] = (max(gpu, 1000 * (count or 0) * weights[kind] / PPM), max(cpu, cpu_millis or 0))
-        if max_s:
-            found.max_session.add(max_s)
+    found = _Pass()
+    gone = [sid for sid, user, server in _active_keys(db) if (user, server) not in running]
     for session in _sessions(db, gone):
         if session.started_at <= cutoff:
             settle(db, session, session.last_charged_at or session.started_at, "server no longer running", rates)
@@ -228,6 +225,35 @@ def _scan(db, running, cutoff, rates, result, now):
         else:
             found.young.add(session.id)
     db.flush()
+    active = SS.state == "active"
+    # admitted, its pod not running yet: neither charged nor enforced (its hold stays)
+    found.young |= set(db.scalars(select(SS.id).where(active, SS.pending == true())))
+    found.stopping = [
+        sid
+        for sid in db.scalars(select(SS.id).where(active, SS.pending == false(), SS.charge_until.is_not(None)))
+        if sid not in found.young
+    ]
+    found.single = list(found.stopping)
+    counts, draws = {}, set()
+    for last, kind, count, cpu_millis, course_id, max_s, n in db.execute(DRAWS):
+        counts[(last, kind, count, cpu_millis)] = counts.get((last, kind, count, cpu_millis), 0) + n
+        draws.add((course_id, kind, count, cpu_millis, max_s))
+    if any(key[0] is None for key in counts):  # never charged
+        found.single += db.scalars(select(SS.id).where(*CHARGEABLE, SS.last_charged_at.is_(None))).all()
+    for key, n in counts.items():
+        if key[0] is None:
+            continue
+        if n >= BULK_AT_LEAST:
+            found.groups[key] = n
+        else:
+            found.single += db.scalars(select(SS.id).where(*_in_group(key, found.young))).all()
+    found.single = [sid for sid in found.single if sid not in found.young]
+    weights = {kind: rates.weight(kind, now) for kind in {d[1] for d in draws}}
+    for course_id, kind, count, cpu_millis, max_s in draws:
+        gpu, cpu = found.rates.get(course_id, (0.0, 0))
+        found.rates[course_id] = (max(gpu, 1000 * (count or 0) * weights[kind] / PPM), max(cpu, cpu_millis or 0))
+        if max_s:
+            found.max_session.add(max_s)
     return found
 
 
@@ -241,27 +267,15 @@ def _charge_singly(db, ids, now, rates, result):
 def _charge_in_groups(db, found, now, rates, result):
     """Sessions last charged at the same moment at the same rate get the same event (each with its own
     session and next sequence number) that :func:`charge` would write: one INSERT ... SELECT and one UPDATE
-    for a large group, one by one for a small one."""
-    small = []
-    for (last, kind, count, cpu_millis), ids in found.groups.items():
-        if len(ids) < BULK_AT_LEAST:
-            small += ids
-            continue
-        since = UTCDateTime().process_result_value(_as_datetime(last), None)
+    for each large group."""
+    for key, _n in found.groups.items():
+        since, kind, count, cpu_millis = key
         if now <= since:
             continue
         elapsed_ms = int((now - since).total_seconds() * 1000)
         weight = rates.weight(kind, since) if count else 0
         gpu_ms, cpu_ms = elapsed_ms * weight * count // PPM, elapsed_ms * cpu_millis // 1000
-        group = (
-            SS.state == "active",
-            SS.charge_until.is_(None),
-            SS.last_charged_at == since,
-            SS.gpu_kind.is_(None) if kind is None else SS.gpu_kind == kind,
-            SS.gpu_count == count,
-            SS.cpu_millis == cpu_millis,
-            SS.id.not_in(sorted(found.young)),
-        )
+        group = _in_group(key, found.young)
         events = select(
             SS.id,
             SS.seq + 1,
@@ -275,7 +289,7 @@ def _charge_in_groups(db, found, now, rates, result):
             literal(cpu_ms, BigInteger()),
         ).where(*group)
         db.execute(insert(UsageEvent).from_select(EVENT_COLUMNS, events))
-        db.execute(
+        updated = db.execute(
             update(SS)
             .where(*group)
             .values(
@@ -286,13 +300,7 @@ def _charge_in_groups(db, found, now, rates, result):
             )
             .execution_options(synchronize_session=False)
         )
-        result.charged += len(ids)
-    _charge_singly(db, small, now, rates, result)
-
-
-def _as_datetime(value):
-    """A time as the driver returned it (SQLite: text) as a naive datetime."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+        result.charged += updated.rowcount
 
 
 def _near(limit_ms, used_ms, rate_ms_per_s, grace_s):
@@ -382,6 +390,8 @@ def _enforce_all(db, catalog, found, now, rates, grace_s, result):
             if catalog.get(course_id) is not None:  # already told to stop: ask the hub again until it has
                 result.stops.append((user, server, reason))
     sessions = _sessions(db, _candidates(db, catalog, found, now, grace_s))
+    if not sessions:  # nobody near a limit or their longest session: no figures to read
+        return
     courses = {s.course_id: catalog.get(s.course_id) for s in sessions}
     snap = snapshot_for(
         db, [c for c in courses.values() if c is not None], now, users=sorted({s.user for s in sessions})
