@@ -134,7 +134,8 @@ The benchmarks start and stop everything they use (hubs, proxies, sandboxes) on 
   with a session of the course on now for N learners, once its N placeholders run. The real
   control plane and scheduler; every pod (learners' servers, placeholders) runs for real in
   bubblewrap; a node's first pull of the course's image takes the given seconds. The hub allows N
-  spawns at a time. Ratio: p95 seconds to ready with placeholders over without.
+  spawns at a time. The control plane, hub, proxy and service share the machine with every pod, where
+  a real cluster gives them machines of their own: they run in the CPU group `aifhub up` gives its hub. Ratio: p95 seconds to ready with placeholders over without.
 - **Service footprint**: resident memory and CPU of the aifhub service process, idle and while it
   holds N running sessions (opened through its internal admission endpoint for N learners of the
   CPU MOOC, without starting sandboxes), each over a few metering intervals. Baseline: the same

@@ -8,6 +8,8 @@ import traceback
 from contextlib import ExitStack
 from pathlib import Path
 
+from aifhub.isolation.cgroups import HUB_CPU_WEIGHT
+
 from . import report
 from .api import api_throughput
 from .cluster import workshop_storm
@@ -393,7 +395,9 @@ def cluster_rows(c):
     )
     details = [
         f"- Cluster: each side on a fresh local cluster (real control plane and scheduler, simulated nodes running "
-        f"every pod in bubblewrap), a node's first pull of the course's image taking {c['pull_s']:g} s. With "
+        f"every pod in bubblewrap), a node's first pull of the course's image taking {c['pull_s']:g} s; the control "
+        f"plane, hub, proxy and service ({warm.get('prioritised', 0)} processes) in the CPU group `aifhub up` gives "
+        f"its hub (weighing {HUB_CPU_WEIGHT} busy processes), all of it on this machine's cores. With "
         f"placeholders, {c['learners']} of them were running {_s(warm['placeholders_ready_s'])} after the hub "
         f"started; learners' pods preempted {warm['preempted']} of them (Preempted events). Failures: "
         f"placeholders {'; '.join(warm['failures']) or 'none'}; without {'; '.join(cold['failures']) or 'none'}."

@@ -9,9 +9,11 @@ does not answer.
 import json
 
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import HTTPRequest
 from traitlets import Float, Unicode
 from traitlets.config import Configurable
+
+from ..hubside.service_client import http_client
 
 
 class ServiceLink(Configurable):
@@ -41,7 +43,7 @@ class ServiceLink(Configurable):
             request_timeout=self.aifhub_login_timeout,
         )
         try:
-            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+            resp = await http_client().fetch(req, raise_error=False)  # the hub's client for the service
         except OSError as exc:
             self.log.error("aifhub service unreachable while logging in %s: %s", body.get("user"), exc)
             resp = None

@@ -19,6 +19,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, valida
 
 from ..catalog.images import load_images
 from ..kube import podspec
+from .loopwatch import ensure_watching
 from .mixin import CourseSpawnerMixin
 
 # Traits a course, a pool or a group override may change: restored before every spawn.
@@ -397,6 +398,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self):
+        ensure_watching(logger=self.log)  # the hub's event loop, watched from the first spawn on (/hub/metrics)
         admission = await self.admit(pending=True)  # charged once the pod runs, not while it waits for a node
         try:
             try:

@@ -1,5 +1,6 @@
 """How the hub process reaches the aifhub service: non-blocking HTTP with the internal token."""
 
+import asyncio
 import json
 from urllib.parse import urlencode
 
@@ -7,6 +8,22 @@ from jupyterhub.spawner import SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from .refusal import SpawnRefusal
+
+
+# Requests the hub has open to the service at once. Tornado's shared client allows 10 and counts the time a
+# request waits for one of them against its timeout, so a workshop's 100 simultaneous spawns failed with
+# "Timeout in request queue"; past this many they wait (the service runs its units of work in turn anyway).
+MAX_CONNECTIONS = 128
+_clients = {}  # event loop -> the hub's client for the service
+
+
+def http_client():
+    """The hub's HTTP client for the service, one per event loop."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = AsyncHTTPClient(force_instance=True, max_clients=MAX_CONNECTIONS)
+    return client
 
 
 class ServiceClient:
@@ -24,7 +41,7 @@ class ServiceClient:
             request_timeout=timeout or self.timeout,
         )
         try:
-            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+            resp = await http_client().fetch(req, raise_error=False)
         except OSError as exc:
             resp = None
             error = exc
