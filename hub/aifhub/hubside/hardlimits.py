@@ -10,7 +10,6 @@ import asyncio
 import os
 import resource
 import signal
-import sys
 from pathlib import Path
 from subprocess import Popen
 
@@ -198,7 +197,11 @@ class HardLimitsMixin(LoggingConfigurable):
             gpu_minors=tuple(int(d.get("minor", d["id"])) for d in admission["devices"]),
             device_dir=self.device_dir,
             tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
-            keep=(str(Path(self.work_root).resolve().parent), sys.prefix, str(Path(self.cmd[0]).resolve().parent)),
+            keep=(
+                str(Path(self.work_root).resolve().parent),
+                *confine.software_folders(),
+                str(Path(self.cmd[0]).resolve().parent),
+            ),
         )
 
     def _file_size_limit(self):

@@ -13,6 +13,7 @@ ends everything inside it.
 """
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,13 @@ class Confinement:
             groups = ["--groups", ",".join(str(g) for g in self.groups)] if self.groups else ["--clear-groups"]
             args += [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", *groups, "--"]
         return args + list(command)
+
+
+def software_folders():
+    """The folders a sandbox's Python needs, to keep when they lie in a private folder (a clone in /tmp):
+    the environment (``sys.prefix``) and the folder aifhub is imported from (an editable install's
+    checkout, outside the environment)."""
+    return (sys.prefix, str(Path(__file__).resolve().parents[2]))
 
 
 def _under_private(path):

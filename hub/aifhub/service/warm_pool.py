@@ -196,7 +196,7 @@ class WarmPool(LoggingConfigurable):
             gpu_minors=tuple(int(d.get("minor", d["id"])) for d in w.devices),
             device_dir=self.device_dir,
             tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
-            keep=(str(self.state_dir.parent), sys.prefix),
+            keep=(str(self.state_dir.parent), *namespace.software_folders()),
         )
         argv = await asyncio.to_thread(spec.argv, [sys.executable, "-m", "aifhub.isolation.warm_runner"])
         group = w.group
