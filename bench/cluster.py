@@ -14,10 +14,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 
-import requests
-import yaml
 
 from .hubs import REPO
 from .spawn import spawn_storm
@@ -51,40 +48,10 @@ class ClusterHub:
         self.url = hub.url
         self.log_path = hub.log_path
         self.hub_port = hub.hub_port
-
-    def api(self, method, path, token=None, **kw):
-        return requests.request(
-            method,
-            f"{self.url}/hub/api/{path}",
-            headers={"Authorization": f"token {token or self.hub.admin_token}"},
-            timeout=kw.pop("timeout", 60),
-            **kw,
-        )
+        self.api = hub.api
 
     def token_for(self, name):
         return self.hub.token_for(name)
-
-
-def workshop_course(expected):
-    """The GPU workshop, open to every learner, with a session on now for ``expected`` learners (or none)."""
-
-    def prepare(courses):
-        path = courses / COURSE / "course.yaml"
-        data = yaml.safe_load(path.read_text())
-        data["enrollment"] = "open"
-        data.pop("roster", None)
-        if expected:
-            now = datetime.now(timezone.utc)
-            data["sessions"] = [
-                {
-                    "start": (now - timedelta(minutes=5)).isoformat(timespec="minutes"),
-                    "end": (now + timedelta(hours=2)).isoformat(timespec="minutes"),
-                    "expected": expected,
-                }
-            ]
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-    return prepare
 
 
 def _pools(learners, nodes):
@@ -152,7 +119,7 @@ def _side(scratch, learners, nodes, pull_seconds, placeholders, timeout):
                 "KubeSpawner.start_timeout": timeout,
                 "KubeSpawner.http_timeout": timeout,
             },
-            prepare_courses=workshop_course(learners if placeholders else 0),
+            prepare_courses=clusterkit.with_session_now(COURSE, learners if placeholders else 0, open_to_all=True),
             service_args=[
                 f"--GradingManager.kube_config={kubeconfig}",
                 f"--GradingManager.kube_namespace={ns}",

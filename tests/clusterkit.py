@@ -8,6 +8,7 @@ import base64
 import json
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -254,6 +255,30 @@ def restricted_pod(name, command, image="aifhub/sandbox-cpu-base:2026.12.0", **s
     }
     body["spec"].update(spec)
     return body
+
+
+def with_session_now(course, expected, open_to_all=False):
+    """A ``prepare_courses`` hook: ``course`` gets a session on now for ``expected`` learners (none when 0),
+    and with ``open_to_all`` open enrolment and no roster."""
+
+    def prepare(courses):
+        path = courses / course / "course.yaml"
+        data = yaml.safe_load(path.read_text())
+        if open_to_all:
+            data["enrollment"] = "open"
+            data.pop("roster", None)
+        if expected:
+            now = datetime.now(timezone.utc)
+            data["sessions"] = [
+                {
+                    "start": (now - timedelta(minutes=5)).isoformat(timespec="minutes"),
+                    "end": (now + timedelta(hours=2)).isoformat(timespec="minutes"),
+                    "expected": expected,
+                }
+            ]
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    return prepare
 
 
 def deploy_aifhub(kube, prefix, base):

@@ -176,11 +176,11 @@ class Z2jhHub:
                 self.proc.kill()
         self.log.close()
 
-    def api(self, method, path, **kw):
+    def api(self, method, path, token=None, **kw):
         return requests.request(
             method,
             f"{self.url}/hub/api/{path}",
-            headers={"Authorization": f"token {self.admin_token}"},
+            headers={"Authorization": f"token {token or self.admin_token}"},
             timeout=kw.pop("timeout", 60),
             **kw,
         )

@@ -5,11 +5,9 @@ scheduler's preemption, and the placeholders shrink as learners come."""
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 
 import pytest
-import yaml
-from clusterkit import audit_calls, deploy_aifhub, wait
+from clusterkit import audit_calls, deploy_aifhub, wait, with_session_now
 from kubehub import Z2jhHub
 
 from aifhub.kube import manifests
@@ -17,23 +15,6 @@ from aifhub.kube.placeholders import replicaset_name
 
 pytestmark = pytest.mark.cluster
 COURSE = "gpu-fundamentals"
-
-
-def with_session_now(expected):
-    def prepare(courses):
-        path = courses / COURSE / "course.yaml"
-        data = yaml.safe_load(path.read_text())
-        now = datetime.now(timezone.utc)
-        data["sessions"] = [
-            {
-                "start": (now - timedelta(minutes=5)).isoformat(timespec="minutes"),
-                "end": (now + timedelta(hours=2)).isoformat(timespec="minutes"),
-                "expected": expected,
-            }
-        ]
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-    return prepare
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +35,7 @@ def hub(deployment):
         namespace=ns,
         env={"AIFHUB_GRADING_VOLUME": deployment["volume"]},
         extra_config={"KubeSpawner.start_timeout": 120},
-        prepare_courses=with_session_now(2),
+        prepare_courses=with_session_now(COURSE, 2),
         service_args=[
             f"--GradingManager.kube_config={kubeconfig}",
             f"--GradingManager.kube_namespace={ns}",

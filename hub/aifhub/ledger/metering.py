@@ -186,7 +186,7 @@ class _Pass:
 
     young: set = field(default_factory=set)  # not charged this tick: too recent to settle, or pending (pod not running)
     single: list = field(default_factory=list)  # told to stop, never charged, or in a small group: one by one
-    groups: dict = field(default_factory=dict)  # (last charge, kind, count, cpu) of many sessions: by statement
+    groups: list = field(default_factory=list)  # (last charge, kind, count, cpu) of many sessions: by statement
     stopping: list = field(default_factory=list)  # told to stop already
     rates: dict = field(default_factory=dict)  # course -> fastest (GPU, CPU) ms per second a session draws
     max_session: set = field(default_factory=set)  # the distinct max_session_s of running sessions
@@ -244,7 +244,7 @@ def _scan(db, running, cutoff, rates, result, now):
         if key[0] is None:
             continue
         if n >= BULK_AT_LEAST:
-            found.groups[key] = n
+            found.groups.append(key)
         else:
             found.single += db.scalars(select(SS.id).where(*_in_group(key, found.young))).all()
     found.single = [sid for sid in found.single if sid not in found.young]
@@ -268,7 +268,7 @@ def _charge_in_groups(db, found, now, rates, result):
     """Sessions last charged at the same moment at the same rate get the same event (each with its own
     session and next sequence number) that :func:`charge` would write: one INSERT ... SELECT and one UPDATE
     for each large group."""
-    for key, _n in found.groups.items():
+    for key in found.groups:
         since, kind, count, cpu_millis = key
         if now <= since:
             continue
