@@ -1,5 +1,7 @@
 """Spawning: one learner at a time (overhead against plain JupyterHub) and 20 at once (the storm)."""
 
+import os
+import re
 import statistics
 from collections import Counter
 import threading
@@ -36,13 +38,45 @@ def spawn_overhead(aifhub, plain, runs=7, warmup=1, prefix="ovh"):
     }
 
 
-def _active_servers(hub):
-    """``{name: server model}`` of every user with a server, in one request (cheap to poll in a storm)."""
-    r = hub.api("GET", "users?state=active&limit=200")
-    r.raise_for_status()
-    users = r.json()
-    users = users["items"] if isinstance(users, dict) else users
-    return {u["name"]: u["servers"].get("") for u in users if u["servers"].get("")}
+BROWSER_NICE = 19
+
+
+def as_browser():
+    """Run the calling thread at the lowest CPU priority: it stands for a learner's browser, which in a
+    workshop runs on the learner's own machine, not on the hub's cores (the probe keeps its priority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BROWSER_NICE)
+    except OSError:
+        pass
+
+
+def _active_servers(hub, page=25):
+    """``{name: server model}`` of every user with a server, a page at a time: JupyterHub builds a whole
+    page in one go on its loop (about 2 ms a user), so one page of 100 would stall it for 0.2 s."""
+    found, offset = {}, 0
+    while True:
+        r = hub.api("GET", f"users?state=active&offset={offset}&limit={page}")
+        r.raise_for_status()
+        users = r.json()
+        users = users["items"] if isinstance(users, dict) else users
+        found.update({u["name"]: u["servers"].get("") for u in users if u["servers"].get("")})
+        if len(users) < page:
+            return found
+        offset += page
+
+
+HUB_STALL = re.compile(r"The hub's event loop stalled (\d+) ms")
+
+
+def hub_stalls(hub, since):
+    """The stalls (seconds) that the hub's own loop watchdog logged from byte ``since`` of its log (aifhub
+    logs each over 100 ms); None for a hub without one (plain JupyterHub)."""
+    if hub.kind != "aifhub":
+        return None
+    with open(hub.log_path, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    return sorted(int(ms) / 1000 for ms in HUB_STALL.findall(text))
 
 
 def spawn_storm(hub, users=20, prefix="storm", timeout=600, poll=5.0, course=None):
@@ -78,6 +112,7 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=600, poll=5.0, course=Non
         )
 
     def learner(name):
+        as_browser()  # and so are the threads it starts
         go.wait()
         watcher = None
         if name == watched:  # from the start, as the spawn page does
@@ -140,6 +175,7 @@ def spawn_storm(hub, users=20, prefix="storm", timeout=600, poll=5.0, course=Non
                 failed[name] = f"not ready after {timeout} s"
     finally:
         stall = probe.stop()
+        stall["hub_stalls_s"] = hub_stalls(hub, log_from)
         finished.set()
         _stop_all(hub, names)
         for t in threads:

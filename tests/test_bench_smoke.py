@@ -73,6 +73,8 @@ def test_spawn_storm(hubs):
         assert r["progress_events_before_ready"] >= 1  # JupyterHub itself says "Server requested"
         assert r["stall"]["samples"] > 10 and seconds(r["stall"]["longest_s"]) and r["stall"]["errors"] == 0
     assert results[0]["failed"] == 0 and results[0]["watched_ready"]
+    assert isinstance(results[0]["stall"]["hub_stalls_s"], list)  # aifhub's own watchdog, read from its log
+    assert results[1]["stall"]["hub_stalls_s"] is None  # plain JupyterHub has none
     well_formed(suite.storm_rows(*results)[0])
 
 

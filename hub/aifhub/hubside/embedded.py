@@ -5,6 +5,7 @@
 """
 
 import ipaddress
+import logging
 import os
 import secrets
 import shlex
@@ -12,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import hubdb
+from . import hubdb, loopwatch, turns
 from .service_entry import (
     ADMIN_TOKEN_SERVICE,
     LINK,
@@ -119,6 +120,8 @@ def configure(c, env=os.environ):
     c.JupyterHub.hub_port = s["hub_port"]
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.db_kwargs = hubdb.db_kwargs()  # WAL: commits on the hub's loop do not wait for the disk
+    turns.install_all()  # a storm of spawn requests, and the routes' sweep, take turns on the hub's loop
+    loopwatch.start_with_hub(logger=logging.getLogger("JupyterHub"))  # the loop watched, the heap frozen
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.log_level = s["log_level"]
     c.JupyterHub.logging_config = hub_logs.logging_config(s["log_level"])  # a refusal in one line, not a traceback

@@ -6,6 +6,7 @@ secrets and roles, and points the course spawner at the service.
 """
 
 import json
+import logging
 import os
 import sys
 
@@ -19,6 +20,7 @@ from .service_entry import (
     with_service,
 )
 from .service_entry import watch_new_users
+from . import loopwatch, turns
 from ..deploy import COURSES_DIR, IMAGES_DIR, SERVICE_PORT, STATE_DIR
 from ..kube.grading_job import COURSES_SUBDIR, GRADING_MOUNT, JOBS_SUBDIR
 
@@ -66,6 +68,8 @@ def configure_z2jh(c, env=os.environ):
     if not token:
         raise ConfigError("AIFHUB_INTERNAL_TOKEN is not set: create the aifhub-secrets Secret (k8s/README.md).")
     url = service_address(env)
+    turns.install_all()  # a storm of spawn requests, and the routes' sweep, take turns on the hub's loop
+    loopwatch.start_with_hub(logger=logging.getLogger("JupyterHub"))  # the loop watched, the heap frozen
     services = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
     chart_entry = next((s for s in services if s.get("name") == SERVICE_NAME), None)  # hub.services.aifhub
     service_env = {"AIFHUB_INTERNAL_TOKEN": token, "AIFHUB_ISOLATED": "1"}
