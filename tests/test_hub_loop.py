@@ -242,3 +242,25 @@ def test_the_hub_runs_the_sliced_sweep():
     turns.install_sliced_activity_sweep()
     turns.install_sliced_activity_sweep()
     assert JupyterHub.update_last_activity.__aifhub_turns__
+
+
+@pytest.mark.parametrize(
+    ("version", "weight_file", "weight", "hub_weight"),
+    [(1, "cpu.shares", "128", "8192"), (2, "cpu.weight", "12", "800")],
+)
+def test_sandboxes_weigh_an_eighth_of_a_process_against_the_hubs_eight(
+    tmp_path, version, weight_file, weight, hub_weight
+):
+    """The hub gets a core at once while sandboxes boot; the sandboxes still share the cores as equals."""
+    from aifhub.isolation.cgroups import HUB_CPU_WEIGHT, Cgroups, Limits
+
+    parents = [tmp_path] if version == 2 else {c: tmp_path / c for c in ("memory", "cpu", "pids")}
+    for d in [tmp_path] if version == 2 else parents.values():
+        d.mkdir(exist_ok=True)
+    group = Cgroups(version, parents).create("aifhub-test-uid1", Limits(memory_bytes=2**30, cpu=0.5, pids=64))
+    cpu_dir = group.dirs[0] if version == 2 else group.dirs[1]
+    assert (cpu_dir / weight_file).read_text() == weight
+    per_process = 1024 if version == 1 else 100
+    assert str(per_process * HUB_CPU_WEIGHT) == hub_weight  # what prioritise_hub writes for the hub's leaf
+    quota = (cpu_dir / "cpu.max").read_text() if version == 2 else (cpu_dir / "cpu.cfs_quota_us").read_text()
+    assert quota.split()[0] == "50000"  # the course's 0.5 CPU is a quota, not a weight

@@ -3,7 +3,9 @@
 Works on cgroup v2 (the unified hierarchy) and on cgroup v1 (one hierarchy per controller), as
 root. Sandboxes' groups are children of the hub's own group, so they count against whatever limits
 the hub itself runs under, and siblings of the hub's leaf (``aifhub-hub``, see :func:`prioritise_hub`):
-each sandbox competes for the CPU like one process, and the hub like several. Everything here is plain file I/O
+each sandbox weighs an eighth of one process and the hub eight, so that sandboxes share the cores
+as equals and use all that the hub leaves idle, but the hub gets a core at once when it needs one
+(a storm's booting sandboxes had kept it waiting for 0.1 s). Everything here is plain file I/O
 on the cgroup file system: the spawner calls it off the event loop, except :func:`join`, which
 the sandbox's own process calls between fork and exec.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 CONTROLLERS = ("memory", "cpu", "pids")
 HUB_LEAF = "aifhub-hub"  # the hub's processes' own group: CPU priority (and, on v2, room for children)
 HUB_CPU_WEIGHT = 8  # the hub, its proxy and service weigh as much as this many busy processes
+SANDBOX_CPU_WEIGHT = 1 / 8  # a sandbox weighs this much of one busy process against the hub
 CPU_PERIOD_US = 100_000
 
 
@@ -299,6 +302,7 @@ class Cgroups:
                 _write(d / "memory.swap.max", 0 if limits.memory_bytes else "max")
             quota = int(limits.cpu * CPU_PERIOD_US) if limits.cpu else "max"
             _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            _write(d / "cpu.weight", max(1, round(100 * SANDBOX_CPU_WEIGHT)))
             _write(d / "pids.max", limits.pids or "max")
         else:
             memory, cpu, pids = group.dirs
@@ -311,6 +315,7 @@ class Cgroups:
                     _write(memsw, limits.memory_bytes)  # no swap beyond the limit
             _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
             _write(cpu / "cpu.cfs_quota_us", int(limits.cpu * CPU_PERIOD_US) if limits.cpu else -1)
+            _write(cpu / "cpu.shares", max(2, round(1024 * SANDBOX_CPU_WEIGHT)))
             _write(pids / "pids.max", limits.pids or "max")
         return group
 
