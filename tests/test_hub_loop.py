@@ -15,22 +15,27 @@ from aifhub.hubside import hubdb, turns
 from aifhub.hubside.loopwatch import GcPauses, LoopWatch
 
 
+class _TurnCounter:
+    """Counts the running loop's turns with a callback that re-arms itself once per turn."""
+
+    def __init__(self):
+        self.turns = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.call_soon(self._tick)
+
+    def _tick(self):
+        self.turns += 1
+        self._loop.call_soon(self._tick)
+
+
 async def _turns_taken(turnstile, n, cancel=()):
-    """Start ``n`` callers at once; ``{caller: loop turn it got through on}``, counting turns with a
-    callback that re-arms itself once per turn."""
-    loop = asyncio.get_running_loop()
-    turn = [0]
-
-    def tick():
-        turn[0] += 1
-        loop.call_soon(tick)
-
-    loop.call_soon(tick)
+    """Start ``n`` callers at once; ``{caller: loop turn it got through on}``."""
+    counter = _TurnCounter()
     got = {}
 
     async def caller(i):
         await turnstile.turn()
-        got[i] = turn[0]
+        got[i] = counter.turns
 
     tasks = [asyncio.create_task(caller(i)) for i in range(n)]
     await asyncio.sleep(0)  # every caller is waiting now
@@ -218,16 +223,9 @@ def test_the_activity_sweep_gives_the_loop_turns_and_still_stamps_every_server()
     app = SimpleNamespace(proxy=_Proxy(routes), db=db, users={}, _service_map={}, log=logging.getLogger("test"))
 
     async def sweep():
-        loop = asyncio.get_running_loop()
-        turn = [0]
-
-        def tick():
-            turn[0] += 1
-            loop.call_soon(tick)
-
-        loop.call_soon(tick)
+        counter = _TurnCounter()
         await turns.update_last_activity_in_slices(app)
-        return turn[0]
+        return counter.turns
 
     assert asyncio.run(sweep()) >= 3  # 37 routes, a turn every 10
     for i in (0, 17, 34):
