@@ -13,7 +13,7 @@ import atexit
 import sqlite3
 import threading
 
-from ..state.db import Checkpointer
+from ..sqlite_wal import Checkpointer
 
 _CHECKPOINTERS = {}  # database path -> Checkpointer, one per hub process
 _LOCK = threading.Lock()

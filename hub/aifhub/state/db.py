@@ -33,6 +33,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
+from ..sqlite_wal import Checkpointer
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 2.0  # how long SQLite waits for another process's write lock before a unit of work is retried
@@ -107,52 +109,6 @@ def is_busy(exc):
             sqlite3.SQLITE_LOCKED,
         ) or "database is locked" in str(orig)
     return getattr(orig, "sqlstate", None) in PG_RETRY_STATES
-
-
-class Checkpointer:
-    """Folds SQLite's write-ahead log back into the database from a thread of its own.
-
-    Every ``interval_s``, a PASSIVE checkpoint: it copies what no reader still needs and never waits for,
-    nor blocks, a writer or a reader; once a checkpoint has copied the whole log, the next writer starts
-    the log again from its beginning. The WAL file is truncated back to nothing when the database is
-    closed. Each process that opens a :class:`Database` runs one (the service, the CLI); connections
-    opened otherwise (``sqlite3``, alembic on its own) keep SQLite's auto-checkpoint.
-    """
-
-    def __init__(self, path, interval_s=0.5):
-        self.path = str(path)
-        self.interval_s = interval_s
-        self.checkpoints = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="aifhub-state-checkpoint", daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def _checkpoint(self, conn, mode="PASSIVE"):
-        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        self.checkpoints += 1
-
-    def _loop(self):
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        try:
-            while not self._stop.wait(self.interval_s):
-                try:
-                    self._checkpoint(conn)
-                except sqlite3.Error as exc:  # busy or locked by a writer: the next round
-                    log.debug("WAL checkpoint skipped: %s", exc)
-            try:
-                self._checkpoint(conn, "TRUNCATE")
-            except sqlite3.Error as exc:
-                log.info("WAL not truncated at close: %s", exc)
-        finally:
-            conn.close()
-
-    def stop(self):
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
 
 
 def _on_event_loop():
