@@ -364,13 +364,17 @@ def spawn_with_progress(hub, name, timeout=240):
 LOG_LINE = re.compile(r"^\[(\w) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ([^\] ]+)[^\]]*\] (.*)$")
 
 
-def log_lines(hub, since=0):
-    """``[(wall time, source, message)]`` of the hub's log (hub, service and sandboxes), from byte ``since``."""
+def log_text(hub, since=0):
+    """The hub's log (hub, service and sandboxes) from byte ``since``."""
     with open(hub.log_path, "rb") as f:
         f.seek(since)
-        text = f.read().decode(errors="replace")
+        return f.read().decode(errors="replace")
+
+
+def log_lines(hub, since=0):
+    """``[(wall time, source, message)]`` of the hub's log, from byte ``since``."""
     out = []
-    for line in text.splitlines():
+    for line in log_text(hub, since).splitlines():
         m = LOG_LINE.match(re.sub(r"\x1b\[[0-9;]*m", "", line))
         if m:
             stamp = datetime.strptime(m.group(2), "%Y-%m-%d %H:%M:%S.%f").timestamp()

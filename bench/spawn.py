@@ -7,7 +7,7 @@ from collections import Counter
 import threading
 import time
 
-from .hubs import log_size, request_spawn, stop_server, timed_spawn, user_token, watch_progress
+from .hubs import log_size, log_text, request_spawn, stop_server, timed_spawn, user_token, watch_progress
 from .stall import StallProbe
 
 
@@ -73,10 +73,7 @@ def hub_stalls(hub, since):
     logs each over 100 ms); None for a hub without one (plain JupyterHub)."""
     if hub.kind != "aifhub":
         return None
-    with open(hub.log_path, "rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
-    return sorted(int(ms) / 1000 for ms in HUB_STALL.findall(text))
+    return sorted(int(ms) / 1000 for ms in HUB_STALL.findall(log_text(hub, since)))
 
 
 def spawn_storm(hub, users=20, prefix="storm", timeout=600, poll=5.0, course=None):
@@ -215,9 +212,7 @@ def _percentile(values, p):
 
 def _timeouts_in_log(hub, since, names):
     """Which of ``names`` the hub gave up on, and which timeout it hit, from its log."""
-    with open(hub.log_path, "rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
+    text = log_text(hub, since)
     found = {}
     for name in names:
         if f"{name}'s server never showed up" in text:

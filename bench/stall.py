@@ -60,7 +60,6 @@ class StallProbe:
             "p99_s": ordered[int(0.99 * (len(ordered) - 1))],
             "median_s": ordered[len(ordered) // 2],
             "samples": len(self.samples),
-            "over_100ms": sum(1 for v in self.samples if v > 0.1),
             "errors": self.errors,
         }
 

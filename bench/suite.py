@@ -137,13 +137,18 @@ def api_rows(r):
 STALL_GOAL_S = 0.1
 
 
+def _stalls_over_goal(r):
+    """The stalls over STALL_GOAL_S that the hub's own watchdog logged; None for a hub without one."""
+    own = r["stall"].get("hub_stalls_s")
+    return None if own is None else [s for s in own if s > STALL_GOAL_S]
+
+
 def _storm_cell(r):
     cell = f"{r['started']} ready, {r['waiting']} waiting, {r['failed']} failed"
     if r["median_ready_s"] is not None:
         cell += f"; to ready p50 {r['median_ready_s']:.0f} s, p95 {r['p95_ready_s']:.0f} s"
-    own, st = r["stall"].get("hub_stalls_s"), r["stall"]
-    if own is not None:
-        over = [s for s in own if s > STALL_GOAL_S]
+    over, st = _stalls_over_goal(r), r["stall"]
+    if over is not None:
         cell += f"; loop stalls over {STALL_GOAL_S:g} s (hub's watchdog): {len(over)}"
         cell += f", longest {max(over):.2f} s" if over else ""
     return cell + f"; /hub/health p99 {st['p99_s']:.2f} s, worst {st['longest_s']:.2f} s"
@@ -152,12 +157,10 @@ def _storm_cell(r):
 def _storm_met(a):
     """The storm's goal, on aifhub: nothing failed, progress came, the hub's own watchdog saw no stall
     over STALL_GOAL_S, and 99 % of health checks were answered within it."""
-    own = a["stall"].get("hub_stalls_s")
     return (
         a["failed"] == 0
         and a["progress_events_before_ready"] > 0
-        and own is not None
-        and not [s for s in own if s > STALL_GOAL_S]
+        and _stalls_over_goal(a) == []
         and a["stall"]["p99_s"] <= STALL_GOAL_S
     )
 

@@ -27,8 +27,8 @@ class HubConnection(sqlite3.Connection):
         super().__init__(database, *args, **kwargs)
         self.execute("PRAGMA journal_mode=WAL")
         self.execute("PRAGMA synchronous=NORMAL")
-        self.execute("PRAGMA wal_autocheckpoint=0")
-        checkpoints_for(database)
+        if checkpoints_for(database) is not None:  # a thread checkpoints this file: commits need not
+            self.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def checkpoints_for(database):

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 
 from prometheus_client import Histogram
 
@@ -40,8 +41,7 @@ class GcPauses:
     """A ``gc.callbacks`` entry timing the collections of the oldest generation."""
 
     def __init__(self, keep=64):
-        self.keep = keep
-        self.recent = []  # [(monotonic end, seconds)], the last ``keep``
+        self.recent = deque(maxlen=keep)  # [(monotonic end, seconds)], the last ``keep``
         self._started = None
 
     def __call__(self, phase, info):
@@ -53,7 +53,7 @@ class GcPauses:
             seconds = time.perf_counter() - self._started
             self._started = None
             GC_PAUSES.observe(seconds)
-            self.recent = [*self.recent[-(self.keep - 1) :], (time.monotonic(), seconds)]
+            self.recent.append((time.monotonic(), seconds))
 
     def within(self, since, until):
         """Seconds of collection that ended between ``since`` and ``until`` (monotonic)."""
