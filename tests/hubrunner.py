@@ -25,9 +25,16 @@ def _worker_number():
     return int(worker[2:]) if worker[2:].isdigit() else 0
 
 
+def _slot():
+    """``AIFHUB_TEST_ID_SLOT=K`` moves every id range of this run by K * 300000, so that two test runs on one machine
+    (two checkouts, or a developer's run beside CI's) never share a learner's or a grading job's uid."""
+    slot = os.environ.get("AIFHUB_TEST_ID_SLOT", "0")
+    return 300000 * int(slot) if slot.isdigit() else 0
+
+
 def grading_uids():
     """The uids this worker's hubs grade under."""
-    first = 300000 + 20000 * _worker_number()
+    first = _slot() + 300000 + 20000 * _worker_number()
     return range(first, first + 10000)
 
 
@@ -35,14 +42,14 @@ def worker_id_ranges():
     """Service options that give the hubs of each pytest-xdist worker uids and gids of their own: two hubs on one
     machine with the same ranges would give learners of both the same uid, and a grading job's clean-up (every
     process of its grading uid is killed) would end the other hub's graded kernel of the same job number."""
-    n = _worker_number()
-    if n == 0:
+    n, base = _worker_number(), _slot()
+    if n == 0 and base == 0:
         return []
     return [
-        f"--AifhubService.first_uid={200000 + 20000 * n}",
-        f"--GradingManager.first_uid={300000 + 20000 * n}",
+        f"--AifhubService.first_uid={base + 200000 + 20000 * n}",
+        f"--GradingManager.first_uid={base + 300000 + 20000 * n}",
         "--GradingManager.uid_count=10000",
-        f"--GradingManager.first_course_gid={400000 + 20000 * n}",
+        f"--GradingManager.first_course_gid={base + 400000 + 20000 * n}",
     ]
 
 
