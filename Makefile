@@ -21,7 +21,7 @@ lint: setup
 	$(BIN)/ruff check hub tests bench
 	$(BIN)/ruff format --check hub tests bench
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed tests/credverify/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no usable Python (>= 3.11 with venv) found" >&2; exit 1; }
@@ -39,6 +39,11 @@ $(VENV)/.installed: pyproject.toml
 node_modules/.installed: package.json
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm (and node) are needed for the proxy: install Node.js >= 18 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 	npm install --no-audit --no-fund --silent
+	@touch $@
+
+# The credential tests verify aifhub's Open Badges with Digital Bazaar's libraries (an independent verifier)
+tests/credverify/node_modules/.installed: tests/credverify/package.json
+	npm install --prefix tests/credverify --no-audit --no-fund --silent
 	@touch $@
 
 # The browser tests drive Debian's Chromium; the Kubernetes grading tests run their pods in bubblewrap.
