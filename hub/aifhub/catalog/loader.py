@@ -169,6 +169,18 @@ def _semantic_problems(file, folder, data, images):
                 add(f"sessions.{i}.{key}", f"{event[key]!r} is not a date and time (expected e.g. 2026-12-02T14:00)")
         if start and end and end <= start:
             add(f"sessions.{i}.end", f"ends ({end:%Y-%m-%d %H:%M}) before it starts ({start:%Y-%m-%d %H:%M})")
+    completion = data.get("completion") if isinstance(data.get("completion"), dict) else {}
+    listed = set(data.get("assignments") or ()) if isinstance(data.get("assignments"), list) else set()
+    for assignment in completion.get("assignments") or {}:
+        if assignment not in listed:
+            add(
+                f"completion.assignments.{assignment}",
+                "is not one of the course's assignments (list it in assignments:)",
+            )
+    wanted = completion.get("sessions")
+    held = len(data.get("sessions") or []) if isinstance(data.get("sessions"), list) else 0
+    if isinstance(wanted, int) and wanted > held:
+        add("completion.sessions", f"asks for {wanted} sessions attended, but the course schedules {held} (sessions:)")
     idle = data.get("idle") if isinstance(data.get("idle"), dict) else {}
     if isinstance(idle.get("after"), str) and _seconds_or_none(idle["after"]) == 0:
         add("idle.after", "must be longer than no time at all (e.g. 30m)")
@@ -276,6 +288,7 @@ def _build(folder, data):
                 key=lambda w: w.start,
             )
         ),
+        completion=data.get("completion"),
         path=folder,
     )
 

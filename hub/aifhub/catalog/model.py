@@ -106,6 +106,9 @@ class Course:
     idle: IdleRule | None = None
     sessions: tuple = ()  # WarmSession, in start order
     staff: frozenset = frozenset()  # instructors granted by logins (OIDC claims, LMS roles), not the course file
+    # what completing the course takes (a credential is issued then): {assignments: {id: {min_score}},
+    # sessions: N, sign_off: bool, skills: [{name, url}]}; None: the course issues no credential
+    completion: dict | None = None
 
     @property
     def needs_gpu(self):
@@ -156,4 +159,5 @@ class Course:
             "assignments": list(self.assignments),
             "idle": None if self.idle is None else self.idle.to_dict(),
             "sessions": [w.to_dict() for w in self.sessions],
+            "completion": self.completion,
         }

@@ -24,7 +24,9 @@ from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
-from . import access_log, api, grading_api, internal, ledger_api, materials_api, pages
+from ..credentials.issuer import CredentialIssuer
+from ..credentials.service import Credentials
+from . import access_log, api, credentials_api, grading_api, internal, ledger_api, materials_api, pages
 from .admission import GRADER
 from .core import ServiceCore
 from .disk_watch import DiskWatch
@@ -39,7 +41,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager, WarmPool, DiskWatch, Placeholders]
+    classes = [GradingManager, WarmPool, DiskWatch, Placeholders, CredentialIssuer]
 
     name = "aifhub-service"
     version = __version__
@@ -243,6 +245,7 @@ class AifhubService(Application):
             (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),
             (route("api/v1/waitlist"), api.WaitlistHandler),
             *grading_api.routes(route),
+            *credentials_api.routes(route),
             *auth_handlers.routes(route),
             *lti_handlers.routes(route),
         ]
@@ -255,6 +258,7 @@ class AifhubService(Application):
             aifhub_core=core,
             aifhub_grading=grading,
             aifhub_lti=lti,
+            aifhub_credentials=self.credentials(core, grading),
             aifhub_internal_token=self.internal_token,
             aifhub_isolated=self.isolated,
             hub_prefix=hub_prefix,
@@ -262,6 +266,10 @@ class AifhubService(Application):
             login_url=url_path_join(hub_prefix, "login"),
             log_function=access_log.log_request,
         )
+
+    def credentials(self, core, grading):
+        """The completion credentials of this service (the issuer's keys live in the state directory)."""
+        return Credentials(core.db, lambda: core.catalog, CredentialIssuer(self.state_dir, parent=self), grading)
 
     def lti_tool(self, state, core, grading):
         """The LTI 1.3 tool (AGS passback, NRPS rosters) when the hub logs in with --auth lti13, else None."""

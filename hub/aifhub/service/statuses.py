@@ -39,6 +39,7 @@ NOT_FOUND = {
     "no-submission",
     "no-feedback",
     "no-assignment",
+    "no-credential",
 }
 CONFLICT = {
     "broken-course",
@@ -49,6 +50,8 @@ CONFLICT = {
     "gpu-busy",
     "same-timestamp",
     "not-runnable",
+    "no-completion",
+    "not-complete",
 }
 OTHER = {
     "too-large": 413,
@@ -58,6 +61,7 @@ OTHER = {
     "gradebook-unavailable": 503,
     "step-failed": 500,
     "step-timeout": 504,
+    "credentials-full": 503,
 }
 
 
