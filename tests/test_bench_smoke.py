@@ -141,3 +141,12 @@ def test_ledger_benchmarks(tmp_path):
     [m] = results["SQLite"]["ticks"]
     assert m["sessions"] == 50 and seconds(m["tick_s"]) and seconds(m["base_tick_s"]) and seconds(m["stall_s"])
     well_formed(suite.ledger_rows(results)[0])
+
+
+def test_credential_issuing(tmp_path):
+    from bench.credentials import issue_timing
+
+    r = issue_timing(5, folder=tmp_path)
+    assert r["n"] == 5 and seconds(r["p50_s"]) and r["p50_s"] <= r["p95_s"] <= r["max_s"]
+    assert seconds(r["canonical_p50_s"]) and r["canonical_p50_s"] > 0
+    well_formed(suite.credentials_rows(r)[0])

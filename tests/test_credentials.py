@@ -7,15 +7,17 @@ import os
 import shutil
 import stat
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from pyld.jsonld import JsonLdError
 
-from aifhub.credentials import contexts, multikey, proof, statuslist
+from aifhub.credentials import completion, contexts, multikey, proof, statuslist, store
 from aifhub.credentials.issuer import CredentialIssuer
 from aifhub.credentials.keys import KeyFileError, KeyStore
+from aifhub.state.db import Database, sqlite_url
 
 HERE = Path(__file__).parent
 VECTOR = HERE / "data" / "ob3-vector"
@@ -237,3 +239,42 @@ def test_independent_verifier_rejects_a_revoked_credential(issuer):
     assert result["verified"] is False and result["revoked"] is True, result
     other = issuer.status_list(issuer.keys.current.fingerprint, [4241])
     assert node_verify(cred, {other["id"]: other})["verified"] is True
+
+
+# -- the state: status list indices, completion --------------------------------
+
+
+def test_each_credential_gets_its_own_status_index(tmp_path):
+    db = Database(sqlite_url(tmp_path / "s.sqlite"), checkpointer=False)
+    try:
+        first = db.call(store.reserve, "ada", "c1", "zKey")
+        db.call(store.store_document, first["id"], {"x": 1})
+        second = db.call(store.reserve, "bob", "c1", "zKey")
+        third = db.call(store.reserve, "ada", "c2", "zKey")
+        assert [first["status_index"], second["status_index"], third["status_index"]] == [0, 1, 2]
+        assert db.call(store.reserve, "ada", "c1", "zKey") is None  # holds one already
+        db.call(store.revoke, "c1", first["id"], "prof", "")
+        assert db.call(store.revoked_indices, "zKey") == [0]
+        assert db.call(store.reserve, "ada", "c1", "zKey")["status_index"] == 3  # a revoked one never comes back
+    finally:
+        db.close()
+
+
+def test_completion_rules():
+    rows = [
+        {"student_id": "ada", "assignment_id": "ps1", "score": 4.0},
+        {"student_id": "ada", "assignment_id": "ps1", "score": 7.5},
+        {"student_id": "bob", "assignment_id": "ps1", "score": 9.0},
+        {"student_id": "ada", "assignment_id": "ps2", "score": None},
+    ]
+    assert completion.best_scores(rows, "ada") == {"ps1": 7.5}
+    t = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    windows = [(t, t + timedelta(hours=2)), (t + timedelta(days=1), t + timedelta(days=1, hours=2))]
+    spans = [(t - timedelta(hours=1), t + timedelta(minutes=1)), (t + timedelta(hours=2), t + timedelta(hours=3))]
+    assert completion.attended(windows, spans) == 1  # touching the end of a window is not attending it
+    assert completion.attended(windows, [(t + timedelta(days=1, hours=1), None)], now=t + timedelta(days=2)) == 1
+    result = completion.evaluate(RULE, {"ps1": 7.5}, 1, None)
+    assert not result["complete"]
+    assert [c["met"] for c in result["conditions"]] == [True, False, False]
+    assert completion.evaluate(RULE, {"ps1": 6}, 2, "prof")["complete"]
+    assert not completion.evaluate({"assignments": {"ps1": {"min_score": 6}}}, {}, 0, None)["complete"]

@@ -38,7 +38,8 @@ def reserve(s, user, course_id, status_list):
     """A new credential row (its id and status list index), or None when the learner holds one already."""
     if current(s, user, course_id) is not None:
         return None
-    index = (s.scalar(select(func.max(Credential.status_index))) or -1) + 1
+    highest = s.scalar(select(func.max(Credential.status_index)))
+    index = 0 if highest is None else highest + 1
     if index >= SIZE:
         raise Refusal("credentials-full", f"The status list is full ({SIZE} credentials): no more can be issued.")
     row = Credential(
