@@ -194,3 +194,23 @@ async def test_public_endpoints_answer_bad_ids_with_404(svc):
         r = await svc.fetch("GET", path)
         assert r.code == 404, path
     assert (await svc.api("GET", "courses/cert-course/credentials", None)).code == 403
+
+
+async def test_pages_completion_profile_and_training_report(svc, tokens):
+    page = await svc.fetch("GET", "courses/cert-course/completion", tokens["bob"])
+    assert page.code == 200 and b"Your progress" in page.body and b"sessions attended" in page.body
+    page = await svc.fetch("GET", "courses/cert-course/completion", tokens["prof"])
+    assert page.code == 200 and b'id="learners"' in page.body and b"ada" in page.body
+    assert (await svc.fetch("GET", "courses/cert-course/completion", tokens["stranger"])).code == 404
+
+    home = await svc.fetch("GET", "", tokens["stranger"])  # (the kit runs no grading: a learner of no course)
+    assert home.code == 200 and b'id="profile-prompt"' in home.body
+    form = await svc.fetch("GET", "me/profile", tokens["eve"])
+    assert form.code == 200 and b'<select id="sector"' in form.body and b"Prefer not to say" in form.body
+    assert (await svc.fetch("GET", "admin/training", tokens["prof"])).code == 403
+    report = await svc.fetch("GET", "admin/training", tokens["admin"], query={"format": "json"})
+    assert report.code == 200
+    rows = {(r["dimension"], r["group"]): r for r in report.json()["rows"]}
+    assert rows[("total", "all")]["trainees"] is None  # two learners so far: under five, suppressed
+    html = await svc.fetch("GET", "admin/training", tokens["admin"])
+    assert html.code == 200 and b"By course" in html.body and b"&lt;5" in html.body

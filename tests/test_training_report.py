@@ -119,7 +119,10 @@ def test_declarations_are_checked_and_deletable(state):
             report.check_declaration(*bad)
     assert db.call(report.declaration, "u1")["country"] == "DE"
     db.call(report.forget, "u1")
-    assert db.call(report.declaration, "u1") is None
+    assert db.call(report.declaration, "u1") | {"declared_at": None} == dict.fromkeys(
+        ("country", "sector", "gender", "declared_at")
+    )
+    assert db.call(report.declaration, "never-asked") is None
     assert store  # the credential units share the database
 
 

@@ -163,7 +163,8 @@ def declare(s, user, country, sector, gender):
 
 
 def declaration(s, user):
-    """``{country, sector, gender, declared_at}`` or None when the learner has declared nothing (or deleted it)."""
+    """``{country, sector, gender, declared_at}`` once the learner was asked (fields None where they declared
+    nothing, or deleted it); None before they were asked."""
     row = s.get(TraineeProfile, user)
     if row is None:
         return None
@@ -176,6 +177,10 @@ def declaration(s, user):
 
 
 def forget(s, user):
+    """Delete what the learner declared; the empty row remembers they were asked (so they are not asked again)."""
     row = s.get(TraineeProfile, user)
-    if row is not None:
-        s.delete(row)
+    if row is None:
+        row = TraineeProfile(user=user)
+        s.add(row)
+    row.country = row.sector = row.gender = None
+    row.declared_at = utcnow()

@@ -26,7 +26,17 @@ from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
 from ..credentials.issuer import CredentialIssuer
 from ..credentials.service import Credentials
-from . import access_log, api, credentials_api, grading_api, internal, ledger_api, materials_api, pages
+from . import (
+    access_log,
+    api,
+    credentials_api,
+    credentials_pages,
+    grading_api,
+    internal,
+    ledger_api,
+    materials_api,
+    pages,
+)
 from .admission import GRADER
 from .core import ServiceCore
 from .disk_watch import DiskWatch
@@ -246,6 +256,7 @@ class AifhubService(Application):
             (route("api/v1/waitlist"), api.WaitlistHandler),
             *grading_api.routes(route),
             *credentials_api.routes(route),
+            *credentials_pages.routes(route),
             *auth_handlers.routes(route),
             *lti_handlers.routes(route),
         ]

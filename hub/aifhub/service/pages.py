@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from tornado import web
 
+from ..credentials import report as training_report
 from ..errors import Refusal
 from ..ledger import allocations, reports
 from . import charts, grading_view
@@ -85,6 +86,7 @@ class HomePage(PageHandler):
             running=view["running"],
             notice=view["notice"],
             stopped=view["stopped"],
+            ask_profile=await self.core.db.run(training_report.declaration, self.user_name) is None,
         )
 
 
