@@ -214,3 +214,10 @@ async def test_pages_completion_profile_and_training_report(svc, tokens):
     assert rows[("total", "all")]["trainees"] is None  # two learners so far: under five, suppressed
     html = await svc.fetch("GET", "admin/training", tokens["admin"])
     assert html.code == 200 and b"By course" in html.body and b"&lt;5" in html.body
+
+
+async def test_training_report_api_is_for_admins(svc, tokens):
+    assert (await svc.api("GET", "training/report", tokens["prof"])).code == 403
+    r = await svc.api("GET", "training/report", tokens["admin"], query={"format": "csv"})
+    assert r.code == 200 and r.body.decode().startswith("dimension,group,trainees")
+    assert (await svc.api("GET", "training/report", tokens["admin"], query={"format": "xml"})).code == 400

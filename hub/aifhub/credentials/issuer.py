@@ -157,10 +157,10 @@ class CredentialIssuer(LoggingConfigurable):
         (given the status list credential) that it is not revoked. Returns ``{verified, revoked, errors}``."""
         errors = []
         revoked = False
+        issuer = credential.get("issuer") if isinstance(credential, dict) else None
+        issuer_id = issuer.get("id") if isinstance(issuer, dict) else issuer
         try:
             used = proof.verify(credential, self.resolve_key)
-            issuer = credential.get("issuer")
-            issuer_id = issuer.get("id") if isinstance(issuer, dict) else issuer
             if used["verificationMethod"].partition("#")[0] != issuer_id:
                 errors.append("The credential's issuer does not control the key that signed it.")
         except proof.ProofError as exc:
@@ -169,6 +169,10 @@ class CredentialIssuer(LoggingConfigurable):
         if isinstance(status, dict) and status_list is not None:
             try:
                 proof.verify(status_list, self.resolve_key)
+                if status_list.get("id") != status.get("statusListCredential"):
+                    raise ValueError("it is not the list the credential names")
+                if status_list.get("issuer") != issuer_id:
+                    raise ValueError("it was issued by another issuer than the credential")
                 bits = statuslist.decode(status_list["credentialSubject"]["encodedList"])
                 revoked = statuslist.is_set(bits, int(status["statusListIndex"]))
             except (proof.ProofError, ValueError, KeyError, TypeError) as exc:

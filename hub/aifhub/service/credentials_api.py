@@ -16,7 +16,7 @@ import json
 from tornado import web
 
 from .. import texts
-from ..credentials import pdf
+from ..credentials import pdf, report
 from ..credentials.service import Credentials
 from .base import APIHandler
 from .membership import USERNAME
@@ -139,6 +139,22 @@ class RevokeHandler(CredentialsAPI):
         self.write_json(with_links(summary, self.credentials.issuer))
 
 
+class TrainingReportHandler(CredentialsAPI):
+    """``GET api/v1/training/report?format=json|csv`` (admins): the training report, small cells suppressed."""
+
+    @web.authenticated
+    async def get(self):
+        self.require_admin()
+        fmt = self.get_argument("format", "json")
+        if fmt not in ("json", "csv"):
+            raise web.HTTPError(400, "format is json or csv.")
+        rows = report.report(await self.core.db.run(report.gather), self.core.catalog)
+        if fmt == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            return self.finish(report.to_csv(rows))
+        self.write_json({"minimum_cell": report.MIN_CELL, "rows": rows})
+
+
 # -- public: no login ---------------------------------------------------------
 
 
@@ -229,6 +245,7 @@ def routes(route):
     return [
         (route("api/v1/me/credentials"), MyCredentialsHandler),
         (route(r"api/v1/courses/([a-z0-9-]+)/credentials"), CourseCredentialsHandler),
+        (route("api/v1/training/report"), TrainingReportHandler),
         (route(rf"api/v1/courses/([a-z0-9-]+)/credentials/{UUID}/revoke"), RevokeHandler),
         (route(rf"credentials/{UUID}\.json"), CredentialDocument),
         (route(rf"credentials/{UUID}\.pdf"), CredentialPDF),
