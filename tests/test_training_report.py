@@ -4,12 +4,17 @@ course, kind, scheduled session, country, sector and gender; any row about fewer
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
+from aifhub.catalog import load_course, load_images
 from aifhub.cli.main import main
+from aifhub.credentials.issuer import CredentialIssuer
 from aifhub.credentials import report, store
 from aifhub.credentials.models import Credential
 from aifhub.ledger.models import SandboxSession
@@ -142,3 +147,29 @@ def test_cli_training_report(state, capsys, monkeypatch):
     )
     out = capsys.readouterr().out
     assert out.splitlines()[0] == ",".join(report.FIELDS) and "<5" in out
+
+
+def test_cli_rotates_the_issuer_key(state, capsys, monkeypatch):
+    folder, _ = state
+    monkeypatch.delenv("AIFHUB_DB_URL", raising=False)
+    first = CredentialIssuer(folder).keys.current.fingerprint
+    assert main(["credentials", "rotate-key", "--state-dir", str(folder)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["retired"] == first and out["current"] != first
+    assert CredentialIssuer(folder).keys.current.fingerprint == out["current"]
+
+
+def test_completion_rules_are_checked_when_courses_load(tmp_path):
+    repo = Path(__file__).parent.parent
+    shutil.copytree(repo / "courses" / "dl-basics", tmp_path / "c")
+    data = yaml.safe_load((tmp_path / "c" / "course.yaml").read_text())
+    data["id"] = "c"
+    data["completion"] = {"assignments": {"nope": {"min_score": 1}}, "sessions": 2}
+    (tmp_path / "c" / "course.yaml").write_text(yaml.safe_dump(data))
+    course, problems = load_course(tmp_path / "c", load_images(repo / "sandbox_images"))
+    fields = {p.field for p in problems}
+    assert course is None and {"completion.assignments.nope", "completion.sessions"} <= fields, problems
+    data["completion"] = {"assignments": {"ps1-digits": {"min_score": 1}}, "sign_off": True}
+    (tmp_path / "c" / "course.yaml").write_text(yaml.safe_dump(data))
+    course, problems = load_course(tmp_path / "c", load_images(repo / "sandbox_images"))
+    assert not problems and course.completion["sign_off"] is True

@@ -25,6 +25,7 @@ def build_parser():
     k8s.register(sub)
     assignments.register(sub)
     training.register(sub)
+    training.register_credentials(sub)
     return parser
 
 

@@ -4,8 +4,9 @@ import sys
 
 from ..catalog import load_catalog, load_images
 from ..credentials import report
-from .common import images_dir_for, print_json, service_api, state_options
-from .ledger import _local
+from ..credentials.issuer import CredentialIssuer
+from .common import CLIError, images_dir_for, print_json, service_api, state_options
+from .ledger import ServiceRunning, _local
 
 
 def register(sub):
@@ -38,4 +39,28 @@ def training_report(args):
         sys.stdout.write(report.to_csv(rows))
     else:
         print_json({"minimum_cell": report.MIN_CELL, "rows": rows})
+    return 0
+
+
+def register_credentials(sub):
+    creds = sub.add_parser("credentials", help="the issuer of completion credentials (Open Badges)")
+    csub = creds.add_subparsers(dest="credentials_cmd", required=True, metavar="COMMAND")
+    p = csub.add_parser(
+        "rotate-key",
+        parents=[state_options()],
+        help="retire the issuer's signing key and make a new one (old credentials keep verifying); "
+        "run it while the service is stopped",
+    )
+    p.set_defaults(func=rotate_key)
+
+
+def rotate_key(args):
+    try:
+        _local(args, lambda s: None, write=True)  # refuses while the service holds the state
+    except ServiceRunning as running:
+        raise CLIError(f"the aifhub service ({running.holder}) is running on this state: stop it, then rotate the key")
+    issuer = CredentialIssuer(args.state_dir)
+    old = issuer.keys.current.fingerprint
+    new = issuer.keys.rotate()
+    print_json({"retired": old, "current": new.fingerprint, "issuer": issuer.issuer_id()})
     return 0
