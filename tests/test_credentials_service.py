@@ -155,7 +155,7 @@ async def test_sign_off_issues_a_verifiable_credential(svc, tokens):
     assert page.code == 200 and b"<strong>Verified.</strong>" in page.body and b"ada" in page.body
     pdf = await svc.fetch("GET", f"credentials/{cred['id']}.pdf")
     assert pdf.code == 200 and pdf.headers["Content-Type"] == "application/pdf" and pdf.body.startswith(b"%PDF-")
-    assert len(pdf.body) > 1500
+    assert len(pdf.body) > 1500 and pdf.body.count(b"/Subtype /Image") == 1  # the QR code
 
     # an independent verifier accepts what the service serves
     result = node_verify(credential, {status_url: status.json()})

@@ -9,10 +9,13 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy.exc import IntegrityError
+
 from ..errors import Refusal
 from . import completion, store
 
 log = logging.getLogger(__name__)
+RESERVE_TRIES = 5
 
 
 class Credentials:
@@ -89,7 +92,13 @@ class Credentials:
 
     async def issue(self, user, course, figures):
         key = self.issuer.keys.current
-        reserved = await self.db.run(store.reserve, user, course.id, key.fingerprint)
+        for attempt in range(RESERVE_TRIES):  # PostgreSQL: two issuers may take the same next index at once
+            try:
+                reserved = await self.db.run(store.reserve, user, course.id, key.fingerprint)
+                break
+            except IntegrityError:
+                if attempt == RESERVE_TRIES - 1:
+                    raise
         if reserved is None:  # issued meanwhile
             return store.summary(await self.db.run(store.current, user, course.id))
         rule = course.completion or {}
