@@ -278,3 +278,20 @@ def test_completion_rules():
     assert [c["met"] for c in result["conditions"]] == [True, False, False]
     assert completion.evaluate(RULE, {"ps1": 6}, 2, "prof")["complete"]
     assert not completion.evaluate({"assignments": {"ps1": {"min_score": 6}}}, {}, 0, None)["complete"]
+
+
+def test_independent_verifier_with_a_did_web_issuer_across_rotation(tmp_path):
+    issuer = CredentialIssuer(tmp_path / "state", did_web="did:web:ai-factory.example.eu:services:aifhub")
+    old = issue(issuer, index=1)
+    old_list = issuer.status_list(issuer.keys.current.fingerprint, [])
+    issuer.keys.rotate()
+    new = issue(issuer, index=2)
+    new_list = issuer.status_list(issuer.keys.current.fingerprint, [2])
+    docs = {issuer.did_web: issuer.did_document(), old_list["id"]: old_list, new_list["id"]: new_list}
+    assert node_verify(old, docs)["verified"] is True  # signed by the retired key, still listed
+    revoked = node_verify(new, docs)
+    assert revoked["verified"] is False and revoked["revoked"] is True, revoked
+    without_old_key = issuer.did_document()
+    without_old_key["verificationMethod"] = without_old_key["verificationMethod"][1:]
+    without_old_key["assertionMethod"] = without_old_key["assertionMethod"][1:]
+    assert node_verify(old, docs | {issuer.did_web: without_old_key})["verified"] is False

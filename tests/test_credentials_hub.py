@@ -54,6 +54,7 @@ def test_graded_learner_claims_a_badge_that_verifies_until_revoked(hub):
     credential = doc.json()
     assert credential["credentialSubject"]["identifier"][0]["identityHash"] == "grace"
     status_url = credential["credentialStatus"]["statusListCredential"]
+    assert status_url.startswith(hub.url + "/services/aifhub/credentials/status/")  # the hub's own address
     status = public(hub, status_url).json()
     assert node_verify(credential, {status_url: status})["verified"] is True
     page = public(hub, issued["verify"])

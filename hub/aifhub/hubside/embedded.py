@@ -184,6 +184,8 @@ def configure(c, env=os.environ):
         "AIFHUB_ISOLATED": "1" if isolated else "0",
         "AIFHUB_AUTH": s["auth"],
         "AIFHUB_AUTH_CONFIG": s["auth_config"],
+        # where credentials' status lists and verification pages are reached (set it to the public name behind a proxy)
+        "AIFHUB_PUBLIC_URL": env.get("AIFHUB_PUBLIC_URL") or f"http://{s['ip']}:{s['port']}",
     }
     if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
