@@ -122,3 +122,48 @@ def test_old_spellings_users_have_in_their_configs_still_work(old, new, name):
     import importlib
 
     assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)
+
+
+# -- the ledger owns every charge ------------------------------------------------------------------------------
+
+CHARGE_HOME = PACKAGE / "ledger" / "units.py"
+_WEIGHT = re.compile(r"(^|_)weights?(_ppm)?$")  # a GPU weight (ledger) -- not HUB_CPU_WEIGHT, a cgroup's share
+
+
+def _operand_names(node):
+    """The names an arithmetic operand reads: ``weight``, ``x.weight_ppm``, ``weights[kind]``."""
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, ast.Attribute):
+        return {node.attr}
+    return set()
+
+
+def _charge_arithmetic(path):
+    """Lines of ``path`` that multiply by a GPU weight, or compute with PPM (the weights' unit)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.BinOp):
+            names = _operand_names(node.left) | _operand_names(node.right)
+            weighted = isinstance(node.op, ast.Mult) and any(_WEIGHT.search(n) for n in names)
+            if weighted or "PPM" in names:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_charge_formula_lives_only_in_the_ledger_units():
+    assert _charge_arithmetic(CHARGE_HOME), "the check must find the formula where it lives"
+    elsewhere = [line for p in sorted(PACKAGE.rglob("*.py")) if p != CHARGE_HOME for line in _charge_arithmetic(p)]
+    assert not elsewhere, "charge with aifhub.ledger.units.charge_ms / rates_per_s instead:\n" + "\n".join(elsewhere)
+
+
+def test_usage_events_are_written_by_the_ledger_only():
+    # a charge or its correction is a UsageEvent: only the ledger makes one (the idle rule asks metering)
+    makers = sorted(
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if "UsageEvent(" in p.read_text() and p.parent.name != "ledger"
+    )
+    assert not makers, makers
