@@ -124,6 +124,23 @@ def test_old_spellings_users_have_in_their_configs_still_work(old, new, name):
     assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)
 
 
+@pytest.mark.parametrize(
+    "old", ["aifhub.hubconfig", "aifhub.deploy.hubside", "aifhub.sandbox.local", "aifhub.sandbox.kube"]
+)
+def test_old_spellings_warn_and_say_when_they_go(old):
+    import importlib
+
+    from packaging.version import Version
+
+    from aifhub.compat import SHIMS_REMOVED_IN
+
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=rf"{re.escape(old)} moved to .* removed in aifhub {SHIMS_REMOVED_IN}"):
+        importlib.reload(module)
+    # the shims say they came with 0.3: the package is at least that, and they go in a later release
+    assert Version("0.3") <= Version(aifhub.__version__) < Version(SHIMS_REMOVED_IN)
+
+
 # -- the ledger owns every charge ------------------------------------------------------------------------------
 
 CHARGE_HOME = PACKAGE / "ledger" / "units.py"
