@@ -342,7 +342,10 @@ class AifhubService(Application):
                 loops.append(asyncio.ensure_future(part.run()))
         if service.warm is None and service.placeholders is None:
             if any(c.sessions for c in core.catalog.courses.values()):
-                self.log.warning("Warm sandboxes are off: the service does not isolate learners (it runs as root)")
+                self.log.warning(
+                    "Warm sandboxes are off: they run under learners' uids, and this service does not isolate "
+                    "learners (it does not run as root, or AIFHUB_ISOLATED=0)"
+                )
         stopping, hurry = asyncio.Event(), asyncio.Event()
 
         def on_signal():  # the first signal stops the service; another one cuts its wait for sandboxes short
