@@ -14,11 +14,9 @@ from jupyterhub.services.auth import HubOAuth
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 
-from aifhub.grading.manager import GradingManager
-from aifhub.state.db import Database, sqlite_url
-from aifhub.service.gpu_pool import gpu_inventory
 from aifhub.service.app import AifhubService
-from aifhub.service.core import ServiceCore
+from aifhub.service.wiring import wire
+from aifhub.state.db import sqlite_url
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "/services/aifhub/"
@@ -105,7 +103,7 @@ def free_port():
 class InProcessService:
     """The service's app on a loopback port of the running event loop, with a fake hub."""
 
-    def __init__(self, folder, gpus="none", courses=None, demo=True, grading=True, **core_kw):
+    def __init__(self, folder, gpus="none", courses=None, demo=True, grading=True, **settings):
         self.folder = Path(folder)
         self.state = self.folder / "state"
         self.state.mkdir(parents=True, exist_ok=True)
@@ -117,20 +115,14 @@ class InProcessService:
             internal_token=self.internal_token,
             isolated=False,
             gpus=gpus,
+            db_url=sqlite_url(self.state / "aifhub.sqlite"),
+            **settings,
         )
-        self.db = Database(sqlite_url(self.state / "aifhub.sqlite"))
         self.hub = FakeHub()
-        self.core = ServiceCore(
-            self.db,
-            self.app_config.course_dirs(),
-            self.app_config.images_dir,
-            gpu_inventory(gpus, "gpu"),
-            200000,
-            hub=self.hub,
-            **core_kw,
-        )
+        # the service's own composition root: the parts the service runs, connected as it connects them
+        self.service = wire(self.app_config, self.hub, grading=grading, lti=False)
+        self.db, self.core, self.grading = self.service.db, self.service.core, self.service.grading
         self.demo = demo
-        self.grading = GradingManager(self.state, self.db, self.core, isolated=False) if grading else None
         self.auth = FakeHubAuth()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{PREFIX}"
@@ -149,9 +141,7 @@ class InProcessService:
         if self.server is not None:
             self.server.stop()
             await self.server.close_all_connections()
-        if self.grading is not None:
-            await self.grading.stop()
-        self.db.close()
+        await self.service.close()
 
     # -- who calls -----------------------------------------------------------
 

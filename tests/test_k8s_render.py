@@ -14,7 +14,7 @@ import yaml
 
 from aifhub.catalog import load_catalog, load_images
 from aifhub.deploy import KUBERNETES_VERSION, chart, offline
-from aifhub.kube.grading_job import grading_job
+from aifhub.kube.grading_job import JobSettings, grading_job
 from aifhub.hubside.z2jh import service_command
 from aifhub.deploy.values import z2jh_values
 from aifhub.kube import podspec
@@ -139,7 +139,7 @@ def test_grading_jobs(rendered):
     selector = policy["spec"]["podSelector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"]["egress"]
     gpu_course = CATALOG.courses["gpu-fundamentals"]
-    job = grading_job(gpu_course.summary(), IMAGES["pytorch-cuda"], POOLS, "ps1-matmul", "learner1")
+    job = grading_job(JobSettings(pools=POOLS), gpu_course.summary(), IMAGES["pytorch-cuda"], "ps1-matmul", "learner1")
     pod = job["spec"]["template"]
     assert selector.items() <= pod["metadata"]["labels"].items(), "the no-network policy must select grading pods"
     c = pod["spec"]["containers"][0]
@@ -180,9 +180,9 @@ def test_grading_jobs(rendered):
     }  # reading the pods is the chart's hub Role (test_cluster_rbac shows it is enough)
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     cpu_job = grading_job(
+        JobSettings(pools=POOLS),
         CATALOG.courses["dl-basics"].summary(),
         IMAGES["cpu-base"],
-        POOLS,
         "ps1-digits",
         "someone.with_a.Long-Name@example.org" * 2,
     )

@@ -1,3 +1,3 @@
 """aifhub: the training platform of an AI Factory, as a JupyterHub plugin."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -110,19 +110,18 @@ def pods(args):
 
 
 def grading_job_cmd(args):
-    from ..kube.grading_job import grading_job
+    from ..kube.grading_job import JobSettings, grading_job
     from ..kube.podspec import DEFAULT_POOLS
 
     catalog, images, _, pools = _inputs(args)
     course = _course(catalog, args.course)
     try:
         job = grading_job(
+            JobSettings(registry=args.registry, pools=pools or DEFAULT_POOLS),
             course.summary(),
             images.get(course.sandbox.image),
-            validate_pools(pools or DEFAULT_POOLS),
             args.assignment,
             args.student,
-            registry=args.registry,
         )
     except PodSpecError as exc:
         raise CLIError(str(exc))

@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from ..kube import manifests, podspec
-from ..kube.grading_job import grading_job
+from ..kube.grading_job import JobSettings, grading_job
 from . import KUBERNETES_VERSION, NAMESPACE
 from .values import z2jh_values
 
@@ -40,12 +40,11 @@ def example_grading_job(catalog, images, pools, namespace=NAMESPACE):
     for course in courses:
         if course.assignments:
             return grading_job(
+                JobSettings(namespace=namespace, pools=pools),
                 course.summary(),
                 images.get(course.sandbox.image),
-                pools,
                 course.assignments[0],
                 "learner1",
-                namespace=namespace,
             )
     return None
 

@@ -105,20 +105,6 @@ def ensure_postgres(admin_url, course_id, known_url=None):
     )
 
 
-def drop_postgres(admin_url, course_id):
-    """Remove a course's gradebook schema and role (tests, and retiring a course for good)."""
-    role, schema = postgres_names(admin_url, course_id)
-    engine = create_engine(make_url(admin_url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
-            if conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}):
-                conn.exec_driver_sql(f"DROP OWNED BY {quote_ident(role)}")  # its grants (CONNECT)
-                conn.exec_driver_sql(f"DROP ROLE {quote_ident(role)}")
-    finally:
-        engine.dispose()
-
-
 def copy_gradebook(src_url, dst_url):
     """Copy every row of an nbgrader gradebook into another, empty one (SQLite to PostgreSQL).
 

@@ -10,7 +10,6 @@ run as Kubernetes Jobs (:mod:`.kubejobs`).
 import asyncio
 import csv
 import io
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from traitlets.config import LoggingConfigurable
 
 from .. import fsafe, texts
 from ..catalog.model import parse_memory
-from ..kube import podspec
+from ..kube.settings import KubeSettings
 from . import gradebooks
 from .coursedir import GradingDir, check_name
 from ..errors import Refusal
@@ -158,28 +157,21 @@ class GradingManager(LoggingConfigurable):
         help="Where the service's pod mounts the grading volume (kube_claim); grading pods mount their job's folder "
         "of it by its path below this. Default: scratch_dir.",
     ).tag(config=True)
-    kube_namespace = Unicode(help="Namespace of grading Jobs. Default: the service's own pod's namespace.").tag(
-        config=True
-    )
-    kube_config = Unicode(help="kubeconfig file for creating grading Jobs; empty: the pod's service account.").tag(
-        config=True
-    )
+    # the old spellings of KubeSettings.namespace, kube_config, registry and gpu_pools (read from the config by
+    # KubeSettings; declared here so that a configuration that sets them still loads without a warning)
+    kube_namespace = Unicode(help="Old spelling of KubeSettings.namespace (removed in aifhub 0.4.0).").tag(config=True)
+    kube_config = Unicode(help="Old spelling of KubeSettings.kube_config (removed in aifhub 0.4.0).").tag(config=True)
+    kube_registry = Unicode(help="Old spelling of KubeSettings.registry (removed in aifhub 0.4.0).").tag(config=True)
+    kube_gpu_pools = Dict(help="Old spelling of KubeSettings.gpu_pools (removed in aifhub 0.4.0).").tag(config=True)
     kube_claim = Unicode(
         "aifhub-grading",
         help="PersistentVolumeClaim (ReadWriteMany) mounted at kube_volume_root, "
         "of which each grading pod mounts its job's folder.",
     ).tag(config=True)
-    kube_registry = Unicode(
-        help="Registry prefixed to sandbox image repositories in grading Jobs. Default: $AIFHUB_REGISTRY."
-    ).tag(config=True)
     kube_cpu = Unicode("1", help="CPU limit (and request) of a grading pod, a Kubernetes quantity.").tag(config=True)
     kube_start_timeout = Integer(
         600,
         help="Seconds a grading pod may wait for a node (a free GPU) and its image before its job fails.",
-    ).tag(config=True)
-    kube_gpu_pools = Dict(
-        help="GPU pools (as KubeSandboxSpawner.gpu_pools) for grading Jobs. Default: "
-        "$AIFHUB_GPU_POOLS (JSON), else aifhub's example pools."
     ).tag(config=True)
     first_course_gid = Integer(
         400000,
@@ -217,28 +209,6 @@ class GradingManager(LoggingConfigurable):
     def _kube_volume_root_default(self):
         return self.scratch_dir
 
-    @default("kube_namespace")
-    def _kube_namespace_default(self):
-        path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-        return os.environ.get("POD_NAMESPACE") or (path.read_text().strip() if path.exists() else "default")
-
-    @default("kube_registry")
-    def _kube_registry_default(self):
-        return os.environ.get("AIFHUB_REGISTRY", "")
-
-    @default("kube_gpu_pools")
-    def _kube_gpu_pools_default(self):
-        return (
-            json.loads(os.environ["AIFHUB_GPU_POOLS"]) if os.environ.get("AIFHUB_GPU_POOLS") else podspec.DEFAULT_POOLS
-        )
-
-    @validate("kube_gpu_pools")
-    def _validate_pools(self, proposal):
-        try:
-            return podspec.validate_pools(proposal.value)
-        except podspec.PodSpecError as exc:
-            raise ValueError(f"kube_gpu_pools: {exc}")
-
     @default("gradebook_admin_url")
     def _gradebook_admin_url_default(self):
         return self.db.url if self.db is not None and gradebooks.is_postgres(self.db.url) else ""
@@ -265,10 +235,12 @@ class GradingManager(LoggingConfigurable):
             raise ValueError(f"{proposal.trait.name} must be positive, got {proposal.value}")
         return proposal.value
 
-    def __init__(self, state_dir, db, core=None, isolated=None, **kw):
+    def __init__(self, state_dir, db, core=None, isolated=None, kube=None, **kw):
         self.state_dir = Path(state_dir).resolve()
         self.db = db
         super().__init__(**kw)
+        # where grading Jobs run (shared with the placeholders: the service's wiring passes its one KubeSettings)
+        self.kube = kube if kube is not None else KubeSettings(parent=self)
         self.root = Path(self.grading_dir).resolve()
         self.scratch = Path(self.scratch_dir).resolve()
         self.kube_volume = Path(self.kube_volume_root).resolve()

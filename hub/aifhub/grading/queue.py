@@ -2,7 +2,7 @@
 in isolation (a sandboxed kernel here, or a Kubernetes Job per notebook) with its limits.
 
 :class:`GradingQueue` belongs to a :class:`~aifhub.grading.manager.GradingManager`, whose traits
-configure it (``workers``, the timeouts and limits, ``backend``, the ``kube_*`` settings).
+configure it (``workers``, the timeouts and limits, ``backend``, the ``kube_*`` settings; the cluster's in :class:`aifhub.kube.settings.KubeSettings`).
 """
 
 import asyncio
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from ..catalog import load_images
 from ..catalog.model import parse_memory
 from ..kube.client import delete_jobs
-from ..kube.grading_job import grading_job, safe_name
+from ..kube.grading_job import JobSettings, grading_job, safe_name
 from ..errors import Refusal
 from ..ledger.models import utcnow
 from ..kube import podspec
@@ -55,7 +55,7 @@ class GradingQueue:
         """The Kubernetes Jobs that a previous service run left behind for jobs now requeued."""
         for job_id in job_ids:
             try:
-                await delete_jobs(self.m.kube_namespace, self.m.kube_config, job_id)
+                await delete_jobs(self.m.kube.namespace, self.m.kube.kube_config, job_id)
             except Exception as exc:
                 log.warning("Could not delete the Kubernetes Jobs of requeued grading job %s: %s", job_id, exc)
 
@@ -116,26 +116,29 @@ class GradingQueue:
         course = self.m.course(job["course_id"])
         images = load_images(self.m.core.images_dir)
         try:
+            settings = JobSettings(
+                namespace=self.m.kube.namespace,
+                registry=self.m.kube.registry,
+                pools=self.m.kube.gpu_pools,
+                claim=self.m.kube_claim,
+                cpu=self.m.kube_cpu,
+                memory=str(parse_memory(self.m.memory_limit)),
+            )
             manifest = grading_job(
+                settings,
                 course.summary(),
                 images.get(course.sandbox.image),
-                podspec.validate_pools(self.m.kube_gpu_pools),
                 job["assignment_id"],
                 job["grading_id"],
                 name=safe_name("aifhub-grade", str(job["id"]), str(job["attempts"]), job["course_id"], limit=50),
-                claim=self.m.kube_claim,
-                registry=self.m.kube_registry,
-                namespace=self.m.kube_namespace,
-                cpu=self.m.kube_cpu,
-                memory=str(parse_memory(self.m.memory_limit)),
                 job_id=job["id"],
             )
         except podspec.PodSpecError as exc:
             raise Refusal("not-runnable", str(exc))
         return {
             "job": manifest,
-            "namespace": self.m.kube_namespace,
-            "kube_config": self.m.kube_config,
+            "namespace": self.m.kube.namespace,
+            "kube_config": self.m.kube.kube_config,
             "volume_root": str(self.m.kube_volume),
             "notebook_timeout": self.m.notebook_timeout,
             "start_timeout": self.m.kube_start_timeout,
@@ -280,7 +283,7 @@ class GradingQueue:
         """After a worker was stopped under a job: its Kubernetes Jobs, or its kernel's processes, and its files."""
         if request.get("kubernetes"):
             try:
-                await delete_jobs(self.m.kube_namespace, self.m.kube_config, job["id"])
+                await delete_jobs(self.m.kube.namespace, self.m.kube.kube_config, job["id"])
             except Exception as exc:  # the Jobs end at their deadline anyway
                 log.warning("Could not delete the Kubernetes Jobs of grading job %s: %s", job["id"], exc)
         await asyncio.to_thread(self._cleanup_local, request)
@@ -340,7 +343,7 @@ class GradingQueue:
             log.info(
                 "Grading queue: %d worker(s); notebooks run as Kubernetes Jobs in namespace %s (volume %s at %s)",
                 len(self.pool),
-                m.kube_namespace,
+                m.kube.namespace,
                 m.kube_claim,
                 m.scratch,
             )

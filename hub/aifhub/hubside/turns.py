@@ -13,18 +13,64 @@ else is waiting: progress events, pages, the health check. Reading requests neve
 The hub's own sweep of the proxy's routes (every ``JupyterHub.last_activity_interval``, for each
 running server a query and an update of its last activity) ran in one go: 0.3 s with 100 servers
 running. :func:`install_sliced_activity_sweep` gives the loop a turn after every few routes.
+
+Both patch JupyterHub itself (``BaseHandler.prepare`` is wrapped, ``JupyterHub.update_last_activity`` is
+replaced by a copy of 6.1's), so they are installed only on the JupyterHub releases they were read against
+and tested with (:data:`TESTED_JUPYTERHUB`): on another one the hub refuses to start and says how to go on
+(:func:`check_jupyterhub`). docs/embedded.md says what JupyterHub would need for the patches to go.
 """
 
 import asyncio
+import logging
+import os
 import weakref
 from collections import deque
 from datetime import timezone
 from functools import wraps
 
 from dateutil.parser import parse as parse_date
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 from sqlalchemy.exc import SQLAlchemyError
 
+from .service_entry import ConfigError
+
+log = logging.getLogger(__name__)
 UNGATED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The JupyterHub releases whose BaseHandler.prepare and JupyterHub.update_last_activity these patches were
+# read against and tested with (tests/test_hub_loop.py). Widen it only after reading both again in the new
+# release; pyproject.toml pins the same range.
+TESTED_JUPYTERHUB = SpecifierSet(">=6.1.1,<6.2")
+UNTESTED_ENV = "AIFHUB_UNTESTED_JUPYTERHUB"  # set to the running version: patch it anyway
+
+
+class UntestedJupyterHub(ConfigError):
+    """The running JupyterHub is not one the patches were tested with; the message says how to go on."""
+
+
+def check_jupyterhub(version=None):
+    """Return the running JupyterHub's version when the patches were tested with it (or when
+    ``$AIFHUB_UNTESTED_JUPYTERHUB`` names exactly this version); raise :class:`UntestedJupyterHub` otherwise."""
+    if version is None:
+        from jupyterhub import __version__ as version
+    try:
+        tested = Version(version) in TESTED_JUPYTERHUB
+    except InvalidVersion:
+        tested = False
+    if tested:
+        return version
+    if os.environ.get(UNTESTED_ENV) == version:
+        log.warning(
+            "JupyterHub %s is not tested with aifhub (tested: %s); patching it anyway", version, TESTED_JUPYTERHUB
+        )
+        return version
+    raise UntestedJupyterHub(
+        f"aifhub patches JupyterHub's request handling (BaseHandler.prepare) and its activity sweep "
+        f"(JupyterHub.update_last_activity), and was tested with JupyterHub {TESTED_JUPYTERHUB}; this is JupyterHub "
+        f"{version}, so the hub does not start. Install a tested release (pip install 'jupyterhub{TESTED_JUPYTERHUB}'), "
+        f"or, having checked that those two are unchanged in {version} (docs/embedded.md, 'Patching JupyterHub'), "
+        f"start with {UNTESTED_ENV}={version} to patch it anyway."
+    )
 
 
 class Turnstile:
@@ -142,7 +188,9 @@ def install_sliced_activity_sweep(app_class=None):
     return app_class
 
 
-def install_all():
-    """Both: requests that change something take turns, and the activity sweep goes in slices."""
+def install_all(version=None):
+    """Both: requests that change something take turns, and the activity sweep goes in slices; on a JupyterHub
+    they were tested with only (raises :class:`UntestedJupyterHub`, a ConfigError, before patching anything)."""
+    check_jupyterhub(version)
     install()
     install_sliced_activity_sweep()

@@ -75,7 +75,7 @@ def configure_z2jh(c, env=os.environ):
     service_env = {"AIFHUB_INTERNAL_TOKEN": token, "AIFHUB_ISOLATED": "1"}
     if env.get("PGPASSWORD"):  # the chart exports hub.db.password; the ledger uses the same PostgreSQL role
         service_env["PGPASSWORD"] = env["PGPASSWORD"]
-    # grading Jobs use the sandboxes' GPU pools and registry (GradingManager.kube_gpu_pools, kube_registry)
+    # grading Jobs and placeholders use the sandboxes' GPU pools and registry (KubeSettings.gpu_pools, registry)
     if "gpu_pools" in c.KubeSandboxSpawner:
         service_env["AIFHUB_GPU_POOLS"] = json.dumps(c.KubeSandboxSpawner.gpu_pools)
     if "registry" in c.KubeSandboxSpawner:

@@ -163,14 +163,6 @@ class SandboxGroup:
                 return int(value)
         return 0
 
-    def memory_peak(self):
-        """The most memory the sandbox held at once, in bytes (0 when unknown)."""
-        if self.version == 2:
-            value = _read(self.dirs[0] / "memory.peak").strip()
-        else:
-            value = _read(self._dir("memory") / "memory.max_usage_in_bytes").strip()
-        return int(value) if value.isdigit() else 0
-
     def kill_all(self, timeout=5.0):
         """SIGKILL every process in the group; True when it is empty afterwards."""
         if self.version == 2 and (self.dirs[0] / "cgroup.kill").exists():

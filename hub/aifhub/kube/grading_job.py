@@ -9,8 +9,10 @@ no service links. The ``aifhub-grading-no-network`` NetworkPolicy selects it by 
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 from . import podspec
+from .settings import Cluster
 
 GRADER = "grader"
 # The grading volume (ReadWriteMany), mounted in the hub pod at GRADING_MOUNT: the courses' nbgrader
@@ -40,27 +42,23 @@ def label_value(value, limit=63):
     return clean
 
 
-def grading_job(
-    course,
-    image,
-    pools,
-    assignment,
-    student,
-    *,
-    name=None,
-    sub_path=None,
-    claim=GRADING_PVC,
-    registry="",
-    namespace=None,
-    cpu="1",
-    memory="2Gi",
-    deadline_seconds=1800,
-    ttl_seconds=600,
-    job_id=None,
-):
-    """The Job that runs one notebook of ``student``'s submission of ``assignment``.
+@dataclass(frozen=True)
+class JobSettings(Cluster):
+    """What the grading Jobs of one deployment share (the cluster's settings, and each pod's limits): the
+    grading volume's claim, a pod's CPU and memory, the Job's deadline and how long it is kept after."""
 
-    ``sub_path`` is the job's folder on the grading volume (``claim``); the pod sees it at
+    claim: str = GRADING_PVC
+    cpu: str = "1"
+    memory: str = "2Gi"
+    deadline_seconds: int = 1800
+    ttl_seconds: int = 600
+
+
+def grading_job(settings, course, image, assignment, student, *, name=None, sub_path=None, job_id=None):
+    """The Job that runs one notebook of ``student``'s submission of ``assignment`` (``settings``: a
+    :class:`JobSettings`; ``course`` a course summary, ``image`` its :class:`SandboxImage`).
+
+    ``sub_path`` is the job's folder on the grading volume (``settings.claim``); the pod sees it at
     ``/grading``. Same image as the course's sandbox, the course's GPU pool and GPU request when it
     has one (a notebook that needs CUDA is graded on CUDA), CPU and memory limits, and a deadline
     that covers the wait for a node and the whole-notebook timeout.
@@ -69,7 +67,8 @@ def grading_job(
         raise podspec.PodSpecError(
             f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'."
         )
-    kind, pool = podspec.pool_for(course, pools)
+    kind, pool = podspec.pool_for(course, settings.pools)
+    cpu, memory = settings.cpu, settings.memory
     limits, requests = {"cpu": cpu, "memory": memory}, {"cpu": cpu, "memory": memory}
     gpu = course["sandbox"].get("gpu")
     if gpu:
@@ -86,8 +85,8 @@ def grading_job(
         "labels": labels,
         "annotations": {"aifhub.io/student": student, "aifhub.io/assignment": assignment},
     }
-    if namespace:
-        metadata["namespace"] = namespace
+    if settings.namespace:
+        metadata["namespace"] = settings.namespace
     threads = str(max(1, int(float(cpu)))) if re.fullmatch(r"[0-9.]+", cpu) else "1"
     env = podspec.gpu_environment(course, pool) | {
         # a read-only image: everything the kernel writes goes to /tmp (an emptyDir) or the job folder
@@ -110,7 +109,7 @@ def grading_job(
         "containers": [
             {
                 "name": GRADER,
-                "image": podspec.image_reference(image, registry),
+                "image": podspec.image_reference(image, settings.registry),
                 "command": ["python", "-m", "aifhub.grading.runners.execute", JOB_MOUNT],
                 "workingDir": f"{JOB_MOUNT}/work",
                 "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
@@ -123,7 +122,7 @@ def grading_job(
             }
         ],
         "volumes": [
-            {"name": "job", "persistentVolumeClaim": {"claimName": claim}},
+            {"name": "job", "persistentVolumeClaim": {"claimName": settings.claim}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
@@ -137,8 +136,8 @@ def grading_job(
         "metadata": metadata,
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": int(deadline_seconds),
-            "ttlSecondsAfterFinished": int(ttl_seconds),
+            "activeDeadlineSeconds": int(settings.deadline_seconds),
+            "ttlSecondsAfterFinished": int(settings.ttl_seconds),
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }

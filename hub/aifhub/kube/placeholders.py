@@ -29,24 +29,16 @@ def replicaset_name(course_id):
 
 
 def placeholder_replicaset(
-    course,
-    image,
-    pools,
-    replicas,
-    *,
-    namespace=None,
-    registry="",
-    cpu_fraction=0.25,
-    mem_fraction=0.5,
-    scheduler_name=None,
+    cluster, course, image, replicas, *, cpu_fraction=0.25, mem_fraction=0.5, scheduler_name=None
 ):
     """The ReplicaSet of ``replicas`` placeholders for ``course`` (a course summary), as the sandboxes' pool
-    and resources make them (``image``: the course's :class:`SandboxImage`, ``pools``: validated gpu_pools)."""
+    and resources make them (``cluster``: a :class:`aifhub.kube.settings.Cluster`, its namespace, registry and
+    GPU pools; ``image``: the course's :class:`SandboxImage`)."""
     if image is None:
         raise podspec.PodSpecError(
             f"Course {course['id']} uses an unknown sandbox image '{course['sandbox']['image']}'."
         )
-    kind, pool = podspec.pool_for(course, pools)
+    kind, pool = podspec.pool_for(course, cluster.pools)
     r = podspec.resources(course, pool, cpu_fraction, mem_fraction)
     held = {"cpu": str(r["cpu_guarantee"]), "memory": str(r["mem_guarantee"]), **r["extra_resource_guarantees"]}
     security = podspec.restricted_security()
@@ -60,7 +52,7 @@ def placeholder_replicaset(
         "containers": [
             {
                 "name": PLACEHOLDER,
-                "image": podspec.image_reference(image, registry),
+                "image": podspec.image_reference(image, cluster.registry),
                 "command": PAUSE,
                 "resources": {"requests": held, "limits": dict(held)},
                 "securityContext": security["container_security_context"] | {"readOnlyRootFilesystem": True},
@@ -74,8 +66,8 @@ def placeholder_replicaset(
     if scheduler_name:
         spec["schedulerName"] = scheduler_name
     metadata = {"name": replicaset_name(course["id"]), "labels": dict(labels)}
-    if namespace:
-        metadata["namespace"] = namespace
+    if cluster.namespace:
+        metadata["namespace"] = cluster.namespace
     return {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",

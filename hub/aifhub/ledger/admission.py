@@ -14,7 +14,7 @@ from .balances import rate_ppm
 from .limits import check_allocation, limits_for, place_hold
 from .models import GpuClaim, SandboxSession, utcnow
 from .sessions import active_session, end_session, free_devices, learner_uid
-from .units import PPM
+from .units import charge_ms
 
 
 # a new session, written without the ORM's unit of work (an admission is on the hot path of a spawn storm)
@@ -98,7 +98,8 @@ def admit(
     weight = rate_ppm(db, kind, now)
     cpu_millis = int(round((course.sandbox.cpu or 1) * 1000))
     session_s = course.sandbox.max_session_seconds or default_session_s
-    expected = {"gpu": session_s * 1000 * weight * count // PPM, "cpu": session_s * cpu_millis}
+    gpu_ms, cpu_ms = charge_ms(session_s * 1000, weight, count, cpu_millis)
+    expected = {"gpu": gpu_ms, "cpu": cpu_ms}
     allocation = check_allocation(db, course, now, needs_gpu=expected["gpu"] > 0)
     limits = limits_for(db, course, user, now, allocation)
     if not learner_quota:  # grading: the course and its allocation pay, no learner's quota

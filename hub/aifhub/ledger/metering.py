@@ -17,7 +17,7 @@ from .balances import RateCard, rate_ppm, window_charges
 from .limits import limits_from, quota_window, snapshot_for
 from .models import Allocation, SandboxSession, UsageEvent, utcnow
 from .sessions import active_session, end_session
-from .units import PPM, hours_to_ms
+from .units import charge_ms, hours_to_ms, rates_per_s
 
 SS = SandboxSession
 EVENT_COLUMNS = [
@@ -36,6 +36,13 @@ EVENT_COLUMNS = [
 WARN_AT = (80, 90)
 
 
+def _weight(db, session, at, rates=None):
+    """The weight of ``session``'s GPU kind at ``at`` (0 for a session without GPUs)."""
+    if not session.gpu_count:
+        return 0
+    return rates.weight(session.gpu_kind, at) if rates else rate_ppm(db, session.gpu_kind, at)
+
+
 def charge(db, session, until, rates=None):
     """Charge ``session`` from its last charge up to ``until`` as one event (session, seq+1).
 
@@ -51,10 +58,7 @@ def charge(db, session, until, rates=None):
     if until <= since:
         return None
     elapsed_ms = int((until - since).total_seconds() * 1000)
-    if not session.gpu_count:
-        weight = 0
-    else:
-        weight = rates.weight(session.gpu_kind, since) if rates else rate_ppm(db, session.gpu_kind, since)
+    gpu_ms, cpu_ms = charge_ms(elapsed_ms, _weight(db, session, since, rates), session.gpu_count, session.cpu_millis)
     event = UsageEvent(
         session_id=session.id,
         seq=session.seq + 1,
@@ -64,14 +68,45 @@ def charge(db, session, until, rates=None):
         gpu_kind=session.gpu_kind,
         start_at=since,
         end_at=until,
-        gpu_ms=elapsed_ms * weight * session.gpu_count // PPM,
-        cpu_ms=elapsed_ms * session.cpu_millis // 1000,
+        gpu_ms=gpu_ms,
+        cpu_ms=cpu_ms,
     )
     db.add(event)
     session.seq += 1
     session.charged_gpu_ms += event.gpu_ms
     session.charged_cpu_ms += event.cpu_ms
     session.last_charged_at = until
+    return event
+
+
+def credit_after(db, session, at, rates=None):
+    """Take back what ``session`` was charged after ``at`` (an idle stop: the charge ends where the idleness
+    began) as one correcting event (session, seq+1) with negative amounts, never more than was charged.
+
+    Returns the event, or None when nothing was charged after ``at``. Written in the caller's transaction,
+    like :func:`charge`."""
+    since, until = at, session.last_charged_at
+    if until is None or until <= since:
+        return None
+    elapsed_ms = int((until - since).total_seconds() * 1000)
+    gpu_ms, cpu_ms = charge_ms(elapsed_ms, _weight(db, session, since, rates), session.gpu_count, session.cpu_millis)
+    gpu_ms, cpu_ms = min(session.charged_gpu_ms, gpu_ms), min(session.charged_cpu_ms, cpu_ms)
+    event = UsageEvent(
+        session_id=session.id,
+        seq=session.seq + 1,
+        user=session.user,
+        course_id=session.course_id,
+        allocation_id=session.allocation_id,
+        gpu_kind=session.gpu_kind,
+        start_at=since,
+        end_at=until,
+        gpu_ms=-gpu_ms,
+        cpu_ms=-cpu_ms,
+    )
+    db.add(event)
+    session.seq += 1
+    session.charged_gpu_ms -= gpu_ms
+    session.charged_cpu_ms -= cpu_ms
     return event
 
 
@@ -125,8 +160,9 @@ def _enforce(session, course, limits, weight, now, grace_s, result):
     if tightest.used_ms >= tightest.limit_ms:
         _stop(session, now, tightest.refusal(course).message, result)
         return
-    rate = session.gpu_count * weight / PPM if tightest.unit == "gpu" else session.cpu_millis / 1000
-    seconds_left = (tightest.limit_ms - tightest.used_ms) / 1000 / rate if rate else float("inf")
+    gpu_per_s, cpu_per_s = rates_per_s(weight, session.gpu_count, session.cpu_millis)
+    rate = gpu_per_s if tightest.unit == "gpu" else cpu_per_s
+    seconds_left = (tightest.limit_ms - tightest.used_ms) / rate if rate else float("inf")
     if seconds_left <= grace_s and session.warned_percent < 100:
         session.warned_percent = 100
         result.warnings.append(
@@ -251,7 +287,8 @@ def _scan(db, running, cutoff, rates, result, now):
     weights = {kind: rates.weight(kind, now) for kind in {d[1] for d in draws}}
     for course_id, kind, count, cpu_millis, max_s in draws:
         gpu, cpu = found.rates.get(course_id, (0.0, 0))
-        found.rates[course_id] = (max(gpu, 1000 * (count or 0) * weights[kind] / PPM), max(cpu, cpu_millis or 0))
+        gpu_per_s, cpu_per_s = rates_per_s(weights[kind], count, cpu_millis)
+        found.rates[course_id] = (max(gpu, gpu_per_s), max(cpu, cpu_per_s))
         if max_s:
             found.max_session.add(max_s)
     return found
@@ -273,8 +310,7 @@ def _charge_in_groups(db, found, now, rates, result):
         if now <= since:
             continue
         elapsed_ms = int((now - since).total_seconds() * 1000)
-        weight = rates.weight(kind, since) if count else 0
-        gpu_ms, cpu_ms = elapsed_ms * weight * count // PPM, elapsed_ms * cpu_millis // 1000
+        gpu_ms, cpu_ms = charge_ms(elapsed_ms, rates.weight(kind, since), count, cpu_millis)
         group = _in_group(key, found.young)
         events = select(
             SS.id,

@@ -156,7 +156,7 @@ class Admission:
     """Admits spawns and GPU grading jobs against the GPU pool (``inventory``; None when the cluster places
     GPUs) and the ledger."""
 
-    def __init__(self, db, courses, members, inventory, first_uid, default_session_s=4 * 3600, line=None):
+    def __init__(self, db, courses, members, inventory, first_uid, default_session_s, servers, line=None, disk=None):
         self.db = db
         self.line = line  # the GPU waitlist (None: a spawn that finds every GPU busy is refused)
         self.courses = courses
@@ -165,10 +165,12 @@ class Admission:
         self.first_uid = first_uid
         self.default_session_s = default_session_s
         self.refusals = {}  # reason -> count, for the metrics
-        self.grading_running = set()  # (GRADER, server) of grading jobs holding GPUs: metered like servers
-        self.disk = None  # the disk watch (the service sets it): no start on a nearly full disk
-        self.warm = None  # the warm pool (the service sets it), and its sessions, metered like servers
-        self.warm_running = set()
+        # what the service runs itself, metered like the hub's servers (the board the metering loop reads):
+        # grading jobs holding GPUs (written here), warm sandboxes and placeholders (written by those)
+        self.servers = servers
+        self.grading_running, self.warm_running = self.servers.grading, self.servers.warm
+        self.disk = disk  # the disk watch (local sandboxes): no start on a nearly full disk
+        self.warm = None  # the warm pool, set by the composition root (aifhub.service.wiring) once it is made
 
     async def offers(self, user, admin):
         """The courses ``user`` may see, each with whether it can start now and why not."""

@@ -18,9 +18,10 @@ from traitlets.config import Application
 from .. import __version__
 from ..runstate import write_service_pid
 from ..state import lease
-from ..state.db import Database, sqlite_url
-from .gpu_pool import DEFAULT_KIND, gpu_inventory, parse_gpus
+from ..state.db import sqlite_url
+from .gpu_pool import DEFAULT_KIND, parse_gpus
 from ..grading.manager import GradingManager
+from ..kube.settings import KubeSettings
 from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
@@ -37,12 +38,11 @@ from . import (
     materials_api,
     pages,
 )
-from .admission import GRADER
-from .core import ServiceCore
 from .disk_watch import DiskWatch
 from .placeholders import Placeholders
-from .warm_pool import WARM_USER, WarmPool
+from .warm_pool import WarmPool
 from .hubapi import HubAPIError, HubClient
+from .wiring import wire
 from .shutdown import last_pass, stop_sandboxes
 
 HERE = Path(__file__).parent
@@ -51,7 +51,7 @@ HERE = Path(__file__).parent
 class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
-    classes = [GradingManager, WarmPool, DiskWatch, Placeholders, CredentialIssuer]
+    classes = [GradingManager, KubeSettings, WarmPool, DiskWatch, Placeholders, CredentialIssuer]
 
     name = "aifhub-service"
     version = __version__
@@ -290,7 +290,10 @@ class AifhubService(Application):
         from ..lti.tool import LtiTool
 
         _hub, settings = load(os.environ["AIFHUB_AUTH_CONFIG"], "lti13")
-        return LtiTool(state, core, grading, parent=self, **settings)
+        try:
+            return LtiTool(state, core, grading, parent=self, **settings)
+        except ValueError as exc:  # the lti13 settings cannot work
+            raise ValueError(f"LTI 1.3: {exc}") from exc
 
     async def _every(self, seconds, what, step):
         """Run ``step`` every ``seconds``; a failure is logged and retried next time."""
@@ -316,43 +319,20 @@ class AifhubService(Application):
         return state
 
     async def run(self):
-        state = Path(self.state_dir)
         hub = HubClient(
             os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
             os.environ.get("JUPYTERHUB_API_TOKEN", ""),
         )
-        inventory = gpu_inventory(self.gpus, self.gpu_kind)
-        if inventory is None:
+        try:
+            service = wire(self, hub)  # every part, made and connected in one place
+        except ValueError as exc:  # settings that contradict each other (grading's, or the lti13 settings)
+            self.log.critical("%s", exc)
+            self.exit(1)
+        db, core, grading, lti = service.db, service.core, service.grading, service.lti
+        if service.inventory is None:
             self.log.info("GPU pool: placed by the Kubernetes scheduler")
         else:
-            self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none")
-        db = Database(self.db_url)
-        core = ServiceCore(
-            db,
-            self.course_dirs(),
-            self.images_dir,
-            inventory,
-            self.first_uid,
-            hub=hub,
-            default_session_s=int(self.default_session_hours * 3600),
-            stop_grace_s=self.stop_grace,
-            settle_grace_s=self.reconcile_grace,
-            protect_sources=self.isolated,
-            waitlist_hold_s=self.waitlist_hold,
-            use_waitlist=self.waitlist,
-        )
-        try:
-            grading = GradingManager(state, db, core, isolated=self.isolated, parent=self)
-        except ValueError as exc:  # settings that contradict each other
-            self.log.critical("%s", exc)
-            db.close()
-            self.exit(1)
-        try:
-            lti = self.lti_tool(state, core, grading)
-        except ValueError as exc:  # the lti13 settings cannot work
-            self.log.critical("LTI 1.3: %s", exc)
-            db.close()
-            self.exit(1)
+            self.log.info("GPU pool: %s", ", ".join(f"{d.id} ({d.kind})" for d in service.inventory) or "none")
         holder = lease.me()
         await self._renew_lease(db, holder)  # from now on the CLI's offline writes refuse
         if self.demo:
@@ -376,17 +356,15 @@ class AifhubService(Application):
         ]
         if core.waitlist is not None:
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
-        warm = core.admission.warm = WarmPool(db, core.courses, core.admission, state, self.first_uid, parent=self)
-        if inventory is None and grading.backend == "kubernetes":  # the cluster is warmed with placeholder pods
-            warm.enabled, warm.why_not = False, "on Kubernetes, placeholder pods keep the room (Placeholders)"
-            placeholders = Placeholders(
-                db, core.courses, core.admission, grading, self.images_dir, self.first_uid, parent=self
-            )
-            loops.append(asyncio.ensure_future(placeholders.run()))
-        loops.append(asyncio.ensure_future(warm.run()))
-        if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
-            disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
-            loops.append(asyncio.ensure_future(disk.run()))
+        for part in (service.placeholders, service.warm, service.disk):
+            if part is not None:
+                loops.append(asyncio.ensure_future(part.run()))
+        if service.warm is None and service.placeholders is None:
+            if any(c.sessions for c in core.catalog.courses.values()):
+                self.log.warning(
+                    "Warm sandboxes are off: they run under learners' uids, and this service does not isolate "
+                    "learners (it does not run as root, or AIFHUB_ISOLATED=0)"
+                )
         stopping, hurry = asyncio.Event(), asyncio.Event()
 
         def on_signal():  # the first signal stops the service; another one cuts its wait for sandboxes short
@@ -406,14 +384,10 @@ class AifhubService(Application):
             server.stop()
             for loop in loops:
                 loop.cancel()
-            await warm.stop_all()
-            await grading.stop()
-            if lti is not None:
-                await lti.stop()
             try:
                 await db.run(lease.give_up, holder)
             finally:
-                db.close()
+                await service.close()  # warm sandboxes, grading workers, the LTI tool, then the database
 
     def start(self):
         logging.basicConfig(level=self.log_level)

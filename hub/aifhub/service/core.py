@@ -1,4 +1,5 @@
-"""The service's composition root: the parts that know and decide, wired over one database and one hub client.
+"""The service's core: the parts that know and decide, over one database and one hub client (wired by
+:mod:`.wiring`, the composition root).
 
 * :mod:`.catalog_watch`: the course catalog, reloaded when course files change;
 * :mod:`.membership`: who is in a course (access, enrolment, rosters, the hub's groups);
@@ -15,12 +16,8 @@ from ..ledger import allocations
 from ..errors import Refusal
 from ..ledger.models import Allocation
 from . import admission, metering_loop
-from .admission import Admission
-from .catalog_watch import CatalogWatch
-from .membership import USERNAME, Membership
-from .metering_loop import MeteringLoop
+from .membership import USERNAME
 from .sandbox_events import KINDS, EventBoard
-from .waitlist import Waitlist
 
 log = logging.getLogger(__name__)
 
@@ -56,36 +53,15 @@ def _seed_allocations(s, specs):
 class ServiceCore:
     """The catalog watch, membership, admission and the metering loop of one service."""
 
-    def __init__(
-        self,
-        db,
-        course_dirs,
-        images_dir,
-        inventory,
-        first_uid,
-        hub=None,
-        default_session_s=4 * 3600,
-        stop_grace_s=120,
-        settle_grace_s=10,
-        protect_sources=False,
-        waitlist_hold_s=180,
-        use_waitlist=True,
-    ):
+    def __init__(self, db, hub, courses, membership, admission, metering, waitlist=None, events=None):
         self.db = db
         self.hub = hub
-        self.courses = CatalogWatch(course_dirs, images_dir, protect_sources=protect_sources)
-        self.membership = Membership(db, self.courses, hub)
-        # the local pool's GPU waitlist (the cluster's scheduler queues pods itself)
-        self.waitlist = (
-            Waitlist(db, self.courses, inventory, default_session_s, waitlist_hold_s)
-            if use_waitlist and inventory is not None
-            else None
-        )
-        self.admission = Admission(
-            db, self.courses, self.membership, inventory, first_uid, default_session_s, line=self.waitlist
-        )
-        self.metering = MeteringLoop(db, self.courses, hub, self.admission, stop_grace_s, settle_grace_s)
-        self.events = EventBoard()  # what learners must be told about their sandboxes (memory kills, ...)
+        self.courses = courses
+        self.membership = membership
+        self.waitlist = waitlist  # the local pool's GPU waitlist (the cluster's scheduler queues pods itself)
+        self.admission = admission
+        self.metering = metering
+        self.events = events if events is not None else EventBoard()  # what learners must be told of their sandboxes
 
     @property
     def catalog(self):

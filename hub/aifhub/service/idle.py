@@ -12,9 +12,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from ..ledger.balances import rate_ppm
-from ..ledger.models import SandboxSession, UsageEvent
-from ..ledger.units import PPM
+from ..ledger import metering
+from ..ledger.models import SandboxSession
 
 log = logging.getLogger(__name__)
 BUSY_PERCENT = 5  # GPU utilisation above which a device counts as in use
@@ -50,34 +49,6 @@ def verdict(rule, idle_since, warned_at, now):
     if warned_at is None:
         return "warn"
     return "stop" if (now - warned_at).total_seconds() >= rule.grace_s else "warned"
-
-
-def _credit_after(s, session, at):
-    """Credit back what was charged after ``at``: one correcting event (session, seq+1) with negative amounts."""
-    since, until = at, session.last_charged_at
-    if until is None or until <= since:
-        return None
-    elapsed_ms = int((until - since).total_seconds() * 1000)
-    weight = rate_ppm(s, session.gpu_kind, since) if session.gpu_count else 0
-    gpu_ms = min(session.charged_gpu_ms, elapsed_ms * weight * session.gpu_count // PPM)
-    cpu_ms = min(session.charged_cpu_ms, elapsed_ms * session.cpu_millis // 1000)
-    event = UsageEvent(
-        session_id=session.id,
-        seq=session.seq + 1,
-        user=session.user,
-        course_id=session.course_id,
-        allocation_id=session.allocation_id,
-        gpu_kind=session.gpu_kind,
-        start_at=since,
-        end_at=until,
-        gpu_ms=-gpu_ms,
-        cpu_ms=-cpu_ms,
-    )
-    s.add(event)
-    session.seq += 1
-    session.charged_gpu_ms -= gpu_ms
-    session.charged_cpu_ms -= cpu_ms
-    return event
 
 
 def idle_pass(s, catalog, activity, now, gpu_busy=frozenset()):
@@ -122,7 +93,7 @@ def idle_pass(s, catalog, activity, now, gpu_busy=frozenset()):
                 f"it was idle for {minutes} min (the idle rule of {course.title}); your files are "
                 f"kept, and nothing after {idle_since:%H:%M} UTC is charged."
             )
-            _credit_after(s, session, idle_since)
+            metering.credit_after(s, session, idle_since)
             stops.append((session.user, session.server_name, session.stop_reason))
     return warnings, stops
 

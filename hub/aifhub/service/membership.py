@@ -177,15 +177,6 @@ class Membership:
                 groups[learner_group(cid)].add(user)
         return groups
 
-    async def sync_learner_group(self, course_id):
-        """Bring one course's ``nbgrader-<course>`` group up to date (after an enrolment or a roster edit)."""
-        if self.hub is None:
-            return
-        group = learner_group(course_id)
-        desired = await self.desired_groups(course_id)
-        if group in desired:  # a course no longer in the catalog keeps its group as it was
-            await self.hub.sync_group(group, desired[group])
-
     async def sync_course_groups(self, course_id):
         """Both groups of one course (after a login changed its learners or instructors)."""
         if self.hub is None:

@@ -64,18 +64,19 @@ class MeteringLoop:
     """One :meth:`meter` pass per interval (the service's loop calls it): charges what the hub runs (and the
     grading jobs that hold GPUs), settles what it no longer runs, warns, and stops what ran out."""
 
-    def __init__(self, db, courses, hub, admission, stop_grace_s=120, settle_grace_s=10):
+    def __init__(self, db, courses, hub, servers, inventory=None, stop_grace_s=120, settle_grace_s=10):
         self.db = db
         self.courses = courses
         self.hub = hub
-        self.admission = admission
+        self.servers = servers  # what the service runs itself (ServiceServers), charged like the hub's servers
+        self.inventory = inventory  # the local GPU pool (None: the cluster's), whose use the idle rule reads
         self.stop_grace_s = stop_grace_s
         self.settle_grace_s = settle_grace_s
 
     async def meter(self):
         """One metering pass against the hub's list of running servers; stops what must stop."""
         asked_at = utcnow()
-        grading = set(self.admission.grading_running) | set(self.admission.warm_running)  # run by the service
+        grading = self.servers.running()  # run by the service
         activity = await self.hub.running_with_activity()
         running = set(activity) | grading
         result = await self.db.run(
@@ -102,7 +103,7 @@ class MeteringLoop:
         """The courses' idle rules: warnings, and stops (added to ``result.stops``) of sandboxes nobody uses."""
         if not any(c.idle for c in self.courses.catalog.courses.values()):
             return
-        devices = [d.id for d in self.admission.inventory or ()]
+        devices = [d.id for d in self.inventory or ()]
         busy = {
             d for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items() if pct > idle.BUSY_PERCENT
         }

@@ -49,13 +49,12 @@ class Placeholders(LoggingConfigurable):
         "e.g. aifhub-user-scheduler), so they pack alike. Empty: the cluster's default."
     ).tag(config=True)
 
-    def __init__(self, db, courses, admission, grading, images_dir, first_uid, **kw):
+    def __init__(self, db, courses, admission, kube, images_dir, first_uid, **kw):
         super().__init__(**kw)
         self.db, self.courses, self.admission, self.first_uid = db, courses, admission, first_uid
-        self.namespace = grading.kube_namespace
-        self.kube_config = grading.kube_config
-        self.registry = grading.kube_registry
-        self.pools = podspec.validate_pools(grading.kube_gpu_pools)
+        self.kube = kube  # the KubeSettings grading Jobs use too
+        self.namespace, self.kube_config = kube.namespace, kube.kube_config
+        self.cluster = kube.cluster()
         self.images_dir = images_dir
         self.charged = {}  # server -> course id: running placeholders with an open warm session
         self.known = None  # courses with a placeholder ReplicaSet, once listed
@@ -113,12 +112,10 @@ class Placeholders(LoggingConfigurable):
                     count = 0
                 if opened:
                     body = placeholder_replicaset(
+                        self.cluster,
                         course.summary(),
                         images.get(course.sandbox.image),
-                        self.pools,
                         count,
-                        namespace=self.namespace,
-                        registry=self.registry,
                         scheduler_name=self.scheduler_name or None,
                     )
                     await apps.patch_namespaced_replica_set(

@@ -24,7 +24,7 @@ from ..ledger import sessions
 from ..ledger.balances import rate_ppm
 from ..ledger.limits import limits_for
 from ..ledger.models import SandboxSession, WaitlistEntry, utcnow
-from ..ledger.units import PPM
+from ..ledger.units import rates_per_s
 
 log = logging.getLogger(__name__)
 LIVE = ("waiting", "offered")
@@ -193,10 +193,10 @@ def _session_ends(s, catalog, inventory, default_session_s, now):
         length = session.max_session_s or default_session_s
         left = max(0.0, length - (now - session.started_at).total_seconds())
         if course is not None:  # a learner quota may end it sooner
-            rate = rate_ppm(s, session.gpu_kind, now) * session.gpu_count / PPM
+            rate, _cpu = rates_per_s(rate_ppm(s, session.gpu_kind, now), session.gpu_count, session.cpu_millis)
             for lim in limits_for(s, course, session.user, now):
                 if lim.unit == "gpu" and rate > 0:
-                    left = min(left, max(0.0, (lim.limit_ms - lim.used_ms) / 1000 / rate))
+                    left = min(left, max(0.0, (lim.limit_ms - lim.used_ms) / rate))
         for device in session.devices:
             claimed[device] = left
     for e in s.scalars(select(WaitlistEntry).where(WaitlistEntry.state == "offered")):
