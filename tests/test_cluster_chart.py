@@ -1,7 +1,9 @@
 """The zero-to-jupyterhub chart itself, rendered by helm with the values `aifhub k8s render` writes: every object
 of the chart (hooks included) and aifhub's own manifests go through the real API server with server-side dry run
 in a namespace that enforces the 'restricted' Pod Security Standard, and are accepted; so is the Pod each of the
-chart's workloads would create (Pod Security enforces on Pods, and only warns on their controllers).
+chart's workloads would create (Pod Security enforces on Pods, and only warns on their controllers). JupyterHub
+6.1 (aifhub's; the chart ships 5.5) loads and initializes the chart's own jupyterhub_config.py and z2jh.py from
+the rendered ConfigMap and Secret, and knows every setting they make.
 
 Helm is built from its Go module (scripts/build-helm, cached beside the control plane). The chart is the one
 aifhub is pinned to: ``AIFHUB_Z2JH_CHART`` (an operator's `helm pull --untar`) or ``../shared/z2jh/chart``.
