@@ -8,12 +8,12 @@ PYTEST_ARGS ?=
 # cluster tests share one worker and one local cluster; 0 runs the suite in this process
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup test-tools test-dex lint control-plane cluster bench nbgrader-tests clean
+.PHONY: run test setup test-tools test-dex lint control-plane helm cluster bench nbgrader-tests clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
 
-test: setup test-tools test-dex lint control-plane
+test: setup test-tools test-dex lint control-plane helm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # ruff's rules and format are in pyproject.toml (`ruff format hub tests bench` formats the tree)
@@ -68,6 +68,13 @@ test-dex:
 control-plane:
 	@if command -v go >/dev/null 2>&1; then scripts/build-control-plane >/dev/null; \
 	else echo "make: Go (>= 1.26) is not installed: the cluster tests cannot build their control plane and will fail" >&2; fi
+
+# Helm, with which the chart tests (tests/test_cluster_chart.py) render and install the zero-to-jupyterhub chart,
+# built from its Go module (k8s/helm/go.mod) once and cached beside the control plane; built after the control
+# plane, it reuses Go's build cache of the k8s.io libraries both use.
+helm: control-plane
+	@if command -v go >/dev/null 2>&1; then scripts/build-helm >/dev/null; \
+	else echo "make: Go (>= 1.26) is not installed: the chart tests cannot build helm and will fail" >&2; fi
 
 # A local cluster like the one the cluster tests use; prints its kubeconfig, runs until Ctrl-C (ARGS: --help)
 cluster: setup test-tools control-plane

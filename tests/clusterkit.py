@@ -5,6 +5,7 @@ with ``AIFHUB_TEST_KUBECONFIG``, any cluster an operator points the tests at (do
 """
 
 import base64
+import copy
 import json
 import time
 import uuid
@@ -208,6 +209,18 @@ class Kube:
             e.message
             for e in self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
         ]
+
+
+def into_namespace(objects, ns):
+    """The objects as if the operator had installed into ``ns``: namespaced ones moved there, bindings too."""
+    objects = copy.deepcopy(objects)
+    for obj in objects:
+        if obj.get("metadata", {}).get("namespace"):
+            obj["metadata"]["namespace"] = ns
+        for subject in obj.get("subjects", []):
+            if subject.get("namespace"):
+                subject["namespace"] = ns
+    return objects
 
 
 def wait(check, timeout, what, detail=lambda: ""):

@@ -3,8 +3,8 @@ values (merged as the chart merges them), go through the real API server with se
 namespace that enforces the 'restricted' Pod Security Standard, and are accepted. A pod that drops one of
 the restricted settings is refused, naming it.
 
-The chart's own templates are not rendered here (no helm, no chart source in the repository); the values
-are checked against the chart's schema in test_k8s_render.py.
+The chart's own templates, rendered by helm with these values, are checked in test_cluster_chart.py; the
+values are checked against the chart's schema in test_k8s_render.py.
 """
 
 import copy
@@ -19,6 +19,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from aifhub.catalog import load_catalog, load_images
+from clusterkit import into_namespace
 
 pytestmark = pytest.mark.cluster
 
@@ -79,18 +80,6 @@ def _built(rendered, course, user):
     return json.loads(proc.stdout)
 
 
-def into(objects, ns):
-    """The objects as if the operator had installed into ``ns``: namespaced ones moved there, bindings too."""
-    objects = copy.deepcopy(objects)
-    for obj in objects:
-        if obj.get("metadata", {}).get("namespace"):
-            obj["metadata"]["namespace"] = ns
-        for subject in obj.get("subjects", []):
-            if subject.get("namespace"):
-                subject["namespace"] = ns
-    return objects
-
-
 def test_the_rendered_manifests_are_accepted(kube_cluster, rendered, ns):
     kube = kube_cluster
     docs = [
@@ -98,7 +87,7 @@ def test_the_rendered_manifests_are_accepted(kube_cluster, rendered, ns):
     ]
     classes = [d for d in docs if d["kind"] == "PriorityClass"]
     kube.apply(classes)  # for real: the pods below name them, and a dry run would not create them
-    answers = kube.apply(into([d for d in docs if d["kind"] != "PriorityClass"], ns), ns, dry_run=True)
+    answers = kube.apply(into_namespace([d for d in docs if d["kind"] != "PriorityClass"], ns), ns, dry_run=True)
     kinds = sorted({a["kind"] for a in answers})
     assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Role", "RoleBinding"], kinds
     assert all(a["metadata"].get("uid") for a in answers)  # the server built each one
@@ -109,7 +98,7 @@ def test_the_rendered_manifests_are_accepted(kube_cluster, rendered, ns):
 
 @pytest.mark.parametrize("course", COURSES)
 def test_the_pods_kubespawner_builds_from_the_values_are_admitted(kube_cluster, rendered, ns, course):
-    objects = into(built_pods(rendered, course), ns)
+    objects = into_namespace(built_pods(rendered, course), ns)
     for obj in objects:
         obj["metadata"]["namespace"] = ns
     answers = kube_cluster.apply(objects, ns, dry_run=True)
@@ -150,7 +139,7 @@ RESTRICTED_DROPS = {
 
 @pytest.mark.parametrize("setting", sorted(RESTRICTED_DROPS))
 def test_pod_security_refuses_a_sandbox_without_one_restricted_setting(kube_cluster, rendered, ns, setting):
-    [pod] = [o for o in into(built_pods(rendered, "dl-basics"), ns) if o["kind"] == "Pod"]
+    [pod] = [o for o in into_namespace(built_pods(rendered, "dl-basics"), ns) if o["kind"] == "Pod"]
     pod["metadata"]["namespace"] = ns
     drop, named = RESTRICTED_DROPS[setting]
     drop(pod)

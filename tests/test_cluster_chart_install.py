@@ -1,0 +1,124 @@
+"""`helm upgrade --install` of the zero-to-jupyterhub chart with aifhub's values on the cluster, as k8s/README.md
+(steps 5 and 6) has the operator do it, then `helm upgrade` with a changed value and `helm uninstall`.
+
+What this shows: helm installs the release into a namespace that enforces Pod Security 'restricted'; the
+controllers create the chart's pods and the API server admits them (for real, not a dry run); an upgrade
+changes the value and keeps the secrets the chart generated (the proxy's token, the hub's cookie secret);
+uninstall removes the chart's objects and leaves aifhub's volumes of state, which the operator applied.
+
+Not shown here yet: the chart's pods running in the test kubelet (a learner through `proxy-public`). The
+test site values turn off the pre-install image-puller hook: helm waits for its awaiter Job, whose image
+(a Go binary of the chart) the test kubelet cannot run.
+"""
+
+import base64
+import json
+
+import pytest
+import yaml
+from chartkit import Helm, chart_source, helm_binary, prepared_chart
+from clusterkit import into_namespace, wait
+from kubernetes.client.exceptions import ApiException
+from test_cluster_chart import rendered  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.cluster
+
+SITE = {"prePuller": {"hook": {"enabled": False}}}
+OPERATOR_FILES = ("00-", "10-", "20-", "21-", "22-", "40-")  # what k8s/README.md step 5 applies
+
+
+@pytest.fixture(scope="module")
+def release(kube_cluster, tmp_path_factory, rendered):  # noqa: F811
+    source = chart_source()
+    if source is None:
+        pytest.skip("the zero-to-jupyterhub chart is not here: set AIFHUB_Z2JH_CHART or put it at ../shared/z2jh/chart")
+    kube = kube_cluster
+    base = tmp_path_factory.mktemp("install")
+    chart = prepared_chart(source, base / "jupyterhub")
+    helm = Helm(helm_binary(), base / "helm-home", kube.kubeconfig)
+    site = base / "site.yaml"
+    site.write_text(yaml.safe_dump(SITE))
+    ns = kube.namespace("aifhub-install")
+    # k8s/README.md step 5: the Secret and aifhub's manifests, applied by the operator (not part of the release)
+    kube.core.create_namespaced_secret(
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aifhub-secrets"},
+            "stringData": {"internal-token": "t" * 64},
+        },
+    )
+    docs = [
+        d
+        for path in sorted((rendered / "manifests").glob("*.yaml"))
+        if path.name.startswith(OPERATOR_FILES)
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    ]
+    kube.apply([d for d in docs if d["kind"] == "PriorityClass"])
+    kube.apply(into_namespace([d for d in docs if d["kind"] != "PriorityClass"], ns), ns)
+    values = ["-f", rendered / "values.yaml", "-f", site]
+    install = ["upgrade", "--install", "aifhub", chart, "--namespace", ns, *values, "--timeout", "15m"]
+    yield {"kube": kube, "helm": helm, "ns": ns, "chart": chart, "values": values, "install": install, "base": base}
+    try:
+        helm("uninstall", "aifhub", "--namespace", ns)
+    except Exception:  # already uninstalled by the test
+        pass
+    kube.delete_namespace(ns)
+
+
+def status(r):
+    return json.loads(r["helm"]("status", "aifhub", "--namespace", r["ns"], "-o", "json"))
+
+
+def hub_values(r):
+    secret = r["kube"].core.read_namespaced_secret("hub", r["ns"])
+    return yaml.safe_load(base64.b64decode(secret.data["values.yaml"]))
+
+
+def chart_pods(r):
+    pods = r["kube"].core.list_namespaced_pod(r["ns"], label_selector="app.kubernetes.io/managed-by=Helm").items
+    pods += r["kube"].core.list_namespaced_pod(r["ns"], label_selector="app=jupyterhub").items
+    return {p.metadata.labels.get("component") for p in pods}
+
+
+def test_install_upgrade_uninstall(release):
+    r, kube, ns = release, release["kube"], release["ns"]
+    r["helm"](*r["install"])
+    answer = status(r)
+    assert answer["info"]["status"] == "deployed" and answer["version"] == 1
+    for name in ("hub", "proxy", "user-scheduler"):
+        kube.apps.read_namespaced_deployment(name, ns)
+    services = {s.metadata.name for s in kube.core.list_namespaced_service(ns).items}
+    assert {"hub", "proxy-api", "proxy-public"} <= services
+    # the controllers create the chart's pods, and Pod Security 'restricted' admits them (for real)
+    wanted = {"hub", "proxy", "user-scheduler", "continuous-image-puller", "user-placeholder"}
+    wait(lambda: wanted <= chart_pods(r), 120, f"the chart's pods {sorted(wanted)} created", lambda: str(chart_pods(r)))
+    refused = [
+        e.message for e in kube.core.list_namespaced_event(ns).items if "violates PodSecurity" in (e.message or "")
+    ]
+    assert not refused, refused
+    assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 32
+    generated = ("hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret")
+    secrets = {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated}
+
+    # helm upgrade with a changed value: the value changes, the chart's generated secrets stay
+    changed = r["base"] / "changed.yaml"
+    changed.write_text(yaml.safe_dump({"hub": {"config": {"JupyterHub": {"concurrent_spawn_limit": 16}}}}))
+    r["helm"]("upgrade", "aifhub", r["chart"], "--namespace", ns, *r["values"], "-f", changed, "--timeout", "15m")
+    assert status(r)["version"] == 2
+    assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 16
+    assert {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated} == secrets
+
+    # helm uninstall: the chart's objects go (its priority classes too); aifhub's volumes of state stay
+    r["helm"]("uninstall", "aifhub", "--namespace", ns)
+    with pytest.raises(ApiException) as gone:
+        kube.apps.read_namespaced_deployment("hub", ns)
+    assert gone.value.status == 404
+    classes = kube.dynamic.resources.get(api_version="scheduling.k8s.io/v1", kind="PriorityClass")
+    names = {c["metadata"]["name"] for c in classes.get().to_dict()["items"]}
+    assert not names & {"aifhub-default-priority", "aifhub-user-placeholder-priority", "aifhub-image-puller-priority"}
+    claims = {c.metadata.name for c in kube.core.list_namespaced_persistent_volume_claim(ns).items}
+    assert {"aifhub-state", "aifhub-grading"} <= claims
+    kube.core.read_namespaced_secret("aifhub-secrets", ns)
