@@ -89,6 +89,8 @@ def settings_from_env(env=os.environ):
         "stop_grace": env.get("AIFHUB_STOP_GRACE", "120"),
         "auth": env.get("AIFHUB_AUTH", "demo"),
         "auth_config": env.get("AIFHUB_AUTH_CONFIG", ""),
+        "sandboxes": env.get("AIFHUB_SANDBOXES", "local"),
+        "slurm_config": env.get("AIFHUB_SLURM_CONFIG", ""),
     }
 
 
@@ -157,6 +159,14 @@ def configure(c, env=os.environ):
     ]
     c.LocalSandboxSpawner.work_root = str(state / "work")
     connect_spawner(c.LocalSandboxSpawner, service_url, internal_token)
+    if s["sandboxes"] == "slurm":  # each sandbox a Slurm job (docs/slurm.md)
+        from .slurm.settings import SlurmConfigError, configure as configure_slurm
+
+        try:
+            configure_slurm(c, s["slurm_config"], env)
+        except SlurmConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+        connect_spawner(c.SlurmSpawner, service_url, internal_token)
     watch_new_users(service_url, internal_token)  # a user deleted and created again gets their groups back
 
     service_cmd = [

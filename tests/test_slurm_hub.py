@@ -1,0 +1,114 @@
+"""Course sandboxes as Slurm jobs through the real hub (`aifhub up --sandboxes slurm`) on the local Slurm
+(tests/localslurm): a CPU course and a GPU course start, run a cell as the learner's site account, with the
+course's account, GPUs and time limit; Stop cancels the job."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hubrunner import REPO, RunningHub
+from slurmkit import associate, learner_first_uid, readable_copy, wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.root]
+
+ALLOCATION = "ehpc-aif-2026-pg01"
+
+
+def squeue(slurm, *fields):
+    out = slurm.run("squeue", "-h", "-a", "-o", "|".join(fields)).stdout
+    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def slurm_hub(slurm_cluster, hub_dir):
+    courses = readable_copy(REPO / "courses", hub_dir / "courses")
+    (hub_dir / "sandbox_images").symlink_to(REPO / "sandbox_images")
+    jobs = hub_dir / "jobs"
+    jobs.mkdir()
+    jobs.chmod(0o1777)
+    config = hub_dir / "slurm.yaml"
+    config.write_text(
+        json.dumps({"job_host": "127.0.0.1", "job_bind": "127.0.0.1", "job_output": str(jobs / "%j.out")})
+    )
+    names = [slurm_cluster.accounts.name(uid) for uid in slurm_cluster.accounts.uids]
+    for course in ("dl-basics", "gpu-fundamentals"):
+        associate(slurm_cluster, ALLOCATION, course, names)
+    hub = RunningHub(
+        hub_dir / "state",
+        courses,
+        extra_args=["--sandboxes", "slurm", "--slurm-config", str(config)],
+        log_path=hub_dir / "aifhub-up.log",
+        env=slurm_cluster.settings(),
+    ).start()
+    hub.slurm, hub.jobs = slurm_cluster, jobs
+    yield hub
+    hub.stop()
+
+
+def job_log(hub):
+    return "\n".join(p.read_text(errors="replace") for p in sorted(Path(hub.jobs).glob("*.out")))
+
+
+def test_gpu_course_runs_as_a_slurm_job_with_its_gpu_and_account(slurm_hub):
+    hub = slurm_hub
+    r = hub.spawn("learner1", "gpu-fundamentals", wait=False)
+    assert r.status_code in (201, 202), r.text
+    try:
+        hub.wait_ready("learner1", timeout=120)
+    except AssertionError:
+        raise AssertionError(f"{hub.logs()[-4000:]}\n--- job output ---\n{job_log(hub)[-3000:]}") from None
+    jobs = [j for j in squeue(hub.slurm, "%i", "%u", "%a", "%T", "%b", "%l", "%k") if j["%a"] == "gpu-fundamentals"]
+    assert len(jobs) == 1, jobs
+    job = jobs[0]
+    uid = learner_first_uid()
+    assert job["%T"] == "RUNNING"
+    assert job["%u"] == hub.slurm.accounts.name(uid)  # the learner's site account, not root
+    assert job["%b"] == "gres:gpu:1"  # the course's one GPU, as a real gres
+    assert job["%l"] == "4:00:00"  # max_session: 4h
+    assert "course=gpu-fundamentals" in job["%k"] and ALLOCATION.upper() in job["%k"].upper()
+    out = hub.run_in_kernel(
+        "learner1", "import os; print(os.getuid(), os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['SLURM_JOB_ID'])"
+    )
+    got_uid, cuda, job_id = out.split()
+    assert int(got_uid) == uid
+    assert cuda == "0"  # Slurm gave the job one of the node's GPUs
+    assert job_id == job["%i"]
+    # the course's materials reached the work folder, owned by the learner
+    work = Path(hub.slurm.accounts.homes) / hub.slurm.accounts.name(uid) / "aifhub" / "gpu-fundamentals"
+    assert work.is_dir() and work.stat().st_uid == uid
+    assert any(work.iterdir()), "no course materials in the work folder"
+    hub.stop_server("learner1")
+    wait_for(lambda: not [j for j in squeue(hub.slurm, "%i") if j["%i"] == job["%i"]], what="the job gone")
+
+
+def test_cpu_course_runs_a_cell(slurm_hub):
+    hub = slurm_hub
+    r = hub.spawn("mooc-learner", "dl-basics", wait=False)
+    assert r.status_code in (201, 202), r.text
+    try:
+        hub.wait_ready("mooc-learner", timeout=120)
+    except AssertionError:
+        raise AssertionError(f"{hub.logs()[-4000:]}\n--- job output ---\n{job_log(hub)[-3000:]}") from None
+    jobs = [j for j in squeue(hub.slurm, "%i", "%a", "%b", "%C", "%m") if j["%a"] == "dl-basics"]
+    assert len(jobs) == 1, jobs
+    assert jobs[0]["%b"] == "N/A" and jobs[0]["%C"] == "2"  # no GPU; the course's 2 CPUs
+    out = hub.run_in_kernel("mooc-learner", "print(sum(range(10)), 'CUDA_VISIBLE_DEVICES' in __import__('os').environ)")
+    assert out.split() == ["45", "False"]
+    hub.stop_server("mooc-learner")
+
+
+def test_the_address_endpoint_refuses_other_tokens(slurm_hub):
+    hub = slurm_hub
+    token = hub.token_for("learner2")  # a token of the user, not the server's own
+    r = hub.api("POST", "aifhub-slurm/address", token=token, json={"server": "", "host": "127.0.0.1", "port": 9})
+    assert r.status_code == 403, r.text
+    r = hub.api("POST", "aifhub-slurm/address", json={"server": "", "host": "127.0.0.1", "port": 9})
+    assert r.status_code == 403, r.text  # the admin's service token is not a server's either
+    r = hub.api("POST", "aifhub-slurm/address", token=token, data="not json")
+    assert r.status_code == 400, r.text
+
+
+def test_settings_of_make_slurm_reach_the_spawner(slurm_hub):
+    settings = slurm_hub.slurm.settings()
+    assert os.path.exists(settings["SLURM_CONF"]) and settings["AIFHUB_SLURM_REST_URL"].startswith("http://127.0.0.1:")
