@@ -1,5 +1,6 @@
 """Helpers of the `slurm` tests: the local Slurm (tests/localslurm), learners' site accounts, a hub on it."""
 
+import json
 import os
 import pwd
 import stat
@@ -7,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hubrunner import REPO, _slot, _worker_number
+from hubrunner import REPO, RunningHub, _slot, _worker_number
 
 SITE_PREFIX = "aifl"  # site accounts of the tests' learners: aifl<uid>
 
@@ -112,3 +113,42 @@ def code_paths():
     import sys
 
     return [REPO, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent]
+
+
+ALLOCATION = "ehpc-aif-2026-pg01"
+
+
+def start_slurm_hub(slurm, hub_dir, associations=True):
+    """`aifhub up --sandboxes slurm --slurm-config FILE` on the local Slurm, with the example courses (readable by
+    learners' jobs); ``associations``: every site account may charge both example courses."""
+    courses = readable_copy(REPO / "courses", hub_dir / "courses")
+    (hub_dir / "sandbox_images").symlink_to(REPO / "sandbox_images")
+    jobs = hub_dir / "jobs"
+    jobs.mkdir()
+    jobs.chmod(0o1777)
+    config = hub_dir / "slurm.yaml"
+    config.write_text(
+        json.dumps({"job_host": "127.0.0.1", "job_bind": "127.0.0.1", "job_output": str(jobs / "%j.out")})
+    )
+    if associations:
+        names = [slurm.accounts.name(uid) for uid in slurm.accounts.uids]
+        for course in ("dl-basics", "gpu-fundamentals"):
+            associate(slurm, ALLOCATION, course, names)
+    hub = RunningHub(
+        hub_dir / "state",
+        courses,
+        extra_args=["--sandboxes", "slurm", "--slurm-config", str(config)],
+        log_path=hub_dir / "aifhub-up.log",
+        env=slurm.settings(),
+    ).start()
+    hub.slurm, hub.jobs = slurm, jobs
+    return hub
+
+
+def squeue(slurm, *fields):
+    out = slurm.run("squeue", "-h", "-a", "-o", "|".join(fields)).stdout
+    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+def job_log(hub):
+    return "\n".join(p.read_text(errors="replace") for p in sorted(Path(hub.jobs).glob("*.out")))

@@ -2,52 +2,20 @@
 (tests/localslurm): a CPU course and a GPU course start, run a cell as the learner's site account, with the
 course's account, GPUs and time limit; Stop cancels the job."""
 
-import json
 import os
 from pathlib import Path
 
 import pytest
-from hubrunner import REPO, RunningHub
-from slurmkit import associate, learner_first_uid, readable_copy, wait_for
+from slurmkit import ALLOCATION, job_log, learner_first_uid, squeue, start_slurm_hub, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.root]
-
-ALLOCATION = "ehpc-aif-2026-pg01"
-
-
-def squeue(slurm, *fields):
-    out = slurm.run("squeue", "-h", "-a", "-o", "|".join(fields)).stdout
-    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def slurm_hub(slurm_cluster, hub_dir):
-    courses = readable_copy(REPO / "courses", hub_dir / "courses")
-    (hub_dir / "sandbox_images").symlink_to(REPO / "sandbox_images")
-    jobs = hub_dir / "jobs"
-    jobs.mkdir()
-    jobs.chmod(0o1777)
-    config = hub_dir / "slurm.yaml"
-    config.write_text(
-        json.dumps({"job_host": "127.0.0.1", "job_bind": "127.0.0.1", "job_output": str(jobs / "%j.out")})
-    )
-    names = [slurm_cluster.accounts.name(uid) for uid in slurm_cluster.accounts.uids]
-    for course in ("dl-basics", "gpu-fundamentals"):
-        associate(slurm_cluster, ALLOCATION, course, names)
-    hub = RunningHub(
-        hub_dir / "state",
-        courses,
-        extra_args=["--sandboxes", "slurm", "--slurm-config", str(config)],
-        log_path=hub_dir / "aifhub-up.log",
-        env=slurm_cluster.settings(),
-    ).start()
-    hub.slurm, hub.jobs = slurm_cluster, jobs
+    hub = start_slurm_hub(slurm_cluster, hub_dir)
     yield hub
     hub.stop()
-
-
-def job_log(hub):
-    return "\n".join(p.read_text(errors="replace") for p in sorted(Path(hub.jobs).glob("*.out")))
 
 
 def test_gpu_course_runs_as_a_slurm_job_with_its_gpu_and_account(slurm_hub):

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def main(argv=None):
         if running:
             for pid in running["pids"].values():
                 os.kill(pid, signal.SIGTERM)
+            for name in running.get("accounts", []):
+                subprocess.run(["userdel", name], capture_output=True)
             print(f"# stopped the local Slurm in {state}")
         record.unlink(missing_ok=True)
         return 0
@@ -70,7 +73,7 @@ def main(argv=None):
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o755)
         Traversable([*code_paths(), state]).open()
-        SiteAccounts(state / "homes", args.first_uid, args.site_accounts).create()
+        accounts = SiteAccounts(state / "homes", args.first_uid, args.site_accounts).create()
         slurm = LocalSlurm(state / "cluster")
         try:
             slurm.start()
@@ -82,6 +85,7 @@ def main(argv=None):
             "settings": slurm.settings(),
             "pids": {k: p.pid for k, p in slurm.procs.items()},
             "ready_s": slurm.timings["ready_s"],
+            "accounts": accounts.made,
         }
         record.write_text(json.dumps(running))
         print(

@@ -280,6 +280,20 @@ class LocalSlurm:
     # -- stop ----------------------------------------------------------------------------------------------------
 
     def stop(self):
+        """Cancel every job (their processes end with them), then stop the daemons."""
+        if self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
+            try:
+                jobs = self.run("squeue", "-h", "-a", "-o", "%i", check=False, timeout=10).stdout.split()
+                if jobs:
+                    self.run("scancel", *jobs, check=False, timeout=10)
+                    deadline = time.monotonic() + 20
+                    while (
+                        time.monotonic() < deadline
+                        and self.run("squeue", "-h", "-a", "-o", "%i", timeout=10).stdout.strip()
+                    ):
+                        time.sleep(0.3)
+            except (OSError, subprocess.SubprocessError):
+                pass
         for name in [
             "slurmrestd",
             *[f"slurmd-{n}" for n in self.node_names],

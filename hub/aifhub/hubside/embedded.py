@@ -167,6 +167,8 @@ def configure(c, env=os.environ):
         except SlurmConfigError as exc:
             raise ConfigError(str(exc)) from exc
         connect_spawner(c.SlurmSpawner, service_url, internal_token)
+        # jobs live on the cluster, not under this hub: a restarted hub adopts them (their ids are in its state)
+        c.JupyterHub.cleanup_servers = False
     watch_new_users(service_url, internal_token)  # a user deleted and created again gets their groups back
 
     service_cmd = [
@@ -186,7 +188,7 @@ def configure(c, env=os.environ):
         service_cmd.append("--demo")
     # JupyterHub's cleanup stops services before sandboxes: the service has them stopped first (service/shutdown.py);
     # with c.JupyterHub.cleanup_servers = False, pass --AifhubService.stop_sandboxes_on_exit=False in AIFHUB_SERVICE_ARGS
-    if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", ""):
+    if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", "") and s["sandboxes"] != "slurm":
         service_cmd.append("--stop-sandboxes-on-exit")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
     service_env = {

@@ -25,6 +25,7 @@ from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
 from . import access_log, api, grading_api, internal, ledger_api, materials_api, pages
+from .queue_status import QueueStatusHandler
 from .admission import GRADER
 from .core import ServiceCore
 from .disk_watch import DiskWatch
@@ -238,6 +239,7 @@ class AifhubService(Application):
             (route("api/v1/internal/users"), internal.UsersCreatedHandler),
             (route("api/v1/internal/running"), internal.RunningHandler),
             (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
+            (route("api/v1/internal/queue"), QueueStatusHandler),
             (route(r"api/v1/internal/waitlist/([0-9]{1,12})"), internal.WaitlistEntryHandler),
             (route(r"api/v1/internal/warm/([0-9]{1,12})/handover"), internal.WarmHandoverHandler),
             (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),

@@ -19,6 +19,7 @@ from .admission import Admission
 from .catalog_watch import CatalogWatch
 from .membership import USERNAME, Membership
 from .metering_loop import MeteringLoop
+from .queue_status import QueueBoard
 from .sandbox_events import KINDS, EventBoard
 from .waitlist import Waitlist
 
@@ -86,6 +87,7 @@ class ServiceCore:
         )
         self.metering = MeteringLoop(db, self.courses, hub, self.admission, stop_grace_s, settle_grace_s)
         self.events = EventBoard()  # what learners must be told about their sandboxes (memory kills, ...)
+        self.queue = QueueBoard()  # where Slurm sandboxes wait in the scheduler's queue (queue_status.py)
 
     @property
     def catalog(self):
@@ -121,6 +123,9 @@ class ServiceCore:
                 if entry is None
                 else {"position": entry["position"], "estimate_s": entry["estimate_s"], "state": entry["state"]}
             )
+        queued = self.queue.of(user)
+        for offer in view["courses"]:  # a Slurm job pending: the scheduler's reason in words, its expected start
+            offer["queue"] = queued.get(offer["id"])
         return view
 
     async def notices(self):

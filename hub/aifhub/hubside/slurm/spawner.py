@@ -198,6 +198,9 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self):
+        if self.job_id:  # a job of a spawn the hub lost (it restarted while the job pended): never two jobs
+            await self._cancel()
+            self.job_id = None
         admission = await self.admit(pending=True)  # charged once the job runs, not while it pends
         self.slurm_status = {}
         try:
@@ -248,6 +251,8 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
         except BaseException:
             if self.job_id:
                 await asyncio.shield(self._cancel())
+            if self.slurm_status.get("state") == "PENDING":
+                await asyncio.shield(self._tell_queue(admission["course"]["id"], None))
             await asyncio.shield(self.release("start failed"))
             raise
         finally:
@@ -302,8 +307,11 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
                 if note != said:
                     said = note
                     self.emit(45, note + ". Nothing is charged while you wait; Stop cancels the job.")
+                    await self._tell_queue(course["id"], self.slurm_status)
             elif state in RUNNING and not marked:
                 marked = True
+                if said:
+                    await self._tell_queue(course["id"], None)
                 self.slurm_status = {"job_id": self.job_id, "state": state, "nodes": job.get("nodes")}
                 try:
                     await self.service.running(self.user.name, self.name)
@@ -319,6 +327,13 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
             reason="slurm-timeout",
             status_code=503,
         )
+
+    async def _tell_queue(self, course_id, status):
+        """Have ``GET /services/aifhub/api/v1/me`` show where the job waits (None: it no longer does)."""
+        try:
+            await self.service.queue_status(self.user.name, course_id, status)
+        except SpawnException as exc:
+            self.log.info("The service did not take the queue status of %s: %s", self._log_name, exc.log_message)
 
     async def _cancel(self):
         try:
