@@ -50,6 +50,7 @@ class SiteAccounts:
                 self.made.append(name)
             else:
                 subprocess.run(["usermod", "-d", str(home), name], check=True, capture_output=True)
+                self.made.append(name)  # a leftover of an earlier run: ours, removed at the end
         return self
 
     def name(self, uid):
