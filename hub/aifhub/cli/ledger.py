@@ -18,7 +18,7 @@ from ..service.statuses import is_bad_input
 from ..state.db import Database, sqlite_url
 from .common import CLIError, json_option, local_token, print_json, print_table, service_api, state_options
 
-FORMATS = ("table", "csv", "json", "waldur", "car")
+FORMATS = ("table", "csv", "json", "waldur", "car", "slurm")
 
 
 def register(sub):
@@ -69,7 +69,8 @@ def register(sub):
         "--format",
         choices=FORMATS,
         default="table",
-        help="table | csv | json | waldur (component usages) | car (EMI Compute Accounting Records)",
+        help="table | csv | json | waldur (component usages) | car (EMI Compute Accounting Records) | slurm (the "
+        "sacctmgr commands of the ledger's association tree: docs/slurm.md)",
     )
     p.set_defaults(func=usage_report)
 
@@ -229,6 +230,11 @@ def close(args):
 
 def usage_report(args):
     fmt = args.format
+    if fmt == "slurm":
+        from .slurm import report_lines
+
+        print("\n".join(report_lines(args)))
+        return 0
     filters = {"allocation": args.allocation, "course": args.course, "user": args.user}
     if args.url:
         query = "&".join(f"{k}={v}" for k, v in filters.items() if v)

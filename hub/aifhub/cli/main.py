@@ -8,6 +8,7 @@ from .. import __version__
 from . import courses, ledger, up
 from . import k8s
 from . import assignments
+from . import slurm
 from .common import CLIError
 
 
@@ -23,6 +24,7 @@ def build_parser():
     ledger.register(sub)
     k8s.register(sub)
     assignments.register(sub)
+    slurm.register(sub)
     return parser
 
 

@@ -1,0 +1,94 @@
+"""``aifhub slurm sync [--dry-run]``: Slurm's association tree made to match the ledger (docs/slurm.md)."""
+
+import os
+
+from ..slurmacct import tree as slurm_tree
+from .common import CLIError, state_options
+
+
+def register(sub):
+    slurm = sub.add_parser("slurm", help="Slurm's accounting kept in step with the ledger (docs/slurm.md)")
+    ssub = slurm.add_subparsers(dest="slurm_cmd", required=True, metavar="COMMAND")
+    p = ssub.add_parser(
+        "sync",
+        parents=[state_options(), slurm_options()],
+        help="create or update the associations allocation -> course -> learner, with the grant, the course budget "
+        "and the learner quota as GrpTRESMins on GPUs; learners no longer in a course lose its association",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the sacctmgr commands, change nothing")
+    p.set_defaults(func=sync)
+
+
+def slurm_options():
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--cluster",
+        default=os.environ.get("AIFHUB_SLURM_CLUSTER", ""),
+        help="Slurm's cluster name (default: $AIFHUB_SLURM_CLUSTER)",
+    )
+    p.add_argument(
+        "--site-account-template",
+        default="",
+        help="Unix account of a hub user on the cluster, e.g. '{username}'; default: the account of the learner's "
+        "per-learner uid (as the Slurm spawner's default)",
+    )
+    return p
+
+
+def desired_tree(args):
+    """The tree the ledger asks for (reads the local state and the course folders)."""
+    from ..slurmacct import sync as slurm_sync
+    from .courses import _local_catalog
+    from .ledger import _local
+
+    catalog = _local_catalog(args)
+    allocations, enrolled, uids = _local(args, slurm_sync.ledger_facts)
+    courses = list(catalog.courses.values())
+    return slurm_tree.desired(
+        courses,
+        allocations,
+        slurm_sync.members(courses, enrolled),
+        slurm_sync.site_resolver(uids, args.site_account_template),
+    )
+
+
+def _cluster(args):
+    if not args.cluster:
+        raise CLIError(
+            "name Slurm's cluster: --cluster NAME or $AIFHUB_SLURM_CLUSTER (slurm.conf ClusterName)", status=2
+        )
+    return args.cluster
+
+
+def sync(args):
+    from ..slurmacct import sync as slurm_sync
+
+    cluster = _cluster(args)
+    tree = desired_tree(args)
+    try:
+        accounts, users = slurm_sync.current(cluster)
+        commands = slurm_tree.plan(tree, accounts, users, cluster)
+        lines = slurm_tree.as_shell(commands) if args.dry_run else slurm_sync.apply(commands)
+    except (slurm_sync.SlurmCommandError, OSError) as exc:
+        raise CLIError(str(exc))
+    for line in lines:
+        print(line)
+    for user, why in tree.skipped:
+        print(f"# skipped {user}: {why}")
+    verb = "would run" if args.dry_run else "ran"
+    print(
+        f"# {verb} {len(lines)} sacctmgr command(s); Slurm's tree {'differs from' if args.dry_run and lines else 'matches'} the ledger"
+    )
+    return 0
+
+
+def report_lines(args):
+    """``aifhub usage report --format slurm``: every command that builds the ledger's tree in an empty Slurm."""
+    cluster = getattr(args, "cluster", "") or os.environ.get("AIFHUB_SLURM_CLUSTER", "") or "CLUSTER"
+    args.cluster = cluster
+    args.site_account_template = getattr(args, "site_account_template", "")
+    tree = desired_tree(args)
+    lines = slurm_tree.as_shell(slurm_tree.plan(tree, {}, {}, cluster))
+    return lines + [f"# skipped {user}: {why}" for user, why in tree.skipped]
