@@ -102,3 +102,16 @@ def test_usage_report_prints_the_sacctmgr_commands(hub):
     lines = out.splitlines()
     assert lines[0].startswith("sacctmgr -i add account ehpc-aif-2026-pg01 ")
     assert any(line.startswith("sacctmgr -i add account dl-basics ") for line in lines)
+
+
+def test_sacct_usage_is_recorded_once_per_job_id(hub):
+    """The GPU job of the first test ended (Stop cancelled it): sacct's GPU time is recorded once, by job id."""
+    hub.stop()  # the service owns the ledger's database while it runs; the CLI records with it stopped
+    first = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
+    mine = [line for line in first.splitlines() if line.startswith("recorded job") and "gpu-fundamentals" in line]
+    assert len(mine) == 1 and "1 GPU(s)" in mine[0], first
+    job_id = mine[0].split()[2].rstrip(":")
+    line = next(x for x in first.splitlines() if x.startswith(f"job {job_id} session "))
+    assert "session -" not in line and "ledger -" not in line, line  # tied to the ledger's session of that spawn
+    again = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
+    assert "# 0 new job(s) from sacct" in again and f"recorded job {job_id}:" not in again

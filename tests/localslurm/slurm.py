@@ -248,7 +248,7 @@ class LocalSlurm:
                 "AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
                 f"AccountingStoragePort={p['dbd']}", f"AccountingStoragePass={self.munge_socket}",
                 "AccountingStorageTRES=gres/gpu", "AccountingStorageEnforce=associations,limits,qos,safe",
-                "PriorityUsageResetPeriod=NONE",
+                "PriorityUsageResetPeriod=NONE", "AccountingStoreFlags=job_comment",
                 *nodes,
                 f"PartitionName=gpu Nodes={','.join(self.node_names)} Default=YES MaxTime=INFINITE State=UP",
             ]) + "\n"

@@ -17,6 +17,15 @@ def register(sub):
     )
     p.add_argument("--dry-run", action="store_true", help="print the sacctmgr commands, change nothing")
     p.set_defaults(func=sync)
+    p = ssub.add_parser(
+        "usage",
+        parents=[state_options(), slurm_options()],
+        help="record ended Slurm jobs' GPU and CPU time from sacct in the ledger, once per job id, and show each "
+        "beside the ledger's charge of its session",
+    )
+    p.add_argument("--since", default="now-30days", help="sacct's --starttime (default: now-30days)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be recorded, record nothing")
+    p.set_defaults(func=usage)
 
 
 def slurm_options():
@@ -92,3 +101,38 @@ def report_lines(args):
     tree = desired_tree(args)
     lines = slurm_tree.as_shell(slurm_tree.plan(tree, {}, {}, cluster))
     return lines + [f"# skipped {user}: {why}" for user, why in tree.skipped]
+
+
+def usage(args):
+    from ..slurmacct import usage as slurm_usage
+    from .ledger import ServiceRunning, _local
+
+    cluster = _cluster(args)
+    try:
+        jobs = slurm_usage.sacct(args.since)
+    except (RuntimeError, OSError) as exc:
+        raise CLIError(str(exc))
+
+    def unit(s):
+        new = slurm_usage.record(s, cluster, jobs)
+        rows = slurm_usage.reconcile(s, cluster)
+        if args.dry_run:
+            s.rollback()
+        return new, rows
+
+    try:
+        new, rows = _local(args, unit, write=not args.dry_run)
+    except ServiceRunning as running:
+        raise CLIError(
+            f"the aifhub service ({running.holder}) owns the ledger's database now: stop it, or use --dry-run"
+        )
+    for j in new:
+        print(
+            f"{'would record' if args.dry_run else 'recorded'} job {j['job_id']}: {j['site_user']} {j['account']} "
+            f"{j['state']} {j['elapsed_s']} s, {j['gpu_count']} GPU(s), {j['gpu_ms'] / 3_600_000:.4f} GPU-hours"
+        )
+    for job_id, session, slurm_ms, ledger_ms in rows:
+        ledger = "-" if ledger_ms is None else f"{ledger_ms / 3_600_000:.4f}"
+        print(f"job {job_id} session {session or '-'}: Slurm {slurm_ms / 3_600_000:.4f} GPU-hours, ledger {ledger}")
+    print(f"# {len(new)} new job(s) from sacct; {len(rows)} recorded in all")
+    return 0

@@ -104,7 +104,7 @@ def job_state(job):
     return str(state).upper()
 
 
-def job_properties(course, account, site_user, env, cwd, settings):
+def job_properties(course, account, site_user, env, cwd, settings, session_id=None):
     """slurmrestd v0.0.38 job properties for ``course`` (its summary, as the admission gives it) charged to
     ``account``, with ``env``; ``settings``: the spawner's defaults (partition, gpu_types, default_time_min, ...)."""
     sandbox = course["sandbox"]
@@ -119,7 +119,8 @@ def job_properties(course, account, site_user, env, cwd, settings):
         "cpus_per_task": max(1, math.ceil(sandbox.get("cpu") or 1)),
         "memory_per_node": memory_mb(sandbox.get("memory")) or settings.get("default_memory_mb"),
         "time_limit": time_limit_min(sandbox.get("max_session"), settings.get("default_time_min", 240)),
-        "comment": f"aifhub course={course['id']} allocation={course.get('allocation') or '-'}",
+        "comment": f"aifhub course={course['id']} allocation={course.get('allocation') or '-'}"
+        + (f" session={int(session_id)}" if session_id is not None else ""),
         "current_working_directory": cwd,
         "environment": dict(env),
         "standard_output": "/dev/null",

@@ -224,7 +224,9 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
                 "default_memory_mb": self.default_memory_mb,
             }
             account = jobspec.slurm_account(course["id"])
-            job = jobspec.job_properties(course, account, self.site_user, env, home, settings)
+            job = jobspec.job_properties(
+                course, account, self.site_user, env, home, settings, admission.get("session_id")
+            )
             job["standard_output"] = job["standard_error"] = self.job_output
             self._address_future = asyncio.get_running_loop().create_future()
             script = jobspec.batch_script(self.job_python, self.cmd)
