@@ -82,7 +82,8 @@ def test_sync_builds_the_tree_and_learners_start_only_then(hub):
     assert "would run 0 sacctmgr command(s)" in again, again  # in step: nothing to do
 
     hub.spawn("learner1", "gpu-fundamentals")  # waits until ready: the association lets the job run
-    assert hub.run_in_kernel("learner1", "print('in')").strip() == "in"
+    job_id = hub.run_in_kernel("learner1", "import os; print(os.environ['SLURM_JOB_ID'])").strip()
+    hub.gpu_job = job_id
     hub.stop_server("learner1")
 
 
@@ -107,10 +108,10 @@ def test_usage_report_prints_the_sacctmgr_commands(hub):
 def test_sacct_usage_is_recorded_once_per_job_id(hub):
     """The GPU job of the first test ended (Stop cancelled it): sacct's GPU time is recorded once, by job id."""
     hub.stop()  # the service owns the ledger's database while it runs; the CLI records with it stopped
+    job_id = hub.gpu_job
     first = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
-    mine = [line for line in first.splitlines() if line.startswith("recorded job") and "gpu-fundamentals" in line]
-    assert len(mine) == 1 and "1 GPU(s)" in mine[0], first
-    job_id = mine[0].split()[2].rstrip(":")
+    mine = [line for line in first.splitlines() if line.startswith(f"recorded job {job_id}:")]
+    assert len(mine) == 1 and "gpu-fundamentals" in mine[0] and "1 GPU(s)" in mine[0], first
     line = next(x for x in first.splitlines() if x.startswith(f"job {job_id} session "))
     assert "session -" not in line and "ledger -" not in line, line  # tied to the ledger's session of that spawn
     again = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
