@@ -80,3 +80,34 @@ def test_the_address_endpoint_refuses_other_tokens(slurm_hub):
 def test_settings_of_make_slurm_reach_the_spawner(slurm_hub):
     settings = slurm_hub.slurm.settings()
     assert os.path.exists(settings["SLURM_CONF"]) and settings["AIFHUB_SLURM_REST_URL"].startswith("http://127.0.0.1:")
+
+
+def test_the_cli_backend_submits_reads_and_cancels_as_the_site_account(slurm_hub):
+    """The second way to Slurm: sbatch, squeue and scancel run as the learner's account (setpriv)."""
+    import asyncio
+
+    from aifhub.hubside.slurm.rest import CliBackend
+
+    slurm = slurm_hub.slurm
+    site = slurm.accounts.name(slurm.accounts.uids[3])
+    backend = CliBackend(env=slurm.env)
+    job = {"account": "dl-basics", "cpus_per_task": 1, "memory_per_node": 100, "time_limit": 5,
+           "current_working_directory": "/tmp", "standard_output": "/dev/null", "environment": {"GREETING": "a,b"},
+           "comment": "aifhub course=dl-basics allocation=- session=1"}  # fmt: skip
+
+    async def scenario():
+        job_id = await backend.submit(site, '#!/bin/sh\n[ "$GREETING" = "a,b" ] && sleep 60\n', job)
+        seen = await backend.job(site, job_id)
+        for _ in range(50):
+            if seen["job_state"] == "RUNNING":
+                break
+            await asyncio.sleep(0.2)
+            seen = await backend.job(site, job_id)
+        await backend.cancel(site, job_id)
+        return job_id, seen
+
+    job_id, seen = asyncio.run(scenario())
+    assert seen["job_state"] == "RUNNING" and seen["user_name"] == site and seen["account"] == "dl-basics"
+    wait_for(lambda: not [j for j in squeue(slurm, "%i", "%T") if j["%i"] == str(job_id) and j["%T"] != "CANCELLED"])
+    state = slurm.run("sacct", "-X", "-n", "-P", "-j", str(job_id), "-o", "state,user").stdout.strip()
+    assert state.startswith("CANCELLED") and state.endswith(f"|{site}"), state

@@ -166,12 +166,36 @@ class CliBackend:
         return int(out.strip().split(";")[0])
 
     async def job(self, user, job_id):
-        out = await self._run(user, ["squeue", "-h", "-j", str(int(job_id)), "--json"])
-        jobs = json.loads(out or "{}").get("jobs") or []
-        return jobs[0] if jobs else None
+        try:
+            out = await self._run(user, ["squeue", "-h", "-j", str(int(job_id)), "-o", "%i|%T|%r|%S|%N|%a|%u"])
+        except SlurmRefused as exc:
+            if "Invalid job id" in str(exc):
+                return None
+            raise
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) == 7 and parts[0] == str(int(job_id)):
+                return {
+                    "job_id": int(parts[0]),
+                    "job_state": parts[1],
+                    "state_reason": parts[2],
+                    "start_time": _epoch(parts[3]),
+                    "nodes": parts[4],
+                    "account": parts[5],
+                    "user_name": parts[6],
+                }
+        return None
 
     async def cancel(self, user, job_id):
         await self._run(user, ["scancel", str(int(job_id))])
+
+
+def _epoch(text):
+    """squeue's %S (the cluster's local time, or N/A) -> epoch seconds, 0 when unknown."""
+    try:
+        return int(time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return 0
 
 
 def job_to_sbatch_args(job):
