@@ -42,13 +42,17 @@ def gpus_taken(slurm_hub):
 def stream_progress(hub, name, events, stop):
     """Collect ``name``'s progress events with the time each arrived, until ready/failed or ``stop``."""
     url = f"{hub.url}/hub/api/users/{name}/server/progress"
-    with requests.get(url, stream=True, timeout=60, headers={"Authorization": f"token {ADMIN_TOKEN}"}) as resp:
-        for line in resp.iter_lines():
-            if line.startswith(b"data:"):
-                event = json.loads(line[5:])
-                events.append((time.monotonic(), event))
-                if event.get("ready") or event.get("failed") or stop.is_set():
-                    return
+    try:
+        with requests.get(url, stream=True, timeout=60, headers={"Authorization": f"token {ADMIN_TOKEN}"}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith(b"data:"):
+                    event = json.loads(line[5:])
+                    events.append((time.monotonic(), event))
+                    if event.get("ready") or event.get("failed") or stop.is_set():
+                        return
+    except requests.RequestException:  # the hub ends the stream when the spawn is stopped
+        if not stop.is_set():
+            raise
 
 
 def start_pending(hub, name, course):
@@ -138,3 +142,21 @@ def test_a_restarted_hub_adopts_running_jobs(slurm_hub):
     assert out.strip() == job["%i"]  # the same job, adopted, not a new one
     hub.stop_server("adopted")
     wait_for(lambda: not [j for j in squeue(hub.slurm, "%i") if j["%i"] == job["%i"]], what="the job gone")
+
+
+def test_a_course_whose_slurm_budget_is_used_up_says_so(slurm_hub):
+    """The course's GrpTRESMins on GPUs at 0 (its budget used up in Slurm): the job pends with Slurm's
+    AssocGrpGRESMinutes, and the learner reads it in words."""
+    hub = slurm_hub
+    slurm = hub.slurm
+    slurm.run("sacctmgr", "-i", "modify", "account", "gpu-fundamentals", "set", "GrpTRESMins=gres/gpu=0")
+    try:
+        t0, events, stop = start_pending(hub, "learner1", "gpu-fundamentals")
+        found = wait_for(
+            lambda: next((e for e in events if "GPU budget" in e[1]["message"]), None), timeout=15, interval=0.1
+        )
+        assert "the course's GPU budget is used up (Slurm: AssocGrpGRESMinutes" in found[1]["message"], found
+        stop.set()
+        hub.stop_server("learner1")
+    finally:
+        slurm.run("sacctmgr", "-i", "modify", "account", "gpu-fundamentals", "set", "GrpTRESMins=gres/gpu=-1")
