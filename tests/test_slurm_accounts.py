@@ -116,3 +116,32 @@ def test_sacct_usage_is_recorded_once_per_job_id(hub):
     assert "session -" not in line and "ledger -" not in line, line  # tied to the ledger's session of that spawn
     again = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
     assert "# 0 new job(s) from sacct" in again and f"recorded job {job_id}:" not in again
+
+
+def test_course_sessions_become_slurm_reservations(hub):
+    """`sync --reservations`: a session ahead gets a reservation for the course's account on enough whole nodes
+    (3 learners x 1 GPU on nodes of 2 GPUs: 2 nodes); a session dropped from the course loses it."""
+    from datetime import datetime, timedelta, timezone
+
+    hub.stop()  # (stopped already by the usage test when it ran; the CLI alone works here)
+    slurm = hub.slurm
+    start = (datetime.now(timezone.utc) + timedelta(hours=2)).replace(second=0, microsecond=0)
+    course = hub.courses_dir / "gpu-fundamentals" / "course.yaml"
+    original = course.read_text()
+    session = f"sessions:\n  - {{start: '{start.isoformat()}', end: '{(start + timedelta(hours=1)).isoformat()}', expected: 3}}\n"
+    course.write_text(original + session)
+    name = f"aifhub-gpu-fundamentals-{start:%Y%m%dT%H%M}"
+    try:
+        out = cli(hub, "slurm", "sync", "--reservations", "--cluster", slurm.cluster).stdout
+        assert f"scontrol create reservation ReservationName={name}" in out, out
+        shown = slurm.run("scontrol", "-o", "show", "reservation", name).stdout
+        assert "Accounts=gpu-fundamentals" in shown and "NodeCnt=2" in shown and "State=INACTIVE" in shown, shown
+        again = cli(hub, "slurm", "sync", "--reservations", "--dry-run", "--cluster", slurm.cluster).stdout
+        assert "scontrol" not in again, again  # in step
+        course.write_text(original)
+        out = cli(hub, "slurm", "sync", "--reservations", "--cluster", slurm.cluster).stdout
+        assert f"scontrol delete ReservationName={name}" in out, out
+        assert name not in slurm.run("scontrol", "-o", "show", "reservation", check=False).stdout
+    finally:
+        course.write_text(original)
+        slurm.run("scontrol", "delete", f"ReservationName={name}", check=False)

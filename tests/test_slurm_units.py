@@ -167,3 +167,28 @@ def test_sacct_lines_become_usage_of_ended_jobs_only():
     assert jobs[0]["gpu_ms"] == 2 * 3600 * 1000 and jobs[0]["cpu_ms"] == 4 * 3600 * 1000
     assert (jobs[0]["course_id"], jobs[0]["session_id"]) == ("c1", 7)
     assert jobs[1]["state"] == "CANCELLED" and jobs[1]["gpu_ms"] == 0 and jobs[1]["session_id"] is None
+
+
+def test_sessions_map_to_reservations_and_the_running_one_is_found():
+    from datetime import datetime, timedelta, timezone
+
+    from aifhub.catalog.model import WarmSession
+    from aifhub.slurmacct import reservations
+
+    now = datetime(2026, 12, 8, 10, 0, tzinfo=timezone.utc)
+    past = WarmSession(now - timedelta(hours=3), now - timedelta(hours=2), 5)
+    ahead = WarmSession(now + timedelta(hours=1), now + timedelta(hours=2), 5)
+    course = _course("c1")
+    course = Course(**{**course.__dict__, "sessions": (past, ahead)})
+    wanted = reservations.desired([course], (4, 32), "gpu", now=now)
+    assert list(wanted) == ["aifhub-c1-20261208T1100"] and wanted["aifhub-c1-20261208T1100"]["nodes"] == 2
+    found = reservations.parse(
+        "ReservationName=aifhub-c1-20261201T0900 StartTime=x\nReservationName=site-maint StartTime=y\n"
+    )
+    plan = reservations.plan(wanted, found)
+    assert plan[0][:3] == ["create", "reservation", "ReservationName=aifhub-c1-20261208T1100"]
+    assert "Accounts=c1" in plan[0] and "NodeCnt=2" in plan[0] and "PartitionName=gpu" in plan[0]
+    assert plan[1] == ["delete", "ReservationName=aifhub-c1-20261201T0900"]  # never the site's own
+    sessions = [w.to_dict() for w in (past, ahead)]
+    assert reservations.current(sessions, "c1", now=now + timedelta(minutes=90)) == "aifhub-c1-20261208T1100"
+    assert reservations.current(sessions, "c1", now=now) is None

@@ -16,6 +16,17 @@ def register(sub):
         "and the learner quota as GrpTRESMins on GPUs; learners no longer in a course lose its association",
     )
     p.add_argument("--dry-run", action="store_true", help="print the sacctmgr commands, change nothing")
+    p.add_argument(
+        "--reservations",
+        action="store_true",
+        help="also make a Slurm reservation for each course session (sessions: in course.yaml) not ended yet, "
+        "and delete aifhub's reservations that no session asks for any more",
+    )
+    p.add_argument(
+        "--partition",
+        default=os.environ.get("AIFHUB_SLURM_PARTITION", ""),
+        help="partition of the reservations of courses that name none (default: $AIFHUB_SLURM_PARTITION)",
+    )
     p.set_defaults(func=sync)
     p = ssub.add_parser(
         "usage",
@@ -82,6 +93,8 @@ def sync(args):
         lines = slurm_tree.as_shell(commands) if args.dry_run else slurm_sync.apply(commands)
     except (slurm_sync.SlurmCommandError, OSError) as exc:
         raise CLIError(str(exc))
+    if args.reservations:
+        lines += session_reservations(args, cluster)
     for line in lines:
         print(line)
     for user, why in tree.skipped:
@@ -91,6 +104,35 @@ def sync(args):
         f"# {verb} {len(lines)} sacctmgr command(s); Slurm's tree {'differs from' if args.dry_run and lines else 'matches'} the ledger"
     )
     return 0
+
+
+def session_reservations(args, cluster):
+    """Reservations for the courses' sessions: the scontrol lines run (or, with --dry-run, to run)."""
+    import shlex
+    import subprocess
+
+    from ..slurmacct import reservations
+    from .courses import _local_catalog
+
+    def scontrol(*command):
+        out = subprocess.run(["scontrol", *command], capture_output=True, text=True, timeout=60)
+        if out.returncode:
+            raise CLIError(f"scontrol {' '.join(command[:2])}: {(out.stderr or out.stdout).strip()}")
+        return out.stdout
+
+    sinfo = ["sinfo", "-h", "-o", "%c|%G", *(["-p", args.partition] if args.partition else [])]
+    first = (subprocess.run(sinfo, capture_output=True, text=True, timeout=60).stdout.splitlines() or ["1|"])[0]
+    cpus, gres = first.split("|", 1)
+    gpus = max((int(g.split("(")[0].rsplit(":", 1)[-1]) for g in gres.split(",") if g.startswith("gpu")), default=0)
+    courses = list(_local_catalog(args).courses.values())
+    wanted = reservations.desired(courses, (gpus, int(cpus or 1)), args.partition or None)
+    commands = reservations.plan(wanted, reservations.parse(scontrol("-o", "show", "reservation")))
+    lines = []
+    for command in commands:
+        if not args.dry_run:
+            scontrol(*command)
+        lines.append(shlex.join(["scontrol", *command]))
+    return lines
 
 
 def report_lines(args):

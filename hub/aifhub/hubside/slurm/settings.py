@@ -23,6 +23,7 @@ SPAWNER_KEYS = {
     "job_output",
     "poll_interval",
     "default_memory_mb",
+    "session_reservations",
 }
 HUB_KEYS = {"hub_connect_url"}
 

@@ -17,8 +17,9 @@ import sys
 import time
 
 from jupyterhub.spawner import SpawnException, Spawner
-from traitlets import Dict, Float, Integer, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 
+from ...slurmacct.reservations import current as current_reservation
 from ..mixin import CourseSpawnerMixin
 from . import jobspec
 from .rest import CliBackend, RestBackend, SlurmRefused, SlurmUnavailable
@@ -78,6 +79,11 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
     poll_interval = Float(1.0, help="Seconds between looks at a starting job (pending reason, start estimate).").tag(
         config=True
     )
+    session_reservations = Bool(
+        False,
+        help="Send a learner's job into the reservation of the course's session running now (made ahead by "
+        "`aifhub slurm sync --reservations`), unless course.yaml names its own slurm.reservation.",
+    ).tag(config=True)
     default_memory_mb = Integer(
         2048, help="Memory (MB) of courses without sandbox.memory: Slurm would give a job the whole node."
     ).tag(config=True)
@@ -228,6 +234,10 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
                 course, account, self.site_user, env, home, settings, admission.get("session_id")
             )
             job["standard_output"] = job["standard_error"] = self.job_output
+            if self.session_reservations and "reservation" not in job:
+                reservation = current_reservation(course.get("sessions"), course["id"])
+                if reservation:
+                    job["reservation"] = reservation
             self._address_future = asyncio.get_running_loop().create_future()
             script = jobspec.batch_script(self.job_python, self.cmd)
             try:
