@@ -134,15 +134,20 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
 
     @property
     def slurm(self):
+        """The way to Slurm (made once per spawner: the REST backend reads the JWT key at its first call)."""
+        if getattr(self, "_backend", None) is not None:
+            return self._backend
         if self.backend == "cli":
-            return CliBackend(env={"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {})
+            self._backend = CliBackend(env={"SLURM_CONF": self.slurm_conf} if self.slurm_conf else {})
+            return self._backend
         if not self.rest_url or not self.jwt_key_file:
             raise SpawnException(
                 "Slurm is not configured on this hub (no slurmrestd URL or JWT key); tell an administrator.",
                 reason="slurm-config",
                 status_code=503,
             )
-        return RestBackend(self.rest_url, self.jwt_key_file)
+        self._backend = RestBackend(self.rest_url, self.jwt_key_file)
+        return self._backend
 
     # -- who runs the job -------------------------------------------------------------------------
 
