@@ -165,7 +165,13 @@ def slurm_cluster():
         slurm.stop()
         accounts.remove()
         paths.close()
-        pytest.fail(f"the local Slurm did not start: {exc}")
+        tails = "".join(
+            f"\n--- {log.name} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-8:])
+            for log in sorted((slurm.state / "log").glob("*"))
+        )
+        if not os.environ.get("AIFHUB_TEST_KEEP"):
+            shutil.rmtree(state, ignore_errors=True)
+        pytest.fail(f"the local Slurm did not start: {exc}{tails}")
     CLUSTER_SUMMARY.append(f"local Slurm: 22.05 from Debian, up in {slurm.timings['ready_s']} s; state in {state}")
     slurm.accounts = accounts
     yield slurm
