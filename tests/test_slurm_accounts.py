@@ -64,6 +64,7 @@ def test_sync_builds_the_tree_and_learners_start_only_then(hub):
             time.sleep(0.3)
     assert hub.server_model("learner1") is None
     assert "Slurm refused the sandbox" in hub.logs() and "Invalid account" in hub.logs()
+    assert f"Your account on the cluster ({site}) is not in the course's Slurm account" in hub.logs()
 
     dry = cli(hub, "slurm", "sync", "--dry-run", "--cluster", slurm.cluster).stdout
     assert f"sacctmgr -i add account ehpc-aif-2026-pg01 cluster={slurm.cluster} parent=root" in dry

@@ -248,8 +248,14 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
             try:
                 self.job_id = await self.slurm.submit(self.site_user, script, job)
             except SlurmRefused as exc:
+                hint = (
+                    f" Your account on the cluster ({self.site_user}) is not in the course's Slurm account "
+                    f"{account} yet: an administrator adds it with `aifhub slurm sync`."
+                    if "Invalid account" in str(exc)
+                    else ""
+                )
                 raise SpawnException(
-                    f"Slurm refused the sandbox of {course['title']}: {exc}.",
+                    f"Slurm refused the sandbox of {course['title']}: {exc}.{hint}",
                     reason="slurm-refused",
                     status_code=409,
                 ) from exc
