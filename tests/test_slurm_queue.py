@@ -160,3 +160,29 @@ def test_a_course_whose_slurm_budget_is_used_up_says_so(slurm_hub):
         hub.stop_server("learner1")
     finally:
         slurm.run("sacctmgr", "-i", "modify", "account", "gpu-fundamentals", "set", "GrpTRESMins=gres/gpu=-1")
+
+
+def test_a_job_that_fails_before_its_server_answers_ends_the_spawn(slurm_hub):
+    """The job cannot make the work folder (the learner's home is not writable): it fails, the spawn ends with
+    Slurm's word for it, and once the home is fixed the next spawn works."""
+    import os
+    import pwd
+
+    hub = slurm_hub
+    hub.spawn("failing", "dl-basics")  # the learner's uid comes with the first admission
+    site = my_job(hub, "dl-basics")["%u"]
+    hub.stop_server("failing")
+    home = pwd.getpwnam(site).pw_dir
+    os.chmod(home, 0o500)
+    os.chown(home, 0, 0)
+    try:
+        t0, events, stop = start_pending(hub, "failing", "dl-basics")
+        failed = wait_for(lambda: next((e for e in events if e[1].get("failed")), None), timeout=60)
+        assert "failed" in failed[1]["message"] and "before JupyterLab answered" in failed[1]["message"], failed
+        wait_for(lambda: hub.server_model("failing") is None, timeout=20, what="the spawn ended")
+    finally:
+        os.chown(home, pwd.getpwnam(site).pw_uid, 65534)
+        os.chmod(home, 0o700)
+    hub.spawn("failing", "dl-basics")
+    assert hub.run_in_kernel("failing", "print('back')").strip() == "back"
+    hub.stop_server("failing")
