@@ -8,12 +8,12 @@ PYTEST_ARGS ?=
 # cluster tests share one worker and one local cluster; 0 runs the suite in this process
 TEST_WORKERS ?= 2
 
-.PHONY: run test setup test-tools test-dex lint control-plane helm cluster bench nbgrader-tests clean
+.PHONY: run test setup test-tools test-dex lint control-plane helm cluster slurm slurm-tools bench nbgrader-tests clean
 
 run: setup
 	$(BIN)/aifhub up $(ARGS)
 
-test: setup test-tools test-dex lint control-plane helm
+test: setup test-tools slurm-tools test-dex lint control-plane helm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # ruff's rules and format are in pyproject.toml (`ruff format hub tests bench` formats the tree)
@@ -57,6 +57,23 @@ test-tools:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null 2>&1; }; }; } || \
 	  echo "make: $$path is missing and could not be installed (apt-get install $$pkg, as root): the tests that need it will skip" >&2; \
 	done
+
+# The slurm tests start a real Slurm from Debian's packages (tests/localslurm; docs/slurm.md): installed here as
+# root with apt, as test-tools does for chromium
+SLURM_PACKAGES := munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins slurmdbd slurmrestd \
+  slurm-wlm-jwt-plugin slurm-wlm-mysql-plugin mariadb-server
+slurm-tools:
+	@test -x /usr/sbin/slurmrestd -a -x /usr/sbin/mariadbd -a -x /usr/sbin/munged -a -x /usr/sbin/slurmdbd || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1 || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null 2>&1; }; }; } || \
+	  echo "make: Slurm is missing and could not be installed (apt-get install $(SLURM_PACKAGES), as root)" >&2
+
+# `eval "$$(make -s slurm)"`: a local Slurm (2 nodes with 2 GPUs each) kept running in .slurm/, and its settings
+# as export lines for `aifhub up --sandboxes slurm`; `make slurm ARGS=--stop` stops it
+slurm: setup slurm-tools
+	@PYTHONPATH=tests $(BIN)/python -m localslurm $(ARGS)
 
 # The login tests sign in with Dex, an OpenID Connect provider built from its Go module (cached by version
 # under ~/.cache/aifhub/dex/, so only the first run builds it).

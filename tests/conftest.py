@@ -65,6 +65,8 @@ def pytest_collection_modifyitems(config, items):
     one local cluster serves them all. The cluster tests, the longest group, go first."""
     for item in items:
         group = "cluster" if item.get_closest_marker("cluster") else item.module.__name__
+        if item.get_closest_marker("slurm"):
+            group = "slurm"  # one local Slurm serves them all
         item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: item.get_closest_marker("cluster") is None)  # stable: the order within is kept
 
@@ -132,5 +134,49 @@ def kube_cluster(tmp_path_factory):
     )
     yield Kube(cluster.kubeconfig, local=cluster)
     cluster.stop()
+    if not os.environ.get("AIFHUB_TEST_KEEP"):
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local Slurm of the `slurm` tests (tests/localslurm: munge, MariaDB, slurmdbd, slurmctld, two slurmd with
+    two GPUs each as gres/gpu, slurmrestd), one per pytest worker, with site accounts for the uids this worker's
+    hubs hand to learners. `make test` installs Debian's packages first (make slurm-tools)."""
+    from localslurm import LocalSlurm, SlurmError
+    from localslurm.slurm import PACKAGES, missing_tools
+    from slurmkit import SiteAccounts, Traversable, code_paths, learner_first_uid
+
+    if not AS_ROOT:
+        pytest.skip("the local Slurm runs jobs as learners' own accounts: run the slurm tests as root")
+    missing = missing_tools()
+    if missing:
+        pytest.fail(f"the local Slurm needs {', '.join(missing)}: apt-get install {PACKAGES} (make slurm-tools does)")
+    state = Path(tempfile.mkdtemp(prefix="aifhub-slurm-"))
+    state.chmod(0o755)
+    slurm = LocalSlurm(state / "cluster")
+    accounts = SiteAccounts(state / "homes", learner_first_uid())
+    paths = Traversable([*code_paths(), state])
+    try:
+        paths.open()
+        accounts.create()
+        slurm.start()
+    except (SlurmError, OSError, RuntimeError) as exc:
+        slurm.stop()
+        accounts.remove()
+        paths.close()
+        tails = "".join(
+            f"\n--- {log.name} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-8:])
+            for log in sorted((slurm.state / "log").glob("*"))
+        )
+        if not os.environ.get("AIFHUB_TEST_KEEP"):
+            shutil.rmtree(state, ignore_errors=True)
+        pytest.fail(f"the local Slurm did not start: {exc}{tails}")
+    CLUSTER_SUMMARY.append(f"local Slurm: 22.05 from Debian, up in {slurm.timings['ready_s']} s; state in {state}")
+    slurm.accounts = accounts
+    yield slurm
+    slurm.stop()
+    accounts.remove()
+    paths.close()
     if not os.environ.get("AIFHUB_TEST_KEEP"):
         shutil.rmtree(state, ignore_errors=True)

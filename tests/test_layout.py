@@ -57,6 +57,7 @@ def test_the_ledger_builds_upwards(name):
 def test_the_hub_process_loads_nothing_of_the_service():
     code = (
         "import sys, aifhub.hubside.local, aifhub.hubside.kube, aifhub.hubside.embedded, aifhub.hubside.z2jh\n"
+        "import aifhub.hubside.slurm, aifhub.hubside.slurm.settings\n"
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('aifhub', 'sqlalchemy', 'nbgrader'))))"
     )
     loaded = set(

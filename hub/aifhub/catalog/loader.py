@@ -15,7 +15,17 @@ import jsonschema
 import yaml
 
 from .errors import CourseProblem
-from .model import Course, GpuRequest, IdleRule, LearnerQuota, SandboxRequest, Schedule, WarmSession, parse_duration
+from .model import (
+    Course,
+    GpuRequest,
+    IdleRule,
+    LearnerQuota,
+    SandboxRequest,
+    Schedule,
+    SlurmPlacement,
+    WarmSession,
+    parse_duration,
+)
 
 COURSE_FILE = "course.yaml"
 SCHEMA_RESOURCE = "course.schema.json"
@@ -260,6 +270,7 @@ def _build(folder, data):
             disk=sandbox.get("disk"),
         ),
         allocation=data.get("allocation"),
+        slurm=SlurmPlacement(**(data.get("slurm") or {})),
         budget=dict(data.get("budget") or {}),
         quota=None
         if not per_learner

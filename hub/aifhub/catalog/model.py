@@ -87,6 +87,24 @@ class LearnerQuota:
 
 
 @dataclass(frozen=True)
+class SlurmPlacement:
+    """Where a course's sandboxes run on a Slurm cluster (``slurm:`` in course.yaml); None: the spawner's default."""
+
+    partition: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    constraint: str | None = None
+
+    def to_dict(self):
+        return {
+            "partition": self.partition,
+            "qos": self.qos,
+            "reservation": self.reservation,
+            "constraint": self.constraint,
+        }
+
+
+@dataclass(frozen=True)
 class Course:
     id: str
     title: str
@@ -105,6 +123,7 @@ class Course:
     assignments: tuple = ()
     idle: IdleRule | None = None
     sessions: tuple = ()  # WarmSession, in start order
+    slurm: SlurmPlacement = SlurmPlacement()
     staff: frozenset = frozenset()  # instructors granted by logins (OIDC claims, LMS roles), not the course file
     # what completing the course takes (a credential is issued then): {assignments: {id: {min_score}},
     # sessions: N, sign_off: bool, skills: [{name, url}]}; None: the course issues no credential
@@ -156,6 +175,7 @@ class Course:
                 "disk": self.sandbox.disk,
             },
             "allocation": self.allocation,
+            "slurm": self.slurm.to_dict(),
             "assignments": list(self.assignments),
             "idle": None if self.idle is None else self.idle.to_dict(),
             "sessions": [w.to_dict() for w in self.sessions],

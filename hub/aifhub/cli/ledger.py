@@ -7,18 +7,14 @@ there is a token in ``$AIFHUB_TOKEN``.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from ..ledger import allocations, reports
-from ..errors import Refusal
-from ..state import lease
-from ..service.statuses import is_bad_input
-from ..state.db import Database, sqlite_url
+from .localstate import ServiceRunning, _local
 from .common import CLIError, json_option, local_token, print_json, print_table, service_api, state_options
 
-FORMATS = ("table", "csv", "json", "waldur", "car")
+FORMATS = ("table", "csv", "json", "waldur", "car", "slurm")
 
 
 def register(sub):
@@ -69,44 +65,10 @@ def register(sub):
         "--format",
         choices=FORMATS,
         default="table",
-        help="table | csv | json | waldur (component usages) | car (EMI Compute Accounting Records)",
+        help="table | csv | json | waldur (component usages) | car (EMI Compute Accounting Records) | slurm (the "
+        "sacctmgr commands of the ledger's association tree: docs/slurm.md)",
     )
     p.set_defaults(func=usage_report)
-
-
-class ServiceRunning(Exception):
-    def __init__(self, holder):
-        super().__init__(holder)
-        self.holder = holder
-
-
-def _database(args):
-    url = os.environ.get("AIFHUB_DB_URL")
-    if url:
-        return Database(url)
-    path = Path(args.state_dir) / "aifhub.sqlite"
-    if not path.exists():
-        raise CLIError(f"no aifhub state in {args.state_dir} (run `aifhub up` once, or pass --state-dir or --url)")
-    return Database(sqlite_url(path.resolve()))
-
-
-def _local(args, action, write=False):
-    """``action(session)`` on the local state; a change refuses while the service holds the database."""
-
-    def unit(s):
-        if write:
-            holder = lease.live_holder(s)
-            if holder:
-                raise ServiceRunning(holder)
-        return action(s)
-
-    db = _database(args)
-    try:
-        return db.call(unit)
-    except Refusal as refusal:
-        raise CLIError(refusal.message, status=2 if is_bad_input(refusal.reason) else 1)
-    finally:
-        db.close()
 
 
 def _local_service_url(args):
@@ -229,6 +191,11 @@ def close(args):
 
 def usage_report(args):
     fmt = args.format
+    if fmt == "slurm":
+        from .slurm import report_lines
+
+        print("\n".join(report_lines(args)))
+        return 0
     filters = {"allocation": args.allocation, "course": args.course, "user": args.user}
     if args.url:
         query = "&".join(f"{k}={v}" for k, v in filters.items() if v)

@@ -9,6 +9,7 @@ from . import courses, ledger, up
 from . import k8s
 from . import assignments
 from . import training
+from . import slurm
 from .common import CLIError
 
 
@@ -26,6 +27,7 @@ def build_parser():
     assignments.register(sub)
     training.register(sub)
     training.register_credentials(sub)
+    slurm.register(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ from ..catalog import load_catalog, load_images
 from ..credentials import report
 from ..credentials.issuer import CredentialIssuer
 from .common import CLIError, images_dir_for, print_json, service_api, state_options
-from .ledger import ServiceRunning, _local
+from .localstate import ServiceRunning, _local
 
 
 def register(sub):

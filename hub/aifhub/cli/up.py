@@ -46,6 +46,14 @@ def register(sub):
         default=str(REPO / "courses") if (REPO / "courses").is_dir() else "courses",
         help="directory of course folders (default: courses/)",
     )
+    p.add_argument(
+        "--sandboxes",
+        choices=("local", "slurm"),
+        default="local",
+        help="where sandboxes run: local (processes on this machine; the default) or slurm (one Slurm job each, "
+        "charged to the course's Slurm account; settings from `make slurm` or --slurm-config; see docs/slurm.md)",
+    )
+    p.add_argument("--slurm-config", help="YAML file with the Slurm settings of --sandboxes slurm (docs/slurm.md)")
     p.add_argument("--gpus", default="", help="GPUs to use instead of NVML discovery: 'none' or ids such as '0,1'")
     p.add_argument("--gpu-kind", default="gpu", help="GPU kind of the devices given with --gpus (default: gpu)")
     p.add_argument("--meter-interval", type=float, default=60.0, help="seconds between metering passes (default: 60)")
@@ -105,6 +113,26 @@ def wait_until_ready(proc, ports, proxy_token, timeout=120):
     return False
 
 
+def slurm_settings(args):
+    """The --slurm-config file, checked now (a mistake is said before anything starts); its absolute path."""
+    if args.sandboxes != "slurm":
+        if args.slurm_config:
+            raise CLIError("--slurm-config is for --sandboxes slurm", status=2)
+        return ""
+    from ..hubside.slurm.settings import SlurmConfigError, configure
+
+    class Section(dict):
+        def __getattr__(self, name):
+            return self.setdefault(name, Section())
+
+    path = str(Path(args.slurm_config).resolve()) if args.slurm_config else ""
+    try:
+        configure(Section(), path)
+    except SlurmConfigError as exc:
+        raise CLIError(str(exc), status=2)
+    return path
+
+
 def up(args):
     if args.meter_interval <= 0:
         raise CLIError("--meter-interval must be a positive number of seconds", status=2)
@@ -127,8 +155,9 @@ def up(args):
             raise CLIError(str(exc), status=2)
     elif args.auth_config:
         raise CLIError("--auth-config is for --auth oidc or lti13; the demo login has no settings", status=2)
+    slurm_config = slurm_settings(args)
     try:
-        inventory = gpu_inventory(args.gpus or None, args.gpu_kind)
+        inventory = [] if args.sandboxes == "slurm" else gpu_inventory(args.gpus or None, args.gpu_kind)
     except ValueError as exc:
         raise CLIError(str(exc), status=2)
     if inventory is None:
@@ -172,7 +201,10 @@ def up(args):
         "AIFHUB_HUB_PORT": str(ports["hub"]),
         "AIFHUB_PROXY_API_PORT": str(ports["proxy_api"]),
         "AIFHUB_SERVICE_PORT": str(ports["service"]),
-        "AIFHUB_GPUS": args.gpus,  # empty: the service discovers GPUs with NVML
+        # empty: the service discovers GPUs with NVML; with Slurm, the cluster places them (no local pool)
+        "AIFHUB_GPUS": "kubernetes" if args.sandboxes == "slurm" else args.gpus,
+        "AIFHUB_SANDBOXES": args.sandboxes,
+        "AIFHUB_SLURM_CONFIG": slurm_config,
         "AIFHUB_GPU_KIND": args.gpu_kind,
         "AIFHUB_METER_INTERVAL": str(args.meter_interval),
         "AIFHUB_DEMO_PASSWORD": password,
@@ -205,6 +237,7 @@ def up(args):
             ports,
             env["CONFIGPROXY_AUTH_TOKEN"],
             args.auth,
+            args.sandboxes,
         )
     except BaseException:  # never leave the hub (and its proxy, service and sandboxes) behind without us
         proc.terminate()
@@ -217,7 +250,7 @@ def up(args):
             continue
 
 
-def announce(proc, url, password, inventory, state, ports, proxy_token, auth="demo"):
+def announce(proc, url, password, inventory, state, ports, proxy_token, auth="demo", sandboxes="local"):
     """Print where the hub is and how to log in, once it answers."""
     if wait_until_ready(proc, ports, proxy_token):
         if password is None:
@@ -231,11 +264,15 @@ def announce(proc, url, password, inventory, state, ports, proxy_token, auth="de
                 "  try: learner1 (on the GPU workshop's roster), any name (open MOOC), instructor, admin\n"
             )
         gpus = ", ".join(f"{d.id} ({d.kind})" for d in inventory) or "none (CPU-only courses)"
+        if sandboxes == "slurm":
+            gpus = "placed by Slurm (each sandbox is a Slurm job charged to its course's account)"
         isolation = (
             "each learner's sandbox runs under its own uid"
             if os.geteuid() == 0
             else "NOT isolated: run as root to give each learner their own uid"
         )
+        if sandboxes == "slurm":
+            isolation = "Slurm jobs, each as its learner's account on the cluster"
         limits, warnings = preflight.limits_summary(inventory)
         print(
             f"\naifhub is running at {url}\n"

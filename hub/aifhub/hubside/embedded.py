@@ -89,6 +89,8 @@ def settings_from_env(env=os.environ):
         "stop_grace": env.get("AIFHUB_STOP_GRACE", "120"),
         "auth": env.get("AIFHUB_AUTH", "demo"),
         "auth_config": env.get("AIFHUB_AUTH_CONFIG", ""),
+        "sandboxes": env.get("AIFHUB_SANDBOXES", "local"),
+        "slurm_config": env.get("AIFHUB_SLURM_CONFIG", ""),
     }
 
 
@@ -157,6 +159,16 @@ def configure(c, env=os.environ):
     ]
     c.LocalSandboxSpawner.work_root = str(state / "work")
     connect_spawner(c.LocalSandboxSpawner, service_url, internal_token)
+    if s["sandboxes"] == "slurm":  # each sandbox a Slurm job (docs/slurm.md)
+        from .slurm.settings import SlurmConfigError, configure as configure_slurm
+
+        try:
+            configure_slurm(c, s["slurm_config"], env)
+        except SlurmConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+        connect_spawner(c.SlurmSpawner, service_url, internal_token)
+        # jobs live on the cluster, not under this hub: a restarted hub adopts them (their ids are in its state)
+        c.JupyterHub.cleanup_servers = False
     watch_new_users(service_url, internal_token)  # a user deleted and created again gets their groups back
 
     service_cmd = [
@@ -176,7 +188,7 @@ def configure(c, env=os.environ):
         service_cmd.append("--demo")
     # JupyterHub's cleanup stops services before sandboxes: the service has them stopped first (service/shutdown.py);
     # with c.JupyterHub.cleanup_servers = False, pass --AifhubService.stop_sandboxes_on_exit=False in AIFHUB_SERVICE_ARGS
-    if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", ""):
+    if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", "") and s["sandboxes"] != "slurm":
         service_cmd.append("--stop-sandboxes-on-exit")
     service_cmd += shlex.split(env.get("AIFHUB_SERVICE_ARGS", ""))  # e.g. --GradingManager.workers=4
     service_env = {

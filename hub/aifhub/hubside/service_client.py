@@ -91,6 +91,10 @@ class ServiceClient:
             "POST", "api/v1/internal/release", {"user": user, "server_name": server_name, "reason": reason}
         )
 
+    async def queue_status(self, user, course, status):
+        """Where ``user``'s sandbox of ``course`` waits in the scheduler's queue (None: it no longer waits)."""
+        return await self._call("POST", "api/v1/internal/queue", {"user": user, "course": course, "status": status})
+
     async def sandbox_event(self, user, course, kind):
         return await self._call("POST", "api/v1/internal/sandbox-event", {"user": user, "course": course, "kind": kind})
 

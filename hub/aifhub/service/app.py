@@ -38,6 +38,7 @@ from . import (
     materials_api,
     pages,
 )
+from .queue_status import QueueStatusHandler
 from .disk_watch import DiskWatch
 from .placeholders import Placeholders
 from .warm_pool import WarmPool
@@ -250,6 +251,7 @@ class AifhubService(Application):
             (route("api/v1/internal/users"), internal.UsersCreatedHandler),
             (route("api/v1/internal/running"), internal.RunningHandler),
             (route("api/v1/internal/sandbox-event"), internal.SandboxEventHandler),
+            (route("api/v1/internal/queue"), QueueStatusHandler),
             (route(r"api/v1/internal/waitlist/([0-9]{1,12})"), internal.WaitlistEntryHandler),
             (route(r"api/v1/internal/warm/([0-9]{1,12})/handover"), internal.WarmHandoverHandler),
             (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),

@@ -17,6 +17,7 @@ from ..errors import Refusal
 from ..ledger.models import Allocation
 from . import admission, metering_loop
 from .membership import USERNAME
+from .queue_status import QueueBoard
 from .sandbox_events import KINDS, EventBoard
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ServiceCore:
         self.admission = admission
         self.metering = metering
         self.events = events if events is not None else EventBoard()  # what learners must be told of their sandboxes
+        self.queue = QueueBoard()  # where Slurm sandboxes wait in the scheduler's queue (queue_status.py)
 
     @property
     def catalog(self):
@@ -97,6 +99,9 @@ class ServiceCore:
                 if entry is None
                 else {"position": entry["position"], "estimate_s": entry["estimate_s"], "state": entry["state"]}
             )
+        queued = self.queue.of(user)
+        for offer in view["courses"]:  # a Slurm job pending: the scheduler's reason in words, its expected start
+            offer["queue"] = queued.get(offer["id"])
         return view
 
     async def notices(self):

@@ -6,6 +6,7 @@ The parts that decide (ledger, membership, admission, grading) say *why* they re
 
 BAD_REQUEST = {
     "no-course",
+    "bad-queue-status",
     "bad-name",
     "bad-id",
     "bad-hours",

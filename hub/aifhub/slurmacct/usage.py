@@ -1,0 +1,124 @@
+"""Usage from Slurm's accounting: each ended job's GPU and CPU time, recorded once, keyed by its job id.
+
+``sacct -X -P`` says, per job, its account, user, state, elapsed seconds and allocated TRES (``gres/gpu=N``,
+``cpu=N``); aifhub's jobs carry ``aifhub course=<id> allocation=<id> session=<id>`` in their comment. The
+import records each ended job in ``slurm_jobs`` (primary key: cluster and job id), so running it again, or
+from two machines, never counts a job twice; :func:`reconcile` sets each job's Slurm GPU time beside the
+ledger's charge of its session.
+"""
+
+import re
+import subprocess
+
+from sqlalchemy import select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..ledger.models import SandboxSession
+from ..state.base import Base, UTCDateTime, utcnow
+from sqlalchemy import BigInteger, Integer, String
+
+SACCT_FORMAT = "jobid,account,user,state,elapsedraw,alloctres,comment"
+ENDED = (
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+)
+TAG = re.compile(r"(course|allocation|session)=([^\s]+)")
+
+
+class SlurmJob(Base):
+    """One ended Slurm job's usage, as sacct recorded it (migration 0011)."""
+
+    __tablename__ = "slurm_jobs"
+
+    cluster: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    site_user: Mapped[str] = mapped_column(String(255))
+    account: Mapped[str] = mapped_column(String(64))
+    course_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    allocation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    session_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    elapsed_s: Mapped[int] = mapped_column(BigInteger)
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    gpu_ms: Mapped[int] = mapped_column(BigInteger)
+    cpu_ms: Mapped[int] = mapped_column(BigInteger)
+    recorded_at = mapped_column(UTCDateTime, default=utcnow)
+
+
+def parse_sacct(text):
+    """``sacct -X -n -P -o jobid,account,user,state,elapsedraw,alloctres,comment`` -> ended jobs as dicts."""
+    jobs = []
+    for line in text.splitlines():
+        parts = line.split("|", 6)
+        if len(parts) < 7 or not parts[0].isdigit():
+            continue
+        job_id, account, user, state, elapsed, tres, comment = parts
+        state = state.split()[0] if state else ""
+        if state not in ENDED:
+            continue
+        counts = dict(item.partition("=")[::2] for item in tres.split(",") if "=" in item)
+        gpus = int(counts.get("gres/gpu", "0") or 0)
+        cpus = int(counts.get("cpu", "0") or 0)
+        seconds = int(elapsed or 0)
+        tags = dict(TAG.findall(comment)) if comment.startswith("aifhub") else {}
+        jobs.append(
+            {
+                "job_id": int(job_id),
+                "account": account,
+                "site_user": user,
+                "state": state,
+                "elapsed_s": seconds,
+                "gpu_count": gpus,
+                "gpu_ms": gpus * seconds * 1000,
+                "cpu_ms": cpus * seconds * 1000,
+                "course_id": tags.get("course"),
+                "allocation_id": tags.get("allocation") if tags.get("allocation") != "-" else None,
+                "session_id": int(tags["session"]) if tags.get("session", "").isdigit() else None,
+            }
+        )
+    return jobs
+
+
+def sacct(since, env=None):
+    """Ended jobs of every user since ``since`` (sacct's --starttime, e.g. 2026-01-01)."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-a", "--starttime", since, "-o", SACCT_FORMAT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if out.returncode:
+        raise RuntimeError(f"sacct: {(out.stderr or out.stdout).strip()}")
+    return parse_sacct(out.stdout)
+
+
+def record(s, cluster, jobs):
+    """Record the jobs not recorded yet (a unit of work); returns the new ones."""
+    ids = [j["job_id"] for j in jobs]
+    known = set(s.scalars(select(SlurmJob.job_id).where(SlurmJob.cluster == cluster, SlurmJob.job_id.in_(ids))))
+    new = [j for j in jobs if j["job_id"] not in known]
+    for j in new:
+        s.add(SlurmJob(cluster=cluster, **j))
+    return new
+
+
+def reconcile(s, cluster):
+    """Per recorded job of an aifhub session: (job id, session, Slurm's GPU ms, the ledger's charged GPU ms)."""
+    rows = s.execute(
+        select(SlurmJob.job_id, SlurmJob.session_id, SlurmJob.gpu_ms, SandboxSession.charged_gpu_ms)
+        .outerjoin(
+            SandboxSession,
+            (SandboxSession.id == SlurmJob.session_id) & (SandboxSession.course_id == SlurmJob.course_id),
+        )
+        .where(SlurmJob.cluster == cluster)
+        .order_by(SlurmJob.job_id)
+    )
+    return [tuple(r) for r in rows]
