@@ -41,7 +41,7 @@ def burndown(points, granted, label, element_id=None):
     remaining = max(granted - points[-1][1], 0)
     body = (
         _axes() + f'<path d="{path}" fill="none" stroke="#1f6feb" stroke-width="2"/>'
-        f'<text x="{W - 150}" y="20" font-size="11">{remaining:.1f} of {granted:g} h left</text>'
+        f'<text x="{W - 150}" y="20" font-size="11">{escape(hours(remaining))} of {escape(hours(granted))} h left</text>'
         f'<text x="2" y="14" font-size="10">{granted:g}</text><text x="2" y="{H - PAD}" font-size="10">0</text>'
         f'<text x="{PAD}" y="{H - 12}" font-size="10">{escape(points[0][0])}</text>'
         f'<text x="{W - 80}" y="{H - 12}" font-size="10">{escape(points[-1][0])}</text>'
