@@ -16,8 +16,8 @@ def usage(kubeconfig, pods_dir):
     """What to do with the running cluster: its kubeconfig, where its pods' logs are, and the test commands."""
     return [
         f"Use it:  export KUBECONFIG={kubeconfig}",
-        "  (kubectl is not provided: use your own. `kubectl logs` and `kubectl exec` do not work here, the test",
-        "  kubelet serves no API; each container's output is in",
+        "  (kubectl is not provided: use your own. `kubectl logs` works; `kubectl exec`, attach and port-forward do",
+        "  not, the test kubelet serves pod logs only. Each container's output is also in",
         f"  {pods_dir}/<pod uid>/<container>.log)",
         "Run every cluster test (they start a local cluster like this one of their own):",
         "  .venv/bin/python -m pytest -m cluster",
