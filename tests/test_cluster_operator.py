@@ -4,12 +4,12 @@ it gives for the tests runs every one of them (not the operator's-cluster mode, 
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,12 +35,12 @@ def make_cluster():
         text=True,
     )
     lines, deadline = [], time.monotonic() + 600  # a cold control plane build is not this test's to wait for
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     try:
-        while not any("Ctrl-C stops it" in line for line in lines):
+        while not any("Ctrl-C stops it" in line for line in list(lines)):
             assert proc.poll() is None, "make cluster exited:\n" + "".join(lines)
             assert time.monotonic() < deadline, "make cluster did not come up:\n" + "".join(lines)
-            if select.select([proc.stdout], [], [], 1)[0]:
-                lines.append(proc.stdout.readline())
+            time.sleep(0.5)
         yield state, "".join(lines)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -640,10 +640,9 @@ class _KubeletApi(BaseHTTPRequestHandler):
         if len(parts) != 4 or parts[0] != "containerLogs":
             return self.send_error(404, "the test kubelet serves containerLogs only (no exec, attach, port-forward)")
         ns, name, container = parts[1:]
-        with self.kubelet.lock:
-            worker = next((w for w in self.kubelet.workers.values() if (w.ns, w.name) == (ns, name)), None)
-        path = worker.dir / f"{container}.log" if worker is not None and "/" not in container else None
+        path = self.kubelet.log_path(ns, name, container)
         if path is None or not path.is_file():
+            log.info("kubelet API: no log of %s/%s/%s (%s)", ns, name, container, path)
             return self.send_error(404, f"no log of container {container!r} of pod {ns}/{name} on this node")
         data = path.read_bytes()
         tail = parse_qs(url.query).get("tailLines", [""])[0]
@@ -1124,6 +1123,16 @@ class TestKubelet:
         return env
 
     # -- the kubelet API (pod logs) ----------------------------------------------------
+
+    def log_path(self, ns, name, container):
+        """Where the output of ``container`` of pod ``ns/name`` is (its folder is kept until the pod is deleted)."""
+        if not all(re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", x) for x in (ns, name, container)):
+            return None  # not names Kubernetes gives: nothing to look up, no path to build
+        try:
+            uid = self.api.get(f"/api/v1/namespaces/{ns}/pods/{name}")["metadata"]["uid"]
+        except (ApiError, KeyError, TypeError):
+            return None
+        return self.state / "pods" / uid / f"{container}.log" if re.fullmatch(r"[0-9a-f-]{36}", uid) else None
 
     def serve_api(self):
         """The kubelet API on each node's address; a node whose port is taken goes without (logged)."""

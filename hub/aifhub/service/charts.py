@@ -97,5 +97,5 @@ def bars(values, label, element_id=None, unit="h"):
         )
         if len(values) <= 12:
             body += f'<text x="{x:.1f}" y="{H - 14}" font-size="9">{escape(str(name))}</text>'
-    body += f'<text x="2" y="14" font-size="10">{top if isinstance(top, int) else f"{top:.3g}"}</text>'
+    body += f'<text x="2" y="14" font-size="10">{top if isinstance(top, int) else escape(hours(top))}</text>'
     return _frame(label, body, "bars", element_id)
