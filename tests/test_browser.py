@@ -213,6 +213,20 @@ def test_learner_enrols_starts_the_mooc_sandbox_sees_quota_and_stops_it(hub, use
     expect(page.locator(".jp-DirListing-item", has_text="01-digits-logistic.ipynb")).to_be_visible(timeout=60_000)
     started_s = time.monotonic() - t0
     screenshot(page, "jupyterlab")
+    # a learner's JupyterLab has the Assignments tools, not nbgrader's instructor tools
+    config = page.evaluate("() => JSON.parse(document.getElementById('jupyter-config-data').textContent)")
+    disabled = config.get("disabledExtensions") or []
+    for plugin in ("formgrader", "create-assignment", "course-list"):
+        assert f"@jupyter/nbgrader:{plugin}" in disabled, disabled
+    page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
+    nbgrader_menu = page.locator("#jp-mainmenu-nbgrader")
+    expect(nbgrader_menu).to_contain_text("Assignment List")
+    assert "Formgrader" not in nbgrader_menu.inner_text() and "Course List" not in nbgrader_menu.inner_text()
+    page.keyboard.press("Escape")
+    expect(page.locator(".jp-LabShell")).not_to_contain_text("Create Assignment")
+    token = {"Authorization": f"token {hub.token_for(name)}"}
+    assert page.request.get(f"{hub.url}/user/{name}/formgrader", headers=token).status == 404
+    assert page.request.get(f"{hub.url}/user/{name}/assignments?course_id={MOOC}", headers=token).ok
     progress = json.loads(page.evaluate("() => sessionStorage.getItem('aifhub-progress') || '[]'"))
     for step in ("Course checked", "CPU-only sandbox", "Sandbox starting", "JupyterLab"):
         assert any(m.startswith(step) for m in progress), (step, progress)
@@ -474,7 +488,70 @@ def test_admin_creates_an_allocation_and_sees_its_row_and_chart(hub, users):
     expect(page.locator(f"tr#alloc-{alloc}")).to_contain_text("closed")
 
 
+def test_admin_figures_and_moments_read_alike_and_every_chart_has_a_title(hub, users):
+    page = users("admin")
+    goto(page, hub, f"{SERVICE}admin")
+    cells = page.locator('table#allocations tr[id^="alloc-"] td:nth-child(n+3):nth-child(-n+6)').all_inner_texts()
+    assert cells and all(re.fullmatch(r"-?\d+\.\d{2}|<0\.01", c.strip()) for c in cells), cells
+    caption = page.locator("#pool-h ~ figure figcaption")
+    assert "GPU-hours used per day" in caption.inner_text()
+    assert page.locator("#pool-h ~ figure svg#pool-usage").count() == 1
+    for path in ("admin", "", f"courses/{GPU_COURSE}"):
+        goto(page, hub, SERVICE + path)
+        assert not re.search(r"\d:\d\d:\d\d\.\d", page.inner_text("main")), (path, page.inner_text("main"))
+        assert not re.search(r"\d\.\d{3,}\b", page.inner_text("main")), (path, page.inner_text("main"))
+
+
+def test_a_shared_allocation_held_by_another_course_says_so(hub, users):
+    name = "learner2"  # on the GPU course's roster; the MOOC shares its allocation
+    r = hub.service("POST", f"courses/{MOOC}/enrol", token=hub.token_for(name), json={})
+    assert r.status_code in (200, 201), r.text
+    assert hub.spawn(name, GPU_COURSE).status_code in (201, 202)
+    try:
+        page = users(name)
+        goto(page, hub, SERVICE)
+        mooc = page.locator(f"section#course-{MOOC}").inner_text()
+        assert "held by running sandboxes of the courses it pays for" in mooc, mooc
+        assert "held by a running sandbox" not in mooc and "your running sandbox" not in mooc, mooc
+        gpu = page.locator(f"section#course-{GPU_COURSE}").inner_text()
+        assert "held by your running sandbox" in gpu, gpu
+    finally:
+        hub.stop_server(name)
+
+
 # -- 4. 403s, in the browser and through the API; XSRF -----------------------------------------------------
+
+
+def test_messages_on_pages_come_only_from_the_service(hub, users):
+    from playwright.sync_api import expect
+
+    page = users("flashy")  # a newcomer, enrolled nowhere
+    planted = "Your account is suspended: pay at evil.example"
+    goto(page, hub, f"{SERVICE}?error={planted}&ok={planted}")
+    expect(page.locator(".flash-error, .flash-ok")).to_have_count(0)
+    assert "evil.example" not in page.content()
+    goto(page, hub, f"{SERVICE}courses/{MOOC}?error={planted}")
+    assert "evil.example" not in page.content()
+    # what an action says shows once, on the page it returns to
+    goto(page, hub, SERVICE)
+    page.locator(f"section#course-{MOOC}").get_by_role("button", name="Enrol").click()
+    page.wait_for_load_state()
+    expect(page.locator(".flash-ok")).to_have_text("You are enrolled in Deep Learning Basics.")
+    assert "?" not in page.url
+    page.reload()
+    expect(page.locator(".flash-error, .flash-ok")).to_have_count(0)
+
+
+def test_a_roster_course_tells_a_non_member_what_the_spawn_refusal_tells(hub, users):
+    page = users("ada")  # not on the GPU course's roster
+    refusal = hub.spawn("ada", GPU_COURSE, wait=False)
+    assert refusal.status_code == 403, refusal.text
+    message = refusal.json()["message"]
+    goto(page, hub, f"{SERVICE}courses/{GPU_COURSE}", status=403)
+    alert = page.locator("main [role=alert]").inner_text().strip()
+    assert "GPU Programming Fundamentals" in alert and "roster" in alert, alert
+    assert alert in message, (alert, message)  # one answer, on the page and from the spawn
+    screenshot(page, "learner-403-roster-course")
 
 
 def test_learners_and_other_instructors_get_403(hub, users):

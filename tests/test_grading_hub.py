@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 
 import nbformat
@@ -70,6 +71,15 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
         assert "RC 0" in fetched, fetched
     listed = nbgrader_in_kernel(hub, "alice", "list")
     assert "(already downloaded)" in listed, listed
+    # fetching it again is refused, as nbgrader refuses it, and leaves nothing in the sandbox's temporary folder
+    again = hub.run_in_kernel(
+        "alice",
+        "import os, subprocess, tempfile\nd = tempfile.mkdtemp()\n"
+        f"r = subprocess.run(['nbgrader', 'fetch_assignment', {ASSIGNMENT!r}], capture_output=True, text=True, "
+        "env=dict(os.environ, TMPDIR=d))\nprint('RC', r.returncode)\nprint(r.stderr[-600:])\nprint('LEFT', os.listdir(d))",
+        timeout=120,
+    )
+    assert "RC 0" not in again and "already have a copy" in again and "LEFT []" in again, again
 
     # alice hands in the solution; bob the notebook as fetched
     write = (
@@ -102,6 +112,10 @@ def test_release_collect_autograde_feedback_end_to_end(hub):
     for name in ("alice", "bob"):
         got = nbgrader_in_kernel(hub, name, "fetch_feedback", ASSIGNMENT)
         assert "RC 0" in got, got
+        # the Source nbgrader logs is where the feedback came from: it answers the learner's token
+        source = re.search(r"Source: (\S+)", got).group(1)
+        fetched = requests.get(source, timeout=30, headers={"Authorization": f"token {hub.token_for(name)}"})
+        assert fetched.status_code == 200 and fetched.headers["Content-Type"] == "application/gzip", (source, got)
         listing = hub.run_in_kernel(name, "import glob; print(sorted(glob.glob('ps1-digits/feedback/*/*.html')))")
         assert f"{ASSIGNMENT}.html" in listing, listing
     alice_fb = hub.run_in_kernel(

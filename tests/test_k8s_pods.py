@@ -178,6 +178,9 @@ async def test_an_instructors_sandbox_mounts_the_course_directory_for_formgrader
     assert teaching["metadata"]["labels"]["aifhub.io/gradebook-access"] == "true"
     learning = await offline.render_pod(spawner, COURSES["dl-basics"])  # the same spawner, as a learner
     assert "course-grading" not in json.dumps(learning) and "gradebook-access" not in json.dumps(learning)
+    # a learner's JupyterLab without nbgrader's instructor tools (the image's learner config); the instructor keeps them
+    assert env(learning)["JUPYTER_CONFIG_PATH"] == "/etc/jupyter/aifhub-learner"
+    assert "JUPYTER_CONFIG_PATH" not in env(teaching)
     assert learning == await offline.render_pod(offline.make_spawner("instructor", config=config), COURSES["dl-basics"])
     rc, out = kubernetes_validate(tmp_path, [teaching, learning])
     assert rc == 0 and out.count("passed") == 2, out

@@ -161,6 +161,15 @@ def test_learner_launch_opens_the_linked_course_and_enrols(stack):
     assert page.status_code == 200 and "Instructor's view" not in page.text
 
 
+def test_the_tool_configuration_the_lms_installs_names_aifhub(stack):
+    hub, _ = stack
+    r = requests.get(f"{hub.url}/hub/lti13/config", timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    config = r.json()
+    assert config["title"] == "aifhub" and "aifhub" in config["description"], config
+    assert "JupyterHub" not in json.dumps(config), config
+
+
 def test_instructor_launch_deep_links_an_assignment_and_syncs_the_roster(stack):
     hub, platform = stack
     s, r = launch(platform, "u-ines", custom={"assignment": ASSIGNMENT})

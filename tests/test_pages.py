@@ -261,6 +261,9 @@ def test_instructor_grades_through_the_course_page_and_the_learner_sees_grade_an
     learner = login(hub, "gradee")
     mine, _ = page(hub, learner, f"courses/{COURSE}")
     assert "<td>10 / 10</td>" in mine.text
+    # when it was handed in, to the minute as every moment on the pages (nbgrader keeps microseconds)
+    assert re.search(r"1× \(last \d{4}-\d\d-\d\d \d\d:\d\d UTC\)", mine.text), mine.text
+    assert not re.search(r"\d:\d\d:\d\d\.\d", mine.text), mine.text
     link = f"courses/{COURSE}/assignments/{ASSIGNMENT}/feedback/{ASSIGNMENT}"
     fb, _ = page(hub, learner, link)
     assert fb.status_code == 200 and "sandbox" in fb.headers["Content-Security-Policy"] and ASSIGNMENT in fb.text

@@ -12,6 +12,20 @@ from pathlib import Path
 from . import ClusterError, LocalCluster, build_info
 
 
+def usage(kubeconfig, pods_dir):
+    """What to do with the running cluster: its kubeconfig, where its pods' logs are, and the test commands."""
+    return [
+        f"Use it:  export KUBECONFIG={kubeconfig}",
+        "  (kubectl is not provided: use your own. `kubectl logs` works; `kubectl exec`, attach and port-forward do",
+        "  not, the test kubelet serves pod logs only. Each container's output is also in",
+        f"  {pods_dir}/<pod uid>/<container>.log)",
+        "Run every cluster test (they start a local cluster like this one of their own):",
+        "  .venv/bin/python -m pytest -m cluster",
+        "Check this cluster as an operator checks theirs (the tests of the simulated nodes' internals skip; -rs lists them):",
+        f"  AIFHUB_TEST_KUBECONFIG={kubeconfig} .venv/bin/python -m pytest -m cluster",
+    ]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="make cluster", description=__doc__)
     parser.add_argument(
@@ -56,8 +70,8 @@ def main(argv=None):
     info = build_info(cluster.control_plane.bin)
     print(f"Kubernetes {info.get('kubernetes', '?')} (etcd {info.get('etcd', '?')}) from {cluster.control_plane.bin}")
     print(f"up in {cluster.timings['ready_s']} s; nodes: {', '.join(cluster.nodes)}; logs in {state}")
-    print(f"Use it:  export KUBECONFIG={cluster.kubeconfig}")
-    print("Run the cluster tests against it:  AIFHUB_TEST_KUBECONFIG=$KUBECONFIG make test PYTEST_ARGS='-m cluster'")
+    for line in usage(cluster.kubeconfig, state / "kubelet" / "pods"):
+        print(line)
     print("Ctrl-C stops it.")
     print(cluster.kubeconfig, flush=True)
     stop = threading.Event()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .controlplane import ClusterError, ControlPlane, _die_with_parent
-from .nodes import PROVISIONER
+from .nodes import PROVISIONER, pool_nodes
 from .rest import Api, ApiError
 
 STORAGE_CLASS = "aifhub-test-local"
@@ -99,6 +99,15 @@ class LocalCluster:
         cp = self.control_plane
         cert, key = cp.certs["kubelet"]
         state = self.dir / "kubelet"
+        network = f"127.{100 + os.getpid() % 150}"
+        count = sum(len(pool_nodes(pool)) for pool in self.pools)  # the kubelet numbers its nodes 1, 2, ...
+        serving = cp.ca.issue(
+            "kubelet-serving",
+            "aifhub-test-kubelet",
+            hosts=[f"{network}.{i}.1" for i in range(1, count + 1)],
+            server=True,
+            client=False,
+        )
         config = {
             "server": cp.server,
             "ca": str(cp.ca.cert_path),
@@ -107,7 +116,9 @@ class LocalCluster:
             "state_dir": str(state),
             "pools": self.pools,
             "pull_seconds": self.pull_seconds,
-            "network": f"127.{100 + os.getpid() % 150}",
+            "network": network,
+            "serving_cert": str(serving[0]),
+            "serving_key": str(serving[1]),
         }
         path = self.dir / "kubelet.json"
         path.write_text(json.dumps(config, indent=1))

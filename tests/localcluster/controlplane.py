@@ -209,6 +209,10 @@ class ControlPlane:
             "scheduler": ca.issue("scheduler", "system:kube-scheduler"),
             "controller-manager": ca.issue("controller-manager", "system:kube-controller-manager"),
             "kubelet": ca.issue("kubelet", "aifhub-test-kubelet", organizations=["aifhub:test-kubelets"]),
+            # how the API server proves itself to the test kubelet's API (pod logs), as kubeadm's
+            "apiserver-kubelet-client": ca.issue(
+                "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organizations=["system:masters"]
+            ),
         }
         self.sa_key, self.sa_pub = pki.service_account_keys(self.pki)
         for name in ("admin", "scheduler", "controller-manager", "kubelet"):
@@ -304,6 +308,12 @@ class ControlPlane:
                 f"--tls-cert-file={cert}",
                 f"--tls-private-key-file={key}",
                 f"--client-ca-file={self.ca.cert_path}",
+                # `kubectl logs`: the API server asks the node's kubelet API, at the node's InternalIP (the test
+                # kubelet serves it with a certificate of the cluster's CA, for the API server's client certificate)
+                f"--kubelet-client-certificate={self.certs['apiserver-kubelet-client'][0]}",
+                f"--kubelet-client-key={self.certs['apiserver-kubelet-client'][1]}",
+                f"--kubelet-certificate-authority={self.ca.cert_path}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--service-account-issuer={ISSUER}",
                 f"--service-account-key-file={self.sa_pub}",
                 f"--service-account-signing-key-file={self.sa_key}",

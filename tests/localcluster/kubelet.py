@@ -9,7 +9,10 @@ projected service-account tokens, downward API), environment (values, field and 
 references, config maps, secrets), init containers, restart policy, activeDeadlineSeconds,
 graceful deletion (SIGTERM, the grace period, SIGKILL), the device plugin's allocation of GPUs
 and MIG slices (NVIDIA_VISIBLE_DEVICES), pod status and IP. It also provisions volumes for
-PersistentVolumeClaims of its StorageClass (as a local-path provisioner does).
+PersistentVolumeClaims of its StorageClass (as a local-path provisioner does). Of the kubelet API
+it serves pod logs (``kubectl logs``: ``/containerLogs/<namespace>/<pod>/<container>``, over TLS on
+each node's address, port 10250, to clients with a certificate of the cluster's CA, the API server's);
+not exec, attach or port-forward.
 
 Run as ``python -m localcluster.kubelet CONFIG.json``; :mod:`.cluster` starts it.
 """
@@ -21,13 +24,16 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import runner
 from .nodes import PROVISIONER, Devices, node_object, node_status, pool_nodes
@@ -620,6 +626,38 @@ class VolumeError(RuntimeError):
     pass
 
 
+KUBELET_PORT = 10250  # what the nodes advertise (status.daemonEndpoints)
+
+
+class _KubeletApi(BaseHTTPRequestHandler):
+    """The kubelet API's pod logs: ``GET /containerLogs/<namespace>/<pod>/<container>[?tailLines=N]``."""
+
+    kubelet = None  # the TestKubelet, set on a subclass per server
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            return self.send_error(404, "the test kubelet serves containerLogs only (no exec, attach, port-forward)")
+        ns, name, container = parts[1:]
+        path = self.kubelet.log_path(ns, name, container)
+        if path is None or not path.is_file():
+            log.info("kubelet API: no log of %s/%s/%s (%s)", ns, name, container, path)
+            return self.send_error(404, f"no log of container {container!r} of pod {ns}/{name} on this node")
+        data = path.read_bytes()
+        tail = parse_qs(url.query).get("tailLines", [""])[0]
+        if tail.isdigit():
+            data = b"".join(data.splitlines(keepends=True)[-int(tail) :]) if int(tail) else b""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format, *args):
+        log.debug("kubelet API %s: " + format, self.client_address[0], *args)
+
+
 class TestKubelet:
     def __init__(self, config):
         self.config = config
@@ -646,6 +684,7 @@ class TestKubelet:
                     pool.get("preloaded_images", []),
                 )
         self.api_port = config["server"].rsplit(":", 1)[1]
+        self.api_servers = []
 
     # -- nodes -------------------------------------------------------------------
 
@@ -1083,9 +1122,42 @@ class TestKubelet:
                 env[item["name"]] = value if kind == "configmap" else base64.b64decode(value).decode()
         return env
 
+    # -- the kubelet API (pod logs) ----------------------------------------------------
+
+    def log_path(self, ns, name, container):
+        """Where the output of ``container`` of pod ``ns/name`` is (its folder is kept until the pod is deleted)."""
+        if not all(re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", x) for x in (ns, name, container)):
+            return None  # not names Kubernetes gives: nothing to look up, no path to build
+        try:
+            uid = self.api.get(f"/api/v1/namespaces/{ns}/pods/{name}")["metadata"]["uid"]
+        except (ApiError, KeyError, TypeError):
+            return None
+        return self.state / "pods" / uid / f"{container}.log" if re.fullmatch(r"[0-9a-f-]{36}", uid) else None
+
+    def serve_api(self):
+        """The kubelet API on each node's address; a node whose port is taken goes without (logged)."""
+        if not self.config.get("serving_cert"):
+            return
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.config["serving_cert"], self.config["serving_key"])
+        context.load_verify_locations(self.config["ca"])
+        context.verify_mode = ssl.CERT_REQUIRED  # the API server's client certificate, or nobody
+        handler = type("KubeletApi", (_KubeletApi,), {"kubelet": self})
+        for node in self.nodes.values():
+            try:
+                server = ThreadingHTTPServer((node.address, KUBELET_PORT), handler)
+            except OSError as exc:
+                log.warning("kubelet API of %s not served (kubectl logs will fail there): %s", node.name, exc)
+                continue
+            server.daemon_threads = True
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            threading.Thread(target=server.serve_forever, daemon=True, name=f"api-{node.name}").start()
+            self.api_servers.append(server)
+
     # -- main ------------------------------------------------------------------------
 
     def run(self):
+        self.serve_api()
         self.register()
         threads = [
             threading.Thread(target=f, daemon=True, name=f.__name__)

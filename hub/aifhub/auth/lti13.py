@@ -156,6 +156,14 @@ class AifhubLTI13Authenticator(ServiceLink, LTI13Authenticator):
     def _username_key_default(self):
         return "sub"  # the LMS's stable user id; also what NRPS and AGS name user_id
 
+    @default("tool_name")
+    def _tool_name_default(self):
+        return "aifhub"  # what the LMS shows for the tool installed from /hub/lti13/config
+
+    @default("tool_description")
+    def _tool_description_default(self):
+        return "aifhub: course sandboxes (JupyterLab, with GPUs where a course has them), assignments and grades"
+
     def __init__(self, **kw):
         super().__init__(**kw)
         self._keys = PlatformKeys(self.jwks_endpoint, self.jwks_refresh_interval)

@@ -1,9 +1,32 @@
 """Sandbox image metadata: ``sandbox_images/<name>/image.yaml``."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+
+IMAGES_ENV = "AIFHUB_IMAGES"
+IMAGES_FOLDER = "sandbox_images"
+IMAGES_HELP = (
+    "directory of sandbox images, each <name>/image.yaml (default: $AIFHUB_IMAGES, else sandbox_images/ "
+    "beside the courses folder, else sandbox_images/ in the working directory)"
+)
+
+
+def images_dir_for(courses_dir, given=None, env=os.environ, cwd=None):
+    """Where the sandbox images of ``courses_dir`` are: the one rule of ``aifhub up``, ``aifhub courses`` and
+    ``aifhub k8s``, the hub and the service.
+
+    ``given`` (``--images``), else ``$AIFHUB_IMAGES``, else ``sandbox_images/`` beside the courses folder
+    when there is one, else ``sandbox_images/`` in the working directory (``cwd``). Always an absolute path."""
+    chosen = given or env.get(IMAGES_ENV)
+    base = Path(cwd) if cwd else Path.cwd()
+    if chosen:
+        return (base / chosen).resolve()
+    beside = (base / courses_dir).resolve().parent / IMAGES_FOLDER
+    return beside if beside.is_dir() else (base / IMAGES_FOLDER).resolve()
 
 
 @dataclass(frozen=True)

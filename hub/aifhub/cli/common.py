@@ -41,11 +41,6 @@ def json_option():
     return p
 
 
-def images_dir_for(courses_dir):
-    candidate = Path(courses_dir).resolve().parent / "sandbox_images"
-    return candidate if candidate.is_dir() else Path("sandbox_images").resolve()
-
-
 def print_json(data):
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

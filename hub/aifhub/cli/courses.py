@@ -6,8 +6,9 @@ from pathlib import Path
 
 from .. import fsafe
 from ..catalog import load_catalog, load_course, load_images
+from ..catalog.images import IMAGES_HELP, images_dir_for
 from ..catalog.loader import COURSE_FILE
-from .common import CLIError, images_dir_for, json_option, print_json, print_table, service_api, state_options
+from .common import CLIError, json_option, print_json, print_table, service_api, state_options
 
 
 def register(sub):
@@ -16,7 +17,7 @@ def register(sub):
 
     p = csub.add_parser("validate", parents=[json_option()], help="check course folders and report every problem")
     p.add_argument("paths", nargs="+", metavar="PATH", help="a course folder, its course.yaml, or a folder of courses")
-    p.add_argument("--images", help="sandbox_images directory (default: next to the courses)")
+    p.add_argument("--images", help=IMAGES_HELP)
     p.set_defaults(func=validate)
 
     p = csub.add_parser("list", parents=[state_options(), json_option()], help="list the catalog's courses")
@@ -40,7 +41,7 @@ def _course_folders(path):
 
 
 def _check(folder, images_dir=None):
-    images = load_images(images_dir or images_dir_for(folder.parent))
+    images = load_images(images_dir_for(folder.parent, images_dir))
     return load_course(folder, images)
 
 

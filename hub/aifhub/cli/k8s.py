@@ -8,7 +8,8 @@ import yaml
 
 from ..catalog import load_catalog, load_images
 from ..kube.podspec import PodSpecError, validate_pools
-from .common import CLIError, images_dir_for
+from ..catalog.images import IMAGES_HELP, images_dir_for
+from .common import CLIError
 
 
 def register(sub):
@@ -17,7 +18,7 @@ def register(sub):
 
     def common(p):
         p.add_argument("--courses", default="courses", help="directory of course folders (default: courses)")
-        p.add_argument("--images", help="sandbox_images directory (default: next to the courses)")
+        p.add_argument("--images", help=IMAGES_HELP)
         p.add_argument(
             "--registry", default="", help="registry prefixed to image repositories (e.g. registry.example.org)"
         )
@@ -47,7 +48,7 @@ def register(sub):
 
 
 def _inputs(args):
-    images_dir = Path(args.images) if args.images else images_dir_for(args.courses)
+    images_dir = images_dir_for(args.courses, args.images)
     images = load_images(images_dir)
     catalog = load_catalog([Path(args.courses)], images)
     pools = None

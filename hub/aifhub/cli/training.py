@@ -5,7 +5,8 @@ import sys
 from ..catalog import load_catalog, load_images
 from ..credentials import report
 from ..credentials.issuer import CredentialIssuer
-from .common import CLIError, images_dir_for, print_json, service_api, state_options
+from ..catalog.images import images_dir_for
+from .common import CLIError, print_json, service_api, state_options
 from .localstate import ServiceRunning, _local
 
 

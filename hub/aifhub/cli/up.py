@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from ..catalog.images import IMAGES_HELP, images_dir_for
 from ..auth.config import MODES, AuthConfigError, load as load_auth_config
 from ..hubside.embedded import REPO, is_loopback
 from ..hubside.demo_login import MIN_LENGTH
@@ -45,6 +46,10 @@ def register(sub):
         "--courses",
         default=str(REPO / "courses") if (REPO / "courses").is_dir() else "courses",
         help="directory of course folders (default: courses/)",
+    )
+    p.add_argument(
+        "--images",
+        help=IMAGES_HELP,
     )
     p.add_argument(
         "--sandboxes",
@@ -176,6 +181,13 @@ def up(args):
     courses = Path(args.courses).resolve()
     if not courses.is_dir():
         raise CLIError(f"--courses {args.courses}: no such directory", status=2)
+    images = images_dir_for(courses, args.images)
+    if not images.is_dir():
+        raise CLIError(
+            f"no sandbox images at {images}: give --images DIR (a folder of <image>/image.yaml), or put "
+            "sandbox_images/ beside the courses folder",
+            status=2,
+        )
 
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -196,6 +208,7 @@ def up(args):
     env = dict(os.environ) | {
         "AIFHUB_STATE_DIR": str(state),
         "AIFHUB_COURSES": str(courses),
+        "AIFHUB_IMAGES": str(images),  # resolved here, once: the hub and the service run elsewhere (cwd: the state)
         "AIFHUB_IP": args.ip,
         "AIFHUB_PORT": str(args.port),
         "AIFHUB_HUB_PORT": str(ports["hub"]),

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import hubdb, loopwatch, turns
+from ..catalog.images import images_dir_for
 from .service_entry import (
     ADMIN_TOKEN_SERVICE,
     LINK,
@@ -73,7 +74,7 @@ def settings_from_env(env=os.environ):
     return {
         "state_dir": state,
         "courses": courses,
-        "images": Path(env.get("AIFHUB_IMAGES", courses.parent / "sandbox_images")).resolve(),
+        "images": images_dir_for(courses, env=env),
         "ip": env.get("AIFHUB_IP", "127.0.0.1"),
         "port": int(env.get("AIFHUB_PORT", "8000")),
         "hub_port": int(env.get("AIFHUB_HUB_PORT", "8081")),

@@ -19,6 +19,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, valida
 
 from ..catalog.images import load_images
 from ..kube import podspec
+from ..sandboxside.nbgrader_config import IMAGE_LEARNER_CONFIG
 from .loopwatch import ensure_watching
 from .mixin import CourseSpawnerMixin
 
@@ -263,6 +264,8 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
                 settings[name] = settings[name] + grading[name]
             for name in ("environment", "extra_labels"):
                 settings[name] = {**settings[name], **grading[name]}
+        elif role not in ("instructor", "admin"):  # a learner: nbgrader's instructor tools off (the image's folder)
+            settings["environment"] = {**settings["environment"], "JUPYTER_CONFIG_PATH": IMAGE_LEARNER_CONFIG}
         for name, value in settings.items():
             current = getattr(self, name)
             if name in MERGED and isinstance(current, dict):

@@ -119,7 +119,21 @@ class Exchange(DefaultExchange):
                     shutil.copyfileobj(tar.extractfile(m), f)
 
 
-class ExchangeFetchAssignment(Exchange, DefaultFetchAssignment):
+class _TemporarySource:
+    """A fetch unpacks what the service sent into a temporary folder (``_tmp``): removed when the fetch ends,
+    whether it copied, failed or refused (nbgrader's ``init_dest`` refuses an assignment fetched already)."""
+
+    _tmp = ""
+
+    def start(self):
+        try:
+            return super().start()
+        finally:
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class ExchangeFetchAssignment(_TemporarySource, Exchange, DefaultFetchAssignment):
     def init_src(self):
         course = self.course_id()
         aid = self.coursedir.assignment_id
@@ -127,12 +141,6 @@ class ExchangeFetchAssignment(Exchange, DefaultFetchAssignment):
         self._tmp = tempfile.mkdtemp(prefix="aifhub-fetch-")
         self.src_path = os.path.join(self._tmp, aid)
         self.extract(resp.content, self.src_path)
-
-    def copy_files(self):
-        try:
-            super().copy_files()
-        finally:
-            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class ExchangeSubmit(Exchange, DefaultSubmit):
@@ -191,7 +199,7 @@ class ExchangeSubmit(Exchange, DefaultSubmit):
         )
 
 
-class ExchangeFetchFeedback(Exchange, DefaultFetchFeedback):
+class ExchangeFetchFeedback(_TemporarySource, Exchange, DefaultFetchFeedback):
     def init_src(self):
         course = self.course_id()
         self.coursedir.course_id = course
@@ -206,7 +214,8 @@ class ExchangeFetchFeedback(Exchange, DefaultFetchFeedback):
             ok=(200, 404),
         )
         self.feedback_files = []
-        self.src_path = f"{self.service_url}{course}/{aid}/feedback"
+        # what nbgrader logs as the feedback's Source: the service's URL that answered (with the sandbox's token)
+        self.src_path = resp.url
         if resp.status_code == 404:
             self.log.warning("No feedback available for %s/%s yet.", course, aid)
             return
@@ -217,12 +226,6 @@ class ExchangeFetchFeedback(Exchange, DefaultFetchFeedback):
             notebook_id = os.path.splitext(os.path.basename(html))[0]
             self.feedback_files.append((notebook_id, timestamp, html))
             self.log.info("Found feedback for '%s/%s/%s' submitted at %s", course, aid, notebook_id, timestamp)
-
-    def copy_files(self):
-        try:
-            super().copy_files()
-        finally:
-            shutil.rmtree(getattr(self, "_tmp", ""), ignore_errors=True)
 
 
 class ExchangeList(Exchange, DefaultList):

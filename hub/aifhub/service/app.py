@@ -17,6 +17,7 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..runstate import write_service_pid
+from ..catalog.images import images_dir_for
 from ..state import lease
 from ..state.db import sqlite_url
 from .gpu_pool import DEFAULT_KIND, parse_gpus
@@ -81,9 +82,10 @@ class AifhubService(Application):
         ".aifhub", help="Directory holding aifhub's state (database, published courses, work folders)."
     ).tag(config=True)
     courses_dir = Unicode("courses", help="Directory of course folders, each with a course.yaml.").tag(config=True)
-    images_dir = Unicode(help="Directory of sandbox images (sandbox_images/), each with an image.yaml.").tag(
-        config=True
-    )
+    images_dir = Unicode(
+        help="Directory of sandbox images, each <name>/image.yaml. Default: $AIFHUB_IMAGES, else sandbox_images/ "
+        "beside the courses folder when there is one, else sandbox_images/ in the working directory.",
+    ).tag(config=True)
     db_url = Unicode(
         help="SQLAlchemy URL of the state database (ledger, grading queue; gradebooks too when PostgreSQL). "
         "Default: $AIFHUB_DB_URL, else SQLite in the state directory. Prefer the environment variable for a URL "
@@ -167,7 +169,7 @@ class AifhubService(Application):
 
     @default("images_dir")
     def _images_dir_default(self):
-        return str(Path(self.courses_dir).resolve().parent / "sandbox_images")
+        return str(images_dir_for(self.courses_dir))
 
     @default("db_url")
     def _db_url_default(self):

@@ -1,5 +1,7 @@
-"""Small server-side SVG charts: no JavaScript library, nothing loaded from elsewhere, readable by screen readers."""
+"""Small server-side SVG charts: no JavaScript library, nothing loaded from elsewhere, readable by screen readers;
+and the two rules every page writes figures by: :func:`hours` and :func:`when`."""
 
+from datetime import datetime
 from html import escape
 
 W, H, PAD = 420, 160, 32
@@ -39,7 +41,7 @@ def burndown(points, granted, label, element_id=None):
     remaining = max(granted - points[-1][1], 0)
     body = (
         _axes() + f'<path d="{path}" fill="none" stroke="#1f6feb" stroke-width="2"/>'
-        f'<text x="{W - 150}" y="20" font-size="11">{remaining:.1f} of {granted:g} h left</text>'
+        f'<text x="{W - 150}" y="20" font-size="11">{escape(hours(remaining))} of {escape(hours(granted))} h left</text>'
         f'<text x="2" y="14" font-size="10">{granted:g}</text><text x="2" y="{H - PAD}" font-size="10">0</text>'
         f'<text x="{PAD}" y="{H - 12}" font-size="10">{escape(points[0][0])}</text>'
         f'<text x="{W - 80}" y="{H - 12}" font-size="10">{escape(points[-1][0])}</text>'
@@ -47,11 +49,31 @@ def burndown(points, granted, label, element_id=None):
     return _frame(label, body, "burndown", element_id)
 
 
+def hours(value):
+    """Hours as every page writes them: to 0.01 h; an amount above zero but below that reads "<0.01"."""
+    value = float(value or 0)
+    return "<0.01" if 0 < value < 0.005 else f"{value:.2f}"
+
+
+def when(value):
+    """A moment as every page writes it: ``YYYY-MM-DD HH:MM`` (UTC, to the minute), from a datetime, an ISO
+    string or nbgrader's timestamp (``2026-12-08 09:14:03.123456 UTC``); "" for none."""
+    if not value:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    text = str(value).strip().removesuffix("UTC").strip()
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return text[:16].replace("T", " ")
+
+
 def amount(value, unit):
     """``value`` with its unit as a person reads it: counts whole ("1 submission", "3 submissions"), hours to 0.01."""
     if isinstance(value, int):
         return f"{value} {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
-    return f"{value:.2f} {unit}"
+    return f"{hours(value)} {unit}"
 
 
 def bars(values, label, element_id=None, unit="h"):
@@ -75,5 +97,5 @@ def bars(values, label, element_id=None, unit="h"):
         )
         if len(values) <= 12:
             body += f'<text x="{x:.1f}" y="{H - 14}" font-size="9">{escape(str(name))}</text>'
-    body += f'<text x="2" y="14" font-size="10">{top if isinstance(top, int) else f"{top:.3g}"}</text>'
+    body += f'<text x="2" y="14" font-size="10">{top if isinstance(top, int) else escape(hours(top))}</text>'
     return _frame(label, body, "bars", element_id)

@@ -2,12 +2,14 @@
 
 Every action is a plain HTML form (POST with the XSRF token, then a redirect back), so the
 pages work with a keyboard and without JavaScript; HubOAuth refuses cookie-authenticated
-POSTs without a valid token.
+POSTs without a valid token. What an action says (done, or why not) travels to the next page
+in a signed, short-lived cookie that the service alone can write: a link cannot plant a message
+on a page (a query string such as ``?error=...`` is never shown).
 """
 
 import csv
 import io
-from urllib.parse import urlencode
+import json
 
 from tornado import web
 
@@ -18,7 +20,15 @@ from . import charts, grading_view
 from .base import BaseHandler
 
 
+FLASH_COOKIE = "aifhub-flash"
+FLASH_MAX_AGE_DAYS = 10 / (24 * 60)  # ten minutes: the redirect after an action, not a later visit
+
+
 class PageHandler(BaseHandler):
+    def get_template_namespace(self):
+        # one rule for figures and moments on every page and every included template
+        return super().get_template_namespace() | {"hours": charts.hours, "when": charts.when}
+
     def render_page(self, template, **ns):
         self.render(
             template,
@@ -27,10 +37,22 @@ class PageHandler(BaseHandler):
             hub_prefix=self.settings["hub_prefix"],
             prefix=self.settings["service_prefix"],
             isolated=self.settings["aifhub_isolated"],
-            flash_ok=self.get_argument("ok", ""),
-            flash_error=self.get_argument("error", ""),
+            **self.take_flash(),
             **ns,
         )
+
+    def take_flash(self):
+        """The message the last action left (signed by this service, minutes old at most), read once."""
+        raw = self.get_signed_cookie(FLASH_COOKIE, max_age_days=FLASH_MAX_AGE_DAYS)
+        if self.get_cookie(FLASH_COOKIE) is not None:
+            self.clear_cookie(FLASH_COOKIE, path=self.settings["service_prefix"])
+        try:
+            flash = json.loads(raw) if raw else {}
+        except ValueError:
+            flash = {}
+        if not isinstance(flash, dict):
+            flash = {}
+        return {"flash_ok": str(flash.get("ok", "")), "flash_error": str(flash.get("error", ""))}
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -47,8 +69,19 @@ class PageHandler(BaseHandler):
             self.finish(f"{status_code}: {message}")
 
     def back(self, path, ok="", error=""):
-        query = urlencode({k: v for k, v in (("ok", ok), ("error", error)) if v})
-        self.redirect(self.settings["service_prefix"] + path + (f"?{query}" if query else ""))
+        """Redirect to ``path`` (under the service), which then shows ``ok`` or ``error`` once."""
+        flash = {k: v for k, v in (("ok", ok), ("error", error)) if v}
+        if flash:
+            self.set_signed_cookie(
+                FLASH_COOKIE,
+                json.dumps(flash),
+                expires_days=None,  # a session cookie, read by the next page
+                path=self.settings["service_prefix"],
+                httponly=True,
+                samesite="Lax",
+                secure=self.request.protocol == "https",
+            )
+        self.redirect(self.settings["service_prefix"] + path)
 
     @property
     def grading(self):
@@ -153,8 +186,9 @@ class CoursePage(PageHandler):
         course = self.course_or_404(course_id)
         decision = await self.core.membership.access(course, self.user_name, self.admin)
         instructor = course.is_instructor(self.user_name) or self.admin
-        if not decision.allowed and course.enrollment == "roster" and not instructor:
-            raise web.HTTPError(404, f"There is no course '{course_id}'.")
+        if not decision.allowed and decision.reason == "not-enrolled" and course.enrollment == "roster":
+            # what the spawn form's refusal says too: the course exists, and who to ask
+            raise web.HTTPError(403, decision.message)
         self.render_page(
             "course.html",
             course=course,
