@@ -90,6 +90,20 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         "Default: one more than the machine's cores (booting is mostly Python imports on a core).",
     ).tag(config=True)
 
+    # A stop is bounded (HardLimitsMixin.stop_process): the GPU stays claimed, and charged, until the sandbox is
+    # gone. JupyterLab exits within a second of SIGINT or SIGTERM; JupyterHub's 30 s waits only kept a hung one.
+    @default("interrupt_timeout")
+    def _interrupt_timeout_default(self):
+        return 2
+
+    @default("term_timeout")
+    def _term_timeout_default(self):
+        return 2
+
+    @default("kill_timeout")
+    def _kill_timeout_default(self):
+        return 1
+
     @default("max_starting")
     def _max_starting_default(self):
         return (os.cpu_count() or 1) + 1
@@ -300,6 +314,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
                 await asyncio.sleep(0.1)
                 continue
             writer.close()
+            self.listening = True  # from now on a stop begins with SIGINT, which JupyterLab handles
             self.emit(90, "JupyterLab is up; connecting you")
             return
         raise SpawnException(
@@ -318,7 +333,8 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
 
     async def stop(self, now=False):
         course = ((self.admission or {}).get("course") or {}).get("id")
-        await super().stop(now=now)
+        await self.stop_process(now=now)  # bounded: see HardLimitsMixin.stop_process
+        self.listening = False
         killed = await self.memory_kills()
         await self.remove_limits()
         if killed and course:

@@ -1,5 +1,7 @@
 """Ledger units: amounts are integer milliseconds of (weighted) GPU or CPU time; hours are for people."""
 
+from .. import texts
+
 MS_PER_HOUR = 3_600_000
 PPM = 1_000_000  # a GPU weight of 1.0 (a full GPU) in millionths
 
@@ -18,5 +20,5 @@ def charge_ms(elapsed_ms, weight_ppm, count):
 
 
 def fmt_hours(ms):
-    h = ms / MS_PER_HOUR
-    return f"{h:.2f}" if h < 100 else f"{h:.0f}"
+    """Hours for people, with enough digits to be true (:func:`aifhub.texts.hours`)."""
+    return texts.hours(ms / MS_PER_HOUR)

@@ -41,6 +41,7 @@ NOT_FOUND = {
     "no-assignment",
 }
 CONFLICT = {
+    "nothing-graded",
     "broken-course",
     "exists",
     "closed",
