@@ -2,7 +2,7 @@
 order (feedback before anything is graded; a step that fails), a stock client's spawn with no body, a stop
 while JupyterLab still loads, a second `aifhub up` with the same uid ranges, and a tiny quota's refusal.
 
-One hub for the module (GPU ``0`` given, a course with a quota of 0.0005 GPU-hours).
+One hub for the module (GPU ``0`` given, a course with a quota of 0.003 GPU-hours).
 """
 
 import json
@@ -22,7 +22,7 @@ from hubrunner import ADMIN_TOKEN, REPO, free_port, worker_id_ranges
 
 MOOC = "dl-basics"  # open enrolment; assignment ps1-digits
 GPU_COURSE = "gpu-fundamentals"  # roster: learner1, learner2; instructor: instructor
-TINY = "tiny-quota"  # a GPU course whose learners have 0.0005 GPU-hours a day
+TINY = "tiny-quota"  # a GPU course whose learners have 0.003 GPU-hours (10.8 s) a day
 BROKEN_ASSIGNMENT = "ps0-broken"  # a source notebook that is not JSON: nbgrader fails on it
 PATHLIKE = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+")
 
@@ -34,7 +34,7 @@ def add_courses(courses):
         text.replace(f"id: {GPU_COURSE}", f"id: {TINY}")
         .replace("title: GPU Programming Fundamentals", "title: Tiny Quota")
         .replace("roster: [learner1, learner2]", "roster: [quota1]")
-        .replace("gpu_hours: 4, window: week", "gpu_hours: 0.0005, window: day")
+        .replace("gpu_hours: 4, window: week", "gpu_hours: 0.003, window: day")
         .replace("assignments: [ps1-matmul]", "")
     )
     broken = courses / MOOC / "source" / BROKEN_ASSIGNMENT
@@ -147,12 +147,19 @@ def test_a_spawn_with_no_body_starts_the_only_course_and_says_which(hub):
 
 
 def test_a_spawn_with_no_body_starts_the_course_started_last(hub):
+    # newbie's first start named no course (the test above): JupyterHub kept no options; the service remembers
+    r, said = spawn_without_body(hub, "newbie")
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("newbie")
+    assert any("starting Deep Learning Basics (the course you started last)" in m for m in said), said
+    hub.stop_server("newbie")
+    # a learner who once named a course: JupyterHub passes the options it kept, and that course starts again
     assert hub.spawn("learner2", MOOC).status_code in (201, 202)  # on the GPU course's roster, but took the MOOC
     hub.stop_server("learner2")
     r, said = spawn_without_body(hub, "learner2")
     assert r.status_code in (201, 202), r.text
     hub.wait_ready("learner2")
-    assert any("starting Deep Learning Basics (the course you started last)" in m for m in said), said
+    assert f"Checking course {MOOC}" in said, said
     hub.stop_server("learner2")
 
 
@@ -198,11 +205,11 @@ def test_a_stop_while_jupyterlab_loads_is_bounded_and_frees_the_gpu(hub):
 # -- item 7: a second installation with the same uid ranges ---------------------------------------------------
 
 
-def test_a_second_installation_with_the_same_ranges_is_refused_with_what_to_do(hub, tmp_path):
+def test_a_second_installation_with_the_same_ranges_is_refused_with_what_to_do(hub, hub_dir):
     env = dict(os.environ, AIFHUB_DEMO_PASSWORD="x" * 12, AIFHUB_SERVICE_ARGS=" ".join(worker_id_ranges()))
     out = subprocess.run(
         [sys.executable, "-m", "aifhub", "up", "--gpus", "none", "--port", str(free_port())]
-        + ["--state-dir", str(tmp_path / "second")],
+        + ["--state-dir", str(hub_dir / "second")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -212,7 +219,7 @@ def test_a_second_installation_with_the_same_ranges_is_refused_with_what_to_do(h
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"in use by the aifhub with the state directory {hub.state_dir}" in out.stderr, out.stderr
     assert "--AifhubService.first_uid=<first id>" in out.stderr and "AIFHUB_SERVICE_ARGS" in out.stderr
-    assert not (tmp_path / "second" / "jupyterhub.sqlite").exists()  # nothing was started
+    assert not (hub_dir / "second" / "jupyterhub.sqlite").exists()  # nothing was started
 
 
 HOLDER = """
@@ -224,7 +231,8 @@ sys.stdin.read()
 """
 
 
-def test_a_lock_left_by_a_dead_installation_does_not_block(tmp_path):
+def test_a_lock_left_by_a_dead_installation_does_not_block(hub_dir):
+    tmp_path = hub_dir  # traversable by learners' uids, as `aifhub up` checks
     args = (
         "--AifhubService.first_uid=2900000 --GradingManager.first_uid=2910000 --GradingManager.first_course_gid=2920000"
     )
@@ -263,11 +271,15 @@ def test_a_lock_left_by_a_dead_installation_does_not_block(tmp_path):
 
 
 def test_a_tiny_quota_reads_true_figures(hub):
-    assert hub.spawn("quota1", TINY).status_code in (201, 202)  # boots for longer than 0.0005 h (1.8 s)
-    time.sleep(2)
-    hub.stop_server("quota1")  # charged up to the stop
+    hub.ensure_user("quota1")
+    r = hub.api("POST", "users/quota1/server", json={"course": TINY})
+    assert r.status_code in (201, 202), r.text
+    deadline = time.monotonic() + 120
+    while hub.server_model("quota1") is not None:  # the metering stops it once its 10.8 s are used
+        assert time.monotonic() < deadline, "the sandbox ran on past its quota"
+        time.sleep(0.5)
     r = hub.spawn("quota1", TINY, wait=False)
     assert r.status_code == 403, r.text
     message = r.json()["message"]
-    assert "of 0.0005 GPU-hours used" in message, message
+    assert re.search(r"used up \(0\.0\d+ of 0\.003 GPU-hours used this day\)", message), message
     assert "0.00 of 0.00" not in message
