@@ -44,11 +44,11 @@ def grading_uids():
     return range(first, first + 10000)
 
 
-def worker_id_ranges():
+def worker_id_ranges(second=False):
     """Service options that give the hubs of each pytest-xdist worker uids and gids of their own: two hubs on one
     machine with the same ranges would give learners of both the same uid, and a grading job's clean-up (every
     process of its grading uid is killed) would end the other hub's graded kernel of the same job number."""
-    offset = _offset()
+    offset = _offset() + (10000 if second else 0)  # a second hub at once (the benchmarks'): the blocks between
     return [
         f"--AifhubService.first_uid={offset + 200000}",
         f"--GradingManager.first_uid={offset + 300000}",

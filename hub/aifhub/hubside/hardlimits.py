@@ -298,7 +298,7 @@ class HardLimitsMixin(LoggingConfigurable):
         ``term_timeout``, ``kill_timeout``) on the loop's clock. Each look is a non-blocking ``waitpid`` or
         signal 0, never a thread: a storm's busy executor cannot stretch a wait. True once the process is gone."""
         steps = []
-        if not now and getattr(self, "listening", False):
+        if not now and not getattr(self, "loading", False):
             steps.append((signal.SIGINT, self.interrupt_timeout))
         if not now:
             steps.append((signal.SIGTERM, self.term_timeout))

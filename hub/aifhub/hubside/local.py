@@ -297,6 +297,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         started = loop.time()
         next_note = started + 2
         self.emit(60, "Sandbox process started; JupyterLab is loading")
+        self.loading = True  # a stop now skips SIGINT, which JupyterLab does not handle yet
         while loop.time() - started < self.http_timeout:
             code = self.proc.poll() if self.proc is not None else (None if await self._signal(0) else "?")
             if code is not None:
@@ -314,7 +315,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
                 await asyncio.sleep(0.1)
                 continue
             writer.close()
-            self.listening = True  # from now on a stop begins with SIGINT, which JupyterLab handles
+            self.loading = False  # from now on a stop begins with SIGINT, which JupyterLab handles
             self.emit(90, "JupyterLab is up; connecting you")
             return
         raise SpawnException(
@@ -334,7 +335,6 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
     async def stop(self, now=False):
         course = ((self.admission or {}).get("course") or {}).get("id")
         await self.stop_process(now=now)  # bounded: see HardLimitsMixin.stop_process
-        self.listening = False
         killed = await self.memory_kills()
         await self.remove_limits()
         if killed and course:
