@@ -306,6 +306,8 @@ class HardLimitsMixin(LoggingConfigurable):
         if await self._gone():
             return True
         for sig, timeout in steps:
+            if sig != signal.SIGKILL and getattr(self, "confined", False) and confine.server_pid(self.pid) is None:
+                continue  # no server below bwrap yet: nothing to stop gracefully
             self.log.debug("%s's sandbox: signal %s", self.user.name, signal.Signals(sig).name)
             await self._signal(sig)
             if await self._gone_within(timeout):
