@@ -283,3 +283,17 @@ def test_a_tiny_quota_reads_true_figures(hub):
     message = r.json()["message"]
     assert re.search(r"used up \(0\.0\d+ of 0\.003 GPU-hours used this day\)", message), message
     assert "0.00 of 0.00" not in message
+
+
+@pytest.mark.parametrize(
+    "line, shown",
+    [
+        ("FileNotFoundError: No such file: '/srv/aifhub/grading/dl-basics/source/ps1/x.ipynb'", "'…/x.ipynb'"),
+        ("see file:///srv/a/b.ipynb", "see …/b.ipynb"),
+        ("score 5 / 10, 3/4 of http://example.org/a/b", "score 5 / 10, 3/4 of http://example.org/a/b"),
+    ],
+)
+def test_server_paths_are_cut_to_the_file_name(line, shown):
+    from aifhub.grading.failures import scrub
+
+    assert shown in scrub(line) and "/srv/" not in scrub(line)

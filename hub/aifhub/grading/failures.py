@@ -18,7 +18,7 @@ from .runners.worker import failure_lines
 log = logging.getLogger("aifhub.grading")
 
 # an absolute path (or a file URL), as nbgrader and Python print them: /srv/aifhub/grading/dl-basics/...
-PATH = re.compile(r"(?:file://)?(?<![\w.:/])/(?:[^\s/'\"():,;]+/)*[^\s/'\"():,;]*")
+PATH = re.compile(r"file://[^\s'\"]+|(?<![\w.:/])/(?:[^\s/'\"():,;]+/)*[^\s/'\"():,;]+/?")
 TRACEBACK = ("Traceback (most recent call last)", 'File "')
 MAX_SAID = 160
 # reasons a worker gives, with a plain message of its own, for a step that had nothing to do
