@@ -91,10 +91,11 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
     ).tag(config=True)
 
     # A stop is bounded (HardLimitsMixin.stop_process): the GPU stays claimed, and charged, until the sandbox is
-    # gone. JupyterLab exits within a second of SIGINT or SIGTERM; JupyterHub's 30 s waits only kept a hung one.
+    # gone. JupyterLab exits within a second of SIGINT or SIGTERM (both shut it down in order); JupyterHub's 30 s
+    # waits only kept a hung one.
     @default("interrupt_timeout")
     def _interrupt_timeout_default(self):
-        return 2
+        return 1
 
     @default("term_timeout")
     def _term_timeout_default(self):
