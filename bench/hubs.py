@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from hubrunner import ADMIN_TOKEN, RunningHub, free_port  # noqa: E402  (the tests' helper)
+from hubrunner import ADMIN_TOKEN, RunningHub, free_port, worker_id_ranges  # noqa: E402, F401  (the tests' helper; worker_id_ranges for bench.warm)
 
 from aifhub.hubside.embedded import proxy_command  # noqa: E402
 

@@ -112,6 +112,11 @@ The benchmarks start and stop everything they use (hubs, proxies, sandboxes) on 
   concurrent clients, with a token the user owns on both sides (a token written into the config
   is checked with 16,384 SHA-512 rounds per request, which would dominate both sides). Alternating
   bursts of fixed length; the load generator shares the machine's cores with the hub.
+- **Stops during a storm** (50 learners, `--stop-storm`): all ask for a server at the same instant; half
+  stop a moment after asking (0.5 to 3 s: their JupyterLab still loads), the other half as soon as theirs
+  is ready, while the rest still boot. Timed from the `DELETE .../server` until the hub no longer lists
+  the server (the spawner's stop has returned: on aifhub the session is settled and its GPU free);
+  p50, p95 and p99, against plain JupyterHub's local spawner (its own 30 s waits after SIGINT and SIGTERM).
 - **Spawn storm** (20, 50 and 100 learners): all learners request their server at the same instant
   (each hub in its default configuration: aifhub's `aifhub up` defaults, plain JupyterHub's
   defaults) and follow their progress stream, as the spawn page does; counted: ready, waiting (the

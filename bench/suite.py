@@ -21,6 +21,7 @@ from .ledger import postgres_url, run_all as ledger_run_all
 from .hubs import REPO, PlainHub, aifhub_hub, running, scratch_dir
 from .report import Row
 from .spawn import spawn_overhead, spawn_storm
+from .stops import stop_rows, stop_storm
 from .startup import PHASES, sandbox_breakdown, server_start_probe
 from .warm import warm_vs_cold
 
@@ -29,6 +30,7 @@ FIGURES = (
     "api",
     "breakdown",
     "storm",
+    "stops",
     "warm",
     "probe",
     "footprint",
@@ -52,6 +54,12 @@ def parse_args(argv=None):
         nargs="+",
         default=[20, 50, 100],
         help="learners spawning at once, one storm per number, each against plain JupyterHub (default: 20 50 100)",
+    )
+    p.add_argument(
+        "--stop-storm",
+        type=int,
+        default=50,
+        help="learners of the storm whose stops are timed, half while their sandbox loads (default: 50)",
     )
     p.add_argument("--warm-runs", type=int, default=5, help="spawns per side for warm against cold (default: 5)")
     p.add_argument("--breakdown-runs", type=int, default=3, help="sandbox starts timed phase by phase (default: 3)")
@@ -470,7 +478,7 @@ def run(args):
             rows.append(Row(f"{name}: could not be measured", str(exc)[:120].replace("\n", " ")))
 
     try:
-        if wanted & {"spawn", "api", "breakdown", "storm", "warm"}:
+        if wanted & {"spawn", "api", "breakdown", "storm", "stops", "warm"}:
             (scratch / "aifhub").mkdir()
             with ExitStack() as stack:
                 aif = stack.enter_context(running(aifhub_hub(scratch / "aifhub", gpus="0")))
@@ -512,6 +520,15 @@ def run(args):
                                 spawn_storm(aif, users=n, prefix=f"s{n}-"), spawn_storm(plain, users=n, prefix=f"s{n}-")
                             ),
                         )
+                if "stops" in wanted:
+                    n = args.stop_storm
+                    attempt(
+                        "stops",
+                        f"stops during a storm of {n}",
+                        lambda: stop_rows(
+                            stop_storm(aif, users=n, prefix=f"x{n}-"), stop_storm(plain, users=n, prefix=f"x{n}-")
+                        ),
+                    )
         if "probe" in wanted:  # with no hub running, so the machine is as quiet as it gets
             attempt(
                 "probe",
@@ -605,6 +622,7 @@ def main(argv=None):
             "runs": args.runs,
             "API bursts": f"{args.api_rounds} x {args.api_seconds:g} s, {args.api_clients} clients",
             "storms": " ".join(map(str, args.storm)),
+            "stop storm": args.stop_storm,
             "breakdown runs": args.breakdown_runs,
             "probe runs": args.probe_runs,
             "sessions": args.sessions,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 
-from .hubs import REPO, BenchError, RunningHub, request_spawn, running, stop_server, user_token
+from .hubs import REPO, BenchError, RunningHub, request_spawn, running, stop_server, user_token, worker_id_ranges
 
 WARM_COURSE = """\
 id: warm-bench
@@ -43,7 +43,8 @@ def warm_hub(workdir, expected):
         courses,
         gpus="none",
         log_path=workdir / "aifhub-up.log",
-        env={"AIFHUB_SERVICE_ARGS": "--WarmPool.interval=1"},
+        # it runs beside the suite's aifhub: ids of its own (`aifhub up` refuses ranges another hub holds)
+        env={"AIFHUB_SERVICE_ARGS": " ".join(["--WarmPool.interval=1", *worker_id_ranges(second=True)])},
         meter_interval=60,
     )
     hub.kind = "aifhub"

@@ -32,24 +32,28 @@ def _slot():
     return 300000 * int(slot) if slot.isdigit() else 0
 
 
+def _offset():
+    """How far this worker's ranges sit from the defaults: never 0, so that a test hub and a developer's `make run`
+    (which keeps the defaults) never claim the same ids (`aifhub up` refuses a range another installation holds)."""
+    return _slot() + 20000 * (_worker_number() + 1)
+
+
 def grading_uids():
     """The uids this worker's hubs grade under."""
-    first = _slot() + 300000 + 20000 * _worker_number()
+    first = _offset() + 300000
     return range(first, first + 10000)
 
 
-def worker_id_ranges():
+def worker_id_ranges(second=False):
     """Service options that give the hubs of each pytest-xdist worker uids and gids of their own: two hubs on one
     machine with the same ranges would give learners of both the same uid, and a grading job's clean-up (every
     process of its grading uid is killed) would end the other hub's graded kernel of the same job number."""
-    n, base = _worker_number(), _slot()
-    if n == 0 and base == 0:
-        return []
+    offset = _offset() + (10000 if second else 0)  # a second hub at once (the benchmarks'): the blocks between
     return [
-        f"--AifhubService.first_uid={base + 200000 + 20000 * n}",
-        f"--GradingManager.first_uid={base + 300000 + 20000 * n}",
+        f"--AifhubService.first_uid={offset + 200000}",
+        f"--GradingManager.first_uid={offset + 300000}",
         "--GradingManager.uid_count=10000",
-        f"--GradingManager.first_course_gid={base + 400000 + 20000 * n}",
+        f"--GradingManager.first_course_gid={offset + 400000}",
     ]
 
 

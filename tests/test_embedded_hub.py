@@ -71,7 +71,7 @@ def test_roster_course_refuses_a_learner_not_on_it(hub):
     [
         ("no-such-course", 404, "There is no course 'no-such-course'"),
         ("../etc", 400, "Invalid course id"),
-        ("", 400, "Invalid course id"),
+        ("Bad Id", 400, "Invalid course id"),
         (BROKEN, 409, "has errors in its course file"),
     ],
 )

@@ -22,7 +22,7 @@ from aifhub.ledger import admission, allocations, metering, reports, sessions
 from aifhub.ledger.balances import allocation_balance
 from aifhub.errors import Refusal
 from aifhub.ledger.models import GpuClaim, GpuRate, SandboxSession, UsageEvent
-from aifhub.ledger.units import MS_PER_HOUR
+from aifhub.ledger.units import MS_PER_HOUR, fmt_hours
 from aifhub.service.statuses import status_of
 
 BACKENDS = [
@@ -404,3 +404,16 @@ def test_invariants_hold_on_random_event_sequences(tmp_path, ops):
             assert [(e.session_id, e.seq, e.gpu_ms) for e in s.scalars(select(UsageEvent))] == before
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    "hours, shown",
+    [(0, "0.00"), (0.003, "0.003"), (0.0005, "0.0005"), (0.05, "0.05"), (0.1, "0.10"), (1.234, "1.23"), (150, "150")],
+)
+def test_hours_are_shown_with_enough_digits_to_be_true(hours, shown):
+    assert fmt_hours(round(hours * MS_PER_HOUR)) == shown
+
+
+@given(st.integers(min_value=1, max_value=100 * MS_PER_HOUR))
+def test_a_nonzero_amount_never_reads_zero(ms):
+    assert float(fmt_hours(ms)) > 0

@@ -167,7 +167,7 @@ async def test_admission_claims_the_only_gpu_and_release_frees_it(svc):
 @pytest.mark.parametrize(
     "body, status, reason",
     [
-        ({"user": "learner1"}, 400, "no-course"),
+        ({"user": "instructor"}, 400, "no-course"),  # no course named, and two are theirs
         ({"user": "learner1", "course": "no-such"}, 404, "unknown-course"),
         ({"user": "stranger", "course": "gpu-fundamentals"}, 403, "not-enrolled"),
     ],

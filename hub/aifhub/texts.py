@@ -5,6 +5,8 @@ as it likes; a CSV cell that starts with ``=``, ``+``, ``-``, ``@`` (or a tab or
 run as a formula by spreadsheets, so a user named ``=HYPERLINK(...)`` would be one in an export.
 """
 
+import math
+
 MAX_SHOWN = 60
 MAX_MESSAGE = 500
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -33,3 +35,14 @@ def csv_cell(value):
 
 def csv_row(row):
     return {key: csv_cell(value) for key, value in row.items()}
+
+
+def hours(h):
+    """A number of hours for people, with enough digits to be true: two decimals from 0.1 h on (none from 100 h on)
+    and below that two significant digits, so that a quota of 0.003 GPU-hours reads "0.003", never "0.00"."""
+    if h >= 100:
+        return f"{h:.0f}"
+    if h >= 0.1 or h <= 0:
+        return f"{max(h, 0):.2f}"
+    decimals = 1 - math.floor(math.log10(h))  # two significant digits
+    return f"{h:.{decimals}f}".rstrip("0")

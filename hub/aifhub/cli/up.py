@@ -18,7 +18,7 @@ from ..hubside.demo_login import MIN_LENGTH
 from ..hubside.service_entry import SERVICE_NAME
 from ..service.gpu_pool import gpu_inventory
 from ..isolation.cgroups import prioritise_hub
-from .. import runstate
+from .. import idranges, runstate
 from . import preflight
 from .common import CLIError
 
@@ -198,6 +198,10 @@ def up(args):
     found = preflight.problems(args.ip, args.port, state)
     if found:
         raise CLIError("cannot start:\n  - " + "\n  - ".join(found), status=2)
+    try:  # the uid and gid ranges, machine-wide: two installations never share them (see aifhub.idranges)
+        locks = idranges.RangeLocks(state, idranges.configured(os.environ.get("AIFHUB_SERVICE_ARGS", ""))).claim()
+    except (ValueError, idranges.RangeClash) as exc:
+        raise CLIError(f"cannot start: {exc}", status=2)
     runstate.claim(state)
     stale = runstate.stop_stale_service(state)
     if stale:
@@ -233,7 +237,10 @@ def up(args):
     # Its own session: Ctrl-C reaches us alone and the hub gets one signal, which it needs to stop in order
     # (JupyterHub starts a second cleanup on a second signal). No terminal input: nothing the hub starts,
     # sandboxes included, reads what is typed here.
-    proc = subprocess.Popen(cmd, cwd=state, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    # the hub holds the range locks too: they last as long as it runs, even should this process be killed
+    proc = subprocess.Popen(
+        cmd, cwd=state, env=env, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=locks.fds()
+    )
 
     def forward(signum, _frame):
         proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)

@@ -22,11 +22,12 @@ from sqlalchemy import func, select
 from traitlets import Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .. import fsafe, texts
+from .. import fsafe, idranges, texts
 from ..catalog.model import parse_memory
 from ..kube.settings import KubeSettings
 from . import gradebooks
 from .coursedir import GradingDir, check_name
+from .failures import step_refusal
 from ..errors import Refusal
 from . import students as students_db
 from .models import GradingCourse, GradingJob, Submission
@@ -108,12 +109,12 @@ class GradingManager(LoggingConfigurable):
         help="Per-course submission size limits that override max_submission_size: {course id: size}.",
     ).tag(config=True)
     first_uid = Integer(
-        300000,
+        idranges.GRADING_FIRST,
         help="First uid of the range graded kernels run under when the service runs as root "
         "(distinct from the learners' range).",
     ).tag(config=True)
     uid_count = Integer(
-        10000, help="How many uids the grading range holds; job n runs as first_uid + n % uid_count."
+        idranges.GRADING_COUNT, help="How many uids the grading range holds; job n runs as first_uid + n % uid_count."
     ).tag(config=True)
     network = Enum(
         ["unshare", "none"],
@@ -174,7 +175,7 @@ class GradingManager(LoggingConfigurable):
         help="Seconds a grading pod may wait for a node (a free GPU) and its image before its job fails.",
     ).tag(config=True)
     first_course_gid = Integer(
-        400000,
+        idranges.COURSE_GID_FIRST,
         help="First group id handed to courses' grading directories (instructors' sandboxes join their "
         "course's group for formgrader); each course gets the next free one, kept for good.",
     ).tag(config=True)
@@ -346,7 +347,7 @@ class GradingManager(LoggingConfigurable):
                     raise Refusal("gradebook-unavailable", str(exc))
                 if copy_from:
                     answer = await self._step(
-                        {"op": "copy_gradebook", "from": copy_from, "to": url}, "copying the gradebook into PostgreSQL"
+                        {"op": "copy_gradebook", "from": copy_from, "to": url}, "Copying the gradebook into PostgreSQL"
                     )
                     sqlite_file = GradingDir(self.root, course_id) / "gradebook.db"
                     await asyncio.to_thread(
@@ -467,9 +468,9 @@ class GradingManager(LoggingConfigurable):
         except asyncio.TimeoutError:
             raise Refusal("step-timeout", f"{what} took longer than {self.notebook_timeout} s and was stopped.")
         except WorkerDied as exc:
-            raise Refusal("step-failed", f"{what} failed: {exc}")
+            raise step_refusal(what, error=exc)
         if not answer.get("ok"):
-            raise Refusal("step-failed", answer.get("error") or f"{what} failed")
+            raise step_refusal(what, answer)  # a short sentence for people; the details in the log
         return answer
 
     # -- instructors' steps --------------------------------------------------
@@ -486,7 +487,7 @@ class GradingManager(LoggingConfigurable):
         answer = await self._step(
             await self.base_request(course_id)
             | {"op": "release", "assignment": assignment, "course_path": str(course.path)},
-            "release",
+            f"Releasing {assignment}",
         )
         await asyncio.to_thread(self.share, course_id)
         return {
@@ -532,7 +533,8 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self._collect_files, course_id, assignment, by_id)
         if latest:
             await self._step(
-                await self.base_request(course_id) | {"op": "add_students", "students": sorted(by_id)}, "collect"
+                await self.base_request(course_id) | {"op": "add_students", "students": sorted(by_id)},
+                f"Collecting {assignment}",
             )
         await asyncio.to_thread(self.share, course_id)
         return {"course_id": course_id, "assignment_id": assignment, "collected": sorted(latest)}
@@ -600,7 +602,8 @@ class GradingManager(LoggingConfigurable):
         check_name("assignment id", assignment)
         await asyncio.to_thread(self.dir, course_id)
         answer = await self._step(
-            await self.base_request(course_id) | {"op": "feedback", "assignment": assignment}, "feedback"
+            await self.base_request(course_id) | {"op": "feedback", "assignment": assignment},
+            f"Releasing the feedback on {assignment}",
         )
         await asyncio.to_thread(self.share, course_id)
         users = sorted((await self.db.run(students_db.users_of, answer.get("students", []))).values())  # hub names
@@ -614,7 +617,7 @@ class GradingManager(LoggingConfigurable):
     async def grades(self, course_id):
         self.course(course_id)
         await asyncio.to_thread(self.dir, course_id)
-        rows = (await self._step(await self.base_request(course_id) | {"op": "grades"}, "grades export"))["rows"]
+        rows = (await self._step(await self.base_request(course_id) | {"op": "grades"}, "Exporting the grades"))["rows"]
         users = await self.db.run(students_db.users_of, {row["student_id"] for row in rows})
         return [row | {"student_id": users[row["student_id"]]} for row in rows]  # the hub's names
 

@@ -23,6 +23,7 @@ from ..kube import podspec
 from .runners import mounts
 from .coursedir import GradingDir
 from .models import GradingJob
+from .failures import scrub
 from .runners.worker import failure_lines
 from .workers import WorkerDied, WorkerProcess, kill_grading_uid
 
@@ -239,7 +240,7 @@ class GradingQueue:
         else:
             why = answer.get("reason") or "error"
             error = answer.get("error") or ""
-            said = answer.get("said") or failure_lines(error)
+            said = [scrub(line) for line in answer.get("said") or failure_lines(error)]  # no server paths shown
             await self._finish(
                 job["id"],
                 state="failed",

@@ -2,6 +2,8 @@
 
 from html import escape
 
+from ..texts import hours
+
 
 def _card(course, first):
     gpu = course["sandbox"]["gpu"]
@@ -14,7 +16,7 @@ def _card(course, first):
     for q in course.get("quota") or []:
         if q["scope"] == "learner":
             left = max(q["limit_hours"] - q["used_hours"] - q["held_hours"], 0)
-            hw += f" · {left:.2f} of {q['limit_hours']:g} {q['unit'].upper()}-hours left this {escape(q['window'])}"
+            hw += f" · {hours(left)} of {q['limit_hours']:g} {q['unit'].upper()}-hours left this {escape(q['window'])}"
     disabled = "" if course["can_start"] else " disabled"
     checked = " checked" if first and course["can_start"] else ""
     why = (

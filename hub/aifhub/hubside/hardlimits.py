@@ -10,6 +10,7 @@ import asyncio
 import os
 import resource
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from subprocess import Popen
 
@@ -24,6 +25,15 @@ from ..isolation.cgroups import CgroupError, Cgroups, Limits, group_prefix
 from ..isolation.reach import sandbox_obstacles
 
 _SETUP = []  # [Cgroups or CgroupError], found once per hub process
+# The stop and poll path's few file operations (a cgroup's counters, its removal) have threads of their own:
+# in the default executor they waited behind a storm's spawns (work folders copied, processes started), so
+# every poll of a stop took seconds and each of the stop's waits ran several times its setting.
+_STOP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aifhub-stop")
+
+
+async def off_loop(fn, *args):
+    """``fn(*args)`` in the stop path's own threads (not the default executor, which a spawn storm fills)."""
+    return await asyncio.get_running_loop().run_in_executor(_STOP_THREADS, fn, *args)
 
 
 def machine_cgroups(sweep=None):
@@ -271,21 +281,62 @@ class HardLimitsMixin(LoggingConfigurable):
         if not getattr(self, "confined", False) or sig == 0:
             return await super()._signal(sig)
         target = confine.server_pid(self.pid) if sig != signal.SIGKILL else confine.namespace_init(self.pid)
+        if target is None and sig == signal.SIGKILL:
+            target = self.pid  # bwrap itself, before its namespace exists
         if target is not None:
             try:
                 os.kill(target, sig)
             except ProcessLookupError:
                 pass
         if sig == signal.SIGKILL and self.cgroup is not None:
-            await asyncio.to_thread(self.cgroup.kill_all)
+            await off_loop(self.cgroup.kill_all)
         return await super()._signal(0)
+
+    async def stop_process(self, now=False):
+        """Stop the sandbox's process, bounded: SIGINT (only once JupyterLab answers: while it loads, it does not
+        handle SIGINT yet), then SIGTERM, then SIGKILL, each waiting at most its timeout (``interrupt_timeout``,
+        ``term_timeout``, ``kill_timeout``) on the loop's clock. Each look is a non-blocking ``waitpid`` or
+        signal 0, never a thread: a storm's busy executor cannot stretch a wait. True once the process is gone."""
+        steps = []
+        if not now and not getattr(self, "loading", False):
+            steps.append((signal.SIGINT, self.interrupt_timeout))
+        if not now:
+            steps.append((signal.SIGTERM, self.term_timeout))
+        steps.append((signal.SIGKILL, self.kill_timeout))
+        if await self._gone():
+            return True
+        for sig, timeout in steps:
+            if sig != signal.SIGKILL and getattr(self, "confined", False) and confine.server_pid(self.pid) is None:
+                continue  # no server below bwrap yet: nothing to stop gracefully
+            self.log.debug("%s's sandbox: signal %s", self.user.name, signal.Signals(sig).name)
+            await self._signal(sig)
+            if await self._gone_within(timeout):
+                return True
+        self.log.warning("%s's sandbox (pid %s) did not die after SIGKILL", self.user.name, self.pid)
+        return False
+
+    async def _gone(self):
+        """Whether the sandbox's process has ended (the spawner's own poll: waitpid or signal 0, no thread)."""
+        return await super().poll() is not None
+
+    async def _gone_within(self, timeout):
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + timeout, 0.02
+        while True:
+            if await self._gone():
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.25)
 
     async def memory_kills(self):
         """New kills by the kernel for exceeding the memory limit since last asked (0 without a cgroup)."""
         group = getattr(self, "cgroup", None)
         if group is None:
             return 0
-        count = await asyncio.to_thread(group.oom_kills)
+        count = await off_loop(group.oom_kills)
         new, self.oom_seen = max(0, count - self.oom_seen), count
         return new
 
@@ -293,7 +344,7 @@ class HardLimitsMixin(LoggingConfigurable):
         """Kill whatever is left in the sandbox's cgroup (background processes) and remove it."""
         group, self.cgroup = getattr(self, "cgroup", None), None
         if group is not None:
-            left = await asyncio.to_thread(group.remove)
+            left = await off_loop(group.remove)
             if left:
                 self.log.warning("%s's sandbox: cgroup not removed: %s", self.user.name, "; ".join(left))
 

@@ -90,6 +90,21 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         "Default: one more than the machine's cores (booting is mostly Python imports on a core).",
     ).tag(config=True)
 
+    # A stop is bounded (HardLimitsMixin.stop_process): the GPU stays claimed, and charged, until the sandbox is
+    # gone. JupyterLab exits within a second of SIGINT or SIGTERM (both shut it down in order); JupyterHub's 30 s
+    # waits only kept a hung one.
+    @default("interrupt_timeout")
+    def _interrupt_timeout_default(self):
+        return 1
+
+    @default("term_timeout")
+    def _term_timeout_default(self):
+        return 2
+
+    @default("kill_timeout")
+    def _kill_timeout_default(self):
+        return 1
+
     @default("max_starting")
     def _max_starting_default(self):
         return (os.cpu_count() or 1) + 1
@@ -283,6 +298,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
         started = loop.time()
         next_note = started + 2
         self.emit(60, "Sandbox process started; JupyterLab is loading")
+        self.loading = True  # a stop now skips SIGINT, which JupyterLab does not handle yet
         while loop.time() - started < self.http_timeout:
             code = self.proc.poll() if self.proc is not None else (None if await self._signal(0) else "?")
             if code is not None:
@@ -300,6 +316,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
                 await asyncio.sleep(0.1)
                 continue
             writer.close()
+            self.loading = False  # from now on a stop begins with SIGINT, which JupyterLab handles
             self.emit(90, "JupyterLab is up; connecting you")
             return
         raise SpawnException(
@@ -318,7 +335,7 @@ class LocalSandboxSpawner(HardLimitsMixin, CourseSpawnerMixin, LocalProcessSpawn
 
     async def stop(self, now=False):
         course = ((self.admission or {}).get("course") or {}).get("id")
-        await super().stop(now=now)
+        await self.stop_process(now=now)  # bounded: see HardLimitsMixin.stop_process
         killed = await self.memory_kills()
         await self.remove_limits()
         if killed and course:

@@ -68,7 +68,11 @@ class CourseSpawnerMixin(LoggingConfigurable):
 
     @property
     def course_id(self):
-        course = self.user_options.get("course", "")
+        """The course the spawn asks for; "" when it names none (a stock client's empty body, the admin page's
+        "Start Server"): the service then picks the one the learner started last, or their only course."""
+        course = self.user_options.get("course") or ""
+        if course == "":
+            return ""
         if not isinstance(course, str) or not COURSE_ID.match(course):
             raise SpawnRefusal(
                 f'Invalid course id {course!r}: send {{"course": "<id>"}} with a course id such as \'dl-basics\'.',
@@ -111,7 +115,7 @@ class CourseSpawnerMixin(LoggingConfigurable):
         sandbox still has to be placed (a pod): the service charges nothing until :meth:`running`."""
         self._progress_reset()
         course_id = self.course_id
-        self.emit(5, f"Checking course {course_id}")
+        self.emit(5, f"Checking course {course_id}" if course_id else "No course given: choosing yours")
         admission = await self.service.admit(
             self.user.name,
             self.name,
@@ -120,6 +124,10 @@ class CourseSpawnerMixin(LoggingConfigurable):
             warm=getattr(self, "takes_warm", False),
             pending=pending,
         )
+        if admission.get("chosen"):
+            course_id = admission["course"]["id"]
+            self.user_options = {**self.user_options, "course": course_id}  # kept: a restart starts it again
+            self.emit(8, f"No course given: starting {admission['course']['title']} ({admission['chosen']})")
         if "waiting" in admission:
             admission = await self._wait_for_gpu(course_id, admission)
         self.admission = admission

@@ -5,6 +5,8 @@ costs, :func:`rates_per_s` how fast a running session draws (for warnings and es
 hold and correction of the ledger goes through them.
 """
 
+from .. import texts
+
 MS_PER_HOUR = 3_600_000
 PPM = 1_000_000  # a GPU weight of 1.0 (a full GPU) in millionths
 
@@ -31,5 +33,5 @@ def rates_per_s(weight_ppm, gpu_count, cpu_millis):
 
 
 def fmt_hours(ms):
-    h = ms / MS_PER_HOUR
-    return f"{h:.2f}" if h < 100 else f"{h:.0f}"
+    """Hours for people, with enough digits to be true (:func:`aifhub.texts.hours`)."""
+    return texts.hours(ms / MS_PER_HOUR)

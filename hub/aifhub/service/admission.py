@@ -8,12 +8,14 @@ charged to the course (user ``aifhub-grader``) without a learner quota.
 
 import logging
 
+from sqlalchemy import select
+
 from ..catalog.access import decide_access
 from ..errors import Refusal
 from ..ledger import admission as ledger_admission
 from ..ledger import metering, sessions
 from ..ledger.limits import check_allocation, limits_for
-from ..ledger.models import utcnow
+from ..ledger.models import SandboxSession, utcnow
 from . import membership, waitlist
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,33 @@ def offers(s, catalog, user, admin, inventory, waitlist=False):
         entry["can_start"], entry["why_not"] = can_start, why
         out.append(entry)
     return out
+
+
+def default_course(s, catalog, user, admin, inventory, waitlist=False):
+    """The course a spawn with no course starts (a stock client, the admin page's "Start Server"): the one
+    ``user`` started last while it is still open to them, else their only course (the only one they belong to,
+    or the only one open to them). ``(course id, why)`` in words; refuses when there is no single answer."""
+    open_to = offers(s, catalog, user, admin, inventory, waitlist)
+    allowed = {c["id"]: c for c in open_to if c["access"]["allowed"]}
+    last = s.scalars(
+        select(SandboxSession.course_id)
+        .where(SandboxSession.user == user, SandboxSession.course_id.in_(list(allowed) or [""]))
+        .order_by(SandboxSession.started_at.desc(), SandboxSession.id.desc())
+        .limit(1)
+    ).first()
+    if last is not None:
+        return last, "the course you started last"
+    theirs = [c for c in allowed.values() if c["enrolled"]]
+    if len(theirs) == 1:
+        return theirs[0]["id"], "your only course"
+    if not theirs and len(allowed) == 1:
+        return next(iter(allowed)), "the only course open to you"
+    choices = ", ".join(sorted(c["id"] for c in (theirs or allowed.values())))
+    raise Refusal(
+        "no-course",
+        'Choose a course to start (send {"course": "<id>"})'
+        + (f"; yours: {choices}." if choices else "; no course is open to you yet."),
+    )
 
 
 def quotas(s, course, user):
@@ -187,8 +216,16 @@ class Admission:
         """Admit a spawn. Returns a JSON-ready dict; raises Refusal. With ``warm``, a ready warm sandbox of the
         course is taken when there is one (``"warm": id`` in the answer: the spawner hands it over). ``pending``:
         the sandbox is a pod the cluster still has to place; nothing is charged until :meth:`running` says it runs."""
-        if not course_id:
-            raise Refusal("no-course", 'Choose a course to start (send {"course": "<id>"}).')
+        chosen = None
+        if not course_id:  # a stock client's spawn: the course the learner started last, or their only one
+            course_id, chosen = await self.db.run(
+                default_course, self.courses.catalog, user, admin, self.inventory, self.line is not None
+            )
+            log.info("%s's spawn names no course: starting %s, %s", user, course_id, chosen)
+        answer = await self._admit_course(user, server_name, course_id, admin, warm, pending)
+        return answer | {"chosen": chosen} if chosen else answer
+
+    async def _admit_course(self, user, server_name, course_id, admin, warm, pending):
         catalog = self.courses.catalog
         course = catalog.get(course_id)
         if course is None:

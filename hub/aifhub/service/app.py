@@ -15,7 +15,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
-from .. import __version__
+from .. import __version__, idranges
 from ..runstate import write_service_pid
 from ..catalog.images import images_dir_for
 from ..state import lease
@@ -159,9 +159,11 @@ class AifhubService(Application):
         "(stop_sandboxes_on_exit). JupyterHub waits 10 s for a service to exit before it sends SIGTERM; a second "
         "signal cuts the wait short. What still runs then is charged up to the service's stop.",
     ).tag(config=True)
-    first_uid = Integer(200000, help="First uid handed to learners' sandboxes when the hub runs as root.").tag(
-        config=True
-    )
+    first_uid = Integer(
+        idranges.LEARNER_FIRST,
+        help="First uid handed to learners' sandboxes when the hub runs as root (`aifhub up` claims "
+        f"{idranges.LEARNER_SPAN} from it machine-wide: a second installation needs another range).",
+    ).tag(config=True)
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
     internal_token = Unicode(
         help="Secret the hub's spawner presents on the internal endpoints. Default: $AIFHUB_INTERNAL_TOKEN."

@@ -43,6 +43,7 @@ NOT_FOUND = {
     "no-credential",
 }
 CONFLICT = {
+    "nothing-graded",
     "broken-course",
     "exists",
     "closed",

@@ -341,6 +341,9 @@ class Worker:
         """Generate feedback for every graded learner and publish it to each learner's feedback folder."""
         gd, api = self.api(req)
         a = req["assignment"]
+        nothing = self._nothing_graded(gd, a)
+        if nothing:
+            return nothing
         out = self._outcome(api.generate_feedback(a), "generate_feedback")
         if not out["ok"]:
             return out
@@ -366,6 +369,25 @@ class Worker:
                 released.append(student)
         out["students"] = released
         return out
+
+    @staticmethod
+    def _nothing_graded(gd, a):
+        """The answer for feedback with nothing to do (no autograded submission of ``a``), else None: a plain
+        reason and message, not nbgrader's failure with its traceback."""
+        graded = gd.step("autograded")
+        if graded.is_dir() and any((p / a).is_dir() for p in graded.iterdir()):
+            return None
+        if not gd.step("release", a).is_dir():
+            return {
+                "ok": False,
+                "reason": "not-released",
+                "message": f"{a} is not released yet: release it, then collect and autograde the submissions first.",
+            }
+        return {
+            "ok": False,
+            "reason": "nothing-graded",
+            "message": f"Nothing graded yet for {a}: collect and autograde first.",
+        }
 
     def op_grades(self, req):
         from nbgrader.api import Gradebook
