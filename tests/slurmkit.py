@@ -8,15 +8,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from hubrunner import REPO, RunningHub, _slot, _worker_number
+from hubrunner import REPO, RunningHub, _offset
 
 SITE_PREFIX = "aifl"  # site accounts of the tests' learners: aifl<uid>
 
 
 def learner_first_uid():
     """The first uid the service of this worker's test hubs hands to learners (hubrunner.worker_id_ranges)."""
-    n, base = _worker_number(), _slot()
-    return 200000 if n == 0 and base == 0 else base + 200000 + 20000 * n
+    return _offset() + 200000
 
 
 class SiteAccounts:
