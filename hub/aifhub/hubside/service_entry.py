@@ -49,9 +49,19 @@ def aifhub_roles(existing):
     user["scopes"] = sorted(set(user.get("scopes", ["self"])) | {"self", f"access:services!service={SERVICE_NAME}"})
     roles["aifhub-service"] = {
         "name": "aifhub-service",
-        "description": "What the aifhub service needs: users, groups and servers",
+        "description": "What the aifhub service needs: users, groups and servers; sharing a learner's server with "
+        "the helper the learner accepted, and taking it back (shares, the helper's tokens)",
         "services": [SERVICE_NAME],
-        "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
+        "scopes": [
+            "admin:users",
+            "admin:groups",
+            "admin:servers",
+            "list:users",
+            "read:users",
+            "shares",
+            "access:servers",
+            "tokens",
+        ],
     }
     return list(roles.values())
 

@@ -175,3 +175,48 @@ class HubClient:
         if server_name:
             path = f"/users/{quote(user, safe='')}/servers/{quote(server_name, safe='')}"
         await self.request("DELETE", path, ok=(202, 204, 400, 404))
+
+    # -- sharing one server with one user (the classroom's consented help) -------------------------------
+
+    async def share_server(self, owner, server_name, user):
+        """Grant ``user`` access to ``owner``'s server ``server_name`` (JupyterHub's sharing API)."""
+        path = f"/shares/{quote(owner, safe='')}/{quote(server_name, safe='')}"
+        return await self.request("POST", path, {"user": user})
+
+    async def unshare_server(self, owner, server_name, user):
+        """Revoke ``user``'s share of that server (nothing to do when there is none, or the server is gone)."""
+        path = f"/shares/{quote(owner, safe='')}/{quote(server_name, safe='')}"
+        await self.request("PATCH", path, {"user": user}, ok=(200, 404))
+
+    async def revoke_server_tokens(self, user, owner, server_name):
+        """Delete ``user``'s OAuth tokens issued to ``owner``'s server (its OAuth client): their browser's login to
+        that server ends with them. Returns how many were deleted."""
+        path = f"/users/{quote(user, safe='')}/tokens"
+        try:
+            listing = await self.request("GET", path)
+        except HubAPIError as exc:
+            if " 404 " in str(exc):
+                return 0
+            raise
+        # {"api_tokens": [...]} (older hubs also list "oauth_tokens"); OAuth tokens name their client
+        tokens = [t for v in (listing or {}).values() if isinstance(v, list) for t in v if isinstance(t, dict)]
+        n = 0
+        for token in tokens:
+            if server_oauth_client_matches(token.get("oauth_client") or "", owner, server_name):
+                await self.request("DELETE", f"{path}/{quote(token['id'], safe='')}", ok=(200, 204, 404))
+                n += 1
+        return n
+
+
+def server_oauth_client_matches(client, owner, server_name):
+    """Whether a token's ``oauth_client`` (the client's description, else its id) names ``owner``'s server
+    ``server_name``: JupyterHub's ids are ``jupyterhub-user-<owner>[-<server>]`` (escaped), its descriptions
+    ``Server at <base>user/<owner>/[<server>/]``."""
+    from jupyterhub.utils import url_escape_path
+
+    owner_q = quote(owner, safe="@~")
+    path = f"/user/{owner_q}/" + (f"{url_escape_path(server_name)}/" if server_name else "")
+    if client.startswith("Server at ") and client.endswith(path):
+        return True
+    ident = f"jupyterhub-user-{owner_q}" + (f"-{quote(server_name, safe='')}" if server_name else "")
+    return client == ident

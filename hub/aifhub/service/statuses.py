@@ -29,6 +29,7 @@ FORBIDDEN = {
     "allocation-closed",
     "allocation-not-started",
     "allocation-expired",
+    "staff-only",
 }
 NOT_FOUND = {
     "unknown-course",
@@ -40,6 +41,7 @@ NOT_FOUND = {
     "no-feedback",
     "no-assignment",
     "no-credential",
+    "no-hand",
 }
 CONFLICT = {
     "broken-course",
@@ -52,6 +54,10 @@ CONFLICT = {
     "not-runnable",
     "no-completion",
     "not-complete",
+    "taken",
+    "already-shared",
+    "not-asked",
+    "not-shared",
 }
 OTHER = {
     "too-large": 413,
@@ -62,6 +68,7 @@ OTHER = {
     "step-failed": 500,
     "step-timeout": 504,
     "credentials-full": 503,
+    "share-failed": 502,
 }
 
 

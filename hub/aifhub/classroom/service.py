@@ -1,0 +1,266 @@
+"""The classroom's async layer, which the handlers call: who may act on a course's hands, the hub's sharing of a
+learner's server with the helper they accepted, the time limit on it, and live updates of the queue.
+
+Consent is the one way in: :meth:`Classroom.accept` (the learner's own call) is the only path to
+:meth:`HubClient.share_server`. Every end of a share (the learner ends it, lowers the hand, or its time runs out)
+revokes the share and deletes the helper's OAuth tokens for that server; the audit log says each step.
+"""
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from ..errors import Refusal
+from ..service.hubapi import HubAPIError
+from ..service.metering_loop import running_courses
+from ..state.base import utcnow
+from . import hands
+from .models import Hand
+
+log = logging.getLogger(__name__)
+
+
+class Board:
+    """Live updates of each course's queue: a version counter and an event per course, for the queue's stream."""
+
+    def __init__(self):
+        self.versions = {}
+        self._changed = {}
+
+    def bump(self, course_id):
+        self.versions[course_id] = self.versions.get(course_id, 0) + 1
+        event = self._changed.pop(course_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, course_id, version, timeout):
+        """Until the course's queue changes past ``version`` (or ``timeout`` seconds): its new version."""
+        if self.versions.get(course_id, 0) == version:
+            event = self._changed.setdefault(course_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.versions.get(course_id, 0)
+
+
+class Classroom:
+    """Raised hands, consented help and announcements of the catalog's courses (``hub``: the service's client of
+    the hub's REST API; ``share_limit_s``: how long one accept lets a helper in)."""
+
+    def __init__(self, db, courses, membership, hub, share_limit_s=1800):
+        self.db = db
+        self.courses = courses
+        self.membership = membership
+        self.hub = hub
+        self.share_limit_s = share_limit_s
+        self.board = Board()
+
+    # -- who may -------------------------------------------------------------
+
+    def course(self, course_id):
+        course = self.courses.get(course_id)
+        if course is None:
+            raise Refusal("unknown-course", f"There is no course '{course_id}'.")
+        return course
+
+    async def require_staff(self, course_id, user, admin):
+        """The course, when ``user`` is one of its instructors or helpers (or an admin); else a 404/403."""
+        course = self.course(course_id)
+        if not (admin or course.is_staff(user)):
+            raise Refusal("staff-only", f"Only the instructors and helpers of {course.title} see its raised hands.")
+        return course
+
+    async def require_instructor(self, course_id, user, admin):
+        course = self.course(course_id)
+        if not (admin or course.is_instructor(user)):
+            raise Refusal("instructors-only", f"Only the instructors of {course.title} may do this.")
+        return course
+
+    async def require_learner(self, course_id, user):
+        course = self.course(course_id)
+        if await self.membership.role(course, user, False) != "learner":
+            raise Refusal("not-member", f"You are not a learner of {course.title}; only its learners raise hands.")
+        return course
+
+    # -- the learner ---------------------------------------------------------
+
+    async def raise_hand(self, course_id, user, question):
+        await self.require_learner(course_id, user)
+        question = hands.clean_question(question or "")
+        hand = await self.db.run(self._view, hands.raise_hand, course_id, user, question)
+        self.board.bump(course_id)
+        return hand
+
+    async def lower(self, course_id, user):
+        self.course(course_id)
+        view, share = await self.db.run(self._lower, course_id, user)
+        if share:
+            await self._revoke(course_id, user, *share)
+        self.board.bump(course_id)
+        return view
+
+    async def accept(self, course_id, user):
+        """The learner's consent: the helper who asked gets access to the learner's running server of the course,
+        for :attr:`share_limit_s` seconds."""
+        self.course(course_id)
+        server = (await self.db.run(running_courses, user)).get(course_id)
+        view = await self.db.run(self._view, hands.accept, course_id, user, server, self.share_limit_s)
+        try:
+            await self.hub.share_server(user, server, view["helper"])
+        except HubAPIError as exc:
+            log.warning("Sharing %s/%s with %s failed: %s", user, server, view["helper"], exc)
+            await self.db.run(hands.grant_failed, view["id"], str(exc)[:300])
+            self.board.bump(course_id)
+            raise Refusal("share-failed", "The hub did not grant the access; ask the helper to try again.") from exc
+        await self.db.run(
+            hands.granted, view["id"], view["helper"], f"access to {user}/{server} until {view['share_until']}"
+        )
+        self.board.bump(course_id)
+        return view
+
+    async def end(self, course_id, user, actor=None, why="ended by the learner"):
+        """End the helper's access (or decline their request)."""
+        self.course(course_id)
+        view, share = await self.db.run(self._end, course_id, user, actor or user, why)
+        if share:
+            await self._revoke(course_id, user, *share)
+        self.board.bump(course_id)
+        return view
+
+    async def my_hands(self, user):
+        """``{course_id: hand}`` of the learner's live hands."""
+        now = utcnow()
+        live = await self.db.run(hands.hands_of, user)
+        return {cid: hands.hand_view(h, now, learner_view=True) for cid, h in live.items()}
+
+    # -- helpers and instructors ---------------------------------------------
+
+    async def queue(self, course_id, user, admin):
+        await self.require_staff(course_id, user, admin)
+        return await self.queue_view(course_id)
+
+    async def queue_view(self, course_id):
+        now = utcnow()
+        return [hands.hand_view(h, now) for h in await self.db.run(hands.queue, course_id)]
+
+    async def take(self, course_id, hand_id, user, admin):
+        await self.require_staff(course_id, user, admin)
+        view = await self.db.run(self._view, hands.take, course_id, hand_id, user)
+        self.board.bump(course_id)
+        return view
+
+    async def ask(self, course_id, hand_id, user, admin):
+        await self.require_staff(course_id, user, admin)
+        view = await self.db.run(self._view, hands.ask, course_id, hand_id, user)
+        self.board.bump(course_id)
+        return view
+
+    async def audit(self, course_id, user, admin):
+        """The course's audit log for its instructors and admins; a learner reads their own entries only
+        (helpers read none but their own: they are in the learners' entries as actors)."""
+        course = self.course(course_id)
+        if admin or course.is_instructor(user):
+            rows = await self.db.run(hands.audit, course_id)
+        else:
+            rows = await self.db.run(hands.audit, course_id, user)
+            if not rows and await self.membership.role(course, user, False) is None:
+                raise Refusal("not-member", f"You are not in {course.title}.")
+        return [hands.audit_view(e) for e in rows]
+
+    # -- announcements -------------------------------------------------------
+
+    async def announce(self, course_id, user, admin, text, session=None):
+        course = await self.require_instructor(course_id, user, admin)
+        text = hands.clean_announcement(text)
+        if session is not None:
+            if isinstance(session, bool) or not isinstance(session, int) or not 0 <= session < len(course.sessions):
+                raise Refusal(
+                    "bad-field",
+                    f"'session' must be the index of one of the course's {len(course.sessions)} sessions (from 0).",
+                )
+        a = await self.db.run(hands.post, course_id, user, text, session)
+        return announcement_view(a)
+
+    async def announcements_for(self, course_ids, now=None):
+        """``{course_id: [announcement]}``, newest first; a session's announcements only while it runs."""
+        now = now or datetime.now(timezone.utc)
+        out = {}
+        for cid, rows in (await self.db.run(hands.announcements, list(course_ids))).items():
+            course = self.courses.get(cid)
+            shown = []
+            for a in rows:
+                if a.session is not None:
+                    sessions = course.sessions if course else ()
+                    if a.session >= len(sessions) or not sessions[a.session].start <= now <= sessions[a.session].end:
+                        continue
+                shown.append(announcement_view(a))
+            out[cid] = shown
+        return out
+
+    # -- the time limit ------------------------------------------------------
+
+    async def expire(self):
+        """End every share whose time is up (the service's loop calls it every second or so)."""
+        for course_id, user in await self.db.run(hands.expired_shares, utcnow()):
+            try:
+                await self.end(course_id, user, actor="aifhub", why="the time limit ran out")
+            except Refusal:
+                pass  # ended meanwhile
+
+    async def run(self, interval=1.0):
+        while True:
+            try:
+                await self.expire()
+            except Exception:
+                log.exception("Ending expired shares failed")
+            await asyncio.sleep(interval)
+
+    # -- internals -----------------------------------------------------------
+
+    @staticmethod
+    def _view(s, step, *args):
+        return hands.hand_view(step(s, *args), utcnow())
+
+    @staticmethod
+    def _lower(s, course_id, user):
+        hand, share = hands.lower(s, course_id, user)
+        return hands.hand_view(hand, utcnow(), learner_view=True), share
+
+    @staticmethod
+    def _end(s, course_id, user, actor, why):
+        hand, share = hands.end_share(s, course_id, user, actor, why)
+        return hands.hand_view(hand, utcnow(), learner_view=True), share
+
+    async def _revoke(self, course_id, owner, helper, server):
+        """Take the helper's access away: the share, then their OAuth tokens for that server."""
+        detail = []
+        try:
+            await self.hub.unshare_server(owner, server or "", helper)
+            detail.append("share revoked")
+            n = await self.hub.revoke_server_tokens(helper, owner, server or "")
+            detail.append(f"{n} token(s) of {helper} for the server deleted")
+        except HubAPIError as exc:
+            log.warning("Revoking %s's access to %s/%s failed: %s", helper, owner, server, exc)
+            detail.append(f"revocation failed: {exc}"[:300])
+        await self.db.run(_record_revoked, course_id, owner, helper, "; ".join(detail))
+
+
+def _record_revoked(s, course_id, owner, helper, detail):
+    hand = hands.live_hand(s, course_id, owner)
+    if hand is None:  # lowered: the last hand of the learner in the course
+        hand = s.scalar(select(Hand).where(Hand.course_id == course_id, Hand.user == owner).order_by(Hand.id.desc()))
+    hands.record(s, hand, "aifhub", "revoked", detail)
+
+
+def announcement_view(a):
+    return {
+        "id": a.id,
+        "course": a.course_id,
+        "session": a.session,
+        "author": a.author,
+        "text": a.text,
+        "posted_at": a.posted_at.isoformat(),
+    }

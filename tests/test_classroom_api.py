@@ -1,0 +1,266 @@
+"""The live workshop's REST API in process (the service's real app and database; the hub's sharing recorded by the
+fake hub): raising and lowering hands, taking and asking, the learner's consent and its end, the time limit, the
+audit log, announcements; and every refusal (403 for outsiders and other courses' helpers, 404, 400)."""
+
+import asyncio
+import shutil
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import yaml
+from servicekit import REPO, InProcessService
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+COURSE, OTHER = "dl-basics", "dl-other"
+
+
+def _courses(folder):
+    """The example courses, with helpers: ``helper1`` in dl-basics, ``helper2`` in a second course."""
+    shutil.copytree(REPO / "courses", folder)
+    (folder.parent / "sandbox_images").symlink_to(REPO / "sandbox_images")
+    path = folder / COURSE / "course.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["helpers"] = ["helper1"]
+    now = datetime.now(timezone.utc)
+    data["sessions"] = [
+        {"start": (now - timedelta(hours=1)).isoformat(), "end": (now + timedelta(hours=1)).isoformat(), "expected": 5},
+        {
+            "start": (now + timedelta(days=1)).isoformat(),
+            "end": (now + timedelta(days=1, hours=2)).isoformat(),
+            "expected": 5,
+        },
+    ]
+    path.write_text(yaml.safe_dump(data))
+    shutil.copytree(folder / COURSE, folder / OTHER)
+    data.update(id=OTHER, title="Another course", helpers=["helper2"], sessions=[])
+    (folder / OTHER / "course.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+@pytest.fixture(scope="module")
+async def svc(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classroom")
+    service = await InProcessService(folder, courses=_courses(folder / "courses")).start()
+    yield service
+    await service.stop()
+
+
+@pytest.fixture(scope="module")
+def t(svc):
+    names = ("admin", "instructor", "helper1", "helper2", "ana", "ben", "stranger")
+    return {name: svc.token(name, admin=name == "admin") for name in names}
+
+
+async def test_helpers_are_in_the_schema_and_the_model(svc):
+    assert not svc.core.broken_courses()
+    course = svc.core.catalog.get(COURSE)
+    assert course.helpers == ("helper1",) and course.is_helper("helper1") and not course.is_instructor("helper1")
+    assert course.is_staff("instructor") and course.is_staff("helper1") and not course.is_staff("ana")
+    assert course.summary()["helpers"] == ["helper1"]
+
+
+async def test_helpers_get_a_group_and_a_role_below_instructor(svc, t):
+    await svc.core.membership.sync_groups()
+    assert svc.hub.groups[f"helpers-{COURSE}"] == {"helper1"}
+    course = svc.core.catalog.get(COURSE)
+    assert await svc.core.membership.role(course, "helper1", False) == "helper"
+    decision = await svc.core.membership.access(course, "helper1", False)
+    assert decision.allowed and decision.role == "helper"
+    # no grading rights: the instructors' group and the formgrader are not theirs
+    assert "helper1" not in svc.hub.groups[f"formgrade-{COURSE}"]
+    r = await svc.api("GET", f"courses/{COURSE}/grades", t["helper1"])
+    assert r.code == 403, r.body
+    r = await svc.api("POST", f"courses/{COURSE}/roster", t["helper1"], body={"users": ["x1"]})
+    assert r.code == 403, r.body
+
+
+async def test_the_whole_help_flow_with_consent_and_audit(svc, t):
+    for who in ("ana", "ben"):
+        assert (await svc.api("POST", f"courses/{COURSE}/enrol", t[who])).code == 201
+    r = await svc.api("POST", "me/hands", t["ana"], body={"course": COURSE, "question": "My  loss is NaN"})
+    assert r.code == 201, r.body
+    hand = r.json()
+    assert hand["state"] == "raised" and hand["question"] == "My loss is NaN"
+    await asyncio.sleep(0.05)
+    r = await svc.api("POST", "me/hands", t["ben"], body={"course": COURSE, "question": "kernel died"})
+    assert r.code == 201
+
+    # the queue: oldest first, with question and waiting time; helpers and instructors only
+    for who in ("helper1", "instructor", "admin"):
+        q = await svc.api("GET", f"courses/{COURSE}/hands", t[who])
+        assert q.code == 200, q.body
+        assert [h["user"] for h in q.json()["hands"]] == ["ana", "ben"]
+        assert q.json()["hands"][0]["waiting_s"] >= 0 and q.json()["hands"][0]["question"] == "My loss is NaN"
+    for who in ("helper2", "ana", "stranger"):  # another course's helper sees nothing
+        q = await svc.api("GET", f"courses/{COURSE}/hands", t[who])
+        assert q.code == 403 and "helpers" in q.json()["message"], q.body
+        r = await svc.api("POST", f"courses/{COURSE}/hands/{hand['id']}/take", t[who])
+        assert r.code == 403
+
+    # take: the learner sees who is coming
+    r = await svc.api("POST", f"courses/{COURSE}/hands/{hand['id']}/take", t["helper1"])
+    assert r.code == 200 and r.json()["state"] == "taken" and r.json()["helper"] == "helper1"
+    mine = (await svc.api("GET", "me", t["ana"])).json()["hands"][COURSE]
+    assert mine["helper"] == "helper1" and mine["state"] == "taken"
+    r = await svc.api("POST", f"courses/{COURSE}/hands/{hand['id']}/take", t["instructor"])
+    assert r.code == 409 and "helper1" in r.json()["message"]
+
+    # no access without the accept: accepting before any ask is refused, nothing is shared
+    r = await svc.api("POST", f"me/hands/{COURSE}/accept", t["ana"])
+    assert r.code == 409 and r.json()["reason"] == "not-asked"
+    r = await svc.api("POST", f"courses/{COURSE}/hands/{hand['id']}/ask", t["helper1"])
+    assert r.code == 200 and r.json()["state"] == "asked"
+    assert svc.hub.shares == set()
+    r = await svc.api("POST", f"me/hands/{COURSE}/accept", t["ana"])
+    assert r.code == 404 and r.json()["reason"] == "not-running"  # no sandbox to look into yet
+    admit = await svc.internal("POST", "admit", {"user": "ana", "server_name": "", "course": COURSE})
+    assert admit.code == 201, admit.body
+    r = await svc.api("POST", f"me/hands/{COURSE}/accept", t["ana"])
+    assert r.code == 200 and r.json()["state"] == "shared" and r.json()["share_left_s"] > 0
+    assert svc.hub.shares == {("ana", "", "helper1")}
+
+    # the learner ends it: share revoked, the helper's tokens for that server deleted
+    r = await svc.api("POST", f"me/hands/{COURSE}/end", t["ana"])
+    assert r.code == 200 and r.json()["state"] == "taken"
+    assert svc.hub.shares == set() and svc.hub.revoked_tokens[-1] == ("helper1", "ana", "")
+    r = await svc.api("POST", f"me/hands/{COURSE}/end", t["ana"])
+    assert r.code == 409 and r.json()["reason"] == "not-shared"
+
+    # ask again, accept, then lowering the hand ends the share too
+    await svc.api("POST", f"courses/{COURSE}/hands/{hand['id']}/ask", t["helper1"])
+    assert (await svc.api("POST", f"me/hands/{COURSE}/accept", t["ana"])).code == 200
+    assert svc.hub.shares == {("ana", "", "helper1")}
+    r = await svc.api("DELETE", f"me/hands/{COURSE}", t["ana"])
+    assert r.code == 200 and r.json()["state"] == "closed"
+    assert svc.hub.shares == set()
+    assert [h["user"] for h in (await svc.api("GET", f"courses/{COURSE}/hands", t["helper1"])).json()["hands"]] == [
+        "ben"
+    ]
+
+    # the audit log: every step, for the learner (their own), the instructor and admins
+    steps = [e["action"] for e in reversed((await svc.api("GET", f"courses/{COURSE}/audit", t["ana"])).json()["audit"])]
+    assert steps == [
+        "raised",
+        "taken",
+        "asked",
+        "accepted",
+        "granted",
+        "ended",
+        "revoked",
+        "asked",
+        "accepted",
+        "granted",
+        "ended",
+        "lowered",
+        "revoked",
+    ], steps
+    full = (await svc.api("GET", f"courses/{COURSE}/audit", t["instructor"])).json()["audit"]
+    assert {e["learner"] for e in full} == {"ana", "ben"}
+    assert (await svc.api("GET", f"courses/{COURSE}/audit", t["admin"])).code == 200
+    ben = (await svc.api("GET", f"courses/{COURSE}/audit", t["ben"])).json()["audit"]
+    assert {e["learner"] for e in ben} == {"ben"}
+    assert (await svc.api("GET", f"courses/{COURSE}/audit", t["stranger"])).code == 403
+    await svc.internal("POST", "release", {"user": "ana", "server_name": "", "reason": "stopped"})
+
+
+async def test_the_time_limit_ends_the_share(svc, t):
+    room = svc.app_config.classroom(svc.core)
+    await svc.api("POST", "me/hands", t["ben"], body={"course": COURSE})
+    hand = (await svc.api("GET", "me/hands", t["ben"])).json()["hands"][COURSE]
+    await svc.api("POST", f"courses/{COURSE}/hands/{hand['id']}/ask", t["helper1"])
+    await svc.internal("POST", "admit", {"user": "ben", "server_name": "", "course": COURSE})
+    room.share_limit_s = 1
+    try:
+        assert (await svc.api("POST", f"me/hands/{COURSE}/accept", t["ben"])).code == 200
+    finally:
+        room.share_limit_s = 1800
+    assert ("ben", "", "helper1") in svc.hub.shares
+    await asyncio.sleep(1.1)
+    await room.expire()
+    assert ("ben", "", "helper1") not in svc.hub.shares
+    audit = (await svc.api("GET", f"courses/{COURSE}/audit", t["ben"])).json()["audit"]
+    assert audit[0]["action"] == "revoked" and audit[1]["actor"] == "aifhub" and "time limit" in audit[1]["detail"]
+    await svc.api("DELETE", f"me/hands/{COURSE}", t["ben"])
+    await svc.internal("POST", "release", {"user": "ben", "server_name": "", "reason": "stopped"})
+
+
+async def test_the_queue_streams_live(svc, t):
+    got, seen = [], asyncio.Event()
+
+    def on_chunk(chunk):
+        got.append(chunk.decode())
+        if "streamed?" in got[-1]:
+            seen.set()
+
+    from tornado.httpclient import HTTPRequest
+
+    req = HTTPRequest(
+        svc.url + f"api/v1/courses/{COURSE}/hands",
+        headers={"Authorization": f"token {t['helper1']}", "Accept": "text/event-stream"},
+        streaming_callback=on_chunk,
+        request_timeout=5,
+    )
+    fetch = asyncio.ensure_future(svc.http.fetch(req, raise_error=False))
+    await asyncio.sleep(0.3)
+    assert got and got[0].startswith("event: hands")
+    await svc.api("POST", "me/hands", t["ana"], body={"course": COURSE, "question": "streamed?"})
+    await asyncio.wait_for(seen.wait(), 2)  # pushed to the open stream, not polled
+    assert any("streamed?" in c for c in got), got
+    await svc.api("DELETE", f"me/hands/{COURSE}", t["ana"])
+    fetch.cancel()
+    r = await svc.fetch(
+        "GET", f"api/v1/courses/{COURSE}/hands/stream", token=t["helper2"], headers={"Accept": "text/event-stream"}
+    )
+    assert r.code == 403
+
+
+@pytest.mark.parametrize(
+    "who, method, path, body, status, words",
+    [
+        ("ana", "POST", "me/hands", {"question": "no course"}, 400, "course"),
+        ("ana", "POST", "me/hands", {"course": "no-such", "question": "x"}, 404, "no course"),
+        ("ana", "POST", "me/hands", {"course": COURSE, "question": 3}, 400, "string"),
+        ("ana", "POST", "me/hands", {"course": COURSE, "question": "x" * 600}, 400, "500"),
+        ("stranger", "POST", "me/hands", {"course": OTHER, "question": "x"}, 403, "not a learner"),
+        ("helper1", "POST", "me/hands", {"course": COURSE, "question": "x"}, 403, "not a learner"),
+        ("ana", "DELETE", f"me/hands/{OTHER}", None, 404, "no raised hand"),
+        ("ana", "POST", f"me/hands/{COURSE}/accept", None, 404, "no raised hand"),
+        ("helper1", "POST", f"courses/{COURSE}/hands/999999/take", None, 404, "no raised hand"),
+        ("helper1", "POST", f"courses/{OTHER}/hands/1/ask", None, 403, "helpers"),
+        ("helper1", "POST", f"courses/{COURSE}/announcements", {"text": "hi"}, 403, "instructors"),
+        ("instructor", "POST", f"courses/{COURSE}/announcements", {"text": "  "}, 400, "text"),
+        ("instructor", "POST", f"courses/{COURSE}/announcements", {"text": "x", "session": 9}, 400, "session"),
+        ("instructor", "POST", f"courses/{COURSE}/announcements", {"text": "x", "session": "0"}, 400, "session"),
+        ("instructor", "POST", "courses/no-such/announcements", {"text": "x"}, 404, "no course"),
+        ("stranger", "GET", f"courses/{OTHER}/announcements", None, 403, "not in"),
+        ("stranger", "GET", f"courses/{COURSE}/audit", None, 403, "not in"),
+    ],
+)
+async def test_refusals_say_why(svc, t, who, method, path, body, status, words):
+    r = await svc.api(method, path, t[who], body=body)
+    assert r.code == status, r.body
+    assert words in r.json()["message"].lower(), r.json()
+
+
+async def test_the_api_wants_a_token(svc):
+    for method, path in (("POST", "me/hands"), ("GET", f"courses/{COURSE}/hands"), ("GET", f"courses/{COURSE}/audit")):
+        assert (await svc.api(method, path)).code == 403
+
+
+async def test_announcements_reach_the_course_and_the_running_session(svc, t):
+    r = await svc.api("POST", f"courses/{COURSE}/announcements", t["instructor"], body={"text": "Break until 11:00"})
+    assert r.code == 201 and r.json()["session"] is None
+    r = await svc.api(
+        "POST", f"courses/{COURSE}/announcements", t["instructor"], body={"text": "Now: exercise 2", "session": 0}
+    )
+    assert r.code == 201
+    r = await svc.api(
+        "POST", f"courses/{COURSE}/announcements", t["instructor"], body={"text": "Tomorrow only", "session": 1}
+    )
+    assert r.code == 201
+    me = (await svc.api("GET", "me", t["ana"])).json()
+    texts = [a["text"] for a in me["announcements"][COURSE]]
+    assert texts == ["Now: exercise 2", "Break until 11:00"]  # newest first; the later session's waits
+    listed = (await svc.api("GET", f"courses/{COURSE}/announcements", t["ben"])).json()["announcements"]
+    assert [a["text"] for a in listed] == texts
+    assert me["announcements"].get(OTHER, []) == []
