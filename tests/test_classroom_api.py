@@ -264,3 +264,77 @@ async def test_announcements_reach_the_course_and_the_running_session(svc, t):
     listed = (await svc.api("GET", f"courses/{COURSE}/announcements", t["ben"])).json()["announcements"]
     assert [a["text"] for a in listed] == texts
     assert me["announcements"].get(OTHER, []) == []
+
+
+async def test_an_instructor_pushes_a_file_without_overwriting_or_following_links(svc, t, tmp_path):
+    work = svc.state / "work"
+    (work / "ana" / COURSE).mkdir(parents=True, exist_ok=True)
+    (work / "ana" / COURSE / "solution.ipynb").write_text("ana's own work")
+    (work / "ben" / COURSE).mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("root's file")
+    (work / "ben" / COURSE / "solution.ipynb").symlink_to(victim)  # a learner's planted link
+    (work / "ben" / COURSE / "solution.from-instructor.ipynb").symlink_to(victim)
+    (work / "stranger-folder").mkdir(exist_ok=True)
+    r = await svc.api(
+        "POST", f"courses/{COURSE}/materials/push", t["instructor"], body={"name": "solution.ipynb", "content": "SOL"}
+    )
+    assert r.code == 201, r.body
+    result = r.json()["learners"]
+    assert result["ana"] == "beside:solution.from-instructor.ipynb"
+    assert (work / "ana" / COURSE / "solution.ipynb").read_text() == "ana's own work"
+    assert (work / "ana" / COURSE / "solution.from-instructor.ipynb").read_text() == "SOL"
+    assert result["ben"] == "beside:solution.from-instructor.ipynb"
+    assert victim.read_text() == "root's file"  # neither link followed
+    assert (work / "ben" / COURSE / "solution.ipynb").is_symlink()
+    assert not (work / "ben" / COURSE / "solution.from-instructor.ipynb").is_symlink()
+    # the same push again changes nothing for those who have it
+    r = await svc.api(
+        "POST", f"courses/{COURSE}/materials/push", t["instructor"], body={"name": "notes.txt", "content": "N"}
+    )
+    assert r.json()["learners"]["ana"] == "added"
+    r = await svc.api(
+        "POST", f"courses/{COURSE}/materials/push", t["instructor"], body={"name": "notes.txt", "content": "N"}
+    )
+    assert r.json()["learners"]["ana"] == "same"
+    # from the course folder: an instructor's source file (a solution learners never got)
+    r = await svc.api(
+        "POST", f"courses/{COURSE}/materials/push", t["instructor"], body={"from": "02-mlp-from-scratch.ipynb"}
+    )
+    assert r.code == 201 and r.json()["name"] == "02-mlp-from-scratch.ipynb", r.body
+    for who, body, status in (
+        ("helper1", {"name": "x.txt", "content": "x"}, 403),
+        ("ana", {"name": "x.txt", "content": "x"}, 403),
+        ("instructor", {"name": "../x.txt", "content": "x"}, 400),
+        ("instructor", {"name": ".bashrc", "content": "x"}, 400),
+        ("instructor", {"name": "x.txt"}, 400),
+        ("instructor", {"from": "../../etc/passwd"}, 400),
+        ("instructor", {"from": "no-such.ipynb"}, 404),
+    ):
+        r = await svc.api("POST", f"courses/{COURSE}/materials/push", t[who], body=body)
+        assert r.code == status, (who, body, r.body)
+        assert r.json()["message"]
+
+
+async def test_a_learner_resets_a_notebook_and_keeps_a_backup(svc, t):
+    work = svc.state / "work" / "ana" / COURSE
+    (work / "01-digits-logistic.ipynb").write_text("ana's broken notebook")
+    r = await svc.api("POST", f"me/materials/{COURSE}/reset", t["ana"], body={"path": "01-digits-logistic.ipynb"})
+    assert r.code == 200, r.body
+    backup = r.json()["backup"]
+    assert backup.startswith("01-digits-logistic.backup-") and backup.endswith(".ipynb")
+    assert (work / backup).read_text() == "ana's broken notebook"
+    assert (work / "01-digits-logistic.ipynb").read_bytes() == (
+        REPO / "courses" / COURSE / "01-digits-logistic.ipynb"
+    ).read_bytes()
+    for who, path, status in (
+        ("ana", "course.yaml", 400),
+        ("ana", "source/ps1-digits/ps1-digits.ipynb", 400),
+        ("ana", "../gpu-fundamentals/x", 400),
+        ("ana", "nothing.ipynb", 404),
+        ("stranger", "01-digits-logistic.ipynb", 409),  # enrolled in an open course, but no work folder yet
+    ):
+        r = await svc.api("POST", f"me/materials/{COURSE}/reset", t[who], body={"path": path})
+        assert r.code == status, (who, path, r.body)
+    r = await svc.api("POST", f"me/materials/{OTHER}/reset", t["ana"], body={"path": "01-digits-logistic.ipynb"})
+    assert r.code == 409  # open course: ana may start it, has no folder of it

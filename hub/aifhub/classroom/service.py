@@ -16,7 +16,9 @@ from ..errors import Refusal
 from ..service.hubapi import HubAPIError
 from ..service.metering_loop import running_courses
 from ..state.base import utcnow
-from . import hands
+from ..ledger.sessions import learner_uid
+from .. import fsafe
+from . import hands, materials
 from .models import Hand
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,11 @@ class Classroom:
     """Raised hands, consented help and announcements of the catalog's courses (``hub``: the service's client of
     the hub's REST API; ``share_limit_s``: how long one accept lets a helper in)."""
 
-    def __init__(self, db, courses, membership, hub, share_limit_s=1800):
+    def __init__(self, db, courses, membership, hub, share_limit_s=1800, work_root=None, isolated=False, first_uid=0):
         self.db = db
+        self.work_root = work_root  # learners' homes (local sandboxes): <work_root>/<user>/<course>/
+        self.isolated = isolated
+        self.first_uid = first_uid
         self.courses = courses
         self.membership = membership
         self.hub = hub
@@ -200,6 +205,50 @@ class Classroom:
             out[cid] = shown
         return out
 
+    # -- materials handed out, and resets -----------------------------------
+
+    def _local_folders(self):
+        if self.work_root is None:
+            raise Refusal("no-work-folder", "Learners' work folders are not on this machine (Kubernetes sandboxes).")
+        return str(self.work_root)
+
+    async def _uids(self, users):
+        if not self.isolated:
+            return {u: None for u in users}
+        return await self.db.run(_learner_uids, list(users), self.first_uid)
+
+    async def push_material(self, course_id, user, admin, name, data, source=""):
+        """Put ``data`` as ``name`` in every learner's work folder of the course, never over their own file."""
+        course = await self.require_instructor(course_id, user, admin)
+        work_root = self._local_folders()
+        name = materials.check_file_name(name)
+        if len(data) > materials.MAX_BYTES:
+            raise Refusal("too-large", f"Push files up to {materials.MAX_BYTES // 2**20} MiB.")
+        learners = await self._uids(list(await self.membership.roster(course)))
+        result = await asyncio.to_thread(materials.push, work_root, course.id, learners, name, data)
+        log.info("%s pushed %s to %d learners of %s", user, name, len(result), course.id)
+        return {"course": course.id, "name": name, "source": source, "learners": result}
+
+    async def read_course_file(self, course_id, user, admin, rel):
+        """An instructor's file of the course folder (``source/...`` too: a solution), to push."""
+        course = await self.require_instructor(course_id, user, admin)
+        if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise Refusal("bad-field", "'from' must be a path inside the course folder, e.g. 'source/ps1/ps1.ipynb'.")
+        try:
+            return await asyncio.to_thread(_read_in, course.path, rel)
+        except (OSError, ValueError) as exc:
+            raise Refusal("no-material", f"The course folder has no file '{rel}'.") from exc
+
+    async def reset_material(self, course_id, user, rel):
+        """The learner's ``rel`` back to the course's version (theirs kept as a backup)."""
+        course = self.course(course_id)
+        decision = await self.membership.access(course, user, False)
+        if not decision.allowed:
+            raise Refusal("not-member", decision.message)
+        work_root = self._local_folders()
+        uid = (await self._uids([user]))[user]
+        return await asyncio.to_thread(materials.reset, work_root, course.path, course.id, user, uid, rel)
+
     # -- the time limit ------------------------------------------------------
 
     async def expire(self):
@@ -253,6 +302,21 @@ def _record_revoked(s, course_id, owner, helper, detail):
     if hand is None:  # lowered: the last hand of the learner in the course
         hand = s.scalar(select(Hand).where(Hand.course_id == course_id, Hand.user == owner).order_by(Hand.id.desc()))
     hands.record(s, hand, "aifhub", "revoked", detail)
+
+
+def _learner_uids(s, users, first_uid):
+    return {u: learner_uid(s, u, first_uid) for u in users}
+
+
+def _read_in(course_path, rel):
+    parts = rel.split("/")
+    with fsafe.opened(course_path) as top:
+        d, opened = materials._open_below(top, parts[:-1])
+        try:
+            return d.read(parts[-1], materials.MAX_BYTES)
+        finally:
+            for o in opened:
+                o.close()
 
 
 def announcement_view(a):

@@ -298,7 +298,14 @@ class AifhubService(Application):
         """The live workshop's hands, consented help and announcements (one per service: its loop ends shares)."""
         if getattr(self, "_classroom", None) is None or self._classroom.db is not core.db:
             self._classroom = Classroom(
-                core.db, core.courses, core.membership, core.hub, share_limit_s=int(self.help_share_minutes * 60)
+                core.db,
+                core.courses,
+                core.membership,
+                core.hub,
+                share_limit_s=int(self.help_share_minutes * 60),
+                work_root=Path(self.state_dir).resolve() / "work" if core.admission.inventory is not None else None,
+                isolated=self.isolated,
+                first_uid=self.first_uid,
             )
         return self._classroom
 

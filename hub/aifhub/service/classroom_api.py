@@ -121,6 +121,34 @@ class AnnouncementsHandler(APIHandler):
         self.write_json(a, status=201)
 
 
+class PushHandler(APIHandler):
+    """``POST courses/<id>/materials/push`` ``{"name", "content"}`` or ``{"from": "<file of the course folder>",
+    "name"?}``: the file into every learner's work folder, never over theirs."""
+
+    @web.authenticated
+    async def post(self, course_id):
+        room = classroom(self)
+        body = self.json_body()
+        name, content, source = self.text_arguments(body, "name", "content", "from")
+        if source:
+            data = await room.read_course_file(course_id, self.user_name, self.admin, source)
+            name = name or source.rsplit("/", 1)[-1]
+        elif "content" in body:
+            data = content.encode()
+        else:
+            raise web.HTTPError(400, 'Send {"name", "content"} or {"from": "<file of the course folder>"}.')
+        self.write_json(await room.push_material(course_id, self.user_name, self.admin, name, data, source), 201)
+
+
+class ResetHandler(APIHandler):
+    """``POST me/materials/<course>/reset`` ``{"path"}``: the learner's file back to the course's version."""
+
+    @web.authenticated
+    async def post(self, course_id):
+        (path,) = self.text_arguments(self.json_body(), "path")
+        self.write_json(await classroom(self).reset_material(course_id, self.user_name, path))
+
+
 def routes(route):
     return [
         (route("api/v1/me/hands"), MyHandsHandler),
@@ -131,4 +159,6 @@ def routes(route):
         (route(rf"api/v1/courses/{COURSE}/hands/([0-9]{{1,12}})/(take|ask)"), HandStepHandler),
         (route(rf"api/v1/courses/{COURSE}/audit"), AuditHandler),
         (route(rf"api/v1/courses/{COURSE}/announcements"), AnnouncementsHandler),
+        (route(rf"api/v1/courses/{COURSE}/materials/push"), PushHandler),
+        (route(rf"api/v1/me/materials/{COURSE}/reset"), ResetHandler),
     ]

@@ -42,6 +42,7 @@ NOT_FOUND = {
     "no-assignment",
     "no-credential",
     "no-hand",
+    "no-material",
 }
 CONFLICT = {
     "broken-course",
@@ -58,6 +59,7 @@ CONFLICT = {
     "already-shared",
     "not-asked",
     "not-shared",
+    "no-work-folder",
 }
 OTHER = {
     "too-large": 413,
