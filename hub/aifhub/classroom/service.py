@@ -7,10 +7,14 @@ revokes the share and deletes the helper's OAuth tokens for that server; the aud
 """
 
 import asyncio
+import json
 import logging
+import os
 from datetime import datetime, timezone
 
+from jupyterhub.utils import url_escape_path
 from sqlalchemy import select
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from ..errors import Refusal
 from ..service.hubapi import HubAPIError
@@ -62,6 +66,9 @@ class Classroom:
         self.hub = hub
         self.share_limit_s = share_limit_s
         self.board = Board()
+        # where the service reaches learners' servers (through the proxy) to end a guest's open connections at once
+        self.servers_url = os.environ.get("AIFHUB_PUBLIC_URL", "").rstrip("/") or None
+        self.http = AsyncHTTPClient()
 
     # -- who may -------------------------------------------------------------
 
@@ -120,6 +127,7 @@ class Classroom:
             await self.db.run(hands.grant_failed, view["id"], str(exc)[:300])
             self.board.bump(course_id)
             raise Refusal("share-failed", "The hub did not grant the access; ask the helper to try again.") from exc
+        await self._tell_server(user, server, None)  # the server forgets its cached "no" for the helper
         await self.db.run(
             hands.granted, view["id"], view["helper"], f"access to {user}/{server} until {view['share_until']}"
         )
@@ -291,10 +299,37 @@ class Classroom:
             detail.append("share revoked")
             n = await self.hub.revoke_server_tokens(helper, owner, server or "")
             detail.append(f"{n} token(s) of {helper} for the server deleted")
+            closed = await self._tell_server(owner, server or "", helper)
+            if closed is not None:
+                detail.append(f"{closed} open connection(s) of {helper} closed")
         except HubAPIError as exc:
             log.warning("Revoking %s's access to %s/%s failed: %s", helper, owner, server, exc)
             detail.append(f"revocation failed: {exc}"[:300])
         await self.db.run(_record_revoked, course_id, owner, helper, "; ".join(detail))
+
+    async def _tell_server(self, owner, server, close):
+        """Have the learner's server forget cached token answers and close ``close``'s websockets (the sandbox's
+        :mod:`aifhub.sandboxside.guests`). Returns how many it closed, None when it could not be told."""
+        if self.servers_url is None:
+            return None
+        path = f"/user/{url_escape_path(owner)}/" + (f"{url_escape_path(server)}/" if server else "")
+        req = HTTPRequest(
+            f"{self.servers_url}{path}aifhub/guests",
+            method="POST",
+            headers={"Authorization": f"token {os.environ.get('JUPYTERHUB_API_TOKEN', '')}"},
+            body=json.dumps({"close": close}),
+            request_timeout=5,
+            follow_redirects=False,
+        )
+        try:
+            resp = await self.http.fetch(req, raise_error=False)
+        except OSError as exc:
+            log.warning("Telling %s's server about %s: %s", owner, close, exc)
+            return None
+        if resp.code != 200:
+            log.warning("Telling %s's server about %s: %s %s", owner, close, resp.code, resp.body[:200])
+            return None
+        return json.loads(resp.body).get("closed", 0)
 
 
 def _record_revoked(s, course_id, owner, helper, detail):

@@ -18,6 +18,7 @@ from .service_entry import (
     ADMIN_TOKEN_SERVICE,
     LINK,
     SERVICE_NAME,
+    SANDBOX_ARGS,
     ConfigError,
     aifhub_roles,
     announcement,
@@ -141,6 +142,7 @@ def configure(c, env=os.environ):
     c.JupyterHub.spawner_class = "aifhub-local"
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
+    c.Spawner.args = list(SANDBOX_ARGS)  # the sandbox side of aifhub (a helper's access ends at once)
     c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
     # A spawn may wait: for its turn to boot (LocalSandboxSpawner.max_starting: the last of a hundred waits
     # minutes) or in the GPU waitlist (hours, told its place). Those waits are aifhub's and say so; each boot

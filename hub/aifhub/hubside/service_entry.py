@@ -71,6 +71,11 @@ def aifhub_roles(existing):
 SANDBOX_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", f"access:services!service={SERVICE_NAME}"]
 
 
+# The single-user server's extensions of aifhub: guests (a helper the learner let in) lose their open connections
+# the moment the learner ends the help (see aifhub.sandboxside.guests)
+SANDBOX_ARGS = ["--ServerApp.jpserver_extensions=aifhub.sandboxside.guests=True"]
+
+
 def connect_spawner(spawner_config, url, token):
     """Point a course spawner's config section (``c.LocalSandboxSpawner``, ``c.KubeSandboxSpawner``) at the
     service: admission and offers go to ``url`` with the internal ``token``; its sandboxes' tokens may reach it."""
