@@ -338,3 +338,32 @@ async def test_a_learner_resets_a_notebook_and_keeps_a_backup(svc, t):
         assert r.code == status, (who, path, r.body)
     r = await svc.api("POST", f"me/materials/{OTHER}/reset", t["ana"], body={"path": "01-digits-logistic.ipynb"})
     assert r.code == 409  # open course: ana may start it, has no folder of it
+
+
+async def test_the_help_page_for_learners_helpers_and_outsiders(svc, t):
+    await svc.api("POST", f"courses/{COURSE}/enrol", t["ana"])
+    r = await svc.fetch("POST", f"courses/{COURSE}/help/raise", t["ana"], raw=b"question=page+question")
+    assert r.code == 302 and "ok=" in r.headers["Location"], r.headers
+    page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["ana"])).body.decode()
+    assert "Lower hand" in page and "page question" in page and 'id="queue"' not in page
+    page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["helper1"])).body.decode()
+    assert 'id="queue"' in page and "Take ana" in page and "page question" in page
+    assert "Post</button>" not in page and "Hand out a file" not in page  # helpers neither announce nor push
+    hand = (await svc.api("GET", "me/hands", t["ana"])).json()["hands"][COURSE]
+    r = await svc.fetch("POST", f"courses/{COURSE}/help/hands/{hand['id']}/ask", t["helper1"], raw=b"")
+    assert r.code == 302 and "error=" not in r.headers["Location"]
+    page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["ana"])).body.decode()
+    assert "Accept: let helper1 in" in page and "Decline" in page
+    r = await svc.fetch("POST", f"courses/{COURSE}/help/end", t["ana"], raw=b"")  # decline
+    assert r.code == 302 and "error=" not in r.headers["Location"]
+    r = await svc.fetch("POST", f"courses/{COURSE}/help/accept", t["ana"], raw=b"")
+    assert r.code == 302 and "error=" in r.headers["Location"]  # nothing to accept after declining
+    page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["instructor"])).body.decode()
+    assert "Announce to the learners" in page and "Hand out a file" in page and "declined" in page
+    r = await svc.fetch("POST", f"courses/{COURSE}/help/announce", t["instructor"], raw=b"text=From+the+page")
+    assert r.code == 302 and "error=" not in r.headers["Location"]
+    assert "From the page" in (await svc.fetch("GET", f"courses/{COURSE}/help", t["ben"])).body.decode()
+    assert (await svc.fetch("GET", f"courses/{OTHER}/help", t["helper1"])).code == 404  # not a course of theirs
+    r = await svc.fetch("POST", f"courses/{COURSE}/help/hands/{hand['id']}/take", t["helper2"], raw=b"")
+    assert "error=" in r.headers["Location"]
+    await svc.api("DELETE", f"me/hands/{COURSE}", t["ana"])
