@@ -367,3 +367,41 @@ async def test_the_help_page_for_learners_helpers_and_outsiders(svc, t):
     r = await svc.fetch("POST", f"courses/{COURSE}/help/hands/{hand['id']}/take", t["helper2"], raw=b"")
     assert "error=" in r.headers["Location"]
     await svc.api("DELETE", f"me/hands/{COURSE}", t["ana"])
+
+
+def test_attendance_per_session_counts_overlap_once():
+    from aifhub.classroom.attendance import attended, table, to_csv
+
+    t0 = datetime(2026, 12, 1, 9, tzinfo=timezone.utc)
+    windows = [(t0, t0 + timedelta(hours=2)), (t0 + timedelta(days=1), t0 + timedelta(days=1, hours=2))]
+    spans = {
+        "ana": [
+            (t0 - timedelta(minutes=30), t0 + timedelta(minutes=30)),
+            (t0 + timedelta(minutes=20), t0 + timedelta(hours=1)),
+        ],
+        "ben": [(t0 + timedelta(hours=2), t0 + timedelta(hours=3))],  # starts as the session ends: not present
+        "cem": [(t0 + timedelta(days=1, hours=1), None)],  # still running
+    }
+    rows = table(windows, spans, now=t0 + timedelta(days=1, hours=1, minutes=15))
+    assert rows[0]["learners"] == {"ana": 3600}  # 9:00-10:00, the overlapping spans counted once
+    assert rows[1]["learners"] == {"cem": 900}
+    assert attended(windows, spans["ana"]) == 1 and attended(windows, spans["ben"]) == 0
+    text = to_csv("c1", rows)
+    assert text.splitlines()[0] == "course,session,session_start,session_end,learner,minutes"
+    assert text.splitlines()[1].endswith(",ana,60.0")
+
+
+async def test_attendance_for_instructors_as_json_and_csv(svc, t):
+    await svc.internal("POST", "admit", {"user": "ben", "server_name": "", "course": COURSE})
+    await asyncio.sleep(1.1)
+    await svc.internal("POST", "release", {"user": "ben", "server_name": "", "reason": "stopped"})
+    r = await svc.api("GET", f"courses/{COURSE}/attendance", t["instructor"])
+    assert r.code == 200, r.body
+    sessions = r.json()["sessions"]
+    assert len(sessions) == 2 and sessions[0]["learners"].get("ben", 0) >= 1 and sessions[1]["learners"] == {}
+    r = await svc.api("GET", f"courses/{COURSE}/attendance", t["instructor"], query={"format": "csv"})
+    assert r.code == 200 and r.headers["Content-Type"].startswith("text/csv") and b",ben," in r.body
+    for who in ("helper1", "ben", "stranger"):
+        assert (await svc.api("GET", f"courses/{COURSE}/attendance", t[who])).code == 403
+    page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["instructor"])).body.decode()
+    assert 'id="attendance"' in page and "ben (" in page

@@ -22,7 +22,8 @@ from ..service.metering_loop import running_courses
 from ..state.base import utcnow
 from ..ledger.sessions import learner_uid
 from .. import fsafe
-from . import hands, materials
+from ..credentials.store import training
+from . import attendance, hands, materials
 from .models import Hand
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,14 @@ class Classroom:
         uid = (await self._uids([user]))[user]
         return await asyncio.to_thread(materials.reset, work_root, course.path, course.id, user, uid, rel)
 
+    # -- attendance ------------------------------------------------------------
+
+    async def attendance(self, course_id, user, admin):
+        """Per scheduled session of the course, who had its sandbox running during it and for how long."""
+        course = await self.require_instructor(course_id, user, admin)
+        spans = await self.db.run(training_spans, course.id)
+        return course, attendance.table([(w.start, w.end) for w in course.sessions], spans)
+
     # -- the time limit ------------------------------------------------------
 
     async def expire(self):
@@ -337,6 +346,11 @@ def _record_revoked(s, course_id, owner, helper, detail):
     if hand is None:  # lowered: the last hand of the learner in the course
         hand = s.scalar(select(Hand).where(Hand.course_id == course_id, Hand.user == owner).order_by(Hand.id.desc()))
     hands.record(s, hand, "aifhub", "revoked", detail)
+
+
+def training_spans(s, course_id):
+    """``{user: [(started_at, ended_at or None)]}`` of the course's sandbox sessions (the ledger's)."""
+    return {user: entry["spans"] for user, entry in training(s, course_id).items()}
 
 
 def _learner_uids(s, users, first_uid):

@@ -15,6 +15,7 @@ import json
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from ..classroom import attendance
 from .base import APIHandler
 
 COURSE = r"([a-z0-9-]+)"
@@ -149,6 +150,20 @@ class ResetHandler(APIHandler):
         self.write_json(await classroom(self).reset_material(course_id, self.user_name, path))
 
 
+class AttendanceHandler(APIHandler):
+    """``GET courses/<id>/attendance`` (JSON; ``?format=csv`` for the CSV export): instructors and admins."""
+
+    @web.authenticated
+    async def get(self, course_id):
+        course, rows = await classroom(self).attendance(course_id, self.user_name, self.admin)
+        if self.get_argument("format", "json") == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.set_header("Content-Disposition", f'attachment; filename="{course.id}-attendance.csv"')
+            self.finish(attendance.to_csv(course.id, rows))
+            return
+        self.write_json({"course": course.id, "sessions": rows})
+
+
 def routes(route):
     return [
         (route("api/v1/me/hands"), MyHandsHandler),
@@ -161,4 +176,5 @@ def routes(route):
         (route(rf"api/v1/courses/{COURSE}/announcements"), AnnouncementsHandler),
         (route(rf"api/v1/courses/{COURSE}/materials/push"), PushHandler),
         (route(rf"api/v1/me/materials/{COURSE}/reset"), ResetHandler),
+        (route(rf"api/v1/courses/{COURSE}/attendance"), AttendanceHandler),
     ]

@@ -39,6 +39,7 @@ class HelpPage(PageHandler):
             announcements=(await self.room.announcements_for([course.id])).get(course.id, []),
             audit=await self.room.audit(course.id, self.user_name, self.admin),
             can_push=instructor and self.room.work_root is not None,
+            attendance=(await self.room.attendance(course.id, self.user_name, self.admin))[1] if instructor else [],
         )
 
 
