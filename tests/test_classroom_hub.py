@@ -36,6 +36,12 @@ def status_code(hub, token, path="api/status"):
     ).status_code
 
 
+def bar(hub, token, method, path, **kw):
+    return requests.request(
+        method, f"{hub.url}/user/ana/aifhub/bar/{path}", headers={"Authorization": f"token {token}"}, timeout=60, **kw
+    )
+
+
 def wait_for(check, timeout):
     """Seconds until ``check()`` is true (AssertionError after ``timeout``)."""
     t0 = time.monotonic()
@@ -62,8 +68,14 @@ def test_help_needs_the_accept_and_ends_at_once(hub):
     assert status_code(hub, ana) == 200
     assert status_code(hub, helper) == 403  # no accept, no access
 
-    r = hub.service("POST", "me/hands", ana, json={"course": COURSE, "question": "import fails"})
+    # the JupyterLab bar: the prebuilt extension is served to the sandbox's JupyterLab, and its server side
+    # forwards the learner's own calls to the service (the page never holds a token)
+    page = requests.get(f"{hub.url}/user/ana/lab", headers={"Authorization": f"token {ana}"}, timeout=60).text
+    assert "aifhub-bar" in page
+    assert bar(hub, ana, "GET", "context").json()["course"] == COURSE
+    r = bar(hub, ana, "POST", "me/hands", json={"course": COURSE, "question": "import fails"})
     assert r.status_code == 201, r.text
+    assert bar(hub, ana, "GET", f"courses/{COURSE}/audit").status_code == 404  # only the learner's endpoints
     hand = r.json()["id"]
     assert hub.service("POST", f"courses/{COURSE}/hands/{hand}/take", helper).status_code == 200
     assert hub.service("POST", f"courses/{COURSE}/hands/{hand}/ask", helper).status_code == 200
@@ -73,6 +85,9 @@ def test_help_needs_the_accept_and_ends_at_once(hub):
     assert r.status_code == 200, r.text
     start_s = wait_for(lambda: status_code(hub, helper) == 200, 15)
     print(f"help starts {start_s:.2f}s after the accept")
+    # the helper is in the learner's JupyterLab now, but the bar's server side answers the owner only
+    assert bar(hub, helper, "GET", "me").status_code == 403
+    assert bar(hub, helper, "POST", f"me/hands/{COURSE}/end").status_code == 403
 
     loop = asyncio.new_event_loop()
     try:

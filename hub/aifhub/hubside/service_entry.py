@@ -5,6 +5,8 @@ The embedded default (:mod:`.embedded`) and the z2jh chart's hub (:mod:`.z2jh`) 
 service listens, how it is started and which spawner they use.
 """
 
+from pathlib import Path
+
 from .notices import QuotaNotices
 from .user_watch import NewUserWatch
 
@@ -72,8 +74,15 @@ SANDBOX_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", f"access
 
 
 # The single-user server's extensions of aifhub: guests (a helper the learner let in) lose their open connections
-# the moment the learner ends the help (see aifhub.sandboxside.guests)
-SANDBOX_ARGS = ["--ServerApp.jpserver_extensions=aifhub.sandboxside.guests=True"]
+# the moment the learner ends the help (aifhub.sandboxside.guests); the JupyterLab bar's way to the service
+# (aifhub.sandboxside.bar)
+SANDBOX_ARGS = [
+    "--ServerApp.jpserver_extensions=aifhub.sandboxside.guests=True",
+    "--ServerApp.jpserver_extensions=aifhub.sandboxside.bar=True",
+]
+# Where sandboxes find aifhub's prebuilt JupyterLab extension (the bar): a data folder of the package, on
+# JUPYTER_PATH
+LAB_DATA = str(Path(__file__).resolve().parent.parent / "labdata")
 
 
 def connect_spawner(spawner_config, url, token):
