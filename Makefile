@@ -21,7 +21,8 @@ lint: setup
 	$(BIN)/ruff check hub tests bench
 	$(BIN)/ruff format --check hub tests bench
 
-setup: $(VENV)/.installed node_modules/.installed tests/credverify/node_modules/.installed hub/aifhub/labdata/.built
+setup: $(VENV)/.installed node_modules/.installed tests/credverify/node_modules/.installed hub/aifhub/labdata/.built \
+	tests/a11y/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no usable Python (>= 3.11 with venv) found" >&2; exit 1; }
@@ -48,6 +49,11 @@ hub/aifhub/labdata/.built: labextension/package.json labextension/src/index.ts l
 	cd labextension && node_modules/.bin/tsc
 	cd labextension && node node_modules/@jupyterlab/builder/lib/build-labextension.js \
 		--core-path "$$($(CURDIR)/$(BIN)/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
+	@touch $@
+
+# The browser tests check every aifhub page and the JupyterLab bar with axe-core (WCAG 2.1 A and AA rules)
+tests/a11y/node_modules/.installed: tests/a11y/package.json
+	npm install --prefix tests/a11y --no-audit --no-fund --silent
 	@touch $@
 
 # The credential tests verify aifhub's Open Badges with Digital Bazaar's libraries (an independent verifier)

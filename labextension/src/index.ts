@@ -12,7 +12,7 @@ import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { Widget } from '@lumino/widgets';
 
 type Json = { [key: string]: any };
-const POLL_MS = 15000;
+const POLL_MS = 5000;
 
 function xsrf(): string {
   const m = document.cookie.match('\\b_xsrf=([^;]*)\\b');
