@@ -106,6 +106,8 @@ def test_raise_take_ask_accept_end_in_two_browsers(hub, chromium):
         expect(bar).to_contain_text("helper1 has access")
 
         # the helper opens the learner's JupyterLab (and sees no bar of the learner's: it answers its owner only)
+        sockets = []  # the helper's open websockets to the learner's server
+        helper.on("websocket", lambda ws: "/user/ana/" in ws.url and sockets.append(ws))
         helper.goto(f"{hub.url}/user/ana/lab")
         # JupyterHub asks the helper to authorize access to another's server (the share's OAuth consent)
         helper.wait_for_load_state()
@@ -116,8 +118,11 @@ def test_raise_take_ask_accept_end_in_two_browsers(hub, chromium):
         expect(helper.locator("#aifhub-bar")).to_be_hidden()
 
         # the learner ends it: the helper is out at once
+        assert sockets and not any(ws.is_closed() for ws in sockets)
         press(ana, "#aifhub-bar button:has-text('End access')")
         expect(bar).to_contain_text("helper1 is coming")
+        helper.wait_for_timeout(1000)
+        assert all(ws.is_closed() for ws in sockets), [ws.url for ws in sockets if not ws.is_closed()]
         assert helper.request.get(f"{hub.url}/user/ana/api/status").status == 403
 
         # the learner's help page, with its log
