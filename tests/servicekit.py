@@ -40,6 +40,7 @@ class FakeHub:
         self.stopped = []
         self.shares = set()  # (owner, server, user) the service shared
         self.revoked_tokens = []
+        self.server_logins = {}  # (user, owner, server) -> tokens the user's browser got for that server
 
     async def wait_until_up(self):
         return None
@@ -85,9 +86,12 @@ class FakeHub:
     async def unshare_server(self, owner, server_name, user):
         self.shares.discard((owner, server_name, user))
 
+    async def server_tokens(self, user, owner, server_name):
+        return list(self.server_logins.get((user, owner, server_name), []))
+
     async def revoke_server_tokens(self, user, owner, server_name):
         self.revoked_tokens.append((user, owner, server_name))
-        return 1
+        return len(self.server_logins.pop((user, owner, server_name), []))
 
 
 class FakeHubAuth(HubOAuth):

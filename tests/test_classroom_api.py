@@ -118,11 +118,18 @@ async def test_the_whole_help_flow_with_consent_and_audit(svc, t):
     r = await svc.api("POST", f"me/hands/{COURSE}/accept", t["ana"])
     assert r.code == 200 and r.json()["state"] == "shared" and r.json()["share_left_s"] > 0
     assert svc.hub.shares == {("ana", "", "helper1")}
+    # the helper opens the learner's sandbox: the hub issues them a token for it, and the log says so, once
+    room = svc.app_config.classroom(svc.core)
+    await room.watch_use()
+    svc.hub.server_logins[("helper1", "ana", "")] = [{"id": "a1", "created": "2026-12-08T10:00:00Z"}]
+    await room.watch_use()
+    await room.watch_use()
 
     # the learner ends it: share revoked, the helper's tokens for that server deleted
     r = await svc.api("POST", f"me/hands/{COURSE}/end", t["ana"])
     assert r.code == 200 and r.json()["state"] == "taken"
     assert svc.hub.shares == set() and svc.hub.revoked_tokens[-1] == ("helper1", "ana", "")
+    assert svc.hub.server_logins == {}
     r = await svc.api("POST", f"me/hands/{COURSE}/end", t["ana"])
     assert r.code == 409 and r.json()["reason"] == "not-shared"
 
@@ -145,6 +152,7 @@ async def test_the_whole_help_flow_with_consent_and_audit(svc, t):
         "asked",
         "accepted",
         "granted",
+        "used",
         "ended",
         "revoked",
         "asked",
@@ -369,7 +377,7 @@ async def test_the_help_page_for_learners_helpers_and_outsiders(svc, t):
     await svc.api("DELETE", f"me/hands/{COURSE}", t["ana"])
 
 
-def test_attendance_per_session_counts_overlap_once():
+async def test_attendance_per_session_counts_overlap_once():
     from aifhub.classroom.attendance import attended, table, to_csv
 
     t0 = datetime(2026, 12, 1, 9, tzinfo=timezone.utc)

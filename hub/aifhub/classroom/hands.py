@@ -174,7 +174,7 @@ def accept(s, course_id, user, server_name, limit_s):
         raise Refusal("not-asked", "No helper has asked to look inside your sandbox; there is nothing to accept.")
     if server_name is None:
         raise Refusal("not-running", "Your sandbox of this course is not running; start it, then accept.")
-    hand.state, hand.server_name = "shared", server_name
+    hand.state, hand.server_name, hand.used_at = "shared", server_name, None
     hand.share_until = utcnow() + timedelta(seconds=limit_s)
     record(s, hand, user, "accepted", f"{hand.helper} may use the sandbox for {limit_s // 60} min")
     return hand
@@ -231,11 +231,19 @@ def audit(s, course_id, learner=None, limit=500):
     return list(s.scalars(q.order_by(AuditEntry.id.desc()).limit(limit)))
 
 
-def used(s, course_id, user, helper, detail):
-    """The helper opened the learner's server (seen by the service): logged once per share."""
-    hand = live_hand(s, course_id, user)
-    if hand is not None and hand.state == "shared" and hand.helper == helper:
-        record(s, hand, helper, "used", detail)
+def unused_shares(s):
+    """``[(hand id, learner, server, helper)]`` of live shares the helper has not used yet."""
+    q = select(Hand.id, Hand.user, Hand.server_name, Hand.helper).where(Hand.state == "shared", Hand.used_at.is_(None))
+    return list(s.execute(q))
+
+
+def used(s, hand_id, detail):
+    """The helper opened the learner's server during the share (the hub issued them a token for it): logged once
+    per share."""
+    hand = s.get(Hand, hand_id)
+    if hand is not None and hand.state == "shared" and hand.used_at is None:
+        hand.used_at = utcnow()
+        record(s, hand, hand.helper, "used", detail)
         return True
     return False
 

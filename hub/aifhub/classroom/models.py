@@ -29,6 +29,7 @@ class Hand(Base):
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     server_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     share_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # the helper opened the server
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     close_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
 

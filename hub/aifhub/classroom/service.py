@@ -276,12 +276,24 @@ class Classroom:
             except Refusal:
                 pass  # ended meanwhile
 
+    async def watch_use(self):
+        """Log the first use of each live share: the hub has issued the helper a token for the learner's server
+        (their browser opened it)."""
+        for hand_id, owner, server, helper in await self.db.run(hands.unused_shares):
+            tokens = await self.hub.server_tokens(helper, owner, server or "")
+            if tokens:
+                when = min(str(t.get("created") or "") for t in tokens)
+                await self.db.run(hands.used, hand_id, f"{helper} opened {owner}'s sandbox (login at {when})")
+
     async def run(self, interval=1.0):
         while True:
             try:
                 await self.expire()
+                await self.watch_use()
+            except HubAPIError as exc:
+                log.warning("Watching shares: %s", exc)
             except Exception:
-                log.exception("Ending expired shares failed")
+                log.exception("Watching shares failed")
             await asyncio.sleep(interval)
 
     # -- internals -----------------------------------------------------------

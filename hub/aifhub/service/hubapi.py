@@ -188,24 +188,28 @@ class HubClient:
         path = f"/shares/{quote(owner, safe='')}/{quote(server_name, safe='')}"
         await self.request("PATCH", path, {"user": user}, ok=(200, 404))
 
-    async def revoke_server_tokens(self, user, owner, server_name):
-        """Delete ``user``'s OAuth tokens issued to ``owner``'s server (its OAuth client): their browser's login to
-        that server ends with them. Returns how many were deleted."""
+    async def server_tokens(self, user, owner, server_name):
+        """``user``'s tokens issued to ``owner``'s server ``server_name`` (its OAuth client): ``[{id, created,
+        last_activity}]`` (none when the hub does not know the user)."""
         path = f"/users/{quote(user, safe='')}/tokens"
         try:
             listing = await self.request("GET", path)
         except HubAPIError as exc:
             if " 404 " in str(exc):
-                return 0
+                return []
             raise
         # {"api_tokens": [...]} (older hubs also list "oauth_tokens"); OAuth tokens name their client
         tokens = [t for v in (listing or {}).values() if isinstance(v, list) for t in v if isinstance(t, dict)]
-        n = 0
+        return [t for t in tokens if server_oauth_client_matches(t.get("oauth_client") or "", owner, server_name)]
+
+    async def revoke_server_tokens(self, user, owner, server_name):
+        """Delete ``user``'s OAuth tokens issued to ``owner``'s server (its OAuth client): their browser's login to
+        that server ends with them. Returns how many were deleted."""
+        tokens = await self.server_tokens(user, owner, server_name)
         for token in tokens:
-            if server_oauth_client_matches(token.get("oauth_client") or "", owner, server_name):
-                await self.request("DELETE", f"{path}/{quote(token['id'], safe='')}", ok=(200, 204, 404))
-                n += 1
-        return n
+            path = f"/users/{quote(user, safe='')}/tokens/{quote(token['id'], safe='')}"
+            await self.request("DELETE", path, ok=(200, 204, 404))
+        return len(tokens)
 
 
 def server_oauth_client_matches(client, owner, server_name):

@@ -27,6 +27,7 @@ def upgrade():
         sa.Column("taken_at", sa.DateTime, nullable=True),
         sa.Column("server_name", sa.String(255), nullable=True),
         sa.Column("share_until", sa.DateTime, nullable=True),
+        sa.Column("used_at", sa.DateTime, nullable=True),
         sa.Column("closed_at", sa.DateTime, nullable=True),
         sa.Column("close_reason", sa.String(32), nullable=True),
     )
