@@ -413,3 +413,24 @@ async def test_attendance_for_instructors_as_json_and_csv(svc, t):
         assert (await svc.api("GET", f"courses/{COURSE}/attendance", t[who])).code == 403
     page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["instructor"])).body.decode()
     assert 'id="attendance"' in page and "ben (" in page
+
+
+@pytest.mark.parametrize(
+    "client, owner, server, matches",
+    [
+        ("Server at /user/ana/", "ana", "", True),
+        ("Server at /hub-base/user/ana/", "ana", "", True),
+        ("Server at /user/ana/gpu/", "ana", "gpu", True),
+        ("Server at /user/ana/gpu/", "ana", "", False),  # another server of hers
+        ("Server at /user/anna/", "ana", "", False),
+        ("Server at /user/ana@uni.eu/", "ana@uni.eu", "", True),
+        ("jupyterhub-user-ana%40uni.eu", "ana@uni.eu", "", True),
+        ("jupyterhub-user-ana-gpu", "ana", "gpu", True),
+        ("jupyterhub-user-ana", "ana", "gpu", False),
+        ("aifhub", "ana", "", False),
+    ],
+)
+async def test_tokens_of_a_server_are_told_by_their_oauth_client(client, owner, server, matches):
+    from aifhub.service.hubapi import server_oauth_client_matches
+
+    assert server_oauth_client_matches(client, owner, server) is matches

@@ -214,13 +214,9 @@ class HubClient:
 
 def server_oauth_client_matches(client, owner, server_name):
     """Whether a token's ``oauth_client`` (the client's description, else its id) names ``owner``'s server
-    ``server_name``: JupyterHub's ids are ``jupyterhub-user-<owner>[-<server>]`` (escaped), its descriptions
-    ``Server at <base>user/<owner>/[<server>/]``."""
-    from jupyterhub.utils import url_escape_path
-
-    owner_q = quote(owner, safe="@~")
-    path = f"/user/{owner_q}/" + (f"{url_escape_path(server_name)}/" if server_name else "")
+    ``server_name``. JupyterHub describes a server's client as ``Server at <base>user/<escaped owner>/[<server>/]``
+    and names it ``jupyterhub-user-<quoted owner>[-<quoted server>]``."""
+    path = f"/user/{quote(owner, safe='@~')}/" + (f"{server_name}/" if server_name else "")
     if client.startswith("Server at ") and client.endswith(path):
         return True
-    ident = f"jupyterhub-user-{owner_q}" + (f"-{quote(server_name, safe='')}" if server_name else "")
-    return client == ident
+    return client == f"jupyterhub-user-{quote(owner)}" + (f"-{quote(server_name)}" if server_name else "")
