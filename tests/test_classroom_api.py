@@ -413,6 +413,10 @@ async def test_attendance_for_instructors_as_json_and_csv(svc, t):
         assert (await svc.api("GET", f"courses/{COURSE}/attendance", t[who])).code == 403
     page = (await svc.fetch("GET", f"courses/{COURSE}/help", t["instructor"])).body.decode()
     assert 'id="attendance"' in page and "ben (" in page
+    page = (await svc.fetch("GET", f"courses/{COURSE}", t["instructor"])).body.decode()
+    assert 'id="course-attendance"' in page and "ben (" in page and "course-ann-h" in page
+    page = (await svc.fetch("GET", f"courses/{COURSE}", t["ben"])).body.decode()
+    assert "course-ann-h" in page and "Break until 11:00" in page and "course-attendance" not in page
 
 
 @pytest.mark.parametrize(

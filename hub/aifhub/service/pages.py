@@ -16,6 +16,7 @@ from ..errors import Refusal
 from ..ledger import allocations, reports
 from . import charts, grading_view
 from .base import BaseHandler
+from ..classroom.pages import on_course_page
 
 
 class PageHandler(BaseHandler):
@@ -166,6 +167,7 @@ class CoursePage(PageHandler):
             if decision.allowed
             else [],
             **(await self.instructor_view(course) if instructor else {}),
+            classroom=await on_course_page(self.settings["aifhub_classroom"], course, self.user_name, instructor),
         )
 
 
