@@ -21,7 +21,8 @@ lint: setup
 	$(BIN)/ruff check hub tests bench
 	$(BIN)/ruff format --check hub tests bench
 
-setup: $(VENV)/.installed node_modules/.installed tests/credverify/node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed tests/credverify/node_modules/.installed hub/aifhub/labdata/.built \
+	tests/a11y/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no usable Python (>= 3.11 with venv) found" >&2; exit 1; }
@@ -39,6 +40,20 @@ $(VENV)/.installed: pyproject.toml
 node_modules/.installed: package.json
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm (and node) are needed for the proxy: install Node.js >= 18 with npm (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 	npm install --no-audit --no-fund --silent
+	@touch $@
+
+# aifhub's bar inside JupyterLab: TypeScript built with JupyterLab's builder into a prebuilt lab extension, which
+# the package carries (hub/aifhub/labdata/labextensions/aifhub-bar/) and sandboxes find through JUPYTER_PATH
+hub/aifhub/labdata/.built: labextension/package.json labextension/src/index.ts labextension/style/index.css $(VENV)/.installed
+	npm install --prefix labextension --no-audit --no-fund --silent
+	cd labextension && node_modules/.bin/tsc
+	cd labextension && node node_modules/@jupyterlab/builder/lib/build-labextension.js \
+		--core-path "$$($(CURDIR)/$(BIN)/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
+	@touch $@
+
+# The browser tests check every aifhub page and the JupyterLab bar with axe-core (WCAG 2.1 A and AA rules)
+tests/a11y/node_modules/.installed: tests/a11y/package.json
+	npm install --prefix tests/a11y --no-audit --no-fund --silent
 	@touch $@
 
 # The credential tests verify aifhub's Open Badges with Digital Bazaar's libraries (an independent verifier)

@@ -36,6 +36,9 @@ class FakeHub:
         self.groups = {}
         self.users = set()
         self.stopped = []
+        self.shares = set()  # (owner, server, user) the service shared
+        self.revoked_tokens = []
+        self.server_logins = {}  # (user, owner, server) -> tokens the user's browser got for that server
 
     async def wait_until_up(self):
         return None
@@ -72,6 +75,21 @@ class FakeHub:
     async def stop_server(self, user, server_name=""):
         self.stopped.append((user, server_name))
         self.running.discard((user, server_name))
+
+    # JupyterHub's sharing of one server, and the tokens issued for it (the classroom's consented help)
+    async def share_server(self, owner, server_name, user):
+        self.shares.add((owner, server_name, user))
+        return {"user": {"name": user}}
+
+    async def unshare_server(self, owner, server_name, user):
+        self.shares.discard((owner, server_name, user))
+
+    async def server_tokens(self, user, owner, server_name):
+        return list(self.server_logins.get((user, owner, server_name), []))
+
+    async def revoke_server_tokens(self, user, owner, server_name):
+        self.revoked_tokens.append((user, owner, server_name))
+        return len(self.server_logins.pop((user, owner, server_name), []))
 
 
 class FakeHubAuth(HubOAuth):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class AccessDecision:
     allowed: bool
-    role: str = "learner"  # learner | instructor | admin
+    role: str = "learner"  # learner | helper | instructor | admin
     reason: str = ""  # a short label: not-enrolled | not-started | ended
     message: str = ""  # what a person reads
 
@@ -17,15 +17,16 @@ class AccessDecision:
 def decide_access(course, user, *, admin=False, enrolled=False, today):
     """May ``user`` start ``course`` on ``today`` (a date in the course's time zone)?
 
-    Instructors and admins may always start it; learners need to be on the
-    roster, enrolled at run time, or the course must be open, and the date must
-    be inside the schedule.
+    Instructors and admins may always start it; helpers and learners need the date
+    inside the schedule, and learners need to be on the roster, enrolled at run
+    time, or the course must be open.
     """
     if course.is_instructor(user):
         return AccessDecision(True, role="instructor")
     if admin:
         return AccessDecision(True, role="admin")
-    if not (course.enrollment == "open" or course.on_roster(user) or enrolled):
+    helper = user in course.helpers
+    if not (helper or course.enrollment == "open" or course.on_roster(user) or enrolled):
         how = {
             "roster": "Ask an instructor of the course to add you to its roster.",
             "code": "Enrol with the course's enrolment code first.",
@@ -48,4 +49,4 @@ def decide_access(course, user, *, admin=False, enrolled=False, today):
             reason="ended",
             message=f"{course.title} ended on {course.schedule.end.isoformat()}; its sandbox is closed.",
         )
-    return AccessDecision(True)
+    return AccessDecision(True, role="helper" if helper else "learner")

@@ -254,6 +254,7 @@ def _build(folder, data):
         enrollment_code=data.get("enrollment_code"),
         instructors=tuple(data["instructors"]),
         roster=tuple(data.get("roster") or ()),
+        helpers=tuple(data.get("helpers") or ()),
         schedule=None
         if not schedule
         else Schedule(

@@ -115,6 +115,7 @@ class Course:
     path: Path
     description: str = ""
     roster: tuple = ()
+    helpers: tuple = ()  # teaching assistants: the help queue and, with consent, a learner's sandbox; no grading
     enrollment_code: str | None = None
     schedule: Schedule | None = None
     allocation: str | None = None
@@ -135,6 +136,14 @@ class Course:
 
     def is_instructor(self, name):
         return name in self.instructors or name in self.staff
+
+    def is_helper(self, name):
+        """A teaching assistant of the course (instructors are not helpers; they may do all a helper does)."""
+        return name in self.helpers and not self.is_instructor(name)
+
+    def is_staff(self, name):
+        """Instructors and helpers: who answers the course's raised hands."""
+        return self.is_instructor(name) or name in self.helpers
 
     def on_roster(self, name):
         return name in self.roster
@@ -159,6 +168,7 @@ class Course:
             "kind": self.kind,
             "enrollment": self.enrollment,
             "instructors": list(self.instructors),
+            "helpers": list(self.helpers),
             "schedule": None
             if self.schedule is None
             else {

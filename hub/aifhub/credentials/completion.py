@@ -6,7 +6,7 @@ assignments (their best graded submission), a number of the course's scheduled `
 an instructor's sign-off.
 """
 
-from datetime import UTC, datetime
+from ..classroom.attendance import attended  # noqa: F401  (the one rule of attendance; completion counts it)
 
 
 def best_scores(rows, user):
@@ -18,17 +18,6 @@ def best_scores(rows, user):
         aid = row["assignment_id"]
         best[aid] = max(best.get(aid, float("-inf")), float(row["score"]))
     return best
-
-
-def attended(windows, spans, now=None):
-    """How many of the course's session ``windows`` (``(start, end)``) overlap one of the learner's sandbox
-    ``spans`` (``(started_at, ended_at or None)``: None is still running)."""
-    now = now or datetime.now(UTC)
-    count = 0
-    for start, end in windows:
-        if any(s < end and (e or now) > start for s, e in spans):
-            count += 1
-    return count
 
 
 def evaluate(rule, scores, sessions_attended, signed_off):

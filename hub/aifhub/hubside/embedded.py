@@ -19,6 +19,8 @@ from .service_entry import (
     ADMIN_TOKEN_SERVICE,
     LINK,
     SERVICE_NAME,
+    LAB_DATA,
+    SANDBOX_ARGS,
     ConfigError,
     aifhub_roles,
     announcement,
@@ -144,7 +146,8 @@ def configure(c, env=os.environ):
     c.JupyterHub.spawner_class = "aifhub-local"
     c.Spawner.cmd = [str(bindir / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
-    c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
+    c.Spawner.args = list(SANDBOX_ARGS)  # the sandbox side of aifhub (a helper's access ends at once)
+    c.Spawner.environment = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "JUPYTER_PATH": LAB_DATA}
     # A spawn may wait: for its turn to boot (LocalSandboxSpawner.max_starting: the last of a hundred waits
     # minutes) or in the GPU waitlist (hours, told its place). Those waits are aifhub's and say so; each boot
     # has http_timeout once its turn comes. JupyterHub's own timeout is a last resort, and waiting spawns

@@ -5,6 +5,8 @@ The embedded default (:mod:`.embedded`) and the z2jh chart's hub (:mod:`.z2jh`) 
 service listens, how it is started and which spawner they use.
 """
 
+from pathlib import Path
+
 from .notices import QuotaNotices
 from .user_watch import NewUserWatch
 
@@ -49,9 +51,19 @@ def aifhub_roles(existing):
     user["scopes"] = sorted(set(user.get("scopes", ["self"])) | {"self", f"access:services!service={SERVICE_NAME}"})
     roles["aifhub-service"] = {
         "name": "aifhub-service",
-        "description": "What the aifhub service needs: users, groups and servers",
+        "description": "What the aifhub service needs: users, groups and servers; sharing a learner's server with "
+        "the helper the learner accepted, and taking it back (shares, the helper's tokens)",
         "services": [SERVICE_NAME],
-        "scopes": ["admin:users", "admin:groups", "admin:servers", "list:users", "read:users"],
+        "scopes": [
+            "admin:users",
+            "admin:groups",
+            "admin:servers",
+            "list:users",
+            "read:users",
+            "shares",
+            "access:servers",
+            "tokens",
+        ],
     }
     return list(roles.values())
 
@@ -59,6 +71,18 @@ def aifhub_roles(existing):
 # What a sandbox's own JupyterHub token may do: besides the server's defaults, call the aifhub service (nbgrader's
 # exchange speaks HTTP to it; a pod's course-materials init container fetches the course's files from it)
 SANDBOX_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", f"access:services!service={SERVICE_NAME}"]
+
+
+# The single-user server's extensions of aifhub: guests (a helper the learner let in) lose their open connections
+# the moment the learner ends the help (aifhub.sandboxside.guests); the JupyterLab bar's way to the service
+# (aifhub.sandboxside.bar)
+SANDBOX_ARGS = [
+    "--ServerApp.jpserver_extensions=aifhub.sandboxside.guests=True",
+    "--ServerApp.jpserver_extensions=aifhub.sandboxside.bar=True",
+]
+# Where sandboxes find aifhub's prebuilt JupyterLab extension (the bar): a data folder of the package, on
+# JUPYTER_PATH
+LAB_DATA = str(Path(__file__).resolve().parent.parent / "labdata")
 
 
 def connect_spawner(spawner_config, url, token):

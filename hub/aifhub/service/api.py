@@ -10,6 +10,7 @@ class MeHandler(APIHandler):
     @web.authenticated
     async def get(self):
         view = await self.core.learner_view(self.user_name, self.admin)
+        room = self.settings["aifhub_classroom"]
         self.write_json(
             {
                 "name": self.user_name,
@@ -17,6 +18,9 @@ class MeHandler(APIHandler):
                 "courses": view["courses"],
                 "notice": view["notice"],
                 "stopped": view["stopped"],
+                # the instructors' announcements of the caller's courses (newest first), and their raised hands
+                "announcements": await room.announcements_for([c["id"] for c in view["courses"]]),
+                "hands": await room.my_hands(self.user_name),
             }
         )
 

@@ -28,9 +28,12 @@ from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
 from ..credentials.issuer import CredentialIssuer
 from ..credentials.service import Credentials
+from ..classroom.service import Classroom
 from . import (
     access_log,
     api,
+    classroom_api,
+    classroom_pages,
     credentials_api,
     credentials_pages,
     grading_api,
@@ -165,6 +168,11 @@ class AifhubService(Application):
         f"{idranges.LEARNER_SPAN} from it machine-wide: a second installation needs another range).",
     ).tag(config=True)
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
+    help_share_minutes = Float(
+        30.0,
+        help="Minutes a learner's accept lets a helper into their sandbox (JupyterHub's sharing); the learner may "
+        "end it sooner, and lowering the hand ends it too.",
+    ).tag(config=True)
     internal_token = Unicode(
         help="Secret the hub's spawner presents on the internal endpoints. Default: $AIFHUB_INTERNAL_TOKEN."
     ).tag(config=True)
@@ -190,7 +198,14 @@ class AifhubService(Application):
         parse_gpus(proposal.value)  # raises ValueError saying what is expected
         return proposal.value
 
-    @validate("meter_interval", "catalog_poll_interval", "waitlist_hold", "waitlist_interval", "exit_timeout")
+    @validate(
+        "meter_interval",
+        "catalog_poll_interval",
+        "waitlist_hold",
+        "waitlist_interval",
+        "exit_timeout",
+        "help_share_minutes",
+    )
     def _validate_positive(self, proposal):
         if proposal.value <= 0:
             raise ValueError(f"{proposal.trait.name} must be a positive number of seconds, got {proposal.value}")
@@ -261,6 +276,8 @@ class AifhubService(Application):
             (route(r"api/v1/me/waitlist/([a-z0-9-]+)"), api.MyWaitlistHandler),
             (route("api/v1/waitlist"), api.WaitlistHandler),
             *grading_api.routes(route),
+            *classroom_api.routes(route),
+            *classroom_pages.routes(route),
             *credentials_api.routes(route),
             *credentials_pages.routes(route),
             *auth_handlers.routes(route),
@@ -276,6 +293,7 @@ class AifhubService(Application):
             aifhub_grading=grading,
             aifhub_lti=lti,
             aifhub_credentials=self.credentials(core, grading),
+            aifhub_classroom=self.classroom(core),
             aifhub_internal_token=self.internal_token,
             aifhub_isolated=self.isolated,
             hub_prefix=hub_prefix,
@@ -283,6 +301,21 @@ class AifhubService(Application):
             login_url=url_path_join(hub_prefix, "login"),
             log_function=access_log.log_request,
         )
+
+    def classroom(self, core):
+        """The live workshop's hands, consented help and announcements (one per service: its loop ends shares)."""
+        if getattr(self, "_classroom", None) is None or self._classroom.db is not core.db:
+            self._classroom = Classroom(
+                core.db,
+                core.courses,
+                core.membership,
+                core.hub,
+                share_limit_s=int(self.help_share_minutes * 60),
+                work_root=Path(self.state_dir).resolve() / "work" if core.admission.inventory is not None else None,
+                isolated=self.isolated,
+                first_uid=self.first_uid,
+            )
+        return self._classroom
 
     def credentials(self, core, grading):
         """The completion credentials of this service (the issuer's keys live in the state directory)."""
@@ -362,6 +395,7 @@ class AifhubService(Application):
         ]
         if core.waitlist is not None:
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
+        loops.append(asyncio.ensure_future(self.classroom(core).run()))  # ends helpers' access when its time is up
         for part in (service.placeholders, service.warm, service.disk):
             if part is not None:
                 loops.append(asyncio.ensure_future(part.run()))

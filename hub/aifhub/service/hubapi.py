@@ -175,3 +175,48 @@ class HubClient:
         if server_name:
             path = f"/users/{quote(user, safe='')}/servers/{quote(server_name, safe='')}"
         await self.request("DELETE", path, ok=(202, 204, 400, 404))
+
+    # -- sharing one server with one user (the classroom's consented help) -------------------------------
+
+    async def share_server(self, owner, server_name, user):
+        """Grant ``user`` access to ``owner``'s server ``server_name`` (JupyterHub's sharing API)."""
+        path = f"/shares/{quote(owner, safe='')}/{quote(server_name, safe='')}"
+        return await self.request("POST", path, {"user": user})
+
+    async def unshare_server(self, owner, server_name, user):
+        """Revoke ``user``'s share of that server (nothing to do when there is none, or the server is gone)."""
+        path = f"/shares/{quote(owner, safe='')}/{quote(server_name, safe='')}"
+        await self.request("PATCH", path, {"user": user}, ok=(200, 404))
+
+    async def server_tokens(self, user, owner, server_name):
+        """``user``'s tokens issued to ``owner``'s server ``server_name`` (its OAuth client): ``[{id, created,
+        last_activity}]`` (none when the hub does not know the user)."""
+        path = f"/users/{quote(user, safe='')}/tokens"
+        try:
+            listing = await self.request("GET", path)
+        except HubAPIError as exc:
+            if " 404 " in str(exc):
+                return []
+            raise
+        # {"api_tokens": [...]} (older hubs also list "oauth_tokens"); OAuth tokens name their client
+        tokens = [t for v in (listing or {}).values() if isinstance(v, list) for t in v if isinstance(t, dict)]
+        return [t for t in tokens if server_oauth_client_matches(t.get("oauth_client") or "", owner, server_name)]
+
+    async def revoke_server_tokens(self, user, owner, server_name):
+        """Delete ``user``'s OAuth tokens issued to ``owner``'s server (its OAuth client): their browser's login to
+        that server ends with them. Returns how many were deleted."""
+        tokens = await self.server_tokens(user, owner, server_name)
+        for token in tokens:
+            path = f"/users/{quote(user, safe='')}/tokens/{quote(token['id'], safe='')}"
+            await self.request("DELETE", path, ok=(200, 204, 404))
+        return len(tokens)
+
+
+def server_oauth_client_matches(client, owner, server_name):
+    """Whether a token's ``oauth_client`` (the client's description, else its id) names ``owner``'s server
+    ``server_name``. JupyterHub describes a server's client as ``Server at <base>user/<escaped owner>/[<server>/]``
+    and names it ``jupyterhub-user-<quoted owner>[-<quoted server>]``."""
+    path = f"/user/{quote(owner, safe='@~')}/" + (f"{server_name}/" if server_name else "")
+    if client.startswith("Server at ") and client.endswith(path):
+        return True
+    return client == f"jupyterhub-user-{quote(owner)}" + (f"-{quote(server_name)}" if server_name else "")

@@ -2,8 +2,9 @@
 
 The one answer to "who is in this course", for sandboxes and for grading alike: instructors (from the
 course file), learners on the course file's roster, and learners enrolled at run time (open or code
-enrolment, or added by an instructor). JupyterHub's groups follow it: ``nbgrader-<course>`` for
-learners, ``formgrade-<course>`` for instructors.
+enrolment, or added by an instructor), and helpers (teaching assistants, from the course file: they answer
+raised hands, and grade nothing). JupyterHub's groups follow it: ``nbgrader-<course>`` for learners,
+``formgrade-<course>`` for instructors, ``helpers-<course>`` for helpers.
 """
 
 import logging
@@ -28,6 +29,10 @@ def learner_group(course_id):
 
 def instructor_group(course_id):
     return f"formgrade-{course_id}"
+
+
+def helper_group(course_id):
+    return f"helpers-{course_id}"
 
 
 def course_today(course, now=None):
@@ -89,9 +94,12 @@ class Membership:
         return decide_access(course, user, admin=admin, enrolled=enrolled, today=course_today(course))
 
     async def role(self, course, user, admin):
-        """'instructor' (instructors and admins), 'learner' (roster or enrolled), or None."""
+        """'instructor' (instructors and admins), 'helper' (the course file's helpers), 'learner' (roster or
+        enrolled), or None."""
         if admin or course.is_instructor(user):
             return "instructor"
+        if course.is_helper(user):
+            return "helper"
         if course.on_roster(user):
             return "learner"
         return "learner" if await self.db.run(is_enrolled, user, course.id) else None
@@ -172,6 +180,7 @@ class Membership:
             if course_id is None or course.id == course_id:
                 groups[learner_group(course.id)] = set(course.roster)
                 groups[instructor_group(course.id)] = set(course.instructors) | course.staff
+                groups[helper_group(course.id)] = set(course.helpers)
         for cid, user, _source in enrolled:
             if learner_group(cid) in groups:
                 groups[learner_group(cid)].add(user)

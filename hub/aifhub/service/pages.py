@@ -18,6 +18,7 @@ from ..errors import Refusal
 from ..ledger import allocations, reports
 from . import charts, grading_view
 from .base import BaseHandler
+from ..classroom.pages import on_course_page
 
 
 FLASH_COOKIE = "aifhub-flash"
@@ -200,6 +201,7 @@ class CoursePage(PageHandler):
             if decision.allowed
             else [],
             **(await self.instructor_view(course) if instructor else {}),
+            classroom=await on_course_page(self.settings["aifhub_classroom"], course, self.user_name, instructor),
         )
 
 

@@ -30,6 +30,7 @@ FORBIDDEN = {
     "allocation-closed",
     "allocation-not-started",
     "allocation-expired",
+    "staff-only",
 }
 NOT_FOUND = {
     "unknown-course",
@@ -41,6 +42,8 @@ NOT_FOUND = {
     "no-feedback",
     "no-assignment",
     "no-credential",
+    "no-hand",
+    "no-material",
 }
 CONFLICT = {
     "nothing-graded",
@@ -54,6 +57,11 @@ CONFLICT = {
     "not-runnable",
     "no-completion",
     "not-complete",
+    "taken",
+    "already-shared",
+    "not-asked",
+    "not-shared",
+    "no-work-folder",
 }
 OTHER = {
     "too-large": 413,
@@ -64,6 +72,7 @@ OTHER = {
     "step-failed": 500,
     "step-timeout": 504,
     "credentials-full": 503,
+    "share-failed": 502,
 }
 
 

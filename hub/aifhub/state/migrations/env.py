@@ -3,7 +3,8 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import aifhub.credentials.models  # noqa: F401  (their tables join the metadata)
+import aifhub.classroom.models  # noqa: F401  (their tables join the metadata)
+import aifhub.credentials.models  # noqa: F401
 import aifhub.grading.models  # noqa: F401
 import aifhub.ledger.models  # noqa: F401
 import aifhub.state.lease  # noqa: F401
