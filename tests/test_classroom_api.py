@@ -1,4 +1,3 @@
-
 """The live workshop's REST API in process (the service's real app and database; the hub's sharing recorded by the
 fake hub): raising and lowering hands, taking and asking, the learner's consent and its end, the time limit, the
 audit log, announcements; and every refusal (403 for outsiders and other courses' helpers, 404, 400)."""
