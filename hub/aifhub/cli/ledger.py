@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..auth.people import with_names
 from ..ledger import allocations, reports
 from ..errors import Refusal
 from ..state import lease
@@ -246,7 +247,7 @@ def usage_report(args):
                 return None, reports.waldur(s, **filters)
             if fmt == "car":
                 return reports.car_xml(s, **filters), None
-            return reports.session_rows(s, **filters), None
+            return with_names(s, reports.session_rows(s, **filters)), None
 
         rows, payloads = _local(args, run)
         if fmt == "car":
@@ -264,6 +265,7 @@ def usage_report(args):
                 (
                     r["session"],
                     r["user"],
+                    r.get("name") or "-",
                     r["course"],
                     r["allocation"] or "-",
                     r["gpu_kind"] or "cpu",
@@ -274,6 +276,6 @@ def usage_report(args):
                 )
                 for r in rows
             ],
-            ("SESSION", "USER", "COURSE", "ALLOCATION", "GPU", "STATE", "START", "GPU-H", "CPU-H"),
+            ("SESSION", "USER", "NAME", "COURSE", "ALLOCATION", "GPU", "STATE", "START", "GPU-H", "CPU-H"),
         )
     return 0

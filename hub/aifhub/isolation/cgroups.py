@@ -171,6 +171,17 @@ class SandboxGroup:
             value = _read(self._dir("memory") / "memory.max_usage_in_bytes").strip()
         return int(value) if value.isdigit() else 0
 
+    def cpu_seconds(self):
+        """CPU time the group's processes have used, all of them, those that ended too (None when unknown)."""
+        if self.version == 2:
+            for line in _read(self.dirs[0] / "cpu.stat").splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec" and value.strip().isdigit():
+                    return int(value) / 1e6
+            return None
+        value = _read(self._dir("cpu") / "cpuacct.usage").strip()  # cpu and cpuacct share a hierarchy
+        return int(value) / 1e9 if value.isdigit() else None
+
     def kill_all(self, timeout=5.0):
         """SIGKILL every process in the group; True when it is empty afterwards."""
         if self.version == 2 and (self.dirs[0] / "cgroup.kill").exists():

@@ -68,6 +68,8 @@ def to_csv(rows):
     fields = [
         "session",
         "user",
+        "name",
+        "email",
         "course",
         "allocation",
         "gpu_kind",
@@ -81,7 +83,7 @@ def to_csv(rows):
         "cpu_ms",
         "events",
     ]
-    writer = csv.DictWriter(out, fieldnames=fields)
+    writer = csv.DictWriter(out, fieldnames=fields, restval="")  # name, email: where the service knows them
     writer.writeheader()
     writer.writerows(csv_row(row) for row in rows)  # no cell starts a spreadsheet formula
     return out.getvalue()

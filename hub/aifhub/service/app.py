@@ -24,7 +24,7 @@ from ..grading.manager import GradingManager
 from ..auth import handlers as auth_handlers
 from ..auth.grants import refresh_staff
 from ..lti import handlers as lti_handlers
-from . import access_log, api, grading_api, internal, ledger_api, materials_api, pages
+from . import access_log, api, grading_api, idle, internal, ledger_api, materials_api, pages
 from .admission import GRADER
 from .core import ServiceCore
 from .disk_watch import DiskWatch
@@ -368,6 +368,7 @@ class AifhubService(Application):
         if inventory is not None:  # local sandboxes: their homes are on this machine's state filesystem
             disk = core.admission.disk = DiskWatch(db, core.courses, hub, state, (GRADER, WARM_USER), parent=self)
             loops.append(asyncio.ensure_future(disk.run()))
+            core.metering.sandbox_groups = idle.SandboxCpu(db, Path(state) / "work", warm)  # what sandboxes use
         stopping, hurry = asyncio.Event(), asyncio.Event()
 
         def on_signal():  # the first signal stops the service; another one cuts its wait for sandboxes short

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from tornado import web
 
+from ..auth.people import names_of
 from ..errors import Refusal
 from ..ledger import allocations, reports
 from . import charts, grading_view
@@ -136,6 +137,7 @@ class CoursePage(PageHandler):
         return {
             "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
             "roster": roster,
+            "people": await self.core.db.run(names_of, set(roster) | set(usage)),  # who the opaque names are
             "usage": usage,
             "waitlist": await waitlist_entries(self.core, course.id),
             "grading": await grading_view.instructor_grading(self.grading, course),
