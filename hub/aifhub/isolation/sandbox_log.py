@@ -3,9 +3,10 @@
 Threat model: whatever a sandbox writes to its standard output and error is the learner's text. Had
 it the hub's (or the service's) stderr, a learner could write lines that look like the hub's own
 into the hub's log, and as much as they like. So a sandbox's stdout and stderr are the write end of
-a pipe; at the read end an unprivileged ``head -c <limit>`` (running as the sandbox's uid, in no
-sandbox, holding nothing but the pipe and the log file) copies the first ``limit`` bytes into the
-log file and then exits: later writes fail (EPIPE) instead of filling a disk. The log file is made by
+a pipe; at the read end an unprivileged copier (``head -c <limit>``, then ``cat`` into /dev/null; running
+as the sandbox's uid, in no sandbox, holding nothing but the pipe and the log file) keeps the first
+``limit`` bytes in the log file and drops the rest: the disk never fills, and the sandbox's writes
+never fail or block (a kernel whose stderr stopped being read would hang). The log file is made by
 root in root's private folder before the copier starts, and opened without following links.
 
 :func:`open_log` returns the pipe's write end for the sandbox's process; the caller closes its copy
@@ -14,7 +15,6 @@ once the process is started.
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -51,7 +51,7 @@ def open_log(state_dir, name, limit=DEFAULT_LIMIT, uid=NOBODY, gid=NOBODY):
             os.setuid(uid)
 
         copier = subprocess.Popen(
-            [shutil.which("head") or "/usr/bin/head", "-c", str(int(limit))],
+            ["/bin/sh", "-c", 'head -c "$0"; exec cat > /dev/null', str(int(limit))],
             stdin=read_fd,
             stdout=log_fd,
             stderr=subprocess.DEVNULL,
