@@ -201,7 +201,7 @@ def test_people_are_shown_by_name_beside_their_opaque_ids(stack):
     hub.wait_ready(ana)
     hub.stop_server(ana)
     admin, _ = code_flow_login(hub, "ada@dex.test")
-    csv_text = admin.get(f"{hub.url}/services/aifhub/api/v1/usage?format=csv&course={CPU_COURSE}", timeout=30).text
+    csv_text = hub.service("GET", f"usage?format=csv&course={CPU_COURSE}").text  # REST, with an admin's token
     header, *rows = csv_text.splitlines()
     assert header.split(",")[:4] == ["session", "user", "name", "email"], header
     assert any(f",{ana},Ana Novak,ana@dex.test," in row for row in rows), csv_text
