@@ -172,6 +172,12 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._rules = parse_rules(self.course_rules)
+        if not self._rules and self.allow == "entitled":
+            self.log.warning(
+                "OIDC: no course_rules, so no claim grants a course or admin rights: only allowed_users and "
+                "admin_users can log in. Add rules naming the entitlement namespace and authority you trust "
+                "(see docs/login.md)."
+            )
         if self.client_secret_file:
             path = Path(self.client_secret_file)
             try:
@@ -220,11 +226,7 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
             auth_model["admin"] = grants.admin or auth_model["name"] in self.admin_users
         # always told, also with no grants: what an earlier login granted and the claims no longer do is revoked
         try:
-            profile = (
-                profile_of(claims, self.name_claim, self.email_claim)
-                if self.email_claim
-                else profile_of(claims, self.name_claim, "")
-            )
+            profile = profile_of(claims, self.name_claim, self.email_claim)  # who the opaque name is
             await self.report_login(
                 {"user": auth_model["name"], "source": "oidc", "grants": grants.to_dict(), "profile": profile}
             )
