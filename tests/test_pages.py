@@ -284,8 +284,9 @@ def test_instructor_grades_through_the_course_page_and_the_learner_sees_grade_an
     csv_text = teacher.get(f"{hub.url}/services/aifhub/api/v1/courses/{COURSE}/grades?format=csv", timeout=60).text
     assert "gradee" in csv_text and "zero" in csv_text
     header, *rows = csv_text.splitlines()
-    assert header.startswith("student_id,name,email,assignment_id"), header
-    assert any(row.startswith("gradee,Grace Dee,,") for row in rows) and any(row.startswith("zero,,,") for row in rows)
+    assert header == "student_id,assignment_id,timestamp,score,max_score,submitted,name,email", header
+    assert any(row.startswith("gradee,") and row.endswith(",Grace Dee,") for row in rows), rows
+    assert any(row.startswith("zero,") and row.endswith(",,") for row in rows), rows
     learner_action = learner.post(
         f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/release",
         data={"_xsrf": page(hub, learner, "")[1]},

@@ -654,7 +654,8 @@ class GradingManager(LoggingConfigurable):
         out = io.StringIO()
         writer = csv.DictWriter(
             out,
-            ["student_id", "name", "email", "assignment_id", "timestamp", "score", "max_score", "submitted"],
+            # name, email last: who the student is, where a login said (the columns before keep their places)
+            ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted", "name", "email"],
             lineterminator="\n",
             restval="",
         )

@@ -68,8 +68,6 @@ def to_csv(rows):
     fields = [
         "session",
         "user",
-        "name",
-        "email",
         "course",
         "allocation",
         "gpu_kind",
@@ -82,6 +80,8 @@ def to_csv(rows):
         "gpu_ms",
         "cpu_ms",
         "events",
+        "name",  # last: who the user is, where a login said (columns before them keep their places)
+        "email",
     ]
     writer = csv.DictWriter(out, fieldnames=fields, restval="")  # name, email: where the service knows them
     writer.writeheader()
