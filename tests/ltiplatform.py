@@ -183,7 +183,8 @@ class Start(Base):
     def get(self):
         login = Login(TornadoRequest(self.request), self.app.conf)
         custom = json.loads(self.get_argument("custom", "{}"))
-        login.set_lti_message_hint(custom=custom)
+        # deployment: the link of another deployment of the tool on this platform (one the tool was not told of)
+        login.set_lti_message_hint(custom=custom, deployment=self.get_argument("deployment", ""))
         self.redirect(login.initiate_login(self.get_argument("user")))
 
 
@@ -198,6 +199,8 @@ class Authorize(Base):
             raise web.HTTPError(403, "unknown login_hint")
         hint = json.loads(base64.urlsafe_b64decode(query.get("lti_message_hint", "e30=")))
         custom = hint.get("custom") or {}
+        registration = self.app.conf.get_registration_by_params()
+        registration.set_deployment_id(hint.get("deployment") or self.app.settings["deployment_id"])
         launch = Launch(req, self.app.conf)
         ctx = self.app.settings["context"]
         launch.set_user_data(

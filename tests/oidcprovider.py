@@ -30,8 +30,20 @@ def dex_binary():
     return out.stdout.strip().splitlines()[-1]
 
 
+def dex_sub(user_id, connector="local"):
+    """The ``sub`` claim Dex gives a user: its ID token subject (user id and connector id, protobuf) in base64url."""
+    import base64
+
+    def field(number, text):
+        data = text.encode()
+        return bytes([number << 3 | 2, len(data)]) + data
+
+    return base64.urlsafe_b64encode(field(1, user_id) + field(2, connector)).rstrip(b"=").decode()
+
+
 class Dex:
-    """One Dex process: ``users`` is ``[{username, email, password, groups}]``."""
+    """One Dex process: ``users`` is ``[{username, email, password, groups[, id]}]`` (``username`` is the ``name``
+    claim Dex gives; ``id``, default the username, makes the ``sub`` claim: :func:`dex_sub`)."""
 
     def __init__(self, binary, folder, users, redirect_uri, token_expiry="10m"):
         self.binary = binary
@@ -59,7 +71,7 @@ class Dex:
                         {
                             "email": u["email"],
                             "username": u["username"],
-                            "userID": u["username"],
+                            "userID": u.get("id", u["username"]),
                             "hash": hashed(u["password"]),
                             "groups": u.get("groups", []),
                         }

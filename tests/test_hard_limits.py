@@ -6,6 +6,7 @@ private /tmp). Two fake GPUs (`--gpus 0,1`) whose device nodes are real characte
 import os
 import shutil
 import time
+import uuid
 
 import pytest
 from conftest import AS_ROOT, start_hub
@@ -169,12 +170,15 @@ for node in ('/dev/nvidia0', '/dev/nvidia1', '/dev/nvidiactl', '/dev/nvidia-uvm'
         hub.stop_server(name)
 
 
+SECRET = f"watched-secret-{uuid.uuid4().hex[:12]}"  # this run's: other hubs on the machine run this test too
+
+
 def test_sandboxes_see_only_their_own_processes_and_tmp(hub):
     a, b = started(hub, "watcher", "limits-lab"), started(hub, "watched", "limits-lab")
     hub.run_in_kernel(
         b,
         "open('/tmp/watched-was-here', 'w').write('x'); import subprocess; "
-        "subprocess.Popen(['sleep', '300', 'watched-secret-argument'], start_new_session=True)",
+        f"subprocess.Popen(['sleep', '300', '{SECRET}'], start_new_session=True)",
     )
     out = hub.run_in_kernel(
         a,
@@ -198,7 +202,7 @@ print('tmp', 'shared' if os.path.exists('/tmp/watched-was-here') else 'private')
     # stopping a sandbox ends every process in it, also those started in a new session
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            assert "watched-secret" not in open(f"/proc/{pid}/cmdline").read(), "a learner's process outlived the stop"
+            assert SECRET not in open(f"/proc/{pid}/cmdline").read(), "a learner's process outlived the stop"
         except OSError:
             pass
     hub.stop_server(a)

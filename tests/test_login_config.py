@@ -48,6 +48,22 @@ def test_hashed_names_are_stable_and_never_collide_where_sanitising_would():
     assert names.username_for("A.B@x", "hashed", "i", casefold=True) == names.username_for("a.b@x", "hashed", "i")
 
 
+TRUSTED = "urn:geant:myaccessid.org:group:aifhub:{}#aai.example"
+RULES = [
+    {"pattern": TRUSTED.format("admins"), "role": "admin"},
+    {"pattern": TRUSTED.format("{course}:role=instructor"), "role": "instructor"},
+    {"pattern": "urn:geant:myaccessid.org:group:aifhub:{course}#*", "role": "learner"},
+]
+
+
+def test_no_default_rule_grants_anything():
+    values = [TRUSTED.format("admins"), TRUSTED.format("dl-basics:role=instructor"), TRUSTED.format("dl-basics")]
+    assert DEFAULT_RULES == [] and grants_from(values, parse_rules(DEFAULT_RULES)).to_dict() == {
+        "courses": {},
+        "admin": False,
+    }
+
+
 @pytest.mark.parametrize(
     "values, courses, admin",
     [
@@ -70,11 +86,19 @@ def test_hashed_names_are_stable_and_never_collide_where_sanitising_would():
             {},
             False,
         ),
-        (["urn:geant:x:group:aifhub:dl-basics:role=member#x"], {}, False),
+        (["urn:geant:myaccessid.org:group:aifhub:dl-basics:role=member#x"], {}, False),
+        # another namespace or authority asserting the same groups gets nothing
+        (["urn:geant:evil.example:group:aifhub:admins#aai.example"], {}, False),
+        # (the learner rule takes any authority: a course named "admins" at most, never admin rights)
+        (["urn:geant:myaccessid.org:group:aifhub:admins#evil.example"], {"admins": "learner"}, False),
+        (["urn:geant:evil.example:group:aifhub:dl-basics:role=instructor#aai.example"], {}, False),
+        # a wildcard stays within its segment: the learner rule's authority cannot swallow more segments
+        (["urn:geant:myaccessid.org:group:aifhub:dl-basics#x:group:aifhub:admins#aai.example"], {}, False),
+        (["urn:geant:myaccessid.org:group:aifhub:dl-basics#other.example"], {"dl-basics": "learner"}, False),
     ],
 )
-def test_default_rules(values, courses, admin):
-    grants = grants_from(values, parse_rules(DEFAULT_RULES))
+def test_rules_that_name_their_namespace_and_authority(values, courses, admin):
+    grants = grants_from(values, parse_rules(RULES))
     assert grants.courses == courses and grants.admin == admin
 
 
@@ -101,6 +125,11 @@ def test_rule_with_a_named_course_and_plain_groups():
         ({"pattern": "g", "role": "learner", "course": "Not A Course"}, "is not a course id"),
         ({"pattern": "g", "role": "learner", "course": "c", "extra": 1}, "unknown key"),
         ("just-a-string", "must be a mapping"),
+        ({"pattern": "urn:geant:*:group:aifhub:admins#*", "role": "admin"}, "admin rule .* has a wildcard"),
+        ({"pattern": "urn:geant:ns.example:group:aifhub:admins#*", "role": "admin"}, "admin rule"),
+        ({"pattern": "aifhub-*", "role": "admin"}, "admin rule"),
+        ({"pattern": "urn:geant:*:group:aifhub:{course}:role=instructor#a", "role": "instructor"}, "in its namespace"),
+        ({"pattern": "urn:geant:ns:group:aifhub:{course}:role=instructor#*", "role": "instructor"}, "in its authority"),
     ],
 )
 def test_bad_rules_say_what_is_wrong(rule, message):
@@ -139,9 +168,17 @@ def test_login_file_paths_are_relative_to_it(tmp_path):
         (["--auth", "oidc"], "needs --auth-config FILE"),
         (["--auth-config", "x.yaml"], "--auth-config is for --auth oidc or lti13"),
         (["--auth", "oidc", "--auth-config", "/nonexistent/login.yaml"], "cannot be read"),
+        (["--auth", "oidc", "--auth-config", "WILDCARD_ADMIN"], "admin rule 'urn:geant:*:group:aifhub:admins#x'"),
     ],
 )
 def test_aifhub_up_refuses(tmp_path, args, message):
+    if "WILDCARD_ADMIN" in args:  # the old default admin rule: any namespace of the federation
+        login = tmp_path / "login.yaml"
+        login.write_text(
+            "oidc:\n  issuer: https://idp.example\n  course_rules:\n"
+            "    - {pattern: 'urn:geant:*:group:aifhub:admins#x', role: admin}\n"
+        )
+        args = [str(login) if a == "WILDCARD_ADMIN" else a for a in args]
     out = subprocess.run(
         [sys.executable, "-m", "aifhub", "up", "--state-dir", str(tmp_path / "s"), *args],
         capture_output=True,

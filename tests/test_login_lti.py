@@ -102,6 +102,7 @@ def stack(hub_dir):
                 "lti13": {
                     "issuer": platform.url,
                     "client_id": ["aifhub-lti-tests"],
+                    "deployment_ids": ["1"],
                     "authorize_url": f"{platform.url}/auth",
                     "jwks_endpoint": f"{platform.url}/jwks",
                     "token_url": f"{platform.url}/token",
@@ -131,11 +132,12 @@ def name_of(user_id, platform):
     return username_for(user_id, "hashed", platform.url)
 
 
-def launch(platform, user_id, custom=None):
+def launch(platform, user_id, custom=None, deployment=""):
     """The LMS link clicked with plain HTTP: platform → hub's login → platform's authorisation → the signed
     launch posted to the hub. Returns the session and the hub's answer (not followed)."""
     s = requests.Session()
-    r = s.get(f"{platform.url}/start", params={"user": user_id, "custom": json.dumps(custom or {})}, timeout=30)
+    params = {"user": user_id, "custom": json.dumps(custom or {}), "deployment": deployment}
+    r = s.get(f"{platform.url}/start", params=params, timeout=30)
     form = re.search(r'<form method="POST" action="([^"]+)"', r.text)
     assert form, f"no launch form from the platform: {r.status_code} {r.text[:300]}"
     fields = dict(re.findall(r'name="(id_token|state)" value="([^"]*)"', r.text))
@@ -198,6 +200,17 @@ def test_a_link_cannot_open_a_course_it_is_not_linked_to(stack):
     _, r = launch(platform, "u-ines", custom={"course": "gpu-fundamentals"})
     assert r.status_code == 403 and "is linked to 'dl-basics'" in unescape(r.text), r.text[:500]
     assert name_of("u-ines", platform) not in hub.api("GET", "groups/formgrade-gpu-fundamentals").json()["users"]
+
+
+def test_a_launch_from_an_unconfigured_deployment_is_refused(stack):
+    """#23: a deployment of the tool the admin did not name (another course author's, on the same platform)
+    opens nothing: the launch is refused, saying why, and grants no role."""
+    hub, platform = stack
+    _, r = launch(platform, "u-ines", deployment="someone-elses-deployment")
+    assert r.status_code == 403 and "was not told about" in unescape(r.text), (r.status_code, r.text[:500])
+    assert "deployment_ids" in unescape(r.text)
+    _, r = launch(platform, "u-ines", deployment="1")  # the configured one still works
+    assert r.status_code == 302, (r.status_code, r.text[:300])
 
 
 def passback_state(hub):

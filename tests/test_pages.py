@@ -274,8 +274,22 @@ def test_instructor_grades_through_the_course_page_and_the_learner_sees_grade_an
     zero, _ = page(hub, login(hub, "zero"), f"courses/{COURSE}")
     assert "<td>0 / 10</td>" in zero.text
 
+    # a login that names its person (as OIDC and LTI logins do, through the hub's report to the service):
+    # the grades CSV shows the name beside the (often opaque) user name
+    internal = (hub.state_dir / "secrets" / "internal_token").read_text().strip()
+    told = requests.post(
+        f"{hub.url}/services/aifhub/api/v1/internal/login",
+        headers={"Authorization": f"token {internal}"},
+        json={"user": "gradee", "source": "oidc", "grants": {"courses": {}}, "profile": {"name": "Grace Dee"}},
+        timeout=30,
+    )
+    assert told.status_code == 200, told.text
     csv_text = teacher.get(f"{hub.url}/services/aifhub/api/v1/courses/{COURSE}/grades?format=csv", timeout=60).text
     assert "gradee" in csv_text and "zero" in csv_text
+    header, *rows = csv_text.splitlines()
+    assert header == "student_id,assignment_id,timestamp,score,max_score,submitted,name,email", header
+    assert any(row.startswith("gradee,") and row.endswith(",Grace Dee,") for row in rows), rows
+    assert any(row.startswith("zero,") and row.endswith(",,") for row in rows), rows
     learner_action = learner.post(
         f"{hub.url}/services/aifhub/courses/{COURSE}/assignments/{ASSIGNMENT}/release",
         data={"_xsrf": page(hub, learner, "")[1]},

@@ -3,16 +3,22 @@ of a course, or an admin.
 
 A rule is ``{pattern, role[, course]}``. ``pattern`` is matched against each value of the groups or
 entitlements claim as a whole; in it ``{course}`` stands for a course id (``[a-z0-9-]``) and ``*``
-for any text (such as an entitlement's ``#authority``). ``role`` is ``learner``, ``instructor`` or
-``admin``. A rule without ``{course}`` may name its ``course``; admin rules name none. For each value
-the first rule that matches decides; instructor beats learner when two values give the same course.
+for any text within one segment: never a ``:`` or a ``#``, so a wildcard cannot stretch over a
+URN's segments. ``role`` is ``learner``, ``instructor`` or ``admin``. A rule without ``{course}``
+may name its ``course``; admin rules name none. For each value the first rule that matches
+decides; instructor beats learner when two values give the same course.
 
-Entitlements follow AARC-G002, ``urn:geant:<namespace>:group:<group>[:<subgroup>...][:role=<role>]#<authority>``,
-so the default rules read::
+Threat model: in a federation every home identity provider, and every other community, can put
+any string in the entitlements it asserts. A value is only worth what its namespace and authority
+are worth, so the rules that give power name both: an admin rule has no wildcard at all, and an
+instructor rule none in an entitlement's namespace (``urn:<nid>:<namespace>:group:``) or authority
+(``#<authority>``) (:func:`trust_problem`). There are no default rules: the operator names the
+namespace and authority they trust, e.g. for AARC-G002 entitlements
+(``urn:geant:<namespace>:group:<group>[:<subgroup>...][:role=<role>]#<authority>``)::
 
-    urn:geant:*:group:aifhub:admins#*                     → admin
-    urn:geant:*:group:aifhub:{course}:role=instructor#*   → instructor of {course}
-    urn:geant:*:group:aifhub:{course}#*                   → learner of {course}
+    urn:geant:myaccessid.org:group:aifhub:admins#aai.example                     → admin
+    urn:geant:myaccessid.org:group:aifhub:{course}:role=instructor#aai.example   → instructor of {course}
+    urn:geant:myaccessid.org:group:aifhub:{course}#aai.example                   → learner of {course}
 """
 
 import re
@@ -22,11 +28,8 @@ ROLES = ("learner", "instructor", "admin")
 COURSE = "{course}"
 COURSE_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
-DEFAULT_RULES = [
-    {"pattern": "urn:geant:*:group:aifhub:admins#*", "role": "admin"},
-    {"pattern": "urn:geant:*:group:aifhub:{course}:role=instructor#*", "role": "instructor"},
-    {"pattern": "urn:geant:*:group:aifhub:{course}#*", "role": "learner"},
-]
+DEFAULT_RULES = []  # none: a rule that grants anything names the namespace and authority it trusts
+SEGMENT = r"[^:#]*"  # what ``*`` matches: text within one segment of a URN, never its ``:`` or ``#``
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def compile_pattern(pattern):
         if part == COURSE:
             out.append(r"(?P<course>[a-z0-9][a-z0-9-]*)")
         elif part == "*":
-            out.append(r".*?")
+            out.append(SEGMENT)
         else:
             out.append(re.escape(part))
     return re.compile("".join(out))
@@ -86,7 +89,36 @@ def parse_rule(spec, where="course_rules"):
         raise ValueError(f"{where}: {pattern!r} has {{course}} and also names course {course!r}; use one")
     if course is not None and not (isinstance(course, str) and COURSE_ID.match(course)):
         raise ValueError(f"{where}: course {course!r} is not a course id ([a-z0-9-])")
+    problem = trust_problem(pattern, role)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
     return Rule(pattern, role, course, compile_pattern(pattern))
+
+
+def trust_problem(pattern, role):
+    """Why a rule of ``role`` with ``pattern`` would trust more than one namespace or authority, else None.
+
+    An admin rule may have no ``*`` at all. An instructor rule may have none in what decides who
+    asserts it: an entitlement's namespace (the segments before ``:group:`` of a ``urn:``) and its
+    ``#authority``. Learner rules may use ``*`` (within one segment)."""
+    if "*" not in pattern or role == "learner":
+        return None
+    example = "urn:geant:<your namespace>:group:<group>#<your authority>"
+    if role == "admin":
+        return (
+            f"the admin rule {pattern!r} has a wildcard (*), so it matches values of more than one namespace or "
+            f"authority: anyone whose identity provider asserts such a value would be an admin. Name the exact "
+            f"value you trust, e.g. {example}"
+        )
+    head, _, authority = pattern.partition("#")
+    namespace = head.partition(":group:")[0] if head.startswith("urn:") and ":group:" in head else ""
+    if "*" in namespace or "*" in authority:
+        where = "namespace" if "*" in namespace else "authority"
+        return (
+            f"the instructor rule {pattern!r} has a wildcard (*) in its {where}, so values from namespaces or "
+            f"authorities you do not control would make instructors. Name them, e.g. {example}"
+        )
+    return None
 
 
 def parse_rules(specs, where="course_rules"):

@@ -88,4 +88,11 @@ def load(path, mode):
             hub[key] = value
         if key in service_keys:
             service[key] = value
+    if mode == "oidc" and "course_rules" in hub:
+        from .claims import parse_rules
+
+        try:  # refused here, before the hub starts, with the rule that trusts too much named
+            parse_rules(hub["course_rules"], where="oidc.course_rules")
+        except ValueError as exc:
+            raise AuthConfigError(f"--auth-config {path}: {exc}") from exc
     return hub, service

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from ..ledger.models import Enrollment
 from .models import CourseStaff
+from .people import remember
 
 log = logging.getLogger(__name__)
 SOURCES = ("oidc", "lti")
@@ -90,9 +91,15 @@ async def after_grants(core, changed, why, user=None):
             log.warning("Group sync of %s after %s failed: %s", course_id, why, exc)
 
 
-async def record_login(core, user, source, courses, scope=None):
-    """Apply a login's grants, refresh course staff and the hub's groups of the courses that changed."""
-    changed = await core.db.run(apply_grants, user, source, courses, scope)
+def _login(s, user, source, courses, scope, profile):
+    remember(s, user, source, profile)
+    return apply_grants(s, user, source, courses, scope)
+
+
+async def record_login(core, user, source, courses, scope=None, profile=None):
+    """Apply a login's grants and keep who the person is (``profile``: ``{name, email}``); refresh course staff
+    and the hub's groups of the courses that changed."""
+    changed = await core.db.run(_login, user, source, courses, scope, profile)
     await after_grants(core, changed, f"{user}'s login", user=user)
     known = {c: r for c, r in courses.items() if core.catalog.get(c) is not None}
     return {"user": user, "courses": known, "unknown": sorted(set(courses) - set(known)), "changed": sorted(changed)}

@@ -4,10 +4,12 @@ from ..service.base import InternalHandler
 from ..service.membership import USERNAME
 from .claims import COURSE_ID
 from .grants import SOURCES, record_login
+from .people import profile_of
 
 
 class LoginHandler(InternalHandler):
-    """Body ``{user, source, grants: {courses: {course: role}}}`` (OIDC) or ``{user, source: lti, launch}``."""
+    """Body ``{user, source, grants: {courses: {course: role}}, profile: {name, email}}`` (OIDC) or
+    ``{user, source: lti, launch}`` (the launch's name and email claims are the profile)."""
 
     async def post(self):
         body = self.json_body()
@@ -25,7 +27,9 @@ class LoginHandler(InternalHandler):
             refusal, courses, launch = await lti.record_launch(user, body.get("launch") or {})
             if refusal:
                 return self.write_json({"status": 403, "message": refusal}, status=403)
-            answer = await record_login(self.core, user, source, courses, scope=set(courses))
+            answer = await record_login(
+                self.core, user, source, courses, scope=set(courses), profile=profile_of(body.get("launch"))
+            )
             answer["launch"] = launch
             return self.write_json(answer)
         courses = (body.get("grants") or {}).get("courses") or {}
@@ -36,7 +40,8 @@ class LoginHandler(InternalHandler):
         ]
         if bad:
             return self.write_json({"status": 400, "message": f"Not valid course grants: {bad[:5]}"}, status=400)
-        self.write_json(await record_login(self.core, user, source, courses))
+        profile = body.get("profile") if isinstance(body.get("profile"), dict) else None
+        self.write_json(await record_login(self.core, user, source, courses, profile=profile))
 
 
 def routes(route):

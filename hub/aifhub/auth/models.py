@@ -25,3 +25,16 @@ class CourseStaff(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("user", "course_id", "source", name="uq_course_staff"),)
+
+
+class Person(Base):
+    """Who a user name is, as their login last said: the ``name`` and ``email`` claims (OIDC) or the
+    LMS's name and e-mail (LTI). User names stay the stable, opaque ids; these are shown beside them."""
+
+    __tablename__ = "people"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    email: Mapped[str] = mapped_column(String(255), default="")
+    source: Mapped[str] = mapped_column(String(16))  # oidc | lti
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

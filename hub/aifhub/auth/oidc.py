@@ -9,15 +9,19 @@ rule for who may log in at all.
 
 import contextvars
 import os
+from html import escape
 from pathlib import Path
 
 import requests
+from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import OAuthCallbackHandler
 from tornado import web
 from traitlets import Bool, Enum, List, Unicode, default, validate
 
 from . import names
 from .claims import DEFAULT_RULES, claim_values, grants_from, parse_rules
+from .people import profile_of
 from .service_link import ServiceLink
 
 DISCOVERY_TIMEOUT = 15
@@ -48,8 +52,40 @@ def discover(issuer, timeout=DISCOVERY_TIMEOUT):
     return doc
 
 
+def refusal(message, logout_url, provider):
+    """The 403 of a refused login: its message once (the page's heading says only "Forbidden"), and the way out:
+    log out (of the provider too, where it allows) and sign in with another account."""
+    exc = web.HTTPError(403, reason="Forbidden")
+    exc.jupyterhub_message = message
+    exc.jupyterhub_html_message = (
+        f'<span id="refusal">{escape(message)}</span><br><br>'
+        f"Signed in with the wrong account? "
+        f'<a id="switch-account" class="btn btn-primary" href="{escape(logout_url, quote=True)}">'
+        f"Log out{escape(f' of {provider}') if provider else ''} and sign in with another account</a>"
+    )
+    return exc
+
+
+class RefusalCallbackHandler(OAuthCallbackHandler):
+    """The OAuth callback, whose refusals show their message once and a way to log out or switch account."""
+
+    async def get(self):
+        try:
+            return await super().get()
+        except web.HTTPError as exc:
+            if exc.status_code != 403 or getattr(exc, "jupyterhub_html_message", None):
+                raise
+            message = (
+                exc.log_message % exc.args if exc.args else (exc.log_message or self.authenticator.custom_403_message)
+            )
+            logout = url_path_join(self.hub.base_url, "logout")
+            raise refusal(message, logout, self.authenticator.login_service) from None
+
+
 class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
     """Log in with an OpenID Connect provider; claims decide course roles and who may log in."""
+
+    callback_handler = RefusalCallbackHandler
 
     issuer = Unicode(
         help="The provider's issuer URL (MyAccessID: https://proxy.myaccessid.org/). The authorize, token, userinfo "
@@ -80,8 +116,19 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
     course_rules = List(
         DEFAULT_RULES,
         help="Rules mapping values of groups_claim to roles: [{pattern, role, course?}], role learner | instructor | "
-        "admin; in a pattern {course} stands for a course id and * for any text. Default: AARC-G002 entitlements "
-        "urn:geant:*:group:aifhub:{course}[:role=instructor]#* and urn:geant:*:group:aifhub:admins#*.",
+        "admin; in a pattern {course} stands for a course id and * for any text within one segment (no ':' or '#'). "
+        "An admin rule has no *, an instructor rule none in an entitlement's namespace or authority: name the ones "
+        "you trust, e.g. urn:geant:myaccessid.org:group:aifhub:admins#aai.example. Default: none (no claim grants "
+        "anything).",
+    ).tag(config=True)
+    name_claim = Unicode(
+        "name",
+        help="Claim holding the person's name, shown beside their (opaque, stable) user name on rosters, grades and "
+        "usage; given_name and family_name are used when it is missing. MyAccessID, Keycloak and Dex: name.",
+    ).tag(config=True)
+    email_claim = Unicode(
+        "email",
+        help="Claim holding the person's e-mail address, shown beside their user name (empty: none is shown).",
     ).tag(config=True)
     allow = Enum(
         ["entitled", "any"],
@@ -125,6 +172,12 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
     def __init__(self, **kw):
         super().__init__(**kw)
         self._rules = parse_rules(self.course_rules)
+        if not self._rules and self.allow == "entitled":
+            self.log.warning(
+                "OIDC: no course_rules, so no claim grants a course or admin rights: only allowed_users and "
+                "admin_users can log in. Add rules naming the entitlement namespace and authority you trust "
+                "(see docs/login.md)."
+            )
         if self.client_secret_file:
             path = Path(self.client_secret_file)
             try:
@@ -173,7 +226,10 @@ class AifhubOIDCAuthenticator(ServiceLink, GenericOAuthenticator):
             auth_model["admin"] = grants.admin or auth_model["name"] in self.admin_users
         # always told, also with no grants: what an earlier login granted and the claims no longer do is revoked
         try:
-            await self.report_login({"user": auth_model["name"], "source": "oidc", "grants": grants.to_dict()})
+            profile = profile_of(claims, self.name_claim, self.email_claim)  # who the opaque name is
+            await self.report_login(
+                {"user": auth_model["name"], "source": "oidc", "grants": grants.to_dict(), "profile": profile}
+            )
         except web.HTTPError:
             if not _REFRESHING.get():
                 raise  # a login waits for its courses

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..auth.people import with_names
 from ..ledger import allocations, reports
 from .localstate import ServiceRunning, _local
 from .common import CLIError, json_option, local_token, print_json, print_table, service_api, state_options
@@ -213,7 +214,7 @@ def usage_report(args):
                 return None, reports.waldur(s, **filters)
             if fmt == "car":
                 return reports.car_xml(s, **filters), None
-            return reports.session_rows(s, **filters), None
+            return with_names(s, reports.session_rows(s, **filters)), None
 
         rows, payloads = _local(args, run)
         if fmt == "car":
@@ -231,6 +232,7 @@ def usage_report(args):
                 (
                     r["session"],
                     r["user"],
+                    r.get("name") or "-",
                     r["course"],
                     r["allocation"] or "-",
                     r["gpu_kind"] or "cpu",
@@ -241,6 +243,6 @@ def usage_report(args):
                 )
                 for r in rows
             ],
-            ("SESSION", "USER", "COURSE", "ALLOCATION", "GPU", "STATE", "START", "GPU-H", "CPU-H"),
+            ("SESSION", "USER", "NAME", "COURSE", "ALLOCATION", "GPU", "STATE", "START", "GPU-H", "CPU-H"),
         )
     return 0

@@ -23,6 +23,7 @@ from traitlets import Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .. import fsafe, idranges, texts
+from ..auth.people import with_names
 from ..catalog.model import parse_memory
 from ..kube.settings import KubeSettings
 from . import gradebooks
@@ -619,14 +620,19 @@ class GradingManager(LoggingConfigurable):
         await asyncio.to_thread(self.dir, course_id)
         rows = (await self._step(await self.base_request(course_id) | {"op": "grades"}, "Exporting the grades"))["rows"]
         users = await self.db.run(students_db.users_of, {row["student_id"] for row in rows})
-        return [row | {"student_id": users[row["student_id"]]} for row in rows]  # the hub's names
+        rows = [row | {"student_id": users[row["student_id"]]} for row in rows]  # the hub's names
+        return await self.db.run(with_names, rows, "student_id")  # and who they are, as their login said
 
     @staticmethod
     def grades_csv(rows):
         """The grades as CSV; a cell that would start a spreadsheet formula is quoted (:mod:`aifhub.texts`)."""
         out = io.StringIO()
         writer = csv.DictWriter(
-            out, ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted"], lineterminator="\n"
+            out,
+            # name, email last: who the student is, where a login said (the columns before keep their places)
+            ["student_id", "assignment_id", "timestamp", "score", "max_score", "submitted", "name", "email"],
+            lineterminator="\n",
+            restval="",
         )
         writer.writeheader()
         for row in rows:

@@ -21,6 +21,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import parse_memory
 from ..isolation import namespace as confine
+from ..isolation import sandbox_log
 from ..isolation.cgroups import CgroupError, Cgroups, Limits, group_prefix
 from ..isolation.reach import sandbox_obstacles
 
@@ -87,7 +88,14 @@ class HardLimitsMixin(LoggingConfigurable):
         help="Largest file a sandbox may write (RLIMIT_FSIZE), e.g. 20G; empty: the course's disk limit, if any.",
     ).tag(config=True)
 
-    @validate("tmp_size", "max_file_size")
+    sandbox_log_size = Unicode(
+        "4M",
+        help="How much of a sandbox's output (its server's log, whatever its processes write to stdout or stderr) "
+        "is kept, in <state>/logs/sandboxes/<user>+<server>.log; the rest is dropped. A sandbox never writes to "
+        "the hub's own log.",
+    ).tag(config=True)
+
+    @validate("tmp_size", "max_file_size", "sandbox_log_size")
     def _validate_size(self, proposal):
         if proposal.value:
             try:
@@ -254,8 +262,20 @@ class HardLimitsMixin(LoggingConfigurable):
         else:
             argv, preexec = cmd, self._joining(self.make_preexec_fn(self.user.name))
         self.log.info("Spawning %s's sandbox: %s", self.user.name, " ".join(argv))
-        # fork and exec in a thread: a storm of spawns must not hold the hub's event loop
-        self.proc = await asyncio.to_thread(Popen, argv, preexec_fn=preexec, start_new_session=True, env=env)
+        log_fd, self.log_copier = await asyncio.to_thread(
+            sandbox_log.open_log,
+            Path(self.work_root).parent,
+            self.user.name + (f"+{self.name}" if self.name else ""),
+            parse_memory(self.sandbox_log_size),
+            uid or sandbox_log.NOBODY,  # the copier runs as the learner (gid = uid here) or nobody
+            uid or sandbox_log.NOBODY,
+        )
+        try:  # fork and exec in a thread: a storm of spawns must not hold the hub's event loop
+            self.proc = await asyncio.to_thread(
+                Popen, argv, preexec_fn=preexec, start_new_session=True, env=env, stdout=log_fd, stderr=log_fd
+            )
+        finally:
+            os.close(log_fd)
         self.pid = self.proc.pid
         return (self.ip or "127.0.0.1", self.port)
 

@@ -6,9 +6,7 @@ says plainly that they are not isolated.
 """
 
 import asyncio
-import hashlib
 import os
-import re
 from pathlib import Path
 
 from subprocess import SubprocessError
@@ -20,25 +18,12 @@ from traitlets import Bool, Integer, Unicode, default, validate
 from .. import fsafe
 from ..catalog.materials import PRIVATE_COURSE_ENTRIES  # noqa: F401 (the rule's home; named here for old imports)
 from ..catalog.materials import is_private as _private
+from ..isolation.homes import HASHED, home_folder_name  # noqa: F401 (their home; named here for old imports)
 from ..sandboxside.nbgrader_config import sandbox_env
 from .loopwatch import ensure_watching
 from .hardlimits import HardLimitsMixin
 from .mixin import CourseSpawnerMixin
 from .startqueue import start_queue
-
-HASHED = re.compile(r"-[0-9a-f]{16}$")
-
-
-def home_folder_name(user):
-    """The folder of ``user``'s home: the name itself, unless it cannot be one (too long for a file
-    name, or with a '/'): then a readable part of it and a hash of the whole name."""
-    if "/" not in user and user not in (".", "..") and len(os.fsencode(user)) <= 200 and not HASHED.search(user):
-        return user  # (a name that looks hashed is hashed too: nobody can pick another's folder name)
-    digest = hashlib.sha256(user.encode()).hexdigest()[:16]
-    part = user.replace("/", "_")[:100]
-    while len(os.fsencode(part)) > 100:
-        part = part[:-1]
-    return f"{part.strip('.') or 'user'}-{digest}"
 
 
 def copy_materials(materials, work, uid=None):

@@ -163,6 +163,33 @@ class SandboxGroup:
                 return int(value)
         return 0
 
+    def cpu_seconds(self):
+        """CPU time the group's processes have used, all of them, those that ended too (None when unknown)."""
+        if self.version == 2:
+            for line in _read(self.dirs[0] / "cpu.stat").splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec" and value.strip().isdigit():
+                    return int(value) / 1e6
+            return None
+        value = _read(self._dir("cpu") / "cpuacct.usage").strip()  # where cpu and cpuacct share a hierarchy
+        if value.isdigit():
+            return int(value) / 1e9
+        return self._process_cpu_seconds()
+
+    def _process_cpu_seconds(self):
+        """cgroup v1 without cpuacct in the cpu hierarchy: the CPU time of the group's processes and of their
+        children they reaped (``/proc/<pid>/stat``). It drops for a moment when a process ends before its
+        parent reaps it; readers take a drop as use."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # it ended meanwhile
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        return total / ticks
+
     def kill_all(self, timeout=5.0):
         """SIGKILL every process in the group; True when it is empty afterwards."""
         if self.version == 2 and (self.dirs[0] / "cgroup.kill").exists():

@@ -80,8 +80,10 @@ def to_csv(rows):
         "gpu_ms",
         "cpu_ms",
         "events",
+        "name",  # last: who the user is, where a login said (columns before them keep their places)
+        "email",
     ]
-    writer = csv.DictWriter(out, fieldnames=fields)
+    writer = csv.DictWriter(out, fieldnames=fields, restval="")  # name, email: where the service knows them
     writer.writeheader()
     writer.writerows(csv_row(row) for row in rows)  # no cell starts a spreadsheet formula
     return out.getvalue()

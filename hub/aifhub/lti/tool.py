@@ -34,6 +34,13 @@ class LtiTool(LoggingConfigurable):
         [Unicode(), List(Unicode())],
         help="The client id(s) the platform gave this tool; the first one signs the tool's service requests.",
     ).tag(config=True)
+    deployment_ids = List(
+        Unicode(),
+        help="The deployment ids the platform gave this tool (the deployment_id claim of its launches; Moodle shows "
+        "it on the tool's registration, Canvas on the developer key's deployment). Launches from any other "
+        "deployment of the platform are refused: whoever can deploy the tool elsewhere on the platform is no one "
+        "you have vouched for.",
+    ).tag(config=True)
     token_url = Unicode(
         help="The platform's OAuth2 token endpoint for LTI Advantage services (Moodle: "
         "<moodle>/mod/lti/token.php; Canvas: https://sso.canvaslms.com/login/oauth2/token)."
@@ -101,7 +108,7 @@ class LtiTool(LoggingConfigurable):
     def __init__(self, state_dir, core, grading=None, **kw):
         self.state_dir = Path(state_dir)
         super().__init__(**kw)
-        missing = [t for t in ("issuer", "client_id", "token_url") if not getattr(self, t)]
+        missing = [t for t in ("issuer", "client_id", "deployment_ids", "token_url") if not getattr(self, t)]
         if missing:
             raise ValueError(f"the lti13 settings need {', '.join(missing)} (see docs/login.md)")
         self.core = core
@@ -123,6 +130,14 @@ class LtiTool(LoggingConfigurable):
         f = links.launch_fields(launch)
         if f["issuer"].rstrip("/") != self.issuer.rstrip("/"):
             return f"Launches from {f['issuer']!r} are not accepted here.", {}, {}
+        if f["deployment_id"] not in self.deployment_ids:
+            log.warning("Refused a launch from the unconfigured deployment %r of %s", f["deployment_id"], f["issuer"])
+            return (
+                f"This link comes from a deployment of the tool ({f['deployment_id']!r}) that aifhub was not told "
+                "about. Ask the aifhub administrator to add it to deployment_ids in the LTI settings.",
+                {},
+                {},
+            )
         try:
             course_id = links.decide_course(self, self.core.catalog, f)
         except links.LaunchRefused as exc:

@@ -242,7 +242,7 @@ class Admission:
         if self.disk is not None:
             self.disk.check_room()
         enrol_as = "open" if course.enrollment == "open" and decision.role == "learner" else None
-        taken = self.warm.take(course.id) if warm and self.warm is not None else None
+        taken = self.warm.take(course) if warm and self.warm is not None else None
         if taken is not None:
             try:
                 admission, enrolled = await self.db.run(

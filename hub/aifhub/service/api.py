@@ -2,6 +2,7 @@
 
 from tornado import web
 
+from ..auth.people import names_of
 from ..errors import Refusal
 from .base import APIHandler
 
@@ -86,7 +87,9 @@ class RosterHandler(APIHandler):
     async def get(self, course_id):
         course = self.course(course_id)
         roster = await self.core.membership.roster(course)
-        self.write_json({"course": course.id, "roster": [{"user": u, "how": how} for u, how in roster.items()]})
+        people = await self.core.db.run(names_of, list(roster))  # who the (often opaque) user names are
+        entries = [{"user": u, "how": how} | (people.get(u) or {"name": "", "email": ""}) for u, how in roster.items()]
+        self.write_json({"course": course.id, "roster": entries})
 
     @web.authenticated
     async def post(self, course_id):

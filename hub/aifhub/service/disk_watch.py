@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from ..catalog.model import parse_memory
 from ..errors import Refusal
+from ..isolation.homes import home_folder_name
 from ..ledger.models import SandboxSession
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class DiskWatch(LoggingConfigurable):
         running = await self.db.run(running_homes, self.service_users)
         homes = {}
         for (user, server), course_id in running.items():
-            home = self.work_root / user
+            home = self.work_root / home_folder_name(user)  # the spawner's folder, hashed for some names
             if user not in homes:
                 homes[user] = await asyncio.to_thread(folder_bytes, home, self.max_entries)
             course = self.courses.catalog.get(course_id)

@@ -4,6 +4,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado import web
 
+from ..auth.people import with_names
 from ..ledger import allocations, reports
 from ..ledger.balances import course_usage
 from ..errors import Refusal
@@ -43,7 +44,7 @@ def _usage(s, fmt, allocation, course, user):
         return reports.waldur(s, allocation, course, user)
     if fmt == "car":
         return reports.car_xml(s, allocation=allocation, course=course, user=user)
-    return reports.session_rows(s, allocation, course, user)
+    return with_names(s, reports.session_rows(s, allocation, course, user))  # who each opaque user name is
 
 
 def _metrics(s, course_ids):

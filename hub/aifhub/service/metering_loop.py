@@ -3,6 +3,7 @@ and what learners read of it (quota notices, why a sandbox was stopped)."""
 
 import asyncio
 import logging
+import time
 
 from sqlalchemy import select
 
@@ -72,6 +73,8 @@ class MeteringLoop:
         self.inventory = inventory  # the local GPU pool (None: the cluster's), whose use the idle rule reads
         self.stop_grace_s = stop_grace_s
         self.settle_grace_s = settle_grace_s
+        self.use = idle.UseWatch()
+        self.sandbox_groups = None  # local sandboxes: (user, server) -> their cgroup's CPU seconds (set by wiring.py)
 
     async def meter(self):
         """One metering pass against the hub's list of running servers; stops what must stop."""
@@ -107,7 +110,14 @@ class MeteringLoop:
         busy = {
             d for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items() if pct > idle.BUSY_PERCENT
         }
-        warnings, stops = await self.db.run(idle.idle_pass, self.courses.catalog, activity, utcnow(), busy)
+        now = utcnow()
+        if self.sandbox_groups is not None:  # the sandboxes' own CPU time, whatever the hub saw of them
+            for key, cpu_s in (await self.sandbox_groups.cpu_seconds(list(activity))).items():
+                self.use.cpu(key, cpu_s, time.monotonic(), now)
+        self.use.forget(set(activity))
+        warnings, stops = await self.db.run(
+            idle.idle_pass, self.courses.catalog, activity, now, busy, self.use.last_used
+        )
         for user, _server, message in warnings:
             log.info("Idle warning for %s: %s", user, message)
         for user, server, reason in stops:

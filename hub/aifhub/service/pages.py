@@ -14,6 +14,7 @@ import json
 from tornado import web
 
 from ..credentials import report as training_report
+from ..auth.people import names_of
 from ..errors import Refusal
 from ..ledger import allocations, reports
 from . import charts, grading_view
@@ -172,6 +173,7 @@ class CoursePage(PageHandler):
         return {
             "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
             "roster": roster,
+            "people": await self.core.db.run(names_of, set(roster) | set(usage)),  # who the opaque names are
             "usage": usage,
             "waitlist": await waitlist_entries(self.core, course.id),
             "grading": await grading_view.instructor_grading(self.grading, course),

@@ -8,7 +8,12 @@ admission), and the spawner hands it the learner's uid, folder and environment (
 the server is up in a fraction of a cold start. Until then the warm sandbox is a session of the course's
 own (user ``aifhub-warm``, no learner quota): the course pays for warm time, learners pay from their start.
 What is left unused when the window closes is stopped. A GPU somebody waits for in the waitlist is never
-kept warm.
+kept warm. A warm sandbox whose course's ``sandbox`` settings changed since it started (a GPU dropped,
+other limits) is retired, never handed over: it was made for what the course was.
+
+Until hand-over the runner is root in its namespace with only the capabilities it needs to become the
+learner (``setuid``, ``setgid``: its bounding set holds nothing else), the course's file size limit
+(``RLIMIT_FSIZE`` from ``sandbox.disk``) and a log of its own (:mod:`aifhub.isolation.sandbox_log`).
 """
 
 import asyncio
@@ -26,7 +31,7 @@ from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..catalog.model import parse_memory
-from ..isolation import namespace
+from ..isolation import namespace, sandbox_log
 from ..isolation.cgroups import CgroupError, Cgroups, Limits, group_prefix
 from ..isolation.warm_runner import READY
 from ..ledger import admission as ledger_admission
@@ -46,6 +51,8 @@ class WarmSandbox:
     proc: object = None  # asyncio subprocess
     group: object = None  # SandboxGroup
     devices: list = field(default_factory=list)
+    sandbox: object = None  # the course's SandboxRequest it was started for
+    log_copier: object = None  # the process that copies its output into its log
     state: str = "booting"  # booting | ready | taken | handed | stopping
 
 
@@ -95,6 +102,7 @@ class WarmPool(LoggingConfigurable):
         self.first_uid = first_uid
         self.sandboxes = {}
         self.handed = {}  # window -> count
+        self.handed_groups = {}  # (user, server) -> the cgroup of the warm sandbox handed to them (the idle rule reads it)
         self._ids = itertools.count(1)
         self._busy = asyncio.Lock()
         self.enabled, self.why_not = self._can_warm()
@@ -134,7 +142,9 @@ class WarmPool(LoggingConfigurable):
             for w in [w for w in self.sandboxes.values() if w.state in ("booting", "ready")]:
                 course, count = wanted.get(w.window, (None, 0))
                 mine = [x for x in self.sandboxes.values() if x.window == w.window and x.state in ("booting", "ready")]
-                if course is None or len(mine) > count or (w.devices and course.sandbox.gpu.kind in waiting_kinds):
+                if course is not None and course.sandbox != w.sandbox:
+                    await self._stop(w, "its course changed")  # made for what the course was: retired
+                elif course is None or len(mine) > count or (w.devices and course.sandbox.gpu.kind in waiting_kinds):
                     await self._stop(w, "no longer wanted")
             for window, (course, count) in wanted.items():
                 if course.sandbox.gpu is not None and course.sandbox.gpu.kind in waiting_kinds:
@@ -154,7 +164,7 @@ class WarmPool(LoggingConfigurable):
     # -- one warm sandbox ---------------------------------------------------------
 
     async def _start(self, course, window):
-        w = WarmSandbox(next(self._ids), course.id, window, server="")
+        w = WarmSandbox(next(self._ids), course.id, window, server="", sandbox=course.sandbox)
         w.server = f"warm-{w.id}-{os.getpid()}"
         try:
             admitted = await self.db.run(
@@ -198,22 +208,33 @@ class WarmPool(LoggingConfigurable):
             tmp_bytes=parse_memory(self.tmp_size) if self.tmp_size else None,
             keep=(str(self.state_dir.parent), *namespace.software_folders()),
         )
-        argv = await asyncio.to_thread(spec.argv, [sys.executable, "-m", "aifhub.isolation.warm_runner"])
+        runner = [sys.executable, "-m", "aifhub.isolation.warm_runner"]
+        # root until hand-over, but able to do nothing except become the learner
+        runner = [namespace.setpriv_path(), "--bounding-set=-all,+setuid,+setgid", "--inh-caps=-all", "--", *runner]
+        argv = await asyncio.to_thread(spec.argv, runner)
         group = w.group
+        fsize = parse_memory(course.sandbox.disk) if course.sandbox.disk else None
 
         def preexec():
             group.join()
+            if fsize:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             os.umask(0o077)
 
-        w.proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            preexec_fn=preexec,
-            start_new_session=True,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
-        )
+        log_fd, w.log_copier = await asyncio.to_thread(sandbox_log.open_log, self.state_dir, w.server)
+        try:
+            w.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_fd,  # its own log, never the service's
+                preexec_fn=preexec,
+                start_new_session=True,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+            )
+        finally:
+            os.close(log_fd)
         line = await asyncio.wait_for(w.proc.stdout.readline(), self.boot_timeout)
         if line.decode().strip() != READY:
             raise RuntimeError(f"it said {line[:200]!r} instead of being ready")
@@ -239,10 +260,15 @@ class WarmPool(LoggingConfigurable):
 
     # -- a learner takes one --------------------------------------------------------
 
-    def take(self, course_id):
-        """A ready warm sandbox of ``course_id`` for the admission under way (None when none is ready)."""
+    def take(self, course):
+        """A ready warm sandbox of ``course`` (as it is now) for the admission under way (None when none is ready)."""
         for w in self.sandboxes.values():
-            if w.course_id == course_id and w.state == "ready" and w.proc.returncode is None:
+            if (
+                w.course_id == course.id
+                and w.sandbox == course.sandbox
+                and w.state == "ready"
+                and w.proc.returncode is None
+            ):
                 w.state = "taken"
                 return w
         return None
@@ -266,6 +292,14 @@ class WarmPool(LoggingConfigurable):
         await w.proc.stdin.drain()
         w.proc.stdin.close()
         self.sandboxes.pop(w.id, None)
+        env = assignment.get("env") or {}
+        user, server = env.get("JUPYTERHUB_USER"), env.get("JUPYTERHUB_SERVER_NAME") or ""
+        if user:  # the log and the cgroup follow the sandbox: now the learner's
+            await asyncio.to_thread(
+                sandbox_log.rename, self.state_dir, w.server, user + (f"+{server}" if server else "")
+            )
+            if w.group is not None:
+                self.handed_groups[(user, server)] = w.group
         reaper = asyncio.ensure_future(w.proc.wait())  # the learner's server is our child: reap it when it ends
         self._reapers.add(reaper)
         reaper.add_done_callback(self._reapers.discard)

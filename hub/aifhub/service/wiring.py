@@ -35,6 +35,7 @@ from ..state.db import Database
 from .admission import GRADER, Admission
 from .catalog_watch import CatalogWatch
 from .core import ServiceCore
+from . import idle
 from .disk_watch import DiskWatch
 from .gpu_pool import gpu_inventory
 from .membership import Membership
@@ -128,4 +129,6 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti):
         service.placeholders = Placeholders(db, courses, admission, kube, app.images_dir, app.first_uid, parent=app)
     elif app.isolated:
         service.warm = admission.warm = WarmPool(db, courses, admission, state, app.first_uid, parent=app)
+    if inventory is not None:  # local sandboxes: their cgroups' CPU time tells the idle rule what they used
+        metering.sandbox_groups = idle.SandboxCpu(db, Path(state) / "work", service.warm)
     return service
