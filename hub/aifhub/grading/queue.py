@@ -18,6 +18,7 @@ from ..catalog.model import parse_memory
 from ..kube.client import delete_jobs
 from ..kube.grading_job import grading_job, safe_name
 from ..errors import Refusal
+from ..isolation.namespace import gpu_node_names
 from ..ledger.models import utcnow
 from ..kube import podspec
 from .runners import mounts
@@ -109,6 +110,9 @@ class GradingQueue:
             "network": self.m.network,
             "scratch_bytes": parse_memory(self.m.scratch_size),
             "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
+            "devices": gpu_node_names(
+                int(d.get("minor", d["id"])) for d in devices
+            ),  # the only device nodes of the machine's its kernels may open
         }
 
     def kube_request(self, job):
