@@ -21,7 +21,7 @@ from ..errors import Refusal
 from ..isolation.namespace import gpu_node_names
 from ..ledger.models import utcnow
 from ..kube import podspec
-from .runners import mounts
+from .runners import jobgroup, mounts
 from .coursedir import GradingDir
 from .models import GradingJob
 from .runners.worker import failure_lines
@@ -293,7 +293,8 @@ class GradingQueue:
         kill_grading_uid(request.get("uid"))
         scratch = Path(request["scratch"])
         if request.get("uid") is not None:
-            mounts.release_scratch(scratch)  # the worker died before it unmounted the job's tmpfs
+            jobgroup.remove(scratch)  # the worker died before it removed the job's cgroup
+            mounts.release_scratch(scratch)  # and before it unmounted the job's tmpfs
         pidfile = scratch / "kernel.pid"
         if request.get("uid") is None and pidfile.exists():
             try:

@@ -6,8 +6,9 @@ three times the "memory limit". The worker makes a group for each job (cgroup v2
 :mod:`aifhub.isolation.cgroups`, as sandboxes have) with ``memory_bytes`` (no swap beyond it) and
 ``processes`` as its limits; the kernel launcher moves itself into it before it starts the kernel,
 so every kernel of the job and all they start are counted together. At the end of the job the
-group is emptied (SIGKILL) and removed. Groups left by a worker that died mid-job are removed by
-the next worker that makes one.
+group is emptied (SIGKILL) and removed; when the worker died mid-job, the service removes it
+(:func:`remove`, from the queue's clean-up). Groups are never swept by name: a sibling worker's group
+is empty between its creation and its kernel's start.
 """
 
 import logging
@@ -24,7 +25,6 @@ def _setup(scratch_root):
         try:
             groups = Cgroups.detect()
             groups.prepare()
-            groups.sweep(prefix(scratch_root))
         except (CgroupError, OSError) as exc:
             log.warning("Grading jobs' memory and process limits hold per process only: %s", exc)
             groups = False
@@ -50,3 +50,15 @@ def create(scratch, memory_bytes, processes):
     except OSError as exc:
         log.warning("Grading job %s runs without its memory cgroup: %s", scratch.name, exc)
         return None
+
+
+def remove(scratch):
+    """Kill what is left in the group of the job whose scratch folder is ``scratch`` and remove it (after its
+    worker died under it); nothing when it has none."""
+    try:
+        groups = Cgroups.detect()
+    except CgroupError:
+        return
+    group = groups.existing(groups.group(f"{prefix(scratch.parent)}{scratch.name}").paths)
+    if group is not None:
+        group.remove()
