@@ -4,7 +4,8 @@ as a whole.
 ``RLIMIT_DATA`` and ``RLIMIT_NPROC`` are per process and per uid: three children of one kernel held
 three times the "memory limit". The worker makes a group for each job (cgroup v2 or v1, through
 :mod:`aifhub.isolation.cgroups`, as sandboxes have) with ``memory_bytes`` (no swap beyond it) and
-``processes`` as its limits; the kernel launcher moves itself into it before it starts the kernel,
+``processes`` as its limits, and the CPU weight graded code had in the hub's own group (``HUB_CPU_WEIGHT``:
+a cell's timeouts of seconds hold while learners' sandboxes keep the cores busy); the kernel launcher moves itself into it before it starts the kernel,
 so every kernel of the job and all they start are counted together. At the end of the job the
 group is emptied (SIGKILL) and removed; when the worker died mid-job, the service removes it
 (:func:`remove`, from the queue's clean-up). Groups are never swept by name: a sibling worker's group
@@ -13,7 +14,7 @@ is empty between its creation and its kernel's start.
 
 import logging
 
-from ...isolation.cgroups import CgroupError, Cgroups, Limits, group_prefix
+from ...isolation.cgroups import HUB_CPU_WEIGHT, CgroupError, Cgroups, Limits, group_prefix
 
 log = logging.getLogger("aifhub.grading.runners.jobgroup")
 _cgroups = None  # the detected set-up, once per worker (False: none usable here)
@@ -44,9 +45,8 @@ def create(scratch, memory_bytes, processes):
     if groups is None:
         return None
     try:
-        return groups.create(
-            f"{prefix(scratch.parent)}{scratch.name}", Limits(memory_bytes=memory_bytes, pids=processes)
-        )
+        limits = Limits(memory_bytes=memory_bytes, pids=processes, weight=HUB_CPU_WEIGHT)
+        return groups.create(f"{prefix(scratch.parent)}{scratch.name}", limits)
     except OSError as exc:
         log.warning("Grading job %s runs without its memory cgroup: %s", scratch.name, exc)
         return None
