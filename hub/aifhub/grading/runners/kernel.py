@@ -37,12 +37,13 @@ SAFE_ENV = {
 
 
 def network_wrapper(mode, as_root):
-    """The argv prefix that takes the network (``mode`` unshare; ``none`` keeps it) and the host's System V
-    IPC away."""
+    """The argv prefix that takes the network and the host's System V IPC away, for ``mode`` in unshare | none
+    (none: a machine without unshare; nothing is taken away)."""
+    if mode == "none":
+        return []
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
-    net = [] if mode == "none" else ["--net"]
     # not root: a user namespace of its own too, in which the kernel keeps its uid (util-linux >= 2.38)
-    return [unshare, *net, "--ipc", "--"] if as_root else [unshare, "--map-current-user", *net, "--ipc", "--"]
+    return [unshare, "--net", "--ipc", "--"] if as_root else [unshare, "--map-current-user", "--net", "--ipc", "--"]
 
 
 def join_group(paths):

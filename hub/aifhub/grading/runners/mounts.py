@@ -22,6 +22,7 @@ the kernel launcher before every graded kernel.
 import ctypes
 import errno
 import os
+import stat
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -156,8 +157,11 @@ def _minimal_dev(scratch, nodes):
     mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755,uid=0,gid=0")
     for fd, name in nodes:
         target = os.path.join("/dev", name)
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
-        mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):  # nvidia-caps is a folder of nodes
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
     for name, points_to in DEV_LINKS.items():
         os.symlink(points_to, os.path.join("/dev", name))
     os.mkdir("/dev/shm", 0o755)
@@ -178,9 +182,9 @@ def isolate_kernel(scratch, network, devices=(), keep=(), device_dir="/dev"):
     scratch = os.path.abspath(scratch)
     # what the new mounts will hide, held open now: the host's device nodes, the software in a private folder
     nodes = []
-    for name in [*BASIC_NODES, *devices]:
+    for folder, name in [*(("/dev", n) for n in BASIC_NODES), *((device_dir, n) for n in devices)]:
         try:
-            nodes.append((_open_path(os.path.join(device_dir, name)), name))
+            nodes.append((_open_path(os.path.join(folder, name)), name))
         except OSError:  # not on this machine (a GPU's node: the kernel sees no GPU)
             pass
     private = [t for t in PRIVATE if os.path.isdir(t) and not os.path.islink(t) and not _under(scratch, t)]
