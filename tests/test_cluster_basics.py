@@ -2,6 +2,7 @@
 kubelet that runs pods for real. What aifhub's own cluster tests rely on, checked once."""
 
 import json
+import os
 import socket
 import time
 
@@ -261,3 +262,24 @@ def test_a_pod_that_network_policy_cuts_off_has_no_network(kube, ns):
     if kube.local is None:
         pytest.skip(f"NetworkPolicy enforcement depends on the cluster's network plugin: {codes}")
     assert codes == {"cut-off": 7, "connected": 0}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the test kubelet runs containers as root")
+def test_a_checkout_reached_through_a_link_runs_its_scripts_in_a_pod(tmp_path, monkeypatch):
+    """#30 item 12: ``sys.prefix`` names the link while the environment's scripts name the real path on their
+    first line; the test kubelet's image holds both, so a script of the environment runs in a pod."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from localcluster import runner
+
+    real = Path(sys.prefix).resolve()
+    link = tmp_path / "checkout"
+    link.symlink_to(real.parent)
+    monkeypatch.setattr(sys, "prefix", str(link / real.name))
+    pod = {"metadata": {"name": "linked"}, "spec": {}}
+    container = {"command": [str(link / real.name / "bin" / "pip"), "--version"]}
+    argv = runner.bwrap_command(pod, container, [], {"PATH": "/usr/bin:/bin"}, isolated_network=True)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "pip" in out.stdout, out.stdout + out.stderr

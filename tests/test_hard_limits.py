@@ -1,6 +1,6 @@
 """Hard limits of local sandboxes, through a real `aifhub up` as root: each sandbox in its own cgroup
 (memory, CPU, processes) and bubblewrap namespace (its own GPUs' device nodes only, its own processes,
-private /tmp). Two fake GPUs (`--gpus 0,1`) whose device nodes are real character devices (copies of
+private /tmp, /var/tmp and /run/lock). Two fake GPUs (`--gpus 0,1`) whose device nodes are real character devices (copies of
 /dev/null) in a folder the hub is configured to take as /dev."""
 
 import os
@@ -206,6 +206,47 @@ print('tmp', 'shared' if os.path.exists('/tmp/watched-was-here') else 'private')
         except OSError:
             pass
     hub.stop_server(a)
+
+
+def test_var_tmp_and_run_lock_are_private_to_each_sandbox_and_memory_backed(hub):
+    """#23 item 4, as the attacker did it: 180 MB in /var/tmp from a 50 MB course, read by another learner
+    after the first one's sandbox stopped. Each sandbox's /var/tmp and /run/lock are tmpfs of its own
+    (counted in its memory limit, gone when it stops); the machine's are untouched."""
+    writer = started(hub, "tmpwriter", "limits-lab")
+    out = hub.run_in_kernel(
+        writer,
+        """
+import os
+for folder, size in (('/var/tmp', 45 * 2**20), ('/run/lock', 1024)):
+    for part in range(4 if folder == '/var/tmp' else 1):  # 180 MB in files under the course's 50M file size
+        path = os.path.join(folder, f'tmpwriter-secret{part}')
+        with open(path, 'wb') as f:
+            f.write(b'x' * size)
+        os.chmod(path, 0o644)
+    fs = [line.split()[2] for line in open('/proc/self/mounts') if line.split()[1] == folder]
+    st = os.statvfs(folder)
+    print(folder, 'fs', fs[-1] if fs else None, 'bytes', st.f_blocks * st.f_frsize, oct(os.stat(folder).st_mode & 0o7777))
+try:
+    open('/run/lock/big', 'wb').write(b'x' * 8 * 2**20)
+    print('lock unbounded')
+except OSError as exc:
+    print('lock full', exc.errno)
+""",
+        timeout=90,
+    )
+    assert "/var/tmp fs tmpfs" in out and "/run/lock fs tmpfs" in out and "lock full 28" in out, out
+    assert "0o1777" in out.split("/var/tmp")[1].splitlines()[0], out
+    assert 0.99e9 < int(out.split("/var/tmp fs tmpfs bytes ")[1].split()[0]) < 1.01e9, out  # tmp_size
+    for folder in ("/var/tmp", "/run/lock"):
+        assert not os.path.exists(f"{folder}/tmpwriter-secret0"), f"a sandbox wrote into the machine's {folder}"
+    hub.stop_server(writer)
+    reader = started(hub, "tmpreader", "limits-lab")
+    out = hub.run_in_kernel(
+        reader,
+        "import os; print('found', [os.path.exists(f'{d}/tmpwriter-secret0') for d in ('/var/tmp', '/run/lock')])",
+    )
+    assert "found [False, False]" in out, out
+    hub.stop_server(reader)
 
 
 def test_a_work_folder_over_the_disk_limit_is_stopped_and_an_oversized_file_refused(hub):

@@ -2,6 +2,7 @@
 folder that learners' uids cannot reach (a 0700 home folder, as root), a port in use."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from conftest import AS_ROOT
 from hubrunner import REPO
 
+from aifhub.cli import preflight
 from aifhub.isolation.reach import PROBE_UID, blocked, sandbox_obstacles
 
 
@@ -47,6 +49,41 @@ def test_a_checkout_in_a_0700_home_is_refused_at_start_with_what_to_do(closed_ho
     assert "every spawn would fail with 'Permission denied'" in out.stderr and f"chmod o+x {closed_home}" in out.stderr
     assert "/opt/aifhub" in out.stderr
     assert "aifhub is running" not in out.stdout
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the namespace checks apply when sandboxes run as learners' uids (root)")
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is needed: apt-get install bubblewrap")
+def test_an_environment_a_sandbox_namespace_hides_is_refused_at_start():
+    """Permission bits that let everyone through, but a folder each sandbox gets a private copy of (here
+    /run/lock): the environment is not there inside the namespace. The start-up probe runs this Python
+    there, as a learner's uid, and stops `aifhub up` saying so."""
+    hidden = Path(tempfile.mkdtemp(prefix="aifhub-hidden-", dir="/run/lock"))
+    state = Path(tempfile.mkdtemp(prefix="aifhub-state-"))
+    try:
+        hidden.chmod(0o755)
+        state.chmod(0o711)
+        venv = hidden / ".venv"
+        venv.symlink_to(REPO / ".venv")
+        out = up("--port", str(free_port()), "--state-dir", str(state / "state"), python=str(venv / "bin" / "python"))
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert f"Learners' sandboxes cannot run {venv}/bin/python from inside their namespace" in out.stderr, out.stderr
+        assert "No such file or directory" in out.stderr and "/opt/aifhub" in out.stderr, out.stderr
+        assert "Graded kernels cannot run" not in out.stderr, out.stderr  # the machine stays visible to them
+        assert "aifhub is running" not in out.stdout
+    finally:
+        subprocess.run(["rm", "-rf", str(hidden), str(state)], check=False)
+
+
+def test_the_environment_runs_in_both_namespaces_from_this_checkout():
+    """The probe passes for this checkout (wherever it is cloned: /var/tmp/x, /srv/x, /opt/x)."""
+    if not AS_ROOT:
+        pytest.skip("the namespace checks apply as root")
+    state = Path(tempfile.mkdtemp(prefix="aifhub-state-"))
+    try:
+        state.chmod(0o711)
+        assert preflight.namespace_problems(state / "state") == []
+    finally:
+        subprocess.run(["rm", "-rf", str(state)], check=False)
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="the uid checks apply when sandboxes run as learners' uids (root)")

@@ -11,6 +11,7 @@ address; a server bound to the wildcard 0.0.0.0 in the pod's spec is bound to th
 for pods that a NetworkPolicy cuts off from everything: those get an empty network namespace.
 """
 
+import os
 import re
 import shutil
 import sys
@@ -33,9 +34,12 @@ class ContainerConfigError(RuntimeError):
     """The container cannot be created as specified (CreateContainerConfigError)."""
 
 
-def image_path():
-    """Folders that make up the "image": the interpreter's prefixes and aifhub's sources."""
-    return sorted({sys.prefix, sys.base_prefix, str(REPO / "hub")} - {"/usr"})
+def image_path(prefixes=None):
+    """Folders that make up the "image": the interpreter's prefixes and aifhub's sources, each as written and
+    with links resolved (a checkout reached through a link: ``sys.prefix`` names the link, while the
+    environment's scripts name the real path on their first line)."""
+    folders = prefixes or (sys.prefix, sys.base_prefix, str(REPO / "hub"))
+    return sorted({p for f in folders for p in (os.path.abspath(f), os.path.realpath(f))} - {"/usr"})
 
 
 def expand(text, env):

@@ -7,12 +7,13 @@ which of the sandboxes' hard limits this machine enforces, for the banner.
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 from ..isolation import namespace as confine
 from ..isolation.cgroups import CgroupError, Cgroups
-from ..isolation.reach import sandbox_obstacles
+from ..isolation.reach import PROBE_UID, sandbox_obstacles
 
 
 def singleuser_command():
@@ -47,8 +48,56 @@ def problems(ip, port, state, as_root=None):
             f"port {port} on {ip} is in use (another aifhub or JupyterHub?): stop it, or pass --port with a free port"
         )
     if as_root:
-        found += [b.message(what) for what, b in sandbox_obstacles(singleuser_command(), Path(state) / "work")]
+        blocked = [b.message(what) for what, b in sandbox_obstacles(singleuser_command(), Path(state) / "work")]
+        found += blocked or namespace_problems(state)
     return found
+
+
+SANDBOX_IMPORTS = "import aifhub, jupyterhub, ipykernel"
+WHERE = (
+    "Put aifhub where every user can read it and no private folder hides it, e.g. a clone in /opt/aifhub "
+    "with `make setup` and `make run` there."
+)
+
+
+def _said(out):
+    lines = [line for line in (out.stderr or out.stdout or "").strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else f"exit status {out.returncode}"
+
+
+def namespace_problems(state, python=None, uid=PROBE_UID):
+    """``[message]``: what stops a learner's uid from running ``python`` (default: this one) from inside the
+    namespaces it gets, a sandbox's (bubblewrap: private /tmp, /var/tmp, /run/lock, /dev) and a graded
+    kernel's (:mod:`aifhub.grading.runners.probe`). The permission bits pass (:func:`sandbox_obstacles`
+    looks first); this finds what they do not say: a folder a private mount hides, a mount that
+    forbids running programs, an ACL."""
+    python = python or sys.executable
+    found = []
+    if confine.bwrap_path() and confine.setpriv_path():
+        keep = (str(Path(state).resolve().parent), *confine.software_folders(), str(Path(python).parent))
+        argv = confine.Confinement(uid=uid, gid=uid, keep=keep).argv([python, "-c", SANDBOX_IMPORTS])
+        out = _run(argv)
+        if out.returncode != 0:
+            found.append(
+                f"Learners' sandboxes cannot run {python} from inside their namespace (as uid {uid}, with their own "
+                f"/tmp, /var/tmp, /run/lock and /dev): {_said(out)}. Every spawn would fail. {WHERE}"
+            )
+    probe = [python, "-m", "aifhub.grading.runners.probe", str(Path(state) / "grading-scratch"), str(uid)]
+    out = _run(probe)
+    if out.returncode != 0:
+        found.append(
+            f"Graded kernels cannot run {python} from inside their namespace (as uid {uid}, with the machine "
+            f"read-only and their own /tmp, /var/tmp and /dev): {_said(out)}. Every grading job would fail "
+            f"('Kernel died before replying to kernel_info'). {WHERE}"
+        )
+    return found
+
+
+def _run(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(argv, 1, "", f"{type(exc).__name__}: {exc}")
 
 
 def limits_summary(inventory, as_root=None, device_dir="/dev"):

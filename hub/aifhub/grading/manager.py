@@ -80,12 +80,17 @@ class GradingManager(LoggingConfigurable):
     cpu_seconds = Integer(0, help="CPU seconds a graded kernel may use (RLIMIT_CPU). 0: the notebook timeout.").tag(
         config=True
     )
-    memory_limit = Unicode("2G", help="Memory a graded kernel may allocate (RLIMIT_DATA), e.g. 2G or 512Mi.").tag(
-        config=True
-    )
-    processes = Integer(256, help="Processes and threads a graded kernel's uid may have at once (RLIMIT_NPROC).").tag(
-        config=True
-    )
+    memory_limit = Unicode(
+        "2G",
+        help="Memory one grading job may use, e.g. 2G or 512Mi: as root, all its processes together (a memory "
+        "cgroup without swap, what they write in the scratch tmpfs included); each process also gets it as "
+        "RLIMIT_DATA.",
+    ).tag(config=True)
+    processes = Integer(
+        256,
+        help="Processes and threads one grading job may have at once: as root, all its processes together (a "
+        "pids cgroup); also the kernel's uid's RLIMIT_NPROC.",
+    ).tag(config=True)
     max_submission_size = Unicode("20M", help="Largest submission a learner may hand in (uncompressed), e.g. 20M.").tag(
         config=True
     )

@@ -18,9 +18,10 @@ from ..catalog.model import parse_memory
 from ..kube.client import delete_jobs
 from ..kube.grading_job import JobSettings, grading_job, safe_name
 from ..errors import Refusal
+from ..isolation.namespace import gpu_node_names
 from ..ledger.models import utcnow
 from ..kube import podspec
-from .runners import mounts
+from .runners import jobgroup, mounts
 from .coursedir import GradingDir
 from .models import GradingJob
 from .failures import scrub
@@ -110,6 +111,9 @@ class GradingQueue:
             "network": self.m.network,
             "scratch_bytes": parse_memory(self.m.scratch_size),
             "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
+            "devices": gpu_node_names(
+                int(d.get("minor", d["id"])) for d in devices
+            ),  # the only device nodes of the machine's its kernels may open
         }
 
     def kube_request(self, job):
@@ -293,7 +297,8 @@ class GradingQueue:
         kill_grading_uid(request.get("uid"))
         scratch = Path(request["scratch"])
         if request.get("uid") is not None:
-            mounts.release_scratch(scratch)  # the worker died before it unmounted the job's tmpfs
+            jobgroup.remove(scratch)  # the worker died before it removed the job's cgroup
+            mounts.release_scratch(scratch)  # and before it unmounted the job's tmpfs
         pidfile = scratch / "kernel.pid"
         if request.get("uid") is None and pidfile.exists():
             try:

@@ -3,8 +3,11 @@
 The sandbox sees the machine's files as before (its uid decides what it may read), but a ``/dev``
 of its own that holds only the basic nodes and the device nodes of the GPUs it was given (plus the
 driver's control nodes), its own ``/proc`` in its own PID namespace (no other sandbox's processes
-or command lines), and private, size-capped ``/tmp`` and ``/dev/shm``. A learner who points
-``CUDA_VISIBLE_DEVICES`` at another GPU finds no device node to open.
+or command lines), its own System V IPC, and private, size-capped ``/tmp``, ``/var/tmp``,
+``/run/lock`` and ``/dev/shm`` (tmpfs: what is written there counts against the sandbox's memory
+limit, and is gone when it stops; no learner finds another's files there). A learner who points
+``CUDA_VISIBLE_DEVICES`` at another GPU finds no device node to open. The software the sandbox
+runs stays visible where a private folder would hide it (``keep``: a checkout in ``/var/tmp``).
 
 Process tree on the host: ``bwrap`` (the spawner's pid) -> ``bwrap`` (pid 1 of the namespace, a
 reaper) -> the single-user server (after ``setpriv`` drops to the learner's uid). bwrap forwards
@@ -12,6 +15,7 @@ no signals, so :func:`server_pid` finds the server to signal, and killing the na
 ends everything inside it.
 """
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -19,6 +23,15 @@ from pathlib import Path
 
 # the NVIDIA driver's nodes that every GPU process needs, whichever GPU it uses
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps")
+# the machine's folders anyone may write in: each sandbox gets memory-backed ones of its own instead
+PRIVATE = ("/tmp", "/var/tmp", "/run/lock", "/dev/shm")
+LOCK_BYTES = 4 * 2**20
+
+
+def gpu_node_names(minors):
+    """The names in ``/dev`` of the nodes a process given the GPUs ``minors`` needs (none without GPUs)."""
+    names = [f"nvidia{int(m)}" for m in minors]
+    return names + list(CONTROL_NODES) if names else []
 
 
 def bwrap_path():
@@ -39,14 +52,12 @@ class Confinement:
     cwd: str = "/"
     gpu_minors: tuple = ()  # /dev/nvidia<minor> of the sandbox's GPUs
     device_dir: str = "/dev"  # where the host's device nodes are (tests point this at fake nodes)
-    tmp_bytes: int | None = None  # size of the private /tmp and /dev/shm (tmpfs: counts as memory)
+    tmp_bytes: int | None = None  # size of the private /tmp, /var/tmp and /dev/shm (tmpfs: counts as memory)
     keep: tuple = ()  # host folders the sandbox needs that a private /tmp would hide (a state dir in /tmp)
 
     def gpu_nodes(self):
         """``[(host path, path in the sandbox)]`` of the device nodes to expose, those that exist."""
-        if not self.gpu_minors:
-            return []
-        names = [f"nvidia{m}" for m in self.gpu_minors] + list(CONTROL_NODES)
+        names = gpu_node_names(self.gpu_minors)
         root = Path(self.device_dir)
         return [(str(root / n), f"/dev/{n}") for n in names if (root / n).exists()]
 
@@ -71,26 +82,18 @@ class Confinement:
             "--unshare-pid",
             "--unshare-ipc",
             "--new-session",
-            "--perms",
-            "1777",
-            *size,
-            "--tmpfs",
-            "/tmp",
-            "--perms",
-            "1777",
-            *size,
-            "--tmpfs",
-            "/dev/shm",
         ]
+        for folder in PRIVATE:  # /run/lock is for lock files: a small one
+            if folder == "/dev/shm" or (os.path.isdir(folder) and not os.path.islink(folder)):
+                cap = ["--size", str(LOCK_BYTES)] if folder == "/run/lock" else size
+                args += ["--perms", "1777", *cap, "--tmpfs", folder]
         for host, inside in self.gpu_nodes():
             args += ["--dev-bind", host, inside]
         kept = [Path(p) for p in dict.fromkeys(str(Path(p).resolve()) for p in self.keep)]
         kept = [p for p in kept if _under_private(p) and p.exists()]
         made = set()
         for path in kept:
-            for parent in reversed(
-                [p for p in path.parents if _under_private(p) and str(p) not in ("/tmp", "/dev/shm")]
-            ):
+            for parent in reversed([p for p in path.parents if _under_private(p) and str(p) not in PRIVATE]):
                 if parent not in made:  # as on the host (bwrap would make them 0700, root's)
                     args += ["--perms", f"{parent.stat().st_mode & 0o7777:o}", "--dir", str(parent)]
                     made.add(parent)
@@ -107,14 +110,14 @@ class Confinement:
 
 def software_folders():
     """The folders a sandbox's Python needs, to keep when they lie in a private folder (a clone in /tmp):
-    the environment (``sys.prefix``) and the folder aifhub is imported from (an editable install's
-    checkout, outside the environment)."""
-    return (sys.prefix, str(Path(__file__).resolve().parents[2]))
+    the environment (``sys.prefix``), the Python it was made from (``sys.base_prefix``) and the folder
+    aifhub is imported from (an editable install's checkout, outside the environment)."""
+    return tuple(dict.fromkeys((sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2]))))
 
 
 def _under_private(path):
     """Whether ``path`` lies in a folder the sandbox gets a private copy of."""
-    return any(path == Path(p) or Path(p) in path.parents for p in ("/tmp", "/dev/shm"))
+    return any(path == Path(p) or Path(p) in path.parents for p in PRIVATE)
 
 
 def children(pid):

@@ -5,12 +5,15 @@ nbgrader starts kernels through a kernelspec whose argv is::
     python -m aifhub.grading.runners.kernel SPEC.json -f {connection_file} [kernel arguments...]
 
 This module runs as the grading worker's user (root on the embedded hub), reads the job's
-SPEC (written by the worker, never by student code), applies the limits, and replaces itself
-with ``unshare --net -- setpriv --reuid=U ... -- python -m ipykernel_launcher ...``: the kernel
-keeps this process id (nbgrader can interrupt and kill it) but runs as uid U, in a network
-namespace of its own (loopback only, which is down), with only the environment below. The
-kernel talks to nbgrader over ZeroMQ ``ipc`` sockets in the job's scratch folder, which works
-across network namespaces.
+SPEC (written by the worker, never by student code), puts itself in the job's control group (its
+memory and process limits hold for the job as a whole: every kernel and every process they start),
+applies the per-process limits, and replaces itself with
+``setpriv --reuid=U ... -- python -m ipykernel_launcher ...`` in namespaces of its own
+(:func:`.mounts.isolate_kernel`; without a scratch tmpfs, ``unshare --net --ipc``): the kernel
+keeps this process id (nbgrader can interrupt and kill it) but runs as uid U, in network and IPC
+namespaces of its own (loopback only, which is down; no System V segment of anyone else's, none
+left behind), with only the environment below. The kernel talks to nbgrader over ZeroMQ ``ipc``
+sockets in the job's scratch folder, which works across network namespaces.
 
 Keep this module free of heavy imports: it runs once per graded notebook.
 """
@@ -34,12 +37,20 @@ SAFE_ENV = {
 
 
 def network_wrapper(mode, as_root):
-    """The argv prefix that takes the network away, for ``mode`` in unshare | none."""
+    """The argv prefix that takes the network and the host's System V IPC away, for ``mode`` in unshare | none
+    (none: a machine without unshare; nothing is taken away)."""
     if mode == "none":
         return []
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
     # not root: a user namespace of its own too, in which the kernel keeps its uid (util-linux >= 2.38)
-    return [unshare, "--net", "--"] if as_root else [unshare, "--map-current-user", "--net", "--"]
+    return [unshare, "--net", "--ipc", "--"] if as_root else [unshare, "--map-current-user", "--net", "--ipc", "--"]
+
+
+def join_group(paths):
+    """Put this process (and so the kernel and all it starts) in the job's control group, as root."""
+    for path in paths or ():
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
 
 
 def build_command(spec, kernel_args):
@@ -50,6 +61,14 @@ def build_command(spec, kernel_args):
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
         cmd += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
     return cmd + [spec.get("python") or sys.executable, "-m", "ipykernel_launcher", *kernel_args]
+
+
+def software(spec):
+    """The folders the kernel's Python needs (kept visible where a private /tmp or /var/tmp would hide them)."""
+    from ...isolation.namespace import software_folders
+
+    python = spec.get("python") or sys.executable
+    return (*software_folders(), os.path.dirname(os.path.realpath(python)))
 
 
 def apply_limits(spec):
@@ -98,10 +117,11 @@ def main(argv=None):
         }
     )
     env.update(spec.get("env") or {})
-    if spec.get("isolate") and uid is not None:  # machine read-only, /tmp and /dev/shm the job's, /proc its own
+    join_group(spec.get("cgroup"))
+    if spec.get("isolate") and uid is not None:  # machine read-only, /tmp, /dev and /proc the job's
         from .mounts import isolate_kernel
 
-        isolate_kernel(spec["scratch"], spec.get("network", "unshare"))
+        isolate_kernel(spec["scratch"], spec.get("network", "unshare"), spec.get("devices") or (), software(spec))
     os.chdir(spec["work"])
     apply_limits(spec)
     cmd = build_command(spec, kernel_args)

@@ -176,19 +176,25 @@ class Worker:
         with fsafe.opened(scratch.parent) as top:  # root's, traversable by the kernel's uid (whatever the umask)
             top.mkdir(scratch.name, 0o711 if req.get("uid") is not None else 0o700).close()
         isolate = self._mount_scratch(req, scratch)
+        group = self._job_group(req, scratch)
         config = gd.nbgrader_config(req.get("cell_timeout", 60))
         try:
             if req.get("kubernetes"):
                 self._kubernetes_config(req, config)
             else:
-                self._sandbox_config(req, config, submitted, isolate)
-            return self._autograde(req, config)
+                self._sandbox_config(req, config, submitted, isolate, group)
+            out = self._autograde(req, config)
+            if out.get("reason") == "kernel-died" and group is not None and group.oom_kills():
+                out["reason"] = "out-of-memory"  # the job as a whole went over its memory limit
+            return out
         finally:
             os.environ.pop("JUPYTER_RUNTIME_DIR", None)
             if req.get("uid") is not None:
                 kill_uid(req["uid"])
             elif not req.get("kubernetes"):
                 self.kill_pidfile(scratch / "kernel.pid")
+            if group is not None:
+                group.remove()
             if isolate:
                 mounts.release_scratch(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
@@ -210,7 +216,17 @@ class Worker:
             return False
         return True
 
-    def _sandbox_config(self, req, config, submitted, isolate=False):
+    @staticmethod
+    def _job_group(req, scratch):
+        """As root, for a local kernel: the job's control group (:mod:`.jobgroup`), or None."""
+        if req.get("uid") is None or req.get("kubernetes"):
+            return None
+        from . import jobgroup
+
+        limits = req.get("limits") or {}
+        return jobgroup.create(scratch, limits.get("memory_bytes"), limits.get("processes"))
+
+    def _sandbox_config(self, req, config, submitted, isolate=False, group=None):
         """Kernels started here through :mod:`.kernel`: own uid, no network, limits, a scratch copy of the files.
 
         The scratch folder stays root's (the kernel's uid cannot rename or replace what is in it); the
@@ -242,6 +258,8 @@ class Worker:
             "processes": limits.get("processes"),
             "env": req.get("env") or {},
             "isolate": isolate,
+            "cgroup": group.paths if group is not None else [],
+            "devices": req.get("devices") or [],
         }
         self.spec_path.write_text(json.dumps(spec))
         os.environ["JUPYTER_RUNTIME_DIR"] = str(conn)  # connection file and ipc sockets: where the kernel can reach
