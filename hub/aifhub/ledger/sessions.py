@@ -37,10 +37,27 @@ def claimed_devices(db, now=None):
     return set(db.scalars(select(GpuClaim.device_id))) | {d for h in held for d in h.split(",") if d}
 
 
-def free_devices(db, inventory, kind):
-    """Devices of the pool that match ``kind`` and nobody holds, in id order."""
+def free_devices(db, inventory, kind, course_id=None):
+    """Devices of the pool that match ``kind`` and nobody holds, in id order.
+
+    With ``course_id``: shares of a GPU that holds one course at a time (time-slice and MPS shares, which do not
+    isolate GPU memory) are free only while no other course's session holds a share of the same GPU."""
     taken = claimed_devices(db)
-    return [d for d in inventory if d.matches(kind) and d.id not in taken]
+    free = [d for d in inventory if d.matches(kind) and d.id not in taken]
+    if course_id is None or not any(getattr(d, "one_course", False) for d in free):
+        return free
+    return [d for d in free if not (d.one_course and foreign_gpus(db, inventory, course_id) & {d.gpu})]
+
+
+def foreign_gpus(db, inventory, course_id):
+    """Physical GPUs on which a session of another course than ``course_id`` holds a device."""
+    gpu_of = {d.id: d.gpu for d in inventory}
+    held = db.execute(
+        select(GpuClaim.device_id, SandboxSession.course_id).join(
+            SandboxSession, GpuClaim.session_id == SandboxSession.id
+        )
+    )
+    return {gpu_of[dev] for dev, course in held if course != course_id and dev in gpu_of}
 
 
 _UID = select(LearnerUid.uid).where(LearnerUid.user == bindparam("user"))

@@ -36,6 +36,7 @@ from .admission import GRADER, Admission
 from .catalog_watch import CatalogWatch
 from .core import ServiceCore
 from .disk_watch import DiskWatch
+from ..gpus.nvml import reader_from
 from .gpu_pool import gpu_inventory
 from .membership import Membership
 from .metering_loop import MeteringLoop
@@ -82,16 +83,18 @@ def wire(app, hub, *, db=None, grading=True, lti=True):
     that need no grading). Raises ValueError when settings contradict each other (the database is closed
     then)."""
     state = Path(app.state_dir)
-    inventory = gpu_inventory(app.gpus, app.gpu_kind)
+    kinds = app.kinds()  # ValueError saying what is wrong with gpu_kinds
+    reader = reader_from(app.nvml_recording)  # the NVML adapter: the driver, or a recording
+    inventory = gpu_inventory(app.gpus, app.gpu_kind, kinds, reader)
     db = db if db is not None else Database(app.db_url)
     try:
-        return _wire(app, hub, db, state, inventory, grading, lti)
+        return _wire(app, hub, db, state, inventory, grading, lti, kinds)
     except BaseException:
         db.close()
         raise
 
 
-def _wire(app, hub, db, state, inventory, with_grading, with_lti):
+def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None):
     default_session_s = int(app.default_session_hours * 3600)
     courses = CatalogWatch(app.course_dirs(), app.images_dir, protect_sources=app.isolated)
     membership = Membership(db, courses, hub)
@@ -114,6 +117,7 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti):
         servers,
         line=waitlist,
         disk=disk,
+        kinds=kinds,
     )
     metering = MeteringLoop(
         db, courses, hub, servers, inventory, stop_grace_s=app.stop_grace, settle_grace_s=app.reconcile_grace
