@@ -74,14 +74,25 @@ def learner_uid(db, user, first_uid):
     return uid
 
 
-def mark_running(db, user, server_name, now=None):
+def mark_running(db, user, server_name, now=None, pod=None):
     """The pending sandbox of ``user``'s server runs now: its session is charged from this moment.
-    Returns the session's id (None when there is no active session)."""
+    ``pod``: ``namespace/name`` of the pod that runs it (its GPU readings). Returns the session's id (None when
+    there is no active session)."""
     session = active_session(db, user, server_name)
     if session is None:
         return None
+    if pod:
+        session.pod = pod
     if session.pending:
         now = now or utcnow()
         session.pending = False
         session.started_at = session.last_charged_at = now
     return session.id
+
+
+def add_gpu_idle(db, idle_ms):
+    """Add GPU-idle wall time to active sessions: ``{session id: ms}`` (what the GPU telemetry measured)."""
+    for session_id, ms in idle_ms.items():
+        session = db.get(SandboxSession, session_id)
+        if session is not None and session.state == "active" and ms > 0:
+            session.gpu_idle_ms = (session.gpu_idle_ms or 0) + int(ms)

@@ -276,9 +276,10 @@ class Admission:
             await self.members.enrolled_with_admission(course.id, user)
         return admission.to_dict() | {"course": course.summary(), "materials": str(course.path), "role": decision.role}
 
-    async def running(self, user, server_name):
-        """The admitted sandbox of ``user``'s server runs now (its pod started): charge it from now on."""
-        return await self.db.run(sessions.mark_running, user, server_name)
+    async def running(self, user, server_name, pod=None):
+        """The admitted sandbox of ``user``'s server runs now (its pod started, ``namespace/name``): charge it from
+        now on."""
+        return await self.db.run(sessions.mark_running, user, server_name, pod=pod)
 
     async def release(self, user, server_name, reason):
         """Settle the server's session (charge it to now, release its hold and devices); its id, or None.

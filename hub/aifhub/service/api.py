@@ -17,6 +17,7 @@ class MeHandler(APIHandler):
                 "courses": view["courses"],
                 "notice": view["notice"],
                 "stopped": view["stopped"],
+                "gpu": view["gpu"],  # {course: utilisation and memory of the learner's running GPU sandbox}
             }
         )
 

@@ -109,6 +109,11 @@ class AifhubService(Application):
         "",
         help="YAML file with a `gpu_kinds:` list (the same entries as gpu_kinds), read at start; wins over gpu_kinds.",
     ).tag(config=True)
+    dcgm_urls = List(
+        Unicode(),
+        help="URLs of the DCGM exporters' /metrics (one per GPU node, or a Service in front of them) that give GPU "
+        "use per pod on Kubernetes; empty: no GPU telemetry there (the idle rule goes by activity alone).",
+    ).tag(config=True)
     nvml_recording = Unicode(
         "",
         help="JSON file of recorded NVML discovery and samples to use instead of the driver (simulated GPUs for "

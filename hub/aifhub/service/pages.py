@@ -84,6 +84,7 @@ class HomePage(PageHandler):
             offers=offers,
             broken=broken,
             running=view["running"],
+            gpu_now=view["gpu"],
             notice=view["notice"],
             stopped=view["stopped"],
             ask_profile=await self.core.db.run(training_report.declaration, self.user_name) is None,
@@ -139,6 +140,7 @@ class CoursePage(PageHandler):
             "lti": await course_state(lti, self.core, course.id) if lti is not None else None,
             "roster": roster,
             "usage": usage,
+            "gpu_now": self.core.metering.gpu_use.for_course(course.id) if self.core.metering.gpu_use else {},
             "waitlist": await waitlist_entries(self.core, course.id),
             "grading": await grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars(

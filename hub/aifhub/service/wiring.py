@@ -36,7 +36,9 @@ from .admission import GRADER, Admission
 from .catalog_watch import CatalogWatch
 from .core import ServiceCore
 from .disk_watch import DiskWatch
+from ..gpus.dcgm import Exporter
 from ..gpus.nvml import reader_from
+from .gpu_use import GpuUse
 from .gpu_pool import gpu_inventory
 from .membership import Membership
 from .metering_loop import MeteringLoop
@@ -88,13 +90,13 @@ def wire(app, hub, *, db=None, grading=True, lti=True):
     inventory = gpu_inventory(app.gpus, app.gpu_kind, kinds, reader)
     db = db if db is not None else Database(app.db_url)
     try:
-        return _wire(app, hub, db, state, inventory, grading, lti, kinds)
+        return _wire(app, hub, db, state, inventory, grading, lti, kinds, reader)
     except BaseException:
         db.close()
         raise
 
 
-def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None):
+def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None, reader=None):
     default_session_s = int(app.default_session_hours * 3600)
     courses = CatalogWatch(app.course_dirs(), app.images_dir, protect_sources=app.isolated)
     membership = Membership(db, courses, hub)
@@ -119,8 +121,22 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None):
         disk=disk,
         kinds=kinds,
     )
+    gpu_use = GpuUse(
+        db,
+        inventory,
+        reader=reader,
+        exporter=Exporter(app.dcgm_urls) if inventory is None and app.dcgm_urls else None,
+        interval_s=app.meter_interval,
+    )
     metering = MeteringLoop(
-        db, courses, hub, servers, inventory, stop_grace_s=app.stop_grace, settle_grace_s=app.reconcile_grace
+        db,
+        courses,
+        hub,
+        servers,
+        inventory,
+        stop_grace_s=app.stop_grace,
+        settle_grace_s=app.reconcile_grace,
+        gpu_use=gpu_use,
     )
     core = ServiceCore(db, hub, courses, membership, admission, metering, waitlist=waitlist)
     kube = KubeSettings(parent=app)
