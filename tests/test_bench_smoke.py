@@ -150,3 +150,13 @@ def test_credential_issuing(tmp_path):
     assert r["n"] == 5 and seconds(r["p50_s"]) and r["p50_s"] <= r["p95_s"] <= r["max_s"]
     assert seconds(r["canonical_p50_s"]) and r["canonical_p50_s"] > 0
     well_formed(suite.credentials_rows(r)[0])
+
+
+def test_gpu_day():
+    from bench.gpu_idle import gpu_day
+
+    d = gpu_day(hours=1.0, step_s=300)
+    a, b = d["aware"], d["activity"]
+    assert a["billed_gpu_h"] > 0 and b["billed_gpu_h"] > 0
+    assert a["busy_stopped"] == 0 and b["busy_stopped"] == 10  # no activity after 5 min, GPU busy all along
+    well_formed(suite.gpu_idle_rows(d)[0])

@@ -190,3 +190,25 @@ def test_the_form_shows_free_capacity_per_kind(db):
     }
     html = render_form({"courses": [c], "pool": pool}, True)
     assert "a 1/4 time-share of a GPU (memory not isolated)" in html and "3 free" in html
+
+
+def test_a_share_holder_sees_only_its_gpus_device_node(tmp_path):
+    """The sandbox's /dev (bubblewrap) gets the node of the GPU its share lies on, as the spawner computes it."""
+    from aifhub.isolation.namespace import Confinement
+
+    for name in ("nvidia0", "nvidia1", "nvidia2", "nvidia3", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / name).touch()
+    inv = {d.id: d.to_dict() for d in inventory()}
+    mig = next(d for d in inv.values() if d["sharing"] == "mig")
+    for devices, node in (
+        ([inv["1:3"]], "nvidia1"),
+        ([inv["2:2"]], "nvidia2"),
+        ([mig], "nvidia3"),
+        ([inv["0"]], "nvidia0"),
+    ):
+        minors = tuple(int(d.get("minor", d["id"])) for d in devices)  # as hubside/hardlimits.py and the warm pool do
+        nodes = [
+            inside
+            for _host, inside in Confinement(uid=1, gid=1, gpu_minors=minors, device_dir=str(tmp_path)).gpu_nodes()
+        ]
+        assert [n for n in nodes if n[len("/dev/nvidia") :].isdigit()] == [f"/dev/{node}"], nodes
