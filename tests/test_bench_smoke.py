@@ -160,3 +160,19 @@ def test_gpu_day():
     assert a["billed_gpu_h"] > 0 and b["billed_gpu_h"] > 0
     assert a["busy_stopped"] == 0 and b["busy_stopped"] == 10  # no activity after 5 min, GPU busy all along
     well_formed(suite.gpu_idle_rows(d)[0])
+
+
+def test_the_real_gpu_check_reports_every_step_without_a_gpu(tmp_path):
+    """bench/gpu_real.py is for a GPU machine; here it must still run through and say why each step did not."""
+    import json
+
+    from aifhub.gpus.nvml import Nvml
+    from bench import gpu_real
+
+    if Nvml().available():
+        pytest.skip("this machine has a GPU: run scripts/gpu-check instead")
+    assert gpu_real.main(["--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert report["discovery"]["status"] == "failed" and "NVML found no GPU" in report["discovery"]["why"]
+    assert {report[s]["status"] for s in ("sandbox", "isolation", "telemetry", "charging")} == {"skipped"}
+    compile(gpu_real.WORKER % gpu_real.PTX, "worker.py", "exec")  # what each sandbox runs
