@@ -46,7 +46,8 @@ def free_devices(db, inventory, kind, course_id=None):
     free = [d for d in inventory if d.matches(kind) and d.id not in taken]
     if course_id is None or not any(getattr(d, "one_course", False) for d in free):
         return free
-    return [d for d in free if not (d.one_course and foreign_gpus(db, inventory, course_id) & {d.gpu})]
+    foreign = foreign_gpus(db, inventory, course_id)
+    return [d for d in free if not (d.one_course and d.gpu in foreign)]
 
 
 def foreign_gpus(db, inventory, course_id):
