@@ -212,3 +212,23 @@ def test_a_share_holder_sees_only_its_gpus_device_node(tmp_path):
             for _host, inside in Confinement(uid=1, gid=1, gpu_minors=minors, device_dir=str(tmp_path)).gpu_nodes()
         ]
         assert [n for n in nodes if n[len("/dev/nvidia") :].isdigit()] == [f"/dev/{node}"], nodes
+
+
+def test_the_waitlist_offers_a_share_only_on_a_gpu_the_course_may_use(db):
+    from aifhub.service import waitlist
+
+    inv = inventory()
+    a, b = course("course-a", gpu=("h100-ts4", 1)), course("course-b", gpu=("h100-ts4", 1))
+    for i in range(4):
+        admit(db, a, f"a{i}", inv)
+    with db.session() as s:
+        entry = waitlist.join(s, b, "bob", "").id
+    with db.session() as s:
+        metering.release(s, "a0", "", "stopped")
+    with db.session() as s:  # the freed share lies on course-a's GPU: not offered to course-b's learner
+        assert waitlist.promote(s, inv, 180) == []
+    for i in range(1, 4):
+        with db.session() as s:
+            metering.release(s, f"a{i}", "", "stopped")
+    with db.session() as s:  # the GPU is course-a's no more
+        assert [o[0] for o in waitlist.promote(s, inv, 180)] == [entry]
