@@ -150,6 +150,7 @@ class InProcessService:
     async def start(self):
         if self.demo:
             await self.core.seed_allocations(self.app_config.demo_allocations)
+        await self.core.admission.record_rates()  # the GPU kinds' weights, as the service does at start
         app = self.app_config.make_app(self.core, self.grading, hub_auth=self.auth)
         self.server = HTTPServer(app, xheaders=True)
         self.server.listen(self.port, "127.0.0.1")

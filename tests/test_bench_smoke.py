@@ -150,3 +150,29 @@ def test_credential_issuing(tmp_path):
     assert r["n"] == 5 and seconds(r["p50_s"]) and r["p50_s"] <= r["p95_s"] <= r["max_s"]
     assert seconds(r["canonical_p50_s"]) and r["canonical_p50_s"] > 0
     well_formed(suite.credentials_rows(r)[0])
+
+
+def test_gpu_day():
+    from bench.gpu_idle import gpu_day
+
+    d = gpu_day(hours=1.0, step_s=300)
+    a, b = d["aware"], d["activity"]
+    assert a["billed_gpu_h"] > 0 and b["billed_gpu_h"] > 0
+    assert a["busy_stopped"] == 0 and b["busy_stopped"] == 10  # no activity after 5 min, GPU busy all along
+    well_formed(suite.gpu_idle_rows(d)[0])
+
+
+def test_the_real_gpu_check_reports_every_step_without_a_gpu(tmp_path):
+    """bench/gpu_real.py is for a GPU machine; here it must still run through and say why each step did not."""
+    import json
+
+    from aifhub.gpus.nvml import Nvml
+    from bench import gpu_real
+
+    if Nvml().available():
+        pytest.skip("this machine has a GPU: run scripts/gpu-check instead")
+    assert gpu_real.main(["--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu-check.json").read_text())
+    assert report["discovery"]["status"] == "failed" and "NVML found no GPU" in report["discovery"]["why"]
+    assert {report[s]["status"] for s in ("sandbox", "isolation", "telemetry", "charging")} == {"skipped"}
+    compile(gpu_real.WORKER % gpu_real.PTX, "worker.py", "exec")  # what each sandbox runs

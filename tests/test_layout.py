@@ -145,7 +145,8 @@ def test_old_spellings_warn_and_say_when_they_go(old):
 # -- the ledger owns every charge ------------------------------------------------------------------------------
 
 CHARGE_HOME = PACKAGE / "ledger" / "units.py"
-_WEIGHT = re.compile(r"(^|_)weights?(_ppm)?$")  # a GPU weight (ledger) -- not HUB_CPU_WEIGHT, a cgroup's share
+# a GPU weight (ledger) -- not HUB_CPU_WEIGHT nor a Limits.cpu_weight, a cgroup's share of the cores
+_WEIGHT = re.compile(r"^(?!cpu_)(.*_)?weights?(_ppm)?$")
 
 
 def _operand_names(node):

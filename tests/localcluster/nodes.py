@@ -1,6 +1,8 @@
 """Simulated nodes: what a GPU node looks like to the API server once the NVIDIA GPU operator runs.
 
-A node pool is a dict: ``{"name": "gpu", "count": 2, "preset": "h100", "gpus": 2}``; presets give
+A node pool is a dict: ``{"name": "gpu", "count": 2, "preset": "h100", "gpus": 2}`` (a sharing pool adds
+``"sharing": "timeslice" | "mps", "replicas": 4, "config": "aifhub-<kind>"``, as the device plugin's configuration
+of that name advertises it); presets give
 the capacity, the labels that GPU feature discovery and the MIG manager set, and the taint that GPU
 node pools carry. The device plugin's part (handing out devices) is :class:`Devices`.
 """
@@ -73,8 +75,24 @@ def pool_nodes(pool, index_base=0):
                 )
                 capacity[f"nvidia.com/mig-{profile}"] = str(per_gpu * gpus)
                 capacity["nvidia.com/gpu"] = "0"
+            elif pool.get("sharing") in ("timeslice", "mps"):
+                # the device plugin's sharing config (renameByDefault): N shares per GPU as nvidia.com/gpu.shared
+                replicas = int(pool["replicas"])
+                labels.update(
+                    {
+                        "nvidia.com/mig.config": "all-disabled",
+                        "nvidia.com/mig.config.state": "success",
+                        "nvidia.com/device-plugin.config": pool["config"],
+                        "nvidia.com/gpu.replicas": str(replicas),
+                        "nvidia.com/gpu.sharing-strategy": "time-slicing" if pool["sharing"] == "timeslice" else "mps",
+                        "nvidia.com/gpu.product": f"{product}-SHARED",
+                    }
+                )
+                capacity["nvidia.com/gpu.shared"] = str(gpus * replicas)
+                capacity["nvidia.com/gpu"] = "0"
             else:
                 labels.update({"nvidia.com/mig.config": "all-disabled", "nvidia.com/mig.config.state": "success"})
+                labels["nvidia.com/gpu.sharing-strategy"] = "none"
                 capacity["nvidia.com/gpu"] = str(gpus)
             taints.append(dict(GPU_TAINT))
         labels.update(pool.get("labels", {}))
@@ -94,7 +112,10 @@ class Devices:
             if resource.startswith("nvidia.com/") and int(count):
                 kind = resource.split("/", 1)[1]
                 prefix = "MIG" if kind.startswith("mig-") else "GPU"
-                self.free[resource] = [f"{prefix}-{uuid.uuid4()}" for _ in range(int(count))]
+                if kind == "gpu.shared":  # replicas of one GPU's id, as the device plugin names them
+                    self.free[resource] = [f"GPU-{uuid.uuid4()}::{r}" for r in range(int(count))]
+                else:
+                    self.free[resource] = [f"{prefix}-{uuid.uuid4()}" for _ in range(int(count))]
         self.held = {}
 
     def allocate(self, pod_uid, limits):

@@ -7,7 +7,9 @@ from pathlib import Path
 import yaml
 
 from ..catalog import load_catalog, load_images
-from ..kube.podspec import PodSpecError, validate_pools
+from ..gpus.kinds import load_kinds
+from ..kube.podspec import DEFAULT_POOLS, PodSpecError, validate_pools
+from ..kube.sharing import pools_with_kinds
 from ..catalog.images import IMAGES_HELP, images_dir_for
 from .common import CLIError
 
@@ -23,6 +25,11 @@ def register(sub):
             "--registry", default="", help="registry prefixed to image repositories (e.g. registry.example.org)"
         )
         p.add_argument("--pools", help="YAML file of GPU pools keyed by GPU kind (default: aifhub's example pools)")
+        p.add_argument(
+            "--gpu-kinds",
+            help="YAML file with a gpu_kinds: list (sharing modes); each kind without a pool gets one, and each "
+            "time-slice or MPS kind a device plugin configuration",
+        )
 
     p = ksub.add_parser("render", help="write the z2jh values and the extra manifests to a directory")
     common(p)
@@ -57,6 +64,13 @@ def _inputs(args):
             pools = validate_pools(yaml.safe_load(Path(args.pools).read_text()) or {})
         except (OSError, yaml.YAMLError, PodSpecError) as exc:
             raise CLIError(f"{args.pools}: {exc}")
+    args.kinds = {}
+    if getattr(args, "gpu_kinds", None):
+        try:
+            args.kinds = load_kinds(args.gpu_kinds)
+        except ValueError as exc:
+            raise CLIError(str(exc))
+        pools = validate_pools(pools_with_kinds(pools if pools is not None else DEFAULT_POOLS, args.kinds))
     return catalog, images, images_dir, pools
 
 
@@ -81,7 +95,7 @@ def render(args):
     from ..deploy.render import render as render_all
 
     catalog, images, _, pools = _inputs(args)
-    for path in render_all(args.out, catalog, images, pools, args.registry):
+    for path in render_all(args.out, catalog, images, pools, args.registry, kinds=args.kinds):
         print(f"wrote {path}")
     return 0
 
@@ -112,7 +126,6 @@ def pods(args):
 
 def grading_job_cmd(args):
     from ..kube.grading_job import JobSettings, grading_job
-    from ..kube.podspec import DEFAULT_POOLS
 
     catalog, images, _, pools = _inputs(args)
     course = _course(catalog, args.course)

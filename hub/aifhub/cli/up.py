@@ -16,6 +16,7 @@ from ..auth.config import MODES, AuthConfigError, load as load_auth_config
 from ..hubside.embedded import REPO, is_loopback
 from ..hubside.demo_login import MIN_LENGTH
 from ..hubside.service_entry import SERVICE_NAME
+from ..gpus.kinds import load_kinds
 from ..service.gpu_pool import gpu_inventory
 from ..isolation.cgroups import prioritise_hub
 from .. import idranges, runstate
@@ -61,6 +62,12 @@ def register(sub):
     p.add_argument("--slurm-config", help="YAML file with the Slurm settings of --sandboxes slurm (docs/slurm.md)")
     p.add_argument("--gpus", default="", help="GPUs to use instead of NVML discovery: 'none' or ids such as '0,1'")
     p.add_argument("--gpu-kind", default="gpu", help="GPU kind of the devices given with --gpus (default: gpu)")
+    p.add_argument(
+        "--gpu-kinds",
+        default="",
+        help="YAML file with a gpu_kinds: list: GPU kinds and their sharing modes (whole, mig, timeslice, mps); "
+        "see docs/gpus.md",
+    )
     p.add_argument("--meter-interval", type=float, default=60.0, help="seconds between metering passes (default: 60)")
     p.add_argument("--config", help="JupyterHub config file (default: hub/jupyterhub_config.py)")
     p.add_argument("--log-level", default="INFO", help="log level of the hub and the service (default: INFO)")
@@ -162,7 +169,8 @@ def up(args):
         raise CLIError("--auth-config is for --auth oidc or lti13; the demo login has no settings", status=2)
     slurm_config = slurm_settings(args)
     try:
-        inventory = [] if args.sandboxes == "slurm" else gpu_inventory(args.gpus or None, args.gpu_kind)
+        kinds = load_kinds(args.gpu_kinds) if args.gpu_kinds else None
+        inventory = [] if args.sandboxes == "slurm" else gpu_inventory(args.gpus or None, args.gpu_kind, kinds)
     except ValueError as exc:
         raise CLIError(str(exc), status=2)
     if inventory is None:
@@ -223,6 +231,7 @@ def up(args):
         "AIFHUB_SANDBOXES": args.sandboxes,
         "AIFHUB_SLURM_CONFIG": slurm_config,
         "AIFHUB_GPU_KIND": args.gpu_kind,
+        "AIFHUB_GPU_KINDS": str(Path(args.gpu_kinds).resolve()) if args.gpu_kinds else "",
         "AIFHUB_METER_INTERVAL": str(args.meter_interval),
         "AIFHUB_DEMO_PASSWORD": password,
         "AIFHUB_AUTH": args.auth,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import yaml
 
+from ..kube.sharing import pools_with_kinds
 from ..kube import manifests, podspec
 from ..kube.grading_job import JobSettings, grading_job
 from . import KUBERNETES_VERSION, NAMESPACE
@@ -49,9 +50,11 @@ def example_grading_job(catalog, images, pools, namespace=NAMESPACE):
     return None
 
 
-def render(out, catalog, images, pools=None, registry=""):
+def render(out, catalog, images, pools=None, registry="", kinds=None):
     """Write ``values.yaml`` and ``manifests/*.yaml`` under ``out``; return the paths written."""
-    pools = podspec.validate_pools(pools if pools is not None else podspec.DEFAULT_POOLS)
+    pools = podspec.validate_pools(
+        pools_with_kinds(pools if pools is not None else podspec.DEFAULT_POOLS, kinds)  # a pool per GPU kind
+    )
     out = Path(out)
     (out / "manifests").mkdir(parents=True, exist_ok=True)
     files = {
@@ -65,7 +68,7 @@ def render(out, catalog, images, pools=None, registry=""):
         ],
         "manifests/21-grading-rbac.yaml": manifests.grading_rbac(),
         "manifests/22-placeholders-rbac.yaml": manifests.placeholder_rbac(),
-        "manifests/30-nvidia-gpu-operator-config.yaml": manifests.nvidia_configs(),
+        "manifests/30-nvidia-gpu-operator-config.yaml": manifests.nvidia_configs(kinds=kinds),
         "manifests/40-grafana-dashboard.yaml": [manifests.dashboard_configmap()],
     }
     job = example_grading_job(catalog, images, pools)

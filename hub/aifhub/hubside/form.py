@@ -9,6 +9,9 @@ def _card(course, first):
     gpu = course["sandbox"]["gpu"]
     if gpu:
         hw = f"GPU {escape(gpu['kind'])} × {gpu['count']}"
+        share = course.get("gpu_share")
+        if share:
+            hw += f" ({escape(share['title'])})"
         if course["gpu_free"] is not None:
             hw += f" · {course['gpu_free']} free"
     else:
@@ -34,6 +37,22 @@ def _card(course, first):
 </label>"""
 
 
+_UNITS = {"whole": "GPUs", "mig": "MIG slices", "timeslice": "time-shares", "mps": "MPS shares"}
+
+
+def capacity(pool):
+    """The line of free capacity per GPU kind of the local pool ('' when the cluster places GPUs or there are none)."""
+    kinds = (pool or {}).get("kinds") or []
+    if not kinds:
+        return ""
+    parts = []
+    for k in kinds:
+        unit = _UNITS.get(k.get("sharing", "whole"), "GPUs")
+        on = f" on {k['gpus']} GPU{'s' if k['gpus'] != 1 else ''}" if k.get("sharing", "whole") != "whole" else ""
+        parts.append(f"{escape(k['kind'])}: {k['free']} of {k['total']} {unit} free{on}")
+    return f'<p class="aifhub-capacity">GPUs now · {" · ".join(parts)}</p>'
+
+
 def render_form(offers, isolated):
     courses = offers["courses"]
     if not courses:
@@ -57,5 +76,6 @@ def render_form(offers, isolated):
   .aifhub-why {{ margin: .25rem 0 0; color: #8a1c1c; }}
 </style>
 {warning}
+{capacity(offers.get("pool"))}
 <fieldset class="aifhub-cards"><legend>Choose a course</legend>{cards}</fieldset>
 """

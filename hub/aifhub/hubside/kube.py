@@ -389,7 +389,7 @@ class KubeSandboxSpawner(CourseSpawnerMixin, KubeSpawner):
         """Tell the service the pod runs: the session's charge starts now (not at admission, while it was pending)."""
         for attempt in range(5):
             try:
-                await self.service.running(self.user.name, self.name)
+                await self.service.running(self.user.name, self.name, pod=f"{self.namespace}/{self.pod_name}")
                 return
             except SpawnException as exc:
                 self.log.warning(

@@ -211,12 +211,16 @@ class CourseSpawnerMixin(LoggingConfigurable):
             self.log.info("%s's sandbox: %s event reported", self._log_name, kind)
 
     def gpu_env(self, devices):
-        """Environment that pins CUDA to exactly the assigned devices (none for CPU-only courses)."""
-        ids = ",".join(d["id"] for d in devices)
-        return {
+        """Environment that pins CUDA to exactly the assigned devices (none for CPU-only courses): GPU indexes,
+        MIG instances' UUIDs, the shared GPU of a time-slice or MPS share (with the MPS caps)."""
+        ids = ",".join(dict.fromkeys(d.get("visible") or d["id"] for d in devices))
+        env = {
             "CUDA_VISIBLE_DEVICES": ids,
             "NVIDIA_VISIBLE_DEVICES": ids or "void",
         }
+        for d in devices:
+            env.update(d.get("env") or {})
+        return env
 
 
 def _waiting_message(title, entry):

@@ -83,8 +83,11 @@ class ServiceClient:
             },
         )
 
-    async def running(self, user, server_name):
-        return await self._call("POST", "api/v1/internal/running", {"user": user, "server_name": server_name})
+    async def running(self, user, server_name, pod=None):
+        body = {"user": user, "server_name": server_name}
+        if pod:
+            body["pod"] = pod  # namespace/name: the DCGM exporter's GPU readings of this pod are the session's
+        return await self._call("POST", "api/v1/internal/running", body)
 
     async def release(self, user, server_name, reason):
         return await self._call(

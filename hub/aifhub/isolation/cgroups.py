@@ -35,7 +35,7 @@ class Limits:
     memory_bytes: int | None = None
     cpu: float | None = None  # cores
     pids: int | None = None
-    weight: float = SANDBOX_CPU_WEIGHT  # how many busy processes it weighs when the cores are contended
+    cpu_weight: float = SANDBOX_CPU_WEIGHT  # how many busy processes it weighs when the cores are contended
 
 
 def _mounts(mountinfo="/proc/self/mountinfo"):
@@ -322,7 +322,7 @@ class Cgroups:
                 _write(d / "memory.swap.max", 0 if limits.memory_bytes else "max")
             quota = int(limits.cpu * CPU_PERIOD_US) if limits.cpu else "max"
             _write(d / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-            _write(d / "cpu.weight", max(1, min(10000, round(100 * limits.weight))))
+            _write(d / "cpu.weight", max(1, min(10000, round(100 * limits.cpu_weight))))
             _write(d / "pids.max", limits.pids or "max")
         else:
             memory, cpu, pids = group.dirs
@@ -335,7 +335,7 @@ class Cgroups:
                     _write(memsw, limits.memory_bytes)  # no swap beyond the limit
             _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
             _write(cpu / "cpu.cfs_quota_us", int(limits.cpu * CPU_PERIOD_US) if limits.cpu else -1)
-            _write(cpu / "cpu.shares", max(2, round(1024 * limits.weight)))
+            _write(cpu / "cpu.shares", max(2, round(1024 * limits.cpu_weight)))
             _write(pids / "pids.max", limits.pids or "max")
         return group
 

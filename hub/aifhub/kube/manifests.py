@@ -7,6 +7,7 @@ from ..deploy.dashboard import grafana_dashboard
 from .grading_job import GRADER, GRADING_PVC
 from .placeholders import PLACEHOLDER, PRIORITY as PLACEHOLDER_PRIORITY, PRIORITY_CLASS as PLACEHOLDER_PRIORITY_CLASS
 from .podspec import GRADEBOOK_LABEL
+from .sharing import device_plugin_data
 
 # Sandboxes share one priority value: they preempt the chart's user placeholders (-10)
 # but never each other. Two classes let a ResourceQuota scope GPU sandboxes separately.
@@ -182,8 +183,10 @@ def placeholder_rbac(namespace=NAMESPACE, hub_service_account="hub"):
     ]
 
 
-def nvidia_configs(operator_namespace="gpu-operator"):
-    """Example configs for the NVIDIA GPU operator: the MIG layouts and the device plugin's mixed strategy."""
+def nvidia_configs(operator_namespace="gpu-operator", kinds=None):
+    """Configs for the NVIDIA GPU operator: the MIG layouts and the device plugin's configurations (the mixed
+    strategy by default; one per time-slice or MPS GPU kind, which a node pool takes with the label
+    ``nvidia.com/device-plugin.config``: see :mod:`aifhub.kube.sharing`)."""
     return [
         {
             "apiVersion": "v1",
@@ -195,7 +198,7 @@ def nvidia_configs(operator_namespace="gpu-operator"):
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _meta("aifhub-device-plugin-config", operator_namespace),
-            "data": {"default": DEVICE_PLUGIN_CONFIG},
+            "data": device_plugin_data(kinds) if kinds else {"default": DEVICE_PLUGIN_CONFIG},
         },
     ]
 

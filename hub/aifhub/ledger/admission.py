@@ -17,6 +17,17 @@ from .sessions import active_session, end_session, free_devices, learner_uid
 from .units import charge_ms
 
 
+def shared_refusal(course, device):
+    """Every free share of the course's kind lies on a GPU another course uses (time-slice/MPS: no memory
+    isolation between holders)."""
+    return (
+        f"No GPU for {course.title} right now: the free {device.sharing} shares of kind '{device.kind}' are on GPUs "
+        f"that another course's sandboxes use, and {device.sharing} sharing does not isolate GPU memory between "
+        "holders, so aifhub does not put two courses on one GPU. Try again when a sandbox stops (an administrator "
+        "may allow it for this kind with allow_cross_course: true)."
+    )
+
+
 # a new session, written without the ORM's unit of work (an admission is on the hot path of a spawn storm)
 NEW_SESSION = (
     insert(SandboxSession.__table__)
@@ -75,13 +86,15 @@ def admit(
     gpu = course.sandbox.gpu
     if gpu is not None and inventory is not None:
         matching = [d for d in inventory if d.matches(gpu.kind)]
-        free = free_devices(db, inventory, gpu.kind)
+        free = free_devices(db, inventory, gpu.kind, course.id)
         if len(matching) < gpu.count:
             raise Refusal(
                 "no-gpu",
                 f"{course.title} needs {gpu.count} GPU(s) of kind '{gpu.kind}', "
                 f"but this machine has {len(matching)}. Ask an administrator.",
             )
+        if len(free) < gpu.count and len(free_devices(db, inventory, gpu.kind)) >= gpu.count:
+            raise Refusal("gpu-shared", shared_refusal(course, matching[0]))
         if len(free) < gpu.count:
             busy = len(matching) - len(free)
             raise Refusal(

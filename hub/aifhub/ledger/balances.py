@@ -49,6 +49,20 @@ class RateCard:
         return weight
 
 
+def record_rates(db, weights, now):
+    """Write the weights of the admin's GPU kinds (``{kind: weight_ppm}``) into the rate card where they differ from
+    the weight in effect now: a changed weight takes effect from ``now``, what was charged before keeps its own.
+    Returns the kinds whose weight was written."""
+    card = RateCard(db)
+    changed = []
+    for kind, weight in sorted(weights.items()):
+        current = card.rates.get(kind)
+        if current is None or card.weight(kind, now) != weight:
+            db.add(GpuRate(kind=kind, weight_ppm=int(weight), effective_from=now))
+            changed.append(kind)
+    return changed
+
+
 def _held(hold, charged):
     """What active sessions hold beyond what they have been charged (ended sessions hold nothing)."""
     return func.coalesce(func.sum(case((and_(SS.state == "active", hold > charged), hold - charged), else_=0)), 0)

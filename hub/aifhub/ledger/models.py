@@ -44,6 +44,9 @@ class SandboxSession(Base):
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # the idle rule: when the learner was warned that the idle sandbox will stop
     idle_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # GPU telemetry: wall time (ms) the session's GPU sat idle while charged; the pod running it ("namespace/name")
+    gpu_idle_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    pod: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
     claims: Mapped[list["GpuClaim"]] = relationship(back_populates="session", cascade="all, delete-orphan")
 

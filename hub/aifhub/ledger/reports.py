@@ -58,6 +58,7 @@ def session_rows(db, allocation=None, course=None, user=None):
                 "gpu_ms": int(gpu_ms),
                 "cpu_ms": int(cpu_ms),
                 "events": int(events),
+                "gpu_idle_hours": ms_to_hours(int(s.gpu_idle_ms or 0)),  # wall time its GPU sat idle (telemetry)
             }
         )
     return rows
@@ -80,6 +81,7 @@ def to_csv(rows):
         "gpu_ms",
         "cpu_ms",
         "events",
+        "gpu_idle_hours",
         "name",  # last: who the user is, where a login said (columns before them keep their places)
         "email",
     ]

@@ -11,6 +11,11 @@ MS_PER_HOUR = 3_600_000
 PPM = 1_000_000  # a GPU weight of 1.0 (a full GPU) in millionths
 
 
+def weight_ppm(gpus_per_hour):
+    """A GPU kind's weight (GPU-hours per hour of one holder, e.g. 0.25 for a quarter share) in millionths."""
+    return int(round(gpus_per_hour * PPM))
+
+
 def hours_to_ms(hours):
     return int(round(float(hours) * MS_PER_HOUR))
 

@@ -14,6 +14,7 @@ from ..catalog.access import decide_access
 from ..errors import Refusal
 from ..ledger import admission as ledger_admission
 from ..ledger import metering, sessions
+from ..ledger.balances import record_rates
 from ..ledger.limits import check_allocation, limits_for
 from ..ledger.models import SandboxSession, utcnow
 from . import membership, waitlist
@@ -32,9 +33,12 @@ def pool_status(s, inventory):
     taken = sessions.claimed_devices(s)
     kinds = {}
     for d in inventory:
-        k = kinds.setdefault(d.kind, {"kind": d.kind, "total": 0, "free": 0})
+        k = kinds.setdefault(d.kind, {"kind": d.kind, "sharing": d.sharing, "total": 0, "free": 0, "gpus": set()})
         k["total"] += 1
         k["free"] += d.id not in taken
+        k["gpus"].add(d.gpu)
+    for k in kinds.values():
+        k["gpus"] = len(k["gpus"])  # physical GPUs the kind's devices lie on
     return {
         "scheduler": "local",
         "devices": [d.to_dict() | {"busy": d.id in taken} for d in inventory],
@@ -61,6 +65,8 @@ def offers(s, catalog, user, admin, inventory, waitlist=False):
         free = None
         if course.sandbox.gpu is not None and inventory is not None:
             free = sum(1 for d in inventory if d.matches(course.sandbox.gpu.kind) and d.id not in taken)
+            if free and any(getattr(d, "one_course", False) for d in inventory):
+                free = len(sessions.free_devices(s, inventory, course.sandbox.gpu.kind, course.id))
         entry["gpu_free"] = free
         can_start, why = decision.allowed, decision.message
         entry["gpu_wait"] = False
@@ -185,8 +191,11 @@ class Admission:
     """Admits spawns and GPU grading jobs against the GPU pool (``inventory``; None when the cluster places
     GPUs) and the ledger."""
 
-    def __init__(self, db, courses, members, inventory, first_uid, default_session_s, servers, line=None, disk=None):
+    def __init__(
+        self, db, courses, members, inventory, first_uid, default_session_s, servers, line=None, disk=None, kinds=None
+    ):
         self.db = db
+        self.kinds = dict(kinds or {})  # the admin's GPU kinds ({name: GpuKind}): sharing modes and weights
         self.line = line  # the GPU waitlist (None: a spawn that finds every GPU busy is refused)
         self.courses = courses
         self.members = members
@@ -203,7 +212,18 @@ class Admission:
 
     async def offers(self, user, admin):
         """The courses ``user`` may see, each with whether it can start now and why not."""
-        return await self.db.run(offers, self.courses.catalog, user, admin, self.inventory, self.line is not None)
+        found = await self.db.run(offers, self.courses.catalog, user, admin, self.inventory, self.line is not None)
+        for entry in found:
+            gpu = entry["sandbox"].get("gpu")
+            kind = self.kinds.get(gpu["kind"]) if gpu else None
+            if kind is not None:
+                entry["gpu_share"] = {"sharing": kind.sharing, "title": kind.title or kind.describe()}
+        return found
+
+    async def record_rates(self):
+        """The GPU kinds' weights into the ledger's rate card (at start); the kinds whose weight changed."""
+        weights = {k.name: k.weight_ppm for k in self.kinds.values()}
+        return await self.db.run(record_rates, weights, utcnow()) if weights else []
 
     async def pool_status(self):
         return await self.db.run(pool_status, self.inventory)
@@ -293,9 +313,10 @@ class Admission:
             await self.members.enrolled_with_admission(course.id, user)
         return admission.to_dict() | {"course": course.summary(), "materials": str(course.path), "role": decision.role}
 
-    async def running(self, user, server_name):
-        """The admitted sandbox of ``user``'s server runs now (its pod started): charge it from now on."""
-        return await self.db.run(sessions.mark_running, user, server_name)
+    async def running(self, user, server_name, pod=None):
+        """The admitted sandbox of ``user``'s server runs now (its pod started, ``namespace/name``): charge it from
+        now on."""
+        return await self.db.run(sessions.mark_running, user, server_name, pod=pod)
 
     async def release(self, user, server_name, reason):
         """Settle the server's session (charge it to now, release its hold and devices); its id, or None.

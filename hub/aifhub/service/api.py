@@ -22,6 +22,7 @@ class MeHandler(APIHandler):
                 # the instructors' announcements of the caller's courses (newest first), and their raised hands
                 "announcements": await room.announcements_for([c["id"] for c in view["courses"]]),
                 "hands": await room.my_hands(self.user_name),
+                "gpu": view["gpu"],  # {course: utilisation and memory of the learner's running GPU sandbox}
             }
         )
 

@@ -12,7 +12,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__, idranges
@@ -20,6 +20,7 @@ from ..runstate import write_service_pid
 from ..catalog.images import images_dir_for
 from ..state import lease
 from ..state.db import sqlite_url
+from ..gpus.kinds import load_kinds, parse_kinds
 from .gpu_pool import DEFAULT_KIND, parse_gpus
 from ..grading.manager import GradingManager
 from ..kube.settings import KubeSettings
@@ -68,6 +69,8 @@ class AifhubService(Application):
         "images": "AifhubService.images_dir",
         "gpus": "AifhubService.gpus",
         "gpu-kind": "AifhubService.gpu_kind",
+        "gpu-kinds": "AifhubService.gpu_kinds_file",
+        "nvml-recording": "AifhubService.nvml_recording",
         "meter-interval": "AifhubService.meter_interval",
         "db-url": "AifhubService.db_url",
         "log-level": "Application.log_level",
@@ -100,6 +103,28 @@ class AifhubService(Application):
         "'kubernetes' when the cluster's device plugin places GPUs.",
     ).tag(config=True)
     gpu_kind = Unicode(DEFAULT_KIND, help="GPU kind of the devices listed in `gpus`.").tag(config=True)
+    gpu_kinds = List(
+        Dict(),
+        help="GPU kinds and how they share GPUs: entries {name, sharing: whole|mig|timeslice|mps, replicas (timeslice, "
+        "mps), memory (mps: each holder's pinned GPU memory), profile (mig, e.g. 1g.10gb), weight (GPU-hours per hour; "
+        "default 1, N/7 for an Ng MIG slice, 1/replicas for a share), devices (GPU indexes the kind takes), "
+        "allow_cross_course (timeslice, mps: let two courses share a GPU without memory isolation)}. A course's "
+        "sandbox.gpu.kind names one. See docs/gpus.md.",
+    ).tag(config=True)
+    gpu_kinds_file = Unicode(
+        "",
+        help="YAML file with a `gpu_kinds:` list (the same entries as gpu_kinds), read at start; wins over gpu_kinds.",
+    ).tag(config=True)
+    dcgm_urls = List(
+        Unicode(),
+        help="URLs of the DCGM exporters' /metrics (one per GPU node, or a Service in front of them) that give GPU "
+        "use per pod on Kubernetes; empty: no GPU telemetry there (the idle rule goes by activity alone).",
+    ).tag(config=True)
+    nvml_recording = Unicode(
+        "",
+        help="JSON file of recorded NVML discovery and samples to use instead of the driver (simulated GPUs for "
+        "tests and demos on machines without one; see aifhub.gpus.nvml.record). Empty: the NVIDIA driver.",
+    ).tag(config=True)
     meter_interval = Float(60.0, help="Seconds between reconciliations with the hub's list of running servers.").tag(
         config=True
     )
@@ -192,6 +217,15 @@ class AifhubService(Application):
     @default("isolated")
     def _isolated_default(self):
         return os.environ.get("AIFHUB_ISOLATED", "1" if os.geteuid() == 0 else "0") == "1"
+
+    @validate("gpu_kinds")
+    def _validate_gpu_kinds(self, proposal):
+        parse_kinds(proposal.value)  # raises ValueError saying what is wrong and what is expected
+        return proposal.value
+
+    def kinds(self):
+        """``{name: GpuKind}`` from ``gpu_kinds_file`` or ``gpu_kinds``; ValueError naming what is wrong."""
+        return load_kinds(self.gpu_kinds_file) if self.gpu_kinds_file else parse_kinds(self.gpu_kinds)
 
     @validate("gpus")
     def _validate_gpus(self, proposal):
@@ -376,6 +410,12 @@ class AifhubService(Application):
         await self._renew_lease(db, holder)  # from now on the CLI's offline writes refuse
         if self.demo:
             await core.seed_allocations(self.demo_allocations)
+        for kind in await core.admission.record_rates():
+            self.log.info(
+                "Rate card: GPU kind %s weighs %g GPU-hours per hour from now on",
+                kind,
+                core.admission.kinds[kind].weight,
+            )
         await refresh_staff(core)  # instructors granted by logins
 
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))

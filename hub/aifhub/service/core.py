@@ -89,6 +89,8 @@ class ServiceCore:
         view = await self.db.run(
             _learner_view, self.catalog, user, admin, self.admission.inventory, stopped_limit, self.waitlist is not None
         )
+        gpu_use = self.metering.gpu_use
+        view["gpu"] = gpu_use.for_user(user) if gpu_use is not None else {}  # {course: its GPU's use now}
         disk = self.admission.disk.notices if self.admission.disk is not None else {}
         view["notice"] = self.events.notices(user).get(user) or disk.get(user) or view["notice"]
         line = await self.waitlist.of_user(user) if self.waitlist is not None else {}

@@ -1,8 +1,13 @@
-"""GPU devices on one machine: NVML discovery and the ``--gpus`` override."""
+"""GPU devices on one machine: NVML discovery and the ``--gpus`` override, turned into what admission hands out
+by the admin's GPU kinds (:mod:`aifhub.gpus.kinds`): whole GPUs, MIG instances by UUID, and time-slice or MPS
+shares (N holders per GPU, each share one claimable id such as ``0:2``)."""
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..gpus.kinds import share_env
+from ..gpus.nvml import Nvml, Physical
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +37,39 @@ class GpuDevice:
     name: str = ""
     uuid: str = ""
     minor: int | None = None
+    sharing: str = "whole"  # whole | mig | timeslice | mps
+    parent: str = ""  # the physical GPU's index (MIG instances and shares); the id itself for whole GPUs
+    visible: str = ""  # what CUDA_VISIBLE_DEVICES names: the index, a MIG UUID, or the shared GPU's index
+    env: dict = field(default_factory=dict, hash=False, compare=False)  # MPS caps of a share
+    one_course: bool = False  # a share whose GPU holds one course's sandboxes at a time (no memory isolation)
 
     @property
     def node_minor(self):
-        return int(self.id) if self.minor is None else self.minor
+        if self.minor is not None:
+            return self.minor
+        return int(self.parent or self.id)
+
+    @property
+    def gpu(self):
+        """The physical GPU this id lies on."""
+        return self.parent or self.id
 
     def matches(self, requested_kind):
-        """A course asking for ``gpu`` takes any full GPU; otherwise kinds must match."""
-        return requested_kind in (DEFAULT_KIND, self.kind)
+        """A course asking for ``gpu`` takes any whole GPU; otherwise kinds must match."""
+        return requested_kind == self.kind or (requested_kind == DEFAULT_KIND and self.sharing == "whole")
 
     def to_dict(self):
-        return {"id": self.id, "kind": self.kind, "name": self.name, "uuid": self.uuid, "minor": self.node_minor}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "uuid": self.uuid,
+            "minor": self.node_minor,
+            "sharing": self.sharing,
+            "gpu": self.gpu,
+            "visible": self.visible or self.id,
+            "env": dict(self.env),
+        }
 
 
 def kind_for_product(name):
@@ -74,40 +101,58 @@ def parse_gpus(spec, kind=DEFAULT_KIND):
     return [GpuDevice(id=i, kind=kind) for i in ids]
 
 
-def discover_nvml():
-    """Devices that NVML reports; ``[]`` when there is no NVIDIA driver or no GPU."""
-    try:
-        import pynvml
-    except ImportError:
-        log.info("nvidia-ml-py is not installed: no GPU discovery")
-        return []
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        log.info("No NVIDIA GPUs found (NVML: %s)", exc)
-        return []
-    try:
-        devices = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = _text(pynvml.nvmlDeviceGetName(handle))
-            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-            try:
-                minor = pynvml.nvmlDeviceGetMinorNumber(handle)
-            except pynvml.NVMLError:
-                minor = None
-            devices.append(GpuDevice(id=str(index), kind=kind_for_product(name), name=name, uuid=uuid, minor=minor))
-        return devices
-    finally:
-        pynvml.nvmlShutdown()
+def discover_nvml(reader=None):
+    """Whole GPUs that NVML reports (MIG-mode GPUs left out); ``[]`` when there is no NVIDIA driver or no GPU."""
+    return [
+        GpuDevice(id=str(p.index), kind=kind_for_product(p.name), name=p.name, uuid=p.uuid, minor=p.minor)
+        for p in (reader or Nvml()).discover()
+        if not p.mig_mode
+    ]
 
 
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else str(value)
+def expand(physical, kinds):
+    """What admission hands out on these GPUs (:class:`~aifhub.gpus.nvml.Physical`) under ``kinds``
+    (``{name: GpuKind}``): a kind listing ``devices`` takes those GPUs; the first non-MIG kind without a list takes
+    every other full GPU; MIG kinds take the instances of their profile. A GPU no kind takes stays a whole GPU of
+    its product's kind."""
+    claimed = {d: k for k in kinds.values() for d in k.devices}
+    default = next((k for k in kinds.values() if k.sharing != "mig" and not k.devices), None)
+    out = []
+    for p in physical:
+        base = {"name": p.name, "minor": p.minor, "parent": str(p.index)}
+        if p.mig_mode:
+            for m in p.mig:
+                kind = next((k for k in kinds.values() if k.sharing == "mig" and k.profile == m.profile), None)
+                if kind is not None:
+                    out.append(GpuDevice(id=m.uuid, kind=kind.name, uuid=m.uuid, sharing="mig", visible=m.uuid, **base))
+            continue
+        kind = claimed.get(p.index) or default
+        if kind is None:
+            out.append(
+                GpuDevice(id=str(p.index), kind=kind_for_product(p.name), name=p.name, uuid=p.uuid, minor=p.minor)
+            )
+        elif kind.shared:
+            for r in range(1, kind.replicas + 1):
+                out.append(
+                    GpuDevice(
+                        id=f"{p.index}:{r}",
+                        kind=kind.name,
+                        uuid=p.uuid,
+                        sharing=kind.sharing,
+                        visible=str(p.index),
+                        env=share_env(kind, p.index),
+                        one_course=not kind.allow_cross_course,
+                        **base,
+                    )
+                )
+        else:
+            out.append(GpuDevice(id=str(p.index), kind=kind.name, name=p.name, uuid=p.uuid, minor=p.minor))
+    return out
 
 
-def gpu_inventory(spec=None, kind=DEFAULT_KIND):
-    """The machine's GPUs: the ``--gpus`` override when given, else NVML.
+def gpu_inventory(spec=None, kind=DEFAULT_KIND, kinds=None, reader=None):
+    """The machine's GPUs: the ``--gpus`` override when given, else NVML (``reader``: the NVML adapter, a
+    recording in tests); with GPU ``kinds``, shared out by their modes (:func:`expand`).
 
     ``None`` for ``"kubernetes"``: the cluster's device plugin assigns GPUs to
     pods, so aifhub keeps no local pool.
@@ -115,4 +160,10 @@ def gpu_inventory(spec=None, kind=DEFAULT_KIND):
     if str(spec or "").strip().lower() == CLUSTER:
         return None
     override = parse_gpus(spec, kind)
-    return discover_nvml() if override is None else override
+    if not kinds:
+        return discover_nvml(reader) if override is None else override
+    if override is None:
+        physical = (reader or Nvml()).discover()
+    else:
+        physical = [Physical(index=int(d.id), minor=int(d.id)) for d in override]
+    return expand(physical, kinds)

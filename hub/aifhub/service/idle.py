@@ -126,6 +126,14 @@ def gpu_utilisation(device_ids):
         pynvml.nvmlShutdown()
 
 
+def gpu_in_use(session, gpu_busy):
+    """Whether the session's GPU counts as activity: ``gpu_busy`` is a set of busy device ids, or the GPU
+    telemetry's ``gpu_busy(session)`` (True, False, or None when it has no reading)."""
+    if callable(gpu_busy):
+        return gpu_busy(session) is True
+    return bool(set(session.devices) & set(gpu_busy))
+
+
 def verdict(rule, idle_since, warned_at, now):
     """``"active"``, ``"warn"``, ``"warned"`` or ``"stop"`` for a sandbox idle since ``idle_since``."""
     if (now - idle_since).total_seconds() < rule.after_s:
@@ -138,10 +146,10 @@ def verdict(rule, idle_since, warned_at, now):
 def idle_pass(s, catalog, activity, now, gpu_busy=frozenset(), last_used=None):
     """Apply the idle rules to the running sessions in ``activity`` (``{(user, server): last activity}``).
 
-    ``gpu_busy``: devices NVML saw in use now (they count as use); ``last_used``: ``{(user, server): when}``
-    the sandbox last used CPU or a GPU (:attr:`UseWatch.last_used`; sessions with busy GPUs are marked in
-    it). Returns ``(warnings, stops)``: ``[(user, server, message)]`` each; a stopped session is charged up
-    to where its idleness began.
+    ``gpu_busy``: devices NVML saw in use now, or a function of a session (:func:`gpu_in_use`): in use counts as
+    use; ``last_used``: ``{(user, server): when}`` the sandbox last used CPU or a GPU (:attr:`UseWatch.last_used`;
+    sessions with busy GPUs are marked in it). Returns ``(warnings, stops)``: ``[(user, server, message)]`` each;
+    a stopped session is charged up to where its idleness began.
     """
     last_used = {} if last_used is None else last_used
     warnings, stops = [], []
@@ -156,7 +164,7 @@ def idle_pass(s, catalog, activity, now, gpu_busy=frozenset(), last_used=None):
         if key not in activity:
             continue
         course, rule = courses[session.course_id], courses[session.course_id].idle
-        if set(session.devices) & set(gpu_busy):
+        if gpu_in_use(session, gpu_busy):
             last_used[key] = now
         idle_since = max(t for t in (activity[key], session.started_at, last_used.get(key)) if t is not None)
         decision = verdict(rule, idle_since, session.idle_warned_at, now)

@@ -51,7 +51,11 @@ class RunningHandler(InternalHandler):
     async def post(self):
         body = self.json_body()
         self.write_json(
-            {"running": await self.core.admission.running(body.get("user", ""), body.get("server_name", ""))}
+            {
+                "running": await self.core.admission.running(
+                    body.get("user", ""), body.get("server_name", ""), pod=str(body.get("pod") or "")[:320] or None
+                )
+            }
         )
 
 

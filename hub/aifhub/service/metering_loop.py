@@ -65,8 +65,9 @@ class MeteringLoop:
     """One :meth:`meter` pass per interval (the service's loop calls it): charges what the hub runs (and the
     grading jobs that hold GPUs), settles what it no longer runs, warns, and stops what ran out."""
 
-    def __init__(self, db, courses, hub, servers, inventory=None, stop_grace_s=120, settle_grace_s=10):
+    def __init__(self, db, courses, hub, servers, inventory=None, stop_grace_s=120, settle_grace_s=10, gpu_use=None):
         self.db = db
+        self.gpu_use = gpu_use  # GPU telemetry (GpuUse): sampled each pass, read by the idle rule and the pages
         self.courses = courses
         self.hub = hub
         self.servers = servers  # what the service runs itself (ServiceServers), charged like the hub's servers
@@ -79,6 +80,8 @@ class MeteringLoop:
     async def meter(self):
         """One metering pass against the hub's list of running servers; stops what must stop."""
         asked_at = utcnow()
+        if self.gpu_use is not None:
+            self.gpu_use.kick()  # a sample on a task of its own: the pass never waits for the driver or exporter
         grading = self.servers.running()  # run by the service
         activity = await self.hub.running_with_activity()
         running = set(activity) | grading
@@ -106,10 +109,15 @@ class MeteringLoop:
         """The courses' idle rules: warnings, and stops (added to ``result.stops``) of sandboxes nobody uses."""
         if not any(c.idle for c in self.courses.catalog.courses.values()):
             return
-        devices = [d.id for d in self.inventory or ()]
-        busy = {
-            d for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items() if pct > idle.BUSY_PERCENT
-        }
+        if self.gpu_use is not None and self.gpu_use.enabled:
+            busy = self.gpu_use.gpu_busy  # the last sample's reading of each session
+        else:
+            devices = [d.id for d in self.inventory or ()]
+            busy = {
+                d
+                for d, pct in (await asyncio.to_thread(idle.gpu_utilisation, devices)).items()
+                if pct > idle.BUSY_PERCENT
+            }
         now = utcnow()
         if self.sandbox_groups is not None:  # the sandboxes' own CPU time, whatever the hub saw of them
             for key, cpu_s in (await self.sandbox_groups.cpu_seconds(list(activity))).items():

@@ -119,6 +119,7 @@ class HomePage(PageHandler):
             offers=offers,
             broken=broken,
             running=view["running"],
+            gpu_now=view["gpu"],
             notice=view["notice"],
             stopped=view["stopped"],
             ask_profile=await self.core.db.run(training_report.declaration, self.user_name) is None,
@@ -175,6 +176,7 @@ class CoursePage(PageHandler):
             "roster": roster,
             "people": await self.core.db.run(names_of, set(roster) | set(usage)),  # who the opaque names are
             "usage": usage,
+            "gpu_now": self.core.metering.gpu_use.for_course(course.id) if self.core.metering.gpu_use else {},
             "waitlist": await waitlist_entries(self.core, course.id),
             "grading": await grading_view.instructor_grading(self.grading, course),
             "usage_chart": charts.bars(

@@ -53,6 +53,7 @@ CONFLICT = {
     "in-course-file",
     "no-allocation",
     "gpu-busy",
+    "gpu-shared",
     "same-timestamp",
     "not-runnable",
     "no-completion",

@@ -169,8 +169,12 @@ def promote(s, inventory, hold_s, now=None):
     taken = sessions.claimed_devices(s, now)
     free = [d for d in inventory if d.id not in taken]
     offered = []
+    shares = any(getattr(d, "one_course", False) for d in free)  # time-slice/MPS: one course per GPU
     for entry in service_order(waiting, _gpus_by_course(s)):
-        fits = [d for d in free if d.matches(entry.gpu_kind)][: entry.gpu_count]
+        foreign = sessions.foreign_gpus(s, inventory, entry.course_id) if shares else set()
+        fits = [
+            d for d in free if d.matches(entry.gpu_kind) and not (getattr(d, "one_course", False) and d.gpu in foreign)
+        ][: entry.gpu_count]
         if len(fits) < entry.gpu_count:
             continue  # a later entry of another kind (or needing fewer) may still fit
         entry.state, entry.offered_at = "offered", now

@@ -37,6 +37,9 @@ from .catalog_watch import CatalogWatch
 from .core import ServiceCore
 from . import idle
 from .disk_watch import DiskWatch
+from ..gpus.dcgm import Exporter
+from ..gpus.nvml import reader_from
+from .gpu_use import GpuUse
 from .gpu_pool import gpu_inventory
 from .membership import Membership
 from .metering_loop import MeteringLoop
@@ -83,16 +86,18 @@ def wire(app, hub, *, db=None, grading=True, lti=True):
     that need no grading). Raises ValueError when settings contradict each other (the database is closed
     then)."""
     state = Path(app.state_dir)
-    inventory = gpu_inventory(app.gpus, app.gpu_kind)
+    kinds = app.kinds()  # ValueError saying what is wrong with gpu_kinds
+    reader = reader_from(app.nvml_recording)  # the NVML adapter: the driver, or a recording
+    inventory = gpu_inventory(app.gpus, app.gpu_kind, kinds, reader)
     db = db if db is not None else Database(app.db_url)
     try:
-        return _wire(app, hub, db, state, inventory, grading, lti)
+        return _wire(app, hub, db, state, inventory, grading, lti, kinds, reader)
     except BaseException:
         db.close()
         raise
 
 
-def _wire(app, hub, db, state, inventory, with_grading, with_lti):
+def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None, reader=None):
     default_session_s = int(app.default_session_hours * 3600)
     courses = CatalogWatch(app.course_dirs(), app.images_dir, protect_sources=app.isolated)
     membership = Membership(db, courses, hub)
@@ -115,9 +120,24 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti):
         servers,
         line=waitlist,
         disk=disk,
+        kinds=kinds,
+    )
+    gpu_use = GpuUse(
+        db,
+        inventory,
+        reader=reader,
+        exporter=Exporter(app.dcgm_urls) if inventory is None and app.dcgm_urls else None,
+        interval_s=app.meter_interval,
     )
     metering = MeteringLoop(
-        db, courses, hub, servers, inventory, stop_grace_s=app.stop_grace, settle_grace_s=app.reconcile_grace
+        db,
+        courses,
+        hub,
+        servers,
+        inventory,
+        stop_grace_s=app.stop_grace,
+        settle_grace_s=app.reconcile_grace,
+        gpu_use=gpu_use,
     )
     core = ServiceCore(db, hub, courses, membership, admission, metering, waitlist=waitlist)
     kube = KubeSettings(parent=app)

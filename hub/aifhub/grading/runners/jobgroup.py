@@ -45,7 +45,7 @@ def create(scratch, memory_bytes, processes):
     if groups is None:
         return None
     try:
-        limits = Limits(memory_bytes=memory_bytes, pids=processes, weight=HUB_CPU_WEIGHT)
+        limits = Limits(memory_bytes=memory_bytes, pids=processes, cpu_weight=HUB_CPU_WEIGHT)
         return groups.create(f"{prefix(scratch.parent)}{scratch.name}", limits)
     except OSError as exc:
         log.warning("Grading job %s runs without its memory cgroup: %s", scratch.name, exc)
