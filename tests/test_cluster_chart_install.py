@@ -15,6 +15,7 @@ import base64
 import json
 
 import pytest
+import requests
 import yaml
 from chartkit import Helm, chart_source, helm_binary, prepared_chart
 from clusterkit import into_namespace, wait
@@ -23,7 +24,28 @@ from test_cluster_chart import rendered  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.cluster
 
-SITE = {"prePuller": {"hook": {"enabled": False}}}
+# The test site's values (k8s/README.md: a site values file beside the rendered one). Each says why:
+SITE = {
+    # helm waits for the pre-install hook's awaiter Job, whose image (a Go binary of the chart) has no stand-in here
+    "prePuller": {"hook": {"enabled": False}},
+    "hub": {
+        # no PostgreSQL in the test: the hub's database on its own volume (the chart's sqlite-pvc), the ledger in
+        # the aifhub-state volume (the service's default when AIFHUB_DB_URL is empty)
+        "db": {"type": "sqlite-pvc", "url": None},
+        "extraEnv": {"AIFHUB_DB_URL": ""},
+        # pods of the test kubelet share the host's network, with an address each: the hub listens on its pod's
+        # address (the chart's `http://:8081` is every address, the same as the pod's in a cluster)
+        "extraConfig": {
+            "90-test-pod-network": "import os\nc.JupyterHub.hub_bind_url = f\"http://{os.environ['POD_IP']}:8081\"\n"
+        },
+    },
+    "proxy": {
+        "chp": {  # the same for the proxy (its `--ip=` and `--api-ip=` are every address)
+            "extraEnv": {"POD_IP": {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}},
+            "extraCommandLineFlags": ["--ip=$(POD_IP)", "--api-ip=$(POD_IP)"],
+        }
+    },
+}
 OPERATOR_FILES = ("00-", "10-", "20-", "21-", "22-", "40-")  # what k8s/README.md step 5 applies
 
 
@@ -83,6 +105,41 @@ def chart_pods(r):
     return {p.metadata.labels.get("component") for p in pods}
 
 
+def running(r, component):
+    pods = r["kube"].core.list_namespaced_pod(r["ns"], label_selector=f"component={component}").items
+    return [p for p in pods if p.status.phase == "Running" and all(c.ready for c in p.status.container_statuses or [])]
+
+
+def public_url(r):
+    """proxy-public's address (the test kubelet forwards each Service's port to its pods; services.json lists them)."""
+    path = r["kube"].local.dir / "kubelet" / "services.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    return f"http://{table[r['ns'] + '/proxy-public']}:80" if r["ns"] + "/proxy-public" in table else None
+
+
+def fetch(url, **kw):
+    try:
+        return requests.get(url, timeout=10, **kw)
+    except requests.RequestException:
+        return None
+
+
+def serves_login(r):
+    url = public_url(r)
+    answer = url and fetch(url + "/hub/login")
+    return answer is not None and answer.status_code == 200 and 'name="username"' in answer.text
+
+
+def pod_logs(r, component):
+    out = []
+    for p in r["kube"].core.list_namespaced_pod(r["ns"], label_selector=f"component={component}").items:
+        folder = r["kube"].local.dir / "kubelet" / "pods" / p.metadata.uid
+        for log in folder.glob("*.log"):
+            out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+    kubelet = (r["kube"].local.dir / "kubelet.log").read_text(errors="replace").splitlines()
+    return "\n".join(out + [line for line in kubelet if "services" in line or "Error" in line][-40:])
+
+
 def test_install_upgrade_uninstall(release):
     r, kube, ns = release, release["kube"], release["ns"]
     r["helm"](*r["install"])
@@ -99,6 +156,14 @@ def test_install_upgrade_uninstall(release):
         e.message for e in kube.core.list_namespaced_event(ns).items if "violates PodSecurity" in (e.message or "")
     ]
     assert not refused, refused
+    # the hub and the proxy run (the hub with the chart's own jupyterhub_config.py, z2jh.py and values from its
+    # ConfigMap and Secret); the hub's login page answers through the proxy-public Service
+    wait(
+        lambda: serves_login(r),
+        240,
+        "the hub's login page through proxy-public",
+        lambda: pod_logs(r, "hub") + pod_logs(r, "proxy"),
+    )
     assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 32
     generated = ("hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret")
     secrets = {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated}
