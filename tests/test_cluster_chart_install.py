@@ -130,6 +130,16 @@ def serves_login(r):
     return answer is not None and answer.status_code == 200 and 'name="username"' in answer.text
 
 
+def serves_did(r):
+    url = public_url(r)
+    answer = url and fetch(url + "/services/aifhub/did.json")
+    # the service's own answer (a JSON refusal: this issuer, with no public address, uses did:key identifiers),
+    # not the proxy's or the hub's error page
+    if answer is None or "json" not in answer.headers.get("Content-Type", ""):
+        return False
+    return answer.status_code == 404 and "did:key" in answer.json().get("message", "")
+
+
 def pod_logs(r, component):
     out = []
     for p in r["kube"].core.list_namespaced_pod(r["ns"], label_selector=f"component={component}").items:
@@ -164,6 +174,11 @@ def test_install_upgrade_uninstall(release):
         "the hub's login page through proxy-public",
         lambda: pod_logs(r, "hub") + pod_logs(r, "proxy"),
     )
+    # the aifhub service runs in the hub pod where the values put it, and serves through the proxy
+    wait(lambda: serves_did(r), 120, "the aifhub service answering through proxy-public", lambda: pod_logs(r, "hub"))
+    # the user scheduler (the control plane's kube-scheduler) and the image pullers and placeholders (pause) run
+    for component in ("user-scheduler", "continuous-image-puller", "user-placeholder"):
+        wait(lambda c=component: running(r, c), 120, f"{component} running", lambda c=component: pod_logs(r, c))
     assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 32
     generated = ("hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret")
     secrets = {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated}
@@ -174,6 +189,7 @@ def test_install_upgrade_uninstall(release):
     r["helm"]("upgrade", "aifhub", r["chart"], "--namespace", ns, *r["values"], "-f", changed, "--timeout", "15m")
     assert status(r)["version"] == 2
     assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 16
+    wait(lambda: serves_login(r), 240, "the upgraded hub's login page", lambda: pod_logs(r, "hub"))
     assert {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated} == secrets
 
     # helm uninstall: the chart's objects go (its priority classes too); aifhub's volumes of state stay
