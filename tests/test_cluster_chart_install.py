@@ -6,9 +6,13 @@ controllers create the chart's pods and the API server admits them (for real, no
 changes the value and keeps the secrets the chart generated (the proxy's token, the hub's cookie secret);
 uninstall removes the chart's objects and leaves aifhub's volumes of state, which the operator applied.
 
-Not shown here yet: the chart's pods running in the test kubelet (a learner through `proxy-public`). The
-test site values turn off the pre-install image-puller hook: helm waits for its awaiter Job, whose image
-(a Go binary of the chart) the test kubelet cannot run.
+The chart's pods run in the test kubelet (stand-ins for the chart's images, tmpfs mount points, Services on
+loopback: tests/localcluster/images.py, podfs.py, servicenet.py): the hub's login page and the aifhub service
+answer through the proxy-public Service, the user scheduler, image puller and placeholder run, and the hub
+serves again after the upgrade. The test's site values (SITE) say why each differs from a site's.
+
+Not shown here yet: a learner spawning a course pod through the chart's hub, and an upgrade keeping that
+server and the ledger.
 """
 
 import base64

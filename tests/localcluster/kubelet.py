@@ -8,7 +8,8 @@ volumes (PersistentVolumeClaims through their PersistentVolumes, emptyDir, confi
 projected service-account tokens, downward API), environment (values, field and resource
 references, config maps, secrets), init containers, restart policy, activeDeadlineSeconds,
 graceful deletion (SIGTERM, the grace period, SIGKILL), the device plugin's allocation of GPUs
-and MIG slices (NVIDIA_VISIBLE_DEVICES), pod status and IP. It also provisions volumes for
+and MIG slices (NVIDIA_VISIBLE_DEVICES), pod status and IP, Services (addresses, forwarders, /etc/hosts and
+variables: :mod:`.servicenet`) and stand-ins for the zero-to-jupyterhub chart's images (:mod:`.images`). It also provisions volumes for
 PersistentVolumeClaims of its StorageClass (as a local-path provisioner does).
 
 Run as ``python -m localcluster.kubelet CONFIG.json``; :mod:`.cluster` starts it.
