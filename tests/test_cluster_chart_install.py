@@ -18,6 +18,8 @@ server and the ledger.
 import base64
 import json
 
+import secrets
+
 import pytest
 import requests
 import yaml
@@ -28,6 +30,8 @@ from test_cluster_chart import rendered  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.cluster
 
+ADMIN_TOKEN = secrets.token_hex(32)
+PASSWORD = "chart-test-" + secrets.token_hex(8)
 # The test site's values (k8s/README.md: a site values file beside the rendered one). Each says why:
 SITE = {
     # helm waits for the pre-install hook's awaiter Job, whose image (a Go binary of the chart) has no stand-in here
@@ -37,6 +41,14 @@ SITE = {
         # the aifhub-state volume (the service's default when AIFHUB_DB_URL is empty)
         "db": {"type": "sqlite-pvc", "url": None},
         "extraEnv": {"AIFHUB_DB_URL": ""},
+        # the test's login (a site configures its own authenticator) and an admin token for the test's API calls
+        "config": {
+            "JupyterHub": {"authenticator_class": "shared-password"},
+            "SharedPasswordAuthenticator": {"user_password": PASSWORD},
+            "Authenticator": {"allow_all": True},
+        },
+        "services": {"test-admin": {"apiToken": ADMIN_TOKEN}},
+        "loadRoles": {"admin": {"services": ["test-admin"]}},
         # pods of the test kubelet share the host's network, with an address each: the hub listens on its pod's
         # address (the chart's `http://:8081` is every address, the same as the pod's in a cluster)
         "extraConfig": {
@@ -144,6 +156,51 @@ def serves_did(r):
     return answer.status_code == 404 and "did:key" in answer.json().get("message", "")
 
 
+def hub_api(r, method, path, **kw):
+    headers = {"Authorization": f"token {ADMIN_TOKEN}"}
+    return requests.request(method, f"{public_url(r)}/hub/api/{path}", headers=headers, timeout=60, **kw)
+
+
+def service_api(r, method, path, **kw):
+    headers = {"Authorization": f"token {ADMIN_TOKEN}"}
+    return requests.request(method, f"{public_url(r)}/services/aifhub/api/v1/{path}", headers=headers, timeout=90, **kw)
+
+
+def learner_spawns(r, name, course):
+    """What the learner's browser does through proxy-public: log in, the spawn form, the course chosen."""
+    url = public_url(r)
+    session = requests.Session()
+    session.get(f"{url}/hub/login", timeout=30)
+    answer = session.post(
+        f"{url}/hub/login",
+        data={"username": name, "password": PASSWORD, "_xsrf": session.cookies.get("_xsrf")},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text[:500]
+    form = session.get(f"{url}/hub/spawn", timeout=30)
+    assert form.status_code == 200 and f'value="{course}"' in form.text, form.text[:2000]
+    answer = session.post(
+        f"{url}/hub/spawn",
+        data={"course": course, "_xsrf": session.cookies.get("_xsrf")},
+        allow_redirects=False,
+        timeout=60,
+    )
+    assert answer.status_code == 302, (answer.status_code, answer.text[:2000])
+
+
+def server_ready(r, name):
+    answer = hub_api(r, "GET", f"users/{name}")
+    return answer.status_code == 200 and (answer.json()["servers"].get("") or {}).get("ready")
+
+
+def run_cell(r, name, code):
+    from kernelclient import execute
+
+    answer = hub_api(r, "POST", f"users/{name}/tokens", json={"note": "chart test"})
+    assert answer.status_code in (200, 201), answer.text
+    return execute(public_url(r), f"/user/{name}/", answer.json()["token"], code, 90)
+
+
 def pod_logs(r, component):
     out = []
     for p in r["kube"].core.list_namespaced_pod(r["ns"], label_selector=f"component={component}").items:
@@ -184,6 +241,17 @@ def test_install_upgrade_uninstall(release):
     for component in ("user-scheduler", "continuous-image-puller", "user-placeholder"):
         wait(lambda c=component: running(r, c), 120, f"{component} running", lambda c=component: pod_logs(r, c))
     assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 32
+
+    # a learner logs in through proxy-public, spawns a GPU course (KubeSandboxSpawner, from hub.config) and runs a cell
+    answer = service_api(r, "POST", "allocations", json={"id": "EHPC-AIF-2026-PG01", "gpu_hours": 100, "title": "t"})
+    assert answer.status_code in (201, 404, 409), answer.text  # 404: a service without allocations admits without one
+    learner_spawns(r, "learner1", "gpu-fundamentals")
+    wait(lambda: server_ready(r, "learner1"), 240, "learner1's course server ready", lambda: pod_logs(r, "hub"))
+    pod = kube.dict(kube.core.read_namespaced_pod("jupyter-learner1", ns))
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    cell = "import os; print(os.environ['AIFHUB_COURSE'], os.environ['NVIDIA_VISIBLE_DEVICES'])"
+    course, device = run_cell(r, "learner1", cell).split()
+    assert course == "gpu-fundamentals" and device.startswith("GPU-"), (course, device)
     generated = ("hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret")
     secrets = {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated}
 
