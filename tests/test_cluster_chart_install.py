@@ -32,6 +32,24 @@ pytestmark = pytest.mark.cluster
 
 ADMIN_TOKEN = secrets.token_hex(32)
 PASSWORD = "chart-test-" + secrets.token_hex(8)
+# the upgrade's changed values: a GPU pool added, the spawn limit lowered
+CHANGED = {
+    "hub": {
+        "config": {
+            "JupyterHub": {"concurrent_spawn_limit": 16},
+            "KubeSandboxSpawner": {
+                "gpu_pools": {
+                    "a100": {
+                        "resource": "nvidia.com/gpu",
+                        "node_selector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                        "priority_class": "aifhub-sandbox-gpu",
+                    }
+                }
+            },
+        }
+    }
+}
 # The test site's values (k8s/README.md: a site values file beside the rendered one). Each says why:
 SITE = {
     # helm waits for the pre-install hook's awaiter Job, whose image (a Go binary of the chart) has no stand-in here
@@ -193,12 +211,28 @@ def server_ready(r, name):
     return answer.status_code == 200 and (answer.json()["servers"].get("") or {}).get("ready")
 
 
+def server_answers(r, name):
+    """The learner's own server (Jupyter Server's API), not the hub, answers at /user/<name>/ through the proxy."""
+    token = hub_api(r, "POST", f"users/{name}/tokens", json={"note": "chart test"}).json()["token"]
+    answer = fetch(f"{public_url(r)}/user/{name}/api", headers={"Authorization": f"token {token}"})
+    return answer is not None and answer.status_code == 200 and "version" in answer.json()
+
+
 def run_cell(r, name, code):
     from kernelclient import execute
 
     answer = hub_api(r, "POST", f"users/{name}/tokens", json={"note": "chart test"})
     assert answer.status_code in (200, 201), answer.text
-    return execute(public_url(r), f"/user/{name}/", answer.json()["token"], code, 90)
+    try:
+        return execute(public_url(r), f"/user/{name}/", answer.json()["token"], code, 90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pod_logs(r, 'singleuser-server')}\n{pod_logs(r, 'hub')[-6000:]}") from None
+
+
+def sessions(r, name):
+    answer = service_api(r, "GET", "usage", params={"user": name, "course": "gpu-fundamentals"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["sessions"]
 
 
 def pod_logs(r, component):
@@ -252,17 +286,44 @@ def test_install_upgrade_uninstall(release):
     cell = "import os; print(os.environ['AIFHUB_COURSE'], os.environ['NVIDIA_VISIBLE_DEVICES'])"
     course, device = run_cell(r, "learner1", cell).split()
     assert course == "gpu-fundamentals" and device.startswith("GPU-"), (course, device)
+    learner_pod = pod["metadata"]["uid"]
+    wait(lambda: sessions(r, "learner1"), 60, "learner1's session in the ledger")
+    ledger = sessions(r, "learner1")
+    hub_pod = {p.metadata.uid for p in running(r, "hub")}
     generated = ("hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret")
     secrets = {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated}
 
-    # helm upgrade with a changed value: the value changes, the chart's generated secrets stay
+    # helm upgrade with changed values (a GPU pool added, the spawn limit lowered): the values change, the chart's
+    # generated secrets stay, the hub restarts with them, and the running learner's server and the ledger stay
     changed = r["base"] / "changed.yaml"
-    changed.write_text(yaml.safe_dump({"hub": {"config": {"JupyterHub": {"concurrent_spawn_limit": 16}}}}))
+    changed.write_text(yaml.safe_dump(CHANGED))
     r["helm"]("upgrade", "aifhub", r["chart"], "--namespace", ns, *r["values"], "-f", changed, "--timeout", "15m")
     assert status(r)["version"] == 2
-    assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 16
-    wait(lambda: serves_login(r), 240, "the upgraded hub's login page", lambda: pod_logs(r, "hub"))
+    config = hub_values(r)["hub"]["config"]
+    assert config["JupyterHub"]["concurrent_spawn_limit"] == 16
+    assert {"cpu", "gpu", "a100"} <= set(config["KubeSandboxSpawner"]["gpu_pools"])
     assert {k: kube.core.read_namespaced_secret("hub", ns).data[k] for k in generated} == secrets
+    wait(
+        lambda: {p.metadata.uid for p in running(r, "hub")} - hub_pod and serves_login(r),
+        240,
+        "the upgraded hub's login page",
+        lambda: pod_logs(r, "hub"),
+    )
+    assert kube.core.read_namespaced_pod("jupyter-learner1", ns).metadata.uid == learner_pod
+    wait(
+        lambda: server_ready(r, "learner1"), 60, "learner1's server ready after the upgrade", lambda: pod_logs(r, "hub")
+    )
+    # the new hub puts the learner's route back in the proxy as it starts (check_routes); then the server answers
+    wait(lambda: server_answers(r, "learner1"), 60, "learner1's server through proxy-public after the upgrade")
+    assert run_cell(r, "learner1", "import os; print(os.environ['AIFHUB_COURSE'])").strip() == "gpu-fundamentals"
+    # the ledger: the learner's session is the same one, still open, its charges kept; the allocation is there
+    after = {row["session"]: row for row in sessions(r, "learner1")}
+    for row in ledger:
+        assert row["session"] in after, (ledger, after)
+        assert after[row["session"]]["state"] == row["state"] and row["state"] != "ended", (row, after)
+        assert after[row["session"]]["gpu_hours"] >= row["gpu_hours"], (row, after)
+    allocations = service_api(r, "GET", "allocations").json()["allocations"]
+    assert "EHPC-AIF-2026-PG01" in json.dumps(allocations), allocations
 
     # helm uninstall: the chart's objects go (its priority classes too); aifhub's volumes of state stay
     r["helm"]("uninstall", "aifhub", "--namespace", ns)
