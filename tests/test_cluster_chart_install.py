@@ -19,6 +19,7 @@ import base64
 import json
 
 import secrets
+import time
 
 import pytest
 import requests
@@ -141,7 +142,12 @@ def chart_pods(r):
 
 def running(r, component):
     pods = r["kube"].core.list_namespaced_pod(r["ns"], label_selector=f"component={component}").items
-    return [p for p in pods if p.status.phase == "Running" and all(c.ready for c in p.status.container_statuses or [])]
+    return [
+        p
+        for p in pods
+        if p.status.phase == "Running"
+        and all(c.ready and not c.restart_count for c in p.status.container_statuses or [])
+    ]
 
 
 def public_url(r):
@@ -272,6 +278,7 @@ def test_install_upgrade_uninstall(release):
     # the aifhub service runs in the hub pod where the values put it, and serves through the proxy
     wait(lambda: serves_did(r), 120, "the aifhub service answering through proxy-public", lambda: pod_logs(r, "hub"))
     # the user scheduler (the control plane's kube-scheduler) and the image pullers and placeholders (pause) run
+    time.sleep(12)  # long enough for a crash (the kubelet restarts a failed container after 10 s)
     for component in ("user-scheduler", "continuous-image-puller", "user-placeholder"):
         wait(lambda c=component: running(r, c), 120, f"{component} running", lambda c=component: pod_logs(r, c))
     assert hub_values(r)["hub"]["config"]["JupyterHub"]["concurrent_spawn_limit"] == 32
@@ -335,4 +342,5 @@ def test_install_upgrade_uninstall(release):
     assert not names & {"aifhub-default-priority", "aifhub-user-placeholder-priority", "aifhub-image-puller-priority"}
     claims = {c.metadata.name for c in kube.core.list_namespaced_persistent_volume_claim(ns).items}
     assert {"aifhub-state", "aifhub-grading"} <= claims
+    assert "aifhub-learner1--gpu-fundamentals" in claims  # the learner's course volume (KubeSpawner's, not helm's)
     kube.core.read_namespaced_secret("aifhub-secrets", ns)
