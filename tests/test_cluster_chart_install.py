@@ -8,11 +8,13 @@ uninstall removes the chart's objects and leaves aifhub's volumes of state, whic
 
 The chart's pods run in the test kubelet (stand-ins for the chart's images, tmpfs mount points, Services on
 loopback: tests/localcluster/images.py, podfs.py, servicenet.py): the hub's login page and the aifhub service
-answer through the proxy-public Service, the user scheduler, image puller and placeholder run, and the hub
-serves again after the upgrade. The test's site values (SITE) say why each differs from a site's.
+answer through the proxy-public Service, the user scheduler, image puller and placeholder run; a learner logs in
+through proxy-public, spawns a GPU course from the chart's hub and runs a cell; the upgrade (a GPU pool added)
+replaces the hub and keeps the learner's server and the ledger; uninstall keeps the learner's course volume. The
+test's site values (SITE) say why each differs from a site's.
 
-Not shown here yet: a learner spawning a course pod through the chart's hub, and an upgrade keeping that
-server and the ledger.
+Not shown here yet: PostgreSQL (SQLite here), the idle culler (not in the test environment), installing again
+after the uninstall.
 """
 
 import base64
