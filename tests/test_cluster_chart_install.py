@@ -10,11 +10,10 @@ The chart's pods run in the test kubelet (stand-ins for the chart's images, tmpf
 loopback: tests/localcluster/images.py, podfs.py, servicenet.py): the hub's login page and the aifhub service
 answer through the proxy-public Service, the user scheduler, image puller and placeholder run; a learner logs in
 through proxy-public, spawns a GPU course from the chart's hub and runs a cell; the upgrade (a GPU pool added)
-replaces the hub and keeps the learner's server and the ledger; uninstall keeps the learner's course volume. The
+replaces the hub and keeps the learner's server and the ledger; uninstall keeps the learner's course volume, and installed again the service finds its ledger. The
 test's site values (SITE) say why each differs from a site's.
 
-Not shown here yet: PostgreSQL (SQLite here), the idle culler (not in the test environment), installing again
-after the uninstall.
+Not shown here yet: PostgreSQL (SQLite here), the idle culler (not in the test environment).
 """
 
 import base64
@@ -335,7 +334,7 @@ def test_install_upgrade_uninstall(release):
     assert "EHPC-AIF-2026-PG01" in json.dumps(allocations), allocations
 
     # helm uninstall: the chart's objects go (its priority classes too); aifhub's volumes of state stay
-    r["helm"]("uninstall", "aifhub", "--namespace", ns)
+    r["helm"]("uninstall", "aifhub", "--namespace", ns, "--wait", "--cascade", "foreground")
     with pytest.raises(ApiException) as gone:
         kube.apps.read_namespaced_deployment("hub", ns)
     assert gone.value.status == 404
@@ -346,3 +345,10 @@ def test_install_upgrade_uninstall(release):
     assert {"aifhub-state", "aifhub-grading"} <= claims
     assert "aifhub-learner1--gpu-fundamentals" in claims  # the learner's course volume (KubeSpawner's, not helm's)
     kube.core.read_namespaced_secret("aifhub-secrets", ns)
+
+    # installed again, the service finds its ledger on the aifhub-state volume: the allocation and the session
+    r["helm"](*r["install"])
+    wait(lambda: serves_did(r), 240, "the service answering after the new install", lambda: pod_logs(r, "hub"))
+    allocations = service_api(r, "GET", "allocations").json()["allocations"]
+    assert "EHPC-AIF-2026-PG01" in json.dumps(allocations), allocations
+    assert {row["session"] for row in ledger} <= {row["session"] for row in sessions(r, "learner1")}
