@@ -34,7 +34,7 @@ KUBELET_ROLE = {
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {
             "apiGroups": [""],
-            "resources": ["configmaps", "secrets", "persistentvolumeclaims"],
+            "resources": ["configmaps", "secrets", "persistentvolumeclaims", "services", "endpoints"],
             "verbs": ["get", "list", "watch"],
         },
         {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["create", "get", "list", "watch", "delete"]},

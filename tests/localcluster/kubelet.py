@@ -8,11 +8,12 @@ volumes (PersistentVolumeClaims through their PersistentVolumes, emptyDir, confi
 projected service-account tokens, downward API), environment (values, field and resource
 references, config maps, secrets), init containers, restart policy, activeDeadlineSeconds,
 graceful deletion (SIGTERM, the grace period, SIGKILL), the device plugin's allocation of GPUs
-and MIG slices (NVIDIA_VISIBLE_DEVICES), pod status and IP. It also provisions volumes for
-PersistentVolumeClaims of its StorageClass (as a local-path provisioner does). Of the kubelet API
-it serves pod logs (``kubectl logs``: ``/containerLogs/<namespace>/<pod>/<container>``, over TLS on
-each node's address, port 10250, to clients with a certificate of the cluster's CA, the API server's);
-not exec, attach or port-forward.
+and MIG slices (NVIDIA_VISIBLE_DEVICES), pod status and IP, Services (addresses, forwarders, /etc/hosts and
+variables: :mod:`.servicenet`) and stand-ins for the zero-to-jupyterhub chart's images (:mod:`.images`). It also
+provisions volumes for PersistentVolumeClaims of its StorageClass (as a local-path provisioner does). Of the kubelet
+API it serves pod logs (``kubectl logs``: ``/containerLogs/<namespace>/<pod>/<container>``, over TLS on each node's
+address, port 10250, to clients with a certificate of the cluster's CA, the API server's); not exec, attach or
+port-forward.
 
 Run as ``python -m localcluster.kubelet CONFIG.json``; :mod:`.cluster` starts it.
 """
@@ -35,9 +36,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import runner
+from . import images, runner
 from .nodes import PROVISIONER, Devices, node_object, node_status, pool_nodes
 from .rest import MERGE, Api, ApiError
+from .servicenet import ServiceNet
 
 log = logging.getLogger("test-kubelet")
 
@@ -416,15 +418,29 @@ class PodWorker(threading.Thread):
             state["message"] = message
         return {"terminated": {k: v for k, v in state.items() if v is not None}}
 
+    def stand_in(self, c):
+        """The container as the runner gets it: its image's stand-in (:mod:`.images`), the pod's /etc/hosts."""
+        extra = images.mounts(c["image"])
+        if not self.isolated:
+            hosts = self.kubelet.services.hosts_file(
+                self.dir / "hosts", self.ns, self.pod["spec"].get("hostname") or self.name, self.ip
+            )
+            extra.append((str(hosts), "/etc/hosts", True))
+        return images.container_for(c), extra
+
     def start_container(self, c, mounts):
         env = self.kubelet.environment(self, c)
+        env["PATH"] = images.path(c["image"], env["PATH"])
+        c, extra = self.stand_in(c)
         log_file = self.termination_log(c)
         log_file.write_bytes(b"")
         log_file.chmod(0o666)
         argv = runner.bwrap_command(
             self.pod,
             c,
-            self.mounts_for(c) + [(str(log_file), c.get("terminationMessagePath") or "/dev/termination-log", False)],
+            self.mounts_for(c)
+            + extra
+            + [(str(log_file), c.get("terminationMessagePath") or "/dev/termination-log", False)],
             env,
             isolated_network=self.isolated,
             read_only_root=(c.get("securityContext") or {}).get("readOnlyRootFilesystem", False),
@@ -618,6 +634,7 @@ class PodWorker(threading.Thread):
                 if exc.status not in (404, 409):
                     log.warning("deleting %s/%s: %s", self.ns, self.name, exc)
         self.node.give_ip(self.ip)
+        self.kubelet.services.forget(self.dir / "hosts")
         self.kubelet.forget(self)
         shutil.rmtree(self.dir / "volumes", ignore_errors=True)
 
@@ -685,6 +702,7 @@ class TestKubelet:
                 )
         self.api_port = config["server"].rsplit(":", 1)[1]
         self.api_servers = []
+        self.services = ServiceNet(self.api, net, self.state, self.stop)
 
     # -- nodes -------------------------------------------------------------------
 
@@ -1082,6 +1100,8 @@ class TestKubelet:
         if worker.devices:
             env["NVIDIA_VISIBLE_DEVICES"] = ",".join(worker.devices)
         ns = worker.ns
+        if worker.pod["spec"].get("enableServiceLinks", True):
+            env.update(self.services.env(ns))
         for source in container.get("envFrom", []):
             prefix = source.get("prefix", "")
             if "configMapRef" in source:
@@ -1161,7 +1181,7 @@ class TestKubelet:
         self.register()
         threads = [
             threading.Thread(target=f, daemon=True, name=f.__name__)
-            for f in (self.heartbeat_loop, self.pod_loop, self.provision_loop, self.reclaim_loop)
+            for f in (self.heartbeat_loop, self.pod_loop, self.provision_loop, self.reclaim_loop, self.services.run)
         ]
         for t in threads:
             t.start()

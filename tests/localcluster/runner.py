@@ -17,6 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import podfs
+
 REPO = Path(__file__).resolve().parents[2]
 BWRAP = shutil.which("bwrap")
 SETPRIV = shutil.which("setpriv")
@@ -128,6 +130,7 @@ def bwrap_command(pod, container, mounts, env, *, isolated_network, read_only_ro
                 out += ["--perms", "0755", "--dir", str(parent)]
         return out
 
+    cmd += podfs.mountpoint_args([path for _, path, _ in mounts])  # e.g. /usr/local/etc/jupyterhub
     for host, path, ro in mounts:
         cmd += parents(path) + ["--ro-bind" if ro else "--bind", str(host), path]
     for path in image_path():  # after the volumes: a checkout under /tmp stays visible
