@@ -390,3 +390,18 @@ def test_the_grading_options_keep_their_gradingmanager_spelling():
     manager = GradingManager(Path("/nonexistent/state"), None, config=config)
     assert (manager.workers, manager.max_submissions) == (3, 7)
     assert manager.queue.settings is manager and manager.exchange.settings is manager  # one instance, read live
+
+
+def test_admission_is_the_grading_queues_gpu_broker():
+    # the queue's GpuBroker Protocol names what it calls; the service's admission (wiring hands it in) has each
+    import inspect
+
+    from aifhub.grading.queue import GpuBroker
+    from aifhub.service.admission import Admission
+
+    called = {m for m in vars(GpuBroker) if not m.startswith("_")}
+    assert called == {"admit_grading", "release_grading"}
+    for name in called:
+        wanted = inspect.signature(getattr(GpuBroker, name)).parameters
+        assert list(inspect.signature(getattr(Admission, name)).parameters) == list(wanted), name
+        assert inspect.iscoroutinefunction(getattr(Admission, name)), name

@@ -47,7 +47,8 @@ class CourseSetup:
     # -- who may do what -----------------------------------------------------
 
     def course(self, course_id):
-        course = self.core.catalog.get(course_id) if self.core else None
+        """The catalog's course ``course_id``; Refusal ``unknown-course`` when there is none."""
+        course = self.find(course_id)
         if course is None:
             raise Refusal("unknown-course", f"There is no course {texts.shown(course_id)}.")
         return course
