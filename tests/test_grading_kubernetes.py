@@ -121,7 +121,7 @@ attempt("hub secrets", lambda: open({str(state / "secrets" / "internal_token")!r
 attempt("service account token", lambda: open("/var/run/secrets/kubernetes.io/serviceaccount/token").read())
 attempt("environment secrets", env_secret)
 attempt("network to the hub", lambda: socket.create_connection(("127.0.0.1", {hub.port}), timeout=3))
-print("MOUNTS", sorted(l.split()[4] for l in open("/proc/self/mountinfo") if "/grading" in l.split()[4]))
+print("MOUNTS", sorted(l.split()[4] for l in open("/proc/self/mountinfo") if "grading" in l.split()[4].split("/")))
 """
         + next(
             c.source for c in solution_notebook().cells if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax"

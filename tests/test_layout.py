@@ -338,3 +338,70 @@ def test_no_import_circle_between_modules_but_the_known_ones():
     assert not new, f"import circles: {new}"
     gone = [sorted(c) for c in KNOWN_CIRCLES if c not in circles]
     assert not gone, f"these circles are gone: take them off KNOWN_CIRCLES: {gone}"
+
+
+# -- grading by concept -------------------------------------------------------------------------------------------
+
+GRADING = PACKAGE / "grading"
+
+
+def test_the_grading_queue_is_handed_its_parts_not_the_manager():
+    # the queue gets the settings, the course set-up and a GPU broker; it neither imports the facade nor reaches
+    # through an owner (``self.m.``, ``self.m.core.admission``)
+    queue = GRADING / "queue.py"
+    assert "aifhub.grading.manager" not in _import_graph()["aifhub.grading.queue"]
+    reaches = [
+        f"queue.py:{node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(ast.parse(queue.read_text()))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr in ("m", "manager", "grading")
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id == "self"
+    ]
+    assert not reaches, reaches
+    assert "self.m." not in queue.read_text()
+
+
+def test_the_reach_check_sees_a_reach_into_the_owner():
+    tree = ast.parse("self.m.core.admission.admit_grading()")
+    seen = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)]
+    assert any(n.value.attr == "m" and n.value.value.id == "self" for n in seen if isinstance(n.value.value, ast.Name))
+
+
+def test_no_grading_module_over_500_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in GRADING.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, f"split these by concept: {long}"
+
+
+def test_the_grading_options_keep_their_gradingmanager_spelling():
+    # users' configs say GradingManager.<option>: the facade carries the settings' traits under its name
+    from traitlets.config import Config
+
+    from aifhub.grading.manager import GradingManager
+    from aifhub.grading.settings import GradingSettings
+
+    names = set(GradingSettings.class_traits(config=True))
+    assert {"workers", "memory_limit", "backend", "kube_claim", "first_course_gid"} <= names
+    assert names <= set(GradingManager.class_traits(config=True))
+    config = Config({"GradingManager": {"workers": 3, "max_submissions": 7}})
+    manager = GradingManager(Path("/nonexistent/state"), None, config=config)
+    assert (manager.workers, manager.max_submissions) == (3, 7)
+    assert manager.queue.settings is manager and manager.exchange.settings is manager  # one instance, read live
+
+
+def test_admission_is_the_grading_queues_gpu_broker():
+    # the queue's GpuBroker Protocol names what it calls; the service's admission (wiring hands it in) has each
+    import inspect
+
+    from aifhub.grading.queue import GpuBroker
+    from aifhub.service.admission import Admission
+
+    called = {m for m in vars(GpuBroker) if not m.startswith("_")}
+    assert called == {"admit_grading", "release_grading"}
+    for name in called:
+        wanted = inspect.signature(getattr(GpuBroker, name)).parameters
+        assert list(inspect.signature(getattr(Admission, name)).parameters) == list(wanted), name
+        assert inspect.iscoroutinefunction(getattr(Admission, name)), name

@@ -1,8 +1,9 @@
 """The autograding queue: jobs in the service's database, a slot per worker process, each job graded
 in isolation (a sandboxed kernel here, or a Kubernetes Job per notebook) with its limits.
 
-:class:`GradingQueue` belongs to a :class:`~aifhub.grading.manager.GradingManager`, whose traits
-configure it (``workers``, the timeouts and limits, ``backend``, the ``kube_*`` settings; the cluster's in :class:`aifhub.kube.settings.KubeSettings`).
+:class:`GradingQueue` is handed what it needs: the settings (:mod:`.settings`: ``workers``, the timeouts and
+limits, ``backend``, the ``kube_*`` settings; the cluster's in :class:`aifhub.kube.settings.KubeSettings`), the
+course set-up (:mod:`.courses`) and a :class:`GpuBroker` (the service's admission) for GPU courses' jobs.
 """
 
 import asyncio
@@ -10,6 +11,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 
@@ -31,11 +33,30 @@ from .workers import WorkerDied, WorkerProcess, kill_grading_uid
 log = logging.getLogger(__name__)
 
 
+class GpuBroker(Protocol):
+    """What the queue asks of the service's admission: GPU time for one job of a GPU course, and its end."""
+
+    async def admit_grading(self, course_id, job_id, expected_s, cluster=False):
+        """The devices for the job (``[]``: none needed, or the cluster places them); Refusal ``gpu-busy`` when
+        every GPU is taken (the job waits), another Refusal when the course may not have one."""
+
+    async def release_grading(self, job_id):
+        """The job's GPU time ends (its ledger session is closed)."""
+
+
 class GradingQueue:
     """Claims queued jobs and grades them, as many at once as there are workers."""
 
-    def __init__(self, manager):
-        self.m = manager
+    def __init__(self, settings, db, courses, kube, gpus=None):
+        """``settings``: the :class:`~.settings.GradingSettings`, read at each job; ``courses``: the
+        :class:`~.courses.CourseSetup` (directories, gradebooks, learners' ids, sharing); ``kube``: the cluster's
+        :class:`~aifhub.kube.settings.KubeSettings`; ``gpus``: what hands out GPUs to GPU courses' jobs
+        (:class:`GpuBroker`, the service's admission; None: no course gets one)."""
+        self.settings = settings
+        self.db = db
+        self.courses = courses
+        self.kube = kube
+        self.gpus = gpus
         self.pool = []
         self._tasks = []
         self._wake = asyncio.Event()
@@ -57,7 +78,7 @@ class GradingQueue:
         """The Kubernetes Jobs that a previous service run left behind for jobs now requeued."""
         for job_id in job_ids:
             try:
-                await delete_jobs(self.m.kube.namespace, self.m.kube.kube_config, job_id)
+                await delete_jobs(self.kube.namespace, self.kube.kube_config, job_id)
             except Exception as exc:
                 log.warning("Could not delete the Kubernetes Jobs of requeued grading job %s: %s", job_id, exc)
 
@@ -81,35 +102,32 @@ class GradingQueue:
             job.finished_at = utcnow()
 
     async def _claim(self):
-        return await self.m.db.run(self._claim_next)
+        return await self.db.run(self._claim_next)
 
     async def _finish(self, job_id, **fields):
-        await self.m.db.run(self._record, job_id, fields)
+        await self.db.run(self._record, job_id, fields)
 
     def limits(self):
-        return {
-            "cpu_seconds": self.m.cpu_seconds or self.m.notebook_timeout,
-            "memory_bytes": parse_memory(self.m.memory_limit),
-            "file_bytes": 1024**3,
-            "processes": self.m.processes,
-        }
+        return self.settings.limits()
 
     async def job_request(self, job, devices=()):
-        job["grading_id"] = await self.m.student_id(job["student_id"])  # nbgrader's id of the hub user
-        base = await self.m.base_request(job["course_id"]) | {
+        job["grading_id"] = await self.courses.student_id(job["student_id"])  # nbgrader's id of the hub user
+        base = await self.courses.base_request(job["course_id"]) | {
             "op": "autograde",
             "assignment": job["assignment_id"],
             "student": job["grading_id"],
-            "scratch": str(self.m.scratch / f"job-{job['id']}-{job['attempts']}"),  # a new folder for each attempt
+            "scratch": str(
+                self.settings.scratch / f"job-{job['id']}-{job['attempts']}"
+            ),  # a new folder for each attempt
         }
-        if self.m.backend == "kubernetes":
+        if self.settings.backend == "kubernetes":
             return base | {"kubernetes": await asyncio.to_thread(self.kube_request, job)}
-        uid = self.m.first_uid + job["id"] % self.m.uid_count if self.m.isolated else None
+        uid = self.settings.first_uid + job["id"] % self.settings.uid_count if self.settings.isolated else None
         return base | {
             "uid": uid,
             "limits": self.limits(),
-            "network": self.m.network,
-            "scratch_bytes": parse_memory(self.m.scratch_size),
+            "network": self.settings.network,
+            "scratch_bytes": parse_memory(self.settings.scratch_size),
             "env": {"CUDA_VISIBLE_DEVICES": ",".join(d["id"] for d in devices), "AIFHUB_COURSE": job["course_id"]},
             "devices": gpu_node_names(
                 int(d.get("minor", d["id"])) for d in devices
@@ -118,16 +136,16 @@ class GradingQueue:
 
     def kube_request(self, job):
         """What the worker needs to run a job's notebooks as Kubernetes Jobs: the Job manifest and where."""
-        course = self.m.course(job["course_id"])
-        images = load_images(self.m.core.images_dir)
+        course = self.courses.course(job["course_id"])
+        images = load_images(self.courses.images_dir)
         try:
             settings = JobSettings(
-                namespace=self.m.kube.namespace,
-                registry=self.m.kube.registry,
-                pools=self.m.kube.gpu_pools,
-                claim=self.m.kube_claim,
-                cpu=self.m.kube_cpu,
-                memory=str(parse_memory(self.m.memory_limit)),
+                namespace=self.kube.namespace,
+                registry=self.kube.registry,
+                pools=self.kube.gpu_pools,
+                claim=self.settings.kube_claim,
+                cpu=self.settings.kube_cpu,
+                memory=str(parse_memory(self.settings.memory_limit)),
             )
             manifest = grading_job(
                 settings,
@@ -142,33 +160,35 @@ class GradingQueue:
             raise Refusal("not-runnable", str(exc))
         return {
             "job": manifest,
-            "namespace": self.m.kube.namespace,
-            "kube_config": self.m.kube.kube_config,
-            "volume_root": str(self.m.kube_volume),
-            "notebook_timeout": self.m.notebook_timeout,
-            "start_timeout": self.m.kube_start_timeout,
+            "namespace": self.kube.namespace,
+            "kube_config": self.kube.kube_config,
+            "volume_root": str(self.settings.kube_volume),
+            "notebook_timeout": self.settings.notebook_timeout,
+            "start_timeout": self.settings.kube_start_timeout,
         }
 
     def call_timeout(self, job):
         """How long the worker may take for one submission before it is stopped."""
-        if self.m.backend != "kubernetes":
-            return self.m.notebook_timeout
+        if self.settings.backend != "kubernetes":
+            return self.settings.notebook_timeout
         # each notebook's pod may wait for a node (and its image) first
-        submitted = GradingDir(self.m.root, job["course_id"]).step("submitted", job["grading_id"], job["assignment_id"])
+        submitted = GradingDir(self.settings.root, job["course_id"]).step(
+            "submitted", job["grading_id"], job["assignment_id"]
+        )
         notebooks = max(1, len(list(submitted.glob("*.ipynb"))))
-        return self.m.notebook_timeout + notebooks * (self.m.kube_start_timeout + 60)
+        return self.settings.notebook_timeout + notebooks * (self.settings.kube_start_timeout + 60)
 
     def _describe(self, answer):
         notes = answer.get("notes") or {}
         texts = []
         if notes.get("cell-timeout"):
             texts.append(
-                f"a cell ran past the {self.m.cell_timeout} s per-cell limit and was interrupted "
+                f"a cell ran past the {self.settings.cell_timeout} s per-cell limit and was interrupted "
                 f"({', '.join(notes['cell-timeout'])})"
             )
         if notes.get("out-of-memory"):
             texts.append(
-                f"a cell hit the memory limit ({self.m.memory_limit}) and was stopped "
+                f"a cell hit the memory limit ({self.settings.memory_limit}) and was stopped "
                 f"({', '.join(notes['out-of-memory'])})"
             )
         reason = (
@@ -178,25 +198,30 @@ class GradingQueue:
 
     async def _claim_gpus(self, job):
         """Devices for a GPU course's submission, or None when the job went back to the queue or failed."""
-        if self.m.core is None:
+        if self.gpus is None:
             return []
         try:
-            return await self.m.core.admission.admit_grading(
-                job["course_id"], job["id"], self.m.notebook_timeout, cluster=self.m.backend == "kubernetes"
+            return await self.gpus.admit_grading(
+                job["course_id"],
+                job["id"],
+                self.settings.notebook_timeout,
+                cluster=self.settings.backend == "kubernetes",
             )
         except Refusal as refusal:
             if refusal.reason == "gpu-busy":  # wait for a device, without using up an attempt
                 await self._finish(
                     job["id"], state="queued", attempts=job["attempts"] - 1, detail="waiting for a free GPU"
                 )
-                await asyncio.sleep(self.m.gpu_wait)
+                await asyncio.sleep(self.settings.gpu_wait)
             else:
                 await self._finish(job["id"], state="failed", reason="no-gpu", detail=refusal.message)
             return None
 
     async def _run_job(self, worker, job):
-        course = self.m.core.catalog.get(job["course_id"]) if self.m.core is not None else None
-        charged = course is not None and course.sandbox.gpu is not None  # a GPU course's grading is a ledger session
+        course = self.courses.find(job["course_id"])
+        charged = (
+            self.gpus is not None and course is not None and course.sandbox.gpu is not None
+        )  # a GPU course's grading is a ledger session
         devices = await self._claim_gpus(job)
         if devices is None:
             return
@@ -204,7 +229,7 @@ class GradingQueue:
             await self._grade(worker, job, devices)
         finally:
             if charged:  # its GPU time (local devices, or the cluster's) ends with the job
-                await self.m.core.admission.release_grading(job["id"])
+                await self.gpus.release_grading(job["id"])
 
     async def _grade(self, worker, job, devices):
         request = await self.job_request(job, devices)
@@ -217,19 +242,19 @@ class GradingQueue:
                 job["id"],
                 state="failed",
                 reason="timeout",
-                detail=f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission "
+                detail=f"grading took longer than the {self.settings.notebook_timeout} s limit for a whole submission "
                 "and was stopped",
             )
             return
         except WorkerDied as exc:
             await self._cleanup(job, request)
-            if job["attempts"] < self.m.max_attempts:
+            if job["attempts"] < self.settings.max_attempts:
                 await self._finish(job["id"], state="queued", detail=f"retrying: {exc}")
             else:
                 await self._finish(job["id"], state="failed", reason="error", detail=str(exc))
             return
         took = asyncio.get_running_loop().time() - started
-        await asyncio.to_thread(self.m.share, job["course_id"])
+        await asyncio.to_thread(self.courses.share, job["course_id"])
         reason, texts = self._describe(answer)
         if answer.get("ok"):
             detail = f"graded in {took:.1f} s" + ("; " + "; ".join(texts) if texts else "")
@@ -264,31 +289,29 @@ class GradingQueue:
 
     def _failure(self, why, error):
         """What a failed job's reason means, with the limit that applied."""
-        kube = self.m.backend == "kubernetes"
+        kube = self.settings.backend == "kubernetes"
         if why == "kernel-died":
             limits = (
-                f"at the grading pod's memory limit of {self.m.memory_limit}"
+                f"at the grading pod's memory limit of {self.settings.memory_limit}"
                 if kube
-                else f"at the CPU-time limit of {self.limits()['cpu_seconds']} s or the memory limit of {self.m.memory_limit}"
+                else f"at the CPU-time limit of {self.limits()['cpu_seconds']} s or the memory limit of {self.settings.memory_limit}"
             )
             return f"the kernel died while grading (killed {limits}, or it crashed)"
         if why == "timeout" and (
             "Timeout waiting for the notebook" in error or "Timeout waiting for the grading pod" in error
         ):
-            return (
-                f"grading took longer than the {self.m.notebook_timeout} s limit for a whole submission and was stopped"
-            )
+            return f"grading took longer than the {self.settings.notebook_timeout} s limit for a whole submission and was stopped"
         if why == "timeout":
-            return f"a cell ran past the {self.m.cell_timeout} s per-cell limit and the kernel did not stop when interrupted"
+            return f"a cell ran past the {self.settings.cell_timeout} s per-cell limit and the kernel did not stop when interrupted"
         if why == "out-of-memory":
-            return f"the kernel ran out of memory (limit {self.m.memory_limit}) and died"
+            return f"the kernel ran out of memory (limit {self.settings.memory_limit}) and died"
         return "nbgrader could not grade it"
 
     async def _cleanup(self, job, request):
         """After a worker was stopped under a job: its Kubernetes Jobs, or its kernel's processes, and its files."""
         if request.get("kubernetes"):
             try:
-                await delete_jobs(self.m.kube.namespace, self.m.kube.kube_config, job["id"])
+                await delete_jobs(self.kube.namespace, self.kube.kube_config, job["id"])
             except Exception as exc:  # the Jobs end at their deadline anyway
                 log.warning("Could not delete the Kubernetes Jobs of grading job %s: %s", job["id"], exc)
         await asyncio.to_thread(self._cleanup_local, request)
@@ -332,7 +355,7 @@ class GradingQueue:
                 await self._finish(job["id"], state="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
 
     async def start(self):
-        m = self.m
+        m, kube = self.settings, self.kube
         await asyncio.to_thread(m.scratch.mkdir, mode=0o711, parents=True, exist_ok=True)
         await asyncio.to_thread(m.scratch.chmod, 0o711)
         if m.isolated and m.backend == "local" and os.geteuid() == 0:  # jobs' tmpfs left by a crash
@@ -340,7 +363,7 @@ class GradingQueue:
                 if point != str(m.scratch):
                     await asyncio.to_thread(mounts.umount, point)
                     log.info("Unmounted %s, left by an earlier run", point)
-        requeued = await m.db.run(self._recover)
+        requeued = await self.db.run(self._recover)
         if requeued and m.backend == "kubernetes":
             self._tasks.append(asyncio.ensure_future(self._delete_orphans(requeued)))
         self.pool = [WorkerProcess(f"grader-{i}", m.root / ".workers" / f"grader-{i}") for i in range(m.worker_count)]
@@ -349,7 +372,7 @@ class GradingQueue:
             log.info(
                 "Grading queue: %d worker(s); notebooks run as Kubernetes Jobs in namespace %s (volume %s at %s)",
                 len(self.pool),
-                m.kube.namespace,
+                kube.namespace,
                 m.kube_claim,
                 m.scratch,
             )

@@ -7,7 +7,9 @@ import os
 import signal
 import sys
 
+from ..errors import Refusal
 from .coursedir import venv_path_env
+from .failures import step_refusal
 from .runners.worker import RESULT, kill_uid
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,31 @@ class WorkerProcess:
             except asyncio.TimeoutError:
                 await self.kill()
         self.proc = None
+
+
+class StepWorker:
+    """The worker process of trusted steps (release, collect, feedback, grades, a gradebook's copy): one at a
+    time, each within ``settings.notebook_timeout``; a failure is a :class:`~aifhub.errors.Refusal` for people."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.process = WorkerProcess("steps", settings.root / ".workers" / "steps")
+
+    async def run(self, request, what):
+        """The worker's answer to ``request``; ``what``: the step in words ("Releasing ps1"), for refusals."""
+        timeout = self.settings.notebook_timeout
+        try:
+            answer = await self.process.call(request, timeout=timeout)
+        except asyncio.TimeoutError:
+            raise Refusal("step-timeout", f"{what} took longer than {timeout} s and was stopped.")
+        except WorkerDied as exc:
+            raise step_refusal(what, error=exc)
+        if not answer.get("ok"):
+            raise step_refusal(what, answer)  # a short sentence for people; the details in the log
+        return answer
+
+    async def kill(self):
+        await self.process.kill()
 
 
 def kill_grading_uid(uid):

@@ -16,7 +16,8 @@ Who is given what (read top to bottom: a part is made after those it needs):
 * the metering loop (the hub, the board, the GPU pool for the idle rule) and the :class:`~.core.ServiceCore`
   over them, which handlers reach;
 * :class:`~aifhub.kube.settings.KubeSettings`, one for grading Jobs and placeholders;
-* grading (the core, the Kubernetes settings); the LTI tool (``--auth lti13`` only);
+* grading (the core, the Kubernetes settings, admission as its queue's GPU broker: the facade makes its parts,
+  :mod:`aifhub.grading.manager`); the LTI tool (``--auth lti13`` only);
 * the warm pool (an isolated service only: warm sandboxes run under learners' uids) and, when the cluster
   places GPUs and grading runs there, the placeholders instead.
 
@@ -141,7 +142,11 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None, re
     )
     core = ServiceCore(db, hub, courses, membership, admission, metering, waitlist=waitlist)
     kube = KubeSettings(parent=app)
-    grading = GradingManager(state, db, core, isolated=app.isolated, kube=kube, parent=app) if with_grading else None
+    grading = (
+        GradingManager(state, db, core, isolated=app.isolated, kube=kube, gpus=admission, parent=app)
+        if with_grading
+        else None
+    )
     service = Service(db=db, hub=hub, inventory=inventory, core=core, kube=kube, grading=grading, disk=disk)
     service.lti = app.lti_tool(state, core, grading) if with_lti else None
     if inventory is None and grading is not None and grading.backend == "kubernetes":
