@@ -15,7 +15,10 @@ mapped to the same program from this environment, laid out where the image has i
 Anything else runs as :data:`runner.IMAGE_CONFIG` says (aifhub's sandbox images).
 """
 
+import os
+import shutil
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,6 +51,22 @@ def _kube_scheduler():
     return str(binaries() / "kube-scheduler")
 
 
+@lru_cache(maxsize=1)
+def _image_courses():
+    """The example courses as the hub image holds them (``COPY courses``: the checkout's files, folders 0755 and
+    files 0644). Not the checkout itself: a hub of the tests that ran as root on it has made each course's
+    ``source/`` private to root (``catalog_watch.protect_sources``), which the chart's hub (uid 1000) cannot read."""
+    copy = Path(tempfile.mkdtemp(prefix="aifhub-hub-image-")) / "courses"
+    shutil.copytree(REPO / "courses", copy, symlinks=True)
+    for folder, dirs, files in os.walk(copy):
+        os.chmod(folder, 0o755)
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), 0o644)
+    os.chmod(copy.parent, 0o755)
+    return str(copy)
+
+
 def stand_in(image):
     """{"path": folders put first on PATH, "mounts": [(host, path, read only)], "cmd": default command,
     "workdir": default working directory} for ``image``; empty for an image of aifhub's sandboxes."""
@@ -55,7 +74,7 @@ def stand_in(image):
     if name.endswith("aifhub/hub"):
         return {
             "mounts": [
-                (str(REPO / "courses"), "/srv/aifhub/courses", True),
+                (_image_courses(), "/srv/aifhub/courses", True),
                 (str(REPO / "sandbox_images"), "/srv/aifhub/sandbox_images", True),
             ],
             "workdir": "/srv/jupyterhub",
