@@ -352,4 +352,3 @@ def test_install_upgrade_uninstall(release):
     allocations = service_api(r, "GET", "allocations").json()["allocations"]
     assert "EHPC-AIF-2026-PG01" in json.dumps(allocations), allocations
     assert {row["session"] for row in ledger} <= {row["session"] for row in sessions(r, "learner1")}
-
