@@ -79,8 +79,8 @@ async def _queue_run(state, n, workers, cell_timeout):
     try:
         await manager.release(COURSE, ASSIGNMENT)
         gd = _prepare(state, n, GradingManager)
-        await manager._step(
-            await manager.base_request(COURSE)
+        await manager.worker.run(
+            await manager.courses.base_request(COURSE)
             | {"op": "add_students", "students": sorted(p.name for p in gd.step("submitted").iterdir())},
             "add students",
         )

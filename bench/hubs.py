@@ -252,7 +252,11 @@ def running(hub, timeout=120):
         hub.start(timeout=timeout)
         yield hub
     except AssertionError as exc:  # the tests' helper asserts; here it is a benchmark that cannot run
-        raise BenchError(str(exc)) from exc
+        try:
+            tail = "\n".join(Path(hub.log_path).read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            tail = ""
+        raise BenchError(f"{exc}\n{tail}".rstrip()) from exc
     finally:
         shut_down(hub, watch)
 
@@ -371,15 +375,31 @@ def log_text(hub, since=0):
         return f.read().decode(errors="replace")
 
 
-def log_lines(hub, since=0):
-    """``[(wall time, source, message)]`` of the hub's log, from byte ``since``."""
+def _parsed(text):
+    """``[(wall time, source, message)]`` of log lines in JupyterHub's format."""
     out = []
-    for line in log_text(hub, since).splitlines():
+    for line in text.splitlines():
         m = LOG_LINE.match(re.sub(r"\x1b\[[0-9;]*m", "", line))
         if m:
             stamp = datetime.strptime(m.group(2), "%Y-%m-%d %H:%M:%S.%f").timestamp()
             out.append((stamp, m.group(3), m.group(4)))
     return out
+
+
+def log_lines(hub, since=0):
+    """``[(wall time, source, message)]`` of the hub's log, from byte ``since``."""
+    return _parsed(log_text(hub, since))
+
+
+def sandbox_log_lines(hub, name):
+    """``[(wall time, source, message)]`` of the sandbox ``name``'s own log (``<state>/logs/sandboxes/``), where a
+    sandbox writes instead of the hub's log."""
+    from aifhub.isolation.sandbox_log import log_path
+
+    try:
+        return _parsed(log_path(hub.state_dir, name).read_text(errors="replace"))
+    except OSError:
+        return []
 
 
 def log_size(hub):

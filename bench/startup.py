@@ -16,7 +16,16 @@ from pathlib import Path
 
 import requests
 
-from .hubs import AS_ROOT, BenchError, free_port, log_lines, log_size, spawn_with_progress, stop_server
+from .hubs import (
+    AS_ROOT,
+    BenchError,
+    free_port,
+    log_lines,
+    log_size,
+    sandbox_log_lines,
+    spawn_with_progress,
+    stop_server,
+)
 
 PHASES = [
     ("hub: request to spawner start", "request", "admission"),
@@ -33,7 +42,8 @@ def _timeline(hub, name, t_request, events, since):
     """Wall times of each milestone of ``name``'s start."""
     marks = {"request": t_request}
     spawn = f"Spawn {name}: "
-    for stamp, source, message in log_lines(hub, since):
+    lines = log_lines(hub, since) + sandbox_log_lines(hub, name)  # the sandbox writes to a log of its own
+    for stamp, source, message in sorted(lines, key=lambda line: line[0]):
         if source == "JupyterHub" and message.startswith(spawn):
             what = message[len(spawn) :]
             if what.startswith("Checking course"):

@@ -108,7 +108,9 @@ class RunningHub:
 
     def start(self, timeout=90):
         env = dict(os.environ, AIFHUB_DEMO_PASSWORD=PASSWORD, AIFHUB_ADMIN_TOKEN=ADMIN_TOKEN, **self.env)
-        env["AIFHUB_SERVICE_ARGS"] = " ".join([*worker_id_ranges(), env.get("AIFHUB_SERVICE_ARGS", "")]).strip()
+        given = env.get("AIFHUB_SERVICE_ARGS", "")
+        ranges = [] if "first_uid=" in given else worker_id_ranges()  # a hub given ranges of its own keeps them
+        env["AIFHUB_SERVICE_ARGS"] = " ".join([*ranges, given]).strip()
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")
         if self.terminal:
