@@ -14,6 +14,7 @@ import subprocess
 from sqlalchemy import select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..hubside.slurm.jobspec import JOB_TAG
 from ..ledger import metering
 from ..ledger.models import SandboxSession
 from ..state.base import Base, UTCDateTime, utcnow
@@ -112,7 +113,9 @@ def record(s, cluster, jobs):
     time (``gres/gpu`` x elapsed seconds, the GPU kind's weight applied) through
     :func:`aifhub.ledger.metering.correct_to`. The record and the correction are one transaction, keyed by
     cluster and job id: a job corrects its session once, whoever runs this (the service or the CLI), however
-    often. A job whose session is still active (the hub has not seen the end yet) waits for a later pass."""
+    often. A job whose session is still active (the hub has not seen the end yet) waits for a later pass. The
+    session must name the job (``pod`` = ``slurm-job/<id>``, set when the spawner saw it run): a job of another
+    installation on the same cluster, whose comment names a session number of its own ledger, corrects nothing."""
     ids = [j["job_id"] for j in jobs]
     known = set(s.scalars(select(SlurmJob.job_id).where(SlurmJob.cluster == cluster, SlurmJob.job_id.in_(ids))))
     new = []
@@ -122,8 +125,10 @@ def record(s, cluster, jobs):
         session = None
         if j["session_id"] is not None:
             session = s.get(SandboxSession, j["session_id"])
-            if session is not None and session.course_id != j["course_id"]:
-                session = None
+            if session is not None and (
+                session.course_id != j["course_id"] or (session.pod or "").removeprefix(JOB_TAG) != str(j["job_id"])
+            ):
+                session = None  # another installation's session of that number, or another job's
             if session is not None and session.state != "ended":
                 continue  # settled later: the correction applies to a settled charge
         event = metering.correct_to(s, session, j["gpu_ms"], j["elapsed_s"] * 1000) if session is not None else None

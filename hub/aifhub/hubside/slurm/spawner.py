@@ -22,6 +22,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from ...slurmacct.reservations import current as current_reservation
 from ..mixin import CourseSpawnerMixin
 from . import jobspec
+from .jobspec import JOB_TAG
 from .rest import CliBackend, RestBackend, SlurmRefused, SlurmUnavailable
 
 RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -337,7 +338,8 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
                     await self._tell_queue(course["id"], None)
                 self.slurm_status = {"job_id": self.job_id, "state": state, "nodes": job.get("nodes")}
                 try:
-                    await self.service.running(self.user.name, self.name)
+                    # the session names its job: Slurm's accounting of that job settles its charge (docs/slurm.md)
+                    await self.service.running(self.user.name, self.name, pod=f"{JOB_TAG}{self.job_id}")
                 except SpawnException as exc:  # the service settles it at its next reconciliation
                     self.log.warning("The service did not hear that job %s runs: %s", self.job_id, exc.log_message)
                 self.emit(60, f"Running on {job.get('nodes') or 'a node'}; preparing your work folder")
