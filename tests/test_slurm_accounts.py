@@ -75,6 +75,7 @@ def test_the_ledger_and_sacct_agree_on_two_gpu_jobs(hub):
     """Two short GPU jobs through the hub, stopped: the service reads sacct, records each job once (by job id)
     and makes its session's charge the job's GPU TRES time; the ledger's GPU-seconds and sacct's agree within
     0.5 %, also for the first test's job."""
+    import re
     import sqlite3
     import time
 
@@ -111,6 +112,14 @@ def test_the_ledger_and_sacct_agree_on_two_gpu_jobs(hub):
     with sqlite3.connect(hub.state_dir / "aifhub.sqlite") as conn:  # once per job id: one row, one correction
         rows = conn.execute(f"SELECT count(*) FROM slurm_jobs WHERE job_id IN ({ids})").fetchone()[0]
     assert rows == 3
+    for job in jobs:  # each was metered while it ran (not only Slurm's figure afterwards): what the log says
+        said = re.search(
+            rf"Slurm job {job} \(.*?\): (\d+) GPU ms by sacct; session \d+ corrected by (-?\d+) GPU ms", hub.logs()
+        )
+        assert said, f"no settlement of job {job} in the service's log"
+        metered = int(said[1]) - int(said[2])
+        print(f"job {job}: metered {metered / 1000:.1f} GPU-s, sacct {int(said[1]) / 1000:.1f} GPU-s")
+        assert metered > 0, said[0]
     hub.gpu_jobs = jobs
 
 
