@@ -104,7 +104,6 @@ class SlurmAccounts(LoggingConfigurable):
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._applied = None  # the signature of the last tree applied
-        self.syncs = 0  # syncs that ran (for the logs and tests)
 
     async def _desired(self):
         courses = list(self.courses.catalog.courses.values())
@@ -122,7 +121,6 @@ class SlurmAccounts(LoggingConfigurable):
                 return None
             lines = await asyncio.to_thread(apply_tree, tree, self.cluster)
             self._applied = signature
-            self.syncs += 1
         for line in lines:
             log.info("Slurm (%s): %s", why, line)
         log.info("Slurm's associations match the ledger (%s: %d change(s))", why, len(lines))
@@ -156,6 +154,7 @@ class SlurmAccounts(LoggingConfigurable):
         last_full = None
         while True:
             force = last_full is None or loop.time() - last_full >= self.full_interval
+            self._wake.clear()  # a change told during the sync wakes the next one
             try:
                 await self.sync("start" if last_full is None else "changes", force=force)
                 if force:
@@ -164,7 +163,6 @@ class SlurmAccounts(LoggingConfigurable):
                 log.warning("Slurm's associations not in step with the ledger: %s", exc)
             except Exception:
                 log.exception("Slurm association sync failed")
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             except asyncio.TimeoutError:
