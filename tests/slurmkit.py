@@ -139,7 +139,10 @@ def start_slurm_hub(slurm, hub_dir, associations=True):
         courses,
         extra_args=["--sandboxes", "slurm", "--slurm-config", str(config)],
         log_path=hub_dir / "aifhub-up.log",
-        env=slurm.settings(),
+        # sacct read every 2 s (the service settles ended jobs' charges from it; 30 s by default); with the
+        # associations made here, the service leaves them alone (they are the site's, as the tests set them)
+        env=slurm.settings()
+        | {"AIFHUB_SERVICE_ARGS": f"--SlurmUsage.interval=2 --SlurmAccounts.keep_in_step={not associations}"},
     ).start()
     hub.slurm, hub.jobs = slurm, jobs
     return hub

@@ -79,3 +79,53 @@ def test_the_credit_never_exceeds_what_was_charged(db):
         event = metering.credit_after(s, session, T0)
         assert (event.gpu_ms, event.cpu_ms) == (0, 0)
         assert (session.charged_gpu_ms, session.charged_cpu_ms) == (0, 0)
+
+
+def _job(session_id, job_id, elapsed_s, gpus=2, course_id="gpu-course"):
+    return {
+        "job_id": job_id,
+        "account": course_id,
+        "site_user": "aifl200000",
+        "state": "CANCELLED",
+        "elapsed_s": elapsed_s,
+        "gpu_count": gpus,
+        "gpu_ms": gpus * elapsed_s * 1000,
+        "cpu_ms": 4 * elapsed_s * 1000,
+        "course_id": course_id,
+        "allocation_id": "ALLOC",
+        "session_id": session_id,
+    }
+
+
+def test_slurms_figure_settles_an_ended_jobs_charge_once(db):
+    """sacct's GPU TRES time replaces the metered charge of the job's session (a correcting event), once per job
+    id; a job whose session is still active waits; a job of no session, or of a session that names another job,
+    is recorded without a correction."""
+    from aifhub.slurmacct.usage import SlurmJob, record
+
+    grant(db, 100)
+    c = course(gpu=("gpu", 2), cpu=1)
+    with db.session() as s:
+        admission.admit(s, c, "ann", "", None, 200000, now=T0)
+        sid = _session(s).id
+        _session(s).pod = "slurm-job/7"  # what the Slurm spawner tells when the job runs
+    with db.session() as s:
+        metering.tick(s, {("ann", "")}, T0, Catalog(courses={c.id: c}), now=T0 + timedelta(minutes=40))
+    with db.session() as s:
+        assert record(s, "c1", [_job(sid, 7, 39 * 60)]) == []  # the session runs still: not yet
+    with db.session() as s:
+        metering.settle(s, _session(s), T0 + timedelta(minutes=40), "stopped")
+    # job 9: another installation's job whose comment names a session of the same number: it corrects nothing
+    jobs = [_job(sid, 7, 39 * 60), _job(None, 8, 60), _job(sid, 9, 600)]
+    with db.session() as s:
+        new = record(s, "c1", jobs)
+    assert [(j["job_id"], j["corrected_gpu_ms"]) for j in new] == [(7, -2 * 60_000), (8, None), (9, None)]
+    with db.session() as s:
+        session = _session(s)
+        assert (session.charged_gpu_ms, session.charged_cpu_ms) == (2 * 39 * 60_000, 39 * 60_000)
+        assert [e.gpu_ms for e in s.scalars(select(UsageEvent).order_by(UsageEvent.seq))][-1] == -2 * 60_000
+        assert record(s, "c1", jobs) == []  # once per job id
+        assert s.scalar(select(UsageEvent.seq).order_by(UsageEvent.seq.desc()).limit(1)) == session.seq
+        assert len(s.scalars(select(SlurmJob)).all()) == 3
+        balance = allocation_balance(s, allocations.get(s, "ALLOC"))
+    assert balance["used_gpu_ms"] == 2 * 39 * 60_000  # the allocation sees Slurm's figure

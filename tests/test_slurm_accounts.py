@@ -1,14 +1,15 @@
-"""One ledger with Slurm's accounting: `aifhub slurm sync` makes the association tree allocation -> course ->
-learner with the grant, budget and quota as GrpTRESMins on GPUs; learners who leave lose their association;
-`aifhub usage report --format slurm` prints the commands; a learner without an association is refused with
-Slurm's words until the sync has run."""
+"""One ledger with Slurm's accounting: the service keeps the association tree allocation -> course -> learner
+(the grant, budget and quota as GrpTRESMins on GPUs) in step by itself: at its start, right after a learner's
+first admission (so their first spawn works), and when the catalog changes (learners who leave lose their
+association); `aifhub slurm sync` makes the same tree by hand; `aifhub usage report --format slurm` prints the
+commands."""
 
 import os
 import subprocess
 import sys
 
 import pytest
-from slurmkit import learner_first_uid, start_slurm_hub
+from slurmkit import learner_first_uid, squeue, start_slurm_hub, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.root]
 
@@ -49,29 +50,96 @@ def cli(hub, *args):
     return out
 
 
-def test_sync_builds_the_tree_and_learners_start_only_then(hub):
+def test_a_new_learners_first_spawn_works_without_a_manual_sync(hub):
+    """The service made the allocation's and the courses' accounts at its start; the learner has no uid, hence no
+    site account, before their first admission: right after it, before the job is submitted, the service adds
+    their association (with the quota), and the job runs."""
     slurm = hub.slurm
     site = slurm.accounts.name(learner_first_uid())
-    # before the sync: Slurm itself refuses the learner's job, and the spawn says so
-    r = hub.spawn("learner1", "gpu-fundamentals", wait=False)
-    assert r.status_code in (201, 202, 409), r.text
-    model = hub.server_model("learner1")
-    if model is not None:  # the refusal comes after the admission: the spawn ends
-        import time
+    wait_for(lambda: ("gpu-fundamentals", "") in assoc(slurm), what="the service's sync at its start")
+    tree = assoc(slurm)
+    assert tree[("ehpc-aif-2026-pg01", "")] == ("root", "gres/gpu=30000")  # the grant: 500 GPU-hours
+    assert tree[("gpu-fundamentals", "")][0] == "ehpc-aif-2026-pg01"
+    assert ("gpu-fundamentals", site) not in tree  # no admission yet: no uid, no site account
 
-        deadline = time.monotonic() + 30
-        while hub.server_model("learner1") is not None and time.monotonic() < deadline:
-            time.sleep(0.3)
-    assert hub.server_model("learner1") is None
-    assert "Slurm refused the sandbox" in hub.logs() and "Invalid account" in hub.logs()
-    assert f"Your account on the cluster ({site}) is not in the course's Slurm account" in hub.logs()
+    hub.spawn("learner1", "gpu-fundamentals")  # waits until ready: Slurm accepted and ran the job
+    assert assoc(slurm)[("gpu-fundamentals", site)][1] == "gres/gpu=240"  # the quota: 4 GPU-hours
+    assert "Invalid account" not in hub.logs()
+    job_id = hub.run_in_kernel("learner1", "import os; print(os.environ['SLURM_JOB_ID'])").strip()
+    hub.gpu_job = job_id
+    hub.stop_server("learner1")
+    wait_for(lambda: not squeue(slurm, "%i"), what="the job's end")
+
+
+def test_the_ledger_and_sacct_agree_on_two_gpu_jobs(hub):
+    """Two short GPU jobs through the hub, stopped: the service reads sacct, records each job once (by job id)
+    and makes its session's charge the job's GPU TRES time; the ledger's GPU-seconds and sacct's agree within
+    0.5 %, also for the first test's job."""
+    import re
+    import sqlite3
+    import time
+
+    hub.spawn("learner2", "gpu-fundamentals")  # learner2's first spawn: the service adds the association too
+    hub.spawn("learner1", "gpu-fundamentals")
+    jobs = [
+        hub.run_in_kernel(u, "import os; print(os.environ['SLURM_JOB_ID'])").strip() for u in ("learner2", "learner1")
+    ]
+    time.sleep(5)
+    hub.stop_server("learner2")
+    hub.stop_server("learner1")
+    jobs = [int(j) for j in [hub.gpu_job, *jobs]]
+    ids = ",".join(map(str, jobs))
+
+    def ledger():
+        with sqlite3.connect(hub.state_dir / "aifhub.sqlite") as conn:
+            return dict(
+                conn.execute(
+                    "SELECT j.job_id, s.charged_gpu_ms FROM slurm_jobs j JOIN sandbox_sessions s ON s.id = j.session_id "
+                    f"WHERE j.job_id IN ({ids})"
+                ).fetchall()
+            )
+
+    found = wait_for(lambda: len(ledger()) == 3 and ledger(), timeout=90, what="the service's record of the 3 jobs")
+    out = hub.slurm.run("sacct", "-X", "-n", "-P", "-j", ids, "-o", "jobid,elapsedraw,alloctres").stdout
+    sacct = {}
+    for line in out.splitlines():
+        job, elapsed, tres = line.split("|")
+        gpus = int(dict(t.split("=") for t in tres.split(",") if "=" in t)["gres/gpu"])
+        sacct[int(job)] = gpus * int(elapsed) * 1000
+    assert set(sacct) == set(jobs) and all(sacct.values()), out
+    ledger_s, sacct_s = sum(found.values()) / 1000, sum(sacct.values()) / 1000
+    assert abs(ledger_s - sacct_s) <= 0.005 * sacct_s, (found, sacct)
+    with sqlite3.connect(hub.state_dir / "aifhub.sqlite") as conn:  # once per job id: one row, one correction
+        rows = conn.execute(f"SELECT count(*) FROM slurm_jobs WHERE job_id IN ({ids})").fetchone()[0]
+    assert rows == 3
+    for job in jobs:  # each was metered while it ran (not only Slurm's figure afterwards): what the log says
+        said = re.search(
+            rf"Slurm job {job} \(.*?\): (\d+) GPU ms by sacct; session \d+ corrected by (-?\d+) GPU ms", hub.logs()
+        )
+        assert said, f"no settlement of job {job} in the service's log"
+        metered = int(said[1]) - int(said[2])
+        print(f"job {job}: metered {metered / 1000:.1f} GPU-s, sacct {int(said[1]) / 1000:.1f} GPU-s")
+        assert metered > 0, said[0]
+    hub.gpu_jobs = jobs
+
+
+def test_manual_sync_rebuilds_a_tree_removed_by_hand(hub):
+    """`aifhub slurm sync [--dry-run]` makes the same tree from the ledger (the service's tree went by hand)."""
+    slurm = hub.slurm
+    site = slurm.accounts.name(learner_first_uid())
+    wait_for(lambda: not squeue(slurm, "%i"), what="the jobs' end")  # Slurm keeps accounts with jobs running
+    for account in ("dl-basics", "gpu-fundamentals"):
+        slurm.run("sacctmgr", "-i", "delete", "user", "where", f"account={account}", check=False)
+    for account in ("dl-basics", "gpu-fundamentals", "ehpc-aif-2026-pg01"):
+        slurm.run("sacctmgr", "-i", "delete", "account", account)
+    assert ("gpu-fundamentals", "") not in assoc(slurm)
 
     dry = cli(hub, "slurm", "sync", "--dry-run", "--cluster", slurm.cluster).stdout
     assert f"sacctmgr -i add account ehpc-aif-2026-pg01 cluster={slurm.cluster} parent=root" in dry
     assert "add account gpu-fundamentals" in dry and "parent=ehpc-aif-2026-pg01" in dry
-    assert "modify account ehpc-aif-2026-pg01 set GrpTRESMins=gres/gpu=30000" in dry  # the grant: 500 GPU-hours
+    assert "modify account ehpc-aif-2026-pg01 set GrpTRESMins=gres/gpu=30000" in dry
     assert f"add user {site} account=gpu-fundamentals" in dry
-    assert f"modify user {site} where account=gpu-fundamentals set GrpTRESMins=gres/gpu=240" in dry  # quota 4 h
+    assert f"modify user {site} where account=gpu-fundamentals set GrpTRESMins=gres/gpu=240" in dry
     assert ("gpu-fundamentals", "") not in assoc(slurm)  # a dry run changes nothing
 
     cli(hub, "slurm", "sync", "--cluster", slurm.cluster)
@@ -82,21 +150,18 @@ def test_sync_builds_the_tree_and_learners_start_only_then(hub):
     again = cli(hub, "slurm", "sync", "--dry-run", "--cluster", slurm.cluster).stdout
     assert "would run 0 sacctmgr command(s)" in again, again  # in step: nothing to do
 
-    hub.spawn("learner1", "gpu-fundamentals")  # waits until ready: the association lets the job run
-    job_id = hub.run_in_kernel("learner1", "import os; print(os.environ['SLURM_JOB_ID'])").strip()
-    hub.gpu_job = job_id
-    hub.stop_server("learner1")
-
 
 def test_a_learner_who_leaves_the_course_loses_the_association(hub):
+    """The roster changes in course.yaml: the service's catalog watch sees it and deletes the association."""
     slurm = hub.slurm
     site = slurm.accounts.name(learner_first_uid())
     assert ("gpu-fundamentals", site) in assoc(slurm)
     course = hub.courses_dir / "gpu-fundamentals" / "course.yaml"
     course.write_text(course.read_text().replace("roster: [learner1, learner2]", "roster: [learner2]"))
-    out = cli(hub, "slurm", "sync", "--cluster", slurm.cluster).stdout
-    assert f"delete user {site} where account=gpu-fundamentals" in out
-    assert ("gpu-fundamentals", site) not in assoc(slurm)
+    wait_for(lambda: ("gpu-fundamentals", site) not in assoc(slurm), timeout=60, what="the association's removal")
+    assert f"delete user {site} where account=gpu-fundamentals" in hub.logs()
+    again = cli(hub, "slurm", "sync", "--dry-run", "--cluster", slurm.cluster).stdout
+    assert "would run 0 sacctmgr command(s)" in again, again
 
 
 def test_usage_report_prints_the_sacctmgr_commands(hub):
@@ -107,16 +172,18 @@ def test_usage_report_prints_the_sacctmgr_commands(hub):
 
 
 def test_sacct_usage_is_recorded_once_per_job_id(hub):
-    """The GPU job of the first test ended (Stop cancelled it): sacct's GPU time is recorded once, by job id."""
+    """With the service stopped, `aifhub slurm usage` records what the service has not (nothing: it settled the
+    ended jobs already) and shows each job beside its session's charge, equal now."""
     hub.stop()  # the service owns the ledger's database while it runs; the CLI records with it stopped
-    job_id = hub.gpu_job
     first = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
-    mine = [line for line in first.splitlines() if line.startswith(f"recorded job {job_id}:")]
-    assert len(mine) == 1 and "gpu-fundamentals" in mine[0] and "1 GPU(s)" in mine[0], first
-    line = next(x for x in first.splitlines() if x.startswith(f"job {job_id} session "))
-    assert "session -" not in line and "ledger -" not in line, line  # tied to the ledger's session of that spawn
+    for job_id in hub.gpu_jobs:
+        assert f"recorded job {job_id}:" not in first, first  # the service recorded it: not twice
+        line = next(x for x in first.splitlines() if x.startswith(f"job {job_id} session "))
+        assert "session -" not in line and "ledger -" not in line, line  # tied to the ledger's session of that spawn
+        slurm_h, ledger_h = line.split("Slurm ")[1].split(" GPU-hours, ledger ")
+        assert slurm_h == ledger_h, line
     again = cli(hub, "slurm", "usage", "--cluster", hub.slurm.cluster).stdout
-    assert "# 0 new job(s) from sacct" in again and f"recorded job {job_id}:" not in again
+    assert "# 0 new job(s) from sacct" in again
 
 
 def test_course_sessions_become_slurm_reservations(hub):

@@ -31,8 +31,9 @@ def register(sub):
     p = ssub.add_parser(
         "usage",
         parents=[state_options(), slurm_options()],
-        help="record ended Slurm jobs' GPU and CPU time from sacct in the ledger, once per job id, and show each "
-        "beside the ledger's charge of its session",
+        help="record ended Slurm jobs' GPU and CPU time from sacct in the ledger, once per job id, make each "
+        "session's charge Slurm's figure (as the service does while it runs), and show each beside the ledger's "
+        "charge of its session",
     )
     p.add_argument("--since", default="now-30days", help="sacct's --starttime (default: now-30days)")
     p.add_argument("--dry-run", action="store_true", help="show what would be recorded, record nothing")
@@ -169,9 +170,11 @@ def usage(args):
             f"the aifhub service ({running.holder}) owns the ledger's database now: stop it, or use --dry-run"
         )
     for j in new:
+        fix = j["corrected_gpu_ms"]
         print(
             f"{'would record' if args.dry_run else 'recorded'} job {j['job_id']}: {j['site_user']} {j['account']} "
             f"{j['state']} {j['elapsed_s']} s, {j['gpu_count']} GPU(s), {j['gpu_ms'] / 3_600_000:.4f} GPU-hours"
+            + ("" if fix is None else f"; its session's charge corrected by {fix / 3_600_000:+.4f} GPU-hours")
         )
     for job_id, session, slurm_ms, ledger_ms in rows:
         ledger = "-" if ledger_ms is None else f"{ledger_ms / 3_600_000:.4f}"

@@ -168,7 +168,7 @@ def configure(c, env=os.environ):
         from .slurm.settings import SlurmConfigError, configure as configure_slurm
 
         try:
-            configure_slurm(c, s["slurm_config"], env)
+            slurm_settings = configure_slurm(c, s["slurm_config"], env)
         except SlurmConfigError as exc:
             raise ConfigError(str(exc)) from exc
         connect_spawner(c.SlurmSpawner, service_url, internal_token)
@@ -192,6 +192,12 @@ def configure(c, env=os.environ):
     ]
     if s["demo"]:
         service_cmd.append("--demo")
+    if s["sandboxes"] == "slurm":  # the service keeps Slurm's associations in step (service/slurm_accounts.py)
+        service_cmd.append("--sandboxes=slurm")
+        if slurm_settings.get("site_account_template"):
+            service_cmd.append(f"--SlurmAccounts.site_account_template={slurm_settings['site_account_template']}")
+        for user, account in (slurm_settings.get("site_accounts") or {}).items():
+            service_cmd.append(f"--SlurmAccounts.site_accounts={user}={account}")
     # JupyterHub's cleanup stops services before sandboxes: the service has them stopped first (service/shutdown.py);
     # with c.JupyterHub.cleanup_servers = False, pass --AifhubService.stop_sandboxes_on_exit=False in AIFHUB_SERVICE_ARGS
     if "stop_sandboxes_on_exit" not in env.get("AIFHUB_SERVICE_ARGS", "") and s["sandboxes"] != "slurm":
@@ -205,6 +211,10 @@ def configure(c, env=os.environ):
         # where credentials' status lists and verification pages are reached (set it to the public name behind a proxy)
         "AIFHUB_PUBLIC_URL": env.get("AIFHUB_PUBLIC_URL") or f"http://{s['ip']}:{s['port']}",
     }
+    if s["sandboxes"] == "slurm":  # sacctmgr's settings: the cluster and its slurm.conf
+        conf = slurm_settings.get("slurm_conf") or env.get("SLURM_CONF", "")
+        service_env |= {"SLURM_CONF": conf} if conf else {}
+        service_env["AIFHUB_SLURM_CLUSTER"] = env.get("AIFHUB_SLURM_CLUSTER", "")
     if env.get("AIFHUB_DB_URL"):  # PostgreSQL for the ledger and gradebooks; its password stays off command lines
         service_env["AIFHUB_DB_URL"] = env["AIFHUB_DB_URL"]
     c.JupyterHub.services = [service_entry(service_url, service_cmd, service_env)]

@@ -110,6 +110,29 @@ def credit_after(db, session, at, rates=None):
     return event
 
 
+def correct_to(db, session, gpu_ms, elapsed_ms):
+    """An ended ``session``'s charge made the scheduler's own figure (Slurm's accounting: ``gpu_ms`` of GPU TRES
+    time over ``elapsed_ms``, the kind's weight applied) as one correcting event (session, seq+1) with the
+    difference, positive or negative. Returns the event, or None when the charge already matches. Written in the
+    caller's transaction, beside the record that makes it happen once (aifhub.slurmacct.usage)."""
+    weight = _weight(db, session, session.started_at)
+    gpu, _ = charge_ms(gpu_ms, weight, 1, 0)
+    _, cpu = charge_ms(elapsed_ms, 0, 0, session.cpu_millis)
+    gpu, cpu = gpu - session.charged_gpu_ms, cpu - session.charged_cpu_ms
+    if not gpu and not cpu:
+        return None
+    end = session.ended_at or session.last_charged_at or session.started_at
+    event = UsageEvent(
+        **{c: getattr(session, c) for c in ("user", "course_id", "allocation_id", "gpu_kind")},
+        session_id=session.id, seq=session.seq + 1, start_at=session.started_at, end_at=end, gpu_ms=gpu, cpu_ms=cpu,
+    )  # fmt: skip
+    db.add(event)
+    session.seq += 1
+    session.charged_gpu_ms += gpu
+    session.charged_cpu_ms += cpu
+    return event
+
+
 def settle(db, session, at, reason, rates=None):
     """Charge up to ``at`` (never before the last charge) and end the session; its hold is released."""
     charge(db, session, at, rates)

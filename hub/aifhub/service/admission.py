@@ -192,9 +192,23 @@ class Admission:
     GPUs) and the ledger."""
 
     def __init__(
-        self, db, courses, members, inventory, first_uid, default_session_s, servers, line=None, disk=None, kinds=None
+        self,
+        db,
+        courses,
+        members,
+        inventory,
+        first_uid,
+        default_session_s,
+        servers,
+        line=None,
+        disk=None,
+        kinds=None,
+        slurm=None,
     ):
         self.db = db
+        # sandboxes on Slurm: a learner's association with the course's account is made before their job is
+        # submitted (slurm_accounts.py); None elsewhere
+        self.slurm = slurm
         self.kinds = dict(kinds or {})  # the admin's GPU kinds ({name: GpuKind}): sharing modes and weights
         self.line = line  # the GPU waitlist (None: a spawn that finds every GPU busy is refused)
         self.courses = courses
@@ -311,6 +325,8 @@ class Admission:
             return {"waiting": found.get(entry) or {"id": entry, "state": "waiting"}, "course": course.summary()}
         if enrolled:
             await self.members.enrolled_with_admission(course.id, user)
+        if self.slurm is not None:  # a first admission gave the learner a uid: their site account joins Slurm now
+            await self.slurm.admitted(user, course)
         return admission.to_dict() | {"course": course.summary(), "materials": str(course.path), "role": decision.role}
 
     async def running(self, user, server_name, pod=None):

@@ -12,7 +12,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__, idranges
@@ -44,6 +44,8 @@ from . import (
     pages,
 )
 from .queue_status import QueueStatusHandler
+from .slurm_accounts import SlurmAccounts
+from .slurm_usage import SlurmUsage
 from .disk_watch import DiskWatch
 from .placeholders import Placeholders
 from .warm_pool import WarmPool
@@ -58,6 +60,7 @@ class AifhubService(Application):
     """The aifhub service: catalog, GPU pool, sessions, and the pages and API over them."""
 
     classes = [GradingManager, KubeSettings, WarmPool, DiskWatch, Placeholders, CredentialIssuer]
+    classes += [SlurmAccounts, SlurmUsage]  # sandboxes on Slurm
 
     name = "aifhub-service"
     version = __version__
@@ -75,6 +78,7 @@ class AifhubService(Application):
         "db-url": "AifhubService.db_url",
         "log-level": "Application.log_level",
         "stop-grace": "AifhubService.stop_grace",
+        "sandboxes": "AifhubService.sandboxes",
     }
     flags = {
         "demo": ({"AifhubService": {"demo": True}}, "seed the demo allocation"),
@@ -193,6 +197,12 @@ class AifhubService(Application):
         f"{idranges.LEARNER_SPAN} from it machine-wide: a second installation needs another range).",
     ).tag(config=True)
     isolated = Bool(help="Whether sandboxes run under per-learner uids (the hub runs as root).").tag(config=True)
+    sandboxes = CaselessStrEnum(
+        ["local", "slurm", "kubernetes"],
+        "local",
+        help="Where the hub's sandboxes run: local, slurm (the service keeps Slurm's associations in step with the "
+        "ledger: SlurmAccounts) or kubernetes.",
+    ).tag(config=True)
     help_share_minutes = Float(
         30.0,
         help="Minutes a learner's accept lets a helper into their sandbox (JupyterHub's sharing); the learner may "
@@ -436,7 +446,7 @@ class AifhubService(Application):
         if core.waitlist is not None:
             loops.append(asyncio.ensure_future(core.waitlist.run(self.waitlist_interval)))
         loops.append(asyncio.ensure_future(self.classroom(core).run()))  # ends helpers' access when its time is up
-        for part in (service.placeholders, service.warm, service.disk):
+        for part in (service.placeholders, service.warm, service.disk, service.slurm, service.slurm_usage):
             if part is not None:
                 loops.append(asyncio.ensure_future(part.run()))
         if service.warm is None and service.placeholders is None:

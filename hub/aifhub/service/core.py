@@ -54,8 +54,9 @@ def _seed_allocations(s, specs):
 class ServiceCore:
     """The catalog watch, membership, admission and the metering loop of one service."""
 
-    def __init__(self, db, hub, courses, membership, admission, metering, waitlist=None, events=None):
+    def __init__(self, db, hub, courses, membership, admission, metering, waitlist=None, events=None, slurm=None):
         self.db = db
+        self.slurm = slurm  # Slurm's associations kept in step (sandboxes on Slurm: slurm_accounts.py), or None
         self.hub = hub
         self.courses = courses
         self.membership = membership
@@ -81,7 +82,14 @@ class ServiceCore:
         changed = await self.courses.watch(force)
         if changed or force:
             await self.membership.sync_groups()
+            self.ledger_changed()
         return changed
+
+    def ledger_changed(self):
+        """Allocations, courses or enrolments changed: what follows them outside the ledger catches up (Slurm's
+        associations, when sandboxes run there)."""
+        if self.slurm is not None:
+            self.slurm.changed()
 
     async def learner_view(self, user, admin, stopped_limit=5):
         """Offers, the quota notice (or what happened in their sandbox), recently stopped and running sandboxes

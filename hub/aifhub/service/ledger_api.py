@@ -65,6 +65,7 @@ class AllocationsHandler(APIHandler):
             data = await self.core.db.run(_create, body)
         except Refusal as refusal:
             return self.refuse(refusal)
+        self.core.ledger_changed()
         self.write_json(data, status=201)
 
 
@@ -87,6 +88,7 @@ class AllocationHandler(APIHandler):
             data = await self.core.db.run(_change, allocation_id, action, body)
         except Refusal as refusal:
             return self.refuse(refusal)
+        self.core.ledger_changed()
         self.write_json(data)
 
 

@@ -81,10 +81,15 @@ def _roster_remove(s, course, name):
 class Membership:
     """Access, enrolment and rosters of the catalog's courses, and the hub's groups (``hub``: its REST client)."""
 
-    def __init__(self, db, courses, hub=None):
+    def __init__(self, db, courses, hub=None, on_change=None):
         self.db = db
         self.courses = courses
         self.hub = hub
+        self.on_change = on_change  # called when enrolments change (Slurm's associations follow: slurm_accounts.py)
+
+    def _changed(self):
+        if self.on_change is not None:
+            self.on_change()
 
     # -- who may do what -----------------------------------------------------
 
@@ -115,6 +120,7 @@ class Membership:
         if course.enrollment == "code" and code != course.enrollment_code:
             raise Refusal("bad-code", f"That is not the enrolment code of {course.title}.")
         await self.db.run(enrol, user, course_id, course.enrollment)
+        self._changed()
         await self._add_members(course_id, [user])  # the caller is logged in: the hub knows them
         return course
 
@@ -155,6 +161,7 @@ class Membership:
         if bad:
             raise Refusal("bad-name", f"Not valid user names: {', '.join(bad[:5])}")
         added = await self.db.run(_roster_add, course, names)
+        self._changed()
         await self._add_members(course.id, added, create=True)  # names from a list: maybe unknown to the hub
         return added
 
@@ -164,6 +171,7 @@ class Membership:
                 "in-course-file", f"{name} is listed in the course file; remove them from course.yaml and publish it."
             )
         await self.db.run(_roster_remove, course, name)
+        self._changed()
         if self.hub is not None:
             try:
                 await self.hub.remove_from_group(learner_group(course.id), [name])

@@ -367,4 +367,5 @@ class AllocationAction(PageHandler):
             message = await self.core.db.run(_allocation_action, action, allocation_id, form)
         except Refusal as refusal:
             return self.back("admin", error=refusal.message)
+        self.core.ledger_changed()
         self.back("admin", ok=message)

@@ -7,7 +7,10 @@ call it, so a test runs the parts the service runs, connected the same way.
 
 Who is given what (read top to bottom: a part is made after those it needs):
 
-* the catalog watch, membership (with the hub), the GPU waitlist (local pool only);
+* the catalog watch; with sandboxes on Slurm, :class:`~.slurm_accounts.SlurmAccounts` (Slurm's associations
+  kept in step: membership tells it of enrolments, admission of first admissions, the core of catalog and
+  allocation changes), and :class:`~.slurm_usage.SlurmUsage` (sacct's figures settle ended jobs' charges);
+  membership (with the hub), the GPU waitlist (local pool only);
 * :class:`~.service_servers.ServiceServers`: what the service itself runs and the ledger charges like the
   hub's servers (GPU grading jobs, warm sandboxes, placeholder pods). Admission, the warm pool and the
   placeholders write it; the metering loop, given the same board, is its only reader;
@@ -46,6 +49,8 @@ from .membership import Membership
 from .metering_loop import MeteringLoop
 from .placeholders import Placeholders
 from .service_servers import ServiceServers
+from .slurm_accounts import SlurmAccounts
+from .slurm_usage import SlurmUsage
 from .waitlist import Waitlist
 from .warm_pool import WARM_USER, WarmPool
 
@@ -66,6 +71,8 @@ class Service:
     warm: WarmPool | None = None
     disk: DiskWatch | None = None
     placeholders: Placeholders | None = None
+    slurm: SlurmAccounts | None = None
+    slurm_usage: SlurmUsage | None = None
 
     async def close(self):
         """Stop what the parts started (warm sandboxes, grading workers, the LTI tool) and close the database."""
@@ -101,7 +108,8 @@ def wire(app, hub, *, db=None, grading=True, lti=True):
 def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None, reader=None):
     default_session_s = int(app.default_session_hours * 3600)
     courses = CatalogWatch(app.course_dirs(), app.images_dir, protect_sources=app.isolated)
-    membership = Membership(db, courses, hub)
+    slurm = SlurmAccounts(db, courses, parent=app) if app.sandboxes == "slurm" else None
+    membership = Membership(db, courses, hub, on_change=slurm.changed if slurm is not None else None)
     waitlist = (
         Waitlist(db, courses, inventory, default_session_s, app.waitlist_hold)
         if app.waitlist and inventory is not None
@@ -122,6 +130,7 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None, re
         line=waitlist,
         disk=disk,
         kinds=kinds,
+        slurm=slurm,
     )
     gpu_use = GpuUse(
         db,
@@ -140,14 +149,18 @@ def _wire(app, hub, db, state, inventory, with_grading, with_lti, kinds=None, re
         settle_grace_s=app.reconcile_grace,
         gpu_use=gpu_use,
     )
-    core = ServiceCore(db, hub, courses, membership, admission, metering, waitlist=waitlist)
+    core = ServiceCore(db, hub, courses, membership, admission, metering, waitlist=waitlist, slurm=slurm)
     kube = KubeSettings(parent=app)
     grading = (
         GradingManager(state, db, core, isolated=app.isolated, kube=kube, gpus=admission, parent=app)
         if with_grading
         else None
     )
-    service = Service(db=db, hub=hub, inventory=inventory, core=core, kube=kube, grading=grading, disk=disk)
+    service = Service(
+        db=db, hub=hub, inventory=inventory, core=core, kube=kube, grading=grading, disk=disk, slurm=slurm
+    )
+    if slurm is not None:  # Slurm's accounting settles its jobs' charges (slurm_usage.py)
+        service.slurm_usage = SlurmUsage(db, parent=app)
     service.lti = app.lti_tool(state, core, grading) if with_lti else None
     if inventory is None and grading is not None and grading.backend == "kubernetes":
         # the cluster is warmed with placeholder pods, which grading Jobs' settings place

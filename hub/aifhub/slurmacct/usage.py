@@ -2,9 +2,10 @@
 
 ``sacct -X -P`` says, per job, its account, user, state, elapsed seconds and allocated TRES (``gres/gpu=N``,
 ``cpu=N``); aifhub's jobs carry ``aifhub course=<id> allocation=<id> session=<id>`` in their comment. The
-import records each ended job in ``slurm_jobs`` (primary key: cluster and job id), so running it again, or
-from two machines, never counts a job twice; :func:`reconcile` sets each job's Slurm GPU time beside the
-ledger's charge of its session.
+import (the service's :mod:`aifhub.service.slurm_usage`, or ``aifhub slurm usage``) records each ended job in
+``slurm_jobs`` (primary key: cluster and job id), so running it again, or from two machines, never counts a job
+twice, and in the same transaction makes the charge of the job's session Slurm's figure (:func:`record`);
+:func:`reconcile` sets each job's Slurm GPU time beside the ledger's charge of its session.
 """
 
 import re
@@ -13,6 +14,8 @@ import subprocess
 from sqlalchemy import select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..hubside.slurm.jobspec import JOB_TAG
+from ..ledger import metering
 from ..ledger.models import SandboxSession
 from ..state.base import Base, UTCDateTime, utcnow
 from sqlalchemy import BigInteger, Integer, String
@@ -101,12 +104,36 @@ def sacct(since, env=None):
 
 
 def record(s, cluster, jobs):
-    """Record the jobs not recorded yet (a unit of work); returns the new ones."""
+    """Record the jobs not recorded yet, and make each aifhub session's charge Slurm's figure (a unit of work);
+    returns the new ones, each with ``corrected_gpu_ms`` (the GPU ms the ledger's correcting event added, or
+    None when no session of the ledger is the job's).
+
+    Slurm's accounting is the authority on a Slurm job's usage: the service metered the session while it ran
+    (quotas and budgets are enforced on that), and at settlement the session's charge becomes the job's GPU TRES
+    time (``gres/gpu`` x elapsed seconds, the GPU kind's weight applied) through
+    :func:`aifhub.ledger.metering.correct_to`. The record and the correction are one transaction, keyed by
+    cluster and job id: a job corrects its session once, whoever runs this (the service or the CLI), however
+    often. A job whose session is still active (the hub has not seen the end yet) waits for a later pass. The
+    session must name the job (``pod`` = ``slurm-job/<id>``, set when the spawner saw it run): a job of another
+    installation on the same cluster, whose comment names a session number of its own ledger, corrects nothing."""
     ids = [j["job_id"] for j in jobs]
     known = set(s.scalars(select(SlurmJob.job_id).where(SlurmJob.cluster == cluster, SlurmJob.job_id.in_(ids))))
-    new = [j for j in jobs if j["job_id"] not in known]
-    for j in new:
+    new = []
+    for j in jobs:
+        if j["job_id"] in known:
+            continue
+        session = None
+        if j["session_id"] is not None:
+            session = s.get(SandboxSession, j["session_id"])
+            if session is not None and (
+                session.course_id != j["course_id"] or (session.pod or "").removeprefix(JOB_TAG) != str(j["job_id"])
+            ):
+                session = None  # another installation's session of that number, or another job's
+            if session is not None and session.state != "ended":
+                continue  # settled later: the correction applies to a settled charge
+        event = metering.correct_to(s, session, j["gpu_ms"], j["elapsed_s"] * 1000) if session is not None else None
         s.add(SlurmJob(cluster=cluster, **j))
+        new.append(j | {"corrected_gpu_ms": None if session is None else (event.gpu_ms if event else 0)})
     return new
 
 

@@ -8,6 +8,10 @@ import re
 import shlex
 import time
 
+# what the ledger's session records as where it runs (its ``pod``): ``slurm-job/<job id>``; the job's accounting
+# settles that session's charge (aifhub.slurmacct.usage)
+JOB_TAG = "slurm-job/"
+
 ACCOUNT = re.compile(r"[^a-z0-9_-]")
 
 # Slurm's job states that end a job: a spawn whose job reaches one before its server answered fails with it

@@ -22,6 +22,7 @@ from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from ...slurmacct.reservations import current as current_reservation
 from ..mixin import CourseSpawnerMixin
 from . import jobspec
+from .jobspec import JOB_TAG
 from .rest import CliBackend, RestBackend, SlurmRefused, SlurmUnavailable
 
 RUNNING = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -336,20 +337,30 @@ class SlurmSpawner(CourseSpawnerMixin, Spawner):
                 if said:
                     await self._tell_queue(course["id"], None)
                 self.slurm_status = {"job_id": self.job_id, "state": state, "nodes": job.get("nodes")}
-                try:
-                    await self.service.running(self.user.name, self.name)
-                except SpawnException as exc:  # the service settles it at its next reconciliation
-                    self.log.warning("The service did not hear that job %s runs: %s", self.job_id, exc.log_message)
+                await self._mark_running()
                 self.emit(60, f"Running on {job.get('nodes') or 'a node'}; preparing your work folder")
             try:
-                return await asyncio.wait_for(asyncio.shield(self._address_future), self.poll_interval)
+                address = await asyncio.wait_for(asyncio.shield(self._address_future), self.poll_interval)
             except asyncio.TimeoutError:
-                pass
+                continue
+            if not marked:  # the job started and its server answered within one poll: it runs
+                if said:
+                    await self._tell_queue(course["id"], None)
+                await self._mark_running()
+            return address
         raise SpawnException(
             f"Your sandbox's Slurm job {self.job_id} did not start within {self.start_timeout} s; it is cancelled.",
             reason="slurm-timeout",
             status_code=503,
         )
+
+    async def _mark_running(self):
+        """Tell the service the job runs: its session is charged from now, and names its job (Slurm's accounting
+        of that job settles the charge, docs/slurm.md)."""
+        try:
+            await self.service.running(self.user.name, self.name, pod=f"{JOB_TAG}{self.job_id}")
+        except SpawnException as exc:  # the service settles it at its next reconciliation
+            self.log.warning("The service did not hear that job %s runs: %s", self.job_id, exc.log_message)
 
     async def _tell_queue(self, course_id, status):
         """Have ``GET /services/aifhub/api/v1/me`` show where the job waits (None: it no longer does)."""
