@@ -54,7 +54,11 @@ def sample(proc, seconds, every=0.25):
 def service_footprint(workdir, sessions=100, intervals=3, meter_interval=5.0, prefix="fp"):
     """Footprint of the service idle, then holding ``sessions`` sessions, over ``intervals`` metering passes each."""
     hub = aifhub_hub(
-        workdir, gpus="0", meter_interval=meter_interval, service_args=["--AifhubService.reconcile_grace=86400"]
+        workdir,
+        gpus="0",
+        meter_interval=meter_interval,
+        service_args=["--AifhubService.reconcile_grace=86400"],
+        second=True,  # the smoke tests' hub may run meanwhile
     )
     with running(hub):
         proc, port = service_process(hub)

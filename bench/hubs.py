@@ -59,8 +59,9 @@ for service in c.JupyterHub.services:  # noqa: F821
 """
 
 
-def aifhub_hub(workdir, gpus="0", meter_interval=60, service_args=()):
-    """An ``aifhub up`` (not started) on the repository's courses, state in ``workdir``.
+def aifhub_hub(workdir, gpus="0", meter_interval=60, service_args=(), second=False):
+    """An ``aifhub up`` (not started) on the repository's courses, state in ``workdir``; ``second``: it runs while
+    another benchmark hub does (uid ranges of its own: ``aifhub up`` refuses ranges another installation holds).
 
     ``service_args`` are added to the aifhub service's command line (through a hub config file
     that extends the embedded one, as ``aifhub up --config`` allows).
@@ -77,6 +78,8 @@ def aifhub_hub(workdir, gpus="0", meter_interval=60, service_args=()):
     i = hub.args.index("--meter-interval")
     hub.args[i + 1] = str(meter_interval)  # the tests meter every 2 s; the benchmarks use the default
     hub.kind = "aifhub"
+    if second:
+        hub.env["AIFHUB_SERVICE_ARGS"] = " ".join(worker_id_ranges(second=True))
     return hub
 
 

@@ -5,7 +5,7 @@ import json
 from urllib.parse import urlencode
 
 from jupyterhub.spawner import SpawnException
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .refusal import SpawnRefusal
 
@@ -42,7 +42,7 @@ class ServiceClient:
         )
         try:
             resp = await http_client().fetch(req, raise_error=False)
-        except OSError as exc:
+        except (OSError, HTTPClientError) as exc:  # no answer: refused, timed out (curl's client raises those too)
             resp = None
             error = exc
         if resp is None or resp.code == 599:

@@ -47,7 +47,7 @@ class HubClient:
         )
         try:
             resp = await self.http.fetch(req, raise_error=False)
-        except OSError as exc:
+        except (OSError, HTTPClientError) as exc:  # no answer: refused, or timed out
             raise HubAPIError(f"{method} {path}: hub not reachable ({exc})") from exc
         if resp.code not in ok:
             raise HubAPIError(f"{method} {path}: {resp.code} {resp.body[:300]!r}")
