@@ -7,6 +7,8 @@ with ``AIFHUB_TEST_KUBECONFIG``, any cluster an operator points the tests at (do
 import base64
 import copy
 import json
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -16,6 +18,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+
+REPO = Path(__file__).resolve().parent.parent
 
 FIELD_MANAGER = "aifhub-tests"
 RESTRICTED = {
@@ -393,3 +397,15 @@ def granted(rules):
         for res in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+def k8s_render(out):
+    """``aifhub k8s render`` of the example courses into ``out`` (what an operator hands to helm)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "aifhub", "k8s", "render", "--out", str(out), "--courses", str(REPO / "courses")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out

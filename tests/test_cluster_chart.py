@@ -11,8 +11,6 @@ aifhub is pinned to: ``AIFHUB_Z2JH_CHART`` (an operator's `helm pull --untar`) o
 
 import base64
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from chartkit import (
     prepared_chart,
     run_hub_config_check,
 )
-from clusterkit import into_namespace
+from clusterkit import into_namespace, k8s_render
 from kubernetes.client.exceptions import ApiException
 
 pytestmark = pytest.mark.cluster
@@ -76,15 +74,7 @@ def helm(tmp_path_factory, kube_cluster):
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rendered")
-    proc = subprocess.run(
-        [sys.executable, "-m", "aifhub", "k8s", "render", "--out", str(out), "--courses", str(REPO / "courses")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return k8s_render(tmp_path_factory.mktemp("rendered"))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from aifhub.catalog import load_catalog, load_images
-from clusterkit import into_namespace
+from clusterkit import into_namespace, k8s_render
 
 pytestmark = pytest.mark.cluster
 
@@ -29,15 +29,7 @@ COURSES = sorted(load_catalog([REPO / "courses"], load_images(REPO / "sandbox_im
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rendered")
-    proc = subprocess.run(
-        [sys.executable, "-m", "aifhub", "k8s", "render", "--out", str(out), "--courses", str(REPO / "courses")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return k8s_render(tmp_path_factory.mktemp("rendered"))
 
 
 @pytest.fixture(scope="module")
