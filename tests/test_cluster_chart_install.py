@@ -335,9 +335,17 @@ def test_install_upgrade_uninstall(release):
 
     # helm uninstall: the chart's objects go (its priority classes too); aifhub's volumes of state stay
     r["helm"]("uninstall", "aifhub", "--namespace", ns, "--wait", "--cascade", "foreground")
-    with pytest.raises(ApiException) as gone:
-        kube.apps.read_namespaced_deployment("hub", ns)
-    assert gone.value.status == 404
+
+    def hub_gone():
+        try:
+            kube.apps.read_namespaced_deployment("hub", ns)
+        except ApiException as exc:
+            assert exc.status == 404, exc
+            return True
+        return False
+
+    # helm's --wait can return while the garbage collector still finishes the Deployment it deleted
+    wait(hub_gone, 60, "the hub Deployment gone after helm uninstall")
     classes = kube.dynamic.resources.get(api_version="scheduling.k8s.io/v1", kind="PriorityClass")
     names = {c["metadata"]["name"] for c in classes.get().to_dict()["items"]}
     assert not names & {"aifhub-default-priority", "aifhub-user-placeholder-priority", "aifhub-image-puller-priority"}
